@@ -1,0 +1,1 @@
+//! routing: owns pattern -> pool lookup (Go `net/http.ServeMux` rules); pure, no I/O.
