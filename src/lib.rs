@@ -1,3 +1,145 @@
 //! lb: a layer-7 HTTP load balancer whose topology lives in `lb.toml`.
+//!
+//! # Layout
+//!
+//! The data plane (accept → route → pick → forward) and the control plane (file, watcher,
+//! health checker, gRPC) meet at one place: an `ArcSwap<Topology>` that the control plane stores
+//! and the data plane loads once per request.
+//!
+//! - [`config`]: lb.toml — model, parsing with line:col, text edits, atomic writes.
+//! - [`routing`]: Go `ServeMux` patterns → pool index; pure.
+//! - [`topology`]: the immutable snapshot and the per-backend live state it shares.
+//! - [`balance`]: power-of-two-choices over a pool's healthy backends.
+//! - [`health`]: active checks; the only writer of health (besides passive ejection).
+//! - [`proxy`]: the HTTP server, the request sequence, the upstream client, draining.
+//! - [`apply`]: the single path from file text to running topology; serialises writers.
+//! - [`watch`]: notices file changes and asks `apply` to reload.
+//! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 
+pub mod apply;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod proxy;
 pub mod routing;
+pub mod topology;
+pub mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::apply::{Applier, Startup};
+use crate::proxy::{Proxy, ServerSettings};
+
+/// How to start; flags override the file's `[listen]` table.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub config: PathBuf,
+    pub http: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
+}
+
+/// Why lb could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Watch(#[from] watch::Error),
+}
+
+/// A loaded config and bound listeners, ready to [`run`](Lb::run).
+pub struct Lb {
+    applier: Arc<Applier>,
+    startup: Startup,
+    http: TcpListener,
+}
+
+impl Lb {
+    /// Loads the config and binds the listeners; fails fast on a bad file or a busy port.
+    pub async fn bind(options: Options) -> Result<Lb, Error> {
+        let (applier, mut startup) = Applier::load(&options.config).await?;
+        if let Some(http) = options.http {
+            startup.listen.http = http;
+        }
+        if let Some(grpc) = options.grpc {
+            startup.listen.grpc = grpc;
+        }
+        let http = bind("http", startup.listen.http).await?;
+        Ok(Lb {
+            applier,
+            startup,
+            http,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.startup.listen.http)
+    }
+
+    pub fn applier(&self) -> &Arc<Applier> {
+        &self.applier
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let watcher = watch::start(Arc::clone(&self.applier))?;
+        let watcher = tokio::spawn(watcher);
+        let proxy = Arc::new(Proxy::new(Arc::clone(self.applier.topology())));
+        let settings = ServerSettings {
+            header_timeout: self.startup.server.header_timeout,
+            drain_timeout: self.startup.server.drain_timeout,
+            max_connections: 10_000,
+        };
+        proxy::serve(self.http, proxy, settings, shutdown).await;
+        watcher.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(listener = what, addr = %bound, "listening");
+    Ok(listener)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received; no longer accepting");
+}

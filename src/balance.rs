@@ -1,0 +1,49 @@
+//! balance: owns backend selection — power of two choices over a pool's healthy backends. It
+//! reads health and in-flight atomics and never writes them; it does no I/O.
+//!
+//! P2C (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing"; as in Finagle
+//! and tower's `p2c`): pick two distinct backends at random and take the one with fewer requests
+//! in flight. It avoids the herd behaviour of "least loaded" while needing no global state.
+
+use std::sync::Arc;
+
+use crate::topology::Backend;
+
+/// Picks a healthy backend, or `None` when the pool has none.
+///
+/// Shaped like tower's `p2c_ready_index`: the cases 0, 1 and n healthy backends. Healthy
+/// backends are addressed by rank among the healthy ones, so no list is allocated per request.
+pub fn pick<'a>(backends: &'a [Arc<Backend>], rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
+    let n_healthy = backends.iter().filter(|b| b.is_healthy()).count();
+    match n_healthy {
+        0 => None,
+        1 => backends.iter().find(|b| b.is_healthy()),
+        n => {
+            let (a_rank, b_rank) = distinct_pair(n, rng);
+            let a = nth_healthy(backends, a_rank)?;
+            let b = nth_healthy(backends, b_rank)?;
+            let (a_load, b_load) = (a.in_flight(), b.in_flight());
+            tracing::trace!(a = %a.addr, a_load, b = %b.addr, b_load, "p2c");
+            Some(if b_load < a_load { b } else { a })
+        }
+    }
+}
+
+/// Two distinct indices in `0..n` (n >= 2), uniformly: draw the second from `n - 1` slots and
+/// skip over the first.
+pub fn distinct_pair(n: usize, rng: &mut fastrand::Rng) -> (usize, usize) {
+    let a = rng.usize(..n);
+    let mut b = rng.usize(..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    debug_assert_ne!(a, b);
+    (a, b)
+}
+
+fn nth_healthy(backends: &[Arc<Backend>], rank: usize) -> Option<&Arc<Backend>> {
+    backends.iter().filter(|b| b.is_healthy()).nth(rank)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+use super::*;
+use crate::config::BackendAddr;
+
+fn backends(n: usize) -> Vec<Arc<Backend>> {
+    (0..n)
+        .map(|i| {
+            let addr: BackendAddr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
+            Arc::new(Backend::new(addr, true))
+        })
+        .collect()
+}
+
+#[test]
+fn distinct_pair_is_always_distinct_and_in_range() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    for n in 2..40 {
+        for _ in 0..500 {
+            let (a, b) = distinct_pair(n, &mut rng);
+            assert_ne!(a, b);
+            assert!(a < n && b < n);
+        }
+    }
+}
+
+#[test]
+fn distinct_pair_covers_every_index() {
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut seen = [false; 5];
+    for _ in 0..1000 {
+        let (a, b) = distinct_pair(5, &mut rng);
+        seen[a] = true;
+        seen[b] = true;
+    }
+    assert!(seen.iter().all(|s| *s));
+}
+
+#[test]
+fn none_when_nothing_is_healthy() {
+    let pool = backends(3);
+    for b in &pool {
+        b.set_healthy(false);
+    }
+    assert!(pick(&pool, &mut fastrand::Rng::with_seed(1)).is_none());
+    assert!(pick(&[], &mut fastrand::Rng::with_seed(1)).is_none());
+}
+
+#[test]
+fn the_only_healthy_backend_is_always_picked() {
+    let pool = backends(4);
+    for (i, b) in pool.iter().enumerate() {
+        b.set_healthy(i == 2);
+    }
+    let mut rng = fastrand::Rng::with_seed(3);
+    for _ in 0..100 {
+        let picked = pick(&pool, &mut rng).unwrap();
+        assert!(Arc::ptr_eq(picked, &pool[2]));
+    }
+}
+
+#[test]
+fn the_less_loaded_of_two_wins() {
+    let pool = backends(2);
+    // Load backend 0 with in-flight requests; with two backends p2c always compares both.
+    let _guards: Vec<_> = (0..3).map(|_| pool[0].start_request()).collect();
+    let mut rng = fastrand::Rng::with_seed(9);
+    for _ in 0..100 {
+        assert!(Arc::ptr_eq(pick(&pool, &mut rng).unwrap(), &pool[1]));
+    }
+}
+
+#[test]
+fn sick_backends_are_never_picked() {
+    let pool = backends(6);
+    pool[0].set_healthy(false);
+    pool[3].set_healthy(false);
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..1000 {
+        let picked = pick(&pool, &mut rng).unwrap();
+        assert!(picked.is_healthy());
+    }
+}
+
+#[test]
+fn in_flight_guard_releases_on_drop() {
+    let pool = backends(1);
+    let guard = pool[0].start_request();
+    assert_eq!(pool[0].in_flight(), 1);
+    drop(guard);
+    assert_eq!(pool[0].in_flight(), 0);
+}

@@ -1,0 +1,73 @@
+//! config: owns lb.toml — its typed model, parsing with line:col diagnostics, validation,
+//! comment-preserving edits and atomic writes. It never touches the running topology or health.
+//!
+//! - `model`: the validated, typed configuration and its defaults.
+//! - `parse`: text -> [`Config`], every error as a [`Diagnostic`] with a position.
+//! - `edit`: smallest-diff text edits used by the control API (toml_edit).
+//! - `write`: atomic replacement of the file on disk.
+
+mod duration;
+pub mod edit;
+mod model;
+mod parse;
+pub mod write;
+
+pub use duration::{format_duration, parse_duration};
+pub use model::{
+    BackendAddr, BackendAddrError, Config, Control, HealthCheck, Listen, PoolConfig, PoolType,
+    Server, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use parse::{parse, Diagnostic};
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Why a config file could not become a [`Config`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", Invalid { path, diagnostics })]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+/// Displays every diagnostic as `PATH:LINE:COL: message`, one per line.
+struct Invalid<'a> {
+    path: &'a Path,
+    diagnostics: &'a [Diagnostic],
+}
+
+impl fmt::Display for Invalid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", d.display_with(self.path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the file at `path`, returning the config and the exact text it came from.
+pub fn load(path: &Path) -> Result<(Config, String), Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = parse(&text).map_err(|diagnostics| Error::Invalid {
+        path: path.to_path_buf(),
+        diagnostics,
+    })?;
+    Ok((config, text))
+}
+
+#[cfg(test)]
+mod tests;

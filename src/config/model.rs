@@ -1,0 +1,220 @@
+//! The validated configuration: what lb.toml means once every default is applied.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::routing::Router;
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A whole, valid lb.toml.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Listen,
+    pub server: Server,
+    pub control: Control,
+    /// In file order.
+    pub pools: Vec<PoolConfig>,
+    /// Every pool's pattern compiled once; the value is the index into `pools`. Building it is
+    /// also how pattern conflicts are found, so validation and the topology share one build.
+    pub routes: Router<usize>,
+}
+
+impl Config {
+    pub fn pool(&self, pattern: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.pattern == pattern)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// A client must send its whole request head within this.
+    pub header_timeout: Duration,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Runtime worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            header_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            workers: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Control {
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolType {
+    P2c,
+}
+
+impl PoolType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolType::P2c => "p2c",
+        }
+    }
+}
+
+/// One `[pools."PATTERN"]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// The pattern exactly as written in the file; it is the pool's identity.
+    pub pattern: String,
+    pub pool_type: PoolType,
+    pub interval: Duration,
+    pub health_checks: Vec<HealthCheck>,
+    pub backends: Vec<BackendAddr>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retries: u32,
+}
+
+/// A status check: `GET http://IP:PORT{url_path}` passes when the body contains a healthy value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub url_path: String,
+    pub healthy_values: Vec<String>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            url_path: "/healthz".to_owned(),
+            healthy_values: vec!["ok".to_owned(), "OK".to_owned()],
+        }
+    }
+}
+
+/// A backend as declared: `IP:PORT[/url_path]`.
+///
+/// The url_path `/` means the same as none (joining `/` in front of a path changes nothing), so
+/// it is normalised away: `127.0.0.1:80/` and `127.0.0.1:80` are one backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendAddr {
+    pub addr: SocketAddr,
+    /// Empty, or a path starting with `/` and longer than `/`.
+    pub url_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendAddrError {
+    #[error("backend {0:?} is not IP:PORT[/url_path] (IPv6 as [::1]:PORT)")]
+    Shape(String),
+    #[error("backend {input:?}: {ip:?} is not an IP address (host names are not resolved)")]
+    Ip { input: String, ip: String },
+    #[error("backend {input:?}: port {port} is outside 1-65535")]
+    Port { input: String, port: String },
+}
+
+impl BackendAddr {
+    pub fn new(ip: IpAddr, port: u16, url_path: &str) -> Result<BackendAddr, BackendAddrError> {
+        let input = format!("{}{url_path}", SocketAddr::new(ip, port));
+        if port == 0 {
+            return Err(BackendAddrError::Port {
+                input,
+                port: port.to_string(),
+            });
+        }
+        if !url_path.is_empty() && !url_path.starts_with('/') {
+            return Err(BackendAddrError::Shape(input));
+        }
+        Ok(BackendAddr {
+            addr: SocketAddr::new(ip, port),
+            url_path: normalise_url_path(url_path),
+        })
+    }
+
+    /// `IP:PORT`, the label used in logs, metrics and the health table.
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+fn normalise_url_path(url_path: &str) -> String {
+    if url_path == "/" {
+        String::new()
+    } else {
+        url_path.to_owned()
+    }
+}
+
+impl FromStr for BackendAddr {
+    type Err = BackendAddrError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let shape = || BackendAddrError::Shape(input.to_owned());
+        // The host part ends at the first `/` after the port; IPv6 hosts are bracketed.
+        let (host, port_and_path) = if let Some(rest) = input.strip_prefix('[') {
+            let (ip, rest) = rest.split_once(']').ok_or_else(shape)?;
+            (ip, rest.strip_prefix(':').ok_or_else(shape)?)
+        } else {
+            input.split_once(':').ok_or_else(shape)?
+        };
+        let (port, url_path) = match port_and_path.find('/') {
+            Some(i) => port_and_path.split_at(i),
+            None => (port_and_path, ""),
+        };
+        let ip: IpAddr = host.parse().map_err(|_| BackendAddrError::Ip {
+            input: input.to_owned(),
+            ip: host.to_owned(),
+        })?;
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(shape());
+        }
+        let port_error = || BackendAddrError::Port {
+            input: input.to_owned(),
+            port: port.to_owned(),
+        };
+        let port: u16 = port.parse().map_err(|_| port_error())?;
+        if port == 0 {
+            return Err(port_error());
+        }
+        if url_path
+            .chars()
+            .any(|c| c.is_whitespace() || c == '?' || c == '#')
+        {
+            return Err(shape());
+        }
+        Ok(BackendAddr {
+            addr: SocketAddr::new(ip, port),
+            url_path: normalise_url_path(url_path),
+        })
+    }
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.addr, self.url_path)
+    }
+}

@@ -1,0 +1,388 @@
+//! Text -> [`Config`]: serde for shape (unknown keys, types), then semantic validation that keeps
+//! each value's span so every error can point at `LINE:COL`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::parse_duration;
+use super::model::*;
+use crate::routing::{Pattern, Router};
+
+/// One problem in a config file, with its 1-based position when one applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    fn at(text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            position: span.map(|s| line_col(text, s.start)),
+            message: message.into(),
+        }
+    }
+
+    /// `PATH:LINE:COL: message`, or `PATH: message` without a position.
+    pub fn display_with<'a>(&'a self, path: &'a Path) -> impl fmt::Display + 'a {
+        DisplayWith {
+            diagnostic: self,
+            path,
+        }
+    }
+}
+
+struct DisplayWith<'a> {
+    diagnostic: &'a Diagnostic,
+    path: &'a Path,
+}
+
+impl fmt::Display for DisplayWith<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match self.diagnostic.position {
+            Some((line, col)) => write!(f, "{path}:{line}:{col}: {}", self.diagnostic.message),
+            None => write!(f, "{path}: {}", self.diagnostic.message),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{line}:{col}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, col)
+}
+
+// === raw shape, as serde sees it ===
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    pools: BTreeMap<Spanned<String>, RawPool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    http: Option<Spanned<String>>,
+    grpc: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_timeout: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    #[serde(rename = "type")]
+    pool_type: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    health_checks: Option<Spanned<Vec<Spanned<RawHealthCheck>>>>,
+    #[serde(default)]
+    backends: Vec<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    url_path: Option<Spanned<String>>,
+    healthy_values: Option<Spanned<Vec<String>>>,
+}
+
+// === validation ===
+
+/// Parses and validates lb.toml text, reporting every problem found (not just the first).
+pub fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        vec![Diagnostic::at(
+            text,
+            e.span(),
+            e.message().trim().to_owned(),
+        )]
+    })?;
+    let mut v = Validator {
+        text,
+        diagnostics: Vec::new(),
+    };
+    let config = v.config(raw);
+    match config {
+        Some(config) if v.diagnostics.is_empty() => Ok(config),
+        _ => {
+            v.diagnostics.sort_by_key(|d| d.position);
+            Err(v.diagnostics)
+        }
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::at(self.text, Some(span), message));
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let defaults = Listen::default();
+        let listen = Listen {
+            http: self.socket_addr(raw.listen.http, "listen.http", defaults.http),
+            grpc: self.socket_addr(raw.listen.grpc, "listen.grpc", defaults.grpc),
+            admin: raw
+                .listen
+                .admin
+                .map(|a| self.socket_addr(Some(a), "listen.admin", defaults.http)),
+        };
+        let server_defaults = Server::default();
+        let server = Server {
+            header_timeout: self
+                .duration(raw.server.header_timeout, server_defaults.header_timeout),
+            drain_timeout: self.duration(raw.server.drain_timeout, server_defaults.drain_timeout),
+            workers: raw.server.workers.and_then(|w| {
+                let span = w.span();
+                match usize::try_from(*w.get_ref()) {
+                    Ok(n) if (1..=1024).contains(&n) => Some(n),
+                    _ => {
+                        self.error(span, "server.workers must be between 1 and 1024");
+                        None
+                    }
+                }
+            }),
+        };
+        let control = Control {
+            token_file: raw
+                .control
+                .token_file
+                .map(|t| PathBuf::from(t.into_inner())),
+        };
+
+        let mut pools = Vec::with_capacity(raw.pools.len());
+        let mut patterns = Vec::with_capacity(raw.pools.len());
+        let mut pattern_spans = Vec::with_capacity(raw.pools.len());
+        // Keep file order, so that errors and listings follow what a person reads.
+        let mut raw_pools: Vec<_> = raw.pools.into_iter().collect();
+        raw_pools.sort_by_key(|(key, _)| key.span().start);
+        for (key, raw_pool) in raw_pools {
+            let span = key.span();
+            let pattern_text = key.into_inner();
+            let pattern = match Pattern::parse(&pattern_text) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.error(span.clone(), format!("bad pattern {pattern_text:?}: {e}"));
+                    None
+                }
+            };
+            if let Some(pool) = self.pool(pattern_text, raw_pool) {
+                if let Some(pattern) = pattern {
+                    patterns.push((pattern, pools.len()));
+                    pattern_spans.push(span);
+                }
+                pools.push(pool);
+            }
+        }
+        let routes = match Router::new(patterns) {
+            Ok(r) => Some(r),
+            Err(conflict) => {
+                let span = pools
+                    .iter()
+                    .position(|p| p.pattern == conflict.new)
+                    .and_then(|i| pattern_spans.get(i).cloned())
+                    .unwrap_or(0..0);
+                self.error(span, conflict.to_string());
+                None
+            }
+        };
+        Some(Config {
+            listen,
+            server,
+            control,
+            pools,
+            routes: routes?,
+        })
+    }
+
+    fn pool(&mut self, pattern: String, raw: RawPool) -> Option<PoolConfig> {
+        let pool_type = match raw.pool_type {
+            None => PoolType::P2c,
+            Some(t) if t.get_ref() == "p2c" => PoolType::P2c,
+            Some(t) => {
+                self.error(
+                    t.span(),
+                    format!("unknown pool type {:?} (supported: \"p2c\")", t.get_ref()),
+                );
+                PoolType::P2c
+            }
+        };
+        let interval = self.duration(raw.interval, DEFAULT_INTERVAL);
+        let health_checks = match raw.health_checks {
+            None => vec![HealthCheck::default()],
+            Some(checks) => {
+                let span = checks.span();
+                let checks = checks.into_inner();
+                if checks.is_empty() {
+                    self.error(
+                        span,
+                        "health_checks is empty: a pool needs at least one check (omit the key for the default /healthz check)",
+                    );
+                }
+                checks.into_iter().map(|c| self.health_check(c)).collect()
+            }
+        };
+        let mut seen = HashSet::with_capacity(raw.backends.len());
+        let mut backends = Vec::with_capacity(raw.backends.len());
+        for entry in raw.backends {
+            let span = entry.span();
+            match entry.get_ref().parse::<BackendAddr>() {
+                Ok(backend) => {
+                    if !seen.insert(backend.clone()) {
+                        self.error(
+                            span,
+                            format!("duplicate backend {backend} in pool {pattern:?}"),
+                        );
+                    } else {
+                        backends.push(backend);
+                    }
+                }
+                Err(e) => self.error(span, e.to_string()),
+            }
+        }
+        let connect_timeout = self.duration(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let request_timeout = self.duration(raw.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        let retries = match raw.retries {
+            None => 1,
+            Some(r) => match u32::try_from(*r.get_ref()) {
+                Ok(n) if n <= 10 => n,
+                _ => {
+                    self.error(r.span(), "retries must be between 0 and 10");
+                    1
+                }
+            },
+        };
+        Some(PoolConfig {
+            pattern,
+            pool_type,
+            interval,
+            health_checks,
+            backends,
+            connect_timeout,
+            request_timeout,
+            retries,
+        })
+    }
+
+    fn health_check(&mut self, raw: Spanned<RawHealthCheck>) -> HealthCheck {
+        let raw = raw.into_inner();
+        let defaults = HealthCheck::default();
+        let url_path = match raw.url_path {
+            None => defaults.url_path,
+            Some(p) if p.get_ref().starts_with('/') => p.into_inner(),
+            Some(p) => {
+                self.error(
+                    p.span(),
+                    format!("health check url_path {:?} must start with /", p.get_ref()),
+                );
+                defaults.url_path
+            }
+        };
+        let healthy_values = match raw.healthy_values {
+            None => defaults.healthy_values,
+            Some(values) => {
+                if values.get_ref().is_empty() || values.get_ref().iter().any(String::is_empty) {
+                    self.error(
+                        values.span(),
+                        "healthy_values must list at least one non-empty value",
+                    );
+                }
+                values.into_inner()
+            }
+        };
+        HealthCheck {
+            url_path,
+            healthy_values,
+        }
+    }
+
+    fn duration(&mut self, raw: Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        match parse_duration(raw.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error(
+                    raw.span(),
+                    format!("duration {:?} must be above zero", raw.get_ref()),
+                );
+                default
+            }
+            Err(e) => {
+                self.error(raw.span(), e);
+                default
+            }
+        }
+    }
+
+    fn socket_addr(
+        &mut self,
+        raw: Option<Spanned<String>>,
+        key: &str,
+        default: SocketAddr,
+    ) -> SocketAddr {
+        let Some(raw) = raw else { return default };
+        match raw.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.error(
+                    raw.span(),
+                    format!(
+                        "{key} {:?} is not IP:PORT (e.g. \"127.0.0.1:8080\", \"[::1]:8080\")",
+                        raw.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+}

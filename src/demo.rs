@@ -1,0 +1,67 @@
+//! demo: `lb demo` — two sample backends on loopback and lb in front of them, configured from a
+//! temporary directory. It never reads or edits `./lb.toml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+
+use crate::{Error, Lb, Options};
+
+/// A running demo: keep it alive as long as the balancer should serve.
+pub struct Demo {
+    pub lb: Lb,
+    pub config_path: PathBuf,
+    pub backends: Vec<SocketAddr>,
+    /// Holds the config file; removed on drop.
+    _dir: tempfile::TempDir,
+}
+
+/// Starts two sample backends and binds lb on `http` / `grpc` in front of them.
+pub async fn start(http: SocketAddr, grpc: SocketAddr) -> Result<Demo, Error> {
+    let dir = tempfile::tempdir().map_err(|source| {
+        Error::Config(crate::config::Error::Read {
+            path: std::env::temp_dir(),
+            source,
+        })
+    })?;
+    let mut backends = Vec::new();
+    for node in ["a", "b"] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "demo backend",
+                addr,
+                source,
+            })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        backends.push(bound);
+        tokio::spawn(sample_web::serve(listener, node.to_owned()));
+    }
+    let config_path = dir.path().join("lb.toml");
+    let text = format!(
+        "# lb demo: two sample-web backends behind one pool\n\
+         [listen]\nhttp = \"{http}\"\ngrpc = \"{grpc}\"\n\n\
+         [pools.\"/\"]\ninterval = \"2s\"\nbackends = [\n  \"{}\",\n  \"{}\",\n]\n",
+        backends[0], backends[1]
+    );
+    std::fs::write(&config_path, text).map_err(|source| {
+        Error::Config(crate::config::Error::Read {
+            path: config_path.clone(),
+            source,
+        })
+    })?;
+    let lb = Lb::bind(Options {
+        config: config_path.clone(),
+        http: None,
+        grpc: None,
+    })
+    .await?;
+    Ok(Demo {
+        lb,
+        config_path,
+        backends,
+        _dir: dir,
+    })
+}

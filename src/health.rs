@@ -1,0 +1,190 @@
+//! health: owns active probing and the table of checker tasks, keyed by backend identity. It
+//! writes each [`Backend`]'s `healthy` flag; it never selects backends and never touches lb.toml.
+//!
+//! A check is `GET http://IP:PORT{url_path}`; it passes when the body, read within the check
+//! timeout, contains one of the healthy values. A backend is healthy when all its pool's checks
+//! pass. Its first check runs as soon as it is declared, and it takes traffic only after passing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinHandle;
+
+use crate::config::HealthCheck;
+use crate::topology::{Backend, BackendKey, CheckSettings};
+
+/// How long one probe may take, connect to last body byte.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Health bodies are small; reading more than this is a misconfiguration, not health.
+const MAX_BODY: usize = 64 * 1024;
+
+pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn probe_client() -> ProbeClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CHECK_TIMEOUT));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1)
+        .build(connector)
+}
+
+/// Runs every check once against `addr`; `Err` says why the backend is sick.
+pub async fn probe(
+    client: &ProbeClient,
+    addr: SocketAddr,
+    checks: &[HealthCheck],
+) -> Result<(), String> {
+    for check in checks {
+        probe_one(client, addr, check).await?;
+    }
+    Ok(())
+}
+
+async fn probe_one(
+    client: &ProbeClient,
+    addr: SocketAddr,
+    check: &HealthCheck,
+) -> Result<(), String> {
+    let uri = format!("http://{addr}{}", check.url_path);
+    let fetch = async {
+        let uri: http::Uri = uri
+            .parse()
+            .map_err(|e| format!("bad check uri {uri}: {e}"))?;
+        let response = client
+            .get(uri)
+            .await
+            .map_err(|e| format!("GET {}: {}", check.url_path, error_chain(&e)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("GET {}: reading body: {e}", check.url_path))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(CHECK_TIMEOUT, fetch)
+        .await
+        .map_err(|_| format!("GET {}: no answer within {CHECK_TIMEOUT:?}", check.url_path))??;
+    let body = String::from_utf8_lossy(&body);
+    if check
+        .healthy_values
+        .iter()
+        .any(|v| body.contains(v.as_str()))
+    {
+        Ok(())
+    } else {
+        let shown: String = body.chars().take(60).collect();
+        Err(format!(
+            "GET {} answered {status} with {shown:?}, which contains none of {:?}",
+            check.url_path, check.healthy_values
+        ))
+    }
+}
+
+/// Formats an error with its sources, since hyper's top-level messages say little.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The checker tasks, one per (pool, backend). Lives on the control path, owned by `apply`.
+#[derive(Default)]
+pub struct Checkers {
+    running: HashMap<BackendKey, Checker>,
+}
+
+struct Checker {
+    backend: Arc<Backend>,
+    settings: CheckSettings,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Checkers {
+    /// The live state of a declared backend, if it is being checked.
+    pub fn backend(&self, key: &BackendKey) -> Option<&Arc<Backend>> {
+        self.running.get(key).map(|c| &c.backend)
+    }
+
+    /// Makes the running checkers exactly `wanted`: keeps unchanged ones (and their state),
+    /// restarts those whose settings changed, starts new ones, stops removed ones.
+    pub fn reconcile(
+        &mut self,
+        wanted: Vec<(BackendKey, Arc<Backend>, CheckSettings)>,
+        client: &ProbeClient,
+    ) {
+        let mut next = HashMap::with_capacity(wanted.len());
+        for (key, backend, settings) in wanted {
+            let checker = match self.running.remove(&key) {
+                Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
+                _ => Checker {
+                    task: tokio::spawn(run(
+                        key.clone(),
+                        Arc::clone(&backend),
+                        settings.clone(),
+                        client.clone(),
+                    )),
+                    backend,
+                    settings,
+                },
+            };
+            next.insert(key, checker);
+        }
+        // Whatever is left was removed from the file; dropping aborts its task.
+        for key in self.running.keys() {
+            tracing::info!(pool = %key.pattern, backend = %key.backend, "backend removed; checker stopped");
+        }
+        self.running = next;
+    }
+
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+}
+
+/// Checks one backend at once and then every `interval`, logging each transition.
+async fn run(key: BackendKey, backend: Arc<Backend>, settings: CheckSettings, client: ProbeClient) {
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
+        let healthy = outcome.is_ok();
+        let was = backend.set_healthy(healthy);
+        match outcome {
+            Ok(()) if !was => {
+                tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy")
+            }
+            Err(reason) if was => {
+                tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick")
+            }
+            Err(reason) => {
+                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, "backend still sick")
+            }
+            Ok(()) => {}
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The request sequence: snapshot → route → pick → rewrite → forward → relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{slot_untouched, RequestBody, ResponseBody};
+use super::headers;
+use crate::balance;
+use crate::routing::Route;
+use crate::topology::{Backend, Pool, SharedTopology};
+
+/// Everything the request path needs; cheap to share between connections.
+pub struct Proxy {
+    topology: SharedTopology,
+}
+
+impl Proxy {
+    pub fn new(topology: SharedTopology) -> Proxy {
+        Proxy { topology }
+    }
+
+    /// Serves one client request. Never fails: every problem becomes a short error response.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        // One snapshot for the whole request: a reload mid-request does not change its pool.
+        let topology = self.topology.load_full();
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let pool = match topology
+            .routes
+            .route(request.method(), host, request.uri().path())
+        {
+            Route::Matched(&idx) => match topology.pools.get(idx) {
+                Some(pool) => pool,
+                None => return local(StatusCode::NOT_FOUND, "404 page not found\n"),
+            },
+            Route::Redirect(location) => return redirect(&location, request.uri()),
+            Route::MethodNotAllowed => {
+                return local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            Route::NotFound => return local(StatusCode::NOT_FOUND, "404 page not found\n"),
+        };
+        forward(pool, request, client).await
+    }
+}
+
+/// Forwards to a backend of `pool`, retrying a failed connect on another healthy backend.
+async fn forward(
+    pool: &Pool,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = request.into_parts();
+    let original_host = parts.headers.get(header::HOST).cloned();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarded(&mut parts.headers, client.ip(), original_host.as_ref());
+    if original_host.is_none() {
+        // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
+    }
+    let (first_body, slot) = RequestBody::new(body);
+    let size_hint = first_body.size_hint_of();
+    let mut body = Some(first_body);
+    let mut rng = fastrand::Rng::new();
+
+    let mut attempt = 0;
+    loop {
+        let Some(backend) = balance::pick(&pool.backends, &mut rng) else {
+            return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n");
+        };
+        let backend = Arc::clone(backend);
+        let uri = match upstream_uri(&backend, &parts.uri) {
+            Some(uri) => uri,
+            None => return local(StatusCode::BAD_REQUEST, "bad request target\n"),
+        };
+        let mut upstream = Request::new(match body.take() {
+            Some(b) => b,
+            None => match &slot {
+                Some(slot) => RequestBody::from_slot(slot, size_hint),
+                None => RequestBody::empty(),
+            },
+        });
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = parts.headers.clone();
+
+        let in_flight = backend.start_request();
+        let sent =
+            tokio::time::timeout(pool.request_timeout, pool.upstream.client.request(upstream))
+                .await;
+        match sent {
+            Ok(Ok(response)) => {
+                let (mut head, body) = response.into_parts();
+                headers::strip_hop_by_hop(&mut head.headers);
+                return Response::from_parts(
+                    head,
+                    ResponseBody::Upstream {
+                        body,
+                        _in_flight: in_flight,
+                    },
+                );
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                // Passive health: a refused connect takes the backend out of rotation at once;
+                // the active checker brings it back.
+                if backend.set_healthy(false) {
+                    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "connect failed; backend out of rotation");
+                }
+                let replayable = slot.as_ref().is_none_or(slot_untouched);
+                if attempt < pool.retries && replayable {
+                    attempt += 1;
+                    continue;
+                }
+                return local(StatusCode::BAD_GATEWAY, "backend unavailable\n");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
+                return local(StatusCode::BAD_GATEWAY, "backend failed\n");
+            }
+            Err(_elapsed) => {
+                tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
+                return local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n");
+            }
+        }
+    }
+}
+
+/// `http://IP:PORT` + url_path joined in front of the request path, query kept.
+fn upstream_uri(backend: &Backend, original: &Uri) -> Option<Uri> {
+    let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
+    let prefix = backend.addr.url_path.as_str();
+    let path_and_query: PathAndQuery = if prefix.is_empty() {
+        original
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    } else {
+        // `/v1/` + `/users` = `/v1/users`: never a doubled slash at the seam.
+        let joined = match (prefix.ends_with('/'), path_and_query.strip_prefix('/')) {
+            (true, Some(rest)) => format!("{prefix}{rest}"),
+            _ => format!("{prefix}{path_and_query}"),
+        };
+        PathAndQuery::try_from(joined).ok()?
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(backend.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .ok()
+}
+
+fn local(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::local(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn redirect(location: &str, original: &Uri) -> Response<ResponseBody> {
+    let target = match original.query() {
+        Some(query) => format!("{location}?{query}"),
+        None => location.to_owned(),
+    };
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(value) = HeaderValue::try_from(target) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendAddr;
+
+    fn uri_for(backend: &str, request: &str) -> String {
+        let addr: BackendAddr = backend.parse().unwrap();
+        let backend = Backend::new(addr, true);
+        upstream_uri(&backend, &request.parse().unwrap())
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn joins_url_path_in_front_and_keeps_the_query() {
+        assert_eq!(
+            uri_for("127.0.0.1:9000/v1/", "/users?a=1"),
+            "http://127.0.0.1:9000/v1/users?a=1"
+        );
+        assert_eq!(
+            uri_for("127.0.0.1:9000/v1", "/users"),
+            "http://127.0.0.1:9000/v1/users"
+        );
+        assert_eq!(
+            uri_for("127.0.0.1:9000", "/x?q"),
+            "http://127.0.0.1:9000/x?q"
+        );
+        assert_eq!(uri_for("[::1]:9000/", "/x"), "http://[::1]:9000/x");
+    }
+}
