@@ -1,7 +1,7 @@
 //! Body types at the two edges of the proxy: what lb sends upstream and what it answers with.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -81,7 +81,7 @@ enum RequestState {
 /// NOTE: a per-request, uncontended mutex, locked once when the body is first polled; it is
 /// never shared between requests.
 #[allow(clippy::disallowed_types)]
-pub type BodySlot = Arc<Mutex<Option<Incoming>>>;
+pub type BodySlot = Arc<std::sync::Mutex<Option<Incoming>>>;
 
 impl RequestBody {
     /// Wraps a client body. `None` for the slot when the request has no body at all.
@@ -91,7 +91,7 @@ impl RequestBody {
         }
         let size_hint = body.size_hint();
         #[allow(clippy::disallowed_types)]
-        let slot: BodySlot = Arc::new(Mutex::new(Some(body)));
+        let slot: BodySlot = Arc::new(std::sync::Mutex::new(Some(body)));
         (RequestBody::from_slot(&slot, size_hint), Some(slot))
     }
 

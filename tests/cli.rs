@@ -1,0 +1,172 @@
+//! The `lb` binary's own commands: `lb check` and `lb demo`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+
+fn check(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "PATH");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+#[test]
+fn check_accepts_the_repository_example() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("check")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/lb.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_line_and_column() {
+    let text = "\
+[pools.\"/\"]
+backends = [
+  \"127.0.0.1:0\",
+  \"not-an-ip:80\",
+  \"127.0.0.1:8082\",
+  \"127.0.0.1:8082\",
+  \"127.0.0.1:70000\",
+]
+interval = \"10 parsecs\"
+";
+    let (ok, _, stderr) = check(text);
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PATH:3:3: ") && l.contains("outside 1-65535")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PATH:4:3: ") && l.contains("not an IP")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PATH:6:3: ") && l.contains("duplicate backend")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PATH:7:3: ") && l.contains("outside 1-65535")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("PATH:9:12: ") && l.contains("duration")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_syntax_unknown_keys_and_bad_values_with_position() {
+    let cases = [
+        (
+            "[pools.\"/\"]\nbackend = []\n",
+            "PATH:2:1: ",
+            "unknown field",
+        ),
+        (
+            "[listen]\nhttp = \"0.0.0.0:8080\"\n[pools.\"/\"\nbackends = []\n",
+            "PATH:3:",
+            "",
+        ),
+        (
+            "[pools.\"/\"]\nhealth_checks = [{ url_path = \"/h\", healthy_values = [] }]\n",
+            "PATH:2:",
+            "healthy_values",
+        ),
+        ("[pools.\"no-slash\"]\n", "PATH:1:8: ", "pattern"),
+        (
+            "[pools.\"/\"]\ntype = \"round-robin\"\n",
+            "PATH:2:8: ",
+            "unknown pool type",
+        ),
+    ];
+    for (text, prefix, needle) in cases {
+        let (ok, _, stderr) = check(text);
+        assert!(!ok, "{text:?} should be invalid");
+        assert!(
+            stderr.starts_with(prefix) && stderr.contains(needle),
+            "{text:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_rejects_conflicting_patterns() {
+    let (ok, _, stderr) = check("[pools.\"/posts/{id}\"]\n[pools.\"/{resource}/latest\"]\n");
+    assert!(!ok);
+    assert!(stderr.contains("conflicts"), "{stderr}");
+    assert!(stderr.starts_with("PATH:"), "{stderr}");
+}
+
+#[tokio::test]
+async fn demo_serves_from_both_sample_backends() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(["demo", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("demo printed nothing");
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    let client = support::client();
+    let url = format!("http://{addr}/");
+    let mut seen = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(seen.contains("Hello web from node a\n") && seen.contains("Hello web from node b\n")) {
+        assert!(std::time::Instant::now() < deadline, "only saw {seen:?}");
+        let (status, body) = support::get(&client, &url).await;
+        if status == StatusCode::OK {
+            seen.insert(body);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,372 @@
+//! Shared test support: start the real `lb` binary and in-process backends on 127.0.0.1:0,
+//! talk HTTP to them, and poll for conditions with a deadline (never a bare sleep).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+#[allow(clippy::disallowed_types)]
+type Mutex<T> = std::sync::Mutex<T>;
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes; panics with `what`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// === lb process ===
+
+/// A running `lb` child process with its own config directory; killed on drop.
+pub struct Lb {
+    child: Child,
+    pub http: SocketAddr,
+    pub grpc: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    logs: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Lb {
+    /// Writes `config_text` to a fresh `lb.toml` and starts lb on it.
+    pub fn start(config_text: &str) -> Lb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("lb.toml");
+        std::fs::write(&config, config_text).expect("write config");
+        Lb::start_at(dir, config, &[])
+    }
+
+    /// Starts lb on an existing config path inside `dir`, with extra arguments.
+    pub fn start_at(dir: tempfile::TempDir, config: PathBuf, extra: &[&str]) -> Lb {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info,lb=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lb");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("LB_TEST_ECHO").is_some() {
+                    eprintln!("[lb] {line}");
+                }
+                let (lines, ready) = &*sink;
+                lines.lock().unwrap().push(line);
+                ready.notify_all();
+            }
+        });
+        let mut lb = Lb {
+            child,
+            http: "0.0.0.0:0".parse().unwrap(),
+            grpc: None,
+            dir,
+            config,
+            logs,
+        };
+        let line = lb.wait_for_log("listener=\"http\"", Duration::from_secs(10));
+        lb.http = addr_in(&line);
+        lb.grpc = lb
+            .find_log("listener=\"grpc\"")
+            .map(|line| addr_in(&line))
+            .or_else(|| {
+                lb.try_wait_for_log("listener=\"grpc\"", Duration::from_secs(2))
+                    .map(|l| addr_in(&l))
+            });
+        lb
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn find_log(&self, needle: &str) -> Option<String> {
+        self.logs
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .cloned()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.0.lock().unwrap().clone()
+    }
+
+    pub fn try_wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (lines, ready) = &*self.logs;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            guard = ready.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Blocks until a stderr line contains `needle`; panics with the log so far on timeout.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.try_wait_for_log(needle, timeout).unwrap_or_else(|| {
+            panic!(
+                "lb never logged {needle:?} within {timeout:?}; log:\n{}",
+                self.logs().join("\n")
+            )
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn addr_in(line: &str) -> SocketAddr {
+    let start = line.find("addr=").expect("addr= in listening line") + "addr=".len();
+    let text: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    text.parse()
+        .unwrap_or_else(|_| panic!("bad addr in {line:?}"))
+}
+
+// === in-process backends ===
+
+/// What a test backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HashMap<String, String>,
+    pub body_len: usize,
+}
+
+/// A programmable HTTP/1.1 backend on 127.0.0.1:0. `/healthz` answers `ok` while healthy;
+/// every other path answers with the backend's name. Stops when dropped.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    healthy: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Backend::start_on("127.0.0.1:0".parse().unwrap(), name).await
+    }
+
+    /// Starts on a specific address (e.g. to bring a killed backend back on its old port).
+    pub async fn start_on(addr: SocketAddr, name: &str) -> Backend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (h, n, s, body) = (
+            Arc::clone(&healthy),
+            Arc::clone(&hits),
+            Arc::clone(&seen),
+            Bytes::from(name.to_owned()),
+        );
+        let task = tokio::spawn(async move {
+            // Connections live in a JoinSet owned by this task, so killing the backend also
+            // closes its open keep-alive connections, as a killed process would.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                while connections.try_join_next().is_some() {}
+                let (h, n, s, body) =
+                    (Arc::clone(&h), Arc::clone(&n), Arc::clone(&s), body.clone());
+                connections.spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (h, n, s, body) =
+                            (Arc::clone(&h), Arc::clone(&n), Arc::clone(&s), body.clone());
+                        async move {
+                            let (parts, incoming) = request.into_parts();
+                            if parts.uri.path() == "/healthz" {
+                                let ok = h.load(Ordering::SeqCst);
+                                let text = if ok { "ok" } else { "sick" };
+                                return Ok::<_, hyper::Error>(Response::new(Full::new(
+                                    Bytes::from(text),
+                                )));
+                            }
+                            let body_len = incoming
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().len())
+                                .unwrap_or(0);
+                            n.fetch_add(1, Ordering::SeqCst);
+                            s.lock().unwrap().push(Seen {
+                                method: parts.method.to_string(),
+                                path_and_query: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (k.to_string(), v.to_str().unwrap_or("").to_owned())
+                                    })
+                                    .collect(),
+                                body_len,
+                            });
+                            Ok(Response::new(Full::new(body)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_owned(),
+            healthy,
+            hits,
+            seen,
+            task,
+        }
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Stops accepting and closes the listener, like a killed process.
+    pub async fn kill(mut self) -> SocketAddr {
+        self.task.abort();
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+        self.addr
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// === HTTP client ===
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A GET through a fresh connection-pooling client; returns status and body text.
+pub async fn get(client: &HttpClient, url: &str) -> (StatusCode, String) {
+    let request = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    send(client, request).await
+}
+
+pub async fn send(client: &HttpClient, request: Request<Full<Bytes>>) -> (StatusCode, String) {
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A pool table over the given backends with a fast health-check interval.
+pub fn pool(pattern: &str, backends: &[SocketAddr], interval: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("  \"{b}\",")).collect();
+    format!(
+        "[pools.\"{pattern}\"]\ninterval = \"{interval}\"\nbackends = [\n{}\n]\n",
+        list.join("\n")
+    )
+}
+
+pub fn sample_web_bin() -> PathBuf {
+    // sample-web is another package of the workspace; it is built into the same target dir.
+    let lb = Path::new(env!("CARGO_BIN_EXE_lb"));
+    lb.with_file_name(format!("sample-web{}", std::env::consts::EXE_SUFFIX))
+}
