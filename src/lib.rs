@@ -13,12 +13,14 @@
 //! - [`health`]: active checks; the only writer of health (besides passive ejection).
 //! - [`proxy`]: the HTTP server, the request sequence, the upstream client, draining.
 //! - [`apply`]: the single path from file text to running topology; serialises writers.
+//! - [`control`]: the gRPC control API (`rollout.lb.LoadBalancer`); mutates only via `apply`.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 
 pub mod apply;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod health;
 pub mod proxy;
@@ -65,6 +67,7 @@ pub struct Lb {
     applier: Arc<Applier>,
     startup: Startup,
     http: TcpListener,
+    grpc: TcpListener,
 }
 
 impl Lb {
@@ -78,15 +81,21 @@ impl Lb {
             startup.listen.grpc = grpc;
         }
         let http = bind("http", startup.listen.http).await?;
+        let grpc = bind("grpc", startup.listen.grpc).await?;
         Ok(Lb {
             applier,
             startup,
             http,
+            grpc,
         })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().unwrap_or(self.startup.listen.http)
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.startup.listen.grpc)
     }
 
     pub fn applier(&self) -> &Arc<Applier> {
@@ -97,17 +106,41 @@ impl Lb {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let watcher = watch::start(Arc::clone(&self.applier))?;
         let watcher = tokio::spawn(watcher);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let control = tokio::spawn(control::serve(
+            self.grpc,
+            Arc::clone(&self.applier),
+            stopped(stop_rx.clone()),
+        ));
         let proxy = Arc::new(Proxy::new(Arc::clone(self.applier.topology())));
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,
             drain_timeout: self.startup.server.drain_timeout,
             max_connections: 10_000,
         };
-        proxy::serve(self.http, proxy, settings, shutdown).await;
+        let data_plane = proxy::serve(self.http, proxy, settings, stopped(stop_rx));
+        tokio::pin!(data_plane);
+        tokio::select! {
+            () = shutdown => {
+                let _ = stop_tx.send(true);
+                data_plane.await;
+            }
+            // The data plane only returns on its own if the listener failed for good.
+            () = &mut data_plane => {}
+        }
+        let _ = stop_tx.send(true);
         watcher.abort();
+        if let Ok(Err(error)) = control.await {
+            tracing::warn!(%error, "control API stopped with an error");
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Resolves once `stop` becomes true (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {

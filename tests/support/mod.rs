@@ -155,6 +155,22 @@ impl Lb {
         })
     }
 
+    /// The async twin of [`Lb::wait_for_log`], for tests whose runtime must keep running.
+    pub async fn log_eventually(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.find_log(needle) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lb never logged {needle:?} within {timeout:?}; log:\n{}",
+                self.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -207,14 +223,66 @@ pub struct Seen {
 }
 
 /// A programmable HTTP/1.1 backend on 127.0.0.1:0. `/healthz` answers `ok` while healthy;
-/// every other path answers with the backend's name. Stops when dropped.
+/// `/slow/MS` waits MS milliseconds first; every other path answers with the backend's name.
+/// Stops when dropped.
 pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
-    healthy: Arc<AtomicBool>,
-    hits: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    state: Arc<BackendState>,
     task: tokio::task::JoinHandle<()>,
+}
+
+struct BackendState {
+    name: Bytes,
+    healthy: AtomicBool,
+    /// Requests that arrived (counted before any `/slow/` wait).
+    started: AtomicUsize,
+    /// Requests answered.
+    hits: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl BackendState {
+    async fn answer(
+        &self,
+        request: Request<hyper::body::Incoming>,
+    ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+        let (parts, incoming) = request.into_parts();
+        if parts.uri.path() == "/healthz" {
+            let text = if self.healthy.load(Ordering::SeqCst) {
+                "ok"
+            } else {
+                "sick"
+            };
+            return Ok(Response::new(Full::new(Bytes::from(text))));
+        }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        if let Some(ms) = parts.uri.path().strip_prefix("/slow/") {
+            let ms: u64 = ms.parse().unwrap_or(500);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let body_len = incoming
+            .collect()
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        self.seen.lock().unwrap().push(Seen {
+            method: parts.method.to_string(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
+            body_len,
+        });
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(Full::new(self.name.clone())))
+    }
 }
 
 impl Backend {
@@ -226,15 +294,14 @@ impl Backend {
     pub async fn start_on(addr: SocketAddr, name: &str) -> Backend {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().unwrap();
-        let healthy = Arc::new(AtomicBool::new(true));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let (h, n, s, body) = (
-            Arc::clone(&healthy),
-            Arc::clone(&hits),
-            Arc::clone(&seen),
-            Bytes::from(name.to_owned()),
-        );
+        let state = Arc::new(BackendState {
+            name: Bytes::from(name.to_owned()),
+            healthy: AtomicBool::new(true),
+            started: AtomicUsize::new(0),
+            hits: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+        });
+        let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             // Connections live in a JoinSet owned by this task, so killing the backend also
             // closes its open keep-alive connections, as a killed process would.
@@ -244,45 +311,11 @@ impl Backend {
                     continue;
                 };
                 while connections.try_join_next().is_some() {}
-                let (h, n, s, body) =
-                    (Arc::clone(&h), Arc::clone(&n), Arc::clone(&s), body.clone());
+                let state = Arc::clone(&shared);
                 connections.spawn(async move {
-                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let (h, n, s, body) =
-                            (Arc::clone(&h), Arc::clone(&n), Arc::clone(&s), body.clone());
-                        async move {
-                            let (parts, incoming) = request.into_parts();
-                            if parts.uri.path() == "/healthz" {
-                                let ok = h.load(Ordering::SeqCst);
-                                let text = if ok { "ok" } else { "sick" };
-                                return Ok::<_, hyper::Error>(Response::new(Full::new(
-                                    Bytes::from(text),
-                                )));
-                            }
-                            let body_len = incoming
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes().len())
-                                .unwrap_or(0);
-                            n.fetch_add(1, Ordering::SeqCst);
-                            s.lock().unwrap().push(Seen {
-                                method: parts.method.to_string(),
-                                path_and_query: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_default(),
-                                headers: parts
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        (k.to_string(), v.to_str().unwrap_or("").to_owned())
-                                    })
-                                    .collect(),
-                                body_len,
-                            });
-                            Ok(Response::new(Full::new(body)))
-                        }
+                    let service = service_fn(move |request| {
+                        let state = Arc::clone(&state);
+                        async move { state.answer(request).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -293,23 +326,26 @@ impl Backend {
         Backend {
             addr,
             name: name.to_owned(),
-            healthy,
-            hits,
-            seen,
+            state,
             task,
         }
     }
 
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::SeqCst);
+        self.state.healthy.store(healthy, Ordering::SeqCst);
     }
 
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests that arrived (counted before any `/slow/` wait).
+    pub fn started(&self) -> usize {
+        self.state.started.load(Ordering::SeqCst)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.state.seen.lock().unwrap().clone()
     }
 
     /// Stops accepting and closes the listener, like a killed process.

@@ -1,0 +1,188 @@
+//! Hot reload: every way a file can change on disk is picked up; broken saves change nothing;
+//! traffic never fails across reloads; health and checkers are reconciled by identity.
+
+mod support;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::{eventually, get, Backend, Lb};
+
+fn config_with(backends: &[std::net::SocketAddr]) -> String {
+    format!("# reload test\n{}", support::pool("/", backends, "100ms"))
+}
+
+/// Waits until `/` is answered by `name` only.
+async fn wait_serving(lb: &Lb, name: &str) {
+    let client = support::client();
+    eventually(
+        Duration::from_secs(3),
+        &format!("{name} serving"),
+        || async {
+            let mut all = true;
+            for _ in 0..6 {
+                all &= get(&client, &lb.url("/")).await.1 == name;
+            }
+            all
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_in_place_write_is_applied() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&config_with(&[a.addr]));
+    wait_serving(&lb, "a").await;
+    std::fs::write(&lb.config, config_with(&[b.addr])).unwrap();
+    wait_serving(&lb, "b").await;
+}
+
+#[tokio::test]
+async fn a_save_by_rename_is_applied() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&config_with(&[a.addr]));
+    wait_serving(&lb, "a").await;
+    // What vim, VS Code and `sed -i` do: write a sibling, rename it over the original.
+    let tmp = lb.dir.path().join(".lb.toml.swp");
+    std::fs::write(&tmp, config_with(&[b.addr])).unwrap();
+    std::fs::rename(&tmp, &lb.config).unwrap();
+    wait_serving(&lb, "b").await;
+}
+
+/// Kubernetes mounts a ConfigMap as `lb.toml -> ..data/lb.toml`, `..data -> ..<timestamp>`, and
+/// updates it by creating a new timestamped directory and renaming a new `..data` link over the
+/// old one.
+#[tokio::test]
+async fn a_configmap_symlink_swap_is_applied() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write_version = |name: &str, text: String| {
+        std::fs::create_dir(root.join(name)).unwrap();
+        std::fs::write(root.join(name).join("lb.toml"), text).unwrap();
+    };
+    write_version("..2026_11_25_v1", config_with(&[a.addr]));
+    symlink("..2026_11_25_v1", root.join("..data")).unwrap();
+    symlink("..data/lb.toml", root.join("lb.toml")).unwrap();
+    let config = root.join("lb.toml");
+    let lb = Lb::start_at(dir, config, &[]);
+    wait_serving(&lb, "a").await;
+
+    let root: &Path = lb.dir.path();
+    std::fs::create_dir(root.join("..2026_11_25_v2")).unwrap();
+    std::fs::write(
+        root.join("..2026_11_25_v2").join("lb.toml"),
+        config_with(&[b.addr]),
+    )
+    .unwrap();
+    symlink("..2026_11_25_v2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    wait_serving(&lb, "b").await;
+}
+
+#[tokio::test]
+async fn a_broken_save_changes_nothing_and_the_next_good_one_applies() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&config_with(&[a.addr]));
+    wait_serving(&lb, "a").await;
+    std::fs::write(
+        &lb.config,
+        format!("{}\n[pools.\"/x/\"]\nbogus = 1\n", config_with(&[b.addr])),
+    )
+    .unwrap();
+    let line = lb
+        .log_eventually("unknown field", Duration::from_secs(3))
+        .await;
+    assert!(
+        line.contains("lb.toml:9:1:"),
+        "error must carry line:col: {line}"
+    );
+    // Still the old topology.
+    let client = support::client();
+    for _ in 0..10 {
+        assert_eq!(get(&client, &lb.url("/")).await.1, "a");
+    }
+    std::fs::write(&lb.config, config_with(&[b.addr])).unwrap();
+    wait_serving(&lb, "b").await;
+}
+
+#[tokio::test]
+async fn no_request_fails_through_50_reloads_under_load() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Arc::new(Lb::start(&config_with(&[a.addr, b.addr])));
+    let client = support::client();
+    eventually(Duration::from_secs(5), "both serve", || async {
+        get(&client, &lb.url("/")).await;
+        a.hits() > 0 && b.hits() > 0
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (lb, stop, ok, failed) = (
+            Arc::clone(&lb),
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&failed),
+        );
+        load.push(tokio::spawn(async move {
+            let client = support::client();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match get(&client, &lb.url("/")).await.0 {
+                    StatusCode::OK => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    // Alternate between two texts that keep both backends (a comment changes), so every write is
+    // a real reload that must carry health over.
+    for i in 0..50 {
+        let text = format!(
+            "# generation {i}\n{}",
+            support::pool("/", &[a.addr, b.addr], "100ms")
+        );
+        std::fs::write(&lb.config, text).unwrap();
+        lb.log_eventually(&format!("generation={} ", i + 2), Duration::from_secs(3))
+            .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "ok={}",
+        ok.load(Ordering::SeqCst)
+    );
+    assert!(ok.load(Ordering::SeqCst) > 50);
+}
+
+#[tokio::test]
+async fn an_in_flight_request_to_a_removed_backend_completes() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Arc::new(Lb::start(&config_with(&[a.addr])));
+    wait_serving(&lb, "a").await;
+    let started = a.started();
+    let slow = {
+        let lb = Arc::clone(&lb);
+        tokio::spawn(async move { get(&support::client(), &lb.url("/slow/1500")).await })
+    };
+    eventually(Duration::from_secs(3), "slow request reached a", || async {
+        a.started() > started
+    })
+    .await;
+    std::fs::write(&lb.config, config_with(&[b.addr])).unwrap();
+    wait_serving(&lb, "b").await;
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+}
