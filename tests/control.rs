@@ -485,8 +485,7 @@ async fn api_changes_survive_a_restart_and_keep_the_file_mode() {
     let mode = std::fs::metadata(&lb.config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
 
-    let Lb { dir, config, .. } = lb;
-    let lb = Lb::start_at(dir, config, &[]);
+    let lb = lb.restart(&[]);
     let mut client = connect(&lb).await;
     eventually(
         Duration::from_secs(5),

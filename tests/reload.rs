@@ -48,7 +48,7 @@ async fn a_save_by_rename_is_applied() {
     let lb = Lb::start(&config_with(&[a.addr]));
     wait_serving(&lb, "a").await;
     // What vim, VS Code and `sed -i` do: write a sibling, rename it over the original.
-    let tmp = lb.dir.path().join(".lb.toml.swp");
+    let tmp = lb.dir().join(".lb.toml.swp");
     std::fs::write(&tmp, config_with(&[b.addr])).unwrap();
     std::fs::rename(&tmp, &lb.config).unwrap();
     wait_serving(&lb, "b").await;
@@ -73,7 +73,7 @@ async fn a_configmap_symlink_swap_is_applied() {
     let lb = Lb::start_at(dir, config, &[]);
     wait_serving(&lb, "a").await;
 
-    let root: &Path = lb.dir.path();
+    let root: &Path = lb.dir();
     std::fs::create_dir(root.join("..2026_11_25_v2")).unwrap();
     std::fs::write(
         root.join("..2026_11_25_v2").join("lb.toml"),
@@ -185,4 +185,46 @@ async fn an_in_flight_request_to_a_removed_backend_completes() {
     wait_serving(&lb, "b").await;
     let (status, body) = slow.await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+}
+
+/// Reconciliation must not leak: after hundreds of reloads that add and remove a backend and
+/// change a pool's check settings, the checker table and the runtime's task count are flat.
+#[tokio::test]
+async fn checkers_and_tasks_stay_flat_across_500_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let text = |i: usize| {
+        let extra = if i % 2 == 0 {
+            "  \"127.0.0.1:3/v2/\",\n"
+        } else {
+            ""
+        };
+        format!(
+            "# version {i}\n[pools.\"/\"]\ninterval = \"{}ms\"\nbackends = [\n  \"127.0.0.1:1\",\n  \"127.0.0.1:2\",\n{extra}]\n\n[pools.\"/api/\"]\nbackends = [\"127.0.0.1:4\"]\n",
+            1000 + i % 3,
+        )
+    };
+    std::fs::write(&path, text(1)).unwrap();
+    let (applier, _) = lb::apply::Applier::load(&path).await.unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    assert_eq!(applier.n_checkers().await, 3);
+    let baseline_tasks = metrics.num_alive_tasks();
+    for i in 2..502 {
+        std::fs::write(&path, text(i)).unwrap();
+        let outcome = applier.reload().await.unwrap();
+        assert!(
+            matches!(outcome, lb::apply::Reloaded::Applied { .. }),
+            "{outcome:?}"
+        );
+        let expected = if i % 2 == 0 { 4 } else { 3 };
+        assert_eq!(applier.n_checkers().await, expected);
+    }
+    // Aborted checkers are reaped asynchronously; give the runtime a moment, bounded.
+    eventually(
+        Duration::from_secs(3),
+        "task count back to baseline",
+        || async { metrics.num_alive_tasks() <= baseline_tasks + 1 },
+    )
+    .await;
+    assert_eq!(applier.status().generation, 501);
 }

@@ -50,7 +50,8 @@ pub struct Lb {
     child: Child,
     pub http: SocketAddr,
     pub grpc: Option<SocketAddr>,
-    pub dir: tempfile::TempDir,
+    /// Always `Some` until [`Lb::restart`] moves it into the next process.
+    dir: Option<tempfile::TempDir>,
     pub config: PathBuf,
     logs: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
@@ -95,7 +96,7 @@ impl Lb {
             child,
             http: "0.0.0.0:0".parse().unwrap(),
             grpc: None,
-            dir,
+            dir: Some(dir),
             config,
             logs,
         };
@@ -109,6 +110,19 @@ impl Lb {
                     .map(|l| addr_in(&l))
             });
         lb
+    }
+
+    /// The directory holding the config file.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("lb dir").path()
+    }
+
+    /// Kills this process and starts a new one on the same config file.
+    pub fn restart(mut self, extra: &[&str]) -> Lb {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self.dir.take().expect("lb dir");
+        Lb::start_at(dir, self.config.clone(), extra)
     }
 
     pub fn url(&self, path: &str) -> String {
