@@ -76,10 +76,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
+        let handler = Arc::clone(&proxy);
         let service = service_fn(move |request| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
+            let handler = Arc::clone(&handler);
+            async move { Ok::<_, Infallible>(handler.handle(request, client).await) }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -93,8 +93,18 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(open = graceful.count(), "draining client connections");
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+    tracing::info!(
+        open = graceful.count(),
+        tunnels = proxy.tunnels().len(),
+        "draining client connections"
+    );
+    let tunnels = proxy.tunnels();
+    tunnels.close();
+    let drained = async {
+        graceful.shutdown().await;
+        tunnels.wait().await;
+    };
+    if tokio::time::timeout(settings.drain_timeout, drained)
         .await
         .is_err()
     {

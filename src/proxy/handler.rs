@@ -7,27 +7,40 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
 
 use super::body::{slot_untouched, RequestBody, ResponseBody};
 use super::headers;
 use crate::balance;
 use crate::routing::Route;
-use crate::topology::{Backend, Pool, SharedTopology};
+use crate::topology::{Backend, InFlight, Pool, SharedTopology};
 
 /// Everything the request path needs; cheap to share between connections.
 pub struct Proxy {
     topology: SharedTopology,
+    /// Open upgrade tunnels (WebSocket and friends); shutdown waits for them within the drain
+    /// timeout, since hyper's graceful shutdown no longer sees an upgraded connection.
+    tunnels: TaskTracker,
 }
 
 impl Proxy {
     pub fn new(topology: SharedTopology) -> Proxy {
-        Proxy { topology }
+        Proxy {
+            topology,
+            tunnels: TaskTracker::new(),
+        }
+    }
+
+    pub fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
     }
 
     /// Serves one client request. Never fails: every problem becomes a short error response.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
         // One snapshot for the whole request: a reload mid-request does not change its pool.
@@ -52,19 +65,71 @@ impl Proxy {
             }
             Route::NotFound => return local(StatusCode::NOT_FOUND, "404 page not found\n"),
         };
-        forward(pool, request, client).await
+        let upgrade =
+            upgrade_protocol(&request).map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+        let (mut response, in_flight) =
+            forward(pool, request, client, upgrade.as_ref().map(|u| &u.0)).await;
+        if let (Some((_, client_side)), Some(in_flight)) = (upgrade, in_flight) {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let backend_side = hyper::upgrade::on(&mut response);
+                self.tunnels
+                    .spawn(tunnel(client_side, backend_side, in_flight));
+            }
+        }
+        response
     }
 }
 
-/// Forwards to a backend of `pool`, retrying a failed connect on another healthy backend.
+/// The protocol a client asks to switch to (`Upgrade: websocket` with `Connection: upgrade`).
+fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection = request.headers().get(header::CONNECTION)?.to_str().ok()?;
+    let asks = connection
+        .split(',')
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Copies bytes both ways between an upgraded client and backend until either side closes.
+async fn tunnel(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+    match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        Ok((up, down)) => {
+            tracing::debug!(backend = %in_flight.backend().addr, up, down, "tunnel closed")
+        }
+        Err(error) => {
+            tracing::debug!(backend = %in_flight.backend().addr, %error, "tunnel ended with error")
+        }
+    }
+}
+
+/// Forwards to a backend of `pool`, retrying a failed connect on another healthy backend. For an
+/// upgrade, the in-flight guard is handed back so the tunnel can hold it.
 async fn forward(
     pool: &Pool,
     request: Request<Incoming>,
     client: SocketAddr,
-) -> Response<ResponseBody> {
+    upgrade: Option<&HeaderValue>,
+) -> (Response<ResponseBody>, Option<InFlight>) {
     let (mut parts, body) = request.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
     headers::add_forwarded(&mut parts.headers, client.ip(), original_host.as_ref());
     if original_host.is_none() {
         // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
@@ -82,12 +147,15 @@ async fn forward(
     let mut attempt = 0;
     loop {
         let Some(backend) = balance::pick(&pool.backends, &mut rng) else {
-            return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n");
+            return (
+                local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
+                None,
+            );
         };
         let backend = Arc::clone(backend);
         let uri = match upstream_uri(&backend, &parts.uri) {
             Some(uri) => uri,
-            None => return local(StatusCode::BAD_REQUEST, "bad request target\n"),
+            None => return (local(StatusCode::BAD_REQUEST, "bad request target\n"), None),
         };
         let mut upstream = Request::new(match body.take() {
             Some(b) => b,
@@ -106,16 +174,29 @@ async fn forward(
             tokio::time::timeout(pool.request_timeout, pool.upstream.client.request(upstream))
                 .await;
         match sent {
+            Ok(Ok(response))
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() =>
+            {
+                // The backend accepted the upgrade: relay its 101 as is (Connection and Upgrade
+                // included); the tunnel holds the in-flight guard from here on.
+                // Its extensions carry the backend side of the tunnel, taken by `handle`.
+                let (head, _) = response.into_parts();
+                return (
+                    Response::from_parts(head, ResponseBody::empty()),
+                    Some(in_flight),
+                );
+            }
             Ok(Ok(response)) => {
                 let (mut head, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers);
-                return Response::from_parts(
+                let response = Response::from_parts(
                     head,
                     ResponseBody::Upstream {
                         body,
                         _in_flight: in_flight,
                     },
                 );
+                return (response, None);
             }
             Ok(Err(error)) if error.is_connect() => {
                 // Passive health: a refused connect takes the backend out of rotation at once;
@@ -128,15 +209,21 @@ async fn forward(
                     attempt += 1;
                     continue;
                 }
-                return local(StatusCode::BAD_GATEWAY, "backend unavailable\n");
+                return (
+                    local(StatusCode::BAD_GATEWAY, "backend unavailable\n"),
+                    None,
+                );
             }
             Ok(Err(error)) => {
                 tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
-                return local(StatusCode::BAD_GATEWAY, "backend failed\n");
+                return (local(StatusCode::BAD_GATEWAY, "backend failed\n"), None);
             }
             Err(_elapsed) => {
                 tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
-                return local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n");
+                return (
+                    local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
+                    None,
+                );
             }
         }
     }
