@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::SystemTime;
@@ -19,6 +20,7 @@ use crate::config::edit::{self, EditError, PoolSpec};
 use crate::config::write::{self, WriteError};
 use crate::config::{self, BackendAddr, Config, Diagnostic};
 use crate::health::{self, Checkers, ProbeClient};
+use crate::metrics::Global;
 use crate::proxy::Upstream;
 use crate::topology::{Backend, BackendKey, CheckSettings, Pool, SharedTopology, Topology};
 
@@ -133,6 +135,8 @@ pub struct Applier {
     /// The writer lock: whoever holds it is the only one reading-for-edit, writing and applying.
     state: Mutex<WriterState>,
     probe_client: ProbeClient,
+    /// Process-wide counters; reload outcomes are recorded here, the proxy records the rest.
+    metrics: Arc<Global>,
 }
 
 struct WriterState {
@@ -164,6 +168,7 @@ impl Applier {
                 rejected_hash: None,
             }),
             probe_client: health::probe_client(),
+            metrics: Arc::default(),
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
         // the first topology.
@@ -185,6 +190,10 @@ impl Applier {
     /// The handle the proxy reads.
     pub fn topology(&self) -> &SharedTopology {
         &self.topology
+    }
+
+    pub fn metrics(&self) -> &Arc<Global> {
+        &self.metrics
     }
 
     pub fn status(&self) -> Arc<Status> {
@@ -223,6 +232,15 @@ impl Applier {
                 generation: self.apply(&mut state, config, &text, &[]),
             })
         });
+        match &result {
+            Ok(Reloaded::Applied { .. }) => {
+                self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.metrics.reloads_error.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+        }
         if let Err(e) = &result {
             let mut status = Status::clone(&self.status.load());
             status.last_error = Some(e.to_string());

@@ -56,6 +56,7 @@ pub async fn start(http: SocketAddr, grpc: SocketAddr) -> Result<Demo, Error> {
         config: config_path.clone(),
         http: None,
         grpc: None,
+        admin: None,
     })
     .await?;
     Ok(Demo {

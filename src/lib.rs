@@ -14,15 +14,19 @@
 //! - [`proxy`]: the HTTP server, the request sequence, the upstream client, draining.
 //! - [`apply`]: the single path from file text to running topology; serialises writers.
 //! - [`control`]: the gRPC control API (`rollout.lb.LoadBalancer`); mutates only via `apply`.
+//! - [`metrics`]: lock-free counters and Prometheus rendering.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 
+pub mod admin;
 pub mod apply;
 pub mod balance;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod topology;
@@ -44,6 +48,7 @@ pub struct Options {
     pub config: PathBuf,
     pub http: Option<SocketAddr>,
     pub grpc: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// Why lb could not start or keep running.
@@ -68,6 +73,7 @@ pub struct Lb {
     startup: Startup,
     http: TcpListener,
     grpc: TcpListener,
+    admin: Option<TcpListener>,
 }
 
 impl Lb {
@@ -81,12 +87,20 @@ impl Lb {
             startup.listen.grpc = grpc;
         }
         let http = bind("http", startup.listen.http).await?;
+        if let Some(admin) = options.admin {
+            startup.listen.admin = Some(admin);
+        }
         let grpc = bind("grpc", startup.listen.grpc).await?;
+        let admin = match startup.listen.admin {
+            Some(addr) => Some(bind("admin", addr).await?),
+            None => None,
+        };
         Ok(Lb {
             applier,
             startup,
             http,
             grpc,
+            admin,
         })
     }
 
@@ -112,6 +126,13 @@ impl Lb {
             Arc::clone(&self.applier),
             stopped(stop_rx.clone()),
         ));
+        if let Some(listener) = self.admin {
+            let admin = Arc::new(admin::Admin {
+                applier: Arc::clone(&self.applier),
+                global: Arc::clone(self.applier.metrics()),
+            });
+            tokio::spawn(admin::serve(listener, admin, stopped(stop_rx.clone())));
+        }
         let proxy = Arc::new(Proxy::new(Arc::clone(self.applier.topology())));
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,

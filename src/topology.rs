@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::config::{BackendAddr, HealthCheck, PoolConfig, PoolType};
+use crate::metrics::RequestStats;
 use crate::proxy::Upstream;
 use crate::routing::Router;
 
@@ -77,6 +78,8 @@ pub struct Backend {
     pub authority: Authority,
     healthy: AtomicBool,
     in_flight: AtomicU64,
+    /// Requests answered by this backend; survives reloads with the backend.
+    pub stats: RequestStats,
 }
 
 impl Backend {
@@ -88,6 +91,7 @@ impl Backend {
             authority,
             healthy: AtomicBool::new(healthy),
             in_flight: AtomicU64::new(0),
+            stats: RequestStats::default(),
         }
     }
 

@@ -22,6 +22,9 @@ struct Args {
     /// Control API listen address (overrides [listen] grpc).
     #[arg(long)]
     grpc: Option<SocketAddr>,
+    /// Admin listen address for /metrics, /healthz, /readyz and the dashboard (overrides [listen] admin).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -111,6 +114,7 @@ async fn serve(args: Args) -> Result<(), lb::Error> {
                 config: args.config,
                 http: args.http,
                 grpc: args.grpc,
+                admin: args.admin,
             })
             .await?;
             lb.run(lb::shutdown_signal()).await

@@ -1,0 +1,181 @@
+//! admin: owns the operator-facing listener — `/metrics` (Prometheus), `/healthz`, `/readyz`,
+//! `/status.json` and the live dashboard at `/`. It only reads the topology, health and
+//! counters; it never changes them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::apply::Applier;
+use crate::metrics::{self, Global};
+use crate::topology::Topology;
+
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub applier: Arc<Applier>,
+    pub global: Arc<Global>,
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let admin = Arc::clone(&admin);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.answer(&request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+impl Admin {
+    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        }
+        match request.uri().path() {
+            "/metrics" => {
+                let topology = self.applier.topology().load();
+                let body = metrics::render(&topology, &self.applier.status(), &self.global);
+                with_type(body, "text/plain; version=0.0.4; charset=utf-8")
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            // Listeners are bound before the admin server starts and the first config is applied
+            // at load, so once this answers, lb is ready.
+            "/readyz" => {
+                if self.applier.status().generation > 0 {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "no config applied yet\n")
+                }
+            }
+            "/status.json" => {
+                let topology = self.applier.topology().load();
+                let body = serde_json::to_string(&self.status(&topology)).unwrap_or_default();
+                with_type(body, "application/json")
+            }
+            "/" => with_type(DASHBOARD.to_owned(), "text/html; charset=utf-8"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    pub fn status(&self, topology: &Topology) -> StatusDoc {
+        let status = self.applier.status();
+        StatusDoc {
+            config_path: self.applier.path().display().to_string(),
+            generation: status.generation,
+            content_hash: status.content_hash.clone(),
+            applied_at_unix: status
+                .applied_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            last_error: status.last_error.clone(),
+            pools: topology
+                .pools
+                .iter()
+                .map(|pool| {
+                    let n_healthy = pool.n_healthy();
+                    PoolDoc {
+                        pattern: pool.pattern.to_string(),
+                        status: pool_status(pool.backends.len(), n_healthy),
+                        healthy: n_healthy,
+                        total: pool.backends.len(),
+                        backends: pool
+                            .backends
+                            .iter()
+                            .map(|b| BackendDoc {
+                                addr: b.addr.host_port(),
+                                url_path: b.addr.url_path.clone(),
+                                healthy: b.is_healthy(),
+                                in_flight: b.in_flight(),
+                                requests: b.stats.count(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `PS_EMPTY` with no backends, `PS_FULL` when all are healthy, else `PS_DEGRADED`.
+pub fn pool_status(n_backends: usize, n_healthy: usize) -> &'static str {
+    if n_backends == 0 {
+        "PS_EMPTY"
+    } else if n_healthy == n_backends {
+        "PS_FULL"
+    } else {
+        "PS_DEGRADED"
+    }
+}
+
+#[derive(Serialize)]
+pub struct StatusDoc {
+    pub config_path: String,
+    pub generation: u64,
+    pub content_hash: String,
+    pub applied_at_unix: u64,
+    pub last_error: Option<String>,
+    pub pools: Vec<PoolDoc>,
+}
+
+#[derive(Serialize)]
+pub struct PoolDoc {
+    pub pattern: String,
+    pub status: &'static str,
+    pub healthy: usize,
+    pub total: usize,
+    pub backends: Vec<BackendDoc>,
+}
+
+#[derive(Serialize)]
+pub struct BackendDoc {
+    pub addr: String,
+    pub url_path: String,
+    pub healthy: bool,
+    pub in_flight: u64,
+    pub requests: u64,
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
