@@ -7,6 +7,7 @@ mod service;
 pub use service::ControlService;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -15,14 +16,94 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::apply::Applier;
 use proto::load_balancer_server::LoadBalancerServer;
 
-/// Serves the control API on `listener` until `shutdown` resolves.
+/// Serves the control API on `listener` until `shutdown` resolves. With a token, every RPC must
+/// carry `authorization: Bearer <token>`.
 pub async fn serve(
     listener: TcpListener,
     applier: Arc<Applier>,
+    token: Option<Token>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let service =
+        LoadBalancerServer::with_interceptor(ControlService::new(applier), Auth { token });
     tonic::transport::Server::builder()
-        .add_service(LoadBalancerServer::new(ControlService::new(applier)))
+        .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// A shared secret for the control API, read once at start from `[control] token_file`.
+#[derive(Clone)]
+pub struct Token(Arc<[u8]>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read control token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control token file {path} is empty; put a long random secret in it (e.g. `openssl rand -hex 32 > {path}`)")]
+    Empty { path: PathBuf },
+}
+
+impl Token {
+    /// Reads the token file; surrounding whitespace (a trailing newline) is not part of it.
+    pub fn read(path: &Path) -> Result<Token, TokenError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(TokenError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Token(Arc::from(token.as_bytes())))
+    }
+
+    /// Compares in time independent of where the first difference is.
+    fn matches(&self, presented: &[u8]) -> bool {
+        presented.len() == self.0.len()
+            && presented
+                .iter()
+                .zip(self.0.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// Checks `authorization: Bearer <token>` on every RPC before it reaches the service.
+#[derive(Clone)]
+struct Auth {
+    token: Option<Token>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(token) = &self.token else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            Some(presented) if token.matches(presented.as_bytes()) => Ok(request),
+            Some(_) => Err(tonic::Status::unauthenticated("wrong control token")),
+            None => Err(tonic::Status::unauthenticated(
+                "this lb requires a control token: send `authorization: Bearer <token>` (lbctl --token-file PATH or LB_TOKEN)",
+            )),
+        }
+    }
 }

@@ -57,6 +57,7 @@ pub async fn start(http: SocketAddr, grpc: SocketAddr) -> Result<Demo, Error> {
         http: None,
         grpc: None,
         admin: None,
+        insecure_control: false,
     })
     .await?;
     Ok(Demo {

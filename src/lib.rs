@@ -49,6 +49,8 @@ pub struct Options {
     pub http: Option<SocketAddr>,
     pub grpc: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Serve the control API on a non-loopback address without a token, knowingly.
+    pub insecure_control: bool,
 }
 
 /// Why lb could not start or keep running.
@@ -65,6 +67,10 @@ pub enum Error {
     },
     #[error(transparent)]
     Watch(#[from] watch::Error),
+    #[error(transparent)]
+    Token(#[from] control::TokenError),
+    #[error("refusing to serve the control API on non-loopback {addr} without a token: anyone who can reach it could change the topology. Set [control] token_file = \"/etc/lb/token\" in the config (a file holding a long random secret), or pass --insecure-control to accept the risk knowingly")]
+    InsecureControl { addr: SocketAddr },
 }
 
 /// A loaded config and bound listeners, ready to [`run`](Lb::run).
@@ -74,6 +80,7 @@ pub struct Lb {
     http: TcpListener,
     grpc: TcpListener,
     admin: Option<TcpListener>,
+    token: Option<control::Token>,
 }
 
 impl Lb {
@@ -90,6 +97,19 @@ impl Lb {
         if let Some(admin) = options.admin {
             startup.listen.admin = Some(admin);
         }
+        let token = match &startup.control.token_file {
+            Some(path) => Some(control::Token::read(path)?),
+            None => None,
+        };
+        if token.is_none() && !startup.listen.grpc.ip().is_loopback() {
+            if options.insecure_control {
+                tracing::warn!(addr = %startup.listen.grpc, "control API open to the network without a token (--insecure-control)");
+            } else {
+                return Err(Error::InsecureControl {
+                    addr: startup.listen.grpc,
+                });
+            }
+        }
         let grpc = bind("grpc", startup.listen.grpc).await?;
         let admin = match startup.listen.admin {
             Some(addr) => Some(bind("admin", addr).await?),
@@ -101,6 +121,7 @@ impl Lb {
             http,
             grpc,
             admin,
+            token,
         })
     }
 
@@ -124,6 +145,7 @@ impl Lb {
         let control = tokio::spawn(control::serve(
             self.grpc,
             Arc::clone(&self.applier),
+            self.token,
             stopped(stop_rx.clone()),
         ));
         if let Some(listener) = self.admin {

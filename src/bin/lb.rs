@@ -25,6 +25,9 @@ struct Args {
     /// Admin listen address for /metrics, /healthz, /readyz and the dashboard (overrides [listen] admin).
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Allow the control API on a non-loopback address without [control] token_file.
+    #[arg(long)]
+    insecure_control: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -115,6 +118,7 @@ async fn serve(args: Args) -> Result<(), lb::Error> {
                 http: args.http,
                 grpc: args.grpc,
                 admin: args.admin,
+                insecure_control: args.insecure_control,
             })
             .await?;
             lb.run(lb::shutdown_signal()).await

@@ -1,0 +1,117 @@
+//! The admin listener: metrics, liveness, readiness, status document and dashboard.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::{eventually, get, Backend, Lb};
+
+fn start_with_admin(text: &str) -> Lb {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.toml");
+    std::fs::write(&config, text).unwrap();
+    Lb::start_at(dir, config, &["--admin", "127.0.0.1:0"])
+}
+
+fn admin_url(lb: &Lb, path: &str) -> String {
+    let line = lb.wait_for_log("listener=\"admin\"", Duration::from_secs(5));
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    format!("http://{addr}{path}")
+}
+
+#[tokio::test]
+async fn metrics_cover_requests_health_and_reloads() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    b.set_healthy(false);
+    let lb = start_with_admin(&support::pool("/", &[a.addr, b.addr], "100ms"));
+    let client = support::client();
+    eventually(Duration::from_secs(5), "a serving", || async {
+        get(&client, &lb.url("/")).await.0 == StatusCode::OK
+    })
+    .await;
+    for _ in 0..9 {
+        get(&client, &lb.url("/")).await;
+    }
+    let (status, metrics) = get(&client, &admin_url(&lb, "/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    let a_label = format!("pool=\"/\",backend=\"{}\"", a.addr);
+    let b_label = format!("pool=\"/\",backend=\"{}\"", b.addr);
+    assert!(
+        metrics.contains(&format!("lb_requests_total{{{a_label},code=\"200\"}} 10")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "lb_request_duration_seconds_count{{{a_label}}} 10"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("lb_backend_healthy{{{a_label}}} 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("lb_backend_healthy{{{b_label}}} 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("lb_backend_in_flight{{{a_label}}} 0")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lb_config_generation 1"), "{metrics}");
+    assert!(
+        metrics.contains("lb_config_reloads_total{result=\"error\"} 0"),
+        "{metrics}"
+    );
+
+    std::fs::write(&lb.config, "[pools.\"/\"]\nbogus = 1\n").unwrap();
+    eventually(Duration::from_secs(3), "reload error counted", || async {
+        get(&client, &admin_url(&lb, "/metrics"))
+            .await
+            .1
+            .contains("lb_config_reloads_total{result=\"error\"} 1")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn liveness_readiness_status_and_dashboard() {
+    let a = Backend::start("a").await;
+    let lb = start_with_admin(&support::pool("/api/", &[a.addr], "100ms"));
+    let client = support::client();
+    assert_eq!(
+        get(&client, &admin_url(&lb, "/healthz")).await,
+        (StatusCode::OK, "ok\n".to_owned())
+    );
+    assert_eq!(
+        get(&client, &admin_url(&lb, "/readyz")).await.0,
+        StatusCode::OK
+    );
+    eventually(
+        Duration::from_secs(5),
+        "status shows the pool full",
+        || async {
+            let (_, body) = get(&client, &admin_url(&lb, "/status.json")).await;
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            doc["pools"][0]["pattern"] == "/api/"
+                && doc["pools"][0]["status"] == "PS_FULL"
+                && doc["generation"] == 1
+        },
+    )
+    .await;
+    let (status, page) = get(&client, &admin_url(&lb, "/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("status.json") && page.contains("<title>lb dashboard</title>"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page must be self-contained"
+    );
+}
