@@ -17,6 +17,7 @@
 //! - [`metrics`]: lock-free counters and Prometheus rendering.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
+//! - [`lbctl`]: the CLI's pure helpers (argv, tables); the binary is `src/bin/lbctl.rs`.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod lbctl;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
@@ -155,7 +157,10 @@ impl Lb {
             });
             tokio::spawn(admin::serve(listener, admin, stopped(stop_rx.clone())));
         }
-        let proxy = Arc::new(Proxy::new(Arc::clone(self.applier.topology())));
+        let proxy = Arc::new(Proxy::new(
+            Arc::clone(self.applier.topology()),
+            Arc::clone(self.applier.metrics()),
+        ));
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,
             drain_timeout: self.startup.server.drain_timeout,

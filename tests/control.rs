@@ -530,7 +530,8 @@ fn lbctl(lb: &Lb, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[tokio::test]
+// lbctl runs as a blocking child process; the in-process backend needs another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lbctl_drives_all_five_commands() {
     let b = Backend::start("b").await;
     let lb = Lb::start(HEADER);

@@ -28,7 +28,7 @@ fn refuses_a_non_loopback_control_listener_without_a_token() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_every_rpc_needs_it() {
     let a = Backend::start("a").await;
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,9 @@
 //! The request sequence: snapshot → route → pick → rewrite → forward → relay.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
@@ -14,21 +16,24 @@ use tokio_util::task::TaskTracker;
 use super::body::{slot_untouched, RequestBody, ResponseBody};
 use super::headers;
 use crate::balance;
+use crate::metrics::Global;
 use crate::routing::Route;
-use crate::topology::{Backend, InFlight, Pool, SharedTopology};
+use crate::topology::{Backend, InFlight, Pool, SharedTopology, Topology};
 
 /// Everything the request path needs; cheap to share between connections.
 pub struct Proxy {
     topology: SharedTopology,
+    metrics: Arc<Global>,
     /// Open upgrade tunnels (WebSocket and friends); shutdown waits for them within the drain
     /// timeout, since hyper's graceful shutdown no longer sees an upgraded connection.
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    pub fn new(topology: SharedTopology) -> Proxy {
+    pub fn new(topology: SharedTopology, metrics: Arc<Global>) -> Proxy {
         Proxy {
             topology,
+            metrics,
             tunnels: TaskTracker::new(),
         }
     }
@@ -40,11 +45,47 @@ impl Proxy {
     /// Serves one client request. Never fails: every problem becomes a short error response.
     pub async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        // Cheap clones (a small enum and a refcounted URI) kept for the access log.
+        let method = request.method().clone();
+        let uri = request.uri().clone();
         // One snapshot for the whole request: a reload mid-request does not change its pool.
         let topology = self.topology.load_full();
+        let (response, pool, backend) = self.dispatch(&topology, request, client).await;
+
+        let status = response.status();
+        let elapsed = started.elapsed();
+        match &backend {
+            Some(backend) => backend.stats.record(status.as_u16(), elapsed),
+            None => self.metrics.local.record(status.as_u16(), elapsed),
+        }
+        tracing::info!(
+            target: "lb::access",
+            client = %client,
+            method = %method,
+            path = uri.path(),
+            status = status.as_u16(),
+            pool = pool.map_or("-", |p| &*p.pattern),
+            backend = %backend.as_ref().map_or_else(|| "-".to_owned(), |b| b.authority.to_string()),
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+        );
+        response
+    }
+
+    /// Routes and forwards; returns the response with the pool and backend that produced it.
+    async fn dispatch<'t>(
+        &self,
+        topology: &'t Topology,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> (
+        Response<ResponseBody>,
+        Option<&'t Pool>,
+        Option<Arc<Backend>>,
+    ) {
         let host = request
             .headers()
             .get(header::HOST)
@@ -57,26 +98,71 @@ impl Proxy {
         {
             Route::Matched(&idx) => match topology.pools.get(idx) {
                 Some(pool) => pool,
-                None => return local(StatusCode::NOT_FOUND, "404 page not found\n"),
+                None => {
+                    return (
+                        local(StatusCode::NOT_FOUND, "404 page not found\n"),
+                        None,
+                        None,
+                    )
+                }
             },
-            Route::Redirect(location) => return redirect(&location, request.uri()),
+            Route::Redirect(location) => return (redirect(&location, request.uri()), None, None),
             Route::MethodNotAllowed => {
-                return local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+                return (
+                    local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+                    None,
+                    None,
+                )
             }
-            Route::NotFound => return local(StatusCode::NOT_FOUND, "404 page not found\n"),
+            Route::NotFound => {
+                return (
+                    local(StatusCode::NOT_FOUND, "404 page not found\n"),
+                    None,
+                    None,
+                )
+            }
         };
         let upgrade =
             upgrade_protocol(&request).map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
-        let (mut response, in_flight) =
-            forward(pool, request, client, upgrade.as_ref().map(|u| &u.0)).await;
-        if let (Some((_, client_side)), Some(in_flight)) = (upgrade, in_flight) {
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let backend_side = hyper::upgrade::on(&mut response);
-                self.tunnels
-                    .spawn(tunnel(client_side, backend_side, in_flight));
+        let mut forwarded = forward(
+            pool,
+            request,
+            client,
+            upgrade.as_ref().map(|u| &u.0),
+            &self.metrics,
+        )
+        .await;
+        if let (Some((_, client_side)), Some(in_flight)) = (upgrade, forwarded.tunnel) {
+            if forwarded.response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let backend_side = hyper::upgrade::on(&mut forwarded.response);
+                self.tunnels.spawn(tunnel(
+                    client_side,
+                    backend_side,
+                    in_flight,
+                    Arc::clone(&self.metrics),
+                ));
             }
         }
-        response
+        (forwarded.response, Some(pool), forwarded.backend)
+    }
+}
+
+/// What [`forward`] produced.
+struct Forwarded {
+    response: Response<ResponseBody>,
+    /// The backend that answered, if any did.
+    backend: Option<Arc<Backend>>,
+    /// For an accepted upgrade, the in-flight guard the tunnel holds until it closes.
+    tunnel: Option<InFlight>,
+}
+
+impl Forwarded {
+    fn local(status: StatusCode, text: &'static str) -> Forwarded {
+        Forwarded {
+            response: local(status, text),
+            backend: None,
+            tunnel: None,
+        }
     }
 }
 
@@ -94,7 +180,7 @@ fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// Copies bytes both ways between an upgraded client and backend until either side closes.
-async fn tunnel(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight) {
+async fn tunnel(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight, metrics: Arc<Global>) {
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(pair) => pair,
         Err(error) => {
@@ -102,6 +188,10 @@ async fn tunnel(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight) {
             return;
         }
     };
+    metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
+    let _open = scopeguard(move || {
+        metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
+    });
     let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
     match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
         Ok((up, down)) => {
@@ -113,6 +203,19 @@ async fn tunnel(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight) {
     }
 }
 
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
 /// Forwards to a backend of `pool`, retrying a failed connect on another healthy backend. For an
 /// upgrade, the in-flight guard is handed back so the tunnel can hold it.
 async fn forward(
@@ -120,7 +223,8 @@ async fn forward(
     request: Request<Incoming>,
     client: SocketAddr,
     upgrade: Option<&HeaderValue>,
-) -> (Response<ResponseBody>, Option<InFlight>) {
+    metrics: &Global,
+) -> Forwarded {
     let (mut parts, body) = request.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -147,15 +251,12 @@ async fn forward(
     let mut attempt = 0;
     loop {
         let Some(backend) = balance::pick(&pool.backends, &mut rng) else {
-            return (
-                local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
-                None,
-            );
+            return Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n");
         };
         let backend = Arc::clone(backend);
         let uri = match upstream_uri(&backend, &parts.uri) {
             Some(uri) => uri,
-            None => return (local(StatusCode::BAD_REQUEST, "bad request target\n"), None),
+            None => return Forwarded::local(StatusCode::BAD_REQUEST, "bad request target\n"),
         };
         let mut upstream = Request::new(match body.take() {
             Some(b) => b,
@@ -179,12 +280,13 @@ async fn forward(
             {
                 // The backend accepted the upgrade: relay its 101 as is (Connection and Upgrade
                 // included); the tunnel holds the in-flight guard from here on.
-                // Its extensions carry the backend side of the tunnel, taken by `handle`.
+                // Its extensions carry the backend side of the tunnel, taken by `dispatch`.
                 let (head, _) = response.into_parts();
-                return (
-                    Response::from_parts(head, ResponseBody::empty()),
-                    Some(in_flight),
-                );
+                return Forwarded {
+                    response: Response::from_parts(head, ResponseBody::empty()),
+                    backend: Some(backend),
+                    tunnel: Some(in_flight),
+                };
             }
             Ok(Ok(response)) => {
                 let (mut head, body) = response.into_parts();
@@ -196,34 +298,40 @@ async fn forward(
                         _in_flight: in_flight,
                     },
                 );
-                return (response, None);
+                return Forwarded {
+                    response,
+                    backend: Some(backend),
+                    tunnel: None,
+                };
             }
             Ok(Err(error)) if error.is_connect() => {
                 // Passive health: a refused connect takes the backend out of rotation at once;
                 // the active checker brings it back.
                 if backend.set_healthy(false) {
+                    metrics.ejections.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "connect failed; backend out of rotation");
                 }
                 let replayable = slot.as_ref().is_none_or(slot_untouched);
                 if attempt < pool.retries && replayable {
                     attempt += 1;
+                    metrics.retries.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                return (
-                    local(StatusCode::BAD_GATEWAY, "backend unavailable\n"),
-                    None,
-                );
+                return Forwarded::local(StatusCode::BAD_GATEWAY, "backend unavailable\n");
             }
             Ok(Err(error)) => {
                 tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
-                return (local(StatusCode::BAD_GATEWAY, "backend failed\n"), None);
+                return Forwarded {
+                    backend: Some(backend),
+                    ..Forwarded::local(StatusCode::BAD_GATEWAY, "backend failed\n")
+                };
             }
             Err(_elapsed) => {
                 tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
-                return (
-                    local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
-                    None,
-                );
+                return Forwarded {
+                    backend: Some(backend),
+                    ..Forwarded::local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+                };
             }
         }
     }
