@@ -228,3 +228,75 @@ async fn checkers_and_tasks_stay_flat_across_500_reloads() {
     .await;
     assert_eq!(applier.status().generation, 501);
 }
+
+/// A person saves the file and, before the watcher has fired, an RPC mutates it: the RPC
+/// re-reads the file under the writer lock, so both changes survive, ten times in a row.
+#[tokio::test]
+async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
+    use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
+    let root = Backend::start("root").await;
+    let mut backends = Vec::new();
+    for i in 0..10 {
+        backends.push(Backend::start(&format!("b{i}")).await);
+    }
+    let mut text = format!("# human-owned\n{}", support::pool("/", &[root.addr], "1s"));
+    let lb = Lb::start(&text);
+    let mut client = LoadBalancerClient::connect(format!("http://{}", lb.grpc.unwrap()))
+        .await
+        .unwrap();
+    for (i, backend) in backends.iter().enumerate() {
+        // Human change: a new pool, appended by hand.
+        text = std::fs::read_to_string(&lb.config).unwrap();
+        text.push_str(&format!("\n[pools.\"/h{i}/\"]\nbackends = []\n"));
+        std::fs::write(&lb.config, &text).unwrap();
+        // API change, immediately.
+        client
+            .add_backend(proto::AddBackendReq {
+                pattern: "/".into(),
+                backend: Some(proto::Backend {
+                    backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
+                        ip: backend.addr.ip().to_string(),
+                        port: i32::from(backend.addr.port()),
+                        url_path: String::new(),
+                    })),
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("AddBackend {i}: {e}"));
+    }
+    let file = std::fs::read_to_string(&lb.config).unwrap();
+    let health = client
+        .pool_health(proto::PoolHealthReq {
+            pattern: "/".into(),
+            healthy: true,
+            sick: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .health
+        .unwrap();
+    assert_eq!(
+        health.backends.len(),
+        11,
+        "running state lost an API change"
+    );
+    for (i, backend) in backends.iter().enumerate() {
+        assert!(
+            file.contains(&format!("[pools.\"/h{i}/\"]")),
+            "file lost human change {i}:\n{file}"
+        );
+        assert!(
+            file.contains(&format!("\"{}\"", backend.addr)),
+            "file lost API change {i}:\n{file}"
+        );
+        let pool = client
+            .pool_health(proto::PoolHealthReq {
+                pattern: format!("/h{i}/"),
+                healthy: true,
+                sick: true,
+            })
+            .await;
+        assert!(pool.is_ok(), "running state lost human change {i}");
+    }
+}
