@@ -28,6 +28,7 @@ mod tree;
 mod tests;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use self::pattern::{clean_path, describe_conflict, is_clean};
@@ -76,31 +77,55 @@ pub enum Route<'a, T> {
 
 impl<T> Router<T> {
     /// Compiles `routes`. Fails when two patterns conflict (match some same request, neither
-    /// more specific) or are duplicates; the error names the first conflicting pair in list
-    /// order.
+    /// more specific) or are duplicates. The error is the one Go's `ServeMux` would raise when
+    /// registering them in order: the first pattern that conflicts with an earlier one, and
+    /// the earliest of those.
     pub fn new(routes: Vec<(Pattern, T)>) -> Result<Router<T>, ConflictError> {
         let mut tree = Tree::default();
-        for (new_index, (new, _)) in routes.iter().enumerate() {
-            // The tree proposes every earlier pattern that could meet this one; the full
-            // comparison decides. Take the earliest conflict, so the report is deterministic.
-            let mut first_conflict: Option<usize> = None;
-            tree.overlapping(new, &mut |existing_index| {
-                let earlier = first_conflict.is_none_or(|first| existing_index < first);
-                if earlier && new.conflicts_with(&routes[existing_index].0) {
-                    first_conflict = Some(existing_index);
-                }
-            });
-            if let Some(existing_index) = first_conflict {
-                let existing = &routes[existing_index].0;
-                return Err(ConflictError {
-                    existing: existing.as_str().to_owned(),
-                    new: new.as_str().to_owned(),
-                    existing_index,
-                    new_index,
-                    reason: describe_conflict(new, existing),
-                });
+        // Patterns alike in host, method and path shape share a tree slot. Its first holder
+        // keeps it; the others are remembered here, as they conflict with it and with whatever
+        // it conflicts with.
+        let mut alike: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (idx, (pattern, _)) in routes.iter().enumerate() {
+            if let Some(holder) = tree.insert(pattern, idx) {
+                alike.entry(holder).or_default().push(idx);
             }
-            tree.insert(new, new_index);
+        }
+
+        tree.summarize();
+
+        // The earliest conflict as (new, existing), as registering in order would find it.
+        let mut earliest: Option<(usize, usize)> = None;
+        let mut consider = |a: usize, b: usize| {
+            let (existing, new) = (a.min(b), a.max(b));
+            let earlier = earliest.is_none_or(|first| (new, existing) < first);
+            if a != b && earlier && routes[new].0.conflicts_with(&routes[existing].0) {
+                earliest = Some((new, existing));
+            }
+        };
+        let group = |holder: usize| {
+            std::iter::once(holder).chain(alike.get(&holder).into_iter().flatten().copied())
+        };
+        for &holder in alike.keys() {
+            for a in group(holder) {
+                group(holder).for_each(|b| consider(a, b));
+            }
+        }
+        tree.overlapping_pairs(&mut |i, j| {
+            for a in group(i) {
+                group(j).for_each(|b| consider(a, b));
+            }
+        });
+
+        if let Some((new_index, existing_index)) = earliest {
+            let (new, existing) = (&routes[new_index].0, &routes[existing_index].0);
+            return Err(ConflictError {
+                existing: existing.as_str().to_owned(),
+                new: new.as_str().to_owned(),
+                existing_index,
+                new_index,
+                reason: describe_conflict(new, existing),
+            });
         }
         Ok(Router { routes, tree })
     }

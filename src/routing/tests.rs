@@ -1174,6 +1174,22 @@ fn routing_ten_thousand_patterns() {
     }
     assert_eq!(lookup(Method::GET, "", "/svc"), "NotFound");
 
+    // Shapes that make simpler conflict searches quadratic: wildcard-first patterns beside many
+    // literal-first ones, and same-method-family patterns whose paths differ only in length.
+    let mut adversarial = Vec::new();
+    for i in 0..2_500 {
+        adversarial.push(format!("/svc{i}/x/"));
+        adversarial.push(format!("POST /{{tenant}}/op{i}"));
+        adversarial.push(format!("GET /x{i}/{{a}}"));
+        adversarial.push(format!("HEAD /{{a}}/x{i}/{{$}}"));
+    }
+    let routes = adversarial.iter().map(|t| (parse(t), ())).collect();
+    let start = Instant::now();
+    let built = Router::new(routes).map(|r| r.len());
+    let elapsed = start.elapsed();
+    assert_eq!(built, Ok(10_000));
+    assert!(elapsed.as_millis() < 1_000, "building took {elapsed:?}");
+
     // A conflict deep in a large set is still found, against the right pattern.
     let mut routes: Vec<(Pattern, usize)> = texts
         .iter()

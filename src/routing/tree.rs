@@ -6,10 +6,12 @@
 //! `/a/{x}/c`. Each node is visited at most once per lookup, so a lookup costs at most the
 //! number of nodes along the paths the request could take, never the number of patterns.
 //!
-//! Go finds conflict candidates with a separate `routingIndex` (routing_index.go) whose multi
-//! patterns are compared against everything. Here the same tree answers "which registered
-//! patterns could match some path this one matches" by walking it with the pattern instead of
-//! a path ([`Tree::overlapping`]), which prunes multis and wildcards as well as literals.
+//! Go finds conflict candidates with a `routingIndex` (routing_index.go): each new pattern is
+//! compared with the patterns sharing its rarest literal, and with every multi pattern. Here the
+//! tree is walked against itself once ([`Tree::overlapping_pairs`]), pairing subtrees whose
+//! prefixes overlap: literal children meet by key (the smaller side is scanned, the larger
+//! probed), a wildcard child meets every literal child once for all patterns below it, and a
+//! multi meets what lies below. The cost follows the number of overlapping pairs, not n².
 
 use std::collections::HashMap;
 
@@ -51,6 +53,20 @@ struct PathNode {
     dollar: Option<usize>,
     /// The route whose pattern ends with a multi wildcard (`/` or `{name...}`) here.
     multi: Option<usize>,
+    /// How many more path pieces the routes below can match; set by [`Tree::summarize`].
+    reach: Reach,
+}
+
+/// The numbers of further path pieces (segments, or the trailing slash) that the routes below
+/// a node can match. Two subtrees whose reaches do not meet hold no overlapping pair, which
+/// lets [`pairs`] skip them without looking inside.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reach {
+    /// Bit `d`: some route ends after exactly `d` more pieces. Bit 63 stands for 63 or more.
+    exact: u64,
+    /// The fewest more pieces a multi wildcard below needs; it matches that many or more.
+    /// Capped at 63, which only makes [`Reach::meets`] more permissive.
+    multi: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -79,8 +95,9 @@ enum Piece<'p> {
 // === impl Tree ===
 
 impl Tree {
-    /// Adds `pattern` as route `idx`. The caller has ruled out conflicts, so the slot is free.
-    pub(super) fn insert(&mut self, pattern: &Pattern, idx: usize) {
+    /// Adds `pattern` as route `idx`. Patterns alike in host, method and path shape share a
+    /// slot; if the slot is taken, it stays with its holder, which is returned.
+    pub(super) fn insert(&mut self, pattern: &Pattern, idx: usize) -> Option<usize> {
         let methods = match pattern.host() {
             Some(host) => self.hosts.entry(host.into()).or_default(),
             None => &mut self.any_host,
@@ -93,11 +110,23 @@ impl Tree {
             node = match seg {
                 Segment::Literal(key) => node.literals.get_or_insert(key),
                 Segment::Wild(_) => node.wild.get_or_insert_with(Box::default),
-                Segment::Dollar => return set_once(&mut node.dollar, idx),
-                Segment::Multi(_) => return set_once(&mut node.multi, idx),
+                Segment::Dollar => return claim(&mut node.dollar, idx),
+                Segment::Multi(_) => return claim(&mut node.multi, idx),
             };
         }
-        set_once(&mut node.leaf, idx);
+        claim(&mut node.leaf, idx)
+    }
+
+    /// Computes every node's [`Reach`]; call after the last insert, before pairing.
+    pub(super) fn summarize(&mut self) {
+        for methods in self.hosts.values_mut().chain([&mut self.any_host]) {
+            for (_, subtree) in &mut methods.methods {
+                summarize(subtree);
+            }
+            if let Some(subtree) = &mut methods.any_method {
+                summarize(subtree);
+            }
+        }
     }
 
     /// Go's `routingNode.match`: the most specific route for the request, if any.
@@ -133,35 +162,28 @@ impl Tree {
         }
     }
 
-    /// Calls `f` with every route that some request matching `pattern` could also match: at
-    /// least every route that may conflict with it (same host, a method that is not disjoint,
-    /// a path that is not disjoint). This replaces Go's `possiblyConflictingPatterns`.
-    pub(super) fn overlapping(&self, pattern: &Pattern, f: &mut impl FnMut(usize)) {
-        let methods = match pattern.host() {
-            Some(host) => self.hosts.get(host),
-            None => Some(&self.any_host),
-        };
-        let Some(methods) = methods else {
-            return;
-        };
-        let segments = &pattern.segments[..];
-        // The methods whose requests can meet this pattern's (Go's `compareMethods` is not
-        // disjoint): itself, the method-less ones, and the GET/HEAD pair; or all of them.
-        for (method, subtree) in &methods.methods {
-            let related = match pattern.method() {
-                None => true,
-                Some(own) => {
-                    **method == *own
-                        || (own == "GET" && &**method == "HEAD")
-                        || (own == "HEAD" && &**method == "GET")
+    /// Calls `f(i, j)` for routes (slot holders) `i` and `j` that some request could match
+    /// both: same host, methods that are not disjoint (Go's `compareMethods`), paths that are
+    /// not disjoint (Go's `comparePaths`). It may call with `i == j`, and with both orders.
+    pub(super) fn overlapping_pairs(&self, f: &mut impl FnMut(usize, usize)) {
+        // Different hosts never conflict: one with a host beats one without, and two hosts
+        // never meet.
+        for methods in self.hosts.values().chain([&self.any_host]) {
+            let any = methods.any_method.as_ref();
+            for (method, subtree) in &methods.methods {
+                pairs(subtree, subtree, f);
+                if let Some(any) = any {
+                    pairs(subtree, any, f);
                 }
-            };
-            if related {
-                walk_overlap(subtree, segments, f);
+                if &**method == "GET" {
+                    if let Some(head) = methods.method("HEAD") {
+                        pairs(subtree, head, f);
+                    }
+                }
             }
-        }
-        if let Some(subtree) = &methods.any_method {
-            walk_overlap(subtree, segments, f);
+            if let Some(any) = any {
+                pairs(any, any, f);
+            }
         }
     }
 }
@@ -230,51 +252,100 @@ fn match_path(node: &PathNode, path: Cursor<'_>) -> Option<usize> {
     }
 }
 
-/// Visits the routes under `node` whose patterns may match a path that `segments` matches.
-/// This mirrors Go's `compareSegments`: equal literals meet, a literal meets a wildcard, a
-/// wildcard meets any literal (not `{$}`), and a multi meets everything that follows it.
-fn walk_overlap(node: &PathNode, segments: &[Segment], f: &mut impl FnMut(usize)) {
-    let Some((seg, rest)) = segments.split_first() else {
-        node.leaf.into_iter().for_each(&mut *f);
+/// Calls `f(i, j)` for every route `i` ending under `a` and `j` ending under `b` whose paths
+/// overlap, where `a` and `b` were reached by overlapping path prefixes of the same length.
+/// Mirrors Go's `compareSegments`: equal literals meet, a literal meets a single wildcard, a
+/// single wildcard never meets `{$}`, and a multi meets everything after it (but not the end
+/// of the path, which is what a leaf at the same node needs).
+fn pairs(a: &PathNode, b: &PathNode, f: &mut impl FnMut(usize, usize)) {
+    if !a.reach.meets(b.reach) {
         return;
+    }
+    if let (Some(i), Some(j)) = (a.leaf, b.leaf) {
+        f(i, j);
+    }
+    if let (Some(i), Some(j)) = (a.dollar, b.dollar) {
+        f(i, j);
+    }
+    if let Some(i) = a.multi {
+        visit_below(b, &mut |j| f(i, j));
+    }
+    if let Some(j) = b.multi {
+        // `a.multi` against `b.multi` was paired just above.
+        a.dollar.into_iter().for_each(|i| f(i, j));
+        visit_children(a, &mut |i| f(i, j));
+    }
+    // Equal literals: scan the smaller side, probe the larger.
+    let (small, large, swapped) = if a.literals.len() <= b.literals.len() {
+        (a, b, false)
+    } else {
+        (b, a, true)
     };
-    match seg {
-        Segment::Literal(key) => {
-            if let Some(child) = node.literals.get(key) {
-                walk_overlap(child, rest, f);
-            }
-            if let Some(wild) = &node.wild {
-                walk_overlap(wild, rest, f);
-            }
-        }
-        Segment::Wild(_) => {
-            for child in node.literals.values() {
-                walk_overlap(child, rest, f);
-            }
-            if let Some(wild) = &node.wild {
-                walk_overlap(wild, rest, f);
-            }
-        }
-        Segment::Dollar => node.dollar.into_iter().for_each(&mut *f),
-        // A multi matches a non-empty rest, so everything below this node, but not its leaf.
-        Segment::Multi(_) => {
-            node.dollar.into_iter().for_each(&mut *f);
-            for child in node.literals.values() {
-                visit_all(child, f);
-            }
-            if let Some(wild) = &node.wild {
-                visit_all(wild, f);
+    for (key, child) in small.literals.iter() {
+        if let Some(other) = large.literals.get(key) {
+            if swapped {
+                pairs(other, child, f);
+            } else {
+                pairs(child, other, f);
             }
         }
     }
-    // Whatever the segment, a multi here matches the rest of any path that gets this far.
-    node.multi.into_iter().for_each(f);
+    if let Some(b_wild) = &b.wild {
+        for child in a.literals.values() {
+            pairs(child, b_wild, f);
+        }
+    }
+    if let Some(a_wild) = &a.wild {
+        for child in b.literals.values() {
+            pairs(a_wild, child, f);
+        }
+        if let Some(b_wild) = &b.wild {
+            pairs(a_wild, b_wild, f);
+        }
+    }
 }
 
-fn visit_all(node: &PathNode, f: &mut impl FnMut(usize)) {
-    for route in [node.leaf, node.dollar, node.multi].into_iter().flatten() {
+fn summarize(node: &mut PathNode) -> Reach {
+    let mut reach = Reach {
+        exact: u64::from(node.leaf.is_some()) | u64::from(node.dollar.is_some()) << 1,
+        multi: node.multi.map(|_| 1),
+    };
+    let children = node.literals.values_mut().chain(node.wild.as_deref_mut());
+    for child in children {
+        let below = summarize(child);
+        // One piece further down; bit 63 keeps meaning "63 or more".
+        reach.exact |= below.exact << 1 | below.exact & 1 << 63;
+        if let Some(m) = below.multi {
+            reach.multi = Some(reach.multi.map_or(m + 1, |r| r.min(m + 1)).min(63));
+        }
+    }
+    node.reach = reach;
+    reach
+}
+
+// === impl Reach ===
+
+impl Reach {
+    /// Whether some number of pieces is matched below both: a necessary condition for two
+    /// subtrees to hold an overlapping pair.
+    fn meets(self, other: Reach) -> bool {
+        let multi_meets = |multi: Option<u32>, exact: u64| multi.is_some_and(|m| exact >> m != 0);
+        self.exact & other.exact != 0
+            || (self.multi.is_some() && other.multi.is_some())
+            || multi_meets(self.multi, other.exact)
+            || multi_meets(other.multi, self.exact)
+    }
+}
+
+/// Every route that a multi wildcard at `node` overlaps: all below it but its leaf.
+fn visit_below(node: &PathNode, f: &mut impl FnMut(usize)) {
+    for route in [node.dollar, node.multi].into_iter().flatten() {
         f(route);
     }
+    visit_children(node, f);
+}
+
+fn visit_children(node: &PathNode, f: &mut impl FnMut(usize)) {
     for child in node.literals.values() {
         visit_all(child, f);
     }
@@ -283,9 +354,20 @@ fn visit_all(node: &PathNode, f: &mut impl FnMut(usize)) {
     }
 }
 
-fn set_once(slot: &mut Option<usize>, idx: usize) {
-    debug_assert!(slot.is_none(), "conflict detection let a duplicate through");
-    slot.get_or_insert(idx);
+fn visit_all(node: &PathNode, f: &mut impl FnMut(usize)) {
+    node.leaf.into_iter().for_each(&mut *f);
+    visit_below(node, f);
+}
+
+/// Takes `slot` for `idx`, or returns its holder.
+fn claim(slot: &mut Option<usize>, idx: usize) -> Option<usize> {
+    match slot {
+        Some(holder) => Some(*holder),
+        None => {
+            *slot = Some(idx);
+            None
+        }
+    }
 }
 
 // === impl Children ===
@@ -301,6 +383,13 @@ impl Children {
         match self {
             Children::Listed(list) => list.is_empty(),
             Children::Hashed(map) => map.is_empty(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Children::Listed(list) => list.len(),
+            Children::Hashed(map) => map.len(),
         }
     }
 
@@ -332,15 +421,27 @@ impl Children {
         }
     }
 
-    fn values(&self) -> impl Iterator<Item = &PathNode> {
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &PathNode)> {
         let (listed, hashed) = match self {
-            Children::Listed(list) => (Some(list.iter().map(|(_, n)| n)), None),
-            Children::Hashed(map) => (None, Some(map.values())),
+            Children::Listed(list) => (Some(list.iter()), None),
+            Children::Hashed(map) => (None, Some(map.iter())),
         };
-        listed
-            .into_iter()
-            .flatten()
-            .chain(hashed.into_iter().flatten())
+        let listed = listed.into_iter().flatten().map(|(k, n)| (&**k, n));
+        let hashed = hashed.into_iter().flatten().map(|(k, n)| (&**k, n));
+        listed.chain(hashed)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &PathNode> {
+        self.iter().map(|(_, node)| node)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut PathNode> {
+        let (listed, hashed) = match self {
+            Children::Listed(list) => (Some(list.iter_mut()), None),
+            Children::Hashed(map) => (None, Some(map.values_mut())),
+        };
+        let listed = listed.into_iter().flatten().map(|(_, n)| n);
+        listed.chain(hashed.into_iter().flatten())
     }
 }
 
