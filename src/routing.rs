@@ -17,7 +17,7 @@
 //!   root without its slash (`/api` when only `/api/` exists) and a request for an unclean path
 //!   are redirected.
 //!
-//! [`Router`] compiles the patterns into a decision tree ([`tree`]), so a lookup costs what the
+//! [`Router`] compiles the patterns into a decision tree (`tree`), so a lookup costs what the
 //! path's segments cost, not what the number of patterns does, and a `Matched` lookup does not
 //! allocate.
 

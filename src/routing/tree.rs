@@ -3,7 +3,7 @@
 //! A port of Go's `net/http/routing_tree.go`. The root branches on the host, the next level on
 //! the method, the rest on consecutive path segments. "More specific wins" can need
 //! backtracking: with `/a/b/z` and `/a/{x}/c`, the path `/a/b/c` first tries `/a/b/z`, then
-//! `/a/{x}/c`. Each node is visited at most once per lookup, so a lookup costs at most the
+//! `/a/{x}/c`. Each node is visited at most once per walk, so a lookup costs at most the
 //! number of nodes along the paths the request could take, never the number of patterns.
 //!
 //! Go finds conflict candidates with a `routingIndex` (routing_index.go): each new pattern is
@@ -11,7 +11,8 @@
 //! tree is walked against itself once ([`Tree::overlapping_pairs`]), pairing subtrees whose
 //! prefixes overlap: literal children meet by key (the smaller side is scanned, the larger
 //! probed), a wildcard child meets every literal child once for all patterns below it, and a
-//! multi meets what lies below. The cost follows the number of overlapping pairs, not n².
+//! multi meets what lies below. Per-node reach summaries skip subtrees whose paths differ in
+//! length. The cost mostly follows the number of overlapping pairs, not n².
 
 use std::collections::HashMap;
 
