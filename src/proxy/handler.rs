@@ -108,11 +108,12 @@ impl Proxy {
             },
             Route::Redirect(location) => return (redirect(&location, request.uri()), None, None),
             Route::MethodNotAllowed => {
-                return (
-                    local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-                    None,
-                    None,
-                )
+                let mut response = local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                let allowed = topology.routes.allowed_methods(host, request.uri().path());
+                if let Ok(value) = HeaderValue::try_from(allowed.join(", ")) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+                return (response, None, None);
             }
             Route::NotFound => {
                 return (
