@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::config::edit::{self, EditError, PoolSpec};
 use crate::config::write::{self, WriteError};
-use crate::config::{self, BackendAddr, Config, Diagnostic};
+use crate::config::{self, AdminState, BackendAddr, Config, Diagnostic};
 use crate::health::{self, Checkers, ProbeClient};
 use crate::metrics::Global;
 use crate::proxy::Upstream;
@@ -50,6 +50,55 @@ pub enum Mutation {
         pattern: String,
         backend: BackendAddr,
     },
+    /// Drain, disable or re-enable a declared backend (a one-line edit of its entry).
+    SetBackendState {
+        pattern: String,
+        backend: BackendAddr,
+        state: AdminState,
+    },
+}
+
+impl Mutation {
+    /// The RPC-style name, for logs and commit messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Mutation::AddPool { pattern, .. } => format!("AddPool {pattern}"),
+            Mutation::RemovePool { pattern } => format!("RemovePool {pattern}"),
+            Mutation::AddBackend { pattern, backend } => format!("AddBackend {pattern} {backend}"),
+            Mutation::RemoveBackend { pattern, backend } => {
+                format!("RemoveBackend {pattern} {backend}")
+            }
+            Mutation::SetBackendState {
+                pattern,
+                backend,
+                state,
+            } => {
+                let verb = match state {
+                    AdminState::Enabled => "EnableBackend",
+                    AdminState::Drain => "DrainBackend",
+                    AdminState::Disabled => "DisableBackend",
+                };
+                format!("{verb} {pattern} {backend}")
+            }
+        }
+    }
+}
+
+/// Optimistic concurrency: apply a mutation only if the file is still what the caller saw.
+#[derive(Debug, Clone, Default)]
+pub struct Precondition {
+    /// SHA-256 (hex) of the file content the caller last read (from status or PoolHealth).
+    pub content_hash: Option<String>,
+    /// The applied generation the caller last read.
+    pub generation: Option<u64>,
+}
+
+/// Who asked for a mutation and under what condition.
+#[derive(Debug, Clone, Default)]
+pub struct MutateOptions {
+    pub precondition: Precondition,
+    /// The caller's name (gRPC `x-lb-actor`), recorded in git commits.
+    pub actor: Option<String>,
 }
 
 /// Why a mutation changed nothing.
@@ -69,6 +118,8 @@ pub enum MutateError {
         pattern: String,
         backend: BackendAddr,
     },
+    #[error("the file changed since you read it ({reason}); re-read status and retry")]
+    Aborted { reason: String },
     #[error("backend {backend} failed its health check, not added: {reason}")]
     BackendUnhealthy {
         backend: BackendAddr,
@@ -137,6 +188,8 @@ pub struct Applier {
     probe_client: ProbeClient,
     /// Process-wide counters; reload outcomes are recorded here, the proxy records the rest.
     metrics: Arc<Global>,
+    /// Health transitions, for `WatchHealth`.
+    events: health::Events,
 }
 
 struct WriterState {
@@ -152,6 +205,7 @@ impl Applier {
     /// Loads `path` once; fails when it cannot be read or is invalid.
     pub async fn load(path: &Path) -> Result<(Arc<Applier>, Startup), config::Error> {
         let (config, text) = config::load(path)?;
+        let (events, _) = tokio::sync::broadcast::channel(1024);
         let applier = Arc::new(Applier {
             path: path.to_path_buf(),
             topology: Arc::new(ArcSwap::from_pointee(Topology::empty())),
@@ -162,13 +216,14 @@ impl Applier {
                 last_error: None,
             }),
             state: Mutex::new(WriterState {
-                checkers: Checkers::default(),
+                checkers: Checkers::new(events.clone()),
                 upstreams: HashMap::new(),
                 applied_hash: None,
                 rejected_hash: None,
             }),
             probe_client: health::probe_client(),
             metrics: Arc::default(),
+            events,
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
         // the first topology.
@@ -190,6 +245,11 @@ impl Applier {
     /// The handle the proxy reads.
     pub fn topology(&self) -> &SharedTopology {
         &self.topology
+    }
+
+    /// A receiver of health transitions from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<health::HealthEvent> {
+        self.events.subscribe()
     }
 
     pub fn metrics(&self) -> &Arc<Global> {
@@ -252,7 +312,11 @@ impl Applier {
     /// Applies one control-API change: re-read the file (a person may have saved since the last
     /// reload), edit its text, write it atomically, then apply what was written. On any error
     /// neither the file nor the running state changes.
-    pub async fn mutate(&self, mutation: Mutation) -> Result<u64, MutateError> {
+    pub async fn mutate(
+        &self,
+        mutation: Mutation,
+        options: &MutateOptions,
+    ) -> Result<u64, MutateError> {
         let mut state = self.state.lock().await;
         let read = || {
             std::fs::read_to_string(&self.path).map_err(|source| MutateError::Read {
@@ -261,6 +325,7 @@ impl Applier {
             })
         };
         let mut text = read()?;
+        self.check_precondition(&state, &text, &options.precondition)?;
         // A human save that lands between our read and our rename would be overwritten; re-read
         // just before writing and redo the edit on the newer text when it changed.
         let mut attempts = 0;
@@ -280,7 +345,51 @@ impl Applier {
             text = latest;
         };
         write::write_atomic(&self.path, &new_text)?;
-        Ok(self.apply(&mut state, config, &new_text, &seeds))
+        let git_commit = config.control.git_commit;
+        let generation = self.apply(&mut state, config, &new_text, &seeds);
+        drop(state);
+        tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
+        if git_commit {
+            crate::history::commit(
+                &self.path,
+                &mutation.describe(),
+                options.actor.as_deref(),
+                &self.metrics,
+            )
+            .await;
+        }
+        Ok(generation)
+    }
+
+    /// ABORTED unless the file on disk and the applied generation are what the caller saw.
+    fn check_precondition(
+        &self,
+        state: &WriterState,
+        text: &str,
+        precondition: &Precondition,
+    ) -> Result<(), MutateError> {
+        if let Some(expected) = &precondition.content_hash {
+            let actual = hex(&sha256(text));
+            if !actual.eq_ignore_ascii_case(expected.trim()) {
+                return Err(MutateError::Aborted {
+                    reason: format!("content sha256 is {actual}, you expected {expected}"),
+                });
+            }
+        }
+        if let Some(expected) = precondition.generation {
+            let applied = self.status.load().generation;
+            let pending = state.applied_hash != Some(sha256(text));
+            if applied != expected || pending {
+                return Err(MutateError::Aborted {
+                    reason: if pending {
+                        "an edit on disk has not been applied yet".to_owned()
+                    } else {
+                        format!("generation is {applied}, you expected {expected}")
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Computes the edited text, checking existence against the file as it is now. Returns the
@@ -313,7 +422,7 @@ impl Applier {
             }
             Mutation::AddBackend { pattern, backend } => {
                 let pool = pool(pattern)?;
-                if pool.backends.contains(backend) {
+                if pool.backend(backend).is_some() {
                     return Err(MutateError::BackendExists {
                         pattern: pattern.clone(),
                         backend: backend.clone(),
@@ -335,7 +444,7 @@ impl Applier {
                 ))
             }
             Mutation::RemoveBackend { pattern, backend } => {
-                if !pool(pattern)?.backends.contains(backend) {
+                if pool(pattern)?.backend(backend).is_none() {
                     return Err(MutateError::BackendNotFound {
                         pattern: pattern.clone(),
                         backend: backend.clone(),
@@ -343,6 +452,27 @@ impl Applier {
                 }
                 let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
                 Ok((edit::remove_backend(text, pattern, &matches)?, Vec::new()))
+            }
+            Mutation::SetBackendState {
+                pattern,
+                backend,
+                state,
+            } => {
+                let declared = pool(pattern)?.backend(backend).ok_or_else(|| {
+                    MutateError::BackendNotFound {
+                        pattern: pattern.clone(),
+                        backend: backend.clone(),
+                    }
+                })?;
+                if declared.state == *state {
+                    // Idempotent: nothing to write, and no need to fail a rollout script.
+                    return Ok((text.to_owned(), Vec::new()));
+                }
+                let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
+                Ok((
+                    edit::set_backend_state(text, pattern, &matches, state.as_str())?,
+                    Vec::new(),
+                ))
             }
         }
     }
@@ -368,16 +498,27 @@ impl Applier {
                 let backends = pool_config
                     .backends
                     .iter()
-                    .map(|addr| {
+                    .map(|declared| {
                         let key = BackendKey {
                             pattern: Arc::clone(&pattern),
-                            backend: addr.clone(),
+                            backend: declared.addr.clone(),
                         };
                         let backend = match state.checkers.backend(&key) {
                             Some(existing) => Arc::clone(existing),
-                            None => Arc::new(Backend::new(addr.clone(), seeds.contains(&key))),
+                            None => {
+                                Arc::new(Backend::new(declared.addr.clone(), seeds.contains(&key)))
+                            }
                         };
-                        wanted.push((key, Arc::clone(&backend), settings.clone()));
+                        backend.set_admin(declared.state);
+                        // A disabled backend is not checked, and not in rotation until it is
+                        // re-enabled and passes again.
+                        let checks = if declared.state == AdminState::Disabled {
+                            backend.set_healthy(false);
+                            None
+                        } else {
+                            Some(settings.clone())
+                        };
+                        wanted.push((key, Arc::clone(&backend), checks));
                         backend
                     })
                     .collect();

@@ -9,20 +9,25 @@ use std::sync::Arc;
 
 use crate::topology::Backend;
 
-/// Picks a healthy backend, or `None` when the pool has none.
+/// Picks a backend in rotation (healthy, not drained or disabled), or `None` when there is none.
+/// `load` is what is compared: requests in flight for `p2c`, weighted latency for `p2c_ewma`.
 ///
-/// Shaped like tower's `p2c_ready_index`: the cases 0, 1 and n healthy backends. Healthy
-/// backends are addressed by rank among the healthy ones, so no list is allocated per request.
-pub fn pick<'a>(backends: &'a [Arc<Backend>], rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
-    let n_healthy = backends.iter().filter(|b| b.is_healthy()).count();
-    match n_healthy {
+/// Shaped like tower's `p2c_ready_index`: the cases 0, 1 and n candidates. Candidates are
+/// addressed by rank among those in rotation, so no list is allocated per request.
+pub fn pick<'a>(
+    backends: &'a [Arc<Backend>],
+    rng: &mut fastrand::Rng,
+    load: impl Fn(&Backend) -> f64,
+) -> Option<&'a Arc<Backend>> {
+    let n_ready = backends.iter().filter(|b| b.in_rotation()).count();
+    match n_ready {
         0 => None,
-        1 => backends.iter().find(|b| b.is_healthy()),
+        1 => backends.iter().find(|b| b.in_rotation()),
         n => {
             let (a_rank, b_rank) = distinct_pair(n, rng);
-            let a = nth_healthy(backends, a_rank)?;
-            let b = nth_healthy(backends, b_rank)?;
-            let (a_load, b_load) = (a.in_flight(), b.in_flight());
+            let a = nth_ready(backends, a_rank)?;
+            let b = nth_ready(backends, b_rank)?;
+            let (a_load, b_load) = (load(a), load(b));
             tracing::trace!(a = %a.addr, a_load, b = %b.addr, b_load, "p2c");
             Some(if b_load < a_load { b } else { a })
         }
@@ -41,8 +46,8 @@ pub fn distinct_pair(n: usize, rng: &mut fastrand::Rng) -> (usize, usize) {
     (a, b)
 }
 
-fn nth_healthy(backends: &[Arc<Backend>], rank: usize) -> Option<&Arc<Backend>> {
-    backends.iter().filter(|b| b.is_healthy()).nth(rank)
+fn nth_ready(backends: &[Arc<Backend>], rank: usize) -> Option<&Arc<Backend>> {
+    backends.iter().filter(|b| b.in_rotation()).nth(rank)
 }
 
 #[cfg(test)]

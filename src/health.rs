@@ -101,25 +101,48 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A health transition, streamed to `WatchHealth` subscribers.
+#[derive(Debug, Clone)]
+pub struct HealthEvent {
+    pub pattern: Arc<str>,
+    pub backend: crate::config::BackendAddr,
+    pub healthy: bool,
+    pub reason: String,
+    pub at: std::time::SystemTime,
+}
+
+/// Fan-out of health transitions; sending never blocks and nobody listening is fine.
+pub type Events = tokio::sync::broadcast::Sender<HealthEvent>;
+
 /// The checker tasks, one per (pool, backend). Lives on the control path, owned by `apply`.
-#[derive(Default)]
 pub struct Checkers {
     running: HashMap<BackendKey, Checker>,
+    events: Events,
 }
 
 struct Checker {
     backend: Arc<Backend>,
-    settings: CheckSettings,
-    task: JoinHandle<()>,
+    /// `None` for a disabled backend: kept (with its counters) but not probed.
+    settings: Option<CheckSettings>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Checker {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
 impl Checkers {
+    pub fn new(events: Events) -> Checkers {
+        Checkers {
+            running: HashMap::new(),
+            events,
+        }
+    }
+
     /// The live state of a declared backend, if it is being checked.
     pub fn backend(&self, key: &BackendKey) -> Option<&Arc<Backend>> {
         self.running.get(key).map(|c| &c.backend)
@@ -129,7 +152,7 @@ impl Checkers {
     /// restarts those whose settings changed, starts new ones, stops removed ones.
     pub fn reconcile(
         &mut self,
-        wanted: Vec<(BackendKey, Arc<Backend>, CheckSettings)>,
+        wanted: Vec<(BackendKey, Arc<Backend>, Option<CheckSettings>)>,
         client: &ProbeClient,
     ) {
         let mut next = HashMap::with_capacity(wanted.len());
@@ -137,12 +160,15 @@ impl Checkers {
             let checker = match self.running.remove(&key) {
                 Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
                 _ => Checker {
-                    task: tokio::spawn(run(
-                        key.clone(),
-                        Arc::clone(&backend),
-                        settings.clone(),
-                        client.clone(),
-                    )),
+                    task: settings.clone().map(|settings| {
+                        tokio::spawn(run(
+                            key.clone(),
+                            Arc::clone(&backend),
+                            settings,
+                            client.clone(),
+                            self.events.clone(),
+                        ))
+                    }),
                     backend,
                     settings,
                 },
@@ -156,35 +182,56 @@ impl Checkers {
         self.running = next;
     }
 
+    /// Backends being probed (disabled ones are tracked but not probed).
     pub fn len(&self) -> usize {
-        self.running.len()
+        self.running.values().filter(|c| c.task.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
+        self.len() == 0
     }
 }
 
 /// Checks one backend at once and then every `interval`, logging each transition.
-async fn run(key: BackendKey, backend: Arc<Backend>, settings: CheckSettings, client: ProbeClient) {
+async fn run(
+    key: BackendKey,
+    backend: Arc<Backend>,
+    settings: CheckSettings,
+    client: ProbeClient,
+    events: Events,
+) {
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
         ticker.tick().await;
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
         let healthy = outcome.is_ok();
         let was = backend.set_healthy(healthy);
-        match outcome {
+        let reason = match &outcome {
             Ok(()) if !was => {
-                tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy")
+                tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy");
+                Some("passed its health check".to_owned())
             }
-            Err(reason) if was => {
-                tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick")
+            Err(reason) if was || first => {
+                tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick");
+                Some(reason.clone())
             }
             Err(reason) => {
-                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, "backend still sick")
+                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, "backend still sick");
+                None
             }
-            Ok(()) => {}
+            Ok(()) => None,
+        };
+        first = false;
+        if let Some(reason) = reason {
+            let _ = events.send(HealthEvent {
+                pattern: Arc::clone(&key.pattern),
+                backend: key.backend.clone(),
+                healthy,
+                reason,
+                at: std::time::SystemTime::now(),
+            });
         }
     }
 }

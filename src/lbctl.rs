@@ -139,6 +139,81 @@ pub fn render_pool_health(pattern: &str, health: &proto::PoolHealth) -> String {
     out
 }
 
+/// What applying `wanted` would change on the running instance: pools and backends added,
+/// removed or changed (admin state, pool type), one line each, in file order.
+pub fn plan(wanted: &crate::config::Config, running: &proto::ListPoolsResp) -> String {
+    use crate::config::AdminState;
+    let running_pools: Vec<(&str, &proto::PoolHealth)> = running
+        .pools
+        .iter()
+        .filter_map(|p| p.health.as_ref().map(|h| (p.pattern.as_str(), h)))
+        .collect();
+    let admin = |state: AdminState| match state {
+        AdminState::Enabled => "AS_ENABLED",
+        AdminState::Drain => "AS_DRAIN",
+        AdminState::Disabled => "AS_DISABLED",
+    };
+    let mut lines = Vec::new();
+    for pool in &wanted.pools {
+        match running_pools.iter().find(|(p, _)| *p == pool.pattern) {
+            None => {
+                lines.push(format!("+ pool {}", pool.pattern));
+                for b in &pool.backends {
+                    lines.push(format!("+   backend {} ({})", b.addr, admin(b.state)));
+                }
+            }
+            Some((_, health)) => {
+                let labels: Vec<(String, &str)> = health
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        (
+                            backend_label(b),
+                            proto::AdminState::try_from(b.admin_state)
+                                .map_or("AS_UNKNOWN", |s| s.as_str_name()),
+                        )
+                    })
+                    .collect();
+                let mut changes = Vec::new();
+                for b in &pool.backends {
+                    let label = b.addr.to_string();
+                    match labels.iter().find(|(l, _)| *l == label) {
+                        None => changes.push(format!("+   backend {label} ({})", admin(b.state))),
+                        Some((_, state)) if *state != admin(b.state) => changes.push(format!(
+                            "~   backend {label}: {state} -> {}",
+                            admin(b.state)
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                for (label, _) in &labels {
+                    if !pool.backends.iter().any(|b| &b.addr.to_string() == label) {
+                        changes.push(format!("-   backend {label}"));
+                    }
+                }
+                if !changes.is_empty() {
+                    lines.push(format!("~ pool {}", pool.pattern));
+                    lines.extend(changes);
+                }
+            }
+        }
+    }
+    for (pattern, health) in &running_pools {
+        if wanted.pool(pattern).is_none() {
+            lines.push(format!("- pool {pattern}"));
+            for b in &health.backends {
+                lines.push(format!("-   backend {}", backend_label(b)));
+            }
+        }
+    }
+    if lines.is_empty() {
+        "no changes: the running lb already matches this file\n".to_owned()
+    } else {
+        lines.push(String::new());
+        lines.join("\n")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +259,7 @@ mod tests {
                     })),
                 }),
                 status: proto::BackendStatus::BsSick as i32,
+                ..Default::default()
             }],
         };
         assert_eq!(

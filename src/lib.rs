@@ -16,6 +16,7 @@
 //! - [`control`]: the gRPC control API (`rollout.lb.LoadBalancer`); mutates only via `apply`.
 //! - [`metrics`]: lock-free counters and Prometheus rendering.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
+//! - [`history`]: opt-in git commits of control-API changes.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
 //! - [`lbctl`]: the CLI's pure helpers (argv, tables); the binary is `src/bin/lbctl.rs`.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod history;
 pub mod lbctl;
 pub mod metrics;
 pub mod proxy;

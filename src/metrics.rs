@@ -88,6 +88,8 @@ pub struct Global {
     pub retries: AtomicU64,
     pub ejections: AtomicU64,
     pub upgrades_open: AtomicU64,
+    pub git_commits_ok: AtomicU64,
+    pub git_commits_failed: AtomicU64,
 }
 
 /// Escapes a label value per the Prometheus text format.
@@ -208,6 +210,25 @@ pub fn render(topology: &Topology, status: &Status, global: &Global) -> String {
         out,
         "lb_passive_ejections_total {}",
         global.ejections.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP lb_upgrades_open Upgrade tunnels (e.g. WebSocket) open now.\n");
+    out.push_str("# TYPE lb_upgrades_open gauge\n");
+    let _ = writeln!(
+        out,
+        "lb_upgrades_open {}",
+        global.upgrades_open.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP lb_git_commits_total Commits of control-API changes ([control] git_commit), by result.\n");
+    out.push_str("# TYPE lb_git_commits_total counter\n");
+    let _ = writeln!(
+        out,
+        "lb_git_commits_total{{result=\"ok\"}} {}",
+        global.git_commits_ok.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "lb_git_commits_total{{result=\"error\"}} {}",
+        global.git_commits_failed.load(Ordering::Relaxed)
     );
     out.push_str("# HELP lb_pools Pools in the applied config.\n");
     out.push_str("# TYPE lb_pools gauge\n");

@@ -2,14 +2,15 @@
 //! backends — behind one `ArcSwap`. It does no I/O and never decides health; it only carries the
 //! shared [`Backend`] state that the health checker writes and the balancer reads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::config::{BackendAddr, HealthCheck, PoolConfig, PoolType};
+use crate::config::{AdminState, BackendAddr, HealthCheck, PoolConfig, PoolType};
 use crate::metrics::RequestStats;
 use crate::proxy::Upstream;
 use crate::routing::Router;
@@ -57,6 +58,14 @@ impl Pool {
     pub fn n_healthy(&self) -> usize {
         self.backends.iter().filter(|b| b.is_healthy()).count()
     }
+
+    /// Picks a backend for a new request with this pool's balancing rule.
+    pub fn pick(&self, rng: &mut fastrand::Rng) -> Option<&Arc<Backend>> {
+        match self.pool_type {
+            PoolType::P2c => crate::balance::pick(&self.backends, rng, |b| b.in_flight() as f64),
+            PoolType::P2cEwma => crate::balance::pick(&self.backends, rng, Backend::ewma_load),
+        }
+    }
 }
 
 /// Health is per (pool, backend): the same address in two pools is checked with each pool's
@@ -78,6 +87,11 @@ pub struct Backend {
     pub authority: Authority,
     healthy: AtomicBool,
     in_flight: AtomicU64,
+    /// The file's administrative state (`AdminState as u8`), updated in place on reload so a
+    /// drain takes effect for the next request without a new `Backend`.
+    admin: AtomicU8,
+    /// Peak-EWMA of response-head latency, for `p2c_ewma` pools.
+    pub latency: PeakEwma,
     /// Requests answered by this backend; survives reloads with the backend.
     pub stats: RequestStats,
 }
@@ -91,8 +105,27 @@ impl Backend {
             authority,
             healthy: AtomicBool::new(healthy),
             in_flight: AtomicU64::new(0),
+            admin: AtomicU8::new(AdminState::Enabled as u8),
+            latency: PeakEwma::default(),
             stats: RequestStats::default(),
         }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            x if x == AdminState::Drain as u8 => AdminState::Drain,
+            x if x == AdminState::Disabled as u8 => AdminState::Disabled,
+            _ => AdminState::Enabled,
+        }
+    }
+
+    pub fn set_admin(&self, state: AdminState) {
+        self.admin.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Whether new requests may be sent here: healthy and not drained or disabled.
+    pub fn in_rotation(&self) -> bool {
+        self.is_healthy() && self.admin.load(Ordering::Relaxed) == AdminState::Enabled as u8
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -114,6 +147,64 @@ impl Backend {
         InFlight {
             backend: Arc::clone(self),
         }
+    }
+}
+
+impl Backend {
+    /// Peak-EWMA latency weighted by requests in flight, as Finagle and linkerd do: a backend
+    /// that is slow *or* busy costs more.
+    pub fn ewma_load(&self) -> f64 {
+        self.latency.get() * (self.in_flight() as f64 + 1.0)
+    }
+}
+
+/// Peak-sensitive exponentially weighted moving average of latency (Finagle's `PeakEwma`,
+/// linkerd's `PeakEwma`): a sample above the average replaces it at once; below, it decays
+/// towards the sample with time constant [`PeakEwma::DECAY`]. Updates are two relaxed atomics;
+/// a lost race loses one sample, which an average tolerates.
+#[derive(Debug)]
+pub struct PeakEwma {
+    /// f64 bits, nanoseconds.
+    value: AtomicU64,
+    /// Nanoseconds since [`PeakEwma::epoch`] of the last update.
+    updated: AtomicU64,
+}
+
+impl Default for PeakEwma {
+    fn default() -> Self {
+        PeakEwma {
+            // Start at a modest 1 ms so a new backend is neither shunned nor flooded.
+            value: AtomicU64::new(1_000_000f64.to_bits()),
+            updated: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PeakEwma {
+    pub const DECAY: Duration = Duration::from_secs(10);
+
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.value.load(Ordering::Relaxed))
+    }
+
+    pub fn observe(&self, sample: Duration) {
+        let now = Self::epoch().elapsed().as_nanos() as u64;
+        let sample = sample.as_nanos() as f64;
+        let previous = self.get();
+        let last = self.updated.swap(now, Ordering::Relaxed);
+        let next = if sample > previous {
+            sample
+        } else {
+            let elapsed = now.saturating_sub(last) as f64;
+            let weight = (-elapsed / Self::DECAY.as_nanos() as f64).exp();
+            previous * weight + sample * (1.0 - weight)
+        };
+        self.value.store(next.to_bits(), Ordering::Relaxed);
     }
 }
 

@@ -47,6 +47,7 @@ fn add_pool_req(pattern: &str) -> proto::AddPoolReq {
             }],
             interval_secs: 1,
         }),
+        if_match: None,
     }
 }
 
@@ -86,6 +87,7 @@ async fn add_and_remove_backend_are_one_line_diffs_and_take_effect_at_once() {
         .add_backend(proto::AddBackendReq {
             pattern: "/".into(),
             backend: ip_backend(b.addr, ""),
+            ..Default::default()
         })
         .await
         .expect("AddBackend");
@@ -123,6 +125,7 @@ async fn add_and_remove_backend_are_one_line_diffs_and_take_effect_at_once() {
         .remove_backend(proto::RemoveBackendReq {
             pattern: "/".into(),
             backend: ip_backend(b.addr, "/"),
+            ..Default::default()
         })
         .await
         .expect("RemoveBackend");
@@ -174,6 +177,7 @@ async fn add_pool_then_remove_pool_restores_the_file() {
         .add_backend(proto::AddBackendReq {
             pattern: "/api/".into(),
             backend: ip_backend(a.addr, ""),
+            ..Default::default()
         })
         .await
         .expect("AddBackend to the new pool");
@@ -186,12 +190,14 @@ async fn add_pool_then_remove_pool_restores_the_file() {
         .remove_backend(proto::RemoveBackendReq {
             pattern: "/api/".into(),
             backend: ip_backend(a.addr, ""),
+            ..Default::default()
         })
         .await
         .unwrap();
     client
         .remove_pool(proto::RemovePoolReq {
             pattern: "/api/".into(),
+            ..Default::default()
         })
         .await
         .expect("RemovePool");
@@ -276,6 +282,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                             url_path: String::new(),
                         })),
                     }),
+                    if_match: None,
                 })
                 .await
                 .map(drop),
@@ -287,6 +294,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                 .add_backend(proto::AddBackendReq {
                     pattern: "/".into(),
                     backend: ip_backend("127.0.0.1:0".parse().unwrap(), ""),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -304,6 +312,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                             url_path: String::new(),
                         })),
                     }),
+                    if_match: None,
                 })
                 .await
                 .map(drop),
@@ -315,6 +324,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                 .add_backend(proto::AddBackendReq {
                     pattern: "/".into(),
                     backend: None,
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -326,6 +336,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                 .add_backend(proto::AddBackendReq {
                     pattern: "/".into(),
                     backend: ip_backend(a.addr, "/"),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -337,6 +348,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                 .add_backend(proto::AddBackendReq {
                     pattern: "/".into(),
                     backend: ip_backend(sick.addr, ""),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -348,6 +360,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                 .add_backend(proto::AddBackendReq {
                     pattern: "/nope/".into(),
                     backend: ip_backend(a.addr, ""),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -359,6 +372,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
                 .remove_backend(proto::RemoveBackendReq {
                     pattern: "/".into(),
                     backend: ip_backend(sick.addr, ""),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -369,6 +383,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
             client
                 .remove_pool(proto::RemovePoolReq {
                     pattern: "/nope/".into(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -479,6 +494,7 @@ async fn api_changes_survive_a_restart_and_keep_the_file_mode() {
         .add_backend(proto::AddBackendReq {
             pattern: "/".into(),
             backend: ip_backend(b.addr, ""),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -512,6 +528,7 @@ async fn api_changes_survive_a_restart_and_keep_the_file_mode() {
     let _ = client
         .remove_pool(proto::RemovePoolReq {
             pattern: "/".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

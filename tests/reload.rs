@@ -260,6 +260,7 @@ async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
                         url_path: String::new(),
                     })),
                 }),
+                if_match: None,
             })
             .await
             .unwrap_or_else(|e| panic!("AddBackend {i}: {e}"));

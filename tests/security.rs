@@ -47,6 +47,7 @@ async fn with_a_token_every_rpc_needs_it() {
 
     let remove = || proto::RemovePoolReq {
         pattern: "/".into(),
+        ..Default::default()
     };
     let status = client.remove_pool(remove()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());

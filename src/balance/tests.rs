@@ -1,6 +1,10 @@
 use super::*;
 use crate::config::BackendAddr;
 
+fn in_flight(b: &Backend) -> f64 {
+    b.in_flight() as f64
+}
+
 fn backends(n: usize) -> Vec<Arc<Backend>> {
     (0..n)
         .map(|i| {
@@ -40,8 +44,8 @@ fn none_when_nothing_is_healthy() {
     for b in &pool {
         b.set_healthy(false);
     }
-    assert!(pick(&pool, &mut fastrand::Rng::with_seed(1)).is_none());
-    assert!(pick(&[], &mut fastrand::Rng::with_seed(1)).is_none());
+    assert!(pick(&pool, &mut fastrand::Rng::with_seed(1), in_flight).is_none());
+    assert!(pick(&[], &mut fastrand::Rng::with_seed(1), in_flight).is_none());
 }
 
 #[test]
@@ -52,7 +56,7 @@ fn the_only_healthy_backend_is_always_picked() {
     }
     let mut rng = fastrand::Rng::with_seed(3);
     for _ in 0..100 {
-        let picked = pick(&pool, &mut rng).unwrap();
+        let picked = pick(&pool, &mut rng, in_flight).unwrap();
         assert!(Arc::ptr_eq(picked, &pool[2]));
     }
 }
@@ -64,7 +68,10 @@ fn the_less_loaded_of_two_wins() {
     let _guards: Vec<_> = (0..3).map(|_| pool[0].start_request()).collect();
     let mut rng = fastrand::Rng::with_seed(9);
     for _ in 0..100 {
-        assert!(Arc::ptr_eq(pick(&pool, &mut rng).unwrap(), &pool[1]));
+        assert!(Arc::ptr_eq(
+            pick(&pool, &mut rng, in_flight).unwrap(),
+            &pool[1]
+        ));
     }
 }
 
@@ -75,7 +82,7 @@ fn sick_backends_are_never_picked() {
     pool[3].set_healthy(false);
     let mut rng = fastrand::Rng::with_seed(11);
     for _ in 0..1000 {
-        let picked = pick(&pool, &mut rng).unwrap();
+        let picked = pick(&pool, &mut rng, in_flight).unwrap();
         assert!(picked.is_healthy());
     }
 }
@@ -87,4 +94,36 @@ fn in_flight_guard_releases_on_drop() {
     assert_eq!(pool[0].in_flight(), 1);
     drop(guard);
     assert_eq!(pool[0].in_flight(), 0);
+}
+
+#[test]
+fn drained_and_disabled_backends_take_no_new_requests() {
+    use crate::config::AdminState;
+    let pool = backends(3);
+    pool[0].set_admin(AdminState::Drain);
+    pool[1].set_admin(AdminState::Disabled);
+    let mut rng = fastrand::Rng::with_seed(5);
+    for _ in 0..200 {
+        assert!(Arc::ptr_eq(
+            pick(&pool, &mut rng, in_flight).unwrap(),
+            &pool[2]
+        ));
+    }
+}
+
+#[test]
+fn ewma_prefers_the_faster_backend() {
+    use std::time::Duration;
+    let pool = backends(2);
+    for _ in 0..10 {
+        pool[0].latency.observe(Duration::from_millis(50));
+        pool[1].latency.observe(Duration::from_millis(2));
+    }
+    let mut rng = fastrand::Rng::with_seed(5);
+    for _ in 0..100 {
+        assert!(Arc::ptr_eq(
+            pick(&pool, &mut rng, Backend::ewma_load).unwrap(),
+            &pool[1]
+        ));
+    }
 }

@@ -212,6 +212,44 @@ pub fn remove_backend(
     Ok(doc.to_string())
 }
 
+/// Sets the administrative state of the first matching backend entry, in place: `enabled`
+/// writes the plain `"IP:PORT"` string, anything else `{ addr = "IP:PORT", state = "..." }`.
+/// Either way the entry keeps its line, indentation and comment, so the diff is one line.
+pub fn set_backend_state(
+    text: &str,
+    pattern: &str,
+    matches: &dyn Fn(&str) -> bool,
+    state: &str,
+) -> Result<String, EditError> {
+    let mut doc = parse(text)?;
+    let table = pool_table(&mut doc, pattern)?;
+    let not_found = || EditError::BackendNotFound {
+        pattern: pattern.to_owned(),
+        backend: "(matching entry)".to_owned(),
+    };
+    let array = table
+        .get_mut("backends")
+        .and_then(Item::as_array_mut)
+        .ok_or_else(not_found)?;
+    let entry = array
+        .iter_mut()
+        .find(|v| entry_addr(v).is_some_and(matches))
+        .ok_or_else(not_found)?;
+    let addr = entry_addr(entry).unwrap_or_default().to_owned();
+    let decor = entry.decor().clone();
+    let string = |s: &str| Value::from(s).to_string().trim().to_owned();
+    let mut replacement: Value = if state == "enabled" {
+        Value::from(addr.as_str())
+    } else {
+        format!("{{ addr = {}, state = {} }}", string(&addr), string(state))
+            .parse()
+            .map_err(|e: toml_edit::TomlError| EditError::Syntax(e.to_string()))?
+    };
+    *replacement.decor_mut() = decor;
+    *entry = replacement;
+    Ok(doc.to_string())
+}
+
 /// Appends a `[pools."PATTERN"]` table with explicit keys, after one blank line.
 pub fn add_pool(text: &str, pattern: &str, spec: &PoolSpec) -> Result<String, EditError> {
     let doc = parse(text)?;

@@ -71,18 +71,68 @@ impl Default for Server {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Control {
     pub token_file: Option<PathBuf>,
+    /// Commit each successful control-API change to the git work tree holding lb.toml.
+    pub git_commit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolType {
+    /// Power of two choices by requests in flight.
     P2c,
+    /// Power of two choices by peak-EWMA latency weighted by requests in flight.
+    P2cEwma,
 }
 
 impl PoolType {
     pub fn as_str(self) -> &'static str {
         match self {
             PoolType::P2c => "p2c",
+            PoolType::P2cEwma => "p2c_ewma",
         }
+    }
+}
+
+/// What an operator declared about a backend, apart from its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AdminState {
+    /// Takes traffic when healthy.
+    #[default]
+    Enabled,
+    /// Finishes in-flight requests, takes no new ones, keeps being health-checked.
+    Drain,
+    /// Takes no traffic and is not health-checked.
+    Disabled,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Drain => "drain",
+            AdminState::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AdminState> {
+        match text {
+            "enabled" => Some(AdminState::Enabled),
+            "drain" => Some(AdminState::Drain),
+            "disabled" => Some(AdminState::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of a pool's `backends`: `"IP:PORT[/path]"` or `{ addr = "...", state = "drain" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub addr: BackendAddr,
+    pub state: AdminState,
+}
+
+impl PoolConfig {
+    pub fn backend(&self, addr: &BackendAddr) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| &b.addr == addr)
     }
 }
 
@@ -94,7 +144,7 @@ pub struct PoolConfig {
     pub pool_type: PoolType,
     pub interval: Duration,
     pub health_checks: Vec<HealthCheck>,
-    pub backends: Vec<BackendAddr>,
+    pub backends: Vec<BackendConfig>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retries: u32,

@@ -108,6 +108,8 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    git_commit: bool,
 }
 
 #[derive(Deserialize)]
@@ -118,10 +120,26 @@ struct RawPool {
     interval: Option<Spanned<String>>,
     health_checks: Option<Spanned<Vec<Spanned<RawHealthCheck>>>>,
     #[serde(default)]
-    backends: Vec<Spanned<String>>,
+    backends: Vec<Spanned<RawBackend>>,
     connect_timeout: Option<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
+}
+
+/// `"IP:PORT[/path]"` or `{ addr = "IP:PORT[/path]", state = "drain" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawBackend {
+    Plain(String),
+    Table(RawBackendTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendTable {
+    addr: String,
+    #[serde(default)]
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +216,7 @@ impl Validator<'_> {
                 .control
                 .token_file
                 .map(|t| PathBuf::from(t.into_inner())),
+            git_commit: raw.control.git_commit,
         };
 
         let mut pools = Vec::with_capacity(raw.pools.len());
@@ -249,10 +268,14 @@ impl Validator<'_> {
         let pool_type = match raw.pool_type {
             None => PoolType::P2c,
             Some(t) if t.get_ref() == "p2c" => PoolType::P2c,
+            Some(t) if t.get_ref() == "p2c_ewma" => PoolType::P2cEwma,
             Some(t) => {
                 self.error(
                     t.span(),
-                    format!("unknown pool type {:?} (supported: \"p2c\")", t.get_ref()),
+                    format!(
+                        "unknown pool type {:?} (supported: \"p2c\", \"p2c_ewma\")",
+                        t.get_ref()
+                    ),
                 );
                 PoolType::P2c
             }
@@ -276,15 +299,34 @@ impl Validator<'_> {
         let mut backends = Vec::with_capacity(raw.backends.len());
         for entry in raw.backends {
             let span = entry.span();
-            match entry.get_ref().parse::<BackendAddr>() {
-                Ok(backend) => {
-                    if !seen.insert(backend.clone()) {
+            let (addr, state) = match entry.into_inner() {
+                RawBackend::Plain(addr) => (addr, AdminState::Enabled),
+                RawBackend::Table(table) => {
+                    let state = match table.state.as_deref() {
+                        None => AdminState::Enabled,
+                        Some(text) => match AdminState::parse(text) {
+                            Some(state) => state,
+                            None => {
+                                self.error(
+                                    span.clone(),
+                                    format!("unknown backend state {text:?} (use \"enabled\", \"drain\" or \"disabled\")"),
+                                );
+                                AdminState::Enabled
+                            }
+                        },
+                    };
+                    (table.addr, state)
+                }
+            };
+            match addr.parse::<BackendAddr>() {
+                Ok(addr) => {
+                    if !seen.insert(addr.clone()) {
                         self.error(
                             span,
-                            format!("duplicate backend {backend} in pool {pattern:?}"),
+                            format!("duplicate backend {addr} in pool {pattern:?}"),
                         );
                     } else {
-                        backends.push(backend);
+                        backends.push(BackendConfig { addr, state });
                     }
                 }
                 Err(e) => self.error(span, e.to_string()),

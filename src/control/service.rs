@@ -2,16 +2,21 @@
 //! [`apply::Mutation`](crate::apply::Mutation), and maps errors to gRPC codes in one place.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use super::proto::{self, load_balancer_server::LoadBalancer};
-use crate::apply::{Applier, MutateError, Mutation};
+use crate::admin::pool_status;
+use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Precondition};
 use crate::config::edit::{HealthCheckSpec, PoolSpec};
-use crate::config::{format_duration, BackendAddr, DEFAULT_INTERVAL};
+use crate::config::{format_duration, AdminState, BackendAddr, DEFAULT_INTERVAL};
 use crate::routing::Pattern;
-use crate::topology::Pool;
+use crate::topology::{Backend, Pool};
 
 /// The control API over one [`Applier`].
 pub struct ControlService {
@@ -29,6 +34,7 @@ fn status(error: MutateError) -> Status {
     let code = match &error {
         MutateError::PoolNotFound { .. } | MutateError::BackendNotFound { .. } => Code::NotFound,
         MutateError::PoolExists { .. } | MutateError::BackendExists { .. } => Code::AlreadyExists,
+        MutateError::Aborted { .. } => Code::Aborted,
         MutateError::Rejected { .. } => Code::InvalidArgument,
         MutateError::BackendUnhealthy { .. }
         | MutateError::FileInvalid { .. }
@@ -118,39 +124,97 @@ fn pool_spec(request: &proto::AddPoolReq) -> Result<PoolSpec, Status> {
     })
 }
 
+/// The caller and precondition of a mutating RPC.
+fn options(metadata: &MetadataMap, if_match: Option<proto::Precondition>) -> MutateOptions {
+    let actor = metadata
+        .get("x-lb-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().filter(|c| !c.is_control()).take(128).collect());
+    let precondition = if_match.map_or_else(Precondition::default, |p| Precondition {
+        content_hash: Some(p.content_hash).filter(|h| !h.is_empty()),
+        generation: Some(p.generation).filter(|g| *g != 0),
+    });
+    MutateOptions {
+        precondition,
+        actor,
+    }
+}
+
+fn proto_backend(backend: &Backend) -> proto::Backend {
+    proto::Backend {
+        backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
+            ip: backend.addr.addr.ip().to_string(),
+            port: i32::from(backend.addr.addr.port()),
+            url_path: backend.addr.url_path.clone(),
+        })),
+    }
+}
+
+fn admin_state(state: AdminState) -> proto::AdminState {
+    match state {
+        AdminState::Enabled => proto::AdminState::AsEnabled,
+        AdminState::Drain => proto::AdminState::AsDrain,
+        AdminState::Disabled => proto::AdminState::AsDisabled,
+    }
+}
+
+fn proto_pool_status(n_backends: usize, n_healthy: usize) -> proto::PoolStatus {
+    match pool_status(n_backends, n_healthy) {
+        "PS_EMPTY" => proto::PoolStatus::PsEmpty,
+        "PS_FULL" => proto::PoolStatus::PsFull,
+        _ => proto::PoolStatus::PsDegraded,
+    }
+}
+
 fn pool_health(pool: &Pool, healthy: bool, sick: bool) -> proto::PoolHealth {
-    let n_healthy = pool.n_healthy();
-    let pool_status = if pool.backends.is_empty() {
-        proto::PoolStatus::PsEmpty
-    } else if n_healthy == pool.backends.len() {
-        proto::PoolStatus::PsFull
-    } else {
-        proto::PoolStatus::PsDegraded
-    };
     let backends = pool
         .backends
         .iter()
         .filter(|b| if b.is_healthy() { healthy } else { sick })
         .map(|b| proto::BackendHealth {
-            backend: Some(proto::Backend {
-                backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
-                    ip: b.addr.addr.ip().to_string(),
-                    port: i32::from(b.addr.addr.port()),
-                    url_path: b.addr.url_path.clone(),
-                })),
-            }),
+            backend: Some(proto_backend(b)),
             status: if b.is_healthy() {
                 proto::BackendStatus::BsHealthy
             } else {
                 proto::BackendStatus::BsSick
             } as i32,
+            admin_state: admin_state(b.admin()) as i32,
+            in_flight: b.in_flight(),
         })
         .collect();
     proto::PoolHealth {
-        status: pool_status as i32,
+        status: proto_pool_status(pool.backends.len(), pool.n_healthy()) as i32,
         backends,
     }
 }
+
+impl ControlService {
+    async fn mutate(&self, mutation: Mutation, options: MutateOptions) -> Result<(), Status> {
+        self.applier
+            .mutate(mutation, &options)
+            .await
+            .map(drop)
+            .map_err(status)
+    }
+
+    async fn set_state(
+        &self,
+        metadata: &MetadataMap,
+        pattern_text: &str,
+        backend_msg: Option<proto::Backend>,
+        if_match: Option<proto::Precondition>,
+        state: AdminState,
+    ) -> Result<(), Status> {
+        let mutation = Mutation::SetBackendState {
+            pattern: pattern(pattern_text)?,
+            backend: backend(backend_msg)?,
+            state,
+        };
+        self.mutate(mutation, options(metadata, if_match)).await
+    }
+}
+
+type HealthStream = Pin<Box<dyn Stream<Item = Result<proto::HealthEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl LoadBalancer for ControlService {
@@ -158,12 +222,13 @@ impl LoadBalancer for ControlService {
         &self,
         request: Request<proto::AddPoolReq>,
     ) -> Result<Response<proto::AddPoolResp>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let mutation = Mutation::AddPool {
             pattern: pattern(&request.pattern)?,
             spec: pool_spec(&request)?,
         };
-        self.applier.mutate(mutation).await.map_err(status)?;
+        self.mutate(mutation, options(&metadata, request.if_match))
+            .await?;
         Ok(Response::new(proto::AddPoolResp {}))
     }
 
@@ -171,11 +236,12 @@ impl LoadBalancer for ControlService {
         &self,
         request: Request<proto::RemovePoolReq>,
     ) -> Result<Response<proto::RemovePoolResp>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let mutation = Mutation::RemovePool {
             pattern: pattern(&request.pattern)?,
         };
-        self.applier.mutate(mutation).await.map_err(status)?;
+        self.mutate(mutation, options(&metadata, request.if_match))
+            .await?;
         Ok(Response::new(proto::RemovePoolResp {}))
     }
 
@@ -183,12 +249,13 @@ impl LoadBalancer for ControlService {
         &self,
         request: Request<proto::AddBackendReq>,
     ) -> Result<Response<proto::AddBackendResp>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let mutation = Mutation::AddBackend {
             pattern: pattern(&request.pattern)?,
             backend: backend(request.backend)?,
         };
-        self.applier.mutate(mutation).await.map_err(status)?;
+        self.mutate(mutation, options(&metadata, request.if_match))
+            .await?;
         Ok(Response::new(proto::AddBackendResp {}))
     }
 
@@ -196,12 +263,13 @@ impl LoadBalancer for ControlService {
         &self,
         request: Request<proto::RemoveBackendReq>,
     ) -> Result<Response<proto::RemoveBackendResp>, Status> {
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let mutation = Mutation::RemoveBackend {
             pattern: pattern(&request.pattern)?,
             backend: backend(request.backend)?,
         };
-        self.applier.mutate(mutation).await.map_err(status)?;
+        self.mutate(mutation, options(&metadata, request.if_match))
+            .await?;
         Ok(Response::new(proto::RemoveBackendResp {}))
     }
 
@@ -211,12 +279,152 @@ impl LoadBalancer for ControlService {
     ) -> Result<Response<proto::PoolHealthResp>, Status> {
         let request = request.into_inner();
         let pattern = pattern(&request.pattern)?;
+        // Status before topology: the hash then never describes a newer file than the pools.
+        let applied = self.applier.status();
         let topology = self.applier.topology().load();
         let pool = topology
             .pool(&pattern)
             .ok_or_else(|| status(MutateError::PoolNotFound { pattern }))?;
         Ok(Response::new(proto::PoolHealthResp {
             health: Some(pool_health(pool, request.healthy, request.sick)),
+            generation: topology.generation,
+            content_hash: if applied.generation == topology.generation {
+                applied.content_hash.clone()
+            } else {
+                String::new()
+            },
         }))
+    }
+
+    async fn drain_backend(
+        &self,
+        request: Request<proto::DrainBackendReq>,
+    ) -> Result<Response<proto::DrainBackendResp>, Status> {
+        let (metadata, _, r) = request.into_parts();
+        self.set_state(
+            &metadata,
+            &r.pattern,
+            r.backend,
+            r.if_match,
+            AdminState::Drain,
+        )
+        .await?;
+        Ok(Response::new(proto::DrainBackendResp {}))
+    }
+
+    async fn enable_backend(
+        &self,
+        request: Request<proto::EnableBackendReq>,
+    ) -> Result<Response<proto::EnableBackendResp>, Status> {
+        let (metadata, _, r) = request.into_parts();
+        self.set_state(
+            &metadata,
+            &r.pattern,
+            r.backend,
+            r.if_match,
+            AdminState::Enabled,
+        )
+        .await?;
+        Ok(Response::new(proto::EnableBackendResp {}))
+    }
+
+    async fn disable_backend(
+        &self,
+        request: Request<proto::DisableBackendReq>,
+    ) -> Result<Response<proto::DisableBackendResp>, Status> {
+        let (metadata, _, r) = request.into_parts();
+        self.set_state(
+            &metadata,
+            &r.pattern,
+            r.backend,
+            r.if_match,
+            AdminState::Disabled,
+        )
+        .await?;
+        Ok(Response::new(proto::DisableBackendResp {}))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<proto::StatusReq>,
+    ) -> Result<Response<proto::StatusResp>, Status> {
+        let applied = self.applier.status();
+        let topology = self.applier.topology().load();
+        let pools = topology
+            .pools
+            .iter()
+            .map(|pool| proto::PoolSummary {
+                pattern: pool.pattern.to_string(),
+                status: proto_pool_status(pool.backends.len(), pool.n_healthy()) as i32,
+                healthy: u32::try_from(pool.n_healthy()).unwrap_or(u32::MAX),
+                total: u32::try_from(pool.backends.len()).unwrap_or(u32::MAX),
+                pool_type: pool.pool_type.as_str().to_owned(),
+            })
+            .collect();
+        Ok(Response::new(proto::StatusResp {
+            config_path: self.applier.path().display().to_string(),
+            generation: applied.generation,
+            content_hash: applied.content_hash.clone(),
+            last_reload_ok: applied.last_error.is_none(),
+            last_error: applied.last_error.clone().unwrap_or_default(),
+            pools,
+            applied_at_unix: applied
+                .applied_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }))
+    }
+
+    async fn list_pools(
+        &self,
+        _request: Request<proto::ListPoolsReq>,
+    ) -> Result<Response<proto::ListPoolsResp>, Status> {
+        let applied = self.applier.status();
+        let topology = self.applier.topology().load();
+        Ok(Response::new(proto::ListPoolsResp {
+            pools: topology
+                .pools
+                .iter()
+                .map(|pool| proto::PoolInfo {
+                    pattern: pool.pattern.to_string(),
+                    health: Some(pool_health(pool, true, true)),
+                })
+                .collect(),
+            generation: topology.generation,
+            content_hash: applied.content_hash.clone(),
+        }))
+    }
+
+    type WatchHealthStream = HealthStream;
+
+    async fn watch_health(
+        &self,
+        request: Request<proto::WatchHealthReq>,
+    ) -> Result<Response<HealthStream>, Status> {
+        let only = request.into_inner().pattern;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.applier.subscribe());
+        let stream = tokio_stream::StreamExt::filter_map(events, move |event| {
+            // A lagging subscriber skips what it missed rather than ending the stream.
+            let event = event.ok()?;
+            if !only.is_empty() && *event.pattern != *only {
+                return None;
+            }
+            let backend = Backend::new(event.backend.clone(), event.healthy);
+            Some(Ok(proto::HealthEvent {
+                pattern: event.pattern.to_string(),
+                backend: Some(proto_backend(&backend)),
+                status: if event.healthy {
+                    proto::BackendStatus::BsHealthy
+                } else {
+                    proto::BackendStatus::BsSick
+                } as i32,
+                reason: event.reason,
+                unix_ms: event
+                    .at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            }))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::body::{slot_untouched, RequestBody, ResponseBody};
 use super::headers;
-use crate::balance;
+use crate::config::PoolType;
 use crate::metrics::Global;
 use crate::routing::Route;
 use crate::topology::{Backend, InFlight, Pool, SharedTopology, Topology};
@@ -251,7 +251,7 @@ async fn forward(
 
     let mut attempt = 0;
     loop {
-        let Some(backend) = balance::pick(&pool.backends, &mut rng) else {
+        let Some(backend) = pool.pick(&mut rng) else {
             return Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n");
         };
         let backend = Arc::clone(backend);
@@ -272,6 +272,7 @@ async fn forward(
         *upstream.headers_mut() = parts.headers.clone();
 
         let in_flight = backend.start_request();
+        let attempt_started = Instant::now();
         let sent =
             tokio::time::timeout(pool.request_timeout, pool.upstream.client.request(upstream))
                 .await;
@@ -290,6 +291,9 @@ async fn forward(
                 };
             }
             Ok(Ok(response)) => {
+                if pool.pool_type == PoolType::P2cEwma {
+                    backend.latency.observe(attempt_started.elapsed());
+                }
                 let (mut head, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers);
                 let response = Response::from_parts(

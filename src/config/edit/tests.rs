@@ -182,3 +182,28 @@ fn missing_pools_and_bad_input_are_errors_not_panics() {
         Err(EditError::NotEditable { .. })
     ));
 }
+
+#[test]
+fn drain_and_enable_are_one_line_edits_and_reversible() {
+    let drained = set_backend_state(FILE, "/", &is("127.0.0.1:8082"), "drain").unwrap();
+    assert_eq!(
+        drained,
+        FILE.replace(
+            "  \"127.0.0.1:8082\",   # comment kept",
+            "  { addr = \"127.0.0.1:8082\", state = \"drain\" },   # comment kept"
+        )
+    );
+    let disabled = set_backend_state(&drained, "/", &is("127.0.0.1:8082"), "disabled").unwrap();
+    assert!(
+        disabled.contains("{ addr = \"127.0.0.1:8082\", state = \"disabled\" },   # comment kept")
+    );
+    assert_eq!(
+        set_backend_state(&disabled, "/", &is("127.0.0.1:8082"), "enabled").unwrap(),
+        FILE
+    );
+    let inline = set_backend_state(FILE, "/api/", &is("127.0.0.1:9000/v1/"), "drain").unwrap();
+    assert!(
+        inline.contains("backends = [{ addr = \"127.0.0.1:9000/v1/\", state = \"drain\" }]"),
+        "{inline}"
+    );
+}
