@@ -253,6 +253,8 @@ struct BackendState {
     started: AtomicUsize,
     /// Requests answered.
     hits: AtomicUsize,
+    /// Milliseconds to wait before answering any non-health request.
+    delay_ms: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
 }
 
@@ -271,6 +273,10 @@ impl BackendState {
             return Ok(Response::new(Full::new(Bytes::from(text))));
         }
         self.started.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+        }
         if let Some(ms) = parts.uri.path().strip_prefix("/slow/") {
             let ms: u64 = ms.parse().unwrap_or(500);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -313,6 +319,7 @@ impl Backend {
             healthy: AtomicBool::new(true),
             started: AtomicUsize::new(0),
             hits: AtomicUsize::new(0),
+            delay_ms: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
@@ -347,6 +354,11 @@ impl Backend {
 
     pub fn set_healthy(&self, healthy: bool) {
         self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Makes every non-health request wait `ms` milliseconds.
+    pub fn set_delay_ms(&self, ms: usize) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn hits(&self) -> usize {

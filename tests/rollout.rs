@@ -1,0 +1,530 @@
+//! Rollout-grade operations: drain/disable/enable kept in the file, waiting for a drain,
+//! optimistic concurrency, latency-aware balancing, git history, and a rolling restart under
+//! load that fails no request.
+
+mod support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
+use support::{eventually, get, Backend, Lb};
+use tonic::transport::Channel;
+use tonic::Code;
+
+async fn connect(lb: &Lb) -> LoadBalancerClient<Channel> {
+    LoadBalancerClient::connect(format!("http://{}", lb.grpc.unwrap()))
+        .await
+        .unwrap()
+}
+
+fn ip_backend(addr: std::net::SocketAddr) -> Option<proto::Backend> {
+    Some(proto::Backend {
+        backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
+            ip: addr.ip().to_string(),
+            port: i32::from(addr.port()),
+            url_path: String::new(),
+        })),
+    })
+}
+
+async fn backend_state(
+    client: &mut LoadBalancerClient<Channel>,
+    addr: std::net::SocketAddr,
+) -> proto::BackendHealth {
+    let health = client
+        .pool_health(proto::PoolHealthReq {
+            pattern: "/".into(),
+            healthy: true,
+            sick: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .health
+        .unwrap();
+    health
+        .backends
+        .into_iter()
+        .find(|b| ip_backend(addr) == b.backend)
+        .expect("backend listed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_finishes_in_flight_takes_no_new_requests_and_is_one_line() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let text = format!(
+        "# rollout\n{}",
+        support::pool("/", &[a.addr, b.addr], "100ms")
+    );
+    let lb = Arc::new(Lb::start(&text));
+    let mut client = connect(&lb).await;
+    let http = support::client();
+    eventually(Duration::from_secs(5), "both serve", || async {
+        get(&http, &lb.url("/")).await;
+        a.hits() > 0 && b.hits() > 0
+    })
+    .await;
+
+    // A slow request on a, then drain a.
+    a.set_delay_ms(800);
+    let started = a.started();
+    let slow = {
+        let lb = Arc::clone(&lb);
+        tokio::spawn(async move {
+            let client = support::client();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            // p2c may pick b; repeat until one request is in flight on a.
+            loop {
+                let (status, body) = get(&client, &lb.url("/")).await;
+                if body == "a" || Instant::now() > deadline {
+                    return (status, body);
+                }
+            }
+        })
+    };
+    eventually(Duration::from_secs(5), "slow request on a", || async {
+        a.started() > started
+    })
+    .await;
+    client
+        .drain_backend(proto::DrainBackendReq {
+            pattern: "/".into(),
+            backend: ip_backend(a.addr),
+            if_match: None,
+        })
+        .await
+        .unwrap();
+    let drained = std::fs::read_to_string(&lb.config).unwrap();
+    assert_eq!(
+        drained,
+        text.replace(
+            &format!("  \"{}\",", a.addr),
+            &format!("  {{ addr = \"{}\", state = \"drain\" }},", a.addr)
+        )
+    );
+    let state = backend_state(&mut client, a.addr).await;
+    assert_eq!(state.admin_state, proto::AdminState::AsDrain as i32);
+    assert_eq!(state.in_flight, 1);
+    let a_hits = a.started();
+    for _ in 0..20 {
+        assert_eq!(get(&http, &lb.url("/")).await.1, "b");
+    }
+    assert_eq!(a.started(), a_hits, "a drained backend took a new request");
+
+    // lbctl wait --drained returns once the slow request finished.
+    let lbctl = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg(format!("--lb={}", lb.grpc.unwrap()))
+        .args([
+            "wait",
+            "--drained",
+            "--pattern=/",
+            &format!("--ip={}", a.addr.ip()),
+            &format!("--port={}", a.addr.port()),
+            "--timeout=10s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        lbctl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lbctl.stderr)
+    );
+    assert_eq!(slow.await.unwrap(), (StatusCode::OK, "a".to_owned()));
+    assert_eq!(backend_state(&mut client, a.addr).await.in_flight, 0);
+
+    client
+        .enable_backend(proto::EnableBackendReq {
+            pattern: "/".into(),
+            backend: ip_backend(a.addr),
+            if_match: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&lb.config).unwrap(),
+        text,
+        "enable restores the file"
+    );
+    a.set_delay_ms(0);
+    eventually(Duration::from_secs(5), "a back in rotation", || async {
+        get(&http, &lb.url("/")).await;
+        a.started() > a_hits + 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_gives_up_with_a_clear_message() {
+    let a = Backend::start("a").await;
+    a.set_delay_ms(3000);
+    let lb = Arc::new(Lb::start(&support::pool("/", &[a.addr], "100ms")));
+    let http = support::client();
+    eventually(Duration::from_secs(5), "a healthy", || async {
+        lb.find_log("backend healthy").is_some()
+    })
+    .await;
+    let background = {
+        let lb = Arc::clone(&lb);
+        tokio::spawn(async move { get(&support::client(), &lb.url("/")).await })
+    };
+    eventually(Duration::from_secs(3), "request in flight", || async {
+        a.started() == 1
+    })
+    .await;
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg(format!("--lb={}", lb.grpc.unwrap()))
+        .args([
+            "wait",
+            "--drained",
+            "--pattern=/",
+            &format!("--ip={}", a.addr.ip()),
+            &format!("--port={}", a.addr.port()),
+            "--timeout=300ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("still has 1 request(s) in flight"),
+        "{stderr}"
+    );
+    drop(http);
+    background.abort();
+}
+
+#[tokio::test]
+async fn disable_stops_traffic_and_checks_enable_brings_it_back() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&support::pool("/", &[a.addr, b.addr], "100ms"));
+    let mut client = connect(&lb).await;
+    let http = support::client();
+    eventually(Duration::from_secs(5), "both healthy", || async {
+        let h = client
+            .clone()
+            .pool_health(proto::PoolHealthReq {
+                pattern: "/".into(),
+                healthy: true,
+                sick: false,
+            })
+            .await;
+        h.map(|h| h.into_inner().health.unwrap().backends.len() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    client
+        .disable_backend(proto::DisableBackendReq {
+            pattern: "/".into(),
+            backend: ip_backend(a.addr),
+            if_match: None,
+        })
+        .await
+        .unwrap();
+    assert!(std::fs::read_to_string(&lb.config)
+        .unwrap()
+        .contains("state = \"disabled\""));
+    let state = backend_state(&mut client, a.addr).await;
+    assert_eq!(state.admin_state, proto::AdminState::AsDisabled as i32);
+    for _ in 0..20 {
+        assert_eq!(get(&http, &lb.url("/")).await.1, "b");
+    }
+    client
+        .enable_backend(proto::EnableBackendReq {
+            pattern: "/".into(),
+            backend: ip_backend(a.addr),
+            if_match: None,
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "a takes traffic again", || async {
+        get(&http, &lb.url("/")).await.1 == "a"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stale_precondition_aborts_and_changes_nothing() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&support::pool("/", &[a.addr], "100ms"));
+    let mut client = connect(&lb).await;
+    let status = client
+        .status(proto::StatusReq {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.content_hash.len(), 64);
+    let health = client
+        .pool_health(proto::PoolHealthReq {
+            pattern: "/".into(),
+            healthy: true,
+            sick: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (health.generation, health.content_hash.as_str()),
+        (status.generation, status.content_hash.as_str())
+    );
+
+    // Someone edits the file (a comment) after we read the hash.
+    let edited = format!(
+        "# edited by hand\n{}",
+        std::fs::read_to_string(&lb.config).unwrap()
+    );
+    std::fs::write(&lb.config, &edited).unwrap();
+    let stale = proto::Precondition {
+        content_hash: status.content_hash.clone(),
+        generation: 0,
+    };
+    let error = client
+        .add_backend(proto::AddBackendReq {
+            pattern: "/".into(),
+            backend: ip_backend(b.addr),
+            if_match: Some(stale),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Aborted, "{}", error.message());
+    assert_eq!(std::fs::read_to_string(&lb.config).unwrap(), edited);
+
+    let stale_generation = proto::Precondition {
+        content_hash: String::new(),
+        generation: status.generation + 5,
+    };
+    let error = client
+        .remove_pool(proto::RemovePoolReq {
+            pattern: "/".into(),
+            if_match: Some(stale_generation),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Aborted);
+
+    // The hash of what is on disk now passes.
+    let fresh = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(edited.as_bytes());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    client
+        .add_backend(proto::AddBackendReq {
+            pattern: "/".into(),
+            backend: ip_backend(b.addr),
+            if_match: Some(proto::Precondition {
+                content_hash: fresh,
+                generation: 0,
+            }),
+        })
+        .await
+        .expect("a fresh precondition passes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_ewma_sends_most_traffic_to_the_fast_backend() {
+    let (slow, fast) = (Backend::start("slow").await, Backend::start("fast").await);
+    slow.set_delay_ms(40);
+    let text = format!(
+        "[pools.\"/\"]\ntype = \"p2c_ewma\"\ninterval = \"100ms\"\nbackends = [\"{}\", \"{}\"]\n",
+        slow.addr, fast.addr
+    );
+    let lb = Arc::new(Lb::start(&text));
+    let http = support::client();
+    eventually(Duration::from_secs(5), "both healthy", || async {
+        lb.logs()
+            .iter()
+            .filter(|l| l.contains("backend healthy"))
+            .count()
+            == 2
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let lb = Arc::clone(&lb);
+        tasks.push(tokio::spawn(async move {
+            let client = support::client();
+            for _ in 0..50 {
+                assert_eq!(get(&client, &lb.url("/")).await.0, StatusCode::OK);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    drop(http);
+    let (s, f) = (slow.hits(), fast.hits());
+    assert_eq!(s + f, 200);
+    assert!(f >= 160, "fast got {f} of 200, slow {s}");
+}
+
+#[tokio::test]
+async fn git_history_commits_only_lb_toml_with_the_actor() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("git is not installed; skipping");
+        return;
+    }
+    let b = Backend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(dir.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["init", "-q"]);
+    let config = dir.path().join("lb.toml");
+    std::fs::write(
+        &config,
+        "[control]\ngit_commit = true\n\n[pools.\"/\"]\nbackends = [\n]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("other.txt"), "staged, not ours\n").unwrap();
+    git(&["add", "lb.toml"]);
+    git(&["commit", "-qm", "initial"]);
+    git(&["add", "other.txt"]);
+    let lb = Lb::start_at(dir, config, &[]);
+    let mut client = connect(&lb).await;
+    let mut request = tonic::Request::new(proto::AddBackendReq {
+        pattern: "/".into(),
+        backend: ip_backend(b.addr),
+        if_match: None,
+    });
+    request
+        .metadata_mut()
+        .insert("x-lb-actor", "alice".parse().unwrap());
+    client.add_backend(request).await.unwrap();
+    let git_in = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(lb.dir())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(Duration::from_secs(5), "a commit", || async {
+        git_in(&["log", "--oneline"]).lines().count() == 2
+    })
+    .await;
+    let message = git_in(&["log", "-1", "--format=%B"]);
+    assert!(
+        message.contains(&format!("AddBackend / {}", b.addr)) && message.contains("alice"),
+        "{message}"
+    );
+    let files = git_in(&["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(files.trim(), "lb.toml");
+    let staged = git_in(&["diff", "--cached", "--name-only"]);
+    assert_eq!(
+        staged.trim(),
+        "other.txt",
+        "other staged changes must stay staged"
+    );
+}
+
+/// drain → wait → restart → enable, one backend at a time, under steady load: no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_backends_fails_no_request() {
+    let mut backends = vec![
+        Backend::start("b0").await,
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+    ];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let lb = Arc::new(Lb::start(&support::pool("/", &addrs, "100ms")));
+    let mut client = connect(&lb).await;
+    eventually(Duration::from_secs(5), "all healthy", || async {
+        lb.logs()
+            .iter()
+            .filter(|l| l.contains("backend healthy"))
+            .count()
+            == 3
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (lb, stop, ok, failed) = (
+            Arc::clone(&lb),
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&failed),
+        );
+        load.push(tokio::spawn(async move {
+            let client = support::client();
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match get(&client, &lb.url("/")).await.0 {
+                    StatusCode::OK => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    for i in 0..3 {
+        let addr = addrs[i];
+        client
+            .drain_backend(proto::DrainBackendReq {
+                pattern: "/".into(),
+                backend: ip_backend(addr),
+                if_match: None,
+            })
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(5), "drained", || {
+            let mut client = client.clone();
+            async move { backend_state(&mut client, addr).await.in_flight == 0 }
+        })
+        .await;
+        // "Upgrade": stop the process and start the new version on the same port.
+        let old = backends.remove(i);
+        old.kill().await;
+        backends.insert(i, Backend::start_on(addr, &format!("b{i}v2")).await);
+        client
+            .enable_backend(proto::EnableBackendReq {
+                pattern: "/".into(),
+                backend: ip_backend(addr),
+                if_match: None,
+            })
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(5), "healthy again", || {
+            let mut client = client.clone();
+            async move {
+                backend_state(&mut client, addr).await.status
+                    == proto::BackendStatus::BsHealthy as i32
+            }
+        })
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "ok={}",
+        ok.load(Ordering::SeqCst)
+    );
+    assert!(ok.load(Ordering::SeqCst) > 30);
+    assert!(backends.iter().all(|b| b.name.ends_with("v2")));
+}
