@@ -1,0 +1,156 @@
+//! Operator UX over the control API: status, pools, the health stream, and plan-before-apply.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{eventually, Backend, Lb};
+
+fn lbctl(lb: &Lb, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg(format!("--lb={}", lb.grpc.unwrap()))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_pools_show_the_file_generation_and_health() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    b.set_healthy(false);
+    let lb = Lb::start(&support::pool("/", &[a.addr, b.addr], "100ms"));
+    eventually(Duration::from_secs(5), "a healthy", || async {
+        lb.find_log("backend healthy").is_some()
+    })
+    .await;
+
+    let (ok, out, err) = lbctl(&lb, &["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&lb.config.display().to_string()), "{out}");
+    assert!(
+        out.contains("generation:  1") && out.contains("last reload: ok"),
+        "{out}"
+    );
+    assert!(out.contains("PS_DEGRADED") && out.contains("1/2"), "{out}");
+    assert!(!out.contains("\x1b["), "no colour when not a terminal");
+
+    // A broken save shows up as the last reload outcome, with its position.
+    std::fs::write(&lb.config, "[pools.\"/\"]\nbackends = [\"nope\"]\n").unwrap();
+    lb.log_eventually("reload rejected", Duration::from_secs(3))
+        .await;
+    let (_, out, _) = lbctl(&lb, &["status"]);
+    assert!(
+        out.contains("FAILED") && out.contains("lb.toml:2:"),
+        "{out}"
+    );
+    let (ok, json, _) = lbctl(&lb, &["status", "--output", "json"]);
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["last_reload_ok"], false);
+    assert_eq!(doc["pools"][0]["total"], 2);
+
+    let (ok, out, _) = lbctl(&lb, &["pools"]);
+    assert!(ok);
+    assert!(
+        out.contains(&format!("{}  BS_HEALTHY  AS_ENABLED", a.addr)),
+        "{out}"
+    );
+    let (_, json, _) = lbctl(&lb, &["pools", "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["pools"][0]["backends"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_health_transitions() {
+    let a = Backend::start("a").await;
+    let lb = Lb::start(&support::pool("/", &[a.addr], "100ms"));
+    eventually(Duration::from_secs(5), "a healthy", || async {
+        lb.find_log("backend healthy").is_some()
+    })
+    .await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg(format!("--lb={}", lb.grpc.unwrap()))
+        .args(["watch", "--pattern=/"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The stream is subscribed once the RPC is up; keep flipping health until a line arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        a.set_healthy(false);
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(400)) {
+            break line;
+        }
+        a.set_healthy(true);
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(400)) {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no health event streamed"
+        );
+    };
+    assert!(
+        line.contains(&a.addr.to_string())
+            && (line.contains("BS_SICK") || line.contains("BS_HEALTHY")),
+        "{line}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_what_a_file_would_change() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&format!(
+        "{}\n{}",
+        support::pool("/", &[a.addr], "100ms"),
+        support::pool("/old/", &[a.addr], "100ms")
+    ));
+    let proposal = lb.dir().join("proposal.toml");
+    std::fs::write(
+        &proposal,
+        format!(
+            "[pools.\"/\"]\nbackends = [{{ addr = \"{}\", state = \"drain\" }}, \"{}\"]\n\n[pools.\"/new/\"]\nbackends = [\"{}\"]\n",
+            a.addr, b.addr, b.addr
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = lbctl(&lb, &["plan", proposal.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let expected = [
+        "~ pool /".to_owned(),
+        format!("~   backend {}: AS_ENABLED -> AS_DRAIN", a.addr),
+        format!("+   backend {} (AS_ENABLED)", b.addr),
+        "+ pool /new/".to_owned(),
+        "- pool /old/".to_owned(),
+        format!("-   backend {}", a.addr),
+    ];
+    for line in expected {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
+    }
+    let (ok, out, _) = lbctl(&lb, &["plan", lb.config.to_str().unwrap()]);
+    assert!(ok);
+    assert!(out.starts_with("no changes"), "{out}");
+    std::fs::write(&proposal, "[pools.\"/\"]\nbogus = 1\n").unwrap();
+    let (ok, _, err) = lbctl(&lb, &["plan", proposal.to_str().unwrap()]);
+    assert!(!ok && err.contains("proposal.toml:2:1"), "{err}");
+}
