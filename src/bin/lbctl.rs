@@ -222,6 +222,7 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
         None => None,
     };
     let actor = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
         .ok()
         .and_then(|user| user.parse().ok());
     Ok(LoadBalancerClient::with_interceptor(
