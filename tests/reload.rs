@@ -301,3 +301,55 @@ async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
         assert!(pool.is_ok(), "running state lost human change {i}");
     }
 }
+
+/// SPEC: a save is picked up within one second. Measures save -> first request answered by the
+/// new topology over 20 saves, asserts the hard limit on every one, and prints the distribution
+/// (`cargo test --test reload reload_latency -- --nocapture`).
+#[tokio::test]
+async fn reload_latency_is_within_the_one_second_limit() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    // Both backends are declared in both versions (so both are healthy); only the pool they
+    // serve under changes, which the first request after the save reveals.
+    let version = |path: &str| {
+        format!(
+            "{}\n{}",
+            support::pool(path, &[a.addr], "1s"),
+            support::pool(if path == "/x/" { "/y/" } else { "/x/" }, &[b.addr], "1s")
+        )
+    };
+    let lb = Lb::start(&version("/x/"));
+    let client = support::client();
+    eventually(Duration::from_secs(5), "a serving /x/", || async {
+        get(&client, &lb.url("/x/")).await.1 == "a"
+    })
+    .await;
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let (path, expect) = if i % 2 == 0 {
+            ("/y/", "a")
+        } else {
+            ("/x/", "a")
+        };
+        let saved = Instant::now();
+        std::fs::write(&lb.config, version(path)).unwrap();
+        loop {
+            if get(&client, &lb.url(path)).await.1 == expect {
+                break;
+            }
+            assert!(
+                saved.elapsed() < Duration::from_secs(1),
+                "save {i} not serving after 1s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        samples.push(saved.elapsed());
+    }
+    samples.sort();
+    println!(
+        "reload latency over {} saves: median {:?}, p99 {:?}, max {:?}",
+        samples.len(),
+        samples[samples.len() / 2],
+        samples[(samples.len() * 99) / 100],
+        samples[samples.len() - 1]
+    );
+}
