@@ -17,8 +17,8 @@ pub struct Demo {
     _dir: tempfile::TempDir,
 }
 
-/// Starts two sample backends and binds lb on `http` / `grpc` in front of them.
-pub async fn start(http: SocketAddr, grpc: SocketAddr) -> Result<Demo, Error> {
+/// Starts two sample backends and binds lb on `http` / `grpc` / `admin` in front of them.
+pub async fn start(http: SocketAddr, grpc: SocketAddr, admin: SocketAddr) -> Result<Demo, Error> {
     let dir = tempfile::tempdir().map_err(|source| {
         Error::Config(crate::config::Error::Read {
             path: std::env::temp_dir(),
@@ -42,7 +42,7 @@ pub async fn start(http: SocketAddr, grpc: SocketAddr) -> Result<Demo, Error> {
     let config_path = dir.path().join("lb.toml");
     let text = format!(
         "# lb demo: two sample-web backends behind one pool\n\
-         [listen]\nhttp = \"{http}\"\ngrpc = \"{grpc}\"\n\n\
+         [listen]\nhttp = \"{http}\"\ngrpc = \"{grpc}\"\nadmin = \"{admin}\"\n\n\
          [pools.\"/\"]\ninterval = \"2s\"\nbackends = [\n  \"{}\",\n  \"{}\",\n]\n",
         backends[0], backends[1]
     );

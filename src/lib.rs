@@ -137,6 +137,10 @@ impl Lb {
         self.grpc.local_addr().unwrap_or(self.startup.listen.grpc)
     }
 
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn applier(&self) -> &Arc<Applier> {
         &self.applier
     }

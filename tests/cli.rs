@@ -133,7 +133,15 @@ fn check_rejects_conflicting_patterns() {
 #[tokio::test]
 async fn demo_serves_from_both_sample_backends() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
-        .args(["demo", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -42,6 +42,8 @@ enum Command {
         http: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8081")]
         grpc: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
     },
 }
 
@@ -98,8 +100,8 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> Result<(), lb::Error> {
     match args.command {
-        Some(Command::Demo { http, grpc }) => {
-            let demo = lb::demo::start(http, grpc).await?;
+        Some(Command::Demo { http, grpc, admin }) => {
+            let demo = lb::demo::start(http, grpc, admin).await?;
             let addr = demo.lb.http_addr();
             println!(
                 "lb demo: balancing http://{addr}/ over sample backends {} and {}",
@@ -108,6 +110,13 @@ async fn serve(args: Args) -> Result<(), lb::Error> {
             println!("config: {}", demo.config_path.display());
             println!(
                 "try:    curl http://{addr}/   (repeat it: answers come from node a and node b)"
+            );
+            if let Some(admin) = demo.lb.admin_addr() {
+                println!("watch:  http://{admin}/   (live dashboard; /metrics for Prometheus)");
+            }
+            println!(
+                "drive:  lbctl --lb={} --pattern=/ poolHealth",
+                demo.lb.grpc_addr()
             );
             println!("stop:   Ctrl-C");
             demo.lb.run(lb::shutdown_signal()).await
