@@ -116,6 +116,7 @@ impl Admin {
                                 addr: b.addr.host_port(),
                                 url_path: b.addr.url_path.clone(),
                                 healthy: b.is_healthy(),
+                                admin: b.admin().as_str(),
                                 in_flight: b.in_flight(),
                                 requests: b.stats.count(),
                             })
@@ -162,6 +163,8 @@ pub struct BackendDoc {
     pub addr: String,
     pub url_path: String,
     pub healthy: bool,
+    /// `enabled`, `drain` or `disabled`, as declared in lb.toml.
+    pub admin: &'static str,
     pub in_flight: u64,
     pub requests: u64,
 }
