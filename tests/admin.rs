@@ -115,3 +115,57 @@ async fn liveness_readiness_status_and_dashboard() {
         "the page must be self-contained"
     );
 }
+
+#[tokio::test]
+async fn the_access_log_can_go_to_a_file_as_json_lines() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let config = dir.path().join("lb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\naccess = \"{}\"\nformat = \"json\"\n\n{}",
+            access.display(),
+            support::pool("/", &[a.addr], "100ms")
+        ),
+    )
+    .unwrap();
+    let lb = Lb::start_at(dir, config, &[]);
+    let client = support::client();
+    eventually(Duration::from_secs(5), "a serving", || async {
+        get(&client, &lb.url("/hello?x=1")).await.0 == StatusCode::OK
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "an access line with status 200",
+        || async {
+            std::fs::read_to_string(&access)
+                .unwrap_or_default()
+                .lines()
+                .any(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| {
+                        let f = &v["fields"];
+                        f["status"] == 200
+                            && f["path"] == "/hello"
+                            && f["method"] == "GET"
+                            && f["pool"] == "/"
+                            && f["backend"] == a.addr.to_string()
+                            && f["duration_ms"].is_number()
+                            && f["client"].is_string()
+                    })
+                })
+        },
+    )
+    .await;
+    // Access lines go to the file only; the process log on stderr stays JSON too.
+    assert!(
+        lb.logs().iter().all(|l| !l.contains("\"lb::access\"")),
+        "access lines leaked to stderr"
+    );
+    assert!(lb
+        .logs()
+        .iter()
+        .any(|l| l.starts_with('{') && l.contains("listening")));
+}

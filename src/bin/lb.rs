@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use lb::config::AccessLog;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::{fmt, EnvFilter};
 
 #[derive(Parser)]
 #[command(
@@ -47,15 +50,70 @@ enum Command {
     },
 }
 
+/// Sets up logging: everything to stderr (text or JSON lines), filtered by `RUST_LOG`, with the
+/// access log (target `lb::access`) on stderr, off, or in its own file. Writes go through
+/// tracing-appender's background writer so a slow stderr never blocks a request.
+fn init_logging(log: &lb::config::Log) -> Result<Vec<WorkerGuard>, String> {
+    use tracing_subscriber::prelude::*;
+    let mut guards = Vec::new();
+    let (stderr, guard) = tracing_appender::non_blocking(std::io::stderr());
+    guards.push(guard);
+    let ansi = !log.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let access_on_stderr = log.access == AccessLog::Stderr;
+    let main = fmt::layer().with_writer(stderr).with_ansi(ansi);
+    let main = if log.json {
+        main.json().boxed()
+    } else {
+        main.boxed()
+    };
+    let main = main.with_filter(filter_fn(move |meta| {
+        access_on_stderr || meta.target() != "lb::access"
+    }));
+    let access = match &log.access {
+        AccessLog::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open access log {}: {e}", path.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            guards.push(guard);
+            let layer = fmt::layer().with_writer(writer).with_ansi(false);
+            let layer = if log.json {
+                layer.json().boxed()
+            } else {
+                layer.boxed()
+            };
+            Some(layer.with_filter(filter_fn(|meta| meta.target() == "lb::access")))
+        }
+        _ => None,
+    };
+    tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with(main)
+        .with(access)
+        .init();
+    Ok(guards)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Process settings (logging, worker threads) are read before anything else starts; a broken
+    // file is reported properly by `Lb::bind` below.
+    let config = match &args.command {
+        None => lb::config::load(&args.config)
+            .ok()
+            .map(|(config, _)| config),
+        Some(_) => None,
+    };
+    let log = config.as_ref().map(|c| c.log.clone()).unwrap_or_default();
+    let _log_guards = match init_logging(&log) {
+        Ok(guards) => guards,
+        Err(error) => {
+            eprintln!("lb: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     if let Some(Command::Check { path }) = &args.command {
         return match lb::config::load(path) {
@@ -70,13 +128,7 @@ fn main() -> ExitCode {
         };
     }
 
-    // The worker count is a process setting, so it is read before the runtime exists.
-    let workers = match &args.command {
-        None => lb::config::load(&args.config)
-            .ok()
-            .and_then(|(config, _)| config.server.workers),
-        Some(_) => None,
-    };
+    let workers = config.as_ref().and_then(|c| c.server.workers);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(workers) = workers {

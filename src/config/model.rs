@@ -18,6 +18,7 @@ pub struct Config {
     pub listen: Listen,
     pub server: Server,
     pub control: Control,
+    pub log: Log,
     /// In file order.
     pub pools: Vec<PoolConfig>,
     /// Every pool's pattern compiled once; the value is the index into `pools`. Building it is
@@ -66,6 +67,30 @@ impl Default for Server {
             workers: None,
         }
     }
+}
+
+/// Where logs go. Process settings: they take effect at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub access: AccessLog,
+    pub json: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            access: AccessLog::Stderr,
+            json: false,
+        }
+    }
+}
+
+/// The one-line-per-request access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Stderr,
+    Off,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -85,6 +85,8 @@ struct RawConfig {
     #[serde(default)]
     control: RawControl,
     #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
     pools: BTreeMap<Spanned<String>, RawPool>,
 }
 
@@ -102,6 +104,13 @@ struct RawServer {
     header_timeout: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<String>>,
     workers: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,6 +228,38 @@ impl Validator<'_> {
             git_commit: raw.control.git_commit,
         };
 
+        let log = Log {
+            access: match raw.log.access {
+                None => AccessLog::Stderr,
+                Some(a) => match a.get_ref().as_str() {
+                    "stderr" => AccessLog::Stderr,
+                    "off" => AccessLog::Off,
+                    "" => {
+                        self.error(
+                            a.span(),
+                            "log.access is empty (use \"stderr\", \"off\" or a file path)",
+                        );
+                        AccessLog::Stderr
+                    }
+                    path => AccessLog::File(PathBuf::from(path)),
+                },
+            },
+            json: match raw.log.format {
+                None => false,
+                Some(f) => match f.get_ref().as_str() {
+                    "text" => false,
+                    "json" => true,
+                    other => {
+                        self.error(
+                            f.span(),
+                            format!("log.format {other:?} is not \"text\" or \"json\""),
+                        );
+                        false
+                    }
+                },
+            },
+        };
+
         let mut pools = Vec::with_capacity(raw.pools.len());
         let mut patterns = Vec::with_capacity(raw.pools.len());
         let mut pattern_spans = Vec::with_capacity(raw.pools.len());
@@ -259,6 +300,7 @@ impl Validator<'_> {
             listen,
             server,
             control,
+            log,
             pools,
             routes: routes?,
         })

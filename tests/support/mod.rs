@@ -100,15 +100,23 @@ impl Lb {
             config,
             logs,
         };
-        let line = lb.wait_for_log("listener=\"http\"", Duration::from_secs(10));
+        // Text logs say `listener="http" addr=...`; JSON logs `"listener":"http","addr":"..."`.
+        let line = lb
+            .try_wait_for_any(
+                &["listener=\"http\"", "\"listener\":\"http\""],
+                Duration::from_secs(10),
+            )
+            .unwrap_or_else(|| {
+                panic!(
+                    "lb never said where it listens; log:\n{}",
+                    lb.logs().join("\n")
+                )
+            });
         lb.http = addr_in(&line);
         lb.grpc = lb
             .find_log("listener=\"grpc\"")
-            .map(|line| addr_in(&line))
-            .or_else(|| {
-                lb.try_wait_for_log("listener=\"grpc\"", Duration::from_secs(2))
-                    .map(|l| addr_in(&l))
-            });
+            .or_else(|| lb.find_log("\"listener\":\"grpc\""))
+            .map(|line| addr_in(&line));
         lb
     }
 
@@ -144,11 +152,16 @@ impl Lb {
     }
 
     pub fn try_wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.try_wait_for_any(&[needle], timeout)
+    }
+
+    /// Blocks until a stderr line contains one of `needles`, or `timeout` passes.
+    pub fn try_wait_for_any(&self, needles: &[&str], timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (lines, ready) = &*self.logs;
         let mut guard = lines.lock().unwrap();
         loop {
-            if let Some(line) = guard.iter().find(|l| l.contains(needle)) {
+            if let Some(line) = guard.iter().find(|l| needles.iter().any(|n| l.contains(n))) {
                 return Some(line.clone());
             }
             let now = Instant::now();
@@ -216,10 +229,16 @@ impl Drop for Lb {
 }
 
 fn addr_in(line: &str) -> SocketAddr {
-    let start = line.find("addr=").expect("addr= in listening line") + "addr=".len();
+    let (start, json) = match line.find("addr=") {
+        Some(i) => (i + "addr=".len(), false),
+        None => (
+            line.find("\"addr\":\"").expect("addr in listening line") + "\"addr\":\"".len(),
+            true,
+        ),
+    };
     let text: String = line[start..]
         .chars()
-        .take_while(|c| !c.is_whitespace())
+        .take_while(|c| !c.is_whitespace() && !(json && *c == '"'))
         .collect();
     text.parse()
         .unwrap_or_else(|_| panic!("bad addr in {line:?}"))
