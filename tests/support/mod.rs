@@ -238,7 +238,7 @@ fn addr_in(line: &str) -> SocketAddr {
     };
     let text: String = line[start..]
         .chars()
-        .take_while(|c| !c.is_whitespace() && !(json && *c == '"'))
+        .take_while(|c| !(c.is_whitespace() || (json && *c == '"')))
         .collect();
     text.parse()
         .unwrap_or_else(|_| panic!("bad addr in {line:?}"))
