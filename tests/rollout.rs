@@ -479,8 +479,7 @@ async fn a_rolling_restart_of_three_backends_fails_no_request() {
             }
         }));
     }
-    for i in 0..3 {
-        let addr = addrs[i];
+    for (i, &addr) in addrs.iter().enumerate() {
         client
             .drain_backend(proto::DrainBackendReq {
                 pattern: "/".into(),
