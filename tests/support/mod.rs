@@ -114,8 +114,10 @@ impl Lb {
             });
         lb.http = addr_in(&line);
         lb.grpc = lb
-            .find_log("listener=\"grpc\"")
-            .or_else(|| lb.find_log("\"listener\":\"grpc\""))
+            .try_wait_for_any(
+                &["listener=\"grpc\"", "\"listener\":\"grpc\""],
+                Duration::from_secs(5),
+            )
             .map(|line| addr_in(&line));
         lb
     }
