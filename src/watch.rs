@@ -43,6 +43,24 @@ fn watched_dirs(path: &Path) -> BTreeSet<PathBuf> {
     dirs
 }
 
+/// Waits (bounded) until the file reads the same twice, DEBOUNCE apart, and is not empty.
+///
+/// An in-place save truncates the file and then writes it; a reload between the two would apply
+/// an empty or cut-off file, which can be *valid* TOML that declares fewer pools. Waiting for the
+/// content to settle closes that window; a zero-length file is only taken as finished once it
+/// has stayed empty for the whole bounded wait.
+async fn settle(path: &Path) {
+    let mut previous = std::fs::read(path).ok();
+    for _ in 0..20 {
+        tokio::time::sleep(DEBOUNCE).await;
+        let current = std::fs::read(path).ok();
+        if current == previous && current.as_ref().is_some_and(|c| !c.is_empty()) {
+            return;
+        }
+        previous = current;
+    }
+}
+
 /// Starts watching; the returned future reloads on every change until dropped.
 pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = ()>, Error> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
@@ -75,11 +93,11 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
                     if event.is_none() {
                         return;
                     }
-                    tokio::time::sleep(DEBOUNCE).await;
                     while rx.try_recv().is_ok() {}
                 }
                 _ = poll.tick() => {}
             }
+            settle(applier.path()).await;
             match applier.reload().await {
                 Ok(Reloaded::Applied { generation }) => {
                     tracing::info!(generation, "reloaded {}", applier.path().display())

@@ -136,9 +136,12 @@ async fn no_request_fails_through_50_reloads_under_load() {
             let client = support::client();
             let deadline = Instant::now() + Duration::from_secs(30);
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match get(&client, &lb.url("/")).await.0 {
-                    StatusCode::OK => ok.fetch_add(1, Ordering::SeqCst),
-                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                match get(&client, &lb.url("/")).await {
+                    (StatusCode::OK, _) => ok.fetch_add(1, Ordering::SeqCst),
+                    (status, body) => {
+                        eprintln!("failed request: {status} {body:?}");
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
                 };
             }
         }));
