@@ -169,8 +169,9 @@ impl Lb {
         ));
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,
+            idle_timeout: self.startup.server.idle_timeout,
             drain_timeout: self.startup.server.drain_timeout,
-            max_connections: 10_000,
+            max_connections: self.startup.server.max_connections,
         };
         let data_plane = proxy::serve(self.http, proxy, settings, stopped(stop_rx));
         tokio::pin!(data_plane);

@@ -3,6 +3,8 @@
 //! snapshot and backend atomics only; it never parses config or runs health checks.
 
 mod body;
+mod conn;
+mod framing;
 mod handler;
 mod headers;
 mod upstream;
@@ -19,14 +21,22 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use conn::{Activity, ClientIo, IdleClock, Tracked};
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
+    /// A client must send its whole request head within this (HTTP/1.1: hyper's header timer;
+    /// before the first byte of any connection: the idle clock).
     pub header_timeout: Duration,
+    /// A client connection with no request in flight and no byte received for this long is
+    /// closed.
+    pub idle_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
 }
@@ -48,10 +58,16 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    // Bounds open client connections: a permit is taken before accept, as mini-redis does.
+    // Connection tasks, so the drain can wait for them; `drain` asks each to finish gracefully.
+    let connections = TaskTracker::new();
+    let drain = CancellationToken::new();
+    // Bounds open client connections: a permit is taken before accept, as mini-redis does, and
+    // travels with the socket (into an upgrade tunnel too).
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     tokio::pin!(shutdown);
 
@@ -76,32 +92,63 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
         let handler = Arc::clone(&proxy);
+        let requests = Arc::clone(&activity);
         let service = service_fn(move |request| {
             let handler = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(handler.handle(request, client).await) }
+            let active = requests.start();
+            async move {
+                let response = handler.handle(request, client).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
+            }
         });
+        let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&activity), permit));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+        let mut clock = IdleClock::new(settings.header_timeout, settings.idle_timeout);
+        let drain = drain.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let mut ended = None;
+            while ended.is_none() {
+                tokio::select! {
+                    result = connection.as_mut() => ended = Some(result),
+                    () = drain.cancelled() => break,
+                    () = tokio::time::sleep(clock.step()) => {
+                        if clock.expired(&activity) {
+                            tracing::debug!(%client, "client connection idle; closing");
+                            break;
+                        }
+                    }
+                }
+            }
+            let result = match ended {
+                Some(result) => result,
+                None => {
+                    // Finish what is in flight, then close (HTTP/2: GOAWAY).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%client, error = %error, "client connection ended with error");
             }
-            drop(permit);
         });
     }
     drop(listener);
+    let tunnels = proxy.tunnels();
     tracing::info!(
-        open = graceful.count(),
-        tunnels = proxy.tunnels().len(),
+        open = connections.len(),
+        tunnels = tunnels.len(),
         "draining client connections"
     );
-    let tunnels = proxy.tunnels();
+    drain.cancel();
+    connections.close();
     tunnels.close();
     let drained = async {
-        graceful.shutdown().await;
+        connections.wait().await;
         tunnels.wait().await;
     };
     if tokio::time::timeout(settings.drain_timeout, drained)

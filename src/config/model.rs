@@ -55,6 +55,10 @@ pub struct Server {
     pub header_timeout: Duration,
     /// How long in-flight requests may finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// A client connection with no request in flight and no byte received is closed after this.
+    pub idle_timeout: Duration,
+    /// Client connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
 }
@@ -64,6 +68,8 @@ impl Default for Server {
         Server {
             header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             workers: None,
         }
     }

@@ -103,6 +103,8 @@ struct RawListen {
 struct RawServer {
     header_timeout: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
 }
 
@@ -209,6 +211,23 @@ impl Validator<'_> {
             header_timeout: self
                 .duration(raw.server.header_timeout, server_defaults.header_timeout),
             drain_timeout: self.duration(raw.server.drain_timeout, server_defaults.drain_timeout),
+            idle_timeout: self.duration(raw.server.idle_timeout, server_defaults.idle_timeout),
+            max_connections: match raw.server.max_connections {
+                None => server_defaults.max_connections,
+                Some(n) => {
+                    let span = n.span();
+                    match usize::try_from(*n.get_ref()) {
+                        Ok(n) if (1..=1_000_000).contains(&n) => n,
+                        _ => {
+                            self.error(
+                                span,
+                                "server.max_connections must be between 1 and 1000000",
+                            );
+                            server_defaults.max_connections
+                        }
+                    }
+                }
+            },
             workers: raw.server.workers.and_then(|w| {
                 let span = w.span();
                 match usize::try_from(*w.get_ref()) {

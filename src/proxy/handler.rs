@@ -235,24 +235,27 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
-    headers::add_forwarded(&mut parts.headers, client.ip(), original_host.as_ref());
-    if original_host.is_none() {
-        // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, value);
-            }
-        }
-    }
+    // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
+    let host = original_host.or_else(|| {
+        let authority = parts.uri.authority()?;
+        let value = HeaderValue::from_str(authority.as_str()).ok()?;
+        parts.headers.insert(header::HOST, value.clone());
+        Some(value)
+    });
+    headers::add_forwarded(&mut parts.headers, client.ip(), host.as_ref());
     let (first_body, slot) = RequestBody::new(body);
     let size_hint = first_body.size_hint_of();
     let mut body = Some(first_body);
     let mut rng = fastrand::Rng::new();
 
     let mut attempt = 0;
+    // Why the last attempt failed to connect; answered when no backend is left to retry on.
+    let mut failed_connect = None;
     loop {
         let Some(backend) = pool.pick(&mut rng) else {
-            return Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n");
+            return failed_connect.unwrap_or_else(|| {
+                Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n")
+            });
         };
         let backend = Arc::clone(backend);
         let uri = match upstream_uri(&backend, &parts.uri) {
@@ -316,13 +319,19 @@ async fn forward(
                     metrics.ejections.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "connect failed; backend out of rotation");
                 }
+                let failure = if is_timeout(&error) {
+                    Forwarded::local(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
+                } else {
+                    Forwarded::local(StatusCode::BAD_GATEWAY, "backend unavailable\n")
+                };
                 let replayable = slot.as_ref().is_none_or(slot_untouched);
                 if attempt < pool.retries && replayable {
                     attempt += 1;
                     metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    failed_connect = Some(failure);
                     continue;
                 }
-                return Forwarded::local(StatusCode::BAD_GATEWAY, "backend unavailable\n");
+                return failure;
             }
             Ok(Err(error)) => {
                 tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
@@ -340,6 +349,20 @@ async fn forward(
             }
         }
     }
+}
+
+/// True when an error (or one of its sources) is an I/O timeout, such as `connect_timeout`.
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// `http://IP:PORT` + url_path joined in front of the request path, query kept.

@@ -453,3 +453,42 @@ pub fn sample_web_bin() -> PathBuf {
     let lb = Path::new(env!("CARGO_BIN_EXE_lb"));
     lb.with_file_name(format!("sample-web{}", std::env::consts::EXE_SUFFIX))
 }
+
+// === process signals and memory (appended for tests/proxy.rs and tests/shutdown.rs) ===
+
+impl Lb {
+    /// Sends SIGTERM without waiting, so an async test can keep driving requests meanwhile.
+    pub fn send_term(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Polls (async) for the exit status until `timeout`; `None` if still running.
+    pub async fn exit_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The lb process's peak resident set size (`VmHWM` in /proc), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}

@@ -1,0 +1,730 @@
+//! The reverse proxy itself: forwarding headers, streaming both ways, upgrades, HTTP/2 from
+//! clients, timeouts, retries and passive health, hostile input and limits, and the error
+//! answers. Hostile cases use raw TCP so nothing polite sits between the test and lb.
+
+mod support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{eventually, get, Backend, Lb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// === helpers ===
+
+/// One pool `/` over `backends` with an hour-long check interval (only the first check runs),
+/// plus extra `[server]` and pool keys.
+fn config(backends: &[SocketAddr], server: &str, pool: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "[server]\n{server}\n\n[pools.\"/\"]\ninterval = \"1h\"\nbackends = [{}]\n{pool}\n",
+        list.join(", ")
+    )
+}
+
+/// Starts lb and waits until every backend passed its first check.
+async fn start(backends: &[SocketAddr], server: &str, pool: &str) -> Lb {
+    let lb = Lb::start(&config(backends, server, pool));
+    for backend in backends {
+        lb.log_eventually(&format!("backend healthy pool=/ backend={backend}"), WAIT)
+            .await;
+    }
+    lb
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one head (through the blank line); returns it and whatever followed. On EOF before a
+/// whole head, returns what arrived.
+async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return (String::from_utf8_lossy(&buf).into_owned(), rest);
+        }
+        let n = timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("head within the deadline")
+            .unwrap_or(0);
+        if n == 0 {
+            return (String::from_utf8_lossy(&buf).into_owned(), Vec::new());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Everything until the peer closes (a reset counts as a close); panics past the deadline.
+async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = timeout(within, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "connection still open after {within:?}; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                )
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            return String::from_utf8_lossy(&buf).into_owned();
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The first value of header `name` in a raw head, case-insensitively.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"))
+}
+
+/// A hand-written HTTP/1.1 backend on raw TCP: `/healthz` answers `ok`; every other request's
+/// head is reported on the channel and its connection handed to `serve` with the bytes that
+/// followed the head.
+async fn raw_backend<F, Fut>(serve: F) -> (SocketAddr, mpsc::UnboundedReceiver<String>)
+where
+    F: Fn(TcpStream, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads_tx, heads) = mpsc::unbounded_channel();
+    let serve = std::sync::Arc::new(serve);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (serve, heads_tx) = (std::sync::Arc::clone(&serve), heads_tx.clone());
+            tokio::spawn(async move {
+                let (head, rest) = read_head(&mut stream).await;
+                if head.starts_with("GET /healthz ") {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    return;
+                }
+                if head.is_empty() {
+                    return;
+                }
+                let _ = heads_tx.send(head);
+                serve(stream, rest).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Echoes bytes until the peer closes its side, then closes.
+async fn echo(mut stream: TcpStream, early: Vec<u8>) {
+    if stream.write_all(&early).await.is_err() {
+        return;
+    }
+    let (mut read, mut write) = stream.split();
+    let _ = tokio::io::copy(&mut read, &mut write).await;
+}
+
+// === 1. forwarding headers ===
+
+#[tokio::test]
+async fn forwarding_headers_are_set_and_hop_by_hop_headers_dropped_both_ways() {
+    let (backend, mut heads) = raw_backend(|mut stream, _| async move {
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
+                  Connection: keep-alive, X-Backend-Private\r\nX-Backend-Private: 1\r\n\
+                  Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: foo\r\n\
+                  Trailer: X-Sum\r\nX-Kept: yes\r\n\r\nhi",
+            )
+            .await;
+    })
+    .await;
+    let lb = start(&[backend], "", "").await;
+
+    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    client
+        .write_all(
+            b"GET /h?q=1 HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 10.0.0.1\r\n\
+              Connection: keep-alive, X-Client-Private\r\nX-Client-Private: secret\r\n\
+              Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
+              Upgrade: foo\r\nTrailer: X-Sum\r\nX-Kept-Request: yes\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (response, body) = read_head(&mut client).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(body, b"hi");
+    assert_eq!(header(&response, "x-kept").as_deref(), Some("yes"));
+    for name in [
+        "x-backend-private",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "trailer",
+    ] {
+        assert_eq!(header(&response, name), None, "{name} leaked to the client");
+    }
+    if let Some(connection) = header(&response, "connection") {
+        assert!(!connection.to_ascii_lowercase().contains("private"));
+    }
+
+    let seen = timeout(WAIT, heads.recv()).await.unwrap().unwrap();
+    assert!(seen.starts_with("GET /h?q=1 HTTP/1.1\r\n"), "{seen}");
+    assert_eq!(header(&seen, "host").as_deref(), Some("app.example"));
+    assert_eq!(
+        header(&seen, "x-forwarded-for").as_deref(),
+        Some("10.0.0.1, 127.0.0.1")
+    );
+    assert_eq!(header(&seen, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        header(&seen, "x-forwarded-host").as_deref(),
+        Some("app.example")
+    );
+    assert_eq!(header(&seen, "x-kept-request").as_deref(), Some("yes"));
+    for name in [
+        "x-client-private",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "trailer",
+        "transfer-encoding",
+    ] {
+        assert_eq!(header(&seen, name), None, "{name} leaked to the backend");
+    }
+    if let Some(connection) = header(&seen, "connection") {
+        assert!(!connection.to_ascii_lowercase().contains("private"));
+    }
+}
+
+// === 2. streaming ===
+
+#[tokio::test]
+async fn a_64_mib_upload_streams_through_in_bounded_memory() {
+    const SIZE: usize = 64 << 20;
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "").await;
+
+    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let upload = async {
+        for _ in 0..SIZE / chunk.len() {
+            client.write_all(&chunk).await.unwrap();
+        }
+        read_head(&mut client).await
+    };
+    let (response, body) = timeout(Duration::from_secs(30), upload)
+        .await
+        .expect("upload finished");
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(body, b"a");
+    assert_eq!(backend.seen()[0].body_len, SIZE);
+    let peak_mib = lb.peak_rss_kib() / 1024;
+    assert!(
+        peak_mib < 48,
+        "lb peaked at {peak_mib} MiB for a 64 MiB upload"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_chunked_response_streams_its_first_chunk_early() {
+    let (release_tx, release_rx) = mpsc::unbounded_channel::<()>();
+    let release = std::sync::Arc::new(tokio::sync::Mutex::new(release_rx));
+    let (backend, _heads) = raw_backend(move |mut stream, _| {
+        let release = std::sync::Arc::clone(&release);
+        async move {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                .await;
+            // The rest only once the test saw the first chunk arrive at the client.
+            let _ = release.lock().await.recv().await;
+            let _ = stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await;
+        }
+    })
+    .await;
+    let lb = start(&[backend], "", "").await;
+
+    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    client
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while find(&got, b"first").is_none() {
+        let n = timeout(WAIT, client.read(&mut chunk))
+            .await
+            .expect("first chunk reached the client while the backend was still sending")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    release_tx.send(()).unwrap();
+    let rest = read_to_close(&mut client, WAIT).await;
+    got.extend_from_slice(rest.as_bytes());
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("second") && text.ends_with("0\r\n\r\n"),
+        "{text}"
+    );
+}
+
+// === 3. upgrades ===
+
+#[tokio::test]
+async fn upgrades_get_the_101_and_a_byte_tunnel_until_a_side_closes() {
+    let (backend, mut heads) = raw_backend(|mut stream, early| async move {
+        let _ = stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await;
+        echo(stream, early).await;
+    })
+    .await;
+    let lb = start(&[backend], "", "").await;
+
+    for (protocol, connection) in [("websocket", "Upgrade"), ("foo/1", "keep-alive, upgrade")] {
+        let mut client = TcpStream::connect(lb.http).await.unwrap();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\nUpgrade: {protocol}\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let (response, early) = read_head(&mut client).await;
+        assert_eq!(status_of(&response), 101, "{response}");
+        assert!(early.is_empty());
+        assert!(header(&response, "upgrade").is_some(), "{response}");
+
+        let seen = timeout(WAIT, heads.recv()).await.unwrap().unwrap();
+        assert_eq!(header(&seen, "upgrade").as_deref(), Some(protocol));
+        assert!(header(&seen, "connection")
+            .unwrap_or_default()
+            .eq_ignore_ascii_case("upgrade"));
+        assert_eq!(
+            header(&seen, "sec-websocket-key").as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
+
+        // Bytes both ways, more than one buffer's worth.
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut read, mut write) = client.split();
+        let send = async {
+            write.write_all(&payload).await.unwrap();
+            // Closing our side ends the backend's echo, which ends the tunnel.
+            write.shutdown().await.unwrap();
+        };
+        let receive = async {
+            let mut back = Vec::new();
+            timeout(WAIT, read.read_to_end(&mut back))
+                .await
+                .expect("tunnel closed after the client did")
+                .unwrap();
+            back
+        };
+        let ((), back) = tokio::join!(send, receive);
+        assert_eq!(back.len(), payload.len());
+        assert!(back == payload, "{protocol}: echoed bytes differ");
+    }
+}
+
+// === 4. HTTP/2 from clients ===
+
+#[tokio::test]
+async fn h2c_clients_reach_http1_backends_with_a_host() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "").await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+
+    let response = timeout(WAIT, client.get(lb.url("/h2?x=1").parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.version(), Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "a"
+    );
+
+    let upload = Request::post(lb.url("/up"))
+        .body(Full::new(Bytes::from(vec![7u8; 300_000])))
+        .unwrap();
+    let response = timeout(WAIT, client.request(upload))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let seen = backend.seen();
+    assert_eq!(seen[0].path_and_query, "/h2?x=1");
+    let authority = lb.http.to_string();
+    assert_eq!(seen[0].headers.get("host"), Some(&authority));
+    assert_eq!(seen[0].headers.get("x-forwarded-host"), Some(&authority));
+    assert_eq!(
+        seen[0].headers.get("x-forwarded-proto").map(String::as_str),
+        Some("http")
+    );
+    assert_eq!(seen[1].body_len, 300_000);
+    assert_eq!(seen[1].headers.get("host"), Some(&authority));
+}
+
+// === 5. timeouts ===
+
+#[tokio::test]
+async fn connect_timeout_bounds_a_backend_that_never_accepts() {
+    // A listener with a one-slot backlog that stops accepting after the first health check:
+    // once its queue is full, the kernel drops further SYNs and connects hang.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let backend = listener.local_addr().unwrap();
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopped = std::sync::Arc::clone(&stop);
+    let serving = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (mut stream, _) = accepted.unwrap();
+                    read_head(&mut stream).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                        .await;
+                }
+                () = stopped.notified() => return listener,
+            }
+        }
+    });
+    let lb = start(
+        &[backend],
+        "",
+        "connect_timeout = \"300ms\"\nrequest_timeout = \"20s\"\nretries = 0",
+    )
+    .await;
+    stop.notify_one();
+    let _listener = serving.await.unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match timeout(Duration::from_millis(300), TcpStream::connect(backend)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            Ok(Err(error)) => panic!("filling the backlog: {error}"),
+            Err(_) => break,
+        }
+    }
+
+    let started = Instant::now();
+    let (status, body) = get(&support::client(), &lb.url("/")).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[tokio::test]
+async fn request_timeout_answers_504_with_a_short_body() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "request_timeout = \"300ms\"").await;
+    let started = Instant::now();
+    let (status, body) = get(&support::client(), &lb.url("/slow/5000")).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // A response head inside the limit is not cut.
+    let (status, _) = get(&support::client(), &lb.url("/slow/50")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_dribbled_or_silent_request_head_is_cut_off_at_header_timeout() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "header_timeout = \"500ms\"", "").await;
+
+    // Dribbling: one header line every 100 ms, never the blank line.
+    let started = Instant::now();
+    let (mut read, mut write) = TcpStream::connect(lb.http).await.unwrap().into_split();
+    write
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let dribble = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut rest = Vec::new();
+    let _ = timeout(Duration::from_secs(5), read.read_to_end(&mut rest))
+        .await
+        .expect("lb closed the dribbling connection");
+    dribble.abort();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(!String::from_utf8_lossy(&rest).contains(" 200 "));
+
+    // Silent: connects and never sends a byte.
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(lb.http).await.unwrap();
+    read_to_close(&mut silent, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(backend.started(), 0);
+}
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_but_busy_ones_are_not() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "idle_timeout = \"500ms\"", "").await;
+
+    // HTTP/1.1 keep-alive: one request, then silence.
+    let started = Instant::now();
+    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (response, _) = read_head(&mut client).await;
+    assert_eq!(status_of(&response), 200);
+    read_to_close(&mut client, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // HTTP/2: the connection ends (GOAWAY) once idle.
+    let stream = TcpStream::connect(lb.http).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get(lb.url("/"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = timeout(WAIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    let started = Instant::now();
+    timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("idle HTTP/2 connection closed by lb")
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+
+    // A request that waits on its backend longer than the idle timeout is not idle.
+    let (status, body) = get(&support::client(), &lb.url("/slow/1500")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+}
+
+// === 6. retries and passive health ===
+
+#[tokio::test]
+async fn a_refused_connect_is_retried_with_its_body_and_the_backend_ejected_until_checked() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = start(&[a.addr, b.addr], "", "").await;
+    let client = support::client();
+    let a_addr = a.kill().await;
+
+    let ejected = format!("connect failed; backend out of rotation pool=/ backend={a_addr}");
+    let mut sent = 0;
+    while lb.find_log(&ejected).is_none() {
+        assert!(sent < 60, "a was never picked and ejected");
+        let request = Request::post(lb.url("/r"))
+            .body(Full::new(Bytes::from(vec![1u8; 100_000])))
+            .unwrap();
+        let (status, body) = support::send(&client, request).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));
+        sent += 1;
+    }
+    // Every request reached b exactly once, body whole, including the retried one.
+    assert_eq!(b.hits(), sent);
+    assert!(b.seen().iter().all(|s| s.body_len == 100_000));
+
+    // Out of rotation at once: no further request tries a, so none needs a retry.
+    let retried = lb.logs().len();
+    for _ in 0..20 {
+        assert_eq!(get(&client, &lb.url("/")).await.1, "b");
+    }
+    assert!(lb.logs()[retried..]
+        .iter()
+        .all(|l| !l.contains("connect failed")));
+
+    // The active check brings it back (a reload with a short interval restarts the checks).
+    let a = Backend::start_on(a_addr, "a").await;
+    std::fs::write(&lb.config, support::pool("/", &[a_addr, b.addr], "200ms")).unwrap();
+    eventually(WAIT, "a back in rotation", || async {
+        get(&client, &lb.url("/")).await;
+        a.hits() > 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_that_reached_a_backend_is_never_retried() {
+    // Reads the head, then hangs up mid-request without answering.
+    let (backend, mut heads) = raw_backend(|stream, _| async move { drop(stream) }).await;
+    let lb = start(&[backend], "", "retries = 3").await;
+    let request = Request::post(lb.url("/once"))
+        .body(Full::new(Bytes::from(vec![1u8; 10_000])))
+        .unwrap();
+    let (status, body) = support::send(&support::client(), request).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_GATEWAY, "backend failed\n")
+    );
+    assert!(timeout(WAIT, heads.recv()).await.unwrap().is_some());
+    assert!(heads.try_recv().is_err(), "the request was sent twice");
+}
+
+// === 7. limits and hostile input ===
+
+#[tokio::test]
+async fn oversized_heads_get_431_and_never_reach_a_backend() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "").await;
+
+    let big = "v".repeat(70 * 1024);
+    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // lb may stop reading before the whole head is written; that is fine.
+    let _ = client.write_all(request.as_bytes()).await;
+    let response = read_to_close(&mut client, WAIT).await;
+    assert_eq!(status_of(&response), 431, "{response}");
+
+    // A large but legal head passes.
+    let fine = "v".repeat(32 * 1024);
+    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {fine}\r\nConnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let response = read_to_close(&mut client, WAIT).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(backend.started(), 1);
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_gets_400_and_a_closed_connection() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "").await;
+
+    let smuggles = [
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        // Behind an innocent chunked request on the same connection.
+        "POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for (i, smuggle) in smuggles.iter().enumerate() {
+        let mut client = TcpStream::connect(lb.http).await.unwrap();
+        client.write_all(smuggle.as_bytes()).await.unwrap();
+        let response = read_to_close(&mut client, WAIT).await;
+        let last = response.rfind("HTTP/1.1 ").unwrap_or(0);
+        assert_eq!(status_of(&response[last..]), 400, "case {i}: {response}");
+    }
+    // Only the innocent first request of the last case reached the backend.
+    assert_eq!(backend.started(), 1);
+    assert_eq!(backend.seen()[0].path_and_query, "/first");
+}
+
+#[tokio::test]
+async fn invalid_header_bytes_get_400() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "").await;
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+    ] {
+        let mut client = TcpStream::connect(lb.http).await.unwrap();
+        client.write_all(bad).await.unwrap();
+        let response = read_to_close(&mut client, WAIT).await;
+        assert_eq!(status_of(&response), 400, "{response}");
+    }
+    assert_eq!(backend.started(), 0);
+}
+
+#[tokio::test]
+async fn max_connections_caps_open_client_connections() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "max_connections = 2", "").await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut client = TcpStream::connect(lb.http).await.unwrap();
+        client.write_all(request).await.unwrap();
+        assert_eq!(status_of(&read_head(&mut client).await.0), 200);
+        open.push(client);
+    }
+    // The third waits in the backlog: connected by the kernel, not served by lb.
+    let mut third = TcpStream::connect(lb.http).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        timeout(Duration::from_millis(300), third.read(&mut byte))
+            .await
+            .is_err(),
+        "a third connection was served over max_connections = 2"
+    );
+    // Closing one lets it in.
+    drop(open.pop());
+    assert_eq!(status_of(&read_head(&mut third).await.0), 200);
+}
+
+// === 8. errors ===
+
+#[tokio::test]
+async fn errors_are_short_distinct_and_fast() {
+    let sick = Backend::start("sick").await;
+    sick.set_healthy(false);
+    let lb = Lb::start(&config(&[sick.addr], "", ""));
+    let started = Instant::now();
+    let (status, body) = get(&support::client(), &lb.url("/")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n")
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(sick.started(), 0);
+}

@@ -1,0 +1,154 @@
+//! SIGTERM: stop accepting, let in-flight requests and open upgrade tunnels finish within
+//! `drain_timeout`, exit 0.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::{eventually, get, Backend, Lb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(backend: std::net::SocketAddr, drain_timeout: &str) -> String {
+    format!(
+        "[server]\ndrain_timeout = \"{drain_timeout}\"\n\n[pools.\"/\"]\ninterval = \"1h\"\nbackends = [\"{backend}\"]\n"
+    )
+}
+
+async fn started(backend: std::net::SocketAddr, drain_timeout: &str) -> Lb {
+    let lb = Lb::start(&config(backend, drain_timeout));
+    lb.log_eventually(&format!("backend healthy pool=/ backend={backend}"), WAIT)
+        .await;
+    lb
+}
+
+#[tokio::test]
+async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
+    let backend = Backend::start("a").await;
+    let mut lb = started(backend.addr, "10s").await;
+    let url = lb.url("/slow/1500");
+    let in_flight = tokio::spawn(async move { get(&support::client(), &url).await });
+    eventually(WAIT, "the slow request reached the backend", || async {
+        backend.started() == 1
+    })
+    .await;
+
+    lb.send_term();
+    lb.log_eventually("draining client connections", WAIT).await;
+    assert!(
+        TcpStream::connect(lb.http).await.is_err(),
+        "a new connection was accepted while draining"
+    );
+    let (status, body) = timeout(WAIT, in_flight).await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+    let status = lb.exit_within(WAIT).await.expect("lb exited");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A raw backend: `/healthz` answers `ok`; anything else gets 101 and an echo.
+async fn upgrade_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let head = read_head(&mut stream).await;
+                let answer: &[u8] = if head.starts_with("GET /healthz ") {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                };
+                if stream.write_all(answer).await.is_err() || head.starts_with("GET /healthz ") {
+                    return;
+                }
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match timeout(WAIT, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+async fn open_tunnel(lb: &Lb) -> TcpStream {
+    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    client
+}
+
+async fn ping(tunnel: &mut TcpStream, text: &[u8]) {
+    tunnel.write_all(text).await.unwrap();
+    let mut back = vec![0u8; text.len()];
+    timeout(WAIT, tunnel.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("tunnel open");
+    assert_eq!(back, text);
+}
+
+#[tokio::test]
+async fn an_open_tunnel_may_finish_while_draining() {
+    let backend = upgrade_backend().await;
+    let mut lb = started(backend, "20s").await;
+    let mut tunnel = open_tunnel(&lb).await;
+    ping(&mut tunnel, b"before").await;
+
+    lb.send_term();
+    lb.log_eventually("draining client connections", WAIT).await;
+    ping(&mut tunnel, b"while draining").await;
+    assert!(lb.exit_within(Duration::from_millis(200)).await.is_none());
+
+    // The client ends the tunnel; lb exits long before its 20 s drain timeout.
+    let closed = Instant::now();
+    drop(tunnel);
+    let status = lb.exit_within(WAIT).await.expect("lb exited");
+    assert_eq!(status.code(), Some(0));
+    assert!(closed.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_tunnel_left_open_is_cut_at_drain_timeout() {
+    let backend = upgrade_backend().await;
+    let mut lb = started(backend, "1s").await;
+    let mut tunnel = open_tunnel(&lb).await;
+    ping(&mut tunnel, b"hello").await;
+
+    let term = Instant::now();
+    lb.send_term();
+    let status = lb.exit_within(WAIT).await.expect("lb exited");
+    assert_eq!(status.code(), Some(0));
+    let took = term.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = timeout(WAIT, tunnel.read_to_end(&mut rest))
+        .await
+        .expect("tunnel closed");
+}
