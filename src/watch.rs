@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::apply::{Applier, Reloaded};
@@ -65,9 +66,15 @@ async fn settle(path: &Path) {
 pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = ()>, Error> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Opening or reading a file (`Access`) changes nothing; lb's own reload of the file
-        // produces such events, so reacting to them would re-read the file forever.
-        if matches!(&event, Ok(e) if !matches!(e.kind, notify::EventKind::Access(_))) {
+        // Opening or reading a file changes nothing; lb's own reload of the file produces such
+        // events, so reacting to them would re-read the file forever. Closing a file that was
+        // written does matter: it marks the end of an in-place save.
+        let relevant = |kind: &EventKind| match kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            _ => true,
+        };
+        if matches!(&event, Ok(e) if relevant(&e.kind)) {
             // A full channel already means "reload pending"; nothing is lost by dropping this.
             let _ = tx.try_send(());
         }
