@@ -4,33 +4,14 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 use http::StatusCode;
-use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
+use lb::control::proto;
 use support::{eventually, get, Backend, Lb};
-use tonic::transport::Channel;
 use tonic::Code;
 
 const HEADER: &str = "# lb.toml under test\n[listen]\nhttp = \"127.0.0.1:0\" # kept\n\n";
-
-async fn connect(lb: &Lb) -> LoadBalancerClient<Channel> {
-    let url = format!("http://{}", lb.grpc.expect("grpc listener"));
-    LoadBalancerClient::connect(url)
-        .await
-        .expect("connect to control API")
-}
-
-fn ip_backend(addr: std::net::SocketAddr, url_path: &str) -> Option<proto::Backend> {
-    Some(proto::Backend {
-        backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
-            ip: addr.ip().to_string(),
-            port: i32::from(addr.port()),
-            url_path: url_path.to_owned(),
-        })),
-    })
-}
 
 fn add_pool_req(pattern: &str) -> proto::AddPoolReq {
     proto::AddPoolReq {
@@ -81,12 +62,12 @@ async fn add_and_remove_backend_are_one_line_diffs_and_take_effect_at_once() {
         a.addr
     );
     let lb = Lb::start(&text);
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
 
     client
         .add_backend(proto::AddBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(b.addr, ""),
+            backend: support::ip_backend(b.addr, ""),
             ..Default::default()
         })
         .await
@@ -124,7 +105,7 @@ async fn add_and_remove_backend_are_one_line_diffs_and_take_effect_at_once() {
     client
         .remove_backend(proto::RemoveBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(b.addr, "/"),
+            backend: support::ip_backend(b.addr, "/"),
             ..Default::default()
         })
         .await
@@ -149,7 +130,7 @@ async fn add_pool_then_remove_pool_restores_the_file() {
         a.addr
     );
     let lb = Lb::start(&text);
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     client
         .add_pool(add_pool_req("/api/"))
         .await
@@ -176,7 +157,7 @@ async fn add_pool_then_remove_pool_restores_the_file() {
     client
         .add_backend(proto::AddBackendReq {
             pattern: "/api/".into(),
-            backend: ip_backend(a.addr, ""),
+            backend: support::ip_backend(a.addr, ""),
             ..Default::default()
         })
         .await
@@ -189,7 +170,7 @@ async fn add_pool_then_remove_pool_restores_the_file() {
     client
         .remove_backend(proto::RemoveBackendReq {
             pattern: "/api/".into(),
-            backend: ip_backend(a.addr, ""),
+            backend: support::ip_backend(a.addr, ""),
             ..Default::default()
         })
         .await
@@ -214,7 +195,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
         a.addr
     );
     let lb = Lb::start(&text);
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
 
     let mut no_checks = add_pool_req("/x/");
     no_checks.health_checks = None;
@@ -293,7 +274,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
             client
                 .add_backend(proto::AddBackendReq {
                     pattern: "/".into(),
-                    backend: ip_backend("127.0.0.1:0".parse().unwrap(), ""),
+                    backend: support::ip_backend("127.0.0.1:0".parse().unwrap(), ""),
                     ..Default::default()
                 })
                 .await
@@ -335,7 +316,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
             client
                 .add_backend(proto::AddBackendReq {
                     pattern: "/".into(),
-                    backend: ip_backend(a.addr, "/"),
+                    backend: support::ip_backend(a.addr, "/"),
                     ..Default::default()
                 })
                 .await
@@ -347,7 +328,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
             client
                 .add_backend(proto::AddBackendReq {
                     pattern: "/".into(),
-                    backend: ip_backend(sick.addr, ""),
+                    backend: support::ip_backend(sick.addr, ""),
                     ..Default::default()
                 })
                 .await
@@ -359,7 +340,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
             client
                 .add_backend(proto::AddBackendReq {
                     pattern: "/nope/".into(),
-                    backend: ip_backend(a.addr, ""),
+                    backend: support::ip_backend(a.addr, ""),
                     ..Default::default()
                 })
                 .await
@@ -371,7 +352,7 @@ async fn every_error_code_and_the_file_is_untouched_after_each() {
             client
                 .remove_backend(proto::RemoveBackendReq {
                     pattern: "/".into(),
-                    backend: ip_backend(sick.addr, ""),
+                    backend: support::ip_backend(sick.addr, ""),
                     ..Default::default()
                 })
                 .await
@@ -417,7 +398,7 @@ async fn pool_health_filters_by_healthy_and_sick() {
         "{HEADER}{}",
         support::pool("/", &[a.addr, b.addr], "100ms")
     ));
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     let ask = |healthy, sick| proto::PoolHealthReq {
         pattern: "/".into(),
         healthy,
@@ -489,11 +470,11 @@ async fn api_changes_survive_a_restart_and_keep_the_file_mode() {
     );
     let lb = Lb::start(&text);
     std::fs::set_permissions(&lb.config, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     client
         .add_backend(proto::AddBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(b.addr, ""),
+            backend: support::ip_backend(b.addr, ""),
             ..Default::default()
         })
         .await
@@ -502,7 +483,7 @@ async fn api_changes_survive_a_restart_and_keep_the_file_mode() {
     assert_eq!(mode, 0o640);
 
     let lb = lb.restart(&[]);
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     eventually(
         Duration::from_secs(5),
         "both backends back after restart",
@@ -534,19 +515,6 @@ async fn api_changes_survive_a_restart_and_keep_the_file_mode() {
         .unwrap();
 }
 
-fn lbctl(lb: &Lb, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
-        .arg(format!("--lb={}", lb.grpc.unwrap()))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 // lbctl runs as a blocking child process; the in-process backend needs another thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lbctl_drives_all_five_commands() {
@@ -556,9 +524,9 @@ async fn lbctl_drives_all_five_commands() {
     let ip_flag = format!("--ip={ip}");
     let port_flag = format!("--port={port}");
 
-    let (ok, _, err) = lbctl(&lb, &["--pattern=/", "addPool"]);
+    let (ok, _, err) = support::lbctl(&lb, &["--pattern=/", "addPool"]);
     assert!(ok, "addPool: {err}");
-    let (ok, _, err) = lbctl(
+    let (ok, _, err) = support::lbctl(
         &lb,
         &[
             "--pattern=/",
@@ -570,7 +538,7 @@ async fn lbctl_drives_all_five_commands() {
     );
     assert!(ok, "addBackend: {err}");
     assert!(read(&lb).contains(&format!("\"{}\"", b.addr)));
-    let (ok, out, err) = lbctl(&lb, &["--pattern=/", "poolHealth"]);
+    let (ok, out, err) = support::lbctl(&lb, &["--pattern=/", "poolHealth"]);
     assert!(ok, "poolHealth: {err}");
     assert!(out.contains("PS_FULL"), "{out}");
     assert!(
@@ -580,7 +548,7 @@ async fn lbctl_drives_all_five_commands() {
     let http = support::client();
     assert_eq!(get(&http, &lb.url("/")).await.1, "b");
 
-    let (ok, _, err) = lbctl(
+    let (ok, _, err) = support::lbctl(
         &lb,
         &[
             "--pattern=/",
@@ -592,12 +560,12 @@ async fn lbctl_drives_all_five_commands() {
     );
     assert!(ok, "removeBackend: {err}");
     assert!(!read(&lb).contains(&format!("\"{}\"", b.addr)));
-    let (ok, _, err) = lbctl(&lb, &["--pattern=/", "removePool"]);
+    let (ok, _, err) = support::lbctl(&lb, &["--pattern=/", "removePool"]);
     assert!(ok, "removePool: {err}");
     assert_eq!(read(&lb), HEADER);
 
     // Errors: one line on stderr, non-zero exit, no panic.
-    let (ok, _, err) = lbctl(&lb, &["--pattern=/", "removePool"]);
+    let (ok, _, err) = support::lbctl(&lb, &["--pattern=/", "removePool"]);
     assert!(!ok);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");

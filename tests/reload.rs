@@ -5,7 +5,6 @@ mod support;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,30 +121,7 @@ async fn no_request_fails_through_50_reloads_under_load() {
     })
     .await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (lb, stop, ok, failed) = (
-            Arc::clone(&lb),
-            Arc::clone(&stop),
-            Arc::clone(&ok),
-            Arc::clone(&failed),
-        );
-        load.push(tokio::spawn(async move {
-            let client = support::client();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match get(&client, &lb.url("/")).await {
-                    (StatusCode::OK, _) => ok.fetch_add(1, Ordering::SeqCst),
-                    (status, body) => {
-                        eprintln!("failed request: {status} {body:?}");
-                        failed.fetch_add(1, Ordering::SeqCst)
-                    }
-                };
-            }
-        }));
-    }
+    let load = support::Load::start(&lb, 4);
     // Alternate between two texts that keep both backends (a comment changes), so every write is
     // a real reload that must carry health over.
     for i in 0..50 {
@@ -157,17 +133,9 @@ async fn no_request_fails_through_50_reloads_under_load() {
         lb.log_eventually(&format!("generation={} ", i + 2), Duration::from_secs(3))
             .await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for task in load {
-        task.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "ok={}",
-        ok.load(Ordering::SeqCst)
-    );
-    assert!(ok.load(Ordering::SeqCst) > 50);
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "ok={ok}");
+    assert!(ok > 50);
 }
 
 #[tokio::test]
@@ -236,7 +204,7 @@ async fn checkers_and_tasks_stay_flat_across_500_reloads() {
 /// re-reads the file under the writer lock, so both changes survive, ten times in a row.
 #[tokio::test]
 async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
-    use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
+    use lb::control::proto;
     let root = Backend::start("root").await;
     let mut backends = Vec::new();
     for i in 0..10 {
@@ -244,9 +212,7 @@ async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
     }
     let mut text = format!("# human-owned\n{}", support::pool("/", &[root.addr], "1s"));
     let lb = Lb::start(&text);
-    let mut client = LoadBalancerClient::connect(format!("http://{}", lb.grpc.unwrap()))
-        .await
-        .unwrap();
+    let mut client = support::control(&lb).await;
     for (i, backend) in backends.iter().enumerate() {
         // Human change: a new pool, appended by hand.
         text = std::fs::read_to_string(&lb.config).unwrap();

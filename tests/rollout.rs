@@ -5,34 +5,16 @@
 mod support;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
+use lb::control::proto;
 use support::{eventually, get, Backend, Lb};
-use tonic::transport::Channel;
 use tonic::Code;
 
-async fn connect(lb: &Lb) -> LoadBalancerClient<Channel> {
-    LoadBalancerClient::connect(format!("http://{}", lb.grpc.unwrap()))
-        .await
-        .unwrap()
-}
-
-fn ip_backend(addr: std::net::SocketAddr) -> Option<proto::Backend> {
-    Some(proto::Backend {
-        backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
-            ip: addr.ip().to_string(),
-            port: i32::from(addr.port()),
-            url_path: String::new(),
-        })),
-    })
-}
-
 async fn backend_state(
-    client: &mut LoadBalancerClient<Channel>,
+    client: &mut support::Control,
     addr: std::net::SocketAddr,
 ) -> proto::BackendHealth {
     let health = client
@@ -49,7 +31,7 @@ async fn backend_state(
     health
         .backends
         .into_iter()
-        .find(|b| ip_backend(addr) == b.backend)
+        .find(|b| support::ip_backend(addr, "") == b.backend)
         .expect("backend listed")
 }
 
@@ -61,7 +43,7 @@ async fn drain_finishes_in_flight_takes_no_new_requests_and_is_one_line() {
         support::pool("/", &[a.addr, b.addr], "100ms")
     );
     let lb = Arc::new(Lb::start(&text));
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     let http = support::client();
     eventually(Duration::from_secs(5), "both serve", || async {
         get(&http, &lb.url("/")).await;
@@ -93,7 +75,7 @@ async fn drain_finishes_in_flight_takes_no_new_requests_and_is_one_line() {
     client
         .drain_backend(proto::DrainBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(a.addr),
+            backend: support::ip_backend(a.addr, ""),
             if_match: None,
         })
         .await
@@ -139,7 +121,7 @@ async fn drain_finishes_in_flight_takes_no_new_requests_and_is_one_line() {
     client
         .enable_backend(proto::EnableBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(a.addr),
+            backend: support::ip_backend(a.addr, ""),
             if_match: None,
         })
         .await
@@ -201,7 +183,7 @@ async fn wait_gives_up_with_a_clear_message() {
 async fn disable_stops_traffic_and_checks_enable_brings_it_back() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let lb = Lb::start(&support::pool("/", &[a.addr, b.addr], "100ms"));
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     let http = support::client();
     eventually(Duration::from_secs(5), "both healthy", || async {
         let h = client
@@ -219,7 +201,7 @@ async fn disable_stops_traffic_and_checks_enable_brings_it_back() {
     client
         .disable_backend(proto::DisableBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(a.addr),
+            backend: support::ip_backend(a.addr, ""),
             if_match: None,
         })
         .await
@@ -235,7 +217,7 @@ async fn disable_stops_traffic_and_checks_enable_brings_it_back() {
     client
         .enable_backend(proto::EnableBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(a.addr),
+            backend: support::ip_backend(a.addr, ""),
             if_match: None,
         })
         .await
@@ -250,7 +232,7 @@ async fn disable_stops_traffic_and_checks_enable_brings_it_back() {
 async fn a_stale_precondition_aborts_and_changes_nothing() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let lb = Lb::start(&support::pool("/", &[a.addr], "100ms"));
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     let status = client
         .status(proto::StatusReq {})
         .await
@@ -284,7 +266,7 @@ async fn a_stale_precondition_aborts_and_changes_nothing() {
     let error = client
         .add_backend(proto::AddBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(b.addr),
+            backend: support::ip_backend(b.addr, ""),
             if_match: Some(stale),
         })
         .await
@@ -317,7 +299,7 @@ async fn a_stale_precondition_aborts_and_changes_nothing() {
     client
         .add_backend(proto::AddBackendReq {
             pattern: "/".into(),
-            backend: ip_backend(b.addr),
+            backend: support::ip_backend(b.addr, ""),
             if_match: Some(proto::Precondition {
                 content_hash: fresh,
                 generation: 0,
@@ -401,10 +383,10 @@ async fn git_history_commits_only_lb_toml_with_the_actor() {
     git(&["commit", "-qm", "initial"]);
     git(&["add", "other.txt"]);
     let lb = Lb::start_at(dir, config, &[]);
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     let mut request = tonic::Request::new(proto::AddBackendReq {
         pattern: "/".into(),
-        backend: ip_backend(b.addr),
+        backend: support::ip_backend(b.addr, ""),
         if_match: None,
     });
     request
@@ -448,7 +430,7 @@ async fn a_rolling_restart_of_three_backends_fails_no_request() {
     ];
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let lb = Arc::new(Lb::start(&support::pool("/", &addrs, "100ms")));
-    let mut client = connect(&lb).await;
+    let mut client = support::control(&lb).await;
     eventually(Duration::from_secs(5), "all healthy", || async {
         lb.logs()
             .iter()
@@ -458,32 +440,12 @@ async fn a_rolling_restart_of_three_backends_fails_no_request() {
     })
     .await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut load = Vec::new();
-    for _ in 0..3 {
-        let (lb, stop, ok, failed) = (
-            Arc::clone(&lb),
-            Arc::clone(&stop),
-            Arc::clone(&ok),
-            Arc::clone(&failed),
-        );
-        load.push(tokio::spawn(async move {
-            let client = support::client();
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match get(&client, &lb.url("/")).await.0 {
-                    StatusCode::OK => ok.fetch_add(1, Ordering::SeqCst),
-                    _ => failed.fetch_add(1, Ordering::SeqCst),
-                };
-            }
-        }));
-    }
+    let load = support::Load::start(&lb, 3);
     for (i, &addr) in addrs.iter().enumerate() {
         client
             .drain_backend(proto::DrainBackendReq {
                 pattern: "/".into(),
-                backend: ip_backend(addr),
+                backend: support::ip_backend(addr, ""),
                 if_match: None,
             })
             .await
@@ -500,7 +462,7 @@ async fn a_rolling_restart_of_three_backends_fails_no_request() {
         client
             .enable_backend(proto::EnableBackendReq {
                 pattern: "/".into(),
-                backend: ip_backend(addr),
+                backend: support::ip_backend(addr, ""),
                 if_match: None,
             })
             .await
@@ -514,16 +476,8 @@ async fn a_rolling_restart_of_three_backends_fails_no_request() {
         })
         .await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for task in load {
-        task.await.unwrap();
-    }
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "ok={}",
-        ok.load(Ordering::SeqCst)
-    );
-    assert!(ok.load(Ordering::SeqCst) > 30);
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "ok={ok}");
+    assert!(ok > 30);
     assert!(backends.iter().all(|b| b.name.ends_with("v2")));
 }

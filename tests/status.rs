@@ -8,19 +8,6 @@ use std::time::Duration;
 
 use support::{eventually, Backend, Lb};
 
-fn lbctl(lb: &Lb, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
-        .arg(format!("--lb={}", lb.grpc.unwrap()))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_pools_show_the_file_generation_and_health() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -31,7 +18,7 @@ async fn status_and_pools_show_the_file_generation_and_health() {
     })
     .await;
 
-    let (ok, out, err) = lbctl(&lb, &["status"]);
+    let (ok, out, err) = support::lbctl(&lb, &["status"]);
     assert!(ok, "{err}");
     assert!(out.contains(&lb.config.display().to_string()), "{out}");
     assert!(
@@ -45,24 +32,24 @@ async fn status_and_pools_show_the_file_generation_and_health() {
     std::fs::write(&lb.config, "[pools.\"/\"]\nbackends = [\"nope\"]\n").unwrap();
     lb.log_eventually("reload rejected", Duration::from_secs(3))
         .await;
-    let (_, out, _) = lbctl(&lb, &["status"]);
+    let (_, out, _) = support::lbctl(&lb, &["status"]);
     assert!(
         out.contains("FAILED") && out.contains("lb.toml:2:"),
         "{out}"
     );
-    let (ok, json, _) = lbctl(&lb, &["status", "--output", "json"]);
+    let (ok, json, _) = support::lbctl(&lb, &["status", "--output", "json"]);
     assert!(ok);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["last_reload_ok"], false);
     assert_eq!(doc["pools"][0]["total"], 2);
 
-    let (ok, out, _) = lbctl(&lb, &["pools"]);
+    let (ok, out, _) = support::lbctl(&lb, &["pools"]);
     assert!(ok);
     assert!(
         out.contains(&format!("{}  BS_HEALTHY  AS_ENABLED", a.addr)),
         "{out}"
     );
-    let (_, json, _) = lbctl(&lb, &["pools", "--output", "json"]);
+    let (_, json, _) = support::lbctl(&lb, &["pools", "--output", "json"]);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["pools"][0]["backends"].as_array().unwrap().len(), 2);
 }
@@ -131,7 +118,7 @@ async fn plan_shows_what_a_file_would_change() {
         ),
     )
     .unwrap();
-    let (ok, out, err) = lbctl(&lb, &["plan", proposal.to_str().unwrap()]);
+    let (ok, out, err) = support::lbctl(&lb, &["plan", proposal.to_str().unwrap()]);
     assert!(ok, "{err}");
     let expected = [
         "~ pool /".to_owned(),
@@ -147,10 +134,10 @@ async fn plan_shows_what_a_file_would_change() {
             "missing {line:?} in:\n{out}"
         );
     }
-    let (ok, out, _) = lbctl(&lb, &["plan", lb.config.to_str().unwrap()]);
+    let (ok, out, _) = support::lbctl(&lb, &["plan", lb.config.to_str().unwrap()]);
     assert!(ok);
     assert!(out.starts_with("no changes"), "{out}");
     std::fs::write(&proposal, "[pools.\"/\"]\nbogus = 1\n").unwrap();
-    let (ok, _, err) = lbctl(&lb, &["plan", proposal.to_str().unwrap()]);
+    let (ok, _, err) = support::lbctl(&lb, &["plan", proposal.to_str().unwrap()]);
     assert!(!ok && err.contains("proposal.toml:2:1"), "{err}");
 }

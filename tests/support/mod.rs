@@ -492,3 +492,94 @@ impl Lb {
             .expect("VmHWM in /proc/PID/status")
     }
 }
+
+// === control API ===
+
+pub type Control =
+    lb::control::proto::load_balancer_client::LoadBalancerClient<tonic::transport::Channel>;
+
+/// A gRPC client of lb's control API.
+pub async fn control(lb: &Lb) -> Control {
+    let url = format!("http://{}", lb.grpc.expect("grpc listener"));
+    Control::connect(url).await.expect("connect to control API")
+}
+
+/// `IP:PORT` + url_path as the wire's `Backend` oneof.
+pub fn ip_backend(addr: SocketAddr, url_path: &str) -> Option<lb::control::proto::Backend> {
+    use lb::control::proto;
+    Some(proto::Backend {
+        backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
+            ip: addr.ip().to_string(),
+            port: i32::from(addr.port()),
+            url_path: url_path.to_owned(),
+        })),
+    })
+}
+
+/// Runs the real `lbctl` against `lb`; returns (success, stdout, stderr).
+pub fn lbctl(lb: &Lb, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg(format!("--lb={}", lb.grpc.expect("grpc listener")))
+        .args(args)
+        .output()
+        .expect("run lbctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// === steady load ===
+
+/// `n` client tasks sending `GET /` to lb until stopped (or 40 s pass), counting answers.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(lb: &Arc<Lb>, n: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let tasks = (0..n)
+            .map(|_| {
+                let (lb, stop) = (Arc::clone(lb), Arc::clone(&stop));
+                let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
+                tokio::spawn(async move {
+                    let client = client();
+                    let deadline = Instant::now() + Duration::from_secs(40);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        match get(&client, &lb.url("/")).await {
+                            (StatusCode::OK, _) => ok.fetch_add(1, Ordering::SeqCst),
+                            (status, body) => {
+                                eprintln!("failed request: {status} {body:?}");
+                                failed.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stops the load and returns (ok, failed).
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("load task");
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
