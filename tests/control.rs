@@ -83,17 +83,7 @@ async fn add_and_remove_backend_are_one_line_diffs_and_take_effect_at_once() {
     assert_eq!(after_add.lines().count(), text.lines().count() + 1);
 
     // Read your writes: PoolHealth and routing see b as soon as the RPC returned.
-    let health = client
-        .pool_health(proto::PoolHealthReq {
-            pattern: "/".into(),
-            healthy: true,
-            sick: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .health
-        .unwrap();
+    let health = support::pool_health(&mut client, "/").await;
     assert_eq!(health.backends.len(), 2);
     let http = support::client();
     let mut from_b = false;
@@ -141,17 +131,7 @@ async fn add_pool_then_remove_pool_restores_the_file() {
         "AddPool must only append:\n{with_pool}"
     );
     assert!(with_pool.contains("[pools.\"/api/\"]"));
-    let health = client
-        .pool_health(proto::PoolHealthReq {
-            pattern: "/api/".into(),
-            healthy: true,
-            sick: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .health
-        .unwrap();
+    let health = support::pool_health(&mut client, "/api/").await;
     assert_eq!(health.status, proto::PoolStatus::PsEmpty as i32);
 
     client

@@ -235,17 +235,7 @@ async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
             .unwrap_or_else(|e| panic!("AddBackend {i}: {e}"));
     }
     let file = std::fs::read_to_string(&lb.config).unwrap();
-    let health = client
-        .pool_health(proto::PoolHealthReq {
-            pattern: "/".into(),
-            healthy: true,
-            sick: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .health
-        .unwrap();
+    let health = support::pool_health(&mut client, "/").await;
     assert_eq!(
         health.backends.len(),
         11,

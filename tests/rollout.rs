@@ -17,17 +17,7 @@ async fn backend_state(
     client: &mut support::Control,
     addr: std::net::SocketAddr,
 ) -> proto::BackendHealth {
-    let health = client
-        .pool_health(proto::PoolHealthReq {
-            pattern: "/".into(),
-            healthy: true,
-            sick: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .health
-        .unwrap();
+    let health = support::pool_health(client, "/").await;
     health
         .backends
         .into_iter()

@@ -583,3 +583,19 @@ impl Load {
         )
     }
 }
+
+/// PoolHealth of `pattern`, listing healthy and sick backends.
+pub async fn pool_health(client: &mut Control, pattern: &str) -> lb::control::proto::PoolHealth {
+    let request = lb::control::proto::PoolHealthReq {
+        pattern: pattern.to_owned(),
+        healthy: true,
+        sick: true,
+    };
+    client
+        .pool_health(request)
+        .await
+        .expect("PoolHealth")
+        .into_inner()
+        .health
+        .expect("PoolHealth has health")
+}
