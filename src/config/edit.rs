@@ -2,12 +2,35 @@
 //! control API makes; never reads or writes files, never validates semantics (the caller parses
 //! the result through the normal path).
 //!
-//! The rules that keep `git diff` to one line: a backend is appended as one new line matching its
-//! neighbours' indentation and comma style; removing one deletes its whole line (and only its
-//! own trailing comment); a pool is appended at the end of the file after one blank line and
-//! removed together with that blank line. Add-then-remove restores the text byte for byte.
+//! The rules that keep `git diff` to one line:
+//!
+//! - A backend is appended as one new line after the last element of a multi-line `backends`
+//!   array (after any comment lines at its end), with the indentation of the elements above it
+//!   and the array's trailing-comma style. A single-line array grows inline (`["a", "b"]`). A pool
+//!   without `backends` gets one `backends = ["b"]` line after its last key.
+//! - Removing a backend deletes its whole line, its own trailing comment included. Comment lines
+//!   above it stay, as do the comment lines above the next element. Emptying a multi-line array
+//!   leaves `backends = [` and `]` on their lines. When the array has no trailing comma and its
+//!   last element goes, the new last element keeps its comma (a valid trailing comma), so the
+//!   removal is still a one-line diff.
+//! - A pool is appended at the end of the file after one blank line (none if the file already
+//!   ends with one). Removing a pool deletes its header, its keys, its sub-tables, the comment
+//!   lines directly above its header and one blank line before those; the comment lines directly
+//!   above the next header belong to that header and stay. When there is no blank line above
+//!   (the table opens the file, or follows the previous one directly) the one below goes
+//!   instead. A comment block that starts on the first line of the file is the file's preamble
+//!   and stays.
+//! - Add-then-remove restores the text byte for byte, except where a rule above says otherwise.
+//!
+//! toml_edit re-emits every key/value line it holds with `\n` and ends the file with a newline,
+//! so a CRLF file is edited as LF and converted back, a missing final newline is kept missing,
+//! and every edit is checked to have changed only the bytes it owns (the `backends` array, or the
+//! gap after the pool's last key). An edit that would touch anything else — a file with mixed
+//! line endings, say — is refused as [`EditError::NotEditable`] rather than reformatting the file.
 
-use toml_edit::{Array, DocumentMut, Item, RawString, Table, Value};
+use std::ops::Range;
+
+use toml_edit::{Array, Decor, Document, DocumentMut, Item, Key, RawString, Table, Value};
 
 /// One status check of a new pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,36 +61,30 @@ pub enum EditError {
     NotEditable { pattern: String, reason: String },
 }
 
-fn parse(text: &str) -> Result<DocumentMut, EditError> {
-    text.parse::<DocumentMut>()
-        .map_err(|e| EditError::Syntax(e.to_string().trim().to_owned()))
-}
-
-/// The `[pools."PATTERN"]` table, which must be a real table (not inline or dotted).
-fn pool_table<'a>(doc: &'a mut DocumentMut, pattern: &str) -> Result<&'a mut Table, EditError> {
-    let not_found = || EditError::PoolNotFound {
-        pattern: pattern.to_owned(),
-    };
-    let not_editable = |reason: &str| EditError::NotEditable {
-        pattern: pattern.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let pools = doc.get_mut("pools").ok_or_else(not_found)?;
-    let pools = match pools {
-        Item::Table(t) => t,
-        Item::Value(Value::InlineTable(_)) => {
-            return Err(not_editable("`pools` is an inline table"))
+impl EditError {
+    fn not_editable(pattern: &str, reason: impl Into<String>) -> Self {
+        Self::NotEditable {
+            pattern: pattern.to_owned(),
+            reason: reason.into(),
         }
-        _ => return Err(not_found()),
-    };
-    match pools.get_mut(pattern).ok_or_else(not_found)? {
-        Item::Table(t) => Ok(t),
-        Item::Value(Value::InlineTable(_)) => Err(not_editable("the pool is an inline table")),
-        _ => Err(not_found()),
+    }
+
+    fn pool_not_found(pattern: &str) -> Self {
+        Self::PoolNotFound {
+            pattern: pattern.to_owned(),
+        }
+    }
+
+    fn no_matching_backend(pattern: &str) -> Self {
+        Self::BackendNotFound {
+            pattern: pattern.to_owned(),
+            backend: "that matches".to_owned(),
+        }
     }
 }
 
-/// The address of a backend entry: a plain string, or the `addr` of an inline table.
+/// The address of a backend entry: a plain string, or the `addr` of an inline table. This is
+/// what the `matches` predicates of [`remove_backend`] and [`set_backend_state`] receive.
 pub fn entry_addr(value: &Value) -> Option<&str> {
     match value {
         Value::String(s) => Some(s.value()),
@@ -76,19 +93,246 @@ pub fn entry_addr(value: &Value) -> Option<&str> {
     }
 }
 
+// === Backends ===
+
+/// Appends `backend` to the pool's `backends` array (creating the key if absent).
+pub fn add_backend(text: &str, pattern: &str, backend: &str) -> Result<String, EditError> {
+    with_line_endings(text, |text| {
+        let doc = parse(text)?;
+        let pool = find_pool(doc.as_table(), pattern)?;
+        let window = match pool.get("backends") {
+            Some(item) => array_span(item, pattern)?,
+            None if pool.is_implicit() && !pool.is_dotted() => {
+                return Err(EditError::not_editable(
+                    pattern,
+                    "it has no [pools.\"…\"] table of its own to add `backends` to",
+                ))
+            }
+            None => insertion_window(&doc, pool),
+        };
+        let mut doc = doc.into_mut();
+        let table = find_pool_mut(&mut doc, pattern)?;
+        match table.get_mut("backends").and_then(Item::as_array_mut) {
+            Some(array) => push_backend(array, backend),
+            None => insert_backends_key(table, backend),
+        }
+        finish(text, doc.to_string(), window, pattern)
+    })
+}
+
+/// Removes the first entry of the pool's `backends` whose address satisfies `matches`.
+pub fn remove_backend(
+    text: &str,
+    pattern: &str,
+    matches: &dyn Fn(&str) -> bool,
+) -> Result<String, EditError> {
+    with_line_endings(text, |text| {
+        let (window, mut doc) = backends_of(text, pattern)?;
+        let array = backends_mut(&mut doc, pattern)?;
+        let backend_idx = array
+            .iter()
+            .position(|v| entry_addr(v).is_some_and(matches))
+            .ok_or_else(|| EditError::no_matching_backend(pattern))?;
+        remove_element(array, backend_idx);
+        finish(text, doc.to_string(), window, pattern)
+    })
+}
+
+/// Sets the administrative state of the first matching backend entry, in place: `enabled`
+/// writes the plain `"IP:PORT"` string, anything else `{ addr = "IP:PORT", state = "..." }`.
+/// Either way the entry keeps its line, indentation and comment, so the diff is one line.
+pub fn set_backend_state(
+    text: &str,
+    pattern: &str,
+    matches: &dyn Fn(&str) -> bool,
+    state: &str,
+) -> Result<String, EditError> {
+    with_line_endings(text, |text| {
+        let (window, mut doc) = backends_of(text, pattern)?;
+        let array = backends_mut(&mut doc, pattern)?;
+        let entry = array
+            .iter_mut()
+            .find(|v| entry_addr(v).is_some_and(matches))
+            .ok_or_else(|| EditError::no_matching_backend(pattern))?;
+        let addr = entry_addr(entry).unwrap_or_default().to_owned();
+        let mut replacement: Value = if state == "enabled" {
+            Value::from(addr.as_str())
+        } else {
+            format!("{{ addr = {}, state = {} }}", quoted(&addr), quoted(state))
+                .parse()
+                .map_err(|e: toml_edit::TomlError| EditError::Syntax(e.to_string()))?
+        };
+        *replacement.decor_mut() = entry.decor().clone();
+        *entry = replacement;
+        finish(text, doc.to_string(), window, pattern)
+    })
+}
+
+/// Parses `text`, requires the pool to have a `backends` array, and returns the array's span
+/// (the only bytes an edit of it may change) with the document made editable.
+fn backends_of(text: &str, pattern: &str) -> Result<(Range<usize>, DocumentMut), EditError> {
+    let doc = parse(text)?;
+    let pool = find_pool(doc.as_table(), pattern)?;
+    let item = pool
+        .get("backends")
+        .ok_or_else(|| EditError::no_matching_backend(pattern))?;
+    let window = array_span(item, pattern)?;
+    Ok((window, doc.into_mut()))
+}
+
+fn backends_mut<'a>(doc: &'a mut DocumentMut, pattern: &str) -> Result<&'a mut Array, EditError> {
+    find_pool_mut(doc, pattern)?
+        .get_mut("backends")
+        .and_then(Item::as_array_mut)
+        .ok_or_else(|| EditError::no_matching_backend(pattern))
+}
+
+fn array_span(item: &Item, pattern: &str) -> Result<Range<usize>, EditError> {
+    match item {
+        Item::Value(Value::Array(array)) => array
+            .span()
+            .ok_or_else(|| EditError::not_editable(pattern, "`backends` has no position")),
+        _ => Err(EditError::not_editable(
+            pattern,
+            "`backends` is not an array",
+        )),
+    }
+}
+
+/// The gap after the pool's last key, up to whatever follows it: where toml_edit puts a new key.
+fn insertion_window(doc: &Document<String>, pool: &Table) -> Range<usize> {
+    let mut own = Vec::new();
+    if !pool.is_implicit() {
+        own.extend(pool.span());
+    }
+    collect_value_spans(pool, &mut own);
+    let anchor = own.iter().map(|span| span.end).max().unwrap_or(0);
+    let mut all = Vec::new();
+    collect_spans(doc.as_table(), &mut all);
+    let next = all
+        .iter()
+        .map(|span| span.start)
+        .filter(|start| *start >= anchor)
+        .min()
+        .unwrap_or(doc.raw().len());
+    anchor..next
+}
+
+/// Appends one element, as one new line in a multi-line array and inline otherwise.
+fn push_backend(array: &mut Array, backend: &str) {
+    normalise_trailing(array);
+    let mut value = Value::from(backend);
+    let trailing = raw(array.trailing()).to_owned();
+    if is_multiline(array) {
+        let indent = element_indent(array);
+        match trailing.rsplit_once('\n') {
+            // The new element goes after everything before `]`'s line: the last element's own
+            // comment and any comment lines under it. `before` keeps its `\r`, if any.
+            Some((before, after)) => {
+                let eol = if before.ends_with('\r') { "\r\n" } else { "\n" };
+                value.decor_mut().set_prefix(format!("{before}\n{indent}"));
+                array.set_trailing(format!("{eol}{after}"));
+            }
+            // `]` hangs after the last element (`"a",\n  "b"]`): keep it there.
+            None => {
+                let crlf = array.iter().any(|v| prefix_of(v).contains("\r\n"));
+                let eol = if crlf { "\r\n" } else { "\n" };
+                value.decor_mut().set_prefix(format!("{eol}{indent}"));
+            }
+        }
+        if array.is_empty() {
+            array.set_trailing_comma(true);
+        }
+    } else if array.is_empty() {
+        // `[ ]` becomes `[ "b" ]`: the inner space is mirrored so removing restores it.
+        value.decor_mut().set_prefix(trailing);
+    } else {
+        value.decor_mut().set_prefix(" ");
+    }
+    value.decor_mut().set_suffix("");
+    array.push_formatted(value);
+}
+
+/// Inserts `backends = ["b"]` after the table's last key, indented like that key.
+fn insert_backends_key(table: &mut Table, backend: &str) {
+    let mut array = Array::new();
+    array.push(backend);
+    let indent = if table.is_dotted() {
+        None
+    } else {
+        table
+            .iter()
+            .filter(|(_, item)| item.is_value())
+            .last()
+            .and_then(|(name, _)| table.key(name))
+            .and_then(|key| key.leaf_decor().prefix())
+            .map(raw)
+            .filter(|prefix| prefix.chars().all(|c| c == ' ' || c == '\t'))
+            .map(str::to_owned)
+    };
+    let mut key = Key::new("backends");
+    if let Some(indent) = indent {
+        key = key.with_leaf_decor(Decor::new(indent, " "));
+    }
+    table.insert_formatted(&key, toml_edit::value(array));
+}
+
+/// Removes one element; in a multi-line array, its whole line.
+///
+/// `toml_edit` keeps what sits between the elements in their decor: an element's prefix holds the
+/// previous element's comment, any full comment lines, and its own indentation; what follows the
+/// last element sits in the array's trailing. So "the line of element i" spans from the last
+/// newline of its prefix to the first newline of the next prefix (or of the trailing).
+fn remove_element(array: &mut Array, backend_idx: usize) {
+    normalise_trailing(array);
+    let removed_prefix = array.get(backend_idx).map(prefix_of).unwrap_or_default();
+    let is_last = backend_idx + 1 == array.len();
+    let following = match array.get(backend_idx + 1) {
+        Some(next) => prefix_of(next),
+        None => raw(array.trailing()).to_owned(),
+    };
+    array.remove(backend_idx);
+
+    let replacement = match (removed_prefix.rsplit_once('\n'), following.split_once('\n')) {
+        // The element had a line of its own: drop from its indentation to the end of its line.
+        (Some((keep, _)), Some((_, rest))) => {
+            if is_last && !array.is_empty() {
+                // The new last element's comma is still in the text; keep rendering it rather
+                // than touching that line too.
+                array.set_trailing_comma(true);
+            }
+            Some(format!("{keep}\n{rest}"))
+        }
+        // The next element shared the removed one's line: it takes the removed one's place.
+        (_, None) if !is_last => Some(removed_prefix),
+        // The element shared its line with the previous one, or `]` hangs after it: dropping the
+        // element with its prefix leaves the rest as it was.
+        _ => None,
+    };
+    if let Some(replacement) = replacement {
+        match array.get_mut(backend_idx) {
+            Some(next) => {
+                next.decor_mut().set_prefix(replacement);
+            }
+            None => array.set_trailing(replacement),
+        }
+    }
+}
+
 fn raw(s: &RawString) -> &str {
     s.as_str().unwrap_or("")
 }
 
-fn is_multiline(array: &Array) -> bool {
-    raw(array.trailing()).contains('\n')
-        || array.iter().any(|v| {
-            prefix_of(v).contains('\n') || v.decor().suffix().map(raw).unwrap_or("").contains('\n')
-        })
+fn prefix_of(value: &Value) -> String {
+    value.decor().prefix().map(raw).unwrap_or("").to_owned()
 }
 
-/// Without a trailing comma, the whitespace before `]` is the last element's suffix; move it to
-/// the array's trailing so elements can be appended or removed after it.
+fn is_multiline(array: &Array) -> bool {
+    raw(array.trailing()).contains('\n') || array.iter().any(|v| prefix_of(v).contains('\n'))
+}
+
+/// Without a trailing comma, the whitespace (and comment) before `]` is the last element's
+/// suffix; move it to the array's trailing so elements can be appended or removed after it.
 fn normalise_trailing(array: &mut Array) {
     let Some(last) = array.iter_mut().last() else {
         return;
@@ -102,305 +346,399 @@ fn normalise_trailing(array: &mut Array) {
     array.set_trailing(trailing);
 }
 
-fn prefix_of(value: &Value) -> String {
-    value.decor().prefix().map(raw).unwrap_or("").to_owned()
-}
-
-/// Appends `backend` to the pool's `backends` array (creating the key if absent).
-pub fn add_backend(text: &str, pattern: &str, backend: &str) -> Result<String, EditError> {
-    let mut doc = parse(text)?;
-    let table = pool_table(&mut doc, pattern)?;
-    let Some(item) = table.get_mut("backends") else {
-        let mut array = Array::new();
-        array.push(backend);
-        table.insert("backends", toml_edit::value(array));
-        return Ok(doc.to_string());
-    };
-    let Some(array) = item.as_array_mut() else {
-        return Err(EditError::NotEditable {
-            pattern: pattern.to_owned(),
-            reason: "`backends` is not an array".to_owned(),
-        });
-    };
-    let mut value = Value::from(backend);
-    if is_multiline(array) {
-        normalise_trailing(array);
-        // The new element goes on its own line with the last element's indentation. Whatever
-        // follows the last comma (that element's own comment, up to its newline) stays on that
-        // line by becoming the new element's prefix.
-        let indent = array
-            .iter()
-            .last()
-            .map(prefix_of)
-            .and_then(|p| p.rsplit_once('\n').map(|(_, indent)| indent.to_owned()))
-            .unwrap_or_else(|| "  ".to_owned());
-        let trailing = raw(array.trailing()).to_owned();
-        let (before, after) = match trailing.rsplit_once('\n') {
-            Some((before, after)) => (before.to_owned(), after.to_owned()),
-            None => (String::new(), trailing.clone()),
-        };
-        value.decor_mut().set_prefix(format!("{before}\n{indent}"));
-        value.decor_mut().set_suffix("");
-        if array.is_empty() {
-            array.set_trailing_comma(true);
-        }
-        array.push_formatted(value);
-        array.set_trailing(format!("\n{after}"));
-    } else {
-        let prefix = if array.is_empty() { "" } else { " " };
-        value.decor_mut().set_prefix(prefix);
-        value.decor_mut().set_suffix("");
-        array.push_formatted(value);
-    }
-    Ok(doc.to_string())
-}
-
-/// Removes the first entry of the pool's `backends` whose address satisfies `matches`.
-pub fn remove_backend(
-    text: &str,
-    pattern: &str,
-    matches: &dyn Fn(&str) -> bool,
-) -> Result<String, EditError> {
-    let mut doc = parse(text)?;
-    let table = pool_table(&mut doc, pattern)?;
-    let not_found = || EditError::BackendNotFound {
-        pattern: pattern.to_owned(),
-        backend: "(matching entry)".to_owned(),
-    };
-    let array = table
-        .get_mut("backends")
-        .and_then(Item::as_array_mut)
-        .ok_or_else(not_found)?;
-    let index = array
+/// The indentation of the last element that starts a line, else of the first non-blank line
+/// inside an empty array (a comment), else two spaces.
+fn element_indent(array: &Array) -> String {
+    let from_elements = array
         .iter()
-        .position(|v| entry_addr(v).is_some_and(matches))
-        .ok_or_else(not_found)?;
-    let multiline = is_multiline(array);
-    if multiline {
-        normalise_trailing(array);
-    }
-    let removed_prefix = array.get(index).map(prefix_of).unwrap_or_default();
-    let was_last = index + 1 == array.len();
-    array.remove(index);
-
-    if multiline {
-        // Delete the element's whole line: keep what its prefix carried for the line above (the
-        // previous element's comment) and drop its own comment, which sits before the newline
-        // in whatever follows it.
-        let keep = removed_prefix
-            .rsplit_once('\n')
-            .map_or(removed_prefix.as_str(), |(before, _)| before)
-            .to_owned();
-        let splice = |following: &str| match following.rsplit_once('\n') {
-            Some((_, rest)) => format!("{keep}\n{rest}"),
-            None => format!("{keep}{following}"),
-        };
-        if was_last {
-            let trailing = splice(raw(array.trailing()));
-            array.set_trailing(trailing);
-            // The previous element's comma is still in the text; keep rendering it.
-            array.set_trailing_comma(!array.is_empty());
-        } else if let Some(next) = array.get_mut(index) {
-            let prefix = splice(&prefix_of(next));
-            next.decor_mut().set_prefix(prefix);
-        }
-    } else if index == 0 {
-        if let Some(first) = array.get_mut(0) {
-            first.decor_mut().set_prefix(removed_prefix);
-        }
-    }
-    Ok(doc.to_string())
+        .filter_map(|v| {
+            prefix_of(v)
+                .rsplit_once('\n')
+                .map(|(_, indent)| indent.to_owned())
+        })
+        .last();
+    let from_trailing = || {
+        raw(array.trailing())
+            .lines()
+            // The first line is the rest of the `[` line.
+            .skip(1)
+            .find(|line| !line.trim().is_empty())
+            .map(|line| line[..line.len() - line.trim_start().len()].to_owned())
+    };
+    from_elements
+        .or_else(from_trailing)
+        .unwrap_or_else(|| "  ".to_owned())
 }
 
-/// Sets the administrative state of the first matching backend entry, in place: `enabled`
-/// writes the plain `"IP:PORT"` string, anything else `{ addr = "IP:PORT", state = "..." }`.
-/// Either way the entry keeps its line, indentation and comment, so the diff is one line.
-pub fn set_backend_state(
-    text: &str,
-    pattern: &str,
-    matches: &dyn Fn(&str) -> bool,
-    state: &str,
-) -> Result<String, EditError> {
-    let mut doc = parse(text)?;
-    let table = pool_table(&mut doc, pattern)?;
-    let not_found = || EditError::BackendNotFound {
-        pattern: pattern.to_owned(),
-        backend: "(matching entry)".to_owned(),
-    };
-    let array = table
-        .get_mut("backends")
-        .and_then(Item::as_array_mut)
-        .ok_or_else(not_found)?;
-    let entry = array
-        .iter_mut()
-        .find(|v| entry_addr(v).is_some_and(matches))
-        .ok_or_else(not_found)?;
-    let addr = entry_addr(entry).unwrap_or_default().to_owned();
-    let decor = entry.decor().clone();
-    let string = |s: &str| Value::from(s).to_string().trim().to_owned();
-    let mut replacement: Value = if state == "enabled" {
-        Value::from(addr.as_str())
-    } else {
-        format!("{{ addr = {}, state = {} }}", string(&addr), string(state))
-            .parse()
-            .map_err(|e: toml_edit::TomlError| EditError::Syntax(e.to_string()))?
-    };
-    *replacement.decor_mut() = decor;
-    *entry = replacement;
-    Ok(doc.to_string())
-}
+// === Pools ===
 
 /// Appends a `[pools."PATTERN"]` table with explicit keys, after one blank line.
 pub fn add_pool(text: &str, pattern: &str, spec: &PoolSpec) -> Result<String, EditError> {
-    let doc = parse(text)?;
-    if doc
-        .get("pools")
-        .and_then(|p| p.as_table_like())
-        .is_some_and(|p| p.contains_key(pattern))
-    {
-        return Err(EditError::PoolExists {
-            pattern: pattern.to_owned(),
-        });
-    }
-    let key = toml_edit::Key::new(pattern);
-    let string = |s: &str| Value::from(s).to_string().trim().to_owned();
-    let mut table = format!(
-        "[pools.{}]\ntype = {}\ninterval = {}\nhealth_checks = [\n",
-        key.display_repr(),
-        string(&spec.pool_type),
-        string(&spec.interval)
-    );
-    for check in &spec.health_checks {
-        let values: Vec<String> = check.healthy_values.iter().map(|v| string(v)).collect();
-        table.push_str(&format!(
-            "  {{ url_path = {}, healthy_values = [{}] }},\n",
-            string(&check.url_path),
-            values.join(", ")
-        ));
-    }
-    table.push_str("]\nbackends = []\n");
+    with_line_endings(text, |text| {
+        let doc = parse(text)?;
+        match doc.as_table().get("pools") {
+            None => {}
+            Some(Item::Table(pools)) if pools.contains_key(pattern) => {
+                return Err(EditError::PoolExists {
+                    pattern: pattern.to_owned(),
+                })
+            }
+            Some(Item::Table(_)) => {}
+            Some(Item::Value(Value::InlineTable(pools))) if pools.contains_key(pattern) => {
+                return Err(EditError::PoolExists {
+                    pattern: pattern.to_owned(),
+                })
+            }
+            Some(_) => {
+                return Err(EditError::not_editable(
+                    pattern,
+                    "`pools` is not written as [pools.\"…\"] tables",
+                ))
+            }
+        }
 
-    let mut out = text.to_owned();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    out.push_str(&table);
-    parse(&out)?;
-    Ok(out)
+        let mut table = format!(
+            "[pools.{}]\ntype = {}\ninterval = {}\n",
+            Key::new(pattern).display_repr(),
+            quoted(&spec.pool_type),
+            quoted(&spec.interval)
+        );
+        if spec.health_checks.is_empty() {
+            table.push_str("health_checks = []\n");
+        } else {
+            table.push_str("health_checks = [\n");
+            for check in &spec.health_checks {
+                let values: Vec<String> = check.healthy_values.iter().map(|v| quoted(v)).collect();
+                table.push_str(&format!(
+                    "  {{ url_path = {}, healthy_values = [{}] }},\n",
+                    quoted(&check.url_path),
+                    values.join(", ")
+                ));
+            }
+            table.push_str("]\n");
+        }
+        table.push_str("backends = []\n");
+
+        let mut out = text.to_owned();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        if !out.trim().is_empty() && !ends_with_blank_line(&out) {
+            out.push('\n');
+        }
+        out.push_str(&table);
+        verify(out, pattern)
+    })
 }
 
-/// Removes the pool's table, the comment lines directly above its header, and the one blank
-/// line before those (the one `add_pool` gave it).
+/// Removes the pool's table and sub-tables with their comments and one blank line (see the
+/// module docs for which lines belong to a table).
 pub fn remove_pool(text: &str, pattern: &str) -> Result<String, EditError> {
-    let mut check = parse(text)?;
-    pool_table(&mut check, pattern)?;
-    let doc = toml_edit::Document::parse(text).map_err(|e| EditError::Syntax(e.to_string()))?;
-    let mut headers = Vec::new();
-    collect_headers(doc.as_table(), &mut headers);
-    let target = doc
-        .get("pools")
-        .and_then(Item::as_table)
-        .and_then(|p| p.get(pattern))
-        .and_then(Item::as_table);
-    let header = target
-        .and_then(Table::span)
-        .ok_or_else(|| EditError::NotEditable {
-            pattern: pattern.to_owned(),
-            reason: "its table has no [header] of its own".to_owned(),
-        })?;
-    if target.is_some_and(|t| {
-        t.iter()
-            .any(|(_, item)| item.is_table() || item.is_array_of_tables())
-    }) {
-        return Err(EditError::NotEditable {
-            pattern: pattern.to_owned(),
-            reason: "it has sub-tables".to_owned(),
-        });
+    with_line_endings(text, |text| {
+        let doc = parse(text)?;
+        let pool = find_pool(doc.as_table(), pattern)?;
+        if pool.is_dotted() {
+            return Err(EditError::not_editable(
+                pattern,
+                "the pool is written with dotted keys, not a [pools.\"…\"] table",
+            ));
+        }
+        let mut all_headers = Vec::new();
+        collect_headers(doc.as_table(), &mut all_headers);
+        let mut own_headers = Vec::new();
+        collect_headers_of(pool, &mut own_headers);
+        if own_headers.is_empty() {
+            return Err(EditError::not_editable(pattern, "the pool has no [header]"));
+        }
+        let mut spans = Vec::new();
+        collect_spans(doc.as_table(), &mut spans);
+        let lines = Lines::new(text, &spans);
+
+        let mut regions: Vec<Range<usize>> = own_headers
+            .iter()
+            .map(|header| lines.region(*header, &all_headers))
+            .collect();
+        regions.sort_by_key(|region| region.start);
+        let mut merged: Vec<Range<usize>> = Vec::new();
+        for region in regions {
+            match merged.last_mut() {
+                Some(last) if region.start <= last.end => last.end = last.end.max(region.end),
+                _ => merged.push(region),
+            }
+        }
+        // A table takes one blank line with it: the one above it, or when there is none (it
+        // opens the file or follows the previous table directly), the one below it.
+        for region in &mut merged {
+            if !lines.is_blank(region.start) && lines.is_blank(region.end) {
+                region.end += 1;
+            }
+        }
+
+        let mut out = String::with_capacity(text.len());
+        let mut kept_from = 0;
+        for region in &merged {
+            out.push_str(&text[kept_from..lines.start(region.start)]);
+            kept_from = lines.start(region.end);
+        }
+        out.push_str(&text[kept_from..]);
+        verify(out, pattern)
+    })
+}
+
+/// The lines of the text, aware of where TOML content (keys, values, headers) ends, so that a
+/// `#` line inside a multi-line string is never taken for a comment.
+struct Lines<'a> {
+    /// Byte offset and text (without line break) of each line.
+    lines: Vec<(usize, &'a str)>,
+    text_len: usize,
+    /// Every key, value and header span in the document.
+    spans: &'a [Range<usize>],
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str, spans: &'a [Range<usize>]) -> Self {
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for line in text.split_inclusive('\n') {
+            lines.push((start, line.trim_end_matches(['\n', '\r'])));
+            start += line.len();
+        }
+        Self {
+            lines,
+            text_len: text.len(),
+            spans,
+        }
     }
 
-    let lines: Vec<(usize, &str)> = line_starts(text);
-    let line_of = |offset: usize| {
-        lines
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// The byte offset of line `i`, or the end of the text for `i == len()`.
+    fn start(&self, i: usize) -> usize {
+        self.lines.get(i).map_or(self.text_len, |(start, _)| *start)
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.lines
             .iter()
             .rposition(|(start, _)| *start <= offset)
             .unwrap_or(0)
-    };
-    let header_line = line_of(header.start);
-    let next_header_line = headers
-        .iter()
-        .filter(|start| **start > header.start)
-        .min()
-        .map(|start| line_of(*start));
-    let is_comment = |i: usize| lines[i].1.trim_start().starts_with('#');
-    let is_blank = |i: usize| lines[i].1.trim().is_empty();
+    }
 
-    // Start: comments directly above the header belong to this pool, then one blank line.
-    let mut first = header_line;
-    while first > 0 && is_comment(first - 1) {
-        first -= 1;
+    fn is_blank(&self, i: usize) -> bool {
+        self.lines.get(i).is_some_and(|(_, l)| l.trim().is_empty())
     }
-    if first > 0 && is_blank(first - 1) {
-        first -= 1;
+
+    fn is_comment(&self, i: usize) -> bool {
+        self.lines
+            .get(i)
+            .is_some_and(|(_, l)| l.trim_start().starts_with('#'))
     }
-    // End: up to the next header, leaving the comments directly above it (they belong to it)
-    // and the blank lines before those.
-    let end = match next_header_line {
-        Some(mut end) => {
-            while end > header_line + 1 && is_comment(end - 1) {
-                end -= 1;
-            }
-            while end > header_line + 1 && is_blank(end - 1) {
-                end -= 1;
-            }
-            end
+
+    /// The first line that may be comment or whitespace before `offset`: the one after the line
+    /// where the last content before `offset` ends.
+    fn free_from(&self, offset: usize) -> usize {
+        self.spans
+            .iter()
+            .map(|span| span.end)
+            .filter(|end| *end <= offset && *end > 0)
+            .max()
+            .map_or(0, |end| self.line_of(end - 1) + 1)
+    }
+
+    /// The lines of the table whose header starts at `header`: from one blank line and the
+    /// comment lines above it, to the comments and blank lines above the next header.
+    fn region(&self, header: usize, all_headers: &[usize]) -> Range<usize> {
+        let header_line = self.line_of(header);
+        let floor = self.free_from(header);
+        let mut first = header_line;
+        while first > floor && self.is_comment(first - 1) {
+            first -= 1;
         }
-        None => lines.len(),
-    };
-    let start_byte = lines[first].0;
-    let end_byte = lines.get(end).map_or(text.len(), |(start, _)| *start);
-    let mut out = String::with_capacity(text.len());
-    out.push_str(&text[..start_byte]);
-    out.push_str(&text[end_byte..]);
-    parse(&out)?;
-    Ok(out)
-}
+        if first == 0 {
+            // A comment block opening the file describes the file, not this table.
+            first = header_line;
+        }
+        if first > floor && self.is_blank(first - 1) {
+            first -= 1;
+        }
 
-/// Byte offset and text (without newline) of every line.
-fn line_starts(text: &str) -> Vec<(usize, &str)> {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    for line in text.split_inclusive('\n') {
-        lines.push((start, line.trim_end_matches(['\n', '\r'])));
-        start += line.len();
+        let next = all_headers.iter().copied().filter(|h| *h > header).min();
+        let end = match next {
+            Some(next) => {
+                let floor = self.free_from(next).max(header_line + 1);
+                let mut end = self.line_of(next);
+                while end > floor && self.is_comment(end - 1) {
+                    end -= 1;
+                }
+                while end > floor && self.is_blank(end - 1) {
+                    end -= 1;
+                }
+                end
+            }
+            None => self.len(),
+        };
+        first..end
     }
-    lines
 }
 
-/// Start offsets of every `[table]` and `[[array]]` header in the document.
-fn collect_headers(table: &Table, out: &mut Vec<usize>) {
+fn ends_with_blank_line(text: &str) -> bool {
+    text.strip_suffix('\n')
+        .map(|body| body.rsplit('\n').next().unwrap_or(body))
+        .is_some_and(|last| last.trim().is_empty())
+}
+
+// === Shared ===
+
+fn parse(text: &str) -> Result<Document<String>, EditError> {
+    Document::parse(text.to_owned()).map_err(|e| EditError::Syntax(e.to_string().trim().to_owned()))
+}
+
+/// A TOML basic string for `s`, escaped as needed.
+fn quoted(s: &str) -> String {
+    Value::from(s).to_string().trim().to_owned()
+}
+
+/// The pool's table: a `[pools."PATTERN"]` table, or one made of dotted keys.
+fn find_pool<'a>(root: &'a Table, pattern: &str) -> Result<&'a Table, EditError> {
+    let pools = match root.get("pools") {
+        Some(Item::Table(pools)) => pools,
+        Some(Item::Value(Value::InlineTable(pools))) if pools.contains_key(pattern) => {
+            return Err(EditError::not_editable(
+                pattern,
+                "`pools` is an inline table",
+            ))
+        }
+        _ => return Err(EditError::pool_not_found(pattern)),
+    };
+    match pools.get(pattern) {
+        Some(Item::Table(pool)) => Ok(pool),
+        Some(Item::Value(Value::InlineTable(_))) => Err(EditError::not_editable(
+            pattern,
+            "the pool is an inline table",
+        )),
+        _ => Err(EditError::pool_not_found(pattern)),
+    }
+}
+
+fn find_pool_mut<'a>(doc: &'a mut DocumentMut, pattern: &str) -> Result<&'a mut Table, EditError> {
+    doc.get_mut("pools")
+        .and_then(Item::as_table_mut)
+        .and_then(|pools| pools.get_mut(pattern))
+        .and_then(Item::as_table_mut)
+        .ok_or_else(|| EditError::pool_not_found(pattern))
+}
+
+/// Runs `edit` on LF text when the file consistently uses CRLF, converting the result back:
+/// toml_edit writes `\n` after every key/value line it re-emits.
+fn with_line_endings(
+    text: &str,
+    edit: impl FnOnce(&str) -> Result<String, EditError>,
+) -> Result<String, EditError> {
+    let n_crlf = text.matches("\r\n").count();
+    if n_crlf > 0 && n_crlf == text.matches('\n').count() {
+        Ok(edit(&text.replace("\r\n", "\n"))?.replace('\n', "\r\n"))
+    } else {
+        edit(text)
+    }
+}
+
+/// Checks that toml_edit's output differs from `text` only inside `window` (restoring a missing
+/// final newline first) and still parses.
+fn finish(
+    text: &str,
+    mut out: String,
+    window: Range<usize>,
+    pattern: &str,
+) -> Result<String, EditError> {
+    if !text.is_empty() && !text.ends_with('\n') && out.ends_with('\n') {
+        out.pop();
+    }
+    if !only_window_changed(text, &out, window) {
+        return Err(EditError::not_editable(
+            pattern,
+            "the edit would also reformat other lines of the file (mixed line endings?)",
+        ));
+    }
+    verify(out, pattern)
+}
+
+/// Whether `new` is `old` with at most the bytes in `window` replaced: everything before the
+/// window is a prefix of `new` and everything after it a suffix, without overlapping.
+fn only_window_changed(old: &str, new: &str, window: Range<usize>) -> bool {
+    let (old, new) = (old.as_bytes(), new.as_bytes());
+    match (old.get(..window.start), old.get(window.end..)) {
+        (Some(before), Some(after)) => {
+            before.len() + after.len() <= new.len()
+                && new.starts_with(before)
+                && new.ends_with(after)
+        }
+        _ => false,
+    }
+}
+
+/// The last line of defence against writing a broken file.
+fn verify(out: String, pattern: &str) -> Result<String, EditError> {
+    match out.parse::<DocumentMut>() {
+        Ok(_) => Ok(out),
+        Err(e) => Err(EditError::not_editable(
+            pattern,
+            format!(
+                "the edit would leave invalid TOML ({})",
+                e.to_string().lines().last().unwrap_or("").trim()
+            ),
+        )),
+    }
+}
+
+/// Every key, value and table-header span, for telling content from comments.
+fn collect_spans(table: &Table, out: &mut Vec<Range<usize>>) {
+    if !table.is_implicit() {
+        out.extend(table.span());
+    }
+    for (name, item) in table.iter() {
+        out.extend(table.key(name).and_then(Key::span));
+        match item {
+            Item::Value(value) => out.extend(value.span()),
+            Item::Table(t) => collect_spans(t, out),
+            Item::ArrayOfTables(tables) => tables.iter().for_each(|t| collect_spans(t, out)),
+            Item::None => {}
+        }
+    }
+}
+
+/// The spans of the values written under `table`'s own header (or dotted keys), not those of
+/// its `[sub.tables]`.
+fn collect_value_spans(table: &Table, out: &mut Vec<Range<usize>>) {
     for (_, item) in table.iter() {
         match item {
-            Item::Table(t) => {
-                // An implicit table (`pools` in `[pools."/"]`) has no header line of its own.
-                if let Some(span) = t.span().filter(|_| !t.is_implicit()) {
-                    out.push(span.start);
-                }
-                collect_headers(t, out);
-            }
-            Item::ArrayOfTables(tables) => {
-                for t in tables.iter() {
-                    if let Some(span) = t.span() {
-                        out.push(span.start);
-                    }
-                    collect_headers(t, out);
-                }
-            }
+            Item::Value(value) => out.extend(value.span()),
+            Item::Table(t) if t.is_dotted() => collect_value_spans(t, out),
             _ => {}
         }
     }
+}
+
+/// Start offsets of every `[table]` and `[[array]]` header under `table` (not its own).
+fn collect_headers(table: &Table, out: &mut Vec<usize>) {
+    for (_, item) in table.iter() {
+        match item {
+            Item::Table(t) => collect_headers_of(t, out),
+            Item::ArrayOfTables(tables) => tables.iter().for_each(|t| collect_headers_of(t, out)),
+            _ => {}
+        }
+    }
+}
+
+/// Start offsets of `table`'s own header (if it has one) and of every header under it.
+fn collect_headers_of(table: &Table, out: &mut Vec<usize>) {
+    // An implicit table (`pools` in `[pools."/"]`) or a dotted one has no header line; its span
+    // is that of a key.
+    if !table.is_implicit() {
+        out.extend(table.span().map(|span| span.start));
+    }
+    collect_headers(table, out);
 }
 
 #[cfg(test)]
