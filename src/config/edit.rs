@@ -13,14 +13,15 @@
 //!   leaves `backends = [` and `]` on their lines. When the array has no trailing comma and its
 //!   last element goes, the new last element keeps its comma (a valid trailing comma), so the
 //!   removal is still a one-line diff.
-//! - A pool is appended at the end of the file after one blank line (none if the file already
-//!   ends with one). Removing a pool deletes its header, its keys, its sub-tables, the comment
+//! - A pool is appended at the end of the file after one blank line of its own (even when the
+//!   file already ends with a blank line: the two cannot be told apart on removal). Removing a pool deletes its header, its keys, its sub-tables, the comment
 //!   lines directly above its header and one blank line before those; the comment lines directly
 //!   above the next header belong to that header and stay. When there is no blank line above
 //!   (the table opens the file, or follows the previous one directly) the one below goes
 //!   instead. A comment block that starts on the first line of the file is the file's preamble
 //!   and stays.
-//! - Add-then-remove restores the text byte for byte, except where a rule above says otherwise.
+//! - Add-then-remove restores the text byte for byte (a backend added to a multi-line array
+//!   without a trailing comma being the one exception, see above).
 //!
 //! toml_edit re-emits every key/value line it holds with `\n` and ends the file with a newline,
 //! so a CRLF file is edited as LF and converted back, a missing final newline is kept missing,
@@ -423,7 +424,10 @@ pub fn add_pool(text: &str, pattern: &str, spec: &PoolSpec) -> Result<String, Ed
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        if !out.trim().is_empty() && !ends_with_blank_line(&out) {
+        // NOTE: one blank line of our own even when the file already ends with one (then there
+        // are two): remove_pool takes exactly one back, and a file's own trailing blank line is
+        // indistinguishable from ours, so only this keeps add-then-remove byte-identical.
+        if !out.trim().is_empty() {
             out.push('\n');
         }
         out.push_str(&table);
@@ -581,12 +585,6 @@ impl<'a> Lines<'a> {
         };
         first..end
     }
-}
-
-fn ends_with_blank_line(text: &str) -> bool {
-    text.strip_suffix('\n')
-        .map(|body| body.rsplit('\n').next().unwrap_or(body))
-        .is_some_and(|last| last.trim().is_empty())
 }
 
 // === Shared ===
