@@ -14,7 +14,8 @@
 //!   last element goes, the new last element keeps its comma (a valid trailing comma), so the
 //!   removal is still a one-line diff.
 //! - A pool is appended at the end of the file after one blank line of its own (even when the
-//!   file already ends with a blank line: the two cannot be told apart on removal). Removing a pool deletes its header, its keys, its sub-tables, the comment
+//!   file already ends with a blank line: the two cannot be told apart on removal). Removing a
+//!   pool deletes its header, its keys, its sub-tables, the comment
 //!   lines directly above its header and one blank line before those; the comment lines directly
 //!   above the next header belong to that header and stay. When there is no blank line above
 //!   (the table opens the file, or follows the previous one directly) the one below goes
