@@ -43,6 +43,17 @@ fn parse(text: &str) -> Result<DocumentMut, EditError> {
         .map_err(|e| EditError::Syntax(e.to_string().trim().to_owned()))
 }
 
+/// The edited document as text. toml_edit ends every key/value line with a newline, so a file
+/// without a final newline would gain one, an extra line in `git diff` and no longer the same
+/// bytes after add-then-remove; keep the file's own ending. (Found by `fuzz/` target `edit`.)
+fn render(doc: &DocumentMut, original: &str) -> String {
+    let mut out = doc.to_string();
+    if !original.is_empty() && !original.ends_with('\n') && out.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
 /// The `[pools."PATTERN"]` table, which must be a real table (not inline or dotted).
 fn pool_table<'a>(doc: &'a mut DocumentMut, pattern: &str) -> Result<&'a mut Table, EditError> {
     let not_found = || EditError::PoolNotFound {
@@ -114,7 +125,7 @@ pub fn add_backend(text: &str, pattern: &str, backend: &str) -> Result<String, E
         let mut array = Array::new();
         array.push(backend);
         table.insert("backends", toml_edit::value(array));
-        return Ok(doc.to_string());
+        return Ok(render(&doc, text));
     };
     let Some(array) = item.as_array_mut() else {
         return Err(EditError::NotEditable {
@@ -152,7 +163,7 @@ pub fn add_backend(text: &str, pattern: &str, backend: &str) -> Result<String, E
         value.decor_mut().set_suffix("");
         array.push_formatted(value);
     }
-    Ok(doc.to_string())
+    Ok(render(&doc, text))
 }
 
 /// Removes the first entry of the pool's `backends` whose address satisfies `matches`.
@@ -209,7 +220,7 @@ pub fn remove_backend(
             first.decor_mut().set_prefix(removed_prefix);
         }
     }
-    Ok(doc.to_string())
+    Ok(render(&doc, text))
 }
 
 /// Appends a `[pools."PATTERN"]` table with explicit keys, after one blank line.
