@@ -591,7 +591,14 @@ impl<'a> Lines<'a> {
 // === Shared ===
 
 fn parse(text: &str) -> Result<Document<String>, EditError> {
-    Document::parse(text.to_owned()).map_err(|e| EditError::Syntax(e.to_string().trim().to_owned()))
+    let syntax = |e: &dyn std::fmt::Display| EditError::Syntax(e.to_string().trim().to_owned());
+    // toml_edit panics ("all items have spans") while reporting some invalid documents, e.g.
+    // `==\n.=` (found by the `edit` fuzz target). The `toml` parser rejects those without
+    // panicking, so invalid text never reaches toml_edit; catch_unwind covers any other such bug.
+    text.parse::<toml::Table>().map_err(|e| syntax(&e))?;
+    std::panic::catch_unwind(|| Document::parse(text.to_owned()))
+        .map_err(|_| syntax(&"the TOML parser failed on this text"))?
+        .map_err(|e| syntax(&e))
 }
 
 /// A TOML basic string for `s`, escaped as needed.

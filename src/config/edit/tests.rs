@@ -648,3 +648,22 @@ fn drain_and_enable_are_one_line_edits_and_reversible() {
         "{inline}"
     );
 }
+
+/// Found by the `edit` fuzz target: a file without a final newline gained one on every edit.
+#[test]
+fn a_file_without_a_final_newline_keeps_its_ending() {
+    let text = "[pools.\"/\"]\nbackends = [\n    \"127.0.0.1:1\", # last\n]";
+    let out = add_backend(text, "/", "127.0.0.1:9").unwrap();
+    assert_eq!(
+        out,
+        "[pools.\"/\"]\nbackends = [\n    \"127.0.0.1:1\", # last\n    \"127.0.0.1:9\",\n]"
+    );
+    assert_eq!(remove_backend(&out, "/", &is("127.0.0.1:9")).unwrap(), text);
+
+    let text = "[pools.\"/\"]\ninterval = \"1s\"";
+    let out = add_backend(text, "/", "127.0.0.1:1").unwrap();
+    assert_eq!(
+        out,
+        "[pools.\"/\"]\ninterval = \"1s\"\nbackends = [\"127.0.0.1:1\"]"
+    );
+}
