@@ -1,26 +1,43 @@
-//! lbctl's library half: argv normalisation (Go `flag` style), backend parsing and table
-//! rendering, kept out of the binary so they can be unit-tested. It never talks to the network.
+//! lbctl's library half: argv normalisation (Go `flag` style), error lines, and the text and JSON
+//! renderings of control-API answers, kept out of the binary so they can be unit-tested.
+//! It never talks to the network, never exits the process, and has no clap or anyhow in it.
 
 use std::fmt::Write as _;
 
 use crate::control::proto;
 
-/// Flags the original Go tool accepted with one dash (`-lb=...`), which Go's `flag` package
-/// allows and clap does not.
-const GO_FLAGS: [&str; 7] = [
+/// lbctl's long flags. The original Go tool's `flag` package took them with one dash as well
+/// (`-lb=...`, `-pattern /`), which clap does not, so these are rewritten before parsing. The
+/// first five are the original tool's; the rest are ours, accepted the same way for consistency.
+const GO_FLAGS: [&str; 13] = [
     "lb",
     "pattern",
     "ip",
     "port",
     "url_path",
     "token-file",
+    "rpc-timeout",
     "timeout",
+    "if-match",
+    "output",
+    "drained",
+    "help",
+    "version",
 ];
 
-/// Rewrites `-lb=x` / `-lb x` to `--lb=x` / `--lb x` for the original tool's flags.
+/// Rewrites `-lb=x` / `-lb x` to `--lb=x` / `--lb x` for lbctl's flags. Everything after a
+/// bare `--` is an operand and stays as it is.
 pub fn normalise_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut operands = false;
     args.into_iter()
         .map(|arg| {
+            if operands {
+                return arg;
+            }
+            if arg == "--" {
+                operands = true;
+                return arg;
+            }
             let Some(rest) = arg.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
                 return arg;
             };
@@ -41,6 +58,22 @@ pub fn endpoint(lb: &str) -> String {
     } else {
         format!("http://{lb}")
     }
+}
+
+/// An error and its causes joined with `: `, for one line on stderr. Transport errors repeat
+/// themselves (hyper-util's `tcp connect error` wraps another `tcp connect error`), so a cause
+/// whose text the previous part already said is left out.
+pub fn reason(error: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if parts.last().is_none_or(|last| !last.ends_with(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 /// The uppercase gRPC code name, as people search for it.
@@ -118,25 +151,172 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The poolHealth output: the pool and its status, then its backends and theirs.
-pub fn render_pool_health(pattern: &str, health: &proto::PoolHealth) -> String {
+/// Wraps a status name in an ANSI colour when `colour` is set (text output on a terminal).
+pub fn paint(text: &str, colour: bool) -> String {
+    if !colour {
+        return text.to_owned();
+    }
+    let code = match text {
+        "PS_FULL" | "BS_HEALTHY" => "32",
+        "PS_DEGRADED" | "AS_DRAIN" => "33",
+        "PS_EMPTY" | "BS_SICK" | "AS_DISABLED" => "31",
+        _ => return text.to_owned(),
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+pub fn admin_state_name(state: i32) -> &'static str {
+    proto::AdminState::try_from(state).map_or("AS_UNKNOWN", |s| s.as_str_name())
+}
+
+/// The poolHealth output: the pool and its status, then its backends with their health, admin
+/// state and requests in flight.
+pub fn render_pool_health(pattern: &str, health: &proto::PoolHealth, colour: bool) -> String {
     let mut out = table(&[
         vec!["POOL".into(), "STATUS".into()],
         vec![
             pattern.to_owned(),
-            pool_status_name(health.status).to_owned(),
+            paint(pool_status_name(health.status), colour),
         ],
     ]);
     out.push('\n');
-    let mut rows = vec![vec!["BACKEND".to_owned(), "STATUS".to_owned()]];
-    rows.extend(
-        health
-            .backends
-            .iter()
-            .map(|b| vec![backend_label(b), backend_status_name(b.status).to_owned()]),
-    );
+    let mut rows = vec![vec![
+        "BACKEND".into(),
+        "STATUS".into(),
+        "ADMIN".into(),
+        "IN FLIGHT".into(),
+    ]];
+    rows.extend(health.backends.iter().map(|b| {
+        vec![
+            backend_label(b),
+            paint(backend_status_name(b.status), colour),
+            paint(admin_state_name(b.admin_state), colour),
+            b.in_flight.to_string(),
+        ]
+    }));
     out.push_str(&table(&rows));
     out
+}
+
+/// Every pool of a ListPools answer, each rendered as poolHealth renders one.
+pub fn render_pools(pools: &proto::ListPoolsResp, colour: bool) -> String {
+    pools
+        .pools
+        .iter()
+        .map(|p| render_pool_health(&p.pattern, &p.health.clone().unwrap_or_default(), colour))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `lbctl status`: the file, its generation and hash, the last reload, then one row per pool.
+pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
+    let mut out = format!(
+        "config:      {}\ngeneration:  {}\nsha256:      {}\nlast reload: {}\n\n",
+        status.config_path,
+        status.generation,
+        status.content_hash,
+        if status.last_reload_ok {
+            "ok".to_owned()
+        } else {
+            format!("FAILED\n{}", status.last_error)
+        }
+    );
+    let mut rows = vec![vec![
+        "POOL".into(),
+        "STATUS".into(),
+        "HEALTHY".into(),
+        "TYPE".into(),
+    ]];
+    rows.extend(status.pools.iter().map(|p| {
+        vec![
+            p.pattern.clone(),
+            paint(pool_status_name(p.status), colour),
+            format!("{}/{}", p.healthy, p.total),
+            p.pool_type.clone(),
+        ]
+    }));
+    out.push_str(&table(&rows));
+    out
+}
+
+/// One line per health transition for `lbctl watch`.
+pub fn render_event(event: &proto::HealthEvent, json: bool, colour: bool) -> String {
+    let label = backend_label(&proto::BackendHealth {
+        backend: event.backend.clone(),
+        ..Default::default()
+    });
+    if json {
+        return serde_json::json!({
+            "unix_ms": event.unix_ms, "pattern": event.pattern, "backend": label,
+            "status": backend_status_name(event.status), "reason": event.reason,
+        })
+        .to_string();
+    }
+    format!(
+        "{}  {}  {}  {}  {}",
+        event.unix_ms,
+        event.pattern,
+        label,
+        paint(backend_status_name(event.status), colour),
+        event.reason
+    )
+}
+
+fn backend_json(b: &proto::BackendHealth) -> serde_json::Value {
+    serde_json::json!({
+        "backend": backend_label(b),
+        "status": backend_status_name(b.status),
+        "admin_state": admin_state_name(b.admin_state),
+        "in_flight": b.in_flight,
+    })
+}
+
+/// The `--output json` form of one pool.
+pub fn pool_json(pattern: &str, health: &proto::PoolHealth) -> serde_json::Value {
+    serde_json::json!({
+        "pattern": pattern,
+        "status": pool_status_name(health.status),
+        "backends": health.backends.iter().map(backend_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The `--output json` form of ListPools.
+pub fn pools_json(pools: &proto::ListPoolsResp) -> serde_json::Value {
+    let list: Vec<_> = pools
+        .pools
+        .iter()
+        .map(|p| pool_json(&p.pattern, &p.health.clone().unwrap_or_default()))
+        .collect();
+    serde_json::json!({
+        "generation": pools.generation,
+        "content_hash": pools.content_hash,
+        "pools": list,
+    })
+}
+
+/// The `--output json` form of Status.
+pub fn status_json(status: &proto::StatusResp) -> serde_json::Value {
+    serde_json::json!({
+        "config_path": status.config_path,
+        "generation": status.generation,
+        "content_hash": status.content_hash,
+        "last_reload_ok": status.last_reload_ok,
+        "last_error": status.last_error,
+        "pools": status.pools.iter().map(|p| serde_json::json!({
+            "pattern": p.pattern, "status": pool_status_name(p.status),
+            "healthy": p.healthy, "total": p.total, "type": p.pool_type,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn json_text(value: &serde_json::Value) -> String {
+    // NOTE: serialising a `Value` cannot fail (its map keys are strings), so the default is
+    // unreachable; it only keeps a panic out of the CLI.
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    )
 }
 
 /// What applying `wanted` would change on the running instance: pools and backends added,
@@ -217,6 +397,7 @@ pub fn plan(wanted: &crate::config::Config, running: &proto::ListPoolsResp) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BackendAddr;
 
     fn args(list: &[&str]) -> Vec<String> {
         normalise_args(list.iter().map(|s| s.to_string()))
@@ -231,6 +412,7 @@ mod tests {
                 "-pattern",
                 "/",
                 "--ip=1.1.1.1",
+                "-url_path=/v1/",
                 "-x",
                 "addPool"
             ]),
@@ -240,6 +422,7 @@ mod tests {
                 "--pattern",
                 "/",
                 "--ip=1.1.1.1",
+                "--url_path=/v1/",
                 "-x",
                 "addPool"
             ]
@@ -247,30 +430,169 @@ mod tests {
     }
 
     #[test]
+    fn normalisation_leaves_values_shorts_and_operands_alone() {
+        assert_eq!(
+            args(&["lbctl", "-h", "-V", "-help", "pool", "add", "--", "-lb"]),
+            ["lbctl", "-h", "-V", "--help", "pool", "add", "--", "-lb"]
+        );
+        // A value that looks like a number is not a flag.
+        assert_eq!(args(&["--port", "-1"]), ["--port", "-1"]);
+    }
+
+    #[test]
+    fn cli_backend_forms_parse() {
+        let v4: BackendAddr = "127.0.0.1:8082".parse().unwrap();
+        assert_eq!((v4.addr.port(), v4.url_path.as_str()), (8082, ""));
+        let v6: BackendAddr = "[::1]:80/v1/".parse().unwrap();
+        assert!(v6.addr.is_ipv6());
+        assert_eq!((v6.addr.port(), v6.url_path.as_str()), (80, "/v1/"));
+        for bad in [
+            "nope",
+            "::1:80",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:70000",
+        ] {
+            assert!(bad.parse::<BackendAddr>().is_err(), "{bad} parsed");
+        }
+    }
+
+    fn ip_health(ip: &str, port: i32, url_path: &str, status: i32) -> proto::BackendHealth {
+        proto::BackendHealth {
+            backend: Some(proto::Backend {
+                backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
+                    ip: ip.into(),
+                    port,
+                    url_path: url_path.into(),
+                })),
+            }),
+            status,
+            admin_state: proto::AdminState::AsEnabled as i32,
+            in_flight: 0,
+        }
+    }
+
+    #[test]
     fn renders_pool_health_tables() {
         let health = proto::PoolHealth {
             status: proto::PoolStatus::PsDegraded as i32,
-            backends: vec![proto::BackendHealth {
-                backend: Some(proto::Backend {
-                    backend: Some(proto::backend::Backend::IpBackend(proto::IpBackend {
-                        ip: "::1".into(),
-                        port: 80,
-                        url_path: "/v1/".into(),
-                    })),
-                }),
-                status: proto::BackendStatus::BsSick as i32,
-                ..Default::default()
-            }],
+            backends: vec![
+                ip_health(
+                    "127.0.0.1",
+                    8082,
+                    "",
+                    proto::BackendStatus::BsHealthy as i32,
+                ),
+                ip_health("::1", 80, "/v1/", proto::BackendStatus::BsSick as i32),
+            ],
         };
         assert_eq!(
-            render_pool_health("/api/", &health),
-            "POOL   STATUS\n/api/  PS_DEGRADED\n\nBACKEND       STATUS\n[::1]:80/v1/  BS_SICK\n"
+            render_pool_health("/api/", &health, false),
+            "POOL   STATUS\n\
+             /api/  PS_DEGRADED\n\
+             \n\
+             BACKEND         STATUS      ADMIN       IN FLIGHT\n\
+             127.0.0.1:8082  BS_HEALTHY  AS_ENABLED  0\n\
+             [::1]:80/v1/    BS_SICK     AS_ENABLED  0\n"
+        );
+        let json = pool_json("/api/", &health);
+        assert_eq!(json["status"], "PS_DEGRADED");
+        assert_eq!(json["backends"][1]["backend"], "[::1]:80/v1/");
+    }
+
+    #[test]
+    fn an_empty_pool_still_prints_both_headers() {
+        let health = proto::PoolHealth {
+            status: proto::PoolStatus::PsEmpty as i32,
+            backends: vec![],
+        };
+        let text = render_pool_health("/", &health, false);
+        assert!(
+            text.starts_with("POOL  STATUS\n/     PS_EMPTY\n\nBACKEND"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_enum_values_render_as_unknown() {
+        assert_eq!(pool_status_name(42), "PS_UNKNOWN");
+        assert_eq!(backend_status_name(-1), "BS_UNKNOWN");
+        assert_eq!(admin_state_name(9), "AS_UNKNOWN");
+        assert_eq!(backend_label(&proto::BackendHealth::default()), "(unknown)");
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        assert_eq!(paint("BS_SICK", false), "BS_SICK");
+        assert_eq!(paint("BS_SICK", true), "\x1b[31mBS_SICK\x1b[0m");
+        assert_eq!(paint("/api/", true), "/api/");
+    }
+
+    #[test]
+    fn status_shows_a_failed_reload_with_its_error() {
+        let status = proto::StatusResp {
+            config_path: "/etc/lb/lb.toml".into(),
+            generation: 3,
+            content_hash: "ab".into(),
+            last_reload_ok: false,
+            last_error: "lb.toml:2:1: unknown key".into(),
+            pools: vec![proto::PoolSummary {
+                pattern: "/".into(),
+                status: proto::PoolStatus::PsFull as i32,
+                healthy: 2,
+                total: 2,
+                pool_type: "p2c".into(),
+            }],
+            applied_at_unix: 0,
+        };
+        let text = render_status(&status, false);
+        assert!(
+            text.contains("generation:  3\n")
+                && text.contains("last reload: FAILED\nlb.toml:2:1: unknown key"),
+            "{text}"
+        );
+        assert!(text.ends_with("/     PS_FULL  2/2      p2c\n"), "{text}");
+        assert_eq!(status_json(&status)["pools"][0]["healthy"], 2);
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn reasons_drop_repeated_causes() {
+        let refused = Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "tcp connect error",
+                Some(Box::new(Layer(
+                    "tcp connect error",
+                    Some(Box::new(Layer("Connection refused (os error 111)", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            reason(&refused),
+            "transport error: tcp connect error: Connection refused (os error 111)"
         );
     }
 
     #[test]
     fn endpoints_accept_addresses_and_urls() {
         assert_eq!(endpoint("127.0.0.1:8081"), "http://127.0.0.1:8081");
+        assert_eq!(endpoint("[::1]:8081"), "http://[::1]:8081");
         assert_eq!(endpoint("http://h:1"), "http://h:1");
+        assert_eq!(endpoint("https://h:1"), "https://h:1");
     }
 }

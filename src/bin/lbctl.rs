@@ -1,7 +1,12 @@
-//! `lbctl`: drives a running lb over its gRPC control API.
+//! `lbctl`: drives a running lb over its gRPC control API; flags, connection and exit codes only.
+//! Rendering and argv normalisation live in `lb::lbctl`; it never reads or writes lb.toml itself.
 //!
 //! Accepts the original Go tool's invocation exactly (`lbctl --lb=ADDR --pattern=/ addPool`,
 //! single-dash flags included) and idiomatic aliases (`lbctl pool add /`).
+//!
+//! Exit codes: 0 on success, 1 when the lb cannot be reached or answers with an error (one line
+//! on stderr: `lbctl: error: CODE: message` or `lbctl: cannot reach lb at ADDR: reason`), 2 for
+//! usage errors (clap's, and a command missing a flag it needs).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -9,7 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 use lb::config::BackendAddr;
 use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
 use lb::lbctl;
@@ -18,7 +24,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser)]
-#[command(version, about = "Control a running lb: pools, backends, health")]
+#[command(name = "lbctl", version, about = "Control a running lb: pools, backends, health")]
 struct Args {
     /// The lb control API address.
     #[arg(long, global = true, default_value = "127.0.0.1:8081")]
@@ -130,9 +136,6 @@ enum BackendCommand {
 
 type Client = LoadBalancerClient<InterceptedService<Channel, Auth>>;
 
-/// Whether to colour statuses (text output on a terminal only).
-static COLOUR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Adds the bearer token (when configured) and the caller's name to every request.
 #[derive(Clone)]
 struct Auth {
@@ -157,12 +160,27 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
+/// A command line that parsed but cannot run: a command missing a flag it needs, or a flag value
+/// out of range. Reported like clap's own usage errors (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Usage {
+    kind: ErrorKind,
+    /// The subcommand whose usage line to print, when there is one.
+    command: Option<&'static str>,
+    message: String,
+}
+
+/// The control API could not be reached at all (refused, timed out, unresolvable).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach lb at {addr}: {reason}")]
+struct Unreachable {
+    addr: String,
+    reason: String,
+}
+
 fn main() -> ExitCode {
     let args = Args::parse_from(lbctl::normalise_args(std::env::args()));
-    COLOUR.store(
-        args.output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stdout()),
-        std::sync::atomic::Ordering::Relaxed,
-    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -179,10 +197,28 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("lbctl: error: {error:#}");
+            if let Some(usage) = error.downcast_ref::<Usage>() {
+                usage_exit(usage);
+            }
+            if let Some(unreachable) = error.downcast_ref::<Unreachable>() {
+                eprintln!("lbctl: {unreachable}");
+            } else {
+                eprintln!("lbctl: error: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a usage error in clap's format, with the subcommand's usage line, and exits 2.
+fn usage_exit(usage: &Usage) -> ! {
+    let mut command = Args::command();
+    command.build();
+    let mut command = usage
+        .command
+        .and_then(|name| command.find_subcommand(name).cloned())
+        .unwrap_or(command);
+    command.error(usage.kind, &usage.message).exit()
 }
 
 fn token(args: &Args) -> anyhow::Result<Option<String>> {
@@ -198,22 +234,12 @@ fn token(args: &Args) -> anyhow::Result<Option<String>> {
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Client> {
+    // Local problems (a bad --lb, an unreadable token file) are reported before any network wait.
     let url = lbctl::endpoint(&args.lb);
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|_| anyhow!("--lb {:?} is not HOST:PORT or a URL", args.lb))?
-        .connect_timeout(args.rpc_timeout);
-    // Streams (watch) must outlive the per-RPC timeout; unary calls set it per request.
-    let endpoint = if matches!(args.command, Command::Watch) {
-        endpoint
-    } else {
-        endpoint.timeout(args.rpc_timeout)
-    };
-    let channel = endpoint.connect().await.map_err(|e| {
-        anyhow!(
-            "cannot reach lb at {}: {}",
-            args.lb,
-            lb::health::error_chain(&e)
-        )
+    let endpoint = Endpoint::from_shared(url).map_err(|_| Usage {
+        kind: ErrorKind::ValueValidation,
+        command: None,
+        message: format!("--lb {:?} is not HOST:PORT or a URL", args.lb),
     })?;
     let auth = match token(args)? {
         Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
@@ -221,6 +247,17 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
         })?),
         None => None,
     };
+    let endpoint = endpoint.connect_timeout(args.rpc_timeout);
+    // Streams (watch) must outlive the per-RPC timeout; unary calls set it per request.
+    let endpoint = if matches!(args.command, Command::Watch) {
+        endpoint
+    } else {
+        endpoint.timeout(args.rpc_timeout)
+    };
+    let channel = endpoint.connect().await.map_err(|e| Unreachable {
+        addr: args.lb.clone(),
+        reason: lbctl::reason(&e),
+    })?;
     let actor = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
@@ -231,10 +268,20 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
     ))
 }
 
-fn required<'a, T>(value: &'a Option<T>, flag: &str, command: &str) -> anyhow::Result<&'a T> {
-    value
-        .as_ref()
-        .ok_or_else(|| anyhow!("{command} needs --{flag}"))
+/// The flag `flag` that the original-style `command` cannot run without.
+fn required<'a, T>(
+    value: &'a Option<T>,
+    flag: &str,
+    command: &'static str,
+) -> anyhow::Result<&'a T> {
+    value.as_ref().ok_or_else(|| {
+        Usage {
+            kind: ErrorKind::MissingRequiredArgument,
+            command: Some(command),
+            message: format!("{command} needs --{flag}"),
+        }
+        .into()
+    })
 }
 
 fn ip_backend(backend: &BackendAddr) -> proto::Backend {
@@ -268,14 +315,19 @@ fn add_pool_req(pattern: &str) -> proto::AddPoolReq {
 }
 
 /// The backend named by --ip, --port and --url_path.
-fn flag_backend(args: &Args, command: &str) -> anyhow::Result<BackendAddr> {
+fn flag_backend(args: &Args, command: &'static str) -> anyhow::Result<BackendAddr> {
+    let invalid = |message: String| Usage {
+        kind: ErrorKind::ValueValidation,
+        command: Some(command),
+        message,
+    };
     let ip = *required(&args.ip, "ip", command)?;
     let port = *required(&args.port, "port", command)?;
     let port = u16::try_from(port)
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| anyhow!("--port {port} is outside 1-65535"))?;
-    BackendAddr::new(ip, port, &args.url_path).map_err(|e| anyhow!("{e}"))
+        .ok_or_else(|| invalid(format!("--port {port} is outside 1-65535")))?;
+    Ok(BackendAddr::new(ip, port, &args.url_path).map_err(|e| invalid(e.to_string()))?)
 }
 
 fn rpc_error(status: tonic::Status) -> anyhow::Error {
@@ -289,77 +341,11 @@ fn if_match(args: &Args) -> Option<proto::Precondition> {
     })
 }
 
-fn paint(text: &str) -> String {
-    if !COLOUR.load(std::sync::atomic::Ordering::Relaxed) {
-        return text.to_owned();
-    }
-    let colour = match text {
-        "PS_FULL" | "BS_HEALTHY" => "32",
-        "PS_DEGRADED" | "AS_DRAIN" => "33",
-        "PS_EMPTY" | "BS_SICK" | "AS_DISABLED" => "31",
-        _ => return text.to_owned(),
-    };
-    format!("\x1b[{colour}m{text}\x1b[0m")
-}
-
-fn admin_name(state: i32) -> &'static str {
-    proto::AdminState::try_from(state).map_or("AS_UNKNOWN", |s| s.as_str_name())
-}
-
-fn backend_json(b: &proto::BackendHealth) -> serde_json::Value {
-    serde_json::json!({
-        "backend": lbctl::backend_label(b),
-        "status": lbctl::backend_status_name(b.status),
-        "admin_state": admin_name(b.admin_state),
-        "in_flight": b.in_flight,
-    })
-}
-
-fn pool_json(pattern: &str, health: &proto::PoolHealth) -> serde_json::Value {
-    serde_json::json!({
-        "pattern": pattern,
-        "status": lbctl::pool_status_name(health.status),
-        "backends": health.backends.iter().map(backend_json).collect::<Vec<_>>(),
-    })
-}
-
-fn pool_text(pattern: &str, health: &proto::PoolHealth) -> String {
-    let mut out = lbctl::table(&[
-        vec!["POOL".into(), "STATUS".into()],
-        vec![
-            pattern.to_owned(),
-            paint(lbctl::pool_status_name(health.status)),
-        ],
-    ]);
-    out.push('\n');
-    let mut rows = vec![vec![
-        "BACKEND".into(),
-        "STATUS".into(),
-        "ADMIN".into(),
-        "IN FLIGHT".into(),
-    ]];
-    rows.extend(health.backends.iter().map(|b| {
-        vec![
-            lbctl::backend_label(b),
-            paint(lbctl::backend_status_name(b.status)),
-            paint(admin_name(b.admin_state)),
-            b.in_flight.to_string(),
-        ]
-    }));
-    out.push_str(&lbctl::table(&rows));
-    out
-}
-
-fn json(value: &serde_json::Value) -> String {
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    )
-}
-
 async fn run(args: Args) -> anyhow::Result<String> {
     // Resolve what to do before connecting, so usage errors never wait on the network.
-    let pattern = |name: &str| required(&args.pattern, "pattern", name).cloned();
+    let pattern = |name: &'static str| required(&args.pattern, "pattern", name).cloned();
+    let colour =
+        args.output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut client;
     match &args.command {
         Command::AddPool | Command::Pool(PoolCommand::Add { .. }) => {
@@ -439,8 +425,8 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 .into_inner();
             let health = response.health.unwrap_or_default();
             Ok(match args.output {
-                Output::Json => json(&pool_json(&pattern, &health)),
-                Output::Text => pool_text(&pattern, &health),
+                Output::Json => lbctl::json_text(&lbctl::pool_json(&pattern, &health)),
+                Output::Text => lbctl::render_pool_health(&pattern, &health, colour),
             })
         }
         Command::Drain | Command::Enable | Command::Disable => {
@@ -530,46 +516,10 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 .await
                 .map_err(rpc_error)?
                 .into_inner();
-            if args.output == Output::Json {
-                return Ok(json(&serde_json::json!({
-                    "config_path": status.config_path,
-                    "generation": status.generation,
-                    "content_hash": status.content_hash,
-                    "last_reload_ok": status.last_reload_ok,
-                    "last_error": status.last_error,
-                    "pools": status.pools.iter().map(|p| serde_json::json!({
-                        "pattern": p.pattern, "status": lbctl::pool_status_name(p.status),
-                        "healthy": p.healthy, "total": p.total, "type": p.pool_type,
-                    })).collect::<Vec<_>>(),
-                })));
-            }
-            let mut out = format!(
-                "config:      {}\ngeneration:  {}\nsha256:      {}\nlast reload: {}\n\n",
-                status.config_path,
-                status.generation,
-                status.content_hash,
-                if status.last_reload_ok {
-                    "ok".to_owned()
-                } else {
-                    format!("FAILED\n{}", status.last_error)
-                }
-            );
-            let mut rows = vec![vec![
-                "POOL".into(),
-                "STATUS".into(),
-                "HEALTHY".into(),
-                "TYPE".into(),
-            ]];
-            rows.extend(status.pools.iter().map(|p| {
-                vec![
-                    p.pattern.clone(),
-                    paint(lbctl::pool_status_name(p.status)),
-                    format!("{}/{}", p.healthy, p.total),
-                    p.pool_type.clone(),
-                ]
-            }));
-            out.push_str(&lbctl::table(&rows));
-            Ok(out)
+            Ok(match args.output {
+                Output::Json => lbctl::json_text(&lbctl::status_json(&status)),
+                Output::Text => lbctl::render_status(&status, colour),
+            })
         }
         Command::Pools => {
             client = connect(&args).await?;
@@ -578,24 +528,10 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 .await
                 .map_err(rpc_error)?
                 .into_inner();
-            if args.output == Output::Json {
-                let list: Vec<_> = pools
-                    .pools
-                    .iter()
-                    .map(|p| pool_json(&p.pattern, &p.health.clone().unwrap_or_default()))
-                    .collect();
-                return Ok(json(&serde_json::json!({
-                    "generation": pools.generation,
-                    "content_hash": pools.content_hash,
-                    "pools": list,
-                })));
-            }
-            Ok(pools
-                .pools
-                .iter()
-                .map(|p| pool_text(&p.pattern, &p.health.clone().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join("\n"))
+            Ok(match args.output {
+                Output::Json => lbctl::json_text(&lbctl::pools_json(&pools)),
+                Output::Text => lbctl::render_pools(&pools, colour),
+            })
         }
         Command::Watch => {
             client = connect(&args).await?;
@@ -609,25 +545,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 .into_inner();
             use std::io::Write;
             while let Some(event) = stream.message().await.map_err(rpc_error)? {
-                let label = lbctl::backend_label(&proto::BackendHealth {
-                    backend: event.backend.clone(),
-                    ..Default::default()
-                });
-                let line = match args.output {
-                    Output::Json => serde_json::json!({
-                        "unix_ms": event.unix_ms, "pattern": event.pattern, "backend": label,
-                        "status": lbctl::backend_status_name(event.status), "reason": event.reason,
-                    })
-                    .to_string(),
-                    Output::Text => format!(
-                        "{}  {}  {}  {}  {}",
-                        event.unix_ms,
-                        event.pattern,
-                        label,
-                        paint(lbctl::backend_status_name(event.status)),
-                        event.reason
-                    ),
-                };
+                let line = lbctl::render_event(&event, args.output == Output::Json, colour);
                 let mut stdout = std::io::stdout().lock();
                 let _ = writeln!(stdout, "{line}");
                 let _ = stdout.flush();

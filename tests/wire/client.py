@@ -1,7 +1,10 @@
 """Drives every RPC of a running lb with stubs generated from rollout_lb.proto (SPEC.md's table).
 
-Usage: client.py --lb HOST:PORT --backend IP:PORT --stubs DIR
-Prints 'N passed, N failed' and exits non-zero on any failure.
+Usage: client.py --lb HOST:PORT --backend IP:PORT --stubs DIR [--connect-timeout SECS]
+--backend must answer GET /healthz with `ok` ([::1]:PORT for IPv6). Uses the pools /wire/ and
+/nope/, which must not exist yet, and leaves the lb as it found it.
+Prints 'N passed, N failed' last; exits 0 when all passed, 1 on a failed check, 2 when the lb
+cannot be reached.
 """
 import argparse
 import sys
@@ -11,7 +14,8 @@ import grpc
 parser = argparse.ArgumentParser()
 parser.add_argument("--lb", required=True)
 parser.add_argument("--backend", required=True, help="a backend answering /healthz with ok")
-parser.add_argument("--stubs", required=True)
+parser.add_argument("--stubs", required=True, help="directory holding rollout_lb_pb2*.py")
+parser.add_argument("--connect-timeout", type=float, default=10.0)
 args = parser.parse_args()
 sys.path.insert(0, args.stubs)
 import rollout_lb_pb2 as pb  # noqa: E402
@@ -19,12 +23,16 @@ import rollout_lb_pb2_grpc as pb_grpc  # noqa: E402
 
 channel = grpc.insecure_channel(args.lb)
 try:
-    grpc.channel_ready_future(channel).result(timeout=10)
+    grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
 except grpc.FutureTimeoutError:
-    print(f"cannot connect to lb at {args.lb}", file=sys.stderr)
+    print(f"cannot connect to lb at {args.lb} (no answer within {args.connect_timeout:g}s)", file=sys.stderr)
+    print("wire: 0 passed, 1 failed")
     sys.exit(2)
 stub = pb_grpc.LoadBalancerStub(channel)
-ip, port = args.backend.rsplit(":", 1)
+host, _, port = args.backend.rpartition(":")
+if not host or not port.isdigit():
+    parser.error(f"--backend {args.backend!r} is not IP:PORT")
+ip = host[1:-1] if host.startswith("[") and host.endswith("]") else host
 backend = pb.Backend(ip_backend=pb.IPBackend(ip=ip, port=int(port), url_path="/"))
 checks = pb.HealthChecks(
     health_checks=[pb.HealthCheck(status_check=pb.StatusCheck(url_path="/healthz", healthy_values=["ok", "OK"]))],
@@ -82,6 +90,9 @@ def full_health():
 
 check("PoolHealth after AddBackend", full_health)
 check("PoolHealth sick only", lambda: expect(len(stub.PoolHealth(pb.PoolHealthReq(pattern=P, sick=True)).health.backends) == 0, "no sick backends"))
+check("PoolHealth healthy only", lambda: expect(len(stub.PoolHealth(pb.PoolHealthReq(pattern=P, healthy=True)).health.backends) == 1, "one healthy backend"))
+check("PoolHealth neither flag", lambda: expect(len(stub.PoolHealth(pb.PoolHealthReq(pattern=P)).health.backends) == 0, "no backends listed"))
+check("PoolHealth empty pattern", lambda: stub.PoolHealth(pb.PoolHealthReq(pattern="", healthy=True)), grpc.StatusCode.INVALID_ARGUMENT)
 check("RemoveBackend", lambda: stub.RemoveBackend(pb.RemoveBackendReq(pattern=P, backend=backend)))
 check("RemoveBackend again", lambda: stub.RemoveBackend(pb.RemoveBackendReq(pattern=P, backend=backend)), grpc.StatusCode.NOT_FOUND)
 check("RemovePool", lambda: stub.RemovePool(pb.RemovePoolReq(pattern=P)))
