@@ -47,7 +47,9 @@ fn watched_dirs(path: &Path) -> BTreeSet<PathBuf> {
 pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = ()>, Error> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Opening or reading a file (`Access`) changes nothing; lb's own reload of the file
+        // produces such events, so reacting to them would re-read the file forever.
+        if matches!(&event, Ok(e) if !matches!(e.kind, notify::EventKind::Access(_))) {
             // A full channel already means "reload pending"; nothing is lost by dropping this.
             let _ = tx.try_send(());
         }
