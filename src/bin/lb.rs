@@ -129,9 +129,14 @@ fn main() -> ExitCode {
     }
 
     let workers = config.as_ref().and_then(|c| c.server.workers);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime does the same work without the work-stealing
+    // scheduler's cross-thread bookkeeping (and without a second, idle thread to wake).
+    let mut runtime = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(workers) = workers {
+    if let Some(workers) = workers.filter(|w| *w > 1) {
         runtime.worker_threads(workers);
     }
     let runtime = match runtime.build() {

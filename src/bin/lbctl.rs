@@ -24,7 +24,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser)]
-#[command(name = "lbctl", version, about = "Control a running lb: pools, backends, health")]
+#[command(
+    name = "lbctl",
+    version,
+    about = "Control a running lb: pools, backends, health"
+)]
 struct Args {
     /// The lb control API address.
     #[arg(long, global = true, default_value = "127.0.0.1:8081")]
