@@ -18,6 +18,7 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
 //! - [`history`]: opt-in git commits of control-API changes.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
+//! - [`log_writer`]: the background thread that writes log lines in batches.
 //! - [`lbctl`]: the CLI's pure helpers (argv, tables); the binary is `src/bin/lbctl.rs`.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod health;
 pub mod history;
 pub mod lbctl;
+pub mod log_writer;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -7,7 +7,8 @@
 //! briefly; `apply` skips content it has already applied, so lb's own write-back is a no-op.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,24 @@ fn watched_dirs(path: &Path) -> BTreeSet<PathBuf> {
     dirs
 }
 
+/// The directory entry names whose changes can change what `path` reads as: the file's own
+/// name, its resolved target's name, and the first hop of a relative symlink (a ConfigMap's
+/// `..data`). Everything else in the watched directories (a log file written beside lb.toml,
+/// say) is ignored; reacting to it would re-read the file on every log line.
+fn relevant_names(path: &Path) -> BTreeSet<OsString> {
+    let mut names = BTreeSet::new();
+    names.extend(path.file_name().map(OsString::from));
+    if let Ok(target) = std::fs::canonicalize(path) {
+        names.extend(target.file_name().map(OsString::from));
+    }
+    if let Ok(link) = std::fs::read_link(path) {
+        if let Some(Component::Normal(first)) = link.components().next() {
+            names.insert(first.to_owned());
+        }
+    }
+    names
+}
+
 /// Waits (bounded) until the file reads the same twice, DEBOUNCE apart, and is not empty.
 ///
 /// An in-place save truncates the file and then writes it; a reload between the two would apply
@@ -65,6 +84,7 @@ async fn settle(path: &Path) {
 /// Starts watching; the returned future reloads on every change until dropped.
 pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = ()>, Error> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let names = relevant_names(applier.path());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Opening or reading a file changes nothing; lb's own reload of the file produces such
         // events, so reacting to them would re-read the file forever. Closing a file that was
@@ -74,7 +94,14 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
             EventKind::Access(_) => false,
             _ => true,
         };
-        if matches!(&event, Ok(e) if relevant(&e.kind)) {
+        // No paths means the watcher lost track (a rescan): re-read to be safe.
+        let ours = |paths: &[PathBuf]| {
+            paths.is_empty()
+                || paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
+        };
+        if matches!(&event, Ok(e) if relevant(&e.kind) && ours(&e.paths)) {
             // A full channel already means "reload pending"; nothing is lost by dropping this.
             let _ = tx.try_send(());
         }
@@ -118,4 +145,29 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_file_its_target_and_a_configmap_link_are_relevant() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("lb.toml");
+        std::fs::write(&plain, "").unwrap();
+        let names = relevant_names(&plain);
+        assert_eq!(names, BTreeSet::from([OsString::from("lb.toml")]));
+
+        // Kubernetes ConfigMap layout: lb.toml -> ..data/lb.toml, ..data -> ..2026_11_25/.
+        let cm = dir.path().join("cm");
+        std::fs::create_dir_all(cm.join("..2026_11_25")).unwrap();
+        std::fs::write(cm.join("..2026_11_25/lb.toml"), "").unwrap();
+        std::os::unix::fs::symlink("..2026_11_25", cm.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/lb.toml", cm.join("lb.toml")).unwrap();
+        let names = relevant_names(&cm.join("lb.toml"));
+        assert!(names.contains(&OsString::from("lb.toml")));
+        assert!(names.contains(&OsString::from("..data")));
+        assert!(!names.contains(&OsString::from("access.log")));
+    }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lb::config::AccessLog;
-use tracing_appender::non_blocking::WorkerGuard;
+use lb::log_writer::{BatchWriter, FlushGuard};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::{fmt, EnvFilter};
 
@@ -52,11 +52,12 @@ enum Command {
 
 /// Sets up logging: everything to stderr (text or JSON lines), filtered by `RUST_LOG`, with the
 /// access log (target `lb::access`) on stderr, off, or in its own file. Writes go through
-/// tracing-appender's background writer so a slow stderr never blocks a request.
-fn init_logging(log: &lb::config::Log) -> Result<Vec<WorkerGuard>, String> {
+/// [`BatchWriter`]'s background thread so a slow stderr never blocks a request.
+fn init_logging(log: &lb::config::Log) -> Result<Vec<FlushGuard>, String> {
     use tracing_subscriber::prelude::*;
     let mut guards = Vec::new();
-    let (stderr, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (stderr, guard) = BatchWriter::spawn("lb-log", std::io::stderr())
+        .map_err(|e| format!("cannot start the log writer: {e}"))?;
     guards.push(guard);
     let ansi = !log.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let access_on_stderr = log.access == AccessLog::Stderr;
@@ -76,7 +77,8 @@ fn init_logging(log: &lb::config::Log) -> Result<Vec<WorkerGuard>, String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("cannot open access log {}: {e}", path.display()))?;
-            let (writer, guard) = tracing_appender::non_blocking(file);
+            let (writer, guard) = BatchWriter::spawn("lb-access-log", file)
+                .map_err(|e| format!("cannot start the access log writer: {e}"))?;
             guards.push(guard);
             let layer = fmt::layer().with_writer(writer).with_ansi(false);
             let layer = if log.json {

@@ -70,7 +70,8 @@ impl Proxy {
             status = status.as_u16(),
             pool = pool.map_or("-", |p| &*p.pattern),
             backend = %backend.as_ref().map_or_else(|| "-".to_owned(), |b| b.authority.to_string()),
-            duration_ms = elapsed.as_secs_f64() * 1e3,
+            // Whole microseconds / 1000 prints as a short decimal (0.46, not 0.46032100000000004).
+            duration_ms = elapsed.as_micros() as f64 / 1e3,
         );
         response
     }
