@@ -428,7 +428,7 @@ pub fn add_pool(text: &str, pattern: &str, spec: &PoolSpec) -> Result<String, Ed
         // NOTE: one blank line of our own even when the file already ends with one (then there
         // are two): remove_pool takes exactly one back, and a file's own trailing blank line is
         // indistinguishable from ours, so only this keeps add-then-remove byte-identical.
-        if !out.trim().is_empty() {
+        if !out.is_empty() {
             out.push('\n');
         }
         out.push_str(&table);

@@ -667,3 +667,12 @@ fn a_file_without_a_final_newline_keeps_its_ending() {
         "[pools.\"/\"]\ninterval = \"1s\"\nbackends = [\"127.0.0.1:1\"]"
     );
 }
+
+/// Found by the `edit` fuzz target: a file holding only blank lines lost one on add-then-remove.
+#[test]
+fn add_then_remove_pool_restores_a_whitespace_only_file() {
+    for text in ["\n", "\n\n", "  \n"] {
+        let added = add_pool(text, "/", &spec()).unwrap();
+        assert_eq!(remove_pool(&added, "/").unwrap(), text, "{text:?}");
+    }
+}
