@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -29,6 +29,33 @@ pub struct Config {
 impl Config {
     pub fn pool(&self, pattern: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.pattern == pattern)
+    }
+
+    /// Makes every relative file path in the config (`control.token_file`, `log.access`)
+    /// relative to the directory holding the config file, as Prometheus' web config file does,
+    /// so a secret kept beside lb.toml is found whatever directory lb was started from. The
+    /// result is absolute, so resolving twice changes nothing.
+    pub fn resolve_paths(&mut self, config_path: &Path) {
+        let dir = match config_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        // NOTE: `absolute` only fails when the working directory is gone; the paths are then
+        // left as written and opening them reports the problem.
+        let Ok(dir) = std::path::absolute(dir) else {
+            return;
+        };
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        if let Some(path) = &mut self.control.token_file {
+            resolve(path);
+        }
+        if let AccessLog::File(path) = &mut self.log.access {
+            resolve(path);
+        }
     }
 }
 
