@@ -38,6 +38,7 @@ struct StartOnly {
     listen: config::Listen,
     server: config::Server,
     token_file: Option<PathBuf>,
+    tls: Option<config::ControlTls>,
     log: config::Log,
 }
 
@@ -47,6 +48,7 @@ impl StartOnly {
             listen: config.listen.clone(),
             server: config.server.clone(),
             token_file: config.control.token_file.clone(),
+            tls: config.control.tls.clone(),
             log: config.log.clone(),
         }
     }
@@ -76,6 +78,19 @@ impl StartOnly {
             ),
             ("server.workers", a.server.workers != b.server.workers),
             ("control.token_file", a.token_file != b.token_file),
+            (
+                "control.tls_cert",
+                a.tls.as_ref().map(|t| &t.cert) != b.tls.as_ref().map(|t| &t.cert),
+            ),
+            (
+                "control.tls_key",
+                a.tls.as_ref().map(|t| &t.key) != b.tls.as_ref().map(|t| &t.key),
+            ),
+            (
+                "control.client_ca",
+                a.tls.as_ref().and_then(|t| t.client_ca.as_ref())
+                    != b.tls.as_ref().and_then(|t| t.client_ca.as_ref()),
+            ),
             ("log.access", a.log.access != b.log.access),
             ("log.format", a.log.json != b.log.json),
         ]

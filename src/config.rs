@@ -15,7 +15,7 @@ pub mod write;
 pub use duration::{format_duration, parse_duration};
 pub use model::{
     AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, Config, Control,
-    HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
+    ControlTls, HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use parse::{parse, Diagnostic};

@@ -31,10 +31,11 @@ impl Config {
         self.pools.iter().find(|p| p.pattern == pattern)
     }
 
-    /// Makes every relative file path in the config (`control.token_file`, `log.access`)
-    /// relative to the directory holding the config file, as Prometheus' web config file does,
-    /// so a secret kept beside lb.toml is found whatever directory lb was started from. The
-    /// result is absolute, so resolving twice changes nothing.
+    /// Makes every relative file path in the config (`control.token_file`, `tls_cert`,
+    /// `tls_key`, `client_ca`, `log.access`) relative to the directory holding the config file,
+    /// as Prometheus' web config file does, so a secret kept beside lb.toml is found whatever
+    /// directory lb was started from. The result is absolute, so resolving twice changes
+    /// nothing.
     pub fn resolve_paths(&mut self, config_path: &Path) {
         let dir = match config_path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -52,6 +53,13 @@ impl Config {
         };
         if let Some(path) = &mut self.control.token_file {
             resolve(path);
+        }
+        if let Some(tls) = &mut self.control.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            if let Some(path) = &mut tls.client_ca {
+                resolve(path);
+            }
         }
         if let AccessLog::File(path) = &mut self.log.access {
             resolve(path);
@@ -131,6 +139,20 @@ pub struct Control {
     pub token_file: Option<PathBuf>,
     /// Commit each successful control-API change to the git work tree holding lb.toml.
     pub git_commit: bool,
+    /// TLS for the control listener; plaintext HTTP/2 (h2c) when `None`.
+    pub tls: Option<ControlTls>,
+}
+
+/// `[control] tls_cert`, `tls_key` and `client_ca`: PEM files, read once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlTls {
+    /// The server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate.
+    pub key: PathBuf,
+    /// When set, every client must present a certificate signed by one of these CAs (mutual
+    /// TLS), which lb counts as authentication.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
