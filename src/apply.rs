@@ -32,6 +32,74 @@ pub struct Startup {
     pub control: config::Control,
 }
 
+/// The settings read once at start, as the file has them (before any flag overrides them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StartOnly {
+    listen: config::Listen,
+    server: config::Server,
+    token_file: Option<PathBuf>,
+    tls: Option<config::ControlTls>,
+    log: config::Log,
+}
+
+impl StartOnly {
+    fn of(config: &Config) -> StartOnly {
+        StartOnly {
+            listen: config.listen.clone(),
+            server: config.server.clone(),
+            token_file: config.control.token_file.clone(),
+            tls: config.control.tls.clone(),
+            log: config.log.clone(),
+        }
+    }
+
+    /// The keys whose value in `now` differs from `self`, in file order.
+    fn changed(&self, now: &StartOnly) -> Vec<&'static str> {
+        let (a, b) = (self, now);
+        [
+            ("listen.http", a.listen.http != b.listen.http),
+            ("listen.grpc", a.listen.grpc != b.listen.grpc),
+            ("listen.admin", a.listen.admin != b.listen.admin),
+            (
+                "server.header_timeout",
+                a.server.header_timeout != b.server.header_timeout,
+            ),
+            (
+                "server.drain_timeout",
+                a.server.drain_timeout != b.server.drain_timeout,
+            ),
+            (
+                "server.idle_timeout",
+                a.server.idle_timeout != b.server.idle_timeout,
+            ),
+            (
+                "server.max_connections",
+                a.server.max_connections != b.server.max_connections,
+            ),
+            ("server.workers", a.server.workers != b.server.workers),
+            ("control.token_file", a.token_file != b.token_file),
+            (
+                "control.tls_cert",
+                a.tls.as_ref().map(|t| &t.cert) != b.tls.as_ref().map(|t| &t.cert),
+            ),
+            (
+                "control.tls_key",
+                a.tls.as_ref().map(|t| &t.key) != b.tls.as_ref().map(|t| &t.key),
+            ),
+            (
+                "control.client_ca",
+                a.tls.as_ref().and_then(|t| t.client_ca.as_ref())
+                    != b.tls.as_ref().and_then(|t| t.client_ca.as_ref()),
+            ),
+            ("log.access", a.log.access != b.log.access),
+            ("log.format", a.log.json != b.log.json),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
 /// A change requested through the control API.
 #[derive(Debug, Clone)]
 pub enum Mutation {
@@ -193,6 +261,11 @@ pub struct Applier {
 }
 
 struct WriterState {
+    /// The start-only settings of the first config applied: what this process runs with.
+    started_with: Option<StartOnly>,
+    /// The start-only keys the file last differed in from `started_with`, so a reload says
+    /// "restart needed" once per change rather than on every save.
+    restart_pending: Vec<&'static str>,
     checkers: Checkers,
     /// One client per distinct connect timeout, reused by every topology.
     upstreams: HashMap<Duration, Upstream>,
@@ -216,6 +289,8 @@ impl Applier {
                 last_error: None,
             }),
             state: Mutex::new(WriterState {
+                started_with: None,
+                restart_pending: Vec::new(),
                 checkers: Checkers::new(events.clone()),
                 upstreams: HashMap::new(),
                 applied_hash: None,
@@ -477,17 +552,39 @@ impl Applier {
         }
     }
 
+    /// Logs when the file's start-only settings (listeners, server limits, control security,
+    /// logging) differ from those this process started with: the pools of such a save apply at
+    /// once, these stay as they are until lb restarts, and the log says so.
+    fn note_start_only(&self, state: &mut WriterState, now: StartOnly) {
+        let Some(started_with) = &state.started_with else {
+            state.started_with = Some(now);
+            return;
+        };
+        let changed = started_with.changed(&now);
+        if changed == state.restart_pending {
+            return;
+        }
+        if changed.is_empty() {
+            tracing::info!(path = %self.path.display(), "start-only settings match the running ones again");
+        } else {
+            tracing::warn!(path = %self.path.display(), keys = %changed.join(", "), "lb.toml changed settings that take effect only at start; restart lb to apply them (the pools were applied)");
+        }
+        state.restart_pending = changed;
+    }
+
     /// Builds the next topology from a valid config, swaps it in, and reconciles the checkers.
     /// Backends that stay declared keep their `Arc<Backend>`: health, in-flight and pooled
     /// connections survive. `seeds` start healthy (they were probed a moment ago).
     fn apply(
         &self,
         state: &mut WriterState,
-        config: Config,
+        mut config: Config,
         text: &str,
         seeds: &[BackendKey],
     ) -> u64 {
         let generation = self.status.load().generation + 1;
+        config.resolve_paths(&self.path);
+        self.note_start_only(state, StartOnly::of(&config));
         let mut wanted = Vec::new();
         let pools = config
             .pools

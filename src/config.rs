@@ -15,7 +15,7 @@ pub mod write;
 pub use duration::{format_duration, parse_duration};
 pub use model::{
     AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, Config, Control,
-    HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
+    ControlTls, HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use parse::{parse, Diagnostic};
@@ -57,16 +57,18 @@ impl fmt::Display for Invalid<'_> {
     }
 }
 
-/// Reads and validates the file at `path`, returning the config and the exact text it came from.
+/// Reads and validates the file at `path`, returning the config (its relative paths resolved
+/// against the file's directory) and the exact text it came from.
 pub fn load(path: &Path) -> Result<(Config, String), Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let config = parse(&text).map_err(|diagnostics| Error::Invalid {
+    let mut config = parse(&text).map_err(|diagnostics| Error::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     })?;
+    config.resolve_paths(path);
     Ok((config, text))
 }
 

@@ -1,10 +1,16 @@
-//! control: owns the gRPC control API (`rollout.lb.LoadBalancer`). It validates requests and
-//! hands every change to `apply`; it never edits lb.toml or the topology itself.
+//! control: owns the gRPC control API (`rollout.lb.LoadBalancer`), its bearer token and its
+//! TLS. It validates requests and hands every change to `apply`; it never edits lb.toml or the
+//! topology itself.
+//!
+//! - `service`: the RPCs.
+//! - `tls`: the listener's (and lbctl's) PEM files and rustls settings.
 
 pub mod proto;
 mod service;
+pub mod tls;
 
 pub use service::ControlService;
+pub use tls::{ServerTls, TlsError};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,16 +23,22 @@ use crate::apply::Applier;
 use proto::load_balancer_server::LoadBalancerServer;
 
 /// Serves the control API on `listener` until `shutdown` resolves. With a token, every RPC must
-/// carry `authorization: Bearer <token>`.
+/// carry `authorization: Bearer <token>`; with TLS, connections are TLS (ALPN `h2`) and, when
+/// it is mutual, each client must present a certificate signed by the configured CA.
 pub async fn serve(
     listener: TcpListener,
     applier: Arc<Applier>,
     token: Option<Token>,
+    tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let service =
         LoadBalancerServer::with_interceptor(ControlService::new(applier), Auth { token });
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.config())?;
+    }
+    server
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -9,13 +9,17 @@ use crate::control::proto;
 /// lbctl's long flags. The original Go tool's `flag` package took them with one dash as well
 /// (`-lb=...`, `-pattern /`), which clap does not, so these are rewritten before parsing. The
 /// first five are the original tool's; the rest are ours, accepted the same way for consistency.
-const GO_FLAGS: [&str; 13] = [
+const GO_FLAGS: [&str; 17] = [
     "lb",
     "pattern",
     "ip",
     "port",
     "url_path",
     "token-file",
+    "tls-ca",
+    "tls-cert",
+    "tls-key",
+    "tls-server-name",
     "rpc-timeout",
     "timeout",
     "if-match",
@@ -51,13 +55,36 @@ pub fn normalise_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
-/// `http://HOST:PORT` from `HOST:PORT` or a URL.
-pub fn endpoint(lb: &str) -> String {
-    if lb.starts_with("http://") || lb.starts_with("https://") {
-        lb.to_owned()
-    } else {
-        format!("http://{lb}")
+/// Why `--lb` and the TLS flags do not go together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("--lb {0:?} says http:// but --tls-ca asks for TLS; give https:// or just HOST:PORT")]
+    PlainWithTls(String),
+    #[error(
+        "--lb {0:?} says https://; give --tls-ca PATH, the CA that signed lb's control certificate"
+    )]
+    TlsWithoutCa(String),
+}
+
+/// The URL to dial: `HOST:PORT` becomes `https://HOST:PORT` with TLS (`--tls-ca`) and
+/// `http://HOST:PORT` without; a URL is kept when its scheme agrees with the flags.
+pub fn endpoint(lb: &str, tls: bool) -> Result<String, EndpointError> {
+    if lb.starts_with("http://") {
+        return if tls {
+            Err(EndpointError::PlainWithTls(lb.to_owned()))
+        } else {
+            Ok(lb.to_owned())
+        };
     }
+    if lb.starts_with("https://") {
+        return if tls {
+            Ok(lb.to_owned())
+        } else {
+            Err(EndpointError::TlsWithoutCa(lb.to_owned()))
+        };
+    }
+    let scheme = if tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{lb}"))
 }
 
 /// An error and its causes joined with `: `, for one line on stderr. Transport errors repeat
@@ -74,6 +101,60 @@ pub fn reason(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     parts.join(": ")
+}
+
+/// What to do about a failed TLS handshake, read from the error line: rustls names the alert
+/// or the verification failure, which says whose certificate is wrong. `tls` and `client_cert`
+/// say how lbctl dialled. A connection the server drops during the handshake shows up only as
+/// a closed or broken connection, so that gets a hint from what lbctl did not send.
+pub fn tls_hint(line: &str, tls: bool, client_cert: bool) -> Option<&'static str> {
+    let not_accepted =
+        "lb does not accept this client certificate: it must be signed by lb's client_ca";
+    let named = [
+        (
+            "CertificateRequired",
+            "lb requires a client certificate: pass --tls-cert and --tls-key",
+        ),
+        ("UnknownCA", not_accepted),
+        ("BadCertificate", not_accepted),
+        (
+            "UnknownIssuer",
+            "lb's certificate is not signed by the CA given with --tls-ca",
+        ),
+        (
+            "NotValidForName",
+            "lb's certificate does not name this host: connect by a name it has or pass --tls-server-name",
+        ),
+        ("Expired", "a certificate has expired"),
+    ];
+    if let Some((_, hint)) = named.iter().find(|(needle, _)| line.contains(needle)) {
+        return Some(hint);
+    }
+    let contains_any = |needles: &[&str]| needles.iter().any(|needle| line.contains(needle));
+    let dropped = contains_any(&[
+        "transport error",
+        "h2 protocol error",
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+    ]);
+    // Nothing listening, a name that does not resolve or a timeout is not about TLS.
+    let elsewhere = contains_any(&[
+        "tcp connect error",
+        "dns error",
+        "timed out",
+        "DEADLINE_EXCEEDED",
+    ]);
+    match (dropped && !elsewhere, tls, client_cert) {
+        (false, _, _) => None,
+        (true, false, _) => Some("if lb's control API serves TLS, pass --tls-ca PATH"),
+        (true, true, false) => {
+            Some("if lb requires client certificates, pass --tls-cert and --tls-key")
+        }
+        (true, true, true) => {
+            Some("if lb requires client certificates, this one must be signed by lb's client_ca")
+        }
+    }
 }
 
 /// The uppercase gRPC code name, as people search for it.
@@ -590,9 +671,71 @@ mod tests {
 
     #[test]
     fn endpoints_accept_addresses_and_urls() {
-        assert_eq!(endpoint("127.0.0.1:8081"), "http://127.0.0.1:8081");
-        assert_eq!(endpoint("[::1]:8081"), "http://[::1]:8081");
-        assert_eq!(endpoint("http://h:1"), "http://h:1");
-        assert_eq!(endpoint("https://h:1"), "https://h:1");
+        let ok = |lb, tls| endpoint(lb, tls).unwrap();
+        assert_eq!(ok("127.0.0.1:8081", false), "http://127.0.0.1:8081");
+        assert_eq!(ok("[::1]:8081", false), "http://[::1]:8081");
+        assert_eq!(ok("http://h:1", false), "http://h:1");
+        assert_eq!(ok("127.0.0.1:8081", true), "https://127.0.0.1:8081");
+        assert_eq!(ok("https://h:1", true), "https://h:1");
+    }
+
+    #[test]
+    fn endpoint_schemes_must_agree_with_the_tls_flags() {
+        assert_eq!(
+            endpoint("http://h:1", true),
+            Err(EndpointError::PlainWithTls("http://h:1".into()))
+        );
+        let error = endpoint("https://h:1", false).unwrap_err();
+        assert!(error.to_string().contains("--tls-ca PATH"), "{error}");
+    }
+
+    #[test]
+    fn tls_failures_come_with_a_hint() {
+        let line = "lbctl: error: UNKNOWN: transport error: connection error: received fatal alert: CertificateRequired";
+        assert_eq!(
+            tls_hint(line, true, false),
+            Some("lb requires a client certificate: pass --tls-cert and --tls-key")
+        );
+        let line = "lbctl: cannot reach lb at h:1: transport error: invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(line, true, false).is_some_and(|h| h.contains("--tls-ca")));
+        // A dropped connection: plaintext against TLS, or no certificate against mutual TLS.
+        let line = "lbctl: error: UNKNOWN: transport error: connection error: stream closed because of a broken pipe";
+        assert!(tls_hint(line, false, false).is_some_and(|h| h.contains("--tls-ca")));
+        let line = "lbctl: error: CANCELLED: operation was canceled: connection closed";
+        assert!(tls_hint(line, true, false).is_some_and(|h| h.contains("--tls-cert")));
+        assert!(tls_hint(line, true, true).is_some_and(|h| h.contains("client_ca")));
+        let refused = "lbctl: cannot reach lb at h:1: transport error: tcp connect error: Connection refused (os error 111)";
+        assert_eq!(tls_hint(refused, false, false), None);
+        assert_eq!(tls_hint(refused, true, false), None);
+        let dns = "lbctl: cannot reach lb at nope:1: transport error: dns error: failed to lookup address information";
+        assert_eq!(tls_hint(dns, false, false), None);
+        assert_eq!(
+            tls_hint("lbctl: error: NOT_FOUND: no pool \"/x\"", false, false),
+            None
+        );
+    }
+
+    #[test]
+    fn tls_flags_take_the_go_style_too() {
+        assert_eq!(
+            args(&[
+                "lbctl",
+                "-tls-ca=ca.pem",
+                "-tls-cert",
+                "c.pem",
+                "-tls-key=k.pem",
+                "-tls-server-name=lb.internal",
+                "status"
+            ]),
+            [
+                "lbctl",
+                "--tls-ca=ca.pem",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key=k.pem",
+                "--tls-server-name=lb.internal",
+                "status"
+            ]
+        );
     }
 }

@@ -75,7 +75,9 @@ pub enum Error {
     Watch(#[from] watch::Error),
     #[error(transparent)]
     Token(#[from] control::TokenError),
-    #[error("refusing to serve the control API on non-loopback {addr} without a token: anyone who can reach it could change the topology. Set [control] token_file = \"/etc/lb/token\" in the config (a file holding a long random secret), or pass --insecure-control to accept the risk knowingly")]
+    #[error(transparent)]
+    Tls(#[from] control::TlsError),
+    #[error("refusing to serve the control API on non-loopback {addr} without a token: anyone who can reach it could change the topology. Set [control] token_file = \"/etc/lb/token\" in the config (a file holding a long random secret), or require client certificates with [control] tls_cert, tls_key and client_ca, or pass --insecure-control to accept the risk knowingly")]
     InsecureControl { addr: SocketAddr },
 }
 
@@ -87,6 +89,7 @@ pub struct Lb {
     grpc: TcpListener,
     admin: Option<TcpListener>,
     token: Option<control::Token>,
+    tls: Option<control::ServerTls>,
 }
 
 impl Lb {
@@ -107,16 +110,36 @@ impl Lb {
             Some(path) => Some(control::Token::read(path)?),
             None => None,
         };
-        if token.is_none() && !startup.listen.grpc.ip().is_loopback() {
+        let tls = match &startup.control.tls {
+            Some(files) => Some(control::ServerTls::load(files)?),
+            None => None,
+        };
+        // A client certificate signed by `client_ca` authenticates as well as a token does (it
+        // is a secret key the client proves it holds), so either one opens a non-loopback
+        // listener. TLS without client certificates only hides the traffic.
+        let mutual = tls.as_ref().is_some_and(control::ServerTls::is_mutual);
+        let non_loopback = !startup.listen.grpc.ip().is_loopback();
+        if non_loopback && token.is_none() && !mutual {
             if options.insecure_control {
-                tracing::warn!(addr = %startup.listen.grpc, "control API open to the network without a token (--insecure-control)");
+                tracing::warn!(addr = %startup.listen.grpc, "control API open to the network without a token or client certificates (--insecure-control)");
             } else {
                 return Err(Error::InsecureControl {
                     addr: startup.listen.grpc,
                 });
             }
         }
+        if non_loopback && tls.is_none() && token.is_some() {
+            tracing::warn!(addr = %startup.listen.grpc, "control API on a non-loopback address without TLS: the token travels in clear; set [control] tls_cert and tls_key");
+        }
         let grpc = bind("grpc", startup.listen.grpc).await?;
+        if let Some(tls) = &tls {
+            let clients = if tls.is_mutual() {
+                "certificates signed by client_ca"
+            } else {
+                "any"
+            };
+            tracing::info!(clients, "control API serves TLS");
+        }
         let admin = match startup.listen.admin {
             Some(addr) => Some(bind("admin", addr).await?),
             None => None,
@@ -128,6 +151,7 @@ impl Lb {
             grpc,
             admin,
             token,
+            tls,
         })
     }
 
@@ -156,6 +180,7 @@ impl Lb {
             self.grpc,
             Arc::clone(&self.applier),
             self.token,
+            self.tls,
             stopped(stop_rx.clone()),
         ));
         if let Some(listener) = self.admin {

@@ -312,3 +312,26 @@ async fn reload_latency_is_within_the_one_second_limit() {
         samples[samples.len() - 1]
     );
 }
+
+/// Listeners, server limits, control security and logging are read at start; a save that
+/// changes them still applies its pools and says which keys need a restart, once.
+#[tokio::test]
+async fn a_start_only_change_applies_the_pools_and_asks_for_a_restart() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&config_with(&[a.addr]));
+    wait_serving(&lb, "a").await;
+    std::fs::write(
+        &lb.config,
+        format!(
+            "[server]\ndrain_timeout = \"5s\"\n\n{}",
+            config_with(&[b.addr])
+        ),
+    )
+    .unwrap();
+    wait_serving(&lb, "b").await;
+    let line = lb
+        .log_eventually("restart lb to apply them", Duration::from_secs(3))
+        .await;
+    assert!(line.contains("server.drain_timeout"), "{line}");
+    assert!(!line.contains("listen."), "{line}");
+}

@@ -18,10 +18,11 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use lb::config::BackendAddr;
 use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
+use lb::control::tls::{read_certificates, read_key};
 use lb::lbctl;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,18 @@ struct Args {
     /// File holding the control token (sent as `authorization: Bearer ...`).
     #[arg(long, global = true, env = "LB_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for lb's control certificate; connects over TLS.
+    #[arg(long, global = true, env = "LB_TLS_CA", value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --tls-key.
+    #[arg(long, global = true, env = "LB_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "LB_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// Name to check lb's certificate against [default: the host in --lb].
+    #[arg(long, global = true, env = "LB_TLS_SERVER_NAME", value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// Connect and per-RPC timeout, e.g. 10s.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     rpc_timeout: Duration,
@@ -185,6 +198,7 @@ struct Unreachable {
 
 fn main() -> ExitCode {
     let args = Args::parse_from(lbctl::normalise_args(std::env::args()));
+    let (tls, client_cert) = (args.tls_ca.is_some(), args.tls_cert.is_some());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -204,10 +218,13 @@ fn main() -> ExitCode {
             if let Some(usage) = error.downcast_ref::<Usage>() {
                 usage_exit(usage);
             }
-            if let Some(unreachable) = error.downcast_ref::<Unreachable>() {
-                eprintln!("lbctl: {unreachable}");
-            } else {
-                eprintln!("lbctl: error: {error:#}");
+            let line = match error.downcast_ref::<Unreachable>() {
+                Some(unreachable) => format!("lbctl: {unreachable}"),
+                None => format!("lbctl: error: {error:#}"),
+            };
+            match lbctl::tls_hint(&line, tls, client_cert) {
+                Some(hint) => eprintln!("{line} ({hint})"),
+                None => eprintln!("{line}"),
             }
             ExitCode::FAILURE
         }
@@ -237,14 +254,76 @@ fn token(args: &Args) -> anyhow::Result<Option<String>> {
         .filter(|t| !t.is_empty()))
 }
 
+/// A flag given without the one it needs (exit 2).
+fn needs(flag: &str, other: &str) -> Usage {
+    Usage {
+        kind: ErrorKind::MissingRequiredArgument,
+        command: None,
+        message: format!("{flag} needs {other}"),
+    }
+}
+
+/// The client TLS settings from --tls-ca, --tls-cert, --tls-key and --tls-server-name; `None`
+/// for plaintext. Files are read here, so a missing one is named before any network wait.
+fn tls_config(args: &Args) -> anyhow::Result<Option<ClientTlsConfig>> {
+    let Some(ca) = &args.tls_ca else {
+        if args.tls_cert.is_some() || args.tls_key.is_some() {
+            let flag = if args.tls_cert.is_some() {
+                "--tls-cert"
+            } else {
+                "--tls-key"
+            };
+            return Err(needs(
+                flag,
+                "--tls-ca PATH (the CA that signed lb's control certificate)",
+            )
+            .into());
+        }
+        if args.tls_server_name.is_some() {
+            return Err(needs("--tls-server-name", "--tls-ca PATH").into());
+        }
+        return Ok(None);
+    };
+    let ca = read_certificates(ca, "--tls-ca").map_err(tls_file_error)?;
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .timeout(args.rpc_timeout);
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = read_certificates(cert, "--tls-cert").map_err(tls_file_error)?;
+            let key = read_key(key, "--tls-key").map_err(tls_file_error)?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        (Some(_), None) => return Err(needs("--tls-cert", "--tls-key PATH").into()),
+        (None, Some(_)) => return Err(needs("--tls-key", "--tls-cert PATH").into()),
+        (None, None) => {}
+    }
+    if let Some(name) = &args.tls_server_name {
+        config = config.domain_name(name.clone());
+    }
+    Ok(Some(config))
+}
+
 async fn connect(args: &Args) -> anyhow::Result<Client> {
-    // Local problems (a bad --lb, an unreadable token file) are reported before any network wait.
-    let url = lbctl::endpoint(&args.lb);
+    // Local problems (a bad --lb, an unreadable token or TLS file) are reported before any
+    // network wait.
+    let tls = tls_config(args)?;
+    let url = lbctl::endpoint(&args.lb, tls.is_some()).map_err(|e| Usage {
+        kind: ErrorKind::ArgumentConflict,
+        command: None,
+        message: e.to_string(),
+    })?;
     let endpoint = Endpoint::from_shared(url).map_err(|_| Usage {
         kind: ErrorKind::ValueValidation,
         command: None,
         message: format!("--lb {:?} is not HOST:PORT or a URL", args.lb),
     })?;
+    let endpoint = match tls {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| anyhow!("cannot use the TLS settings: {}", lbctl::reason(&e)))?,
+        None => endpoint,
+    };
     let auth = match token(args)? {
         Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
             anyhow!("the control token contains characters not allowed in a header")
@@ -335,7 +414,19 @@ fn flag_backend(args: &Args, command: &'static str) -> anyhow::Result<BackendAdd
 }
 
 fn rpc_error(status: tonic::Status) -> anyhow::Error {
-    anyhow!("{}: {}", lbctl::code_name(status.code()), status.message())
+    // A connection that fails under an RPC (a TLS alert, a reset) arrives as a status whose
+    // message is only "transport error"; the cause says what happened.
+    let message = match std::error::Error::source(&status).map(lbctl::reason) {
+        Some(cause) if cause.starts_with(status.message()) => cause,
+        Some(cause) => format!("{}: {cause}", status.message()),
+        None => status.message().to_owned(),
+    };
+    anyhow!("{}: {message}", lbctl::code_name(status.code()))
+}
+
+/// A TLS file error as one line (its message already carries the OS error).
+fn tls_file_error(error: lb::control::TlsError) -> anyhow::Error {
+    anyhow!("{error}")
 }
 
 fn if_match(args: &Args) -> Option<proto::Precondition> {

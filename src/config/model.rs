@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -29,6 +29,41 @@ pub struct Config {
 impl Config {
     pub fn pool(&self, pattern: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.pattern == pattern)
+    }
+
+    /// Makes every relative file path in the config (`control.token_file`, `tls_cert`,
+    /// `tls_key`, `client_ca`, `log.access`) relative to the directory holding the config file,
+    /// as Prometheus' web config file does, so a secret kept beside lb.toml is found whatever
+    /// directory lb was started from. The result is absolute, so resolving twice changes
+    /// nothing.
+    pub fn resolve_paths(&mut self, config_path: &Path) {
+        let dir = match config_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        // NOTE: `absolute` only fails when the working directory is gone; the paths are then
+        // left as written and opening them reports the problem.
+        let Ok(dir) = std::path::absolute(dir) else {
+            return;
+        };
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        if let Some(path) = &mut self.control.token_file {
+            resolve(path);
+        }
+        if let Some(tls) = &mut self.control.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            if let Some(path) = &mut tls.client_ca {
+                resolve(path);
+            }
+        }
+        if let AccessLog::File(path) = &mut self.log.access {
+            resolve(path);
+        }
     }
 }
 
@@ -104,6 +139,20 @@ pub struct Control {
     pub token_file: Option<PathBuf>,
     /// Commit each successful control-API change to the git work tree holding lb.toml.
     pub git_commit: bool,
+    /// TLS for the control listener; plaintext HTTP/2 (h2c) when `None`.
+    pub tls: Option<ControlTls>,
+}
+
+/// `[control] tls_cert`, `tls_key` and `client_ca`: PEM files, read once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlTls {
+    /// The server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate.
+    pub key: PathBuf,
+    /// When set, every client must present a certificate signed by one of these CAs (mutual
+    /// TLS), which lb counts as authentication.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

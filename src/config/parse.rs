@@ -121,6 +121,9 @@ struct RawControl {
     token_file: Option<Spanned<String>>,
     #[serde(default)]
     git_commit: bool,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+    client_ca: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +248,11 @@ impl Validator<'_> {
                 .token_file
                 .map(|t| PathBuf::from(t.into_inner())),
             git_commit: raw.control.git_commit,
+            tls: self.control_tls(
+                raw.control.tls_cert,
+                raw.control.tls_key,
+                raw.control.client_ca,
+            ),
         };
 
         let log = Log {
@@ -447,6 +455,57 @@ impl Validator<'_> {
             url_path,
             healthy_values,
         }
+    }
+
+    /// `tls_cert` and `tls_key` come together; `client_ca` only with them (client certificates
+    /// are a part of the TLS handshake).
+    fn control_tls(
+        &mut self,
+        cert: Option<Spanned<String>>,
+        key: Option<Spanned<String>>,
+        client_ca: Option<Spanned<String>>,
+    ) -> Option<ControlTls> {
+        let (cert_span, key_span) = (
+            cert.as_ref().map(Spanned::span),
+            key.as_ref().map(Spanned::span),
+        );
+        let cert = cert.and_then(|c| self.file_path(c, "control.tls_cert"));
+        let key = key.and_then(|k| self.file_path(k, "control.tls_key"));
+        let client_ca = match client_ca {
+            Some(ca) if cert_span.is_none() || key_span.is_none() => {
+                self.error(
+                    ca.span(),
+                    "control.client_ca needs control.tls_cert and control.tls_key: client certificates are only checked over TLS",
+                );
+                None
+            }
+            ca => ca.and_then(|ca| self.file_path(ca, "control.client_ca")),
+        };
+        match (cert_span, key_span) {
+            (Some(span), None) => self.error(
+                span,
+                "control.tls_cert needs control.tls_key (the certificate's private key, PEM)",
+            ),
+            (None, Some(span)) => self.error(
+                span,
+                "control.tls_key needs control.tls_cert (the certificate chain, PEM)",
+            ),
+            _ => {}
+        }
+        Some(ControlTls {
+            cert: cert?,
+            key: key?,
+            client_ca,
+        })
+    }
+
+    /// A file path value; empty is an error.
+    fn file_path(&mut self, raw: Spanned<String>, key: &str) -> Option<PathBuf> {
+        if raw.get_ref().trim().is_empty() {
+            self.error(raw.span(), format!("{key} is empty (a path to a PEM file)"));
+            return None;
+        }
+        Some(PathBuf::from(raw.into_inner()))
     }
 
     fn duration(&mut self, raw: Option<Spanned<String>>, default: Duration) -> Duration {

@@ -67,11 +67,18 @@ impl Lb {
 
     /// Starts lb on an existing config path inside `dir`, with extra arguments.
     pub fn start_at(dir: tempfile::TempDir, config: PathBuf, extra: &[&str]) -> Lb {
+        let mut args = vec!["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Lb::start_with_args(dir, config, &args)
+    }
+
+    /// Starts lb on `config` with exactly these arguments after `--config PATH` (so the test
+    /// chooses the listen addresses, e.g. a control listener on `0.0.0.0:0`).
+    pub fn start_with_args(dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Lb {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
             .arg("--config")
             .arg(&config)
-            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info,lb=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
