@@ -19,14 +19,26 @@ pub fn pick<'a>(
     rng: &mut fastrand::Rng,
     load: impl Fn(&Backend) -> f64,
 ) -> Option<&'a Arc<Backend>> {
-    let n_ready = backends.iter().filter(|b| b.in_rotation()).count();
+    pick_among(backends, rng, load, Backend::in_rotation)
+}
+
+/// [`pick`] over the backends for which `eligible` holds (a retry leaves out the one that just
+/// failed).
+pub fn pick_among<'a>(
+    backends: &'a [Arc<Backend>],
+    rng: &mut fastrand::Rng,
+    load: impl Fn(&Backend) -> f64,
+    eligible: impl Fn(&Backend) -> bool,
+) -> Option<&'a Arc<Backend>> {
+    let n_ready = backends.iter().filter(|b| eligible(b)).count();
+    let nth_ready = |rank| backends.iter().filter(|b| eligible(b)).nth(rank);
     match n_ready {
         0 => None,
-        1 => backends.iter().find(|b| b.in_rotation()),
+        1 => nth_ready(0),
         n => {
             let (a_rank, b_rank) = distinct_pair(n, rng);
-            let a = nth_ready(backends, a_rank)?;
-            let b = nth_ready(backends, b_rank)?;
+            let a = nth_ready(a_rank)?;
+            let b = nth_ready(b_rank)?;
             let (a_load, b_load) = (load(a), load(b));
             tracing::trace!(a = %a.addr, a_load, b = %b.addr, b_load, "p2c");
             Some(if b_load < a_load { b } else { a })
@@ -44,10 +56,6 @@ pub fn distinct_pair(n: usize, rng: &mut fastrand::Rng) -> (usize, usize) {
     }
     debug_assert_ne!(a, b);
     (a, b)
-}
-
-fn nth_ready(backends: &[Arc<Backend>], rank: usize) -> Option<&Arc<Backend>> {
-    backends.iter().filter(|b| b.in_rotation()).nth(rank)
 }
 
 #[cfg(test)]

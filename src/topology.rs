@@ -61,9 +61,25 @@ impl Pool {
 
     /// Picks a backend for a new request with this pool's balancing rule.
     pub fn pick(&self, rng: &mut fastrand::Rng) -> Option<&Arc<Backend>> {
+        self.pick_among(rng, Backend::in_rotation)
+    }
+
+    /// Picks for a retry: another backend than `failed` when one is in rotation, else `failed`
+    /// itself if it still is.
+    pub fn pick_other(&self, rng: &mut fastrand::Rng, failed: &Backend) -> Option<&Arc<Backend>> {
+        self.pick_among(rng, |b| b.in_rotation() && !std::ptr::eq(b, failed))
+            .or_else(|| self.pick(rng))
+    }
+
+    fn pick_among(
+        &self,
+        rng: &mut fastrand::Rng,
+        eligible: impl Fn(&Backend) -> bool,
+    ) -> Option<&Arc<Backend>> {
+        use crate::balance::pick_among;
         match self.pool_type {
-            PoolType::P2c => crate::balance::pick(&self.backends, rng, |b| b.in_flight() as f64),
-            PoolType::P2cEwma => crate::balance::pick(&self.backends, rng, Backend::ewma_load),
+            PoolType::P2c => pick_among(&self.backends, rng, |b| b.in_flight() as f64, eligible),
+            PoolType::P2cEwma => pick_among(&self.backends, rng, Backend::ewma_load, eligible),
         }
     }
 }

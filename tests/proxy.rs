@@ -617,6 +617,25 @@ async fn a_request_that_reached_a_backend_is_never_retried() {
     assert!(heads.try_recv().is_err(), "the request was sent twice");
 }
 
+#[tokio::test]
+async fn an_idempotent_request_cut_off_by_its_backend_is_retried_on_another() {
+    // Reads the head, then hangs up without answering, like a backend killed mid-request.
+    let (dying, mut heads) = raw_backend(|stream, _| async move { drop(stream) }).await;
+    let b = Backend::start("b").await;
+    let lb = start(&[dying, b.addr], "", "retries = 1").await;
+    let client = support::client();
+    // P2C picks either; keep asking until the dying backend has seen a request.
+    let mut sent = 0;
+    while heads.try_recv().is_err() {
+        assert!(sent < 60, "the dying backend was never picked");
+        let (status, body) = get(&client, &lb.url("/idempotent")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));
+        sent += 1;
+    }
+    assert_eq!(b.hits(), sent, "every request answered by b exactly once");
+    lb.log_eventually("backend request failed", WAIT).await;
+}
+
 // === 7. limits and hostile input ===
 
 #[tokio::test]

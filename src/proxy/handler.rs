@@ -250,13 +250,19 @@ async fn forward(
     let mut rng = fastrand::Rng::new();
 
     let mut attempt = 0;
-    // Why the last attempt failed to connect; answered when no backend is left to retry on.
-    let mut failed_connect = None;
+    // The last failed attempt: its backend is avoided by the retry, and its answer is given
+    // when no backend is left to retry on.
+    let mut failed: Option<(Arc<Backend>, Forwarded)> = None;
     loop {
-        let Some(backend) = pool.pick(&mut rng) else {
-            return failed_connect.unwrap_or_else(|| {
-                Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n")
-            });
+        let picked = match &failed {
+            Some((last, _)) => pool.pick_other(&mut rng, last),
+            None => pool.pick(&mut rng),
+        };
+        let Some(backend) = picked else {
+            return failed.map_or_else(
+                || Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
+                |(_, failure)| failure,
+            );
         };
         let backend = Arc::clone(backend);
         let uri = match upstream_uri(&backend, &parts.uri) {
@@ -329,17 +335,30 @@ async fn forward(
                 if attempt < pool.retries && replayable {
                     attempt += 1;
                     metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    failed_connect = Some(failure);
+                    failed = Some((backend, failure));
                     continue;
                 }
                 return failure;
             }
             Ok(Err(error)) => {
                 tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
-                return Forwarded {
-                    backend: Some(backend),
+                let failure = Forwarded {
+                    backend: Some(Arc::clone(&backend)),
                     ..Forwarded::local(StatusCode::BAD_GATEWAY, "backend failed\n")
                 };
+                // The request may have reached the backend, which then failed before answering
+                // (reset, closed: typically a restart). Like nginx's proxy_next_upstream, only an
+                // idempotent request whose body can be sent again is retried elsewhere.
+                let replayable = upgrade.is_none()
+                    && is_idempotent(&parts.method)
+                    && slot.as_ref().is_none_or(slot_untouched);
+                if attempt < pool.retries && replayable {
+                    attempt += 1;
+                    metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    failed = Some((backend, failure));
+                    continue;
+                }
+                return failure;
             }
             Err(_elapsed) => {
                 tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
@@ -350,6 +369,16 @@ async fn forward(
             }
         }
     }
+}
+
+/// Methods that RFC 9110 (section 9.2.2) defines as idempotent: sending one twice has the effect
+/// of sending it once, so it may be retried after the backend may have seen it.
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// True when an error (or one of its sources) is an I/O timeout, such as `connect_timeout`.
