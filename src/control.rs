@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::apply::Applier;
 use proto::load_balancer_server::LoadBalancerServer;
@@ -38,9 +39,16 @@ pub async fn serve(
     if let Some(tls) = tls {
         server = server.tls_config(tls.config())?;
     }
+    // Without TCP_NODELAY a unary reply can sit behind the client's delayed ACK (~40 ms a call,
+    // found by benches/add_backend.rs); tonic sets it only on listeners it binds itself.
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        stream.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     server
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 

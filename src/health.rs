@@ -205,8 +205,10 @@ async fn run(
     let mut first = true;
     loop {
         ticker.tick().await;
+        let started = std::time::Instant::now();
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
         let healthy = outcome.is_ok();
+        backend.checks.record(healthy, started.elapsed());
         let was = backend.set_healthy(healthy);
         let reason = match &outcome {
             Ok(()) if !was => {

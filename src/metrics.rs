@@ -78,6 +78,23 @@ impl RequestStats {
     }
 }
 
+/// Active health-check outcomes of one backend and how long its last probe took.
+#[derive(Debug, Default)]
+pub struct CheckStats {
+    passed: AtomicU64,
+    failed: AtomicU64,
+    last_micros: AtomicU64,
+}
+
+impl CheckStats {
+    pub fn record(&self, passed: bool, took: Duration) {
+        let counter = if passed { &self.passed } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_micros.store(micros, Ordering::Relaxed);
+    }
+}
+
 /// Process-wide counters that are not per backend.
 #[derive(Default, Debug)]
 pub struct Global {
@@ -168,6 +185,29 @@ pub fn render(topology: &Topology, status: &Status, global: &Global) -> String {
             out,
             "lb_backend_in_flight{{pool=\"{pool}\",backend=\"{backend}\"}} {}",
             b.in_flight()
+        );
+    }
+
+    out.push_str(
+        "# HELP lb_health_checks_total Active health checks, by pool, backend and result.\n",
+    );
+    out.push_str("# TYPE lb_health_checks_total counter\n");
+    for (pool, backend, b) in backends() {
+        for (result, counter) in [("pass", &b.checks.passed), ("fail", &b.checks.failed)] {
+            let _ = writeln!(
+                out,
+                "lb_health_checks_total{{pool=\"{pool}\",backend=\"{backend}\",result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+    out.push_str("# HELP lb_health_check_duration_seconds How long the last health check took.\n");
+    out.push_str("# TYPE lb_health_check_duration_seconds gauge\n");
+    for (pool, backend, b) in backends() {
+        let _ = writeln!(
+            out,
+            "lb_health_check_duration_seconds{{pool=\"{pool}\",backend=\"{backend}\"}} {}",
+            b.checks.last_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
     }
 

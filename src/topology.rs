@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::config::{AdminState, BackendAddr, HealthCheck, PoolConfig, PoolType};
-use crate::metrics::RequestStats;
+use crate::metrics::{CheckStats, RequestStats};
 use crate::proxy::Upstream;
 use crate::routing::Router;
 
@@ -110,6 +110,8 @@ pub struct Backend {
     pub latency: PeakEwma,
     /// Requests answered by this backend; survives reloads with the backend.
     pub stats: RequestStats,
+    /// Active health-check outcomes; survive reloads with the backend.
+    pub checks: CheckStats,
 }
 
 impl Backend {
@@ -124,6 +126,7 @@ impl Backend {
             admin: AtomicU8::new(AdminState::Enabled as u8),
             latency: PeakEwma::default(),
             stats: RequestStats::default(),
+            checks: CheckStats::default(),
         }
     }
 

@@ -66,6 +66,32 @@ async fn metrics_cover_requests_health_and_reloads() {
         metrics.contains(&format!("lb_backend_in_flight{{{a_label}}} 0")),
         "{metrics}"
     );
+    // a passes its checks and b fails them; each probe's duration is kept.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(
+        value(&format!(
+            "lb_health_checks_total{{{a_label},result=\"pass\"}}"
+        )) >= 1.0
+    );
+    assert!(
+        value(&format!(
+            "lb_health_checks_total{{{b_label},result=\"fail\"}}"
+        )) >= 1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "lb_health_checks_total{{{b_label},result=\"pass\"}}"
+        )),
+        0.0
+    );
+    let took = value(&format!("lb_health_check_duration_seconds{{{a_label}}}"));
+    assert!(took > 0.0 && took < 1.0, "{took}");
     assert!(metrics.contains("lb_config_generation 1"), "{metrics}");
     assert!(
         metrics.contains("lb_config_reloads_total{result=\"error\"} 0"),

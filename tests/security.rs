@@ -101,3 +101,52 @@ async fn with_a_token_every_rpc_needs_it() {
         .to_lowercase()
         .contains("unauthenticated"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_written_gives_failed_precondition_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.toml");
+    let text = support::pool("/", &[a.addr], "100ms");
+    std::fs::write(&config, &text).unwrap();
+    let lb = Lb::start_unprivileged(dir, config);
+    let http = support::client();
+    support::eventually(std::time::Duration::from_secs(5), "a serving", || async {
+        support::get(&http, &lb.url("/")).await.1 == "a"
+    })
+    .await;
+
+    // lb (not root) can no longer create its temp file beside lb.toml.
+    std::fs::set_permissions(lb.dir(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut client = support::control(&lb).await;
+    let status = client
+        .remove_pool(proto::RemovePoolReq {
+            pattern: "/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    std::fs::set_permissions(lb.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("Permission denied")
+            && status.message().contains(&*lb.config.to_string_lossy()),
+        "the OS error and the path: {}",
+        status.message()
+    );
+    assert_eq!(std::fs::read_to_string(&lb.config).unwrap(), text);
+    assert_eq!(support::get(&http, &lb.url("/")).await.1, "a");
+    let pools = client
+        .list_pools(proto::ListPoolsReq::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pools.pools.len(), 1, "the pool is still there");
+}

@@ -75,7 +75,40 @@ impl Lb {
     /// Starts lb on `config` with exactly these arguments after `--config PATH` (so the test
     /// chooses the listen addresses, e.g. a control listener on `0.0.0.0:0`).
     pub fn start_with_args(dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Lb {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+        Lb::spawn(Command::new(env!("CARGO_BIN_EXE_lb")), dir, config, args)
+    }
+
+    /// Starts lb as an unprivileged user (nobody, through `setpriv`) when the tests run as
+    /// root, so that file permissions apply to it; `dir` is opened up for that user to read.
+    pub fn start_unprivileged(dir: tempfile::TempDir, config: PathBuf) -> Lb {
+        use std::os::unix::fs::PermissionsExt;
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+        let command = if root {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("open the test dir");
+            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666))
+                .expect("open the config");
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(env!("CARGO_BIN_EXE_lb"));
+            command
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_lb"))
+        };
+        Lb::spawn(
+            command,
+            dir,
+            config,
+            &["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+        )
+    }
+
+    fn spawn(mut command: Command, dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Lb {
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .args(args)
