@@ -123,7 +123,7 @@ pub struct Checkers {
 struct Checker {
     backend: Arc<Backend>,
     /// `None` for a disabled backend: kept (with its counters) but not probed.
-    settings: Option<CheckSettings>,
+    settings: Option<Arc<CheckSettings>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -152,7 +152,7 @@ impl Checkers {
     /// restarts those whose settings changed, starts new ones, stops removed ones.
     pub fn reconcile(
         &mut self,
-        wanted: Vec<(BackendKey, Arc<Backend>, Option<CheckSettings>)>,
+        wanted: Vec<(BackendKey, Arc<Backend>, Option<Arc<CheckSettings>>)>,
         client: &ProbeClient,
     ) {
         let mut next = HashMap::with_capacity(wanted.len());
@@ -196,7 +196,7 @@ impl Checkers {
 async fn run(
     key: BackendKey,
     backend: Arc<Backend>,
-    settings: CheckSettings,
+    settings: Arc<CheckSettings>,
     client: ProbeClient,
     events: Events,
 ) {
