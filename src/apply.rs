@@ -5,11 +5,9 @@
 //! Mutations edit the file's *text* (so comments survive), write it atomically, and then apply
 //! the written text exactly as a human save would be applied. The file is the only truth.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -21,7 +19,6 @@ use crate::config::write::{self, WriteError};
 use crate::config::{self, AdminState, BackendAddr, Config, Diagnostic, PoolConfig};
 use crate::health::{self, Checkers, ProbeClient};
 use crate::metrics::Global;
-use crate::proxy::Upstream;
 use crate::topology::{Backend, BackendKey, CheckSettings, Pool, SharedTopology, Topology};
 
 /// The parts of the config that only take effect when lb starts.
@@ -267,8 +264,6 @@ struct WriterState {
     /// "restart needed" once per change rather than on every save.
     restart_pending: Vec<&'static str>,
     checkers: Checkers,
-    /// One client per distinct connect timeout, reused by every topology.
-    upstreams: HashMap<Duration, Upstream>,
     applied_hash: Option<[u8; 32]>,
     /// The pools of the applied file: a mutation of unchanged text checks existence against
     /// these instead of parsing the file a second time.
@@ -295,7 +290,6 @@ impl Applier {
                 started_with: None,
                 restart_pending: Vec::new(),
                 checkers: Checkers::new(events.clone()),
-                upstreams: HashMap::new(),
                 applied_hash: None,
                 applied_pools: Vec::new(),
                 rejected_hash: None,
@@ -629,13 +623,7 @@ impl Applier {
                         backend
                     })
                     .collect();
-                let upstream = state
-                    .upstreams
-                    .entry(pool_config.connect_timeout)
-                    .or_insert_with(|| Upstream::new(pool_config.connect_timeout))
-                    .clone();
                 Pool {
-                    upstream,
                     pattern,
                     pool_type: pool_config.pool_type,
                     connect_timeout: pool_config.connect_timeout,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use tokio::net::TcpListener;
 
+use crate::access_log::AccessLog;
 use crate::{Error, Lb, Options};
 
 /// A running demo: keep it alive as long as the balancer should serve.
@@ -18,7 +19,12 @@ pub struct Demo {
 }
 
 /// Starts two sample backends and binds lb on `http` / `grpc` / `admin` in front of them.
-pub async fn start(http: SocketAddr, grpc: SocketAddr, admin: SocketAddr) -> Result<Demo, Error> {
+pub async fn start(
+    http: SocketAddr,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    access_log: AccessLog,
+) -> Result<Demo, Error> {
     let dir = tempfile::tempdir().map_err(|source| {
         Error::Config(crate::config::Error::Read {
             path: std::env::temp_dir(),
@@ -58,6 +64,7 @@ pub async fn start(http: SocketAddr, grpc: SocketAddr, admin: SocketAddr) -> Res
         grpc: None,
         admin: None,
         insecure_control: false,
+        access_log,
     })
     .await?;
     Ok(Demo {

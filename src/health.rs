@@ -209,6 +209,8 @@ async fn run(
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
         let healthy = outcome.is_ok();
         backend.checks.record(healthy, started.elapsed());
+        // Housekeeping that must happen off the request path, at the checker's pace.
+        backend.connections.close_expired();
         let was = backend.set_healthy(healthy);
         let reason = match &outcome {
             Ok(()) if !was => {

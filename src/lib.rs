@@ -15,6 +15,7 @@
 //! - [`apply`]: the single path from file text to running topology; serialises writers.
 //! - [`control`]: the gRPC control API (`rollout.lb.LoadBalancer`); mutates only via `apply`.
 //! - [`metrics`]: lock-free counters and Prometheus rendering.
+//! - [`access_log`]: one line per request, formatted straight into the log thread's buffer.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
 //! - [`history`]: opt-in git commits of control-API changes.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
@@ -22,6 +23,7 @@
 //! - [`lbctl`]: the CLI's pure helpers (argv, tables); the binary is `src/bin/lbctl.rs`.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 
+pub mod access_log;
 pub mod admin;
 pub mod apply;
 pub mod balance;
@@ -57,6 +59,8 @@ pub struct Options {
     pub admin: Option<SocketAddr>,
     /// Serve the control API on a non-loopback address without a token, knowingly.
     pub insecure_control: bool,
+    /// Where the access log goes (off by default; the binary sets it from `[log]`).
+    pub access_log: access_log::AccessLog,
 }
 
 /// Why lb could not start or keep running.
@@ -90,6 +94,7 @@ pub struct Lb {
     admin: Option<TcpListener>,
     token: Option<control::Token>,
     tls: Option<control::ServerTls>,
+    access_log: access_log::AccessLog,
 }
 
 impl Lb {
@@ -152,6 +157,7 @@ impl Lb {
             admin,
             token,
             tls,
+            access_log: options.access_log,
         })
     }
 
@@ -193,6 +199,7 @@ impl Lb {
         let proxy = Arc::new(Proxy::new(
             Arc::clone(self.applier.topology()),
             Arc::clone(self.applier.metrics()),
+            self.access_log,
         ));
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,

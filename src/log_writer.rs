@@ -33,7 +33,7 @@ enum Message {
 
 /// A cheap, cloneable handle that queues lines for the writer thread. Implements
 /// `tracing_subscriber`'s `MakeWriter` (through `io::Write` on a clone).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BatchWriter {
     queue: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
@@ -65,9 +65,10 @@ impl BatchWriter {
     }
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.queue.try_send(Message::Line(buf.to_vec())) {
+impl BatchWriter {
+    /// Queues one whole line (or several), without copying it.
+    pub fn send(&self, line: Vec<u8>) {
+        match self.queue.try_send(Message::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -75,6 +76,12 @@ impl Write for BatchWriter {
             // The writer is gone (process exiting): nothing left to write to.
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send(buf.to_vec());
         Ok(buf.len())
     }
 

@@ -11,7 +11,7 @@ mod upstream;
 
 pub use body::{RequestBody, ResponseBody};
 pub use handler::Proxy;
-pub use upstream::Upstream;
+pub use upstream::IdleConnections;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -12,7 +12,7 @@ use http::uri::Authority;
 
 use crate::config::{AdminState, BackendAddr, HealthCheck, PoolConfig, PoolType};
 use crate::metrics::{CheckStats, RequestStats};
-use crate::proxy::Upstream;
+use crate::proxy::IdleConnections;
 use crate::routing::Router;
 
 /// The handle the proxy and the control API read, and only `apply` stores into.
@@ -50,8 +50,6 @@ pub struct Pool {
     pub retries: u32,
     /// In file order. Shared with the health checker, which flips `healthy`.
     pub backends: Box<[Arc<Backend>]>,
-    /// The connection pool to backends; shared across pools and topologies (see `Upstream`).
-    pub upstream: Upstream,
 }
 
 impl Pool {
@@ -112,6 +110,8 @@ pub struct Backend {
     pub stats: RequestStats,
     /// Active health-check outcomes; survive reloads with the backend.
     pub checks: CheckStats,
+    /// Keep-alive connections waiting for the next request; survive reloads with the backend.
+    pub connections: IdleConnections,
 }
 
 impl Backend {
@@ -127,6 +127,7 @@ impl Backend {
             latency: PeakEwma::default(),
             stats: RequestStats::default(),
             checks: CheckStats::default(),
+            connections: IdleConnections::default(),
         }
     }
 

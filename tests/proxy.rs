@@ -636,6 +636,44 @@ async fn an_idempotent_request_cut_off_by_its_backend_is_retried_on_another() {
     lb.log_eventually("backend request failed", WAIT).await;
 }
 
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_replaced_when_the_backend_closes_one() {
+    // Answers four requests per connection, the fourth with `Connection: close`.
+    let (backend, mut connections) = raw_backend(|mut stream, _| async move {
+        for exchange in 1..=4 {
+            let close = if exchange == 4 {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            let response = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{close}\r\nhi");
+            if stream.write_all(response.as_bytes()).await.is_err() || exchange == 4 {
+                return;
+            }
+            if read_head(&mut stream).await.0.is_empty() {
+                return;
+            }
+        }
+    })
+    .await;
+    let lb = start(&[backend], "", "").await;
+    let client = support::client();
+    for i in 0..10 {
+        let (status, body) = get(&client, &lb.url(&format!("/{i}"))).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "hi"),
+            "request {i}"
+        );
+    }
+    // `raw_backend` reports the first head of each connection: 4 + 4 + 2 requests.
+    let mut opened = 0;
+    while connections.try_recv().is_ok() {
+        opened += 1;
+    }
+    assert_eq!(opened, 3, "connections to the backend were not reused");
+}
+
 // === 7. limits and hostile input ===
 
 #[tokio::test]

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lb::config::AccessLog;
+use lb::access_log::AccessLog;
+use lb::config::AccessLog as AccessLogConfig;
 use lb::log_writer::{BatchWriter, FlushGuard};
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::{fmt, EnvFilter};
 
 #[derive(Parser)]
@@ -50,28 +50,36 @@ enum Command {
     },
 }
 
-/// Sets up logging: everything to stderr (text or JSON lines), filtered by `RUST_LOG`, with the
-/// access log (target `lb::access`) on stderr, off, or in its own file. Writes go through
-/// [`BatchWriter`]'s background thread so a slow stderr never blocks a request.
-fn init_logging(log: &lb::config::Log) -> Result<Vec<FlushGuard>, String> {
+/// Sets up logging: the process log on stderr (text or JSON lines), filtered by `RUST_LOG`, and
+/// the access log on stderr, off, or in its own file (also off when `RUST_LOG` turns target
+/// `lb::access` off). Writes go through [`BatchWriter`]'s background thread so a slow output never
+/// blocks a request.
+fn init_logging(log: &lb::config::Log) -> Result<(AccessLog, Vec<FlushGuard>), String> {
     use tracing_subscriber::prelude::*;
     let mut guards = Vec::new();
     let (stderr, guard) = BatchWriter::spawn("lb-log", std::io::stderr())
         .map_err(|e| format!("cannot start the log writer: {e}"))?;
     guards.push(guard);
     let ansi = !log.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let access_on_stderr = log.access == AccessLog::Stderr;
-    let main = fmt::layer().with_writer(stderr).with_ansi(ansi);
+    let main = fmt::layer().with_writer(stderr.clone()).with_ansi(ansi);
     let main = if log.json {
         main.json().boxed()
     } else {
         main.boxed()
     };
-    let main = main.with_filter(filter_fn(move |meta| {
-        access_on_stderr || meta.target() != "lb::access"
-    }));
+    tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with(main)
+        .init();
+    // The access log is not a tracing event (see lb::access_log), but `RUST_LOG` still decides
+    // whether it is on, as its README line promises.
+    if !tracing::enabled!(target: "lb::access", tracing::Level::INFO) {
+        return Ok((AccessLog::off(), guards));
+    }
     let access = match &log.access {
-        AccessLog::File(path) => {
+        AccessLogConfig::Off => AccessLog::off(),
+        AccessLogConfig::Stderr => AccessLog::new(stderr, log.json),
+        AccessLogConfig::File(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -80,22 +88,10 @@ fn init_logging(log: &lb::config::Log) -> Result<Vec<FlushGuard>, String> {
             let (writer, guard) = BatchWriter::spawn("lb-access-log", file)
                 .map_err(|e| format!("cannot start the access log writer: {e}"))?;
             guards.push(guard);
-            let layer = fmt::layer().with_writer(writer).with_ansi(false);
-            let layer = if log.json {
-                layer.json().boxed()
-            } else {
-                layer.boxed()
-            };
-            Some(layer.with_filter(filter_fn(|meta| meta.target() == "lb::access")))
+            AccessLog::new(writer, log.json)
         }
-        _ => None,
     };
-    tracing_subscriber::registry()
-        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with(main)
-        .with(access)
-        .init();
-    Ok(guards)
+    Ok((access, guards))
 }
 
 fn main() -> ExitCode {
@@ -109,8 +105,8 @@ fn main() -> ExitCode {
         Some(_) => None,
     };
     let log = config.as_ref().map(|c| c.log.clone()).unwrap_or_default();
-    let _log_guards = match init_logging(&log) {
-        Ok(guards) => guards,
+    let (access_log, _log_guards) = match init_logging(&log) {
+        Ok(logging) => logging,
         Err(error) => {
             eprintln!("lb: {error}");
             return ExitCode::FAILURE;
@@ -148,7 +144,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, access_log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lb: {error}");
@@ -157,10 +153,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> Result<(), lb::Error> {
+async fn serve(args: Args, access_log: AccessLog) -> Result<(), lb::Error> {
     match args.command {
         Some(Command::Demo { http, grpc, admin }) => {
-            let demo = lb::demo::start(http, grpc, admin).await?;
+            let demo = lb::demo::start(http, grpc, admin, access_log).await?;
             let addr = demo.lb.http_addr();
             println!(
                 "lb demo: balancing http://{addr}/ over sample backends {} and {}",
@@ -187,6 +183,7 @@ async fn serve(args: Args) -> Result<(), lb::Error> {
                 grpc: args.grpc,
                 admin: args.admin,
                 insecure_control: args.insecure_control,
+                access_log,
             })
             .await?;
             lb.run(lb::shutdown_signal()).await

@@ -8,17 +8,45 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::upstream::Lease;
 use crate::topology::InFlight;
 
 /// A response to the client: a backend's streamed body, or a short body lb made itself.
 pub enum ResponseBody {
-    /// Streams the backend's body. The in-flight guard lives exactly as long as the body, so the
-    /// backend counts as busy until its response has been fully relayed (or dropped).
-    Upstream {
-        body: Incoming,
-        _in_flight: InFlight,
-    },
+    Upstream(UpstreamBody),
     Local(Option<Bytes>),
+}
+
+/// Streams a backend's body. The in-flight guard lives exactly as long as the body, so the
+/// backend counts as busy until its response has been fully relayed (or dropped); the
+/// connection goes back to the backend's idle set only if the body was read to its end.
+pub struct UpstreamBody {
+    body: Incoming,
+    ended: bool,
+    lease: Option<Lease>,
+    in_flight: InFlight,
+}
+
+impl UpstreamBody {
+    pub fn new(body: Incoming, lease: Lease, in_flight: InFlight) -> UpstreamBody {
+        UpstreamBody {
+            body,
+            ended: false,
+            lease: Some(lease),
+            in_flight,
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            // A body cut short (client gone) leaves the connection mid-message: close it.
+            if self.ended || self.body.is_end_stream() {
+                lease.release(self.in_flight.backend());
+            }
+        }
+    }
 }
 
 impl ResponseBody {
@@ -40,21 +68,27 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ResponseBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ResponseBody::Upstream(upstream) => {
+                let polled = Pin::new(&mut upstream.body).poll_frame(cx);
+                if let Poll::Ready(None) = polled {
+                    upstream.ended = true;
+                }
+                polled
+            }
             ResponseBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Upstream(upstream) => upstream.body.is_end_stream(),
             ResponseBody::Local(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Upstream(upstream) => upstream.body.size_hint(),
             ResponseBody::Local(Some(data)) => SizeHint::with_exact(data.len() as u64),
             ResponseBody::Local(None) => SizeHint::with_exact(0),
         }

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::body::{slot_untouched, RequestBody, ResponseBody};
+use super::body::{slot_untouched, RequestBody, ResponseBody, UpstreamBody};
 use super::headers;
+use super::upstream::{self, SendError};
+use crate::access_log::{self, AccessLog};
 use crate::config::PoolType;
 use crate::metrics::Global;
 use crate::routing::Route;
@@ -24,16 +26,18 @@ use crate::topology::{Backend, InFlight, Pool, SharedTopology, Topology};
 pub struct Proxy {
     topology: SharedTopology,
     metrics: Arc<Global>,
+    access_log: AccessLog,
     /// Open upgrade tunnels (WebSocket and friends); shutdown waits for them within the drain
     /// timeout, since hyper's graceful shutdown no longer sees an upgraded connection.
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    pub fn new(topology: SharedTopology, metrics: Arc<Global>) -> Proxy {
+    pub fn new(topology: SharedTopology, metrics: Arc<Global>, access_log: AccessLog) -> Proxy {
         Proxy {
             topology,
             metrics,
+            access_log,
             tunnels: TaskTracker::new(),
         }
     }
@@ -62,17 +66,15 @@ impl Proxy {
             Some(backend) => backend.stats.record(status.as_u16(), elapsed),
             None => self.metrics.local.record(status.as_u16(), elapsed),
         }
-        tracing::info!(
-            target: "lb::access",
-            client = %client,
-            method = %method,
-            path = uri.path(),
-            status = status.as_u16(),
-            pool = pool.map_or("-", |p| &*p.pattern),
-            backend = %backend.as_ref().map_or_else(|| "-".to_owned(), |b| b.authority.to_string()),
-            // Whole microseconds / 1000 prints as a short decimal (0.46, not 0.46032100000000004).
-            duration_ms = elapsed.as_micros() as f64 / 1e3,
-        );
+        self.access_log.write(&access_log::Line {
+            client,
+            method: &method,
+            path: uri.path(),
+            status: status.as_u16(),
+            pool: pool.map(|p| &*p.pattern),
+            backend: backend.as_ref().map(|b| b.authority.as_str()),
+            duration: elapsed,
+        });
         response
     }
 
@@ -280,14 +282,22 @@ async fn forward(
         *upstream.uri_mut() = uri;
         *upstream.version_mut() = Version::HTTP_11;
         *upstream.headers_mut() = parts.headers.clone();
+        if host.is_none() {
+            // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
+            if let Ok(value) = HeaderValue::from_str(backend.authority.as_str()) {
+                upstream.headers_mut().insert(header::HOST, value);
+            }
+        }
 
         let in_flight = backend.start_request();
         let attempt_started = Instant::now();
-        let sent =
-            tokio::time::timeout(pool.request_timeout, pool.upstream.client.request(upstream))
-                .await;
+        let sent = tokio::time::timeout(
+            pool.request_timeout,
+            upstream::send(&backend, upstream, pool.connect_timeout),
+        )
+        .await;
         match sent {
-            Ok(Ok(response))
+            Ok(Ok((response, _)))
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() =>
             {
                 // The backend accepted the upgrade: relay its 101 as is (Connection and Upgrade
@@ -300,7 +310,7 @@ async fn forward(
                     tunnel: Some(in_flight),
                 };
             }
-            Ok(Ok(response)) => {
+            Ok(Ok((response, lease))) => {
                 if pool.pool_type == PoolType::P2cEwma {
                     backend.latency.observe(attempt_started.elapsed());
                 }
@@ -308,10 +318,7 @@ async fn forward(
                 headers::strip_hop_by_hop(&mut head.headers);
                 let response = Response::from_parts(
                     head,
-                    ResponseBody::Upstream {
-                        body,
-                        _in_flight: in_flight,
-                    },
+                    ResponseBody::Upstream(UpstreamBody::new(body, lease, in_flight)),
                 );
                 return Forwarded {
                     response,
@@ -319,7 +326,7 @@ async fn forward(
                     tunnel: None,
                 };
             }
-            Ok(Err(error)) if error.is_connect() => {
+            Ok(Err(error @ SendError::Connect { .. })) => {
                 // Passive health: a refused connect takes the backend out of rotation at once;
                 // the active checker brings it back.
                 if backend.set_healthy(false) {
@@ -395,7 +402,8 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// `http://IP:PORT` + url_path joined in front of the request path, query kept.
+/// The origin-form target for the backend: its url_path joined in front of the request path,
+/// query kept.
 fn upstream_uri(backend: &Backend, original: &Uri) -> Option<Uri> {
     let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
     let prefix = backend.addr.url_path.as_str();
@@ -412,12 +420,9 @@ fn upstream_uri(backend: &Backend, original: &Uri) -> Option<Uri> {
         };
         PathAndQuery::try_from(joined).ok()?
     };
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(backend.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).ok()
 }
 
 fn local(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
@@ -458,18 +463,11 @@ mod tests {
 
     #[test]
     fn joins_url_path_in_front_and_keeps_the_query() {
-        assert_eq!(
-            uri_for("127.0.0.1:9000/v1/", "/users?a=1"),
-            "http://127.0.0.1:9000/v1/users?a=1"
-        );
-        assert_eq!(
-            uri_for("127.0.0.1:9000/v1", "/users"),
-            "http://127.0.0.1:9000/v1/users"
-        );
-        assert_eq!(
-            uri_for("127.0.0.1:9000", "/x?q"),
-            "http://127.0.0.1:9000/x?q"
-        );
-        assert_eq!(uri_for("[::1]:9000/", "/x"), "http://[::1]:9000/x");
+        assert_eq!(uri_for("127.0.0.1:9000/v1/", "/users?a=1"), "/v1/users?a=1");
+        assert_eq!(uri_for("127.0.0.1:9000/v1", "/users"), "/v1/users");
+        assert_eq!(uri_for("127.0.0.1:9000", "/x?q"), "/x?q");
+        assert_eq!(uri_for("[::1]:9000/", "/x"), "/x");
+        // An HTTP/2 request's absolute target becomes origin-form too.
+        assert_eq!(uri_for("127.0.0.1:9000", "http://example.com/y?z"), "/y?z");
     }
 }
