@@ -58,7 +58,10 @@ impl Proxy {
         let uri = request.uri().clone();
         // One snapshot for the whole request: a reload mid-request does not change its pool.
         let topology = self.topology.load_full();
-        let (response, pool, backend) = self.dispatch(&topology, request, client).await;
+        // Boxed once here: inline, the request's future was ~9 KiB (rustc keeps both the
+        // unstarted and the running copy of a large awaited future), and hyper moves the service
+        // future several times per request (callgrind: memcpy was 8% of h1, 17% of h2).
+        let (response, pool, backend) = Box::pin(self.dispatch(&topology, request, client)).await;
 
         let status = response.status();
         let elapsed = started.elapsed();

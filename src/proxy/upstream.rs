@@ -149,7 +149,12 @@ pub async fn send(
     loop {
         let (mut sender, reused) = match backend.connections.take() {
             Some(sender) => (sender, true),
-            None => (connect(backend.addr.addr, connect_timeout).await?, false),
+            // Boxed: connecting and the handshake make a large future that only a new
+            // connection needs; inline, every request's future would carry (and move) it.
+            None => (
+                Box::pin(connect(backend.addr.addr, connect_timeout)).await?,
+                false,
+            ),
         };
         match sender.try_send_request(request).await {
             Ok(response) => return Ok((response, Lease { sender })),
