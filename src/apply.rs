@@ -5,6 +5,7 @@
 //! Mutations edit the file's *text* (so comments survive), write it atomically, and then apply
 //! the written text exactly as a human save would be applied. The file is the only truth.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -588,57 +589,81 @@ impl Applier {
         let generation = self.status.load().generation + 1;
         config.resolve_paths(&self.path);
         self.note_start_only(state, StartOnly::of(&config));
-        let mut wanted = Vec::new();
-        let pools = config
-            .pools
-            .iter()
-            .map(|pool_config| {
-                let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
-                // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
-                let settings = Arc::new(CheckSettings::of(pool_config));
-                let backends = pool_config
-                    .backends
+        // The running snapshot's pools by pattern, each with the config it was built from (the
+        // two lists are built together, in file order), so unchanged pools carry over whole.
+        let previous = self.topology.load_full();
+        let carried: HashMap<&str, (&PoolConfig, &Arc<Pool>)> =
+            if previous.pools.len() == state.applied_pools.len() {
+                state
+                    .applied_pools
                     .iter()
-                    .map(|declared| {
-                        let key = BackendKey {
-                            pattern: Arc::clone(&pattern),
-                            backend: declared.addr.clone(),
-                        };
-                        let backend = match state.checkers.backend(&key) {
-                            Some(existing) => Arc::clone(existing),
-                            None => {
-                                Arc::new(Backend::new(declared.addr.clone(), seeds.contains(&key)))
-                            }
-                        };
-                        backend.set_admin(declared.state);
-                        // A disabled backend is not checked, and not in rotation until it is
-                        // re-enabled and passes again.
-                        let checks = if declared.state == AdminState::Disabled {
-                            backend.set_healthy(false);
-                            None
-                        } else {
-                            Some(Arc::clone(&settings))
-                        };
-                        wanted.push((key, Arc::clone(&backend), checks));
-                        backend
-                    })
-                    .collect();
-                Pool {
-                    pattern,
-                    pool_type: pool_config.pool_type,
-                    connect_timeout: pool_config.connect_timeout,
-                    request_timeout: pool_config.request_timeout,
-                    retries: pool_config.retries,
-                    backends,
+                    .zip(&previous.pools)
+                    .map(|(config, pool)| (config.pattern.as_str(), (config, pool)))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+        let mut pools = Vec::with_capacity(config.pools.len());
+        for pool_config in &config.pools {
+            let seeded = seeds.iter().any(|s| *s.pattern == *pool_config.pattern);
+            if let Some((before, pool)) = carried.get(pool_config.pattern.as_str()) {
+                if *before == pool_config && !seeded {
+                    pools.push(Arc::clone(pool));
+                    continue;
                 }
-            })
-            .collect();
+            }
+            let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
+            // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
+            let settings = Arc::new(CheckSettings::of(pool_config));
+            let mut wanted = Vec::with_capacity(pool_config.backends.len());
+            let backends = pool_config
+                .backends
+                .iter()
+                .map(|declared| {
+                    let key = BackendKey {
+                        pattern: Arc::clone(&pattern),
+                        backend: declared.addr.clone(),
+                    };
+                    let backend = match state.checkers.backend(&key) {
+                        Some(existing) => Arc::clone(existing),
+                        None => Arc::new(Backend::new(declared.addr.clone(), seeds.contains(&key))),
+                    };
+                    backend.set_admin(declared.state);
+                    // A disabled backend is not checked, and not in rotation until it is
+                    // re-enabled and passes again.
+                    let checks = if declared.state == AdminState::Disabled {
+                        backend.set_healthy(false);
+                        None
+                    } else {
+                        Some(Arc::clone(&settings))
+                    };
+                    wanted.push((key.backend, Arc::clone(&backend), checks));
+                    backend
+                })
+                .collect();
+            state
+                .checkers
+                .reconcile_pool(&pattern, wanted, &self.probe_client);
+            pools.push(Arc::new(Pool {
+                pattern,
+                pool_type: pool_config.pool_type,
+                connect_timeout: pool_config.connect_timeout,
+                request_timeout: pool_config.request_timeout,
+                retries: pool_config.retries,
+                backends,
+            }));
+        }
+        drop(carried);
+        let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
+        state
+            .checkers
+            .retain_pools(|pattern| declared.contains(pattern));
+        drop(declared);
         self.topology.store(Arc::new(Topology {
             generation,
             routes: std::mem::take(&mut config.routes),
             pools,
         }));
-        state.checkers.reconcile(wanted, &self.probe_client);
         let hash = sha256(text);
         state.applied_hash = Some(hash);
         state.applied_pools = config.pools;
@@ -659,4 +684,70 @@ fn sha256(text: &str) -> [u8; 32] {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(pattern: &str, backends: &[&str]) -> String {
+        let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+        format!(
+            "[pools.\"{pattern}\"]\ninterval = \"1h\"\nbackends = [{}]\n\n",
+            list.join(", ")
+        )
+    }
+
+    #[tokio::test]
+    async fn an_apply_rebuilds_only_the_pools_whose_config_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+        let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
+        std::fs::write(
+            &path,
+            format!(
+                "{listen}{}{}{}",
+                pool("/a/", &[a]),
+                pool("/b/", &[a, b]),
+                pool("/c/", &[c])
+            ),
+        )
+        .unwrap();
+        let (applier, _) = Applier::load(&path).await.unwrap();
+        let before = applier.topology().load_full();
+        assert_eq!(applier.n_checkers().await, 4);
+
+        // /b/ loses a backend, /c/ goes, /d/ arrives; /a/ is untouched.
+        std::fs::write(
+            &path,
+            format!(
+                "{listen}{}{}{}",
+                pool("/a/", &[a]),
+                pool("/b/", &[b]),
+                pool("/d/", &[c])
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            applier.reload().await.unwrap(),
+            Reloaded::Applied { .. }
+        ));
+        let after = applier.topology().load_full();
+        let find = |t: &Topology, p: &str| {
+            t.pools
+                .iter()
+                .find(|pool| &*pool.pattern == p)
+                .cloned()
+                .unwrap()
+        };
+        assert!(Arc::ptr_eq(&find(&before, "/a/"), &find(&after, "/a/")));
+        let (old_b, new_b) = (find(&before, "/b/"), find(&after, "/b/"));
+        assert!(!Arc::ptr_eq(&old_b, &new_b));
+        // The backend that stayed keeps its live state (health, counters, connections).
+        assert!(Arc::ptr_eq(&old_b.backends[1], &new_b.backends[0]));
+        assert!(after.pools.iter().all(|p| &*p.pattern != "/c/"));
+        // /a/ 1 + /b/ 1 + /d/ 1: /b/'s removed backend and /c/'s checker stopped.
+        assert_eq!(applier.n_checkers().await, 3);
+    }
 }

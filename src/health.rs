@@ -16,7 +16,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 
-use crate::config::HealthCheck;
+use crate::config::{BackendAddr, HealthCheck};
 use crate::topology::{Backend, BackendKey, CheckSettings};
 
 /// How long one probe may take, connect to last body byte.
@@ -105,7 +105,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 #[derive(Debug, Clone)]
 pub struct HealthEvent {
     pub pattern: Arc<str>,
-    pub backend: crate::config::BackendAddr,
+    pub backend: BackendAddr,
     pub healthy: bool,
     pub reason: String,
     pub at: std::time::SystemTime,
@@ -116,7 +116,9 @@ pub type Events = tokio::sync::broadcast::Sender<HealthEvent>;
 
 /// The checker tasks, one per (pool, backend). Lives on the control path, owned by `apply`.
 pub struct Checkers {
-    running: HashMap<BackendKey, Checker>,
+    /// By pool pattern, then backend: a pool's checkers are reconciled together, so an apply that
+    /// changes one pool of thousands touches only that pool's entries.
+    pools: HashMap<Arc<str>, HashMap<BackendAddr, Checker>>,
     events: Events,
 }
 
@@ -135,34 +137,47 @@ impl Drop for Checker {
     }
 }
 
+/// One backend a pool should have checked: its address, its live state and its settings
+/// (`None`: disabled, tracked but not probed).
+pub type Wanted = (BackendAddr, Arc<Backend>, Option<Arc<CheckSettings>>);
+
 impl Checkers {
     pub fn new(events: Events) -> Checkers {
         Checkers {
-            running: HashMap::new(),
+            pools: HashMap::new(),
             events,
         }
     }
 
     /// The live state of a declared backend, if it is being checked.
     pub fn backend(&self, key: &BackendKey) -> Option<&Arc<Backend>> {
-        self.running.get(key).map(|c| &c.backend)
+        self.pools
+            .get(&*key.pattern)?
+            .get(&key.backend)
+            .map(|c| &c.backend)
     }
 
-    /// Makes the running checkers exactly `wanted`: keeps unchanged ones (and their state),
+    /// Makes pool `pattern`'s checkers exactly `wanted`: keeps unchanged ones (and their state),
     /// restarts those whose settings changed, starts new ones, stops removed ones.
-    pub fn reconcile(
+    pub fn reconcile_pool(
         &mut self,
-        wanted: Vec<(BackendKey, Arc<Backend>, Option<Arc<CheckSettings>>)>,
+        pattern: &Arc<str>,
+        wanted: Vec<Wanted>,
         client: &ProbeClient,
     ) {
+        let mut running = self.pools.remove(&**pattern).unwrap_or_default();
         let mut next = HashMap::with_capacity(wanted.len());
-        for (key, backend, settings) in wanted {
-            let checker = match self.running.remove(&key) {
+        for (addr, backend, settings) in wanted {
+            let checker = match running.remove(&addr) {
                 Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
                 _ => Checker {
                     task: settings.clone().map(|settings| {
+                        let key = BackendKey {
+                            pattern: Arc::clone(pattern),
+                            backend: addr.clone(),
+                        };
                         tokio::spawn(run(
-                            key.clone(),
+                            key,
                             Arc::clone(&backend),
                             settings,
                             client.clone(),
@@ -173,18 +188,35 @@ impl Checkers {
                     settings,
                 },
             };
-            next.insert(key, checker);
+            next.insert(addr, checker);
         }
         // Whatever is left was removed from the file; dropping aborts its task.
-        for key in self.running.keys() {
-            tracing::info!(pool = %key.pattern, backend = %key.backend, "backend removed; checker stopped");
+        for addr in running.keys() {
+            tracing::info!(pool = %pattern, backend = %addr, "backend removed; checker stopped");
         }
-        self.running = next;
+        self.pools.insert(Arc::clone(pattern), next);
+    }
+
+    /// Stops the checkers of every pool for which `keep` says no (pools gone from the file).
+    pub fn retain_pools(&mut self, keep: impl Fn(&str) -> bool) {
+        self.pools.retain(|pattern, checkers| {
+            let kept = keep(pattern);
+            if !kept {
+                for addr in checkers.keys() {
+                    tracing::info!(pool = %pattern, backend = %addr, "pool removed; checker stopped");
+                }
+            }
+            kept
+        });
     }
 
     /// Backends being probed (disabled ones are tracked but not probed).
     pub fn len(&self) -> usize {
-        self.running.values().filter(|c| c.task.is_some()).count()
+        self.pools
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|c| c.task.is_some())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -23,7 +23,9 @@ pub struct Topology {
     /// Counts applied configs; 0 is the empty topology before the first load.
     pub generation: u64,
     pub routes: Router<usize>,
-    pub pools: Vec<Pool>,
+    /// Shared with the next snapshot when its config is unchanged, so an apply that changes
+    /// one pool of thousands builds one pool.
+    pub pools: Vec<Arc<Pool>>,
 }
 
 impl Topology {
@@ -37,7 +39,10 @@ impl Topology {
     }
 
     pub fn pool(&self, pattern: &str) -> Option<&Pool> {
-        self.pools.iter().find(|p| &*p.pattern == pattern)
+        self.pools
+            .iter()
+            .find(|p| &*p.pattern == pattern)
+            .map(|p| &**p)
     }
 }
 
