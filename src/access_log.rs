@@ -37,9 +37,6 @@ pub struct Line<'a> {
     pub duration: Duration,
 }
 
-/// Typical line length; one allocation per line, handed to the log thread as is.
-const LINE_CAPACITY: usize = 224;
-
 impl AccessLog {
     /// No access log.
     pub fn off() -> AccessLog {
@@ -61,7 +58,8 @@ impl AccessLog {
     /// Formats and queues one line; never blocks (see [`BatchWriter`]).
     pub fn write(&self, line: &Line<'_>) {
         if let Some(out) = &self.out {
-            let mut buf = String::with_capacity(LINE_CAPACITY);
+            // An empty Vec is valid UTF-8; the fallback never runs.
+            let mut buf = String::from_utf8(out.buffer()).unwrap_or_default();
             line.format(&mut buf, self.json, SystemTime::now());
             out.send(buf.into_bytes());
         }
