@@ -91,31 +91,33 @@ impl Framing {
                     };
                 }
                 State::Head | State::ChunkSize | State::ChunkEnd | State::Trailers => {
-                    let b = bytes[i];
+                    // A line (or what has arrived of it) at a time, not a byte at a time: this
+                    // runs on every byte a client sends.
+                    let rest = &bytes[i..];
+                    let newline = rest.iter().position(|&b| b == b'\n');
+                    let text = newline.unwrap_or(rest.len());
                     if self.state == State::Head {
-                        self.head_len += 1;
+                        self.head_len += text + usize::from(newline.is_some());
                         if self.head_len > MAX_HEAD {
                             self.state = State::Off;
                             return;
                         }
                     }
-                    if b != b'\n' {
-                        if self.line.len() < LINE_KEEP {
-                            self.line.push(b);
-                        } else {
-                            self.line_cut = true;
-                        }
-                        i += 1;
-                        continue;
-                    }
+                    let keep = text.min(LINE_KEEP.saturating_sub(self.line.len()));
+                    self.line.extend_from_slice(&rest[..keep]);
+                    self.line_cut |= keep < text;
+                    let Some(newline) = newline else {
+                        return;
+                    };
+                    let at = i + newline;
                     if self.end_of_line() {
-                        bytes[i] = SPOIL;
+                        bytes[at] = SPOIL;
                         self.state = State::Off;
                         return;
                     }
                     self.line.clear();
                     self.line_cut = false;
-                    i += 1;
+                    i = at + 1;
                 }
             }
         }
@@ -308,5 +310,18 @@ mod tests {
         assert!(untouched(upgrade));
         let (_, framing) = feed("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 4);
         assert!(!framing.is_on());
+    }
+
+    #[test]
+    fn withdraws_from_oversized_lines_and_heads() {
+        let long = "9".repeat(LINE_KEEP);
+        for step in [1, 5, 4096] {
+            let request = format!("POST / HTTP/1.1\r\nContent-Length: {long}\r\n\r\n");
+            assert!(!feed(&request, step).1.is_on(), "step {step}");
+        }
+        let filler = format!("X-Fill: {}\r\n", "a".repeat(1000));
+        let head = format!("GET / HTTP/1.1\r\n{}", filler.repeat(MAX_HEAD / 1000 + 2));
+        assert!(!feed(&head, 4096).1.is_on());
+        assert!(feed(&format!("GET / HTTP/1.1\r\n{filler}"), 7).1.is_on());
     }
 }
