@@ -113,12 +113,15 @@ impl Lease {
         } else if !sender.is_closed() {
             // The connection task has not yet finished the exchange (it runs separately from
             // this body); wait for it off the request path rather than close a good connection.
-            let backend = Arc::clone(backend);
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    backend.connections.put(sender);
-                }
-            });
+            // Outside a runtime (a body dropped at shutdown) the connection just closes.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let backend = Arc::clone(backend);
+                runtime.spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        backend.connections.put(sender);
+                    }
+                });
+            }
         }
     }
 }
