@@ -402,6 +402,24 @@ async fn h2c_clients_reach_http1_backends_with_a_host() {
     assert_eq!(seen[1].headers.get("host"), Some(&authority));
 }
 
+#[tokio::test]
+async fn an_http10_request_without_host_reaches_the_backend_with_one() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "").await;
+    let mut stream = TcpStream::connect(lb.http).await.unwrap();
+    stream
+        .write_all(b"GET /old?q=1 HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream, WAIT).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(answer.ends_with('a'), "{answer}");
+    let seen = backend.seen();
+    assert_eq!(seen[0].path_and_query, "/old?q=1");
+    // HTTP/1.1 requires Host; with none from the client, the backend is named.
+    assert_eq!(seen[0].headers.get("host"), Some(&backend.addr.to_string()));
+}
+
 // === 5. timeouts ===
 
 #[tokio::test]
