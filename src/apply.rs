@@ -633,6 +633,7 @@ impl Applier {
                     // re-enabled and passes again.
                     let checks = if declared.state == AdminState::Disabled {
                         backend.set_healthy(false);
+                        backend.connections.close_all();
                         None
                     } else {
                         Some(Arc::clone(&settings))

@@ -32,17 +32,64 @@ pub fn pick_among<'a>(
 ) -> Option<&'a Arc<Backend>> {
     let n_ready = backends.iter().filter(|b| eligible(b)).count();
     let nth_ready = |rank| backends.iter().filter(|b| eligible(b)).nth(rank);
-    match n_ready {
-        0 => None,
+    let picked = match n_ready {
+        0 => return None,
         1 => nth_ready(0),
         n => {
             let (a_rank, b_rank) = distinct_pair(n, rng);
-            let a = nth_ready(a_rank)?;
-            let b = nth_ready(b_rank)?;
-            let (a_load, b_load) = (load(a), load(b));
-            tracing::trace!(a = %a.addr, a_load, b = %b.addr, b_load, "p2c");
-            Some(if b_load < a_load { b } else { a })
+            match (nth_ready(a_rank), nth_ready(b_rank)) {
+                (Some(a), Some(b)) => Some(less_loaded(a, b, &load)),
+                _ => None,
+            }
         }
+    };
+    // Health and admin state change under our feet (checkers, reloads): a backend that left
+    // rotation between the count and the scan shifts the ranks, and a rank can point past the
+    // end. Rather than answer 503 with backends still in rotation, pick again in one pass.
+    picked.or_else(|| pick_in_one_pass(backends, rng, &load, &eligible))
+}
+
+fn less_loaded<'a>(
+    a: &'a Arc<Backend>,
+    b: &'a Arc<Backend>,
+    load: impl Fn(&Backend) -> f64,
+) -> &'a Arc<Backend> {
+    let (a_load, b_load) = (load(a), load(b));
+    tracing::trace!(a = %a.addr, a_load, b = %b.addr, b_load, "p2c");
+    if b_load < a_load {
+        b
+    } else {
+        a
+    }
+}
+
+/// P2C reading each backend's eligibility once: reservoir sampling of two (Vitter's algorithm R
+/// with k = 2) gives a uniformly random pair in a single pass. Slower than picking by rank (a
+/// random draw per eligible backend), so it is only the fallback.
+fn pick_in_one_pass<'a>(
+    backends: &'a [Arc<Backend>],
+    rng: &mut fastrand::Rng,
+    load: impl Fn(&Backend) -> f64,
+    eligible: impl Fn(&Backend) -> bool,
+) -> Option<&'a Arc<Backend>> {
+    let (mut a, mut b) = (None, None);
+    for (seen, backend) in backends.iter().filter(|b| eligible(b)).enumerate() {
+        match seen {
+            0 => a = Some(backend),
+            1 => b = Some(backend),
+            _ => match rng.usize(..=seen) {
+                0 => a = Some(backend),
+                1 => b = Some(backend),
+                _ => {}
+            },
+        }
+    }
+    match (a, b) {
+        // The slots are not symmetric (the first backend starts in `a`); a coin decides which
+        // one wins a tie, as the rank draw does in `pick_among`.
+        (Some(a), Some(b)) if rng.bool() => Some(less_loaded(a, b, load)),
+        (Some(a), Some(b)) => Some(less_loaded(b, a, load)),
+        (a, _) => a,
     }
 }
 

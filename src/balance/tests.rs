@@ -127,3 +127,42 @@ fn ewma_prefers_the_faster_backend() {
         ));
     }
 }
+
+/// A backend leaving rotation between the count and the scan must not turn into "no healthy
+/// backend" while others are still in rotation (seen as a rare 503 in a rolling restart).
+#[test]
+fn a_backend_leaving_rotation_mid_pick_still_yields_a_pick() {
+    let pool = backends(3);
+    for seed in 0..200 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        // Eligible for the first pass (the count), then the last backend drops out.
+        let calls = std::cell::Cell::new(0);
+        let eligible = |b: &Backend| {
+            calls.set(calls.get() + 1);
+            calls.get() <= 3 || !std::ptr::eq(b, &*pool[2])
+        };
+        let picked = pick_among(&pool, &mut rng, in_flight, eligible);
+        let picked = picked.expect("two backends were still in rotation");
+        assert!(!Arc::ptr_eq(picked, &pool[2]), "picked the one that left");
+    }
+}
+
+#[test]
+fn the_one_pass_pick_is_uniform_over_pairs() {
+    let pool = backends(4);
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut counts = [0usize; 4];
+    // Equal load: the first of the pair wins, so every backend should win about equally often.
+    for _ in 0..8000 {
+        let picked = pick_in_one_pass(&pool, &mut rng, in_flight, Backend::in_rotation).unwrap();
+        let i = pool.iter().position(|b| Arc::ptr_eq(b, picked)).unwrap();
+        counts[i] += 1;
+    }
+    assert!(
+        counts.iter().all(|&c| (1600..2400).contains(&c)),
+        "{counts:?}"
+    );
+    assert!(pick_in_one_pass(&[], &mut rng, in_flight, Backend::in_rotation).is_none());
+    let one = backends(1);
+    assert!(pick_in_one_pass(&one, &mut rng, in_flight, Backend::in_rotation).is_some());
+}

@@ -80,6 +80,13 @@ impl IdleConnections {
         });
     }
 
+    /// Closes every idle connection: a disabled backend takes no request to reuse them for.
+    pub fn close_all(&self) {
+        if let Some(queue) = self.queue.get() {
+            while queue.pop().is_some() {}
+        }
+    }
+
     /// Closes connections idle past [`IDLE_TIMEOUT`] or closed by the backend. Called from the
     /// health checker, off the request path, so an idle backend does not hold sockets forever.
     pub fn close_expired(&self) {
@@ -198,4 +205,78 @@ async fn connect(
         }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendAddr;
+    use http_body_util::BodyExt;
+
+    async fn sample_backend() -> Arc<Backend> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: BackendAddr = listener.local_addr().unwrap().to_string().parse().unwrap();
+        tokio::spawn(sample_web::serve(listener, "t".into()));
+        Arc::new(Backend::new(addr, true))
+    }
+
+    /// One exchange through `send`, the body read to its end, the connection released.
+    async fn exchange(backend: &Arc<Backend>) -> String {
+        let mut request = Request::new(RequestBody::empty());
+        *request.uri_mut() = "/".parse().unwrap();
+        request
+            .headers_mut()
+            .insert(http::header::HOST, "t".parse().unwrap());
+        let (response, lease) = send(backend, request, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        lease.release(backend);
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_released_connection_is_reused_and_close_all_empties_the_set() {
+        let backend = sample_backend().await;
+        assert!(exchange(&backend).await.contains("node t"));
+        // The connection task finishes the exchange on its own schedule; allow it a moment.
+        for _ in 0..100 {
+            if backend.connections.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(backend.connections.len(), 1);
+        let first = backend.connections.take().map(|s| s.is_ready());
+        assert_eq!(first, Some(true));
+        assert!(backend.connections.is_empty());
+
+        assert!(exchange(&backend).await.contains("node t"));
+        for _ in 0..100 {
+            if backend.connections.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        backend.connections.close_all();
+        assert!(backend.connections.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_a_connect_error() {
+        // Bind then drop: nothing listens on the port any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: BackendAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let backend = Arc::new(Backend::new(addr, true));
+        let request = Request::new(RequestBody::empty());
+        let error = send(&backend, request, Duration::from_secs(5)).await.err();
+        assert!(
+            matches!(error, Some(SendError::Connect { .. })),
+            "{error:?}"
+        );
+    }
 }
