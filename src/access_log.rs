@@ -51,10 +51,6 @@ impl AccessLog {
         }
     }
 
-    pub fn is_on(&self) -> bool {
-        self.out.is_some()
-    }
-
     /// Formats and queues one line; never blocks (see [`BatchWriter`]).
     pub fn write(&self, line: &Line<'_>) {
         if let Some(out) = &self.out {
@@ -136,21 +132,9 @@ fn push_json_str(buf: &mut String, s: &str) {
         buf.push('"');
         return;
     }
-    buf.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => buf.push_str("\\\""),
-            '\\' => buf.push_str("\\\\"),
-            '\n' => buf.push_str("\\n"),
-            '\r' => buf.push_str("\\r"),
-            '\t' => buf.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(buf, "\\u{:04x}", u32::from(c));
-            }
-            c => buf.push(c),
-        }
-    }
-    buf.push('"');
+    // Rare (a path or pattern with quotes, backslashes or control characters): serde_json's
+    // escaping, which cannot fail for a string.
+    buf.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
 }
 
 fn push_socket_addr(buf: &mut String, addr: SocketAddr) {

@@ -654,12 +654,10 @@ impl Applier {
                 backends,
             }));
         }
-        drop(carried);
         let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
         state
             .checkers
             .retain_pools(|pattern| declared.contains(pattern));
-        drop(declared);
         self.topology.store(Arc::new(Topology {
             generation,
             routes: std::mem::take(&mut config.routes),

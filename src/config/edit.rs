@@ -685,7 +685,6 @@ fn only_window_changed(old: &str, new: &str, window: Range<usize>) -> bool {
     }
 }
 
-/// The last line of defence against writing a broken file.
 /// Every key, value and table-header span, for telling content from comments.
 fn collect_spans(table: &Table, out: &mut Vec<Range<usize>>) {
     if !table.is_implicit() {

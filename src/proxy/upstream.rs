@@ -27,7 +27,7 @@ use crate::topology::Backend;
 const MAX_IDLE: usize = 128;
 /// An idle connection unused this long is closed rather than reused: the backend may have
 /// forgotten it, and an idle fleet of sockets helps nobody.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A backend's idle keep-alive connections, ready for a request.
 #[derive(Default)]
