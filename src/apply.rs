@@ -733,19 +733,14 @@ mod tests {
             Reloaded::Applied { .. }
         ));
         let after = applier.topology().load_full();
-        let find = |t: &Topology, p: &str| {
-            t.pools
-                .iter()
-                .find(|pool| &*pool.pattern == p)
-                .cloned()
-                .unwrap()
-        };
-        assert!(Arc::ptr_eq(&find(&before, "/a/"), &find(&after, "/a/")));
-        let (old_b, new_b) = (find(&before, "/b/"), find(&after, "/b/"));
-        assert!(!Arc::ptr_eq(&old_b, &new_b));
+        let pool = |t: &Arc<Topology>, p: &str| t.pool(p).map(|pool| pool as *const Pool);
+        assert!(pool(&before, "/a/").is_some());
+        assert_eq!(pool(&before, "/a/"), pool(&after, "/a/"));
+        let (old_b, new_b) = (before.pool("/b/").unwrap(), after.pool("/b/").unwrap());
+        assert!(!std::ptr::eq(old_b, new_b));
         // The backend that stayed keeps its live state (health, counters, connections).
         assert!(Arc::ptr_eq(&old_b.backends[1], &new_b.backends[0]));
-        assert!(after.pools.iter().all(|p| &*p.pattern != "/c/"));
+        assert!(after.pool("/c/").is_none());
         // /a/ 1 + /b/ 1 + /d/ 1: /b/'s removed backend and /c/'s checker stopped.
         assert_eq!(applier.n_checkers().await, 3);
     }
