@@ -232,23 +232,20 @@ async fn forward(
     upgrade: Option<&HeaderValue>,
     metrics: &Global,
 ) -> Forwarded {
-    let (mut parts, body) = request.into_parts();
-    let original_host = parts.headers.get(header::HOST).cloned();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = upgrade {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, protocol.clone());
-    }
+    let (parts, body) = request.into_parts();
     // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-    let host = original_host.or_else(|| {
-        let authority = parts.uri.authority()?;
-        let value = HeaderValue::from_str(authority.as_str()).ok()?;
-        parts.headers.insert(header::HOST, value.clone());
-        Some(value)
-    });
-    headers::add_forwarded(&mut parts.headers, client.ip(), host.as_ref());
+    let authority = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host = parts.headers.get(header::HOST).or(authority.as_ref());
+    // Each attempt's headers are built from the client's, which stay untouched in `parts` for
+    // a retry.
+    let forwarding = headers::Forwarding {
+        client: client.ip(),
+        host,
+        upgrade,
+    };
     let (first_body, slot) = RequestBody::new(body);
     let size_hint = first_body.size_hint_of();
     let mut body = Some(first_body);
@@ -284,7 +281,7 @@ async fn forward(
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = uri;
         *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = parts.headers.clone();
+        *upstream.headers_mut() = headers::upstream_headers(&parts.headers, &forwarding);
         if host.is_none() {
             // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
             if let Ok(value) = HeaderValue::from_str(backend.authority.as_str()) {

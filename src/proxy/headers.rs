@@ -7,7 +7,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::access_log::push_ip;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the legacy
-/// `Keep-Alive` and `Proxy-Connection`.
+/// `Keep-Alive` and `Proxy-Connection`. The bit of each in [`strip_hop_by_hop`]'s mask is its
+/// place here.
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -18,38 +19,43 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// The place of a (lowercase) name in [`HOP_BY_HOP`]. A `match` on the text is a length check
+/// and at most one compare; seven `HeaderName` equalities per header cost ~4x more (callgrind).
+fn hop_by_hop_index(name: &str) -> Option<u32> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        _ => return None,
+    })
+}
+
+/// Removes hop-by-hop headers, including every header a `Connection` field names (all of them:
+/// a message may carry several `Connection` fields).
 ///
 /// NOTE: one pass over the handful of names a message carries finds which hop-by-hop headers are
 /// present; only those are removed. Removing all seven blindly hashed seven names per message,
 /// twice per request (~2.6k instructions a request under wrk, callgrind).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut present = 0u8;
+    let mut present = 0u32;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name.as_str()) {
             present |= 1 << i;
         }
     }
     if present == 0 {
         return;
     }
-    // HOP_BY_HOP[0] is Connection: remove what it names first, while it is still there.
+    // HOP_BY_HOP[0] is Connection: remove what it names first, while it is still there, one at
+    // a time (finding the next borrows the map). The usual values (`keep-alive`, `close`)
+    // name nothing present, which costs a lookup and no allocation.
     if present & 1 != 0 {
-        let named = headers.get(header::CONNECTION).cloned();
-        for name in named
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        {
-            let name = name.trim();
-            // Names in HOP_BY_HOP (`keep-alive`, `upgrade`) go below if present at all.
-            if !name.is_empty()
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(name))
-            {
-                // A `&str` key is looked up without allocating; an invalid name finds nothing.
-                headers.remove(name);
-            }
+        while let Some(name) = next_connection_named(headers) {
+            headers.remove(name.as_str());
         }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
@@ -59,38 +65,101 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A header present in `headers` that a `Connection` field names, other than the fixed
+/// hop-by-hop ones (removed anyway if present at all).
+fn next_connection_named(headers: &HeaderMap) -> Option<String> {
+    connection_tokens(headers)
+        .find(|name| {
+            !is_hop_by_hop_token(name)
+                // A `&str` key is looked up without allocating; an invalid name finds nothing.
+                && headers.contains_key(*name)
+        })
+        .map(str::to_owned)
+}
+
+/// The names listed in every `Connection` field, as sent (any case).
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+}
+
+fn is_hop_by_hop_token(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(name))
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|prior| !prior.is_empty());
-    let value = match prior {
-        Some(prior) => {
-            let mut list = String::with_capacity(prior.len() + 2 + 39);
-            list.push_str(prior);
-            list.push_str(", ");
-            push_ip(&mut list, client);
-            HeaderValue::try_from(list)
+/// What a forwarded request says about its client, besides the client's own headers.
+pub struct Forwarding<'a> {
+    pub client: IpAddr,
+    /// The host the client asked for (`Host`, or an HTTP/2 request's `:authority`): sent as
+    /// `Host` when the client sent none, and as `X-Forwarded-Host`.
+    pub host: Option<&'a HeaderValue>,
+    /// A protocol the client asked to upgrade to: sent with `Connection: upgrade`.
+    pub upgrade: Option<&'a HeaderValue>,
+}
+
+/// The headers a request goes to its backend with: the client's end-to-end headers (hop-by-hop
+/// ones and those its `Connection` names left out), the client appended to `X-Forwarded-For`,
+/// `X-Forwarded-Proto` and `-Host` set, and the upgrade pair when one is asked for.
+///
+/// NOTE: built fresh from the client's map, which stays untouched for a retry. Editing the
+/// client's map in place (which grew it for the `X-Forwarded-*` headers) and cloning it for each
+/// attempt cost four more allocations a request (callgrind under wrk).
+pub fn upstream_headers(client_headers: &HeaderMap, forwarding: &Forwarding<'_>) -> HeaderMap {
+    let connection_names_others =
+        connection_tokens(client_headers).any(|name| !is_hop_by_hop_token(name));
+    let mut headers = HeaderMap::with_capacity(client_headers.len() + 5);
+    for (name, value) in client_headers {
+        let dropped = hop_by_hop_index(name.as_str()).is_some()
+            // Set below.
+            || name == X_FORWARDED_FOR
+            || name == X_FORWARDED_PROTO
+            || name == X_FORWARDED_HOST
+            || (connection_names_others
+                && connection_tokens(client_headers)
+                    .any(|named| named.eq_ignore_ascii_case(name.as_str())));
+        if !dropped {
+            headers.append(name.clone(), value.clone());
         }
-        None => {
-            let mut ip = String::with_capacity(39);
-            push_ip(&mut ip, client);
-            HeaderValue::try_from(ip)
+    }
+    if let Some(protocol) = forwarding.upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    if let Some(host) = forwarding.host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
         }
-    };
-    if let Ok(value) = value {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+    if let Some(value) = forwarded_for(client_headers, forwarding.client) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    headers
+}
+
+/// The client's `X-Forwarded-For` list (all its fields, in order) with `client` appended.
+fn forwarded_for(client_headers: &HeaderMap, client: IpAddr) -> Option<HeaderValue> {
+    let mut list = String::with_capacity(39);
+    for prior in client_headers.get_all(&X_FORWARDED_FOR) {
+        let prior = prior.to_str().map(str::trim).unwrap_or("");
+        if !prior.is_empty() {
+            list.push_str(prior);
+            list.push_str(", ");
+        }
     }
+    push_ip(&mut list, client);
+    HeaderValue::try_from(list).ok()
 }
 
 #[cfg(test)]
@@ -113,25 +182,69 @@ mod tests {
         assert!(h.contains_key("x-kept"));
     }
 
+    fn upstream(h: &HeaderMap, client: &str, host: Option<&str>) -> HeaderMap {
+        let host = host.map(HeaderValue::from_str).transpose().unwrap();
+        let forwarding = Forwarding {
+            client: client.parse().unwrap(),
+            host: host.as_ref(),
+            upgrade: None,
+        };
+        upstream_headers(h, &forwarding)
+    }
+
     #[test]
     fn appends_to_an_existing_forwarded_for() {
         let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            Some(&HeaderValue::from_static("a.example")),
-        );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "a.example");
+        h.append("x-forwarded-for", HeaderValue::from_static(" 10.0.0.2 "));
+        h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
+        let out = upstream(&h, "127.0.0.1", Some("a.example"));
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out.get_all("x-forwarded-host").iter().count(), 1);
+        assert_eq!(out["x-forwarded-host"], "a.example");
+        assert_eq!(out["host"], "a.example");
+        // The client's map is left as it was, for a retry.
+        assert_eq!(h.len(), 4);
 
+        let out = upstream(&HeaderMap::new(), "2001:db8::7", None);
+        assert_eq!(out["x-forwarded-for"], "2001:db8::7");
+        assert!(!out.contains_key(header::HOST));
+        let out = upstream(&HeaderMap::new(), "10.200.3.4", None);
+        assert_eq!(out["x-forwarded-for"], "10.200.3.4");
+    }
+
+    #[test]
+    fn upstream_headers_leave_hop_by_hop_ones_out_and_keep_the_rest_in_order() {
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "2001:db8::7".parse().unwrap(), None);
-        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
-        let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "10.200.3.4".parse().unwrap(), None);
-        assert_eq!(h["x-forwarded-for"], "10.200.3.4");
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.append("x-kept", HeaderValue::from_static("1"));
+        h.append("x-kept", HeaderValue::from_static("2"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        // HTTP/2: no Host header, the authority stands in.
+        let out = upstream(&h, "127.0.0.1", Some("b.example"));
+        let kept: Vec<_> = out.get_all("x-kept").iter().collect();
+        assert_eq!(kept, ["1", "2"]);
+        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
+            assert!(!out.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(out["host"], "b.example");
+
+        let protocol = HeaderValue::from_static("websocket");
+        let forwarding = Forwarding {
+            client: "127.0.0.1".parse().unwrap(),
+            host: None,
+            upgrade: Some(&protocol),
+        };
+        let out = upstream_headers(&h, &forwarding);
+        assert_eq!(out["connection"], "upgrade");
+        assert_eq!(out["upgrade"], "websocket");
+        assert!(!out.contains_key("x-secret"));
     }
 
     #[test]
@@ -154,6 +267,22 @@ mod tests {
         );
         h.insert("close", HeaderValue::from_static("named by Connection"));
         h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn every_connection_field_names_headers_to_strip() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("X-First , x-second"),
+        );
+        h.insert("x-first", HeaderValue::from_static("1"));
+        h.insert("x-second", HeaderValue::from_static("2"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-kept", HeaderValue::from_static("3"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
