@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use conn::{Activity, ClientIo, IdleClock, Tracked};
+use conn::{Activity, ClientIo, IdleClock, Tracked, WatchdogTimer};
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(WatchdogTimer)
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder

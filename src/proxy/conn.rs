@@ -1,16 +1,18 @@
 //! One client connection's state outside hyper: the socket wrapper (which notices reads, runs the
 //! [`Framing`] guard and holds the connection's `max_connections` permit), the count of responses
-//! still being sent, and the idle clock the connection task consults.
+//! still being sent, the idle clock the connection task consults, and the coarse timer hyper's
+//! request-head deadline runs on.
 //!
 //! Everything here is per connection and touched by that connection's task only (plus relaxed
 //! atomics read by its own watchdog), so nothing is shared across connections.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -102,6 +104,44 @@ impl IdleClock {
         self.idle_for >= self.limit()
     }
 }
+
+/// The timer hyper's HTTP/1.1 server runs `header_read_timeout` on: a deadline checked whenever
+/// the connection task is polled, with no timer registered.
+///
+/// NOTE: hyper starts a header timer for every request head and drops it once the head is in;
+/// on tokio's timer wheel that was an allocation, a registration and a removal per request
+/// (~1k instructions, callgrind under wrk). A plain deadline is enough because the connection
+/// task is woken at least every [`IdleClock::step`] by its watchdog (and by every byte that
+/// arrives), so a head is cut off at most one step late, the idle clock's own precision.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WatchdogTimer;
+
+impl hyper::rt::Timer for WatchdogTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Deadline(deadline))
+    }
+}
+
+/// Ready once its instant has passed; see [`WatchdogTimer`] for who polls it in time.
+struct Deadline(Instant);
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl hyper::rt::Sleep for Deadline {}
 
 /// The client socket as hyper sees it.
 pub struct ClientIo {
