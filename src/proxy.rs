@@ -55,6 +55,10 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
+        // One flat write per response: with small bodies, queueing the body as its own iovec
+        // cost ~1.5% more instructions per request (callgrind), and a 1 MiB body costs no more
+        // CPU per byte flat than queued (/tmp bench against nginx serving a file, 3 rounds).
+        .writev(false)
         .timer(WatchdogTimer)
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);

@@ -195,6 +195,8 @@ async fn connect(
     };
     stream.set_nodelay(true).map_err(failed)?;
     let (sender, connection) = http1::Builder::new()
+        // Flat writes, as on the client side (see `proxy::serve`).
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(SendError::Exchange)?;
