@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::config::edit::{self, EditError, PoolSpec};
+use crate::config::edit::{self, EditError, Edited, PoolSpec};
 use crate::config::write::{self, WriteError};
 use crate::config::{self, AdminState, BackendAddr, Config, Diagnostic, PoolConfig};
 use crate::health::{self, Checkers, ProbeClient};
@@ -125,6 +125,17 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// The pool it changes.
+    pub fn pattern(&self) -> &str {
+        match self {
+            Mutation::AddPool { pattern, .. }
+            | Mutation::RemovePool { pattern }
+            | Mutation::AddBackend { pattern, .. }
+            | Mutation::RemoveBackend { pattern, .. }
+            | Mutation::SetBackendState { pattern, .. } => pattern,
+        }
+    }
+
     /// The RPC-style name, for logs and commit messages.
     pub fn describe(&self) -> String {
         match self {
@@ -266,9 +277,10 @@ struct WriterState {
     restart_pending: Vec<&'static str>,
     checkers: Checkers,
     applied_hash: Option<[u8; 32]>,
-    /// The pools of the applied file: a mutation of unchanged text checks existence against
-    /// these instead of parsing the file a second time.
-    applied_pools: Vec<PoolConfig>,
+    /// The config of the applied file (its routes moved into the topology): a mutation of
+    /// unchanged text checks existence against it instead of parsing the file again, and a
+    /// backend edit re-validates only the edited pool against it (`config::reparse_backends`).
+    applied: Option<Config>,
     /// The last content that failed to parse, so a broken file is reported once, not per poll.
     rejected_hash: Option<[u8; 32]>,
 }
@@ -292,7 +304,7 @@ impl Applier {
                 restart_pending: Vec::new(),
                 checkers: Checkers::new(events.clone()),
                 applied_hash: None,
-                applied_pools: Vec::new(),
+                applied: None,
                 rejected_hash: None,
             }),
             probe_client: health::probe_client(),
@@ -405,18 +417,29 @@ impl Applier {
         let mut attempts = 0;
         let (new_text, config, seeds) = loop {
             let parsed;
-            let current = if state.applied_hash == Some(sha256(&text)) {
-                &state.applied_pools
-            } else {
-                parsed = config::parse(&text).map_err(|diagnostics| MutateError::FileInvalid {
-                    path: self.path.clone(),
-                    diagnostics,
-                })?;
-                &parsed.pools
+            let current = match &state.applied {
+                Some(applied) if state.applied_hash == Some(sha256(&text)) => applied,
+                _ => {
+                    parsed =
+                        config::parse(&text).map_err(|diagnostics| MutateError::FileInvalid {
+                            path: self.path.clone(),
+                            diagnostics,
+                        })?;
+                    &parsed
+                }
             };
-            let (new_text, seeds) = self.edit(current, &text, &mutation).await?;
-            let config = config::parse(&new_text)
-                .map_err(|diagnostics| MutateError::Rejected { diagnostics })?;
+            let (edited, seeds) = self.edit(&current.pools, &text, &mutation).await?;
+            // A backend edit that replaced only one `backends` array re-validates that pool
+            // alone; anything else (or any doubt) is parsed in full, as a human save is.
+            let reparsed = edited.backends.and_then(|span| {
+                config::reparse_backends(current, &text, &edited.text, mutation.pattern(), span)
+            });
+            let new_text = edited.text;
+            let config = match reparsed {
+                Some(config) => config,
+                None => config::parse(&new_text)
+                    .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
+            };
             let latest = read()?;
             attempts += 1;
             if latest == text || attempts >= 3 {
@@ -479,7 +502,7 @@ impl Applier {
         current: &[PoolConfig],
         text: &str,
         mutation: &Mutation,
-    ) -> Result<(String, Vec<BackendKey>), MutateError> {
+    ) -> Result<(Edited, Vec<BackendKey>), MutateError> {
         let find = |pattern: &str| current.iter().find(|p| p.pattern == pattern);
         let pool = |pattern: &str| {
             find(pattern).ok_or_else(|| MutateError::PoolNotFound {
@@ -493,11 +516,11 @@ impl Applier {
                         pattern: pattern.clone(),
                     });
                 }
-                Ok((edit::add_pool(text, pattern, spec)?, Vec::new()))
+                Ok((whole(edit::add_pool(text, pattern, spec)?), Vec::new()))
             }
             Mutation::RemovePool { pattern } => {
                 pool(pattern)?;
-                Ok((edit::remove_pool(text, pattern)?, Vec::new()))
+                Ok((whole(edit::remove_pool(text, pattern)?), Vec::new()))
             }
             Mutation::AddBackend { pattern, backend } => {
                 let pool = pool(pattern)?;
@@ -518,7 +541,7 @@ impl Applier {
                     backend: backend.clone(),
                 };
                 Ok((
-                    edit::add_backend(text, pattern, &backend.to_string())?,
+                    edit::add_backend_edit(text, pattern, &backend.to_string())?,
                     vec![seed],
                 ))
             }
@@ -530,7 +553,10 @@ impl Applier {
                     });
                 }
                 let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
-                Ok((edit::remove_backend(text, pattern, &matches)?, Vec::new()))
+                Ok((
+                    edit::remove_backend_edit(text, pattern, &matches)?,
+                    Vec::new(),
+                ))
             }
             Mutation::SetBackendState {
                 pattern,
@@ -545,11 +571,11 @@ impl Applier {
                 })?;
                 if declared.state == *state {
                     // Idempotent: nothing to write, and no need to fail a rollout script.
-                    return Ok((text.to_owned(), Vec::new()));
+                    return Ok((whole(text.to_owned()), Vec::new()));
                 }
                 let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
                 Ok((
-                    edit::set_backend_state(text, pattern, &matches, state.as_str())?,
+                    edit::set_backend_state_edit(text, pattern, &matches, state.as_str())?,
                     Vec::new(),
                 ))
             }
@@ -592,10 +618,10 @@ impl Applier {
         // The running snapshot's pools by pattern, each with the config it was built from (the
         // two lists are built together, in file order), so unchanged pools carry over whole.
         let previous = self.topology.load_full();
+        let applied_pools = state.applied.as_ref().map_or(&[][..], |c| &c.pools[..]);
         let carried: HashMap<&str, (&PoolConfig, &Arc<Pool>)> =
-            if previous.pools.len() == state.applied_pools.len() {
-                state
-                    .applied_pools
+            if previous.pools.len() == applied_pools.len() {
+                applied_pools
                     .iter()
                     .zip(&previous.pools)
                     .map(|(config, pool)| (config.pattern.as_str(), (config, pool)))
@@ -665,7 +691,7 @@ impl Applier {
         }));
         let hash = sha256(text);
         state.applied_hash = Some(hash);
-        state.applied_pools = config.pools;
+        state.applied = Some(config);
         self.status.store(Arc::new(Status {
             generation,
             content_hash: hex(&hash),
@@ -674,6 +700,14 @@ impl Applier {
         }));
         tracing::info!(generation, path = %self.path.display(), "config applied");
         generation
+    }
+}
+
+/// An edit whose result is parsed in full.
+fn whole(text: String) -> Edited {
+    Edited {
+        text,
+        backends: None,
     }
 }
 
@@ -743,5 +777,56 @@ mod tests {
         assert!(after.pool("/c/").is_none());
         // /a/ 1 + /b/ 1 + /d/ 1: /b/'s removed backend and /c/'s checker stopped.
         assert_eq!(applier.n_checkers().await, 3);
+    }
+
+    /// Backend mutations take the re-validate-one-pool path; what they apply must be exactly
+    /// what a full parse of the written file gives, as if a person had saved it.
+    #[tokio::test]
+    async fn a_backend_mutation_applies_what_a_full_parse_of_the_file_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+        let (a, b) = ("127.0.0.1:1", "127.0.0.1:2");
+        std::fs::write(
+            &path,
+            format!("{listen}{}{}", pool("/a/", &[a, b]), pool("/b/", &[a])),
+        )
+        .unwrap();
+        let (applier, _) = Applier::load(&path).await.unwrap();
+        let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
+        let mutations = [
+            Mutation::SetBackendState {
+                pattern: "/a/".into(),
+                backend: addr(b),
+                state: AdminState::Drain,
+            },
+            Mutation::RemoveBackend {
+                pattern: "/a/".into(),
+                backend: addr(a),
+            },
+            Mutation::SetBackendState {
+                pattern: "/a/".into(),
+                backend: addr(b),
+                state: AdminState::Enabled,
+            },
+        ];
+        for mutation in mutations {
+            applier
+                .mutate(mutation, &MutateOptions::default())
+                .await
+                .unwrap();
+            let (full, text) = config::load(&path).unwrap();
+            let state = applier.state.lock().await;
+            let applied = state.applied.as_ref().unwrap();
+            assert_eq!(applied.pools, full.pools);
+            assert_eq!(applied.listen, full.listen);
+            assert_eq!(state.applied_hash, Some(sha256(&text)));
+        }
+        let topology = applier.topology().load_full();
+        let a_pool = topology.pool("/a/").unwrap();
+        assert_eq!(a_pool.backends.len(), 1);
+        assert_eq!(a_pool.backends[0].addr, addr(b));
+        // /a/'s remaining backend and /b/'s one are checked.
+        assert_eq!(applier.n_checkers().await, 2);
     }
 }

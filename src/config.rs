@@ -18,7 +18,7 @@ pub use model::{
     ControlTls, HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
 };
-pub use parse::{parse, Diagnostic};
+pub use parse::{parse, reparse_backends, Diagnostic};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -188,6 +188,87 @@ pub fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
+/// A lone `backends = [...]` line, for [`reparse_backends`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackends {
+    backends: Spanned<Vec<Spanned<RawBackend>>>,
+}
+
+/// What [`parse`] returns for `new_text`, computed from `old` without parsing the whole text,
+/// when `new_text` is `old_text` with only pool `pattern`'s `backends` array (at `old_span`
+/// in `old_text`) replaced, and `old` is what `parse(old_text)` returned (its paths may be
+/// resolved, its routes may have been moved out: both are rebuilt or re-resolved the same way).
+///
+/// Why it is the same config: the bytes before and after the array are checked to be
+/// `old_text`'s; the old bytes at `old_span` are checked to be an array holding `old`'s
+/// entries for that pool, and the new bytes to be exactly one array value (a value ends where
+/// it ends, so the text around it reads as it did). Only that pool's entries can differ, and
+/// they are validated by the same code as in a full parse; pool-to-pool checks (pattern
+/// conflicts) do not look at backends. On a 1,000-pool file this costs a clone of the pools
+/// and a route rebuild instead of ~11 ms of parsing.
+///
+/// `None` whenever any of that does not hold or the new entries are invalid: the caller then
+/// parses in full, which also gives the errors their positions in the file.
+pub fn reparse_backends(
+    old: &Config,
+    old_text: &str,
+    new_text: &str,
+    pattern: &str,
+    old_span: Range<usize>,
+) -> Option<Config> {
+    let index = old.pools.iter().position(|p| p.pattern == pattern)?;
+    let before = old_text.get(..old_span.start)?;
+    let after = old_text.get(old_span.end..)?;
+    if !new_text.starts_with(before) || !new_text.ends_with(after) {
+        return None;
+    }
+    let new_array = new_text.get(old_span.start..new_text.len().checked_sub(after.len())?)?;
+    let old_array = old_text.get(old_span)?;
+    if lone_backends(old_array, pattern)? != old.pools[index].backends {
+        return None;
+    }
+    let backends = lone_backends(new_array, pattern)?;
+
+    let mut pools = old.pools.clone();
+    pools[index].backends = backends;
+    // The patterns are old's, which all parsed and did not conflict: this is the same build.
+    let patterns = pools
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| Pattern::parse(&pool.pattern).ok().map(|p| (p, i)))
+        .collect::<Option<Vec<_>>>()?;
+    let routes = Router::new(patterns).ok()?;
+    Some(Config {
+        listen: old.listen.clone(),
+        server: old.server.clone(),
+        control: old.control.clone(),
+        log: old.log.clone(),
+        pools,
+        routes,
+    })
+}
+
+/// The validated entries of `array` (the text of one array value and nothing else), or `None`
+/// when it is anything else or any entry is invalid.
+fn lone_backends(array: &str, pattern: &str) -> Option<Vec<BackendConfig>> {
+    const KEY: &str = "backends = ";
+    if !array.starts_with('[') || !array.ends_with(']') {
+        return None;
+    }
+    let line = format!("{KEY}{array}\n");
+    let raw: RawBackends = toml::from_str(&line).ok()?;
+    if raw.backends.span() != (KEY.len()..KEY.len() + array.len()) {
+        return None;
+    }
+    let mut v = Validator {
+        text: &line,
+        diagnostics: Vec::new(),
+    };
+    let backends = v.backends(pattern, raw.backends.into_inner());
+    v.diagnostics.is_empty().then_some(backends)
+}
+
 struct Validator<'a> {
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
@@ -364,9 +445,36 @@ impl Validator<'_> {
                 checks.into_iter().map(|c| self.health_check(c)).collect()
             }
         };
-        let mut seen = HashSet::with_capacity(raw.backends.len());
-        let mut backends = Vec::with_capacity(raw.backends.len());
-        for entry in raw.backends {
+        let backends = self.backends(&pattern, raw.backends);
+        let connect_timeout = self.duration(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let request_timeout = self.duration(raw.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        let retries = match raw.retries {
+            None => 1,
+            Some(r) => match u32::try_from(*r.get_ref()) {
+                Ok(n) if n <= 10 => n,
+                _ => {
+                    self.error(r.span(), "retries must be between 0 and 10");
+                    1
+                }
+            },
+        };
+        Some(PoolConfig {
+            pattern,
+            pool_type,
+            interval,
+            health_checks,
+            backends,
+            connect_timeout,
+            request_timeout,
+            retries,
+        })
+    }
+
+    /// One pool's `backends` entries: each parsed, with its admin state, no address twice.
+    fn backends(&mut self, pattern: &str, raw: Vec<Spanned<RawBackend>>) -> Vec<BackendConfig> {
+        let mut seen = HashSet::with_capacity(raw.len());
+        let mut backends = Vec::with_capacity(raw.len());
+        for entry in raw {
             let span = entry.span();
             let (addr, state) = match entry.into_inner() {
                 RawBackend::Plain(addr) => (addr, AdminState::Enabled),
@@ -401,28 +509,7 @@ impl Validator<'_> {
                 Err(e) => self.error(span, e.to_string()),
             }
         }
-        let connect_timeout = self.duration(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-        let request_timeout = self.duration(raw.request_timeout, DEFAULT_REQUEST_TIMEOUT);
-        let retries = match raw.retries {
-            None => 1,
-            Some(r) => match u32::try_from(*r.get_ref()) {
-                Ok(n) if n <= 10 => n,
-                _ => {
-                    self.error(r.span(), "retries must be between 0 and 10");
-                    1
-                }
-            },
-        };
-        Some(PoolConfig {
-            pattern,
-            pool_type,
-            interval,
-            health_checks,
-            backends,
-            connect_timeout,
-            request_timeout,
-            retries,
-        })
+        backends
     }
 
     fn health_check(&mut self, raw: Spanned<RawHealthCheck>) -> HealthCheck {

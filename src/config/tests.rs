@@ -1,3 +1,4 @@
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -118,4 +119,134 @@ fn empty_tls_paths_and_wrong_types_are_errors() {
         lines[0].starts_with("2:1: ") && lines[0].contains("tls_certificate"),
         "{lines:?}"
     );
+}
+
+// === reparse_backends: the fast path of a backend edit ===
+
+const EDITED: &str = r#"# comments and shapes around the edited array
+[listen]
+http = "127.0.0.1:8080"
+
+[control]
+token_file = "token"
+
+[pools."/"]
+interval = "5s"
+backends = [
+  "127.0.0.1:8082",   # kept
+  { addr = "127.0.0.1:8083", state = "drain" },
+]
+
+[pools."GET api.example.com/v1/{rest...}"]
+backends = ["127.0.0.1:9000/v1/"] # inline
+
+[pools."/empty/"]
+backends = []
+"#;
+
+/// The config parts a fast re-parse must reproduce (Router has no `PartialEq`: routes are
+/// compared by what they route).
+fn assert_same(fast: &Config, full: &Config) {
+    assert_eq!(fast.listen, full.listen);
+    assert_eq!(fast.server, full.server);
+    assert_eq!(fast.control, full.control);
+    assert_eq!(fast.log, full.log);
+    assert_eq!(fast.pools, full.pools);
+    assert_eq!(format!("{:?}", fast.routes), format!("{:?}", full.routes));
+}
+
+/// Every backend edit of every pool of EDITED: the fast path gives exactly what a full parse
+/// of the edited text gives.
+#[test]
+fn reparse_backends_equals_a_full_parse() {
+    let old = parse_ok(EDITED);
+    let is = |addr: &'static str| move |entry: &str| entry == addr;
+    let mut cases = Vec::new();
+    for pattern in ["/", "GET api.example.com/v1/{rest...}", "/empty/"] {
+        cases.push((
+            pattern,
+            edit::add_backend_edit(EDITED, pattern, "10.0.0.1:1").unwrap(),
+        ));
+    }
+    cases.push((
+        "/",
+        edit::remove_backend_edit(EDITED, "/", &is("127.0.0.1:8082")).unwrap(),
+    ));
+    cases.push((
+        "/",
+        edit::remove_backend_edit(EDITED, "/", &is("127.0.0.1:8083")).unwrap(),
+    ));
+    cases.push((
+        "/",
+        edit::set_backend_state_edit(EDITED, "/", &is("127.0.0.1:8082"), "disabled").unwrap(),
+    ));
+    cases.push((
+        "/",
+        edit::set_backend_state_edit(EDITED, "/", &is("127.0.0.1:8083"), "enabled").unwrap(),
+    ));
+    for (pattern, edited) in cases {
+        let span = edited
+            .backends
+            .clone()
+            .expect("an in-place edit reports its span");
+        let fast = reparse_backends(&old, EDITED, &edited.text, pattern, span)
+            .unwrap_or_else(|| panic!("no fast path for {}", edited.text));
+        assert_same(&fast, &parse_ok(&edited.text));
+    }
+    // Paths already resolved in `old` (as apply keeps it) come out resolved, as apply makes them.
+    let mut resolved = old;
+    resolved.resolve_paths(Path::new("/etc/lb/lb.toml"));
+    let edited = edit::add_backend_edit(EDITED, "/", "10.0.0.1:1").unwrap();
+    let span = edited.backends.clone().unwrap();
+    let mut fast = reparse_backends(&resolved, EDITED, &edited.text, "/", span).unwrap();
+    let mut full = parse_ok(&edited.text);
+    fast.resolve_paths(Path::new("/etc/lb/lb.toml"));
+    full.resolve_paths(Path::new("/etc/lb/lb.toml"));
+    assert_same(&fast, &full);
+}
+
+/// Whenever the edit is not just the one array, or its result is invalid, the caller gets
+/// `None` and parses in full (which positions the error).
+#[test]
+fn reparse_backends_falls_back_when_it_cannot_show_equality() {
+    let old = parse_ok(EDITED);
+    let edited = edit::add_backend_edit(EDITED, "/", "10.0.0.1:1").unwrap();
+    let span = edited.backends.clone().unwrap();
+    let fast = |old: &Config, old_text: &str, new_text: &str, pattern: &str, span: Range<usize>| {
+        reparse_backends(old, old_text, new_text, pattern, span)
+    };
+    assert!(fast(&old, EDITED, &edited.text, "/", span.clone()).is_some());
+
+    // Text outside the array changed too (a human save in the same moment, say).
+    let elsewhere = edited
+        .text
+        .replace("interval = \"5s\"", "interval = \"0s\"");
+    assert!(fast(&old, EDITED, &elsewhere, "/", span.clone()).is_none());
+    let appended = format!("{}[pools.\"/x/\"]\n", edited.text);
+    assert!(fast(&old, EDITED, &appended, "/", span.clone()).is_none());
+    // The span is not the pool's array, or the pool is another one.
+    assert!(fast(&old, EDITED, &edited.text, "/empty/", span.clone()).is_none());
+    assert!(fast(&old, EDITED, &edited.text, "/nope/", span.clone()).is_none());
+    assert!(fast(&old, EDITED, &edited.text, "/", span.start + 1..span.end).is_none());
+    // `old` is not the config of `old_text`.
+    let other = parse_ok(&edited.text);
+    assert!(fast(&other, EDITED, &edited.text, "/", span.clone()).is_none());
+
+    // The new array holds a duplicate, a bad address, or more than one value.
+    for new_array in [
+        "[\"127.0.0.1:8082\", \"127.0.0.1:8082\"]",
+        "[\"localhost:1\"]",
+        "[\"127.0.0.1:1\"]\nx = [1]",
+        "[\"127.0.0.1:1\"] # ]",
+    ] {
+        let text = format!(
+            "{}{new_array}{}",
+            &EDITED[..span.start],
+            &EDITED[span.end..]
+        );
+        assert!(
+            fast(&old, EDITED, &text, "/", span.clone()).is_none(),
+            "{new_array}"
+        );
+    }
 }

@@ -676,3 +676,46 @@ fn add_then_remove_pool_restores_a_whitespace_only_file() {
         assert_eq!(remove_pool(&added, "/").unwrap(), text, "{text:?}");
     }
 }
+
+/// The in-place array edit (LF text) gives the whole-document edit's result (reached here
+/// through a CRLF copy of the same file), reports the array's span, and changes nothing else.
+#[test]
+fn in_place_backend_edits_equal_whole_document_edits() {
+    let crlf = FILE.replace('\n', "\r\n");
+    let lf = |s: String| s.replace("\r\n", "\n");
+    let cases: Vec<(Edited, String)> = vec![
+        (
+            add_backend_edit(FILE, "/", "10.0.0.1:1").unwrap(),
+            lf(add_backend(&crlf, "/", "10.0.0.1:1").unwrap()),
+        ),
+        (
+            add_backend_edit(FILE, "/api/", "10.0.0.1:1").unwrap(),
+            lf(add_backend(&crlf, "/api/", "10.0.0.1:1").unwrap()),
+        ),
+        (
+            remove_backend_edit(FILE, "/", &is("127.0.0.1:8082")).unwrap(),
+            lf(remove_backend(&crlf, "/", &is("127.0.0.1:8082")).unwrap()),
+        ),
+        (
+            set_backend_state_edit(FILE, "/", &is("127.0.0.1:8083"), "drain").unwrap(),
+            lf(set_backend_state(&crlf, "/", &is("127.0.0.1:8083"), "drain").unwrap()),
+        ),
+    ];
+    for (edited, whole) in cases {
+        assert_eq!(edited.text, whole);
+        let span = edited.backends.expect("an in-place edit");
+        assert!(FILE[span.clone()].starts_with('[') && FILE[span.clone()].ends_with(']'));
+        assert!(edited.text.starts_with(&FILE[..span.start]));
+        assert!(edited.text.ends_with(&FILE[span.end..]));
+    }
+    // A CRLF file, or a pool without `backends`, goes through the whole document: no span.
+    assert_eq!(
+        add_backend_edit(&crlf, "/", "10.0.0.1:1").unwrap().backends,
+        None
+    );
+    let bare = "[pools.\"/\"]\ninterval = \"1s\"\n";
+    assert_eq!(
+        add_backend_edit(bare, "/", "10.0.0.1:1").unwrap().backends,
+        None
+    );
+}
