@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
@@ -267,6 +267,46 @@ pub struct Applier {
     metrics: Arc<Global>,
     /// Health transitions, for `WatchHealth`.
     events: health::Events,
+    /// How the file looked on disk right after lb's own last write, while it is the applied
+    /// content: the watcher compares a `stat` with it instead of re-reading and re-hashing the
+    /// file for the event lb's own rename produces. Outside the writer lock so that check never
+    /// waits for (or delays) a mutation.
+    written: ArcSwapOption<Stamp>,
+}
+
+/// What `stat` says about a file: enough to tell that it is still the very file lb wrote.
+/// Any write or rename over it changes the inode, the size or the change time (which no
+/// user call can set); the one blind spot is an in-place write of the same length in the
+/// same timestamp tick as lb's rename, which the watcher's periodic full re-read catches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// The stamp of what `path` designates now (symlinks followed), when it can be had.
+    #[cfg(unix)]
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Without a change time to rely on, never: every event is a full re-read.
+    #[cfg(not(unix))]
+    fn of(_path: &Path) -> Option<Stamp> {
+        None
+    }
 }
 
 struct WriterState {
@@ -310,6 +350,7 @@ impl Applier {
             probe_client: health::probe_client(),
             metrics: Arc::default(),
             events,
+            written: ArcSwapOption::empty(),
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
         // the first topology.
@@ -351,6 +392,16 @@ impl Applier {
         self.state.lock().await.checkers.len()
     }
 
+    /// Whether the file on disk is, by `stat`, exactly the one lb itself last wrote and applied:
+    /// then a watcher event is lb's own rename and there is nothing to re-read. A cheap check
+    /// that takes no lock; `false` whenever in doubt.
+    pub fn is_own_write(&self) -> bool {
+        let recorded = self.written.load();
+        recorded
+            .as_deref()
+            .is_some_and(|recorded| Stamp::of(&self.path).as_ref() == Some(recorded))
+    }
+
     /// Re-reads the file and applies it if its content changed. An invalid file changes nothing
     /// and is kept as the last error.
     pub async fn reload(&self) -> Result<Reloaded, config::Error> {
@@ -374,6 +425,8 @@ impl Applier {
                     diagnostics,
                 }
             })?;
+            // What is applied now is someone else's file, not lb's last write.
+            self.written.store(None);
             Ok(Reloaded::Applied {
                 generation: self.apply(&mut state, config, &text, &[]),
             })
@@ -447,7 +500,19 @@ impl Applier {
             }
             text = latest;
         };
+        // Until the new file is stamped, a watcher event means "re-read".
+        self.written.store(None);
         write::write_atomic(&self.path, &new_text)?;
+        // Stamped right after the rename. A save landing in between would be taken for ours
+        // only if it had the same length too; the watcher's periodic full re-read still
+        // catches it (it never trusts the stamp).
+        // Recorded before the apply below (which this lock guarantees will follow), so the
+        // event of the rename, arriving meanwhile, already finds it.
+        self.written.store(
+            Stamp::of(&self.path)
+                .filter(|s| s.len == new_text.len() as u64)
+                .map(Arc::new),
+        );
         let git_commit = config.control.git_commit;
         let generation = self.apply(&mut state, config, &new_text, &seeds);
         drop(state);
@@ -828,5 +893,64 @@ mod tests {
         assert_eq!(a_pool.backends[0].addr, addr(b));
         // /a/'s remaining backend and /b/'s one are checked.
         assert_eq!(applier.n_checkers().await, 2);
+    }
+    /// The watcher skips the event of lb's own write by `stat`; a person's save right after an
+    /// API change (here in place, with the same length, the hardest case for a stat check) must
+    /// still be applied.
+    #[tokio::test]
+    async fn a_human_edit_right_after_an_api_change_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+        let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
+        std::fs::write(
+            &path,
+            format!("{listen}{}{}", pool("/a/", &[a, b]), pool("/b/", &[b])),
+        )
+        .unwrap();
+        let (applier, _) = Applier::load(&path).await.unwrap();
+        assert!(!applier.is_own_write(), "loaded, not written by lb");
+        let watcher = tokio::spawn(crate::watch::start(Arc::clone(&applier)).unwrap());
+        let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
+        for round in 0..3 {
+            let (from, to) = if round % 2 == 0 { (b, c) } else { (c, b) };
+            let state = [AdminState::Drain, AdminState::Enabled][round % 2];
+            applier
+                .mutate(
+                    Mutation::SetBackendState {
+                        pattern: "/a/".into(),
+                        backend: addr(a),
+                        state,
+                    },
+                    &MutateOptions::default(),
+                )
+                .await
+                .unwrap();
+            assert!(applier.is_own_write());
+            // At once: /b/'s backend swapped for one of the same length, in place.
+            let text = std::fs::read_to_string(&path).unwrap();
+            let edited = text.replace(
+                &format!("[pools.\"/b/\"]\ninterval = \"1h\"\nbackends = [\"{from}\"]"),
+                &format!("[pools.\"/b/\"]\ninterval = \"1h\"\nbackends = [\"{to}\"]"),
+            );
+            assert_ne!(edited, text);
+            assert_eq!(edited.len(), text.len());
+            std::fs::write(&path, &edited).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let topology = applier.topology().load_full();
+                let b_pool = topology.pool("/b/").unwrap();
+                if b_pool.backends.len() == 1 && b_pool.backends[0].addr == addr(to) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: the human edit was not applied"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(!applier.is_own_write());
+        }
+        watcher.abort();
     }
 }

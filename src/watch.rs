@@ -4,7 +4,8 @@
 //! It watches the *directories* (of the path as given and of its resolved target), not the file's
 //! inode, so in-place writes, editors' save-by-rename and Kubernetes ConfigMap symlink swaps
 //! (`lb.toml -> ..data/lb.toml`, `..data` replaced by rename) are all seen. Events are debounced
-//! briefly; `apply` skips content it has already applied, so lb's own write-back is a no-op.
+//! briefly; `apply` skips content it has already applied, so lb's own write-back is a no-op, and
+//! an event for a file that is still, by `stat`, the one lb wrote is not even re-read.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -124,14 +125,22 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let polled = tokio::select! {
                 event = rx.recv() => {
                     if event.is_none() {
                         return;
                     }
                     while rx.try_recv().is_ok() {}
+                    false
                 }
-                _ = poll.tick() => {}
+                _ = poll.tick() => true,
+            };
+            // lb's own write-back (a control-API change) produces events too; when the file is
+            // still, by `stat`, the one lb wrote and applied, re-reading 500 KB twice to settle
+            // and once more under the writer lock would only compete with the next change. A
+            // save after it changes the stat; the periodic poll never takes this shortcut.
+            if !polled && applier.is_own_write() {
+                continue;
             }
             settle(applier.path()).await;
             match applier.reload().await {
