@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::config::edit::{self, EditError, Edited, PoolSpec};
 use crate::config::write::{self, WriteError};
-use crate::config::{self, AdminState, BackendAddr, Config, Diagnostic, PoolConfig};
+use crate::config::{self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig};
 use crate::health::{self, Checkers, ProbeClient};
 use crate::metrics::Global;
 use crate::topology::{Backend, BackendKey, CheckSettings, Pool, SharedTopology, Topology};
@@ -321,6 +321,10 @@ struct WriterState {
     /// unchanged text checks existence against it instead of parsing the file again, and a
     /// backend edit re-validates only the edited pool against it (`config::reparse_backends`).
     applied: Option<Config>,
+    /// Where each applied pool's `backends` array is in the applied text (parallel to
+    /// `applied.pools`): a backend edit of unchanged text finds its array there instead of
+    /// parsing the whole file.
+    backends_spans: BackendsSpans,
     /// The last content that failed to parse, so a broken file is reported once, not per poll.
     rejected_hash: Option<[u8; 32]>,
 }
@@ -328,7 +332,7 @@ struct WriterState {
 impl Applier {
     /// Loads `path` once; fails when it cannot be read or is invalid.
     pub async fn load(path: &Path) -> Result<(Arc<Applier>, Startup), config::Error> {
-        let (config, text) = config::load(path)?;
+        let (config, text, spans) = config::load_with_spans(path)?;
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let applier = Arc::new(Applier {
             path: path.to_path_buf(),
@@ -345,6 +349,7 @@ impl Applier {
                 checkers: Checkers::new(events.clone()),
                 applied_hash: None,
                 applied: None,
+                backends_spans: Vec::new(),
                 rejected_hash: None,
             }),
             probe_client: health::probe_client(),
@@ -360,7 +365,7 @@ impl Applier {
             control: config.control.clone(),
         };
         let mut state = applier.state.lock().await;
-        applier.apply(&mut state, config, &text, &[]);
+        applier.apply(&mut state, (config, spans), &text, &[]);
         drop(state);
         Ok((applier, startup))
     }
@@ -418,7 +423,7 @@ impl Applier {
             if state.rejected_hash == Some(hash) {
                 return Ok(Reloaded::StillInvalid);
             }
-            let config = config::parse(&text).map_err(|diagnostics| {
+            let parsed = config::parse_with_spans(&text).map_err(|diagnostics| {
                 state.rejected_hash = Some(hash);
                 config::Error::Invalid {
                     path: self.path.clone(),
@@ -428,7 +433,7 @@ impl Applier {
             // What is applied now is someone else's file, not lb's last write.
             self.written.store(None);
             Ok(Reloaded::Applied {
-                generation: self.apply(&mut state, config, &text, &[]),
+                generation: self.apply(&mut state, parsed, &text, &[]),
             })
         });
         match &result {
@@ -468,35 +473,54 @@ impl Applier {
         // A human save that lands between our read and our rename would be overwritten; re-read
         // just before writing and redo the edit on the newer text when it changed.
         let mut attempts = 0;
-        let (new_text, config, seeds) = loop {
+        let (new_text, parsed, seeds) = loop {
             let parsed;
-            let current = match &state.applied {
-                Some(applied) if state.applied_hash == Some(sha256(&text)) => applied,
+            let (current, spans) = match &state.applied {
+                Some(applied) if state.applied_hash == Some(sha256(&text)) => {
+                    (applied, &state.backends_spans)
+                }
                 _ => {
-                    parsed =
-                        config::parse(&text).map_err(|diagnostics| MutateError::FileInvalid {
+                    parsed = config::parse_with_spans(&text).map_err(|diagnostics| {
+                        MutateError::FileInvalid {
                             path: self.path.clone(),
                             diagnostics,
-                        })?;
-                    &parsed
+                        }
+                    })?;
+                    (&parsed.0, &parsed.1)
                 }
             };
-            let (edited, seeds) = self.edit(&current.pools, &text, &mutation).await?;
-            // A backend edit that replaced only one `backends` array re-validates that pool
-            // alone; anything else (or any doubt) is parsed in full, as a human save is.
-            let reparsed = edited.backends.and_then(|span| {
-                config::reparse_backends(current, &text, &edited.text, mutation.pattern(), span)
-            });
+            let known = known_backends_span(current, spans, &text, mutation.pattern());
+            let (edited, seeds) = self
+                .edit(&current.pools, &text, &mutation, known.clone())
+                .await?;
+            // A backend edit that replaced only the array at its recorded (and checked) span
+            // re-validates that pool alone and moves the recorded spans after it; anything else
+            // (or any doubt) is parsed in full, as a human save is, which records them afresh.
+            let reparsed = edited
+                .backends
+                .filter(|span| known.as_ref() == Some(span))
+                .and_then(|span| {
+                    let new_len = (edited.text.len() + span.len()).checked_sub(text.len())?;
+                    let spans = shifted(spans, &span, new_len)?;
+                    let config = config::reparse_backends(
+                        current,
+                        &text,
+                        &edited.text,
+                        mutation.pattern(),
+                        span,
+                    )?;
+                    Some((config, spans))
+                });
             let new_text = edited.text;
-            let config = match reparsed {
-                Some(config) => config,
-                None => config::parse(&new_text)
+            let parsed = match reparsed {
+                Some(parsed) => parsed,
+                None => config::parse_with_spans(&new_text)
                     .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
             };
             let latest = read()?;
             attempts += 1;
             if latest == text || attempts >= 3 {
-                break (new_text, config, seeds);
+                break (new_text, parsed, seeds);
             }
             text = latest;
         };
@@ -513,8 +537,8 @@ impl Applier {
                 .filter(|s| s.len == new_text.len() as u64)
                 .map(Arc::new),
         );
-        let git_commit = config.control.git_commit;
-        let generation = self.apply(&mut state, config, &new_text, &seeds);
+        let git_commit = parsed.0.control.git_commit;
+        let generation = self.apply(&mut state, parsed, &new_text, &seeds);
         drop(state);
         tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
         if git_commit {
@@ -567,6 +591,7 @@ impl Applier {
         current: &[PoolConfig],
         text: &str,
         mutation: &Mutation,
+        known: Option<std::ops::Range<usize>>,
     ) -> Result<(Edited, Vec<BackendKey>), MutateError> {
         let find = |pattern: &str| current.iter().find(|p| p.pattern == pattern);
         let pool = |pattern: &str| {
@@ -606,7 +631,7 @@ impl Applier {
                     backend: backend.clone(),
                 };
                 Ok((
-                    edit::add_backend_edit(text, pattern, &backend.to_string())?,
+                    edit::add_backend_edit(text, pattern, &backend.to_string(), known)?,
                     vec![seed],
                 ))
             }
@@ -619,7 +644,7 @@ impl Applier {
                 }
                 let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
                 Ok((
-                    edit::remove_backend_edit(text, pattern, &matches)?,
+                    edit::remove_backend_edit(text, pattern, &matches, known)?,
                     Vec::new(),
                 ))
             }
@@ -640,7 +665,7 @@ impl Applier {
                 }
                 let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
                 Ok((
-                    edit::set_backend_state_edit(text, pattern, &matches, state.as_str())?,
+                    edit::set_backend_state_edit(text, pattern, &matches, state.as_str(), known)?,
                     Vec::new(),
                 ))
             }
@@ -673,7 +698,7 @@ impl Applier {
     fn apply(
         &self,
         state: &mut WriterState,
-        mut config: Config,
+        (mut config, spans): (Config, BackendsSpans),
         text: &str,
         seeds: &[BackendKey],
     ) -> u64 {
@@ -757,6 +782,7 @@ impl Applier {
         let hash = sha256(text);
         state.applied_hash = Some(hash);
         state.applied = Some(config);
+        state.backends_spans = spans;
         self.status.store(Arc::new(Status {
             generation,
             content_hash: hex(&hash),
@@ -766,6 +792,46 @@ impl Applier {
         tracing::info!(generation, path = %self.path.display(), "config applied");
         generation
     }
+}
+
+/// Where pool `pattern`'s `backends` array is in `text`, by the recorded `spans` of the text
+/// `current` was parsed from, provided the bytes there are one array holding exactly the
+/// entries `current` has for that pool. `None`: let the edit find it by parsing.
+fn known_backends_span(
+    current: &Config,
+    spans: &BackendsSpans,
+    text: &str,
+    pattern: &str,
+) -> Option<std::ops::Range<usize>> {
+    let index = current.pools.iter().position(|p| p.pattern == pattern)?;
+    let span = spans.get(index)?.clone()?;
+    let entries = config::backends_at(text, span.clone(), pattern)?;
+    (entries == current.pools[index].backends).then_some(span)
+}
+
+/// The recorded spans after the array at `old` was replaced by `new_len` bytes: that array's
+/// span resized, the ones after it moved. `None` when `old` is not one of them exactly or
+/// overlaps another (then the new text is parsed in full).
+fn shifted(
+    spans: &BackendsSpans,
+    old: &std::ops::Range<usize>,
+    new_len: usize,
+) -> Option<BackendsSpans> {
+    if !spans.iter().any(|s| s.as_ref() == Some(old)) {
+        return None;
+    }
+    spans
+        .iter()
+        .map(|span| match span {
+            None => Some(None),
+            Some(s) if s == old => Some(Some(old.start..old.start + new_len)),
+            Some(s) if s.end <= old.start => Some(Some(s.clone())),
+            Some(s) if s.start >= old.end => Some(Some(
+                s.start - old.len() + new_len..s.end - old.len() + new_len,
+            )),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 /// An edit whose result is parsed in full.
@@ -894,6 +960,96 @@ mod tests {
         // /a/'s remaining backend and /b/'s one are checked.
         assert_eq!(applier.n_checkers().await, 2);
     }
+
+    /// The recorded `backends` spans, moved after every splice, are where a full parse of the
+    /// written file puts them, so the next edit finds its array without parsing; wrong ones are
+    /// not trusted (the edit parses the file, as before) and are replaced by correct ones.
+    #[tokio::test]
+    async fn backend_edits_keep_the_recorded_array_spans_right_and_distrust_wrong_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+        let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
+        let multiline = format!(
+            "[pools.\"/m/\"]\nbackends = [\n  # keep\n  \"{a}\",\n  {{ addr = \"{b}\", state = \"drain\" }},\n]\ninterval = \"1h\"\n\n"
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "{listen}{}{multiline}{}[pools.\"/none/\"]\ninterval = \"1h\"\n\n{}",
+                pool("/a/", &[a, b]),
+                pool("/b/", &[a]),
+                pool("/c/", &[c])
+            ),
+        )
+        .unwrap();
+        let (applier, _) = Applier::load(&path).await.unwrap();
+        let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
+        let set = |pattern: &str, backend: &str, state| Mutation::SetBackendState {
+            pattern: pattern.into(),
+            backend: addr(backend),
+            state,
+        };
+        let remove = |pattern: &str, backend: &str| Mutation::RemoveBackend {
+            pattern: pattern.into(),
+            backend: addr(backend),
+        };
+        let check = |label: &str, state: &WriterState| {
+            let (full, text) = config::load(&path).unwrap();
+            let (_, spans) = config::parse_with_spans(&text).unwrap();
+            let applied = state.applied.as_ref().unwrap();
+            assert_eq!(applied.pools, full.pools, "{label}");
+            assert_eq!(state.backends_spans, spans, "{label}");
+            assert_eq!(state.applied_hash, Some(sha256(&text)), "{label}");
+            for pool in ["/a/", "/m/", "/b/", "/c/"] {
+                assert!(
+                    known_backends_span(applied, &state.backends_spans, &text, pool).is_some(),
+                    "{label}: {pool}"
+                );
+            }
+        };
+        check("loaded", &*applier.state.lock().await);
+        let mutations = [
+            set("/m/", a, AdminState::Disabled),
+            remove("/a/", a),
+            set("/m/", b, AdminState::Enabled),
+            set("/c/", c, AdminState::Drain),
+            remove("/m/", a),
+            set("/a/", b, AdminState::Drain),
+        ];
+        for (i, mutation) in mutations.into_iter().enumerate() {
+            // Every other edit starts from spans that are wrong: it must not trust them.
+            if i % 2 == 1 {
+                let mut state = applier.state.lock().await;
+                let n = state.backends_spans.len();
+                state.backends_spans = match i {
+                    // Off by one: not an array where the edit looks.
+                    1 => state
+                        .backends_spans
+                        .iter()
+                        .map(|s| s.as_ref().map(|s| s.start + 1..s.end + 1))
+                        .collect(),
+                    3 => vec![None; n],
+                    // /a/ and /c/ given each other's span: arrays, but not the pool's own.
+                    // (Two pools whose entries are equal could not be told apart this way: the
+                    // spans are trusted for where they point, as they come from a parse of
+                    // these very bytes; only their contents are checked.)
+                    _ => {
+                        let mut spans = state.backends_spans.clone();
+                        spans.swap(0, 4);
+                        spans
+                    }
+                };
+            }
+            let label = mutation.describe();
+            applier
+                .mutate(mutation, &MutateOptions::default())
+                .await
+                .unwrap();
+            check(&label, &*applier.state.lock().await);
+        }
+    }
+
     /// The watcher skips the event of lb's own write by `stat`; a person's save right after an
     /// API change (here in place, with the same length, the hardest case for a stat check) must
     /// still be applied.

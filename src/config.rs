@@ -18,7 +18,9 @@ pub use model::{
     ControlTls, HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
 };
-pub use parse::{parse, reparse_backends, Diagnostic};
+pub use parse::{
+    backends_at, parse, parse_with_spans, reparse_backends, BackendsSpans, Diagnostic,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -60,16 +62,21 @@ impl fmt::Display for Invalid<'_> {
 /// Reads and validates the file at `path`, returning the config (its relative paths resolved
 /// against the file's directory) and the exact text it came from.
 pub fn load(path: &Path) -> Result<(Config, String), Error> {
+    load_with_spans(path).map(|(config, text, _)| (config, text))
+}
+
+/// [`load`], also saying where each pool's `backends` array is in the text.
+pub fn load_with_spans(path: &Path) -> Result<(Config, String, BackendsSpans), Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut config = parse(&text).map_err(|diagnostics| Error::Invalid {
+    let (mut config, spans) = parse_with_spans(&text).map_err(|diagnostics| Error::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     })?;
     config.resolve_paths(path);
-    Ok((config, text))
+    Ok((config, text, spans))
 }
 
 #[cfg(test)]

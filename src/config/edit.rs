@@ -110,16 +110,22 @@ pub struct Edited {
 
 /// Appends `backend` to the pool's `backends` array (creating the key if absent).
 pub fn add_backend(text: &str, pattern: &str, backend: &str) -> Result<String, EditError> {
-    add_backend_edit(text, pattern, backend).map(|edited| edited.text)
+    add_backend_edit(text, pattern, backend, None).map(|edited| edited.text)
 }
 
-/// [`add_backend`], saying where the edit happened.
-pub fn add_backend_edit(text: &str, pattern: &str, backend: &str) -> Result<Edited, EditError> {
+/// [`add_backend`], saying where the edit happened. `known` is where the caller believes the
+/// pool's `backends` array is (see [`edit_array_in_place`]).
+pub fn add_backend_edit(
+    text: &str,
+    pattern: &str,
+    backend: &str,
+    known: Option<Range<usize>>,
+) -> Result<Edited, EditError> {
     let push = |array: &mut Array| {
         push_backend(array, backend);
         Ok(())
     };
-    if let Some(edited) = edit_array_in_place(text, pattern, &push)? {
+    if let Some(edited) = edit_array_in_place(text, pattern, known, &push)? {
         return Ok(edited);
     }
     let text = with_line_endings(text, |text| {
@@ -155,14 +161,15 @@ pub fn remove_backend(
     pattern: &str,
     matches: &dyn Fn(&str) -> bool,
 ) -> Result<String, EditError> {
-    remove_backend_edit(text, pattern, matches).map(|edited| edited.text)
+    remove_backend_edit(text, pattern, matches, None).map(|edited| edited.text)
 }
 
-/// [`remove_backend`], saying where the edit happened.
+/// [`remove_backend`], saying where the edit happened (`known`: as for [`add_backend_edit`]).
 pub fn remove_backend_edit(
     text: &str,
     pattern: &str,
     matches: &dyn Fn(&str) -> bool,
+    known: Option<Range<usize>>,
 ) -> Result<Edited, EditError> {
     let remove = |array: &mut Array| {
         let backend_idx = array
@@ -172,7 +179,7 @@ pub fn remove_backend_edit(
         remove_element(array, backend_idx);
         Ok(())
     };
-    edit_backends(text, pattern, &remove)
+    edit_backends(text, pattern, known, &remove)
 }
 
 /// Sets the administrative state of the first matching backend entry, in place: `enabled`
@@ -184,15 +191,16 @@ pub fn set_backend_state(
     matches: &dyn Fn(&str) -> bool,
     state: &str,
 ) -> Result<String, EditError> {
-    set_backend_state_edit(text, pattern, matches, state).map(|edited| edited.text)
+    set_backend_state_edit(text, pattern, matches, state, None).map(|edited| edited.text)
 }
 
-/// [`set_backend_state`], saying where the edit happened.
+/// [`set_backend_state`], saying where the edit happened (`known`: as for [`add_backend_edit`]).
 pub fn set_backend_state_edit(
     text: &str,
     pattern: &str,
     matches: &dyn Fn(&str) -> bool,
     state: &str,
+    known: Option<Range<usize>>,
 ) -> Result<Edited, EditError> {
     let set = |array: &mut Array| {
         let entry = array
@@ -211,14 +219,19 @@ pub fn set_backend_state_edit(
         *entry = replacement;
         Ok(())
     };
-    edit_backends(text, pattern, &set)
+    edit_backends(text, pattern, known, &set)
 }
 
 type ArrayEdit<'a> = dyn Fn(&mut Array) -> Result<(), EditError> + 'a;
 
 /// Runs `edit` on the pool's existing `backends` array.
-fn edit_backends(text: &str, pattern: &str, edit: &ArrayEdit) -> Result<Edited, EditError> {
-    if let Some(edited) = edit_array_in_place(text, pattern, edit)? {
+fn edit_backends(
+    text: &str,
+    pattern: &str,
+    known: Option<Range<usize>>,
+    edit: &ArrayEdit,
+) -> Result<Edited, EditError> {
+    if let Some(edited) = edit_array_in_place(text, pattern, known, edit)? {
         return Ok(edited);
     }
     let text = with_line_endings(text, |text| {
@@ -239,20 +252,32 @@ fn edit_backends(text: &str, pattern: &str, edit: &ArrayEdit) -> Result<Edited, 
 /// construction only the array's bytes change. `None` (use the whole-document path) when the
 /// text has a `\r` (line-ending handling and the mixed-ending refusal live there) or the pool
 /// has no `backends` key.
+///
+/// `known` skips even the whole-document parse that finds the array (~8 ms on that file): it is
+/// the span the caller recorded for this pool's array when it parsed this very text (the
+/// applier keeps them per applied file, `config::parse_with_spans`, shifted after each splice,
+/// and checks the bytes there hold the applied entries). It is used only when the bytes there
+/// read as `backends = [ … ]`; otherwise the document is parsed as before.
 fn edit_array_in_place(
     text: &str,
     pattern: &str,
+    known: Option<Range<usize>>,
     edit: &ArrayEdit,
 ) -> Result<Option<Edited>, EditError> {
     if text.contains('\r') {
         return Ok(None);
     }
-    let doc = parse(text)?;
-    let pool = find_pool(doc.as_table(), pattern)?;
-    let Some(item) = pool.get("backends") else {
-        return Ok(None);
+    let window = match known.filter(|span| is_backends_value(text, span)) {
+        Some(span) => span,
+        None => {
+            let doc = parse(text)?;
+            let pool = find_pool(doc.as_table(), pattern)?;
+            let Some(item) = pool.get("backends") else {
+                return Ok(None);
+            };
+            array_span(item, pattern)?
+        }
     };
-    let window = array_span(item, pattern)?;
     let Some(array_text) = text.get(window.clone()) else {
         return Ok(None);
     };
@@ -277,6 +302,23 @@ fn edit_array_in_place(
         text: out,
         backends: Some(window),
     }))
+}
+
+/// Whether `span` in `text` is an array value bracket to bracket, right after a bare
+/// `backends =` key: a guard on a recorded span, not a parse (the caller vouches for the rest).
+fn is_backends_value(text: &str, span: &Range<usize>) -> bool {
+    let (Some(before), Some(array)) = (text.get(..span.start), text.get(span.clone())) else {
+        return false;
+    };
+    let blank = [' ', '\t'];
+    let key = before
+        .trim_end_matches(blank)
+        .strip_suffix('=')
+        .map(|b| b.trim_end_matches(blank))
+        .and_then(|b| b.strip_suffix("backends"));
+    array.starts_with('[')
+        && array.ends_with(']')
+        && key.is_some_and(|b| b.is_empty() || b.ends_with(['\n', ' ', '\t', '{', ',']))
 }
 
 /// Parses `text`, requires the pool to have a `backends` array, and returns the array's span

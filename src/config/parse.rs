@@ -133,8 +133,7 @@ struct RawPool {
     pool_type: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     health_checks: Option<Spanned<Vec<Spanned<RawHealthCheck>>>>,
-    #[serde(default)]
-    backends: Vec<Spanned<RawBackend>>,
+    backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     connect_timeout: Option<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
@@ -167,6 +166,16 @@ struct RawHealthCheck {
 
 /// Parses and validates lb.toml text, reporting every problem found (not just the first).
 pub fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    parse_with_spans(text).map(|(config, _)| config)
+}
+
+/// Where each pool's `backends` array is in the text it was parsed from, in `Config::pools`
+/// order: `None` for a pool without the key. A backend edit uses it to find the array without
+/// parsing the whole file again.
+pub type BackendsSpans = Vec<Option<Range<usize>>>;
+
+/// [`parse`], also saying where each pool's `backends` array is.
+pub fn parse_with_spans(text: &str) -> Result<(Config, BackendsSpans), Vec<Diagnostic>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         vec![Diagnostic::at(
             text,
@@ -177,10 +186,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut v = Validator {
         text,
         diagnostics: Vec::new(),
+        backends_spans: Vec::new(),
     };
     let config = v.config(raw);
     match config {
-        Some(config) if v.diagnostics.is_empty() => Ok(config),
+        Some(config)
+            if v.diagnostics.is_empty() && v.backends_spans.len() == config.pools.len() =>
+        {
+            Ok((config, v.backends_spans))
+        }
         _ => {
             v.diagnostics.sort_by_key(|d| d.position);
             Err(v.diagnostics)
@@ -249,6 +263,12 @@ pub fn reparse_backends(
     })
 }
 
+/// The validated entries of the one array value at `span` in `text` (pool `pattern`'s), or
+/// `None` when the bytes there are anything else or an entry is invalid.
+pub fn backends_at(text: &str, span: Range<usize>, pattern: &str) -> Option<Vec<BackendConfig>> {
+    lone_backends(text.get(span)?, pattern)
+}
+
 /// The validated entries of `array` (the text of one array value and nothing else), or `None`
 /// when it is anything else or any entry is invalid.
 fn lone_backends(array: &str, pattern: &str) -> Option<Vec<BackendConfig>> {
@@ -264,6 +284,7 @@ fn lone_backends(array: &str, pattern: &str) -> Option<Vec<BackendConfig>> {
     let mut v = Validator {
         text: &line,
         diagnostics: Vec::new(),
+        backends_spans: Vec::new(),
     };
     let backends = v.backends(pattern, raw.backends.into_inner());
     v.diagnostics.is_empty().then_some(backends)
@@ -272,6 +293,8 @@ fn lone_backends(array: &str, pattern: &str) -> Option<Vec<BackendConfig>> {
 struct Validator<'a> {
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
+    /// One per pool returned by `pool`, in the same order (see [`BackendsSpans`]).
+    backends_spans: BackendsSpans,
 }
 
 impl Validator<'_> {
@@ -384,7 +407,9 @@ impl Validator<'_> {
                     None
                 }
             };
+            let backends_span = raw_pool.backends.as_ref().map(Spanned::span);
             if let Some(pool) = self.pool(pattern_text, raw_pool) {
+                self.backends_spans.push(backends_span);
                 if let Some(pattern) = pattern {
                     patterns.push((pattern, pools.len()));
                     pattern_spans.push(span);
@@ -445,7 +470,10 @@ impl Validator<'_> {
                 checks.into_iter().map(|c| self.health_check(c)).collect()
             }
         };
-        let backends = self.backends(&pattern, raw.backends);
+        let backends = self.backends(
+            &pattern,
+            raw.backends.map(Spanned::into_inner).unwrap_or_default(),
+        );
         let connect_timeout = self.duration(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         let request_timeout = self.duration(raw.request_timeout, DEFAULT_REQUEST_TIMEOUT);
         let retries = match raw.retries {

@@ -165,24 +165,24 @@ fn reparse_backends_equals_a_full_parse() {
     for pattern in ["/", "GET api.example.com/v1/{rest...}", "/empty/"] {
         cases.push((
             pattern,
-            edit::add_backend_edit(EDITED, pattern, "10.0.0.1:1").unwrap(),
+            edit::add_backend_edit(EDITED, pattern, "10.0.0.1:1", None).unwrap(),
         ));
     }
     cases.push((
         "/",
-        edit::remove_backend_edit(EDITED, "/", &is("127.0.0.1:8082")).unwrap(),
+        edit::remove_backend_edit(EDITED, "/", &is("127.0.0.1:8082"), None).unwrap(),
     ));
     cases.push((
         "/",
-        edit::remove_backend_edit(EDITED, "/", &is("127.0.0.1:8083")).unwrap(),
+        edit::remove_backend_edit(EDITED, "/", &is("127.0.0.1:8083"), None).unwrap(),
     ));
     cases.push((
         "/",
-        edit::set_backend_state_edit(EDITED, "/", &is("127.0.0.1:8082"), "disabled").unwrap(),
+        edit::set_backend_state_edit(EDITED, "/", &is("127.0.0.1:8082"), "disabled", None).unwrap(),
     ));
     cases.push((
         "/",
-        edit::set_backend_state_edit(EDITED, "/", &is("127.0.0.1:8083"), "enabled").unwrap(),
+        edit::set_backend_state_edit(EDITED, "/", &is("127.0.0.1:8083"), "enabled", None).unwrap(),
     ));
     for (pattern, edited) in cases {
         let span = edited
@@ -196,7 +196,7 @@ fn reparse_backends_equals_a_full_parse() {
     // Paths already resolved in `old` (as apply keeps it) come out resolved, as apply makes them.
     let mut resolved = old;
     resolved.resolve_paths(Path::new("/etc/lb/lb.toml"));
-    let edited = edit::add_backend_edit(EDITED, "/", "10.0.0.1:1").unwrap();
+    let edited = edit::add_backend_edit(EDITED, "/", "10.0.0.1:1", None).unwrap();
     let span = edited.backends.clone().unwrap();
     let mut fast = reparse_backends(&resolved, EDITED, &edited.text, "/", span).unwrap();
     let mut full = parse_ok(&edited.text);
@@ -210,7 +210,7 @@ fn reparse_backends_equals_a_full_parse() {
 #[test]
 fn reparse_backends_falls_back_when_it_cannot_show_equality() {
     let old = parse_ok(EDITED);
-    let edited = edit::add_backend_edit(EDITED, "/", "10.0.0.1:1").unwrap();
+    let edited = edit::add_backend_edit(EDITED, "/", "10.0.0.1:1", None).unwrap();
     let span = edited.backends.clone().unwrap();
     let fast = |old: &Config, old_text: &str, new_text: &str, pattern: &str, span: Range<usize>| {
         reparse_backends(old, old_text, new_text, pattern, span)

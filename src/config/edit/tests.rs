@@ -685,19 +685,19 @@ fn in_place_backend_edits_equal_whole_document_edits() {
     let lf = |s: String| s.replace("\r\n", "\n");
     let cases: Vec<(Edited, String)> = vec![
         (
-            add_backend_edit(FILE, "/", "10.0.0.1:1").unwrap(),
+            add_backend_edit(FILE, "/", "10.0.0.1:1", None).unwrap(),
             lf(add_backend(&crlf, "/", "10.0.0.1:1").unwrap()),
         ),
         (
-            add_backend_edit(FILE, "/api/", "10.0.0.1:1").unwrap(),
+            add_backend_edit(FILE, "/api/", "10.0.0.1:1", None).unwrap(),
             lf(add_backend(&crlf, "/api/", "10.0.0.1:1").unwrap()),
         ),
         (
-            remove_backend_edit(FILE, "/", &is("127.0.0.1:8082")).unwrap(),
+            remove_backend_edit(FILE, "/", &is("127.0.0.1:8082"), None).unwrap(),
             lf(remove_backend(&crlf, "/", &is("127.0.0.1:8082")).unwrap()),
         ),
         (
-            set_backend_state_edit(FILE, "/", &is("127.0.0.1:8083"), "drain").unwrap(),
+            set_backend_state_edit(FILE, "/", &is("127.0.0.1:8083"), "drain", None).unwrap(),
             lf(set_backend_state(&crlf, "/", &is("127.0.0.1:8083"), "drain").unwrap()),
         ),
     ];
@@ -710,12 +710,63 @@ fn in_place_backend_edits_equal_whole_document_edits() {
     }
     // A CRLF file, or a pool without `backends`, goes through the whole document: no span.
     assert_eq!(
-        add_backend_edit(&crlf, "/", "10.0.0.1:1").unwrap().backends,
+        add_backend_edit(&crlf, "/", "10.0.0.1:1", None)
+            .unwrap()
+            .backends,
         None
     );
     let bare = "[pools.\"/\"]\ninterval = \"1s\"\n";
     assert_eq!(
-        add_backend_edit(bare, "/", "10.0.0.1:1").unwrap().backends,
+        add_backend_edit(bare, "/", "10.0.0.1:1", None)
+            .unwrap()
+            .backends,
         None
     );
+}
+
+/// A recorded span of the pool's array gives the same edit as finding it by parsing; a span
+/// that does not read as `backends = [ … ]` is ignored and the document parsed, as without one.
+#[test]
+fn a_known_array_span_gives_the_parsed_edit_and_a_wrong_one_is_ignored() {
+    let (config, spans) = crate::config::parse_with_spans(FILE).unwrap();
+    for (pool, span) in config.pools.iter().zip(&spans) {
+        let Some(span) = span.clone() else { continue };
+        let pattern = pool.pattern.as_str();
+        let wrong = [
+            None,
+            Some(span.start + 1..span.end),
+            Some(span.start..span.end - 1),
+            Some(0..FILE.len()),
+            Some(span.start..FILE.len() + 1),
+        ];
+        let parsed = add_backend_edit(FILE, pattern, "10.0.0.1:1", None).unwrap();
+        assert_eq!(parsed.backends, Some(span.clone()), "{pattern}");
+        let known = add_backend_edit(FILE, pattern, "10.0.0.1:1", Some(span.clone())).unwrap();
+        assert_eq!(known, parsed, "{pattern}");
+        for w in &wrong {
+            assert_eq!(
+                add_backend_edit(FILE, pattern, "10.0.0.1:1", w.clone()).unwrap(),
+                parsed,
+                "{pattern} {w:?}"
+            );
+        }
+        let Some(first) = pool.backends.first() else {
+            continue;
+        };
+        let first: &'static str = Box::leak(first.addr.to_string().into_boxed_str());
+        let parsed = remove_backend_edit(FILE, pattern, &is(first), None).unwrap();
+        let known = remove_backend_edit(FILE, pattern, &is(first), Some(span.clone())).unwrap();
+        assert_eq!(known, parsed, "{pattern}");
+        let parsed = set_backend_state_edit(FILE, pattern, &is(first), "drain", None).unwrap();
+        let known =
+            set_backend_state_edit(FILE, pattern, &is(first), "drain", Some(span.clone())).unwrap();
+        assert_eq!(known, parsed, "{pattern}");
+        for w in &wrong {
+            assert_eq!(
+                set_backend_state_edit(FILE, pattern, &is(first), "drain", w.clone()).unwrap(),
+                parsed,
+                "{pattern} {w:?}"
+            );
+        }
+    }
 }
