@@ -365,7 +365,7 @@ impl Applier {
             control: config.control.clone(),
         };
         let mut state = applier.state.lock().await;
-        applier.apply(&mut state, (config, spans), &text, &[]);
+        applier.apply(&mut state, (config, spans), &text, &[], None);
         drop(state);
         Ok((applier, startup))
     }
@@ -433,7 +433,7 @@ impl Applier {
             // What is applied now is someone else's file, not lb's last write.
             self.written.store(None);
             Ok(Reloaded::Applied {
-                generation: self.apply(&mut state, parsed, &text, &[]),
+                generation: self.apply(&mut state, parsed, &text, &[], None),
             })
         });
         match &result {
@@ -473,11 +473,13 @@ impl Applier {
         // A human save that lands between our read and our rename would be overwritten; re-read
         // just before writing and redo the edit on the newer text when it changed.
         let mut attempts = 0;
-        let (new_text, parsed, seeds) = loop {
+        let (new_text, parsed, only, seeds) = loop {
             let parsed;
-            let (current, spans) = match &state.applied {
+            // `is_applied`: `current` is the applied config itself, so a result that differs
+            // from it in one pool differs from what runs in that pool only.
+            let (current, spans, is_applied) = match &state.applied {
                 Some(applied) if state.applied_hash == Some(sha256(&text)) => {
-                    (applied, &state.backends_spans)
+                    (applied, &state.backends_spans, true)
                 }
                 _ => {
                     parsed = config::parse_with_spans(&text).map_err(|diagnostics| {
@@ -486,7 +488,7 @@ impl Applier {
                             diagnostics,
                         }
                     })?;
-                    (&parsed.0, &parsed.1)
+                    (&parsed.0, &parsed.1, false)
                 }
             };
             let known = known_backends_span(current, spans, &text, mutation.pattern());
@@ -502,6 +504,10 @@ impl Applier {
                 .and_then(|span| {
                     let new_len = (edited.text.len() + span.len()).checked_sub(text.len())?;
                     let spans = shifted(spans, &span, new_len)?;
+                    let index = current
+                        .pools
+                        .iter()
+                        .position(|p| p.pattern == mutation.pattern())?;
                     let config = config::reparse_backends(
                         current,
                         &text,
@@ -509,18 +515,21 @@ impl Applier {
                         mutation.pattern(),
                         span,
                     )?;
-                    Some((config, spans))
+                    Some(((config, spans), index))
                 });
             let new_text = edited.text;
-            let parsed = match reparsed {
-                Some(parsed) => parsed,
-                None => config::parse_with_spans(&new_text)
-                    .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
+            let (parsed, only) = match reparsed {
+                Some((parsed, index)) => (parsed, is_applied.then_some(index)),
+                None => (
+                    config::parse_with_spans(&new_text)
+                        .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
+                    None,
+                ),
             };
             let latest = read()?;
             attempts += 1;
             if latest == text || attempts >= 3 {
-                break (new_text, parsed, seeds);
+                break (new_text, parsed, only, seeds);
             }
             text = latest;
         };
@@ -538,7 +547,7 @@ impl Applier {
                 .map(Arc::new),
         );
         let git_commit = parsed.0.control.git_commit;
-        let generation = self.apply(&mut state, parsed, &new_text, &seeds);
+        let generation = self.apply(&mut state, parsed, &new_text, &seeds, only);
         drop(state);
         tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
         if git_commit {
@@ -692,6 +701,55 @@ impl Applier {
         state.restart_pending = changed;
     }
 
+    /// Builds one pool of the next snapshot from its config, reusing the `Arc<Backend>` of every
+    /// backend still declared, and reconciles its checkers.
+    fn build_pool(
+        &self,
+        checkers: &mut Checkers,
+        pool_config: &PoolConfig,
+        seeds: &[BackendKey],
+    ) -> Arc<Pool> {
+        let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
+        // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
+        let settings = Arc::new(CheckSettings::of(pool_config));
+        let mut wanted = Vec::with_capacity(pool_config.backends.len());
+        let backends = pool_config
+            .backends
+            .iter()
+            .map(|declared| {
+                let key = BackendKey {
+                    pattern: Arc::clone(&pattern),
+                    backend: declared.addr.clone(),
+                };
+                let backend = match checkers.backend(&key) {
+                    Some(existing) => Arc::clone(existing),
+                    None => Arc::new(Backend::new(declared.addr.clone(), seeds.contains(&key))),
+                };
+                backend.set_admin(declared.state);
+                // A disabled backend is not checked, and not in rotation until it is
+                // re-enabled and passes again.
+                let checks = if declared.state == AdminState::Disabled {
+                    backend.set_healthy(false);
+                    backend.connections.close_all();
+                    None
+                } else {
+                    Some(Arc::clone(&settings))
+                };
+                wanted.push((key.backend, Arc::clone(&backend), checks));
+                backend
+            })
+            .collect();
+        checkers.reconcile_pool(&pattern, wanted, &self.probe_client);
+        Arc::new(Pool {
+            pattern,
+            pool_type: pool_config.pool_type,
+            connect_timeout: pool_config.connect_timeout,
+            request_timeout: pool_config.request_timeout,
+            retries: pool_config.retries,
+            backends,
+        })
+    }
+
     /// Builds the next topology from a valid config, swaps it in, and reconciles the checkers.
     /// Backends that stay declared keep their `Arc<Backend>`: health, in-flight and pooled
     /// connections survive. `seeds` start healthy (they were probed a moment ago).
@@ -701,6 +759,7 @@ impl Applier {
         (mut config, spans): (Config, BackendsSpans),
         text: &str,
         seeds: &[BackendKey],
+        only: Option<usize>,
     ) -> u64 {
         let generation = self.status.load().generation + 1;
         config.resolve_paths(&self.path);
@@ -710,7 +769,7 @@ impl Applier {
         let previous = self.topology.load_full();
         let applied_pools = state.applied.as_ref().map_or(&[][..], |c| &c.pools[..]);
         let carried: HashMap<&str, (&PoolConfig, &Arc<Pool>)> =
-            if previous.pools.len() == applied_pools.len() {
+            if only.is_none() && previous.pools.len() == applied_pools.len() {
                 applied_pools
                     .iter()
                     .zip(&previous.pools)
@@ -719,61 +778,38 @@ impl Applier {
             } else {
                 HashMap::new()
             };
-        let mut pools = Vec::with_capacity(config.pools.len());
-        for pool_config in &config.pools {
-            let seeded = seeds.iter().any(|s| *s.pattern == *pool_config.pattern);
-            if let Some((before, pool)) = carried.get(pool_config.pattern.as_str()) {
-                if *before == pool_config && !seeded {
-                    pools.push(Arc::clone(pool));
-                    continue;
+        // The caller knows only pool `only` may differ from the applied config (a backend edit
+        // re-validated alone, `config::reparse_backends`): the others are carried over without
+        // comparing 999 configs, and no pool came or went. Only when the lists line up.
+        let only = only.filter(|&i| {
+            previous.pools.len() == config.pools.len()
+                && applied_pools.len() == config.pools.len()
+                && applied_pools.get(i).map(|p| &p.pattern)
+                    == config.pools.get(i).map(|p| &p.pattern)
+                && seeds.iter().all(|s| *s.pattern == *config.pools[i].pattern)
+        });
+        let pools = if let Some(i) = only {
+            let mut pools = previous.pools.clone();
+            pools[i] = self.build_pool(&mut state.checkers, &config.pools[i], seeds);
+            pools
+        } else {
+            let mut pools = Vec::with_capacity(config.pools.len());
+            for pool_config in &config.pools {
+                let seeded = seeds.iter().any(|s| *s.pattern == *pool_config.pattern);
+                if let Some((before, pool)) = carried.get(pool_config.pattern.as_str()) {
+                    if *before == pool_config && !seeded {
+                        pools.push(Arc::clone(pool));
+                        continue;
+                    }
                 }
+                pools.push(self.build_pool(&mut state.checkers, pool_config, seeds));
             }
-            let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
-            // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
-            let settings = Arc::new(CheckSettings::of(pool_config));
-            let mut wanted = Vec::with_capacity(pool_config.backends.len());
-            let backends = pool_config
-                .backends
-                .iter()
-                .map(|declared| {
-                    let key = BackendKey {
-                        pattern: Arc::clone(&pattern),
-                        backend: declared.addr.clone(),
-                    };
-                    let backend = match state.checkers.backend(&key) {
-                        Some(existing) => Arc::clone(existing),
-                        None => Arc::new(Backend::new(declared.addr.clone(), seeds.contains(&key))),
-                    };
-                    backend.set_admin(declared.state);
-                    // A disabled backend is not checked, and not in rotation until it is
-                    // re-enabled and passes again.
-                    let checks = if declared.state == AdminState::Disabled {
-                        backend.set_healthy(false);
-                        backend.connections.close_all();
-                        None
-                    } else {
-                        Some(Arc::clone(&settings))
-                    };
-                    wanted.push((key.backend, Arc::clone(&backend), checks));
-                    backend
-                })
-                .collect();
+            let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
             state
                 .checkers
-                .reconcile_pool(&pattern, wanted, &self.probe_client);
-            pools.push(Arc::new(Pool {
-                pattern,
-                pool_type: pool_config.pool_type,
-                connect_timeout: pool_config.connect_timeout,
-                request_timeout: pool_config.request_timeout,
-                retries: pool_config.retries,
-                backends,
-            }));
-        }
-        let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
-        state
-            .checkers
-            .retain_pools(|pattern| declared.contains(pattern));
+                .retain_pools(|pattern| declared.contains(pattern));
+            pools
+        };
         self.topology.store(Arc::new(Topology {
             generation,
             routes: std::mem::take(&mut config.routes),
@@ -1001,6 +1037,21 @@ mod tests {
             assert_eq!(applied.pools, full.pools, "{label}");
             assert_eq!(state.backends_spans, spans, "{label}");
             assert_eq!(state.applied_hash, Some(sha256(&text)), "{label}");
+            let topology = applier.topology().load_full();
+            for (config, pool) in full.pools.iter().zip(&topology.pools) {
+                assert_eq!(*pool.pattern, *config.pattern, "{label}");
+                let running: Vec<_> = pool
+                    .backends
+                    .iter()
+                    .map(|b| (b.addr.clone(), b.admin()))
+                    .collect();
+                let declared: Vec<_> = config
+                    .backends
+                    .iter()
+                    .map(|b| (b.addr.clone(), b.state))
+                    .collect();
+                assert_eq!(running, declared, "{label}: {}", config.pattern);
+            }
             for pool in ["/a/", "/m/", "/b/", "/c/"] {
                 assert!(
                     known_backends_span(applied, &state.backends_spans, &text, pool).is_some(),
@@ -1048,6 +1099,48 @@ mod tests {
                 .unwrap();
             check(&label, &*applier.state.lock().await);
         }
+    }
+
+    /// A backend edit carries every other pool over without comparing it only when it edited
+    /// the applied file: after a person's unapplied save changed another pool, that change
+    /// runs too.
+    #[tokio::test]
+    async fn a_backend_edit_on_an_unapplied_save_applies_the_whole_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+        let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
+        std::fs::write(
+            &path,
+            format!("{listen}{}{}", pool("/a/", &[a, b]), pool("/b/", &[a])),
+        )
+        .unwrap();
+        let (applier, _) = Applier::load(&path).await.unwrap();
+        let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
+        // Saved by hand, not reloaded (no watcher here): /b/ gets another backend.
+        std::fs::write(
+            &path,
+            format!("{listen}{}{}", pool("/a/", &[a, b]), pool("/b/", &[a, c])),
+        )
+        .unwrap();
+        applier
+            .mutate(
+                Mutation::RemoveBackend {
+                    pattern: "/a/".into(),
+                    backend: addr(a),
+                },
+                &MutateOptions::default(),
+            )
+            .await
+            .unwrap();
+        let topology = applier.topology().load_full();
+        let backends = |pattern: &str| -> Vec<BackendAddr> {
+            let pool = topology.pool(pattern).unwrap();
+            pool.backends.iter().map(|b| b.addr.clone()).collect()
+        };
+        assert_eq!(backends("/a/"), vec![addr(b)]);
+        assert_eq!(backends("/b/"), vec![addr(a), addr(c)]);
+        assert_eq!(applier.n_checkers().await, 3);
     }
 
     /// The watcher skips the event of lb's own write by `stat`; a person's save right after an
