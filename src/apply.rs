@@ -768,6 +768,17 @@ impl Applier {
         // two lists are built together, in file order), so unchanged pools carry over whole.
         let previous = self.topology.load_full();
         let applied_pools = state.applied.as_ref().map_or(&[][..], |c| &c.pools[..]);
+        // The caller knows only pool `only` may differ from the applied config (a backend edit
+        // re-validated alone, `config::reparse_backends`): the others are carried over without
+        // comparing 999 configs, and no pool came or went. Only when the lists line up.
+        let only = only.filter(|&i| {
+            i < config.pools.len()
+                && previous.pools.len() == config.pools.len()
+                && applied_pools.len() == config.pools.len()
+                && applied_pools.get(i).map(|p| &p.pattern)
+                    == config.pools.get(i).map(|p| &p.pattern)
+                && seeds.iter().all(|s| *s.pattern == *config.pools[i].pattern)
+        });
         let carried: HashMap<&str, (&PoolConfig, &Arc<Pool>)> =
             if only.is_none() && previous.pools.len() == applied_pools.len() {
                 applied_pools
@@ -778,16 +789,6 @@ impl Applier {
             } else {
                 HashMap::new()
             };
-        // The caller knows only pool `only` may differ from the applied config (a backend edit
-        // re-validated alone, `config::reparse_backends`): the others are carried over without
-        // comparing 999 configs, and no pool came or went. Only when the lists line up.
-        let only = only.filter(|&i| {
-            previous.pools.len() == config.pools.len()
-                && applied_pools.len() == config.pools.len()
-                && applied_pools.get(i).map(|p| &p.pattern)
-                    == config.pools.get(i).map(|p| &p.pattern)
-                && seeds.iter().all(|s| *s.pattern == *config.pools[i].pattern)
-        });
         let pools = if let Some(i) = only {
             let mut pools = previous.pools.clone();
             pools[i] = self.build_pool(&mut state.checkers, &config.pools[i], seeds);
@@ -890,6 +891,18 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    const LISTEN: &str = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+
+    /// An lb.toml of [`LISTEN`] and `pools` in a fresh temporary directory (kept alive by the
+    /// returned guard), loaded.
+    async fn load_pools(pools: &str) -> (tempfile::TempDir, PathBuf, Arc<Applier>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, format!("{LISTEN}{pools}")).unwrap();
+        let (applier, _) = Applier::load(&path).await.unwrap();
+        (dir, path, applier)
+    }
+
     fn pool(pattern: &str, backends: &[&str]) -> String {
         let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
         format!(
@@ -900,21 +913,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_apply_rebuilds_only_the_pools_whose_config_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lb.toml");
-        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+        let listen = LISTEN; // for the hand-written saves below
         let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
-        std::fs::write(
-            &path,
-            format!(
-                "{listen}{}{}{}",
-                pool("/a/", &[a]),
-                pool("/b/", &[a, b]),
-                pool("/c/", &[c])
-            ),
-        )
-        .unwrap();
-        let (applier, _) = Applier::load(&path).await.unwrap();
+        let (_dir, path, applier) = load_pools(&format!(
+            "{}{}{}",
+            pool("/a/", &[a]),
+            pool("/b/", &[a, b]),
+            pool("/c/", &[c])
+        ))
+        .await;
         let before = applier.topology().load_full();
         assert_eq!(applier.n_checkers().await, 4);
 
@@ -950,16 +957,9 @@ mod tests {
     /// what a full parse of the written file gives, as if a person had saved it.
     #[tokio::test]
     async fn a_backend_mutation_applies_what_a_full_parse_of_the_file_gives() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lb.toml");
-        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
         let (a, b) = ("127.0.0.1:1", "127.0.0.1:2");
-        std::fs::write(
-            &path,
-            format!("{listen}{}{}", pool("/a/", &[a, b]), pool("/b/", &[a])),
-        )
-        .unwrap();
-        let (applier, _) = Applier::load(&path).await.unwrap();
+        let (_dir, path, applier) =
+            load_pools(&format!("{}{}", pool("/a/", &[a, b]), pool("/b/", &[a]))).await;
         let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
         let mutations = [
             Mutation::SetBackendState {
@@ -1002,24 +1002,17 @@ mod tests {
     /// not trusted (the edit parses the file, as before) and are replaced by correct ones.
     #[tokio::test]
     async fn backend_edits_keep_the_recorded_array_spans_right_and_distrust_wrong_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lb.toml");
-        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
         let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
         let multiline = format!(
             "[pools.\"/m/\"]\nbackends = [\n  # keep\n  \"{a}\",\n  {{ addr = \"{b}\", state = \"drain\" }},\n]\ninterval = \"1h\"\n\n"
         );
-        std::fs::write(
-            &path,
-            format!(
-                "{listen}{}{multiline}{}[pools.\"/none/\"]\ninterval = \"1h\"\n\n{}",
-                pool("/a/", &[a, b]),
-                pool("/b/", &[a]),
-                pool("/c/", &[c])
-            ),
-        )
-        .unwrap();
-        let (applier, _) = Applier::load(&path).await.unwrap();
+        let (_dir, path, applier) = load_pools(&format!(
+            "{}{multiline}{}[pools.\"/none/\"]\ninterval = \"1h\"\n\n{}",
+            pool("/a/", &[a, b]),
+            pool("/b/", &[a]),
+            pool("/c/", &[c])
+        ))
+        .await;
         let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
         let set = |pattern: &str, backend: &str, state| Mutation::SetBackendState {
             pattern: pattern.into(),
@@ -1106,16 +1099,10 @@ mod tests {
     /// runs too.
     #[tokio::test]
     async fn a_backend_edit_on_an_unapplied_save_applies_the_whole_save() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lb.toml");
-        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+        let listen = LISTEN; // for the hand-written saves below
         let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
-        std::fs::write(
-            &path,
-            format!("{listen}{}{}", pool("/a/", &[a, b]), pool("/b/", &[a])),
-        )
-        .unwrap();
-        let (applier, _) = Applier::load(&path).await.unwrap();
+        let (_dir, path, applier) =
+            load_pools(&format!("{}{}", pool("/a/", &[a, b]), pool("/b/", &[a]))).await;
         let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
         // Saved by hand, not reloaded (no watcher here): /b/ gets another backend.
         std::fs::write(
@@ -1148,16 +1135,9 @@ mod tests {
     /// still be applied.
     #[tokio::test]
     async fn a_human_edit_right_after_an_api_change_is_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lb.toml");
-        let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
         let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
-        std::fs::write(
-            &path,
-            format!("{listen}{}{}", pool("/a/", &[a, b]), pool("/b/", &[b])),
-        )
-        .unwrap();
-        let (applier, _) = Applier::load(&path).await.unwrap();
+        let (_dir, path, applier) =
+            load_pools(&format!("{}{}", pool("/a/", &[a, b]), pool("/b/", &[b]))).await;
         assert!(!applier.is_own_write(), "loaded, not written by lb");
         let watcher = tokio::spawn(crate::watch::start(Arc::clone(&applier)).unwrap());
         let addr = |s: &str| s.parse::<BackendAddr>().unwrap();
