@@ -5,6 +5,7 @@
 mod body;
 mod conn;
 mod framing;
+mod h1;
 mod handler;
 mod headers;
 mod upstream;
@@ -15,6 +16,7 @@ pub use upstream::IdleConnections;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +69,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = Arc::new(builder);
+    let settings = Arc::new(settings);
     // Connection tasks, so the drain can wait for them; `drain` asks each to finish gracefully.
     let connections = TaskTracker::new();
     let drain = CancellationToken::new();
@@ -96,48 +99,16 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
-        let handler = Arc::clone(&proxy);
-        let requests = Arc::clone(&activity);
-        let service = service_fn(move |request| {
-            let handler = Arc::clone(&handler);
-            let active = requests.start();
-            async move {
-                let response = handler.handle(request, client).await;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
-            }
-        });
-        let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&activity), permit));
-        let connection = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        let mut clock = IdleClock::new(settings.header_timeout, settings.idle_timeout);
+        let proxy = Arc::clone(&proxy);
+        let builder = Arc::clone(&builder);
+        let settings = Arc::clone(&settings);
         let drain = drain.clone();
         connections.spawn(async move {
-            tokio::pin!(connection);
-            let mut ended = None;
-            while ended.is_none() {
-                tokio::select! {
-                    result = connection.as_mut() => ended = Some(result),
-                    () = drain.cancelled() => break,
-                    () = tokio::time::sleep(clock.step()) => {
-                        if clock.expired(&activity) {
-                            tracing::debug!(%client, "client connection idle; closing");
-                            break;
-                        }
-                    }
-                }
-            }
-            let result = match ended {
-                Some(result) => result,
-                None => {
-                    // Finish what is in flight, then close (HTTP/2: GOAWAY).
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%client, error = %error, "client connection ended with error");
+            let mut stream = stream;
+            let served = h1::serve(&mut stream, client, &proxy, &settings, &drain).await;
+            if let Some(read) = served {
+                let io = ClientIo::new(stream, read, Arc::new(Activity::default()), permit);
+                serve_with_hyper(io, client, proxy, &builder, &settings, drain).await;
             }
         });
     }
@@ -160,5 +131,54 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout passed; closing remaining connections");
+    }
+}
+
+/// Serves a connection `proxy::h1` handed over, with hyper, until it ends or `drain` asks it to
+/// finish; closes it once idle past the settings' limits.
+async fn serve_with_hyper(
+    io: ClientIo,
+    client: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: &auto::Builder<TokioExecutor>,
+    settings: &ServerSettings,
+    drain: CancellationToken,
+) {
+    let activity = Arc::clone(io.activity());
+    let requests = Arc::clone(&activity);
+    let service = service_fn(move |request| {
+        let handler = Arc::clone(&proxy);
+        let active = requests.start();
+        async move {
+            let response = handler.handle(request, client).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut clock = IdleClock::new(settings.header_timeout, settings.idle_timeout);
+    tokio::pin!(connection);
+    let mut ended = None;
+    while ended.is_none() {
+        tokio::select! {
+            result = connection.as_mut() => ended = Some(result),
+            () = drain.cancelled() => break,
+            () = tokio::time::sleep(clock.step()) => {
+                if clock.expired(&activity) {
+                    tracing::debug!(%client, "client connection idle; closing");
+                    break;
+                }
+            }
+        }
+    }
+    let result = match ended {
+        Some(result) => result,
+        None => {
+            // Finish what is in flight, then close (HTTP/2: GOAWAY).
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%client, error = %error, "client connection ended with error");
     }
 }

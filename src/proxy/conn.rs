@@ -87,7 +87,7 @@ impl IdleClock {
     /// How long to sleep before the next [`IdleClock::expired`]: a quarter of the shorter
     /// limit, so a connection that just started is never asleep past its idle limit.
     pub fn step(&self) -> Duration {
-        (self.header_timeout.min(self.idle_timeout) / 4).max(Duration::from_millis(10))
+        watch_step(self.header_timeout, self.idle_timeout)
     }
 
     /// Called after sleeping one [`IdleClock::step`]: true once the connection has been idle
@@ -103,6 +103,12 @@ impl IdleClock {
         self.idle_for += step;
         self.idle_for >= self.limit()
     }
+}
+
+/// How often a connection's deadlines are looked at: a quarter of the shorter limit, so a
+/// connection is never asleep past either.
+pub fn watch_step(header_timeout: Duration, idle_timeout: Duration) -> Duration {
+    (header_timeout.min(idle_timeout) / 4).max(Duration::from_millis(10))
 }
 
 /// The timer hyper's HTTP/1.1 server runs `header_read_timeout` on: a deadline checked whenever
@@ -146,6 +152,8 @@ impl hyper::rt::Sleep for Deadline {}
 /// The client socket as hyper sees it.
 pub struct ClientIo {
     stream: TcpStream,
+    /// Bytes read before hyper took the connection over (see `proxy::h1`): served first.
+    prefix: Bytes,
     activity: Arc<Activity>,
     /// `None` once the guard has withdrawn (HTTP/2, an upgrade, anything unusual).
     framing: Option<Framing>,
@@ -157,15 +165,23 @@ pub struct ClientIo {
 impl ClientIo {
     pub fn new(
         stream: TcpStream,
+        prefix: Vec<u8>,
         activity: Arc<Activity>,
         permit: OwnedSemaphorePermit,
     ) -> ClientIo {
         ClientIo {
             stream,
+            prefix: Bytes::from(prefix),
             activity,
             framing: Some(Framing::default()),
             _permit: permit,
         }
+    }
+}
+
+impl ClientIo {
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 }
 
@@ -177,7 +193,13 @@ impl AsyncRead for ClientIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let polled = if this.prefix.is_empty() {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        } else {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            Poll::Ready(Ok(()))
+        };
         if let Poll::Ready(Ok(())) = polled {
             let fresh = &mut buf.filled_mut()[before..];
             if !fresh.is_empty() {

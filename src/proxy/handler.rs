@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -24,9 +24,9 @@ use crate::topology::{Backend, InFlight, Pool, SharedTopology, Topology};
 
 /// Everything the request path needs; cheap to share between connections.
 pub struct Proxy {
-    topology: SharedTopology,
-    metrics: Arc<Global>,
-    access_log: AccessLog,
+    pub(super) topology: SharedTopology,
+    pub(super) metrics: Arc<Global>,
+    pub(super) access_log: AccessLog,
     /// Open upgrade tunnels (WebSocket and friends); shutdown waits for them within the drain
     /// timeout, since hyper's graceful shutdown no longer sees an upgraded connection.
     tunnels: TaskTracker,
@@ -63,22 +63,44 @@ impl Proxy {
         // future several times per request (callgrind: memcpy was 8% of h1, 17% of h2).
         let (response, pool, backend) = Box::pin(self.dispatch(&topology, request, client)).await;
 
-        let status = response.status();
-        let elapsed = started.elapsed();
-        match &backend {
-            Some(backend) => backend.stats.record(status.as_u16(), elapsed),
-            None => self.metrics.local.record(status.as_u16(), elapsed),
+        self.account(
+            client,
+            &method,
+            uri.path(),
+            response.status().as_u16(),
+            pool,
+            backend.as_ref(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    /// Counts one answered request in its backend's stats (or lb's own, for answers no backend
+    /// gave) and writes its access line.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn account(
+        &self,
+        client: SocketAddr,
+        method: &Method,
+        path: &str,
+        status: u16,
+        pool: Option<&Pool>,
+        backend: Option<&Arc<Backend>>,
+        elapsed: Duration,
+    ) {
+        match backend {
+            Some(backend) => backend.stats.record(status, elapsed),
+            None => self.metrics.local.record(status, elapsed),
         }
         self.access_log.write(&access_log::Line {
             client,
-            method: &method,
-            path: uri.path(),
-            status: status.as_u16(),
+            method,
+            path,
+            status,
             pool: pool.map(|p| &*p.pattern),
-            backend: backend.as_ref().map(|b| b.authority.as_str()),
+            backend: backend.map(|b| b.authority.as_str()),
             duration: elapsed,
         });
-        response
     }
 
     /// Routes and forwards; returns the response with the pool and backend that produced it.
@@ -327,12 +349,7 @@ async fn forward(
                 };
             }
             Ok(Err(error @ SendError::Connect { .. })) => {
-                // Passive health: a refused connect takes the backend out of rotation at once;
-                // the active checker brings it back.
-                if backend.set_healthy(false) {
-                    metrics.ejections.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "connect failed; backend out of rotation");
-                }
+                eject(pool, &backend, &error, metrics);
                 let failure = if is_timeout(&error) {
                     Forwarded::local(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
                 } else {
@@ -378,9 +395,23 @@ async fn forward(
     }
 }
 
+/// Passive health: a refused connect takes the backend out of rotation at once; the active
+/// checker brings it back.
+pub(super) fn eject(
+    pool: &Pool,
+    backend: &Backend,
+    error: &(dyn std::error::Error + 'static),
+    metrics: &Global,
+) {
+    if backend.set_healthy(false) {
+        metrics.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "connect failed; backend out of rotation");
+    }
+}
+
 /// Methods that RFC 9110 (section 9.2.2) defines as idempotent: sending one twice has the effect
 /// of sending it once, so it may be retried after the backend may have seen it.
-fn is_idempotent(method: &http::Method) -> bool {
+pub(super) fn is_idempotent(method: &http::Method) -> bool {
     use http::Method;
     matches!(
         *method,
@@ -389,7 +420,7 @@ fn is_idempotent(method: &http::Method) -> bool {
 }
 
 /// True when an error (or one of its sources) is an I/O timeout, such as `connect_timeout`.
-fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {

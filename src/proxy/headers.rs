@@ -21,7 +21,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// The place of a (lowercase) name in [`HOP_BY_HOP`]. A `match` on the text is a length check
 /// and at most one compare; seven `HeaderName` equalities per header cost ~4x more (callgrind).
-fn hop_by_hop_index(name: &str) -> Option<u32> {
+pub(super) fn hop_by_hop_index(name: &str) -> Option<u32> {
     Some(match name {
         "connection" => 0,
         "keep-alive" => 1,

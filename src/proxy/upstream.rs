@@ -30,15 +30,33 @@ const MAX_IDLE: usize = 128;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A backend's idle keep-alive connections, ready for a request.
+///
+/// Two kinds: hyper's client connections (requests hyper serves: bodies, upgrades, HTTP/2
+/// clients) and plain sockets for the native HTTP/1.1 path (`proxy::h1`), which reads and writes
+/// the bytes itself.
 #[derive(Default)]
 pub struct IdleConnections {
     /// Allocated on first use: a file may declare thousands of backends that never see traffic.
     queue: OnceLock<ArrayQueue<Idle>>,
+    streams: OnceLock<ArrayQueue<IdleStream>>,
 }
 
 struct Idle {
     sender: SendRequest<RequestBody>,
     since: Instant,
+}
+
+struct IdleStream {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// Whether an idle socket is still good: it has nothing to read. Readable means the backend
+/// closed it (or sent bytes nobody asked for). tokio answers from the readiness its reactor
+/// recorded, so a quiet socket costs no system call.
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 impl std::fmt::Debug for IdleConnections {
@@ -51,7 +69,7 @@ impl std::fmt::Debug for IdleConnections {
 
 impl IdleConnections {
     pub fn len(&self) -> usize {
-        self.queue.get().map_or(0, ArrayQueue::len)
+        self.queue.get().map_or(0, ArrayQueue::len) + self.streams.get().map_or(0, ArrayQueue::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,9 +98,32 @@ impl IdleConnections {
         });
     }
 
+    /// An idle plain socket that can take a request now, if there is one.
+    pub(super) fn take_stream(&self) -> Option<TcpStream> {
+        let queue = self.streams.get()?;
+        while let Some(idle) = queue.pop() {
+            if idle.since.elapsed() < IDLE_TIMEOUT && is_quiet(&idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+        None
+    }
+
+    /// Keeps a plain socket whose exchange has ended (its response read to the last byte).
+    pub(super) fn put_stream(&self, stream: TcpStream) {
+        let queue = self.streams.get_or_init(|| ArrayQueue::new(MAX_IDLE));
+        let _ = queue.push(IdleStream {
+            stream,
+            since: Instant::now(),
+        });
+    }
+
     /// Closes every idle connection: a disabled backend takes no request to reuse them for.
     pub fn close_all(&self) {
         if let Some(queue) = self.queue.get() {
+            while queue.pop().is_some() {}
+        }
+        if let Some(queue) = self.streams.get() {
             while queue.pop().is_some() {}
         }
     }
@@ -96,6 +137,18 @@ impl IdleConnections {
         for _ in 0..queue.len() {
             match queue.pop() {
                 Some(idle) if !idle.sender.is_closed() && idle.since.elapsed() < IDLE_TIMEOUT => {
+                    let _ = queue.push(idle);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let Some(queue) = self.streams.get() else {
+            return;
+        };
+        for _ in 0..queue.len() {
+            match queue.pop() {
+                Some(idle) if is_quiet(&idle.stream) && idle.since.elapsed() < IDLE_TIMEOUT => {
                     let _ = queue.push(idle);
                 }
                 Some(_) => {}
@@ -183,17 +236,9 @@ async fn connect(
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<SendRequest<RequestBody>, SendError> {
-    let failed = |source| SendError::Connect { addr, source };
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(connected) => connected.map_err(failed)?,
-        Err(_) => {
-            return Err(failed(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no connection within {timeout:?}"),
-            )))
-        }
-    };
-    stream.set_nodelay(true).map_err(failed)?;
+    let stream = connect_stream(addr, timeout)
+        .await
+        .map_err(|source| SendError::Connect { addr, source })?;
     let (sender, connection) = http1::Builder::new()
         // Flat writes, as on the client side (see `proxy::serve`).
         .writev(false)
@@ -207,6 +252,21 @@ async fn connect(
         }
     });
     Ok(sender)
+}
+
+/// A new connection to `addr` with Nagle off; `timeout` shows as [`io::ErrorKind::TimedOut`].
+pub(super) async fn connect_stream(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(connected) => connected?,
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?}"),
+            ))
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 #[cfg(test)]

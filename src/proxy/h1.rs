@@ -1,0 +1,697 @@
+//! h1: lb's own HTTP/1.1 path for plain requests — a bodiless HTTP/1.1 request with an
+//! origin-form target and one `Host`, which is nearly all proxied traffic. One task per client
+//! connection reads the head, routes, picks, writes the backend's request on a pooled plain
+//! socket, and relays the response bytes back, with no `http` types, header maps or task hops in
+//! between.
+//!
+//! Anything else (a body, an upgrade, HTTP/1.0, HTTP/2's preface, a head httparse or
+//! [`wire::parse_request`] refuses) is handed, with the bytes read so far, to hyper, which then
+//! serves the connection for the rest of its life: one authority for the unusual and the
+//! hostile, and one short path for the common case.
+//!
+//! Why: under wrk, hyper's server and client, the header maps between them and the wake-ups
+//! between the client's and the backend connection's tasks were most of lb's own cost per
+//! request (callgrind: ~36k instructions a request, ~60% of it in hyper, `http` and the
+//! allocator); nginx and HAProxy proxy the same request for a fraction of that.
+//!
+//! It owns nothing shared: it reads the topology snapshot and backend atomics as the hyper path
+//! does, and keeps plain sockets in each backend's idle set.
+
+mod chunked;
+mod wire;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use self::chunked::{Chunked, Scan};
+use self::wire::{BadResponse, Framing, RequestHead, Response, ResponseHead};
+use super::handler::{is_idempotent, is_timeout, Proxy};
+use super::{ServerSettings, MAX_HEADER_BYTES};
+use crate::config::PoolType;
+use crate::routing::Route;
+use crate::topology::{Backend, Pool};
+
+/// A backend response head longer than this is a bad gateway (hyper's client default is ~400 KiB).
+const MAX_RESPONSE_HEAD: usize = 400 * 1024;
+/// Room kept free in a buffer before each read.
+const READ_ROOM: usize = 4096;
+/// Buffers that grew past this for one large head are shrunk back afterwards.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Serves `stream` until it closes, or until a request needs hyper: then returns the bytes read
+/// and not yet served, which hyper must see first.
+pub(super) async fn serve(
+    stream: &mut TcpStream,
+    client: SocketAddr,
+    proxy: &Proxy,
+    settings: &ServerSettings,
+    drain: &CancellationToken,
+) -> Option<Vec<u8>> {
+    let mut conn = Connection {
+        client,
+        proxy,
+        input: Vec::new(),
+        scratch: Scratch::default(),
+        rng: fastrand::Rng::new(),
+    };
+    // One coarse tick per connection for the head and idle deadlines, as the hyper path's
+    // watchdog does: no timer is registered per request.
+    let step = super::conn::watch_step(settings.header_timeout, settings.idle_timeout);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + step, step);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let draining = drain.cancelled();
+    tokio::pin!(draining);
+
+    // Until the first byte, a connection gets the header timeout; between requests, the idle
+    // timeout; once a head has begun, the header timeout from its first byte.
+    let mut waiting_since = Instant::now();
+    let mut limit = settings.header_timeout;
+    // Whether the input may hold a whole head: a head ends at a line feed, so a read without
+    // one is not parsed again (a dribbled head costs one parse per line, not per byte).
+    let mut may_be_whole = false;
+    loop {
+        let head = loop {
+            if may_be_whole {
+                match wire::parse_request(&conn.input, client.ip(), &mut conn.scratch.headers) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) => {}
+                    Err(_) => return Some(conn.input),
+                }
+            }
+            if conn.input.len() >= MAX_HEADER_BYTES {
+                // hyper answers 431.
+                return Some(conn.input);
+            }
+            let before = conn.input.len();
+            let deadline = waiting_since + limit;
+            let read = read_more(
+                stream,
+                &mut conn.input,
+                &mut tick,
+                draining.as_mut(),
+                deadline,
+            );
+            match read.await {
+                ClientRead::Bytes => {}
+                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
+            }
+            if before == 0 {
+                waiting_since = Instant::now();
+                limit = settings.header_timeout;
+            }
+            may_be_whole = conn.input[before..].contains(&b'\n');
+        };
+        let close = head.close || drain.is_cancelled();
+        if !conn.serve_request(stream, &head, close).await || close {
+            return None;
+        }
+        conn.input.drain(..head.len);
+        conn.scratch.shrink();
+        if conn.input.capacity() > KEEP_CAPACITY {
+            conn.input.shrink_to(READ_ROOM);
+        }
+        may_be_whole = !conn.input.is_empty();
+        waiting_since = Instant::now();
+        limit = settings.idle_timeout;
+    }
+}
+
+enum ClientRead {
+    Bytes,
+    Closed,
+    TimedOut,
+    Draining,
+}
+
+/// Reads more of the client's bytes, giving up at `deadline` (checked on the connection's tick),
+/// or on a drain while no request has begun.
+async fn read_more(
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    tick: &mut Interval,
+    mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
+    deadline: Instant,
+) -> ClientRead {
+    input.reserve(READ_ROOM);
+    loop {
+        tokio::select! {
+            biased;
+            read = stream.read_buf(input) => {
+                return match read {
+                    Ok(0) | Err(_) => ClientRead::Closed,
+                    Ok(_) => ClientRead::Bytes,
+                };
+            }
+            () = draining.as_mut(), if input.is_empty() => return ClientRead::Draining,
+            _ = tick.tick() => {
+                if Instant::now() >= deadline {
+                    return ClientRead::TimedOut;
+                }
+            }
+        }
+    }
+}
+
+/// A connection's reusable buffers besides its input: allocated once, reused for every request.
+#[derive(Default)]
+struct Scratch {
+    /// The backend's header lines for the current request.
+    headers: Vec<u8>,
+    /// The request as the backend gets it.
+    request: Vec<u8>,
+    /// The backend's bytes.
+    response: Vec<u8>,
+    /// What goes to the client next.
+    out: Vec<u8>,
+}
+
+impl Scratch {
+    /// Gives back what one large message grew.
+    fn shrink(&mut self) {
+        for buffer in [
+            &mut self.headers,
+            &mut self.request,
+            &mut self.response,
+            &mut self.out,
+        ] {
+            if buffer.capacity() > KEEP_CAPACITY {
+                buffer.clear();
+                buffer.shrink_to(READ_ROOM);
+            }
+        }
+    }
+}
+
+struct Connection<'p> {
+    client: SocketAddr,
+    proxy: &'p Proxy,
+    /// The client's bytes not yet served; a served head is removed once its exchange is over.
+    input: Vec<u8>,
+    scratch: Scratch,
+    rng: fastrand::Rng,
+}
+
+/// The request being served, borrowed from the connection's input.
+struct Request<'a> {
+    method: &'a Method,
+    /// Path and query, as sent.
+    target: &'a [u8],
+    path: &'a str,
+    host: &'a str,
+    close: bool,
+}
+
+impl Request<'_> {
+    fn is_head(&self) -> bool {
+        *self.method == Method::HEAD
+    }
+}
+
+/// Why an exchange with a backend produced no response to relay.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the request failed: the backend did not get it.
+    #[error("sending the request failed")]
+    Unsent(#[source] io::Error),
+    /// The connection failed before any byte of a response arrived.
+    #[error("backend connection reset before responding")]
+    Reset(#[source] io::Error),
+    #[error("backend closed the connection before responding")]
+    ClosedEarly,
+    #[error("backend connection failed while responding")]
+    Io(#[source] io::Error),
+    #[error("backend closed the connection in the middle of the response head")]
+    Truncated,
+    #[error("response head over {MAX_RESPONSE_HEAD} bytes")]
+    HeadTooLarge,
+    #[error(transparent)]
+    Response(#[from] BadResponse),
+}
+
+/// A short answer lb makes itself when no backend answered.
+struct Failure {
+    status: StatusCode,
+    text: &'static str,
+    /// The backend that failed after the request may have reached it, for its stats.
+    backend: Option<Arc<Backend>>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, text: &'static str) -> Failure {
+        Failure {
+            status,
+            text,
+            backend: None,
+        }
+    }
+}
+
+impl Connection<'_> {
+    /// Serves one request whose head is at the start of the input; false when the connection
+    /// must close (the client left, or a response was cut short).
+    async fn serve_request(
+        &mut self,
+        stream: &mut TcpStream,
+        head: &RequestHead,
+        close: bool,
+    ) -> bool {
+        let started = Instant::now();
+        let topology = self.proxy.topology.load_full();
+        let input = &self.input;
+        let request = Request {
+            method: &head.method,
+            target: &input[head.target.clone()],
+            // The head's text was checked to be visible ASCII; the fallbacks are never used.
+            path: std::str::from_utf8(&input[head.target.start..head.path_end]).unwrap_or("/"),
+            host: std::str::from_utf8(&input[head.host.clone()]).unwrap_or(""),
+            close,
+        };
+        let exchange = Exchange {
+            proxy: self.proxy,
+            client: self.client,
+            request: &request,
+            started,
+        };
+        let scratch = &mut self.scratch;
+        scratch.out.clear();
+        let status = match topology
+            .routes
+            .route(request.method, request.host, request.path)
+        {
+            Route::Matched(&idx) if idx < topology.pools.len() => {
+                let pool = &topology.pools[idx];
+                return exchange.forward(stream, pool, scratch, &mut self.rng).await;
+            }
+            Route::Redirect(location) => {
+                let query = &request.target[request.path.len()..];
+                let mut value = location.into_bytes();
+                value.extend_from_slice(query);
+                let status = StatusCode::MOVED_PERMANENTLY;
+                exchange.push_local(&mut scratch.out, status, &[(b"location", &value)], "");
+                status
+            }
+            Route::MethodNotAllowed => {
+                let allowed = topology
+                    .routes
+                    .allowed_methods(request.host, request.path)
+                    .join(", ");
+                let status = StatusCode::METHOD_NOT_ALLOWED;
+                let allow: &[u8] = allowed.as_bytes();
+                exchange.push_local(
+                    &mut scratch.out,
+                    status,
+                    &[(b"allow", allow)],
+                    "method not allowed\n",
+                );
+                status
+            }
+            Route::Matched(_) | Route::NotFound => {
+                let status = StatusCode::NOT_FOUND;
+                exchange.push_local(&mut scratch.out, status, &[], "404 page not found\n");
+                status
+            }
+        };
+        exchange.account(status.as_u16(), None, None);
+        stream.write_all(&scratch.out).await.is_ok()
+    }
+}
+
+/// One request's way through a pool, borrowed from its connection.
+struct Exchange<'a> {
+    proxy: &'a Proxy,
+    client: SocketAddr,
+    request: &'a Request<'a>,
+    started: Instant,
+}
+
+impl Exchange<'_> {
+    /// Forwards to a backend of `pool`, retrying as the hyper path does (a failed connect on
+    /// another backend; a failed exchange too when the method is idempotent), relays the
+    /// response and accounts for it. False when the client connection must close.
+    async fn forward(
+        &self,
+        client: &mut TcpStream,
+        pool: &Pool,
+        scratch: &mut Scratch,
+        rng: &mut fastrand::Rng,
+    ) -> bool {
+        let request = self.request;
+        let mut attempt = 0;
+        // The last failed attempt: its backend is avoided by the retry, and its answer is given
+        // when no backend is left to retry on.
+        let mut failed: Option<(Arc<Backend>, Failure)> = None;
+        let failure = loop {
+            let picked = match &failed {
+                Some((last, _)) => pool.pick_other(rng, last),
+                None => pool.pick(rng),
+            };
+            let Some(backend) = picked else {
+                break failed.map_or_else(
+                    || Failure::new(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
+                    |(_, failure)| failure,
+                );
+            };
+            let backend = Arc::clone(backend);
+            scratch.request.clear();
+            wire::push_request_line(
+                &mut scratch.request,
+                request.method,
+                &backend.addr.url_path,
+                request.target,
+            );
+            scratch.request.extend_from_slice(&scratch.headers);
+            scratch.request.extend_from_slice(b"\r\n");
+
+            let in_flight = backend.start_request();
+            let attempt_started = Instant::now();
+            scratch.out.clear();
+            let exchanged = tokio::time::timeout(
+                pool.request_timeout,
+                exchange(&backend, scratch, request, pool.connect_timeout),
+            )
+            .await;
+            let error = match exchanged {
+                Ok(Ok((mut upstream, head))) => {
+                    if pool.pool_type == PoolType::P2cEwma {
+                        backend.latency.observe(attempt_started.elapsed());
+                    }
+                    self.account(head.status, Some(pool), Some(&backend));
+                    let relayed = relay(client, &mut upstream, &head, scratch).await;
+                    drop(in_flight);
+                    return match relayed {
+                        Relayed::Whole { reusable } => {
+                            if reusable && head.reusable {
+                                backend.connections.put_stream(upstream);
+                            }
+                            true
+                        }
+                        Relayed::Broken => false,
+                    };
+                }
+                Ok(Err(error)) => error,
+                Err(_elapsed) => {
+                    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
+                    break Failure {
+                        backend: Some(backend),
+                        ..Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+                    };
+                }
+            };
+            let (retry, failure) = match error {
+                ExchangeError::Connect { .. } => {
+                    super::handler::eject(pool, &backend, &error, &self.proxy.metrics);
+                    let failure = if is_timeout(&error) {
+                        Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
+                    } else {
+                        Failure::new(StatusCode::BAD_GATEWAY, "backend unavailable\n")
+                    };
+                    (true, failure)
+                }
+                error => {
+                    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
+                    let failure = Failure {
+                        backend: Some(Arc::clone(&backend)),
+                        ..Failure::new(StatusCode::BAD_GATEWAY, "backend failed\n")
+                    };
+                    // The request may have reached the backend: only an idempotent one goes
+                    // again.
+                    (is_idempotent(request.method), failure)
+                }
+            };
+            if !(retry && attempt < pool.retries) {
+                break failure;
+            }
+            failed = Some((backend, failure));
+            attempt += 1;
+            self.proxy.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        };
+        scratch.out.clear();
+        self.push_local(&mut scratch.out, failure.status, &[], failure.text);
+        self.account(
+            failure.status.as_u16(),
+            Some(pool),
+            failure.backend.as_ref(),
+        );
+        client.write_all(&scratch.out).await.is_ok()
+    }
+
+    /// A short answer lb makes itself, in `out`.
+    fn push_local(
+        &self,
+        out: &mut Vec<u8>,
+        status: StatusCode,
+        extra: &[(&[u8], &[u8])],
+        text: &str,
+    ) {
+        let request = self.request;
+        wire::push_local_response(
+            out,
+            status,
+            extra,
+            text.as_bytes(),
+            request.is_head(),
+            request.close,
+        );
+    }
+
+    fn account(&self, status: u16, pool: Option<&Pool>, backend: Option<&Arc<Backend>>) {
+        let request = self.request;
+        self.proxy.account(
+            self.client,
+            request.method,
+            request.path,
+            status,
+            pool,
+            backend,
+            self.started.elapsed(),
+        );
+    }
+}
+
+/// Sends the request (in `scratch.request`) on an idle connection or a new one and reads the
+/// response head; on success the client's head is in `scratch.out` and the backend's bytes
+/// (head and whatever body followed) in `scratch.response`.
+async fn exchange(
+    backend: &Backend,
+    scratch: &mut Scratch,
+    request: &Request<'_>,
+    connect_timeout: Duration,
+) -> Result<(TcpStream, ResponseHead), ExchangeError> {
+    loop {
+        let (mut upstream, reused) = match backend.connections.take_stream() {
+            Some(stream) => (stream, true),
+            None => {
+                let addr = backend.addr.addr;
+                let stream = super::upstream::connect_stream(addr, connect_timeout)
+                    .await
+                    .map_err(|source| ExchangeError::Connect { addr, source })?;
+                (stream, false)
+            }
+        };
+        match send(&mut upstream, scratch, request).await {
+            Ok(head) => return Ok((upstream, head)),
+            // A kept connection the backend closed just before (or as) the request went out:
+            // unsent, or unanswered and safe to send again, it goes on another connection (a
+            // fresh one at the latest, which does not loop).
+            Err(ExchangeError::Unsent(_)) if reused => {}
+            Err(ExchangeError::Reset(_) | ExchangeError::ClosedEarly)
+                if reused && is_idempotent(request.method) => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// One request and response head on `upstream`.
+async fn send(
+    upstream: &mut TcpStream,
+    scratch: &mut Scratch,
+    request: &Request<'_>,
+) -> Result<ResponseHead, ExchangeError> {
+    upstream
+        .write_all(&scratch.request)
+        .await
+        .map_err(ExchangeError::Unsent)?;
+    let response = &mut scratch.response;
+    response.clear();
+    let mut received = false;
+    loop {
+        response.reserve(READ_ROOM);
+        match upstream.read_buf(response).await {
+            Ok(0) if received => return Err(ExchangeError::Truncated),
+            Ok(0) => return Err(ExchangeError::ClosedEarly),
+            Ok(_) => received = true,
+            Err(error) if received => return Err(ExchangeError::Io(error)),
+            Err(error) => return Err(ExchangeError::Reset(error)),
+        }
+        loop {
+            match wire::parse_response(
+                response,
+                request.is_head(),
+                request.close,
+                &mut scratch.out,
+            )? {
+                Some(Response::Final(head)) => return Ok(head),
+                // 1xx before the final answer: dropped, as hyper's client does.
+                Some(Response::Informational { len }) => {
+                    response.drain(..len);
+                }
+                None => break,
+            }
+        }
+        if response.len() > MAX_RESPONSE_HEAD {
+            return Err(ExchangeError::HeadTooLarge);
+        }
+    }
+}
+
+/// How relaying a response body ended.
+enum Relayed {
+    /// The client has the whole response; `reusable`: the backend sent nothing past it.
+    Whole { reusable: bool },
+    /// Either side failed mid-body: the client's connection must close (its response is cut
+    /// short) and the backend's too.
+    Broken,
+}
+
+/// Bytes read from a backend per read while relaying a body.
+const BODY_READ: usize = 16 * 1024;
+
+/// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
+/// says, reading the backend until the body ends.
+async fn relay(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    head: &ResponseHead,
+    scratch: &mut Scratch,
+) -> Relayed {
+    let Scratch { response, out, .. } = scratch;
+    let first = &response[head.len..];
+    match head.framing {
+        Framing::Empty => {
+            let reusable = first.is_empty();
+            match client.write_all(out).await {
+                Ok(()) => Relayed::Whole { reusable },
+                Err(_) => Relayed::Broken,
+            }
+        }
+        Framing::Length(length) => {
+            let take = first
+                .len()
+                .min(usize::try_from(length).unwrap_or(usize::MAX));
+            out.extend_from_slice(&first[..take]);
+            let mut reusable = take == first.len();
+            if client.write_all(out).await.is_err() {
+                return Relayed::Broken;
+            }
+            let mut left = length - take as u64;
+            while left > 0 {
+                let Some(read) = read_body(upstream, response).await else {
+                    return Relayed::Broken;
+                };
+                let take = read.min(usize::try_from(left).unwrap_or(usize::MAX));
+                reusable &= take == read;
+                if client.write_all(&response[..take]).await.is_err() {
+                    return Relayed::Broken;
+                }
+                left -= take as u64;
+            }
+            Relayed::Whole { reusable }
+        }
+        Framing::Chunked => {
+            let mut chunked = Chunked::new();
+            let mut start = head.len;
+            loop {
+                let pending = &response[start..];
+                let scanned = chunked.scan(pending);
+                let (take, ended) = match scanned {
+                    Ok(Scan::More) => (pending.len(), false),
+                    Ok(Scan::End(n)) => (n, true),
+                    Err(error) => {
+                        tracing::warn!(%error, "backend sent a malformed chunked body; response cut short");
+                        return Relayed::Broken;
+                    }
+                };
+                out.extend_from_slice(&pending[..take]);
+                if client.write_all(out).await.is_err() {
+                    return Relayed::Broken;
+                }
+                out.clear();
+                if ended {
+                    return Relayed::Whole {
+                        reusable: take == pending.len(),
+                    };
+                }
+                if read_body(upstream, response).await.is_none() {
+                    return Relayed::Broken;
+                }
+                start = 0;
+            }
+        }
+        Framing::UntilClose => {
+            // The backend's close ends the body; the client's connection stays open, so the
+            // body goes out chunked.
+            let mut first_len = first.len();
+            let mut from = head.len;
+            loop {
+                if first_len > 0 {
+                    push_chunk(out, &response[from..from + first_len]);
+                    if client.write_all(out).await.is_err() {
+                        return Relayed::Broken;
+                    }
+                }
+                out.clear();
+                response.clear();
+                response.reserve(BODY_READ);
+                match upstream.read_buf(response).await {
+                    Ok(0) => {
+                        return match client.write_all(b"0\r\n\r\n").await {
+                            Ok(()) => Relayed::Whole { reusable: false },
+                            Err(_) => Relayed::Broken,
+                        };
+                    }
+                    Ok(n) => {
+                        first_len = n;
+                        from = 0;
+                    }
+                    Err(_) => return Relayed::Broken,
+                }
+            }
+        }
+    }
+}
+
+/// Reads the next body bytes into `response` (emptied first); `None` when the backend closed or
+/// failed before the body's end.
+async fn read_body(upstream: &mut TcpStream, response: &mut Vec<u8>) -> Option<usize> {
+    response.clear();
+    response.reserve(BODY_READ);
+    match upstream.read_buf(response).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}
+
+/// Appends one chunk of a chunked body.
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
