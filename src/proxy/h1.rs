@@ -57,9 +57,13 @@ pub(super) async fn serve(
     settings: &ServerSettings,
     drain: &CancellationToken,
 ) -> Option<Vec<u8>> {
+    // The client's address as `X-Forwarded-For` gets it, written once per connection.
+    let mut client_ip = Vec::with_capacity(16);
+    wire::push_ip(&mut client_ip, client.ip());
     let mut conn = Connection {
         client,
         proxy,
+        drain,
         input: Vec::new(),
         scratch: Scratch::default(),
         rng: fastrand::Rng::new(),
@@ -72,8 +76,9 @@ pub(super) async fn serve(
     let draining = drain.cancelled();
     tokio::pin!(draining);
 
-    // Until the first byte, a connection gets the header timeout; between requests, the idle
-    // timeout; once a head has begun, the header timeout from its first byte.
+    // Until the first byte, a connection gets the header timeout; between requests, the shorter
+    // of the idle and header timeouts; once a head has begun, the header timeout from its first
+    // byte.
     let mut waiting_since = Instant::now();
     let mut limit = settings.header_timeout;
     // Whether the input may hold a whole head: a head ends at a line feed, so a read without
@@ -82,10 +87,11 @@ pub(super) async fn serve(
     loop {
         let head = loop {
             if may_be_whole {
-                match wire::parse_request(&conn.input, client.ip(), &mut conn.scratch.headers) {
-                    Ok(Some(head)) => break head,
+                match wire::parse_request(&conn.input, &client_ip, &mut conn.scratch.headers) {
+                    Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => break head,
                     Ok(None) => {}
-                    Err(_) => return Some(conn.input),
+                    // Too large (hyper answers 431), or not plain.
+                    Ok(Some(_)) | Err(_) => return Some(conn.input),
                 }
             }
             if conn.input.len() >= MAX_HEADER_BYTES {
@@ -111,8 +117,9 @@ pub(super) async fn serve(
             }
             may_be_whole = conn.input[before..].contains(&b'\n');
         };
-        let close = head.close || drain.is_cancelled();
-        if !conn.serve_request(stream, &head, close).await || close {
+        let served = conn.serve_request(stream, &head).await;
+        // A drain that began during the exchange made the response say `connection: close`.
+        if !served || head.close || drain.is_cancelled() {
             return None;
         }
         conn.input.drain(..head.len);
@@ -122,7 +129,14 @@ pub(super) async fn serve(
         }
         may_be_whole = !conn.input.is_empty();
         waiting_since = Instant::now();
-        limit = settings.idle_timeout;
+        // The next head is held to the header timeout as well, as hyper's header timer does on
+        // a kept-alive connection (and HAProxy's `http-keep-alive`, by default); one already
+        // begun (pipelined) has the header timeout alone.
+        limit = if conn.input.is_empty() {
+            settings.header_timeout.min(settings.idle_timeout)
+        } else {
+            settings.header_timeout
+        };
     }
 }
 
@@ -195,6 +209,7 @@ impl Scratch {
 struct Connection<'p> {
     client: SocketAddr,
     proxy: &'p Proxy,
+    drain: &'p CancellationToken,
     /// The client's bytes not yet served; a served head is removed once its exchange is over.
     input: Vec<u8>,
     scratch: Scratch,
@@ -208,6 +223,7 @@ struct Request<'a> {
     target: &'a [u8],
     path: &'a str,
     host: &'a str,
+    /// The client asked to close after this exchange.
     close: bool,
 }
 
@@ -265,12 +281,7 @@ impl Failure {
 impl Connection<'_> {
     /// Serves one request whose head is at the start of the input; false when the connection
     /// must close (the client left, or a response was cut short).
-    async fn serve_request(
-        &mut self,
-        stream: &mut TcpStream,
-        head: &RequestHead,
-        close: bool,
-    ) -> bool {
+    async fn serve_request(&mut self, stream: &mut TcpStream, head: &RequestHead) -> bool {
         let started = Instant::now();
         let topology = self.proxy.topology.load_full();
         let input = &self.input;
@@ -280,10 +291,11 @@ impl Connection<'_> {
             // The head's text was checked to be visible ASCII; the fallbacks are never used.
             path: std::str::from_utf8(&input[head.target.start..head.path_end]).unwrap_or("/"),
             host: std::str::from_utf8(&input[head.host.clone()]).unwrap_or(""),
-            close,
+            close: head.close,
         };
         let exchange = Exchange {
             proxy: self.proxy,
+            drain: self.drain,
             client: self.client,
             request: &request,
             started,
@@ -335,6 +347,7 @@ impl Connection<'_> {
 /// One request's way through a pool, borrowed from its connection.
 struct Exchange<'a> {
     proxy: &'a Proxy,
+    drain: &'a CancellationToken,
     client: SocketAddr,
     request: &'a Request<'a>,
     started: Instant,
@@ -383,7 +396,7 @@ impl Exchange<'_> {
             scratch.out.clear();
             let exchanged = tokio::time::timeout(
                 pool.request_timeout,
-                exchange(&backend, scratch, request, pool.connect_timeout),
+                exchange(&backend, scratch, request, pool.connect_timeout, self.drain),
             )
             .await;
             let error = match exchanged {
@@ -466,7 +479,7 @@ impl Exchange<'_> {
             extra,
             text.as_bytes(),
             request.is_head(),
-            request.close,
+            request.close || self.drain.is_cancelled(),
         );
     }
 
@@ -492,6 +505,7 @@ async fn exchange(
     scratch: &mut Scratch,
     request: &Request<'_>,
     connect_timeout: Duration,
+    drain: &CancellationToken,
 ) -> Result<(TcpStream, ResponseHead), ExchangeError> {
     loop {
         let (mut upstream, reused) = match backend.connections.take_stream() {
@@ -504,14 +518,14 @@ async fn exchange(
                 (stream, false)
             }
         };
-        match send(&mut upstream, scratch, request).await {
+        match send(&mut upstream, scratch, request, drain).await {
             Ok(head) => return Ok((upstream, head)),
-            // A kept connection the backend closed just before (or as) the request went out:
-            // unsent, or unanswered and safe to send again, it goes on another connection (a
-            // fresh one at the latest, which does not loop).
+            // A kept connection the backend closed just before the request went out: unsent, it
+            // goes on another connection (a fresh one at the latest, which does not loop). One
+            // that took the request and gave no answer is a failed attempt, which `forward`
+            // retries like any other (so a request the backend drops is not sent once per idle
+            // socket). A close while idle is seen before use (`IdleConnections::take_stream`).
             Err(ExchangeError::Unsent(_)) if reused => {}
-            Err(ExchangeError::Reset(_) | ExchangeError::ClosedEarly)
-                if reused && is_idempotent(request.method) => {}
             Err(error) => return Err(error),
         }
     }
@@ -522,6 +536,7 @@ async fn send(
     upstream: &mut TcpStream,
     scratch: &mut Scratch,
     request: &Request<'_>,
+    drain: &CancellationToken,
 ) -> Result<ResponseHead, ExchangeError> {
     upstream
         .write_all(&scratch.request)
@@ -540,12 +555,10 @@ async fn send(
             Err(error) => return Err(ExchangeError::Reset(error)),
         }
         loop {
-            match wire::parse_response(
-                response,
-                request.is_head(),
-                request.close,
-                &mut scratch.out,
-            )? {
+            // A drain begun while the backend worked closes the connection after this response.
+            let close_client = request.close || drain.is_cancelled();
+            match wire::parse_response(response, request.is_head(), close_client, &mut scratch.out)?
+            {
                 Some(Response::Final(head)) => return Ok(head),
                 // 1xx before the final answer: dropped, as hyper's client does.
                 Some(Response::Informational { len }) => {
