@@ -8,14 +8,20 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::h1::backend::PlainBody;
 use super::upstream::Lease;
 use crate::topology::InFlight;
 
-/// A response to the client: a backend's streamed body, or a short body lb made itself.
+/// A response to the client: a backend's streamed body (through hyper's client, or read from a
+/// plain socket by lb's own HTTP/1.1 code), or a short body lb made itself.
 pub enum ResponseBody {
     Upstream(UpstreamBody),
+    Plain(PlainBody),
     Local(Option<Bytes>),
 }
+
+/// Why a backend's body stopped short; hyper ends the client's stream (or connection) with it.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Streams a backend's body. The in-flight guard lives exactly as long as the body, so the
 /// backend counts as busy until its response has been fully relayed (or dropped); the
@@ -61,20 +67,21 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Upstream(upstream) => {
                 let polled = Pin::new(&mut upstream.body).poll_frame(cx);
                 if let Poll::Ready(None) = polled {
                     upstream.ended = true;
                 }
-                polled
+                polled.map_err(Into::into)
             }
+            ResponseBody::Plain(plain) => Pin::new(plain).poll_frame(cx).map_err(Into::into),
             ResponseBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -82,6 +89,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Upstream(upstream) => upstream.body.is_end_stream(),
+            ResponseBody::Plain(plain) => plain.is_end_stream(),
             ResponseBody::Local(data) => data.is_none(),
         }
     }
@@ -89,6 +97,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream(upstream) => upstream.body.size_hint(),
+            ResponseBody::Plain(plain) => plain.size_hint(),
             ResponseBody::Local(Some(data)) => SizeHint::with_exact(data.len() as u64),
             ResponseBody::Local(None) => SizeHint::with_exact(0),
         }

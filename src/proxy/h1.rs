@@ -17,15 +17,15 @@
 //! It owns nothing shared: it reads the topology snapshot and backend atomics as the hyper path
 //! does, and keeps plain sockets in each backend's idle set.
 
+pub(super) mod backend;
 mod chunked;
-mod wire;
+pub(super) mod wire;
 
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,16 +33,15 @@ use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use self::backend::{ExchangeError, BODY_READ};
 use self::chunked::{Chunked, Scan};
-use self::wire::{BadResponse, Framing, RequestHead, Response, ResponseHead};
+use self::wire::{Framing, RequestHead, ResponseHead};
 use super::handler::{is_idempotent, is_timeout, Proxy};
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
 use crate::routing::Route;
 use crate::topology::{Backend, Pool};
 
-/// A backend response head longer than this is a bad gateway (hyper's client default is ~400 KiB).
-const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 /// Room kept free in a buffer before each read.
 const READ_ROOM: usize = 4096;
 /// Buffers that grew past this for one large head are shrunk back afterwards.
@@ -233,33 +232,6 @@ impl Request<'_> {
     }
 }
 
-/// Why an exchange with a backend produced no response to relay.
-#[derive(Debug, thiserror::Error)]
-enum ExchangeError {
-    #[error("cannot connect to {addr}")]
-    Connect {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    /// Writing the request failed: the backend did not get it.
-    #[error("sending the request failed")]
-    Unsent(#[source] io::Error),
-    /// The connection failed before any byte of a response arrived.
-    #[error("backend connection reset before responding")]
-    Reset(#[source] io::Error),
-    #[error("backend closed the connection before responding")]
-    ClosedEarly,
-    #[error("backend connection failed while responding")]
-    Io(#[source] io::Error),
-    #[error("backend closed the connection in the middle of the response head")]
-    Truncated,
-    #[error("response head over {MAX_RESPONSE_HEAD} bytes")]
-    HeadTooLarge,
-    #[error(transparent)]
-    Response(#[from] BadResponse),
-}
-
 /// A short answer lb makes itself when no backend answered.
 struct Failure {
     status: StatusCode,
@@ -394,13 +366,29 @@ impl Exchange<'_> {
             let in_flight = backend.start_request();
             let attempt_started = Instant::now();
             scratch.out.clear();
+            let Scratch {
+                request: request_bytes,
+                response,
+                out,
+                ..
+            } = &mut *scratch;
+            let drain = self.drain;
             let exchanged = tokio::time::timeout(
                 pool.request_timeout,
-                exchange(&backend, scratch, request, pool.connect_timeout, self.drain),
+                backend::exchange(
+                    &backend,
+                    request_bytes,
+                    response,
+                    request.is_head(),
+                    pool.connect_timeout,
+                    // A drain begun while the backend worked closes the connection after this
+                    // response.
+                    |head| wire::push_client_head(out, head, request.close || drain.is_cancelled()),
+                ),
             )
             .await;
             let error = match exchanged {
-                Ok(Ok((mut upstream, head))) => {
+                Ok(Ok((mut upstream, head, ()))) => {
                     if pool.pool_type == PoolType::P2cEwma {
                         backend.latency.observe(attempt_started.elapsed());
                     }
@@ -497,82 +485,6 @@ impl Exchange<'_> {
     }
 }
 
-/// Sends the request (in `scratch.request`) on an idle connection or a new one and reads the
-/// response head; on success the client's head is in `scratch.out` and the backend's bytes
-/// (head and whatever body followed) in `scratch.response`.
-async fn exchange(
-    backend: &Backend,
-    scratch: &mut Scratch,
-    request: &Request<'_>,
-    connect_timeout: Duration,
-    drain: &CancellationToken,
-) -> Result<(TcpStream, ResponseHead), ExchangeError> {
-    loop {
-        let (mut upstream, reused) = match backend.connections.take_stream() {
-            Some(stream) => (stream, true),
-            None => {
-                let addr = backend.addr.addr;
-                let stream = super::upstream::connect_stream(addr, connect_timeout)
-                    .await
-                    .map_err(|source| ExchangeError::Connect { addr, source })?;
-                (stream, false)
-            }
-        };
-        match send(&mut upstream, scratch, request, drain).await {
-            Ok(head) => return Ok((upstream, head)),
-            // A kept connection the backend closed just before the request went out: unsent, it
-            // goes on another connection (a fresh one at the latest, which does not loop). One
-            // that took the request and gave no answer is a failed attempt, which `forward`
-            // retries like any other (so a request the backend drops is not sent once per idle
-            // socket). A close while idle is seen before use (`IdleConnections::take_stream`).
-            Err(ExchangeError::Unsent(_)) if reused => {}
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-/// One request and response head on `upstream`.
-async fn send(
-    upstream: &mut TcpStream,
-    scratch: &mut Scratch,
-    request: &Request<'_>,
-    drain: &CancellationToken,
-) -> Result<ResponseHead, ExchangeError> {
-    upstream
-        .write_all(&scratch.request)
-        .await
-        .map_err(ExchangeError::Unsent)?;
-    let response = &mut scratch.response;
-    response.clear();
-    let mut received = false;
-    loop {
-        response.reserve(READ_ROOM);
-        match upstream.read_buf(response).await {
-            Ok(0) if received => return Err(ExchangeError::Truncated),
-            Ok(0) => return Err(ExchangeError::ClosedEarly),
-            Ok(_) => received = true,
-            Err(error) if received => return Err(ExchangeError::Io(error)),
-            Err(error) => return Err(ExchangeError::Reset(error)),
-        }
-        loop {
-            // A drain begun while the backend worked closes the connection after this response.
-            let close_client = request.close || drain.is_cancelled();
-            match wire::parse_response(response, request.is_head(), close_client, &mut scratch.out)?
-            {
-                Some(Response::Final(head)) => return Ok(head),
-                // 1xx before the final answer: dropped, as hyper's client does.
-                Some(Response::Informational { len }) => {
-                    response.drain(..len);
-                }
-                None => break,
-            }
-        }
-        if response.len() > MAX_RESPONSE_HEAD {
-            return Err(ExchangeError::HeadTooLarge);
-        }
-    }
-}
-
 /// How relaying a response body ended.
 enum Relayed {
     /// The client has the whole response; `reusable`: the backend sent nothing past it.
@@ -581,9 +493,6 @@ enum Relayed {
     /// short) and the backend's too.
     Broken,
 }
-
-/// Bytes read from a backend per read while relaying a body.
-const BODY_READ: usize = 16 * 1024;
 
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
 /// says, reading the backend until the body ends.

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use super::body::{slot_untouched, RequestBody, ResponseBody, UpstreamBody};
+use super::h1::backend::PlainBody;
 use super::headers;
 use super::upstream::{self, SendError};
 use crate::access_log::{self, AccessLog};
@@ -269,6 +270,9 @@ async fn forward(
         upgrade,
     };
     let (first_body, slot) = RequestBody::new(body);
+    // A bodiless request that is not an upgrade goes on a plain socket with lb's own HTTP/1.1
+    // code (`upstream::send_plain`); the rest through hyper's client.
+    let plain = slot.is_none() && upgrade.is_none();
     let size_hint = first_body.size_hint_of();
     let mut body = Some(first_body);
     let mut rng = fastrand::Rng::new();
@@ -289,37 +293,62 @@ async fn forward(
             );
         };
         let backend = Arc::clone(backend);
-        let uri = match upstream_uri(&backend, &parts.uri) {
-            Some(uri) => uri,
-            None => return Forwarded::local(StatusCode::BAD_REQUEST, "bad request target\n"),
-        };
-        let mut upstream = Request::new(match body.take() {
-            Some(b) => b,
-            None => match &slot {
-                Some(slot) => RequestBody::from_slot(slot, size_hint),
-                None => RequestBody::empty(),
-            },
-        });
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = headers::upstream_headers(&parts.headers, &forwarding);
-        if host.is_none() {
-            // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
-            if let Ok(value) = HeaderValue::from_str(backend.authority.as_str()) {
-                upstream.headers_mut().insert(header::HOST, value);
-            }
-        }
-
         let in_flight = backend.start_request();
         let attempt_started = Instant::now();
-        let sent = tokio::time::timeout(
-            pool.request_timeout,
-            upstream::send(&backend, upstream, pool.connect_timeout),
-        )
-        .await;
+        let sent = if plain {
+            let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            let sent = upstream::send_plain(
+                &backend,
+                &parts.method,
+                target,
+                &parts.headers,
+                &forwarding,
+                pool.connect_timeout,
+            );
+            tokio::time::timeout(pool.request_timeout, sent)
+                .await
+                .map(|sent| sent.map(Sent::Plain))
+        } else {
+            let uri = match upstream_uri(&backend, &parts.uri) {
+                Some(uri) => uri,
+                None => return Forwarded::local(StatusCode::BAD_REQUEST, "bad request target\n"),
+            };
+            let mut upstream = Request::new(match body.take() {
+                Some(b) => b,
+                None => match &slot {
+                    Some(slot) => RequestBody::from_slot(slot, size_hint),
+                    None => RequestBody::empty(),
+                },
+            });
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.headers_mut() = headers::upstream_headers(&parts.headers, &forwarding);
+            if host.is_none() {
+                // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
+                if let Ok(value) = HeaderValue::from_str(backend.authority.as_str()) {
+                    upstream.headers_mut().insert(header::HOST, value);
+                }
+            }
+            let sent = upstream::send(&backend, upstream, pool.connect_timeout);
+            tokio::time::timeout(pool.request_timeout, sent)
+                .await
+                .map(|sent| sent.map(|(response, lease)| Sent::Hyper(response, lease)))
+        };
         match sent {
-            Ok(Ok((response, _)))
+            Ok(Ok(Sent::Plain(plain))) => {
+                if pool.pool_type == PoolType::P2cEwma {
+                    backend.latency.observe(attempt_started.elapsed());
+                }
+                let body = PlainBody::new(plain.upstream, &plain.head, &plain.bytes, in_flight);
+                let (head, ()) = plain.response.into_parts();
+                return Forwarded {
+                    response: Response::from_parts(head, ResponseBody::Plain(body)),
+                    backend: Some(backend),
+                    tunnel: None,
+                };
+            }
+            Ok(Ok(Sent::Hyper(response, _)))
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() =>
             {
                 // The backend accepted the upgrade: relay its 101 as is (Connection and Upgrade
@@ -332,7 +361,7 @@ async fn forward(
                     tunnel: Some(in_flight),
                 };
             }
-            Ok(Ok((response, lease))) => {
+            Ok(Ok(Sent::Hyper(response, lease))) => {
                 if pool.pool_type == PoolType::P2cEwma {
                     backend.latency.observe(attempt_started.elapsed());
                 }
@@ -407,6 +436,12 @@ pub(super) fn eject(
         metrics.ejections.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "connect failed; backend out of rotation");
     }
+}
+
+/// A backend's answer to one attempt, by the way it was sent.
+enum Sent {
+    Hyper(Response<Incoming>, upstream::Lease),
+    Plain(upstream::PlainResponse),
 }
 
 /// Methods that RFC 9110 (section 9.2.2) defines as idempotent: sending one twice has the effect

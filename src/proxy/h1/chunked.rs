@@ -120,6 +120,16 @@ impl Chunked {
     /// NOTE: after `End`, a call answers `End(0)` (no byte belongs to the body), and after an
     /// error, the same error again.
     pub fn scan(&mut self, bytes: &[u8]) -> Result<Scan, ChunkError> {
+        self.scan_with(bytes, |_| {})
+    }
+
+    /// [`Chunked::scan`], also handing `on_data` the range of `bytes` each piece of chunk data
+    /// takes, in order: what a decoder gives out.
+    pub fn scan_with(
+        &mut self,
+        bytes: &[u8],
+        mut on_data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<Scan, ChunkError> {
         let mut at = 0;
         while at < bytes.len() {
             match self.state {
@@ -138,12 +148,14 @@ impl Chunked {
                     let available = bytes.len() - at;
                     match usize::try_from(left) {
                         Ok(left) if left <= available => {
+                            on_data(at..at + left);
                             at += left;
                             self.state = State::Line(Line::DataCr);
                         }
                         // The chunk goes on past this input. usize -> u64 is lossless on every
                         // target Rust supports, and `available < left` here.
                         _ => {
+                            on_data(at..bytes.len());
                             self.state = State::Data(left - available as u64);
                             return Ok(Scan::More);
                         }
@@ -582,6 +594,27 @@ mod tests {
             let text = error.to_string();
             assert!(text.starts_with(|c: char| c.is_ascii_lowercase()), "{text}");
             assert!(!text.ends_with('.'), "{text}");
+        }
+    }
+
+    #[test]
+    fn scan_with_hands_out_the_data_in_any_split() {
+        let body = b"5;x=y\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, body.len()] {
+            let mut chunked = Chunked::new();
+            let mut data = Vec::new();
+            let mut end = None;
+            let mut offset = 0;
+            for piece in body.chunks(step) {
+                let scanned = chunked.scan_with(piece, |r| data.extend_from_slice(&piece[r]));
+                if let Ok(Scan::End(n)) = scanned {
+                    end = Some(offset + n);
+                    break;
+                }
+                offset += piece.len();
+            }
+            assert_eq!(data, b"hello, world", "step {step}");
+            assert_eq!(end, Some(body.len() - 4), "step {step}");
         }
     }
 }

@@ -194,12 +194,56 @@ pub enum Framing {
 
 /// A backend's response head, as read.
 #[derive(Debug)]
-pub enum Response {
+pub enum Response<T> {
     /// A 1xx other than 101, `len` bytes: skipped, as hyper's client does.
-    Informational {
-        len: usize,
-    },
-    Final(ResponseHead),
+    Informational { len: usize },
+    /// A final head, and what the caller made of it (see [`parse_response`]).
+    Final(ResponseHead, T),
+}
+
+/// A final response head while it is parsed, for the caller to write on in its own form.
+pub struct FinalHead<'b, 'h> {
+    pub status: u16,
+    pub reason: &'b str,
+    fields: &'h [httparse::Header<'b>],
+    pub framing: Framing,
+    /// What `Content-Length` said, if anything.
+    length: Option<u64>,
+    /// A `Connection` field names other headers than the hop-by-hop ones.
+    connection_names_others: bool,
+}
+
+impl<'b> FinalHead<'b, '_> {
+    /// The fields that go on to the client: not hop-by-hop or named by `Connection`, and not
+    /// `Content-Length` (see [`FinalHead::announced_length`]). With `keep_codings`, a chunked
+    /// body's `Transfer-Encoding` fields and its `Trailer` go too, for a body relayed as is.
+    pub fn end_to_end(&self, keep_codings: bool) -> impl Iterator<Item = (&'b str, &'b [u8])> + '_ {
+        self.fields.iter().filter_map(move |field| {
+            let name = field.name;
+            let keep = if name.eq_ignore_ascii_case("content-length") {
+                false
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("trailer")
+            {
+                keep_codings && self.framing == Framing::Chunked
+            } else {
+                let dropped = is_hop_by_hop(name.as_bytes())
+                    || (self.connection_names_others && named_by_connection(self.fields, name));
+                !dropped
+            };
+            keep.then_some((name, field.value))
+        })
+    }
+
+    /// The `Content-Length` the client gets: the body's, or for a HEAD or 304 answer the one the
+    /// backend announced; a 204 has none (RFC 9110 §8.6).
+    pub fn announced_length(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Empty if self.status != 204 => self.length,
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -224,17 +268,15 @@ pub enum BadResponse {
     BadLength,
 }
 
-/// Reads a response head from the start of `buf` and, for a final response, writes the head the
-/// client gets into `out`: the status line, the end-to-end headers, `Date` if the backend sent
-/// none, the body's framing headers, and `Connection: close` when `close_client`.
+/// Reads a response head from the start of `buf`; for a final one, `emit` makes of it what the
+/// caller needs (the client's head in bytes, or `http` parts) while the fields are borrowed.
 ///
 /// `Ok(None)`: the head is not complete yet.
-pub fn parse_response(
+pub fn parse_response<T>(
     buf: &[u8],
     head_request: bool,
-    close_client: bool,
-    out: &mut Vec<u8>,
-) -> Result<Option<Response>, BadResponse> {
+    emit: impl FnOnce(&FinalHead<'_, '_>) -> T,
+) -> Result<Option<Response<T>>, BadResponse> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut fields);
     let len = match response.parse(buf) {
@@ -308,42 +350,42 @@ pub fn parse_response(
         Framing::UntilClose
     };
 
+    let head = FinalHead {
+        status,
+        reason: response.reason.unwrap_or(""),
+        fields: response.headers,
+        framing,
+        length,
+        connection_names_others,
+    };
+    let emitted = emit(&head);
+    let head = ResponseHead {
+        len,
+        status,
+        framing,
+        reusable: !backend_close && framing != Framing::UntilClose,
+    };
+    Ok(Some(Response::Final(head, emitted)))
+}
+
+/// Writes the head an HTTP/1.1 client gets for `head`: the status line, the end-to-end headers
+/// (a chunked body's codings included: it is relayed as is), the length, `Date` if the backend
+/// sent none, `Transfer-Encoding: chunked` for a close-delimited body (re-chunked), and
+/// `Connection: close` when `close_client`.
+pub fn push_client_head(out: &mut Vec<u8>, head: &FinalHead<'_, '_>, close_client: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut number = itoa::Buffer::new();
-    out.extend_from_slice(number.format(status).as_bytes());
+    out.extend_from_slice(number.format(head.status).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     // Whether a `Date` went out (one a `Connection` option named does not).
     let mut date = false;
-    for field in response.headers.iter() {
-        let name = field.name;
-        let keep = if name.eq_ignore_ascii_case("content-length") {
-            // Written once below, in canonical form.
-            false
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("trailer")
-        {
-            // A chunked body goes through as is: its codings (every field) and the `Trailer`
-            // announcing its trailer fields with it.
-            framing == Framing::Chunked
-        } else {
-            let dropped = is_hop_by_hop(name.as_bytes())
-                || (connection_names_others && named_by_connection(response.headers, name));
-            !dropped
-        };
-        if keep {
-            push_field(out, name.as_bytes(), field.value);
-            date |= name.eq_ignore_ascii_case("date");
-        }
+    for (name, value) in head.end_to_end(true) {
+        push_field(out, name.as_bytes(), value);
+        date |= name.eq_ignore_ascii_case("date");
     }
-    // A 204 has no length (RFC 9110 §8.6); a HEAD or 304 answer keeps the one it announced.
-    let announced = match framing {
-        Framing::Length(n) => Some(n),
-        Framing::Empty if status != 204 => length,
-        _ => None,
-    };
-    if let Some(n) = announced {
+    if let Some(n) = head.announced_length() {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(number.format(n).as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -353,19 +395,34 @@ pub fn parse_response(
         push_http_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    if framing == Framing::UntilClose {
+    if head.framing == Framing::UntilClose {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Some(Response::Final(ResponseHead {
-        len,
-        status,
-        framing,
-        reusable: !backend_close && framing != Framing::UntilClose,
-    })))
+}
+
+/// The response head hyper sends to its client for `head`: its status, the end-to-end headers
+/// and the length. The body goes decoded (`h1::backend::PlainBody`), so no coding is named.
+pub fn response_parts(head: &FinalHead<'_, '_>) -> Result<http::Response<()>, BadResponse> {
+    use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+    let mut response = http::Response::new(());
+    *response.status_mut() =
+        http::StatusCode::from_u16(head.status).map_err(|_| BadResponse::Malformed)?;
+    let headers = response.headers_mut();
+    for (name, value) in head.end_to_end(false) {
+        // httparse checked the name's and value's bytes already; hyper's client refused a head
+        // whose field would not convert, and so does this.
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| BadResponse::Malformed)?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| BadResponse::Malformed)?;
+        headers.append(name, value);
+    }
+    if let Some(n) = head.announced_length() {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Ok(response)
 }
 
 /// Writes a short response lb makes itself (404, 502, ...), in the same shape hyper gives it.
@@ -451,7 +508,7 @@ fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
         .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
 }
 
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -610,15 +667,17 @@ mod tests {
         text: &str,
         head: bool,
         close: bool,
-    ) -> (Result<Option<Response>, BadResponse>, String) {
+    ) -> (Result<Option<Response<()>>, BadResponse>, String) {
         let mut out = Vec::new();
-        let parsed = parse_response(text.as_bytes(), head, close, &mut out);
+        let parsed = parse_response(text.as_bytes(), head, |h| {
+            push_client_head(&mut out, h, close)
+        });
         (parsed, String::from_utf8(out).unwrap())
     }
 
-    fn final_head(parsed: Result<Option<Response>, BadResponse>) -> ResponseHead {
+    fn final_head(parsed: Result<Option<Response<()>>, BadResponse>) -> ResponseHead {
         match parsed {
-            Ok(Some(Response::Final(head))) => head,
+            Ok(Some(Response::Final(head, ()))) => head,
             other => panic!("not a final head: {other:?}"),
         }
     }

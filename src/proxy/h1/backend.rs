@@ -1,0 +1,304 @@
+//! The backend side of lb's own HTTP/1.1 code: one request and its response head on a plain
+//! socket from the backend's idle set (or a new one), and a streamed response body for the
+//! hyper path's clients. Used by `proxy::h1` for its plain requests and by `proxy::handler` for
+//! bodiless requests hyper serves (HTTP/2 clients, mostly); knows nothing of the client side.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::chunked::{ChunkError, Chunked, Scan};
+use super::wire::{self, BadResponse, FinalHead, Framing, Response, ResponseHead};
+use crate::topology::{Backend, InFlight};
+
+/// A backend response head longer than this is a bad gateway (hyper's client default is ~400
+/// KiB).
+pub const MAX_RESPONSE_HEAD: usize = 400 * 1024;
+/// Room kept free in a buffer before each read of a head.
+const HEAD_READ: usize = 4096;
+/// Bytes read per read while a body streams.
+pub const BODY_READ: usize = 16 * 1024;
+
+/// Why an exchange with a backend produced no response to relay.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the request failed: the backend did not get it.
+    #[error("sending the request failed")]
+    Unsent(#[source] io::Error),
+    /// The connection failed before any byte of a response arrived.
+    #[error("backend connection reset before responding")]
+    Reset(#[source] io::Error),
+    #[error("backend closed the connection before responding")]
+    ClosedEarly,
+    #[error("backend connection failed while responding")]
+    Io(#[source] io::Error),
+    #[error("backend closed the connection in the middle of the response head")]
+    Truncated,
+    #[error("response head over {MAX_RESPONSE_HEAD} bytes")]
+    HeadTooLarge,
+    #[error(transparent)]
+    Response(#[from] BadResponse),
+}
+
+/// Sends `request` (a whole bodiless request) on an idle connection of `backend` or a new one
+/// and reads the response head into `response` (emptied first), with whatever body bytes came
+/// behind it. `emit` makes of the final head what the caller needs, while it is parsed.
+pub async fn exchange<T>(
+    backend: &Backend,
+    request: &[u8],
+    response: &mut Vec<u8>,
+    head_request: bool,
+    connect_timeout: Duration,
+    mut emit: impl FnMut(&FinalHead<'_, '_>) -> T,
+) -> Result<(TcpStream, ResponseHead, T), ExchangeError> {
+    loop {
+        let (mut upstream, reused) = match backend.connections.take_stream() {
+            Some(stream) => (stream, true),
+            None => {
+                let addr = backend.addr.addr;
+                let stream = super::super::upstream::connect_stream(addr, connect_timeout)
+                    .await
+                    .map_err(|source| ExchangeError::Connect { addr, source })?;
+                (stream, false)
+            }
+        };
+        match send(&mut upstream, request, response, head_request, &mut emit).await {
+            Ok((head, emitted)) => return Ok((upstream, head, emitted)),
+            // A kept connection the backend closed just before the request went out: unsent, it
+            // goes on another connection (a fresh one at the latest, which does not loop). One
+            // that took the request and gave no answer is a failed attempt, which the caller
+            // retries by its rules (so a request the backend drops is not sent once per idle
+            // socket). A close while idle is seen before use (`IdleConnections::take_stream`).
+            Err(ExchangeError::Unsent(_)) if reused => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// One request and response head on `upstream`.
+async fn send<T>(
+    upstream: &mut TcpStream,
+    request: &[u8],
+    response: &mut Vec<u8>,
+    head_request: bool,
+    emit: &mut impl FnMut(&FinalHead<'_, '_>) -> T,
+) -> Result<(ResponseHead, T), ExchangeError> {
+    upstream
+        .write_all(request)
+        .await
+        .map_err(ExchangeError::Unsent)?;
+    response.clear();
+    let mut received = false;
+    loop {
+        response.reserve(HEAD_READ);
+        match upstream.read_buf(response).await {
+            Ok(0) if received => return Err(ExchangeError::Truncated),
+            Ok(0) => return Err(ExchangeError::ClosedEarly),
+            Ok(_) => received = true,
+            Err(error) if received => return Err(ExchangeError::Io(error)),
+            Err(error) => return Err(ExchangeError::Reset(error)),
+        }
+        loop {
+            match wire::parse_response(response, head_request, &mut *emit)? {
+                Some(Response::Final(head, emitted)) => return Ok((head, emitted)),
+                // 1xx before the final answer: dropped, as hyper's client does.
+                Some(Response::Informational { len }) => {
+                    response.drain(..len);
+                }
+                None => break,
+            }
+        }
+        if response.len() > MAX_RESPONSE_HEAD {
+            return Err(ExchangeError::HeadTooLarge);
+        }
+    }
+}
+
+/// Why a streamed body ended before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("backend closed the connection before the end of the body")]
+    Truncated,
+    #[error("backend connection failed during the body")]
+    Io(#[from] io::Error),
+    #[error("malformed chunked body from the backend: {0}")]
+    Chunked(#[from] ChunkError),
+}
+
+/// A backend's response body read from its plain socket, for hyper to send to its client.
+/// Chunked bodies are decoded (hyper frames the body its own way). The in-flight guard lives
+/// as long as the body; the socket goes back to the backend's idle set only after the body's
+/// last byte, with nothing behind it.
+pub struct PlainBody {
+    /// `None` once the body ended (the socket went back to the idle set or was closed).
+    upstream: Option<TcpStream>,
+    /// Bytes read and not yet given out.
+    buffer: BytesMut,
+    state: BodyState,
+    /// The backend connection may take another request after this body.
+    reusable: bool,
+    in_flight: InFlight,
+}
+
+enum BodyState {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+impl PlainBody {
+    /// The body behind `head`, whose first bytes are `response[head.len..]`.
+    pub fn new(
+        upstream: TcpStream,
+        head: &ResponseHead,
+        response: &[u8],
+        in_flight: InFlight,
+    ) -> PlainBody {
+        let state = match head.framing {
+            Framing::Empty | Framing::Length(0) => BodyState::Done,
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked(Chunked::new()),
+            Framing::UntilClose => BodyState::UntilClose,
+        };
+        let first = response.get(head.len..).unwrap_or_default();
+        let mut body = PlainBody {
+            upstream: Some(upstream),
+            buffer: BytesMut::from(first),
+            state,
+            reusable: head.reusable,
+            in_flight,
+        };
+        if matches!(body.state, BodyState::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body ended: the socket goes back if nothing but the body came on it.
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        if let Some(upstream) = self.upstream.take() {
+            if self.reusable && self.buffer.is_empty() {
+                self.in_flight.backend().connections.put_stream(upstream);
+            }
+        }
+    }
+
+    /// Reads more of the body into the buffer; `Ok(0)` at the backend's close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(upstream) = self.upstream.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        self.buffer.reserve(BODY_READ);
+        let spare = self.buffer.spare_capacity_mut();
+        let mut read = ReadBuf::uninit(spare);
+        ready!(Pin::new(upstream).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
+        unsafe { self.buffer.set_len(self.buffer.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl Body for PlainBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Length(left) => {
+                    if !this.buffer.is_empty() {
+                        let take = this
+                            .buffer
+                            .len()
+                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        let data = this.buffer.split_to(take).freeze();
+                        *left -= take as u64;
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                BodyState::Chunked(chunked) => {
+                    if !this.buffer.is_empty() {
+                        let mut data = BytesMut::new();
+                        let bytes = &this.buffer[..];
+                        let scanned =
+                            chunked.scan_with(bytes, |range| data.extend_from_slice(&bytes[range]));
+                        match scanned {
+                            Ok(Scan::More) => this.buffer.clear(),
+                            Ok(Scan::End(n)) => {
+                                let _ = this.buffer.split_to(n);
+                                this.finish();
+                            }
+                            Err(error) => {
+                                this.upstream = None;
+                                return Poll::Ready(Some(Err(error.into())));
+                            }
+                        }
+                        if !data.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
+                        }
+                        continue;
+                    }
+                }
+                BodyState::UntilClose => {
+                    if !this.buffer.is_empty() {
+                        let data = this.buffer.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            // The buffer is empty and the body goes on: read.
+            match ready!(this.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, BodyState::UntilClose) => {
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.upstream = None;
+                    return Poll::Ready(Some(Err(BodyError::Truncated)));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    this.upstream = None;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
