@@ -254,6 +254,9 @@ pub enum Reloaded {
     Unchanged,
     /// The file still holds the content last rejected; the error was reported then.
     StillInvalid,
+    /// The file no longer holds what the watcher saw settle: another save is under way, and its
+    /// own event reloads it (see [`Applier::reload_settled`]).
+    Moving,
 }
 
 pub struct Applier {
@@ -410,12 +413,25 @@ impl Applier {
     /// Re-reads the file and applies it if its content changed. An invalid file changes nothing
     /// and is kept as the last error.
     pub async fn reload(&self) -> Result<Reloaded, config::Error> {
+        self.reload_settled(None).await
+    }
+
+    /// [`Applier::reload`], applying only the `settled` content the watcher saw hold still.
+    ///
+    /// NOTE: the watcher waits for a save to settle and this reads the file again, under the
+    /// writer lock; a save that starts in between (an in-place one truncates first) would
+    /// otherwise be read half-done, and an empty or cut-off file is often valid TOML with fewer
+    /// pools (seen under load: a reload test's requests got 404 for a moment).
+    pub async fn reload_settled(&self, settled: Option<&[u8]>) -> Result<Reloaded, config::Error> {
         let mut state = self.state.lock().await;
         let text = std::fs::read_to_string(&self.path).map_err(|source| config::Error::Read {
             path: self.path.clone(),
             source,
         });
         let result = text.and_then(|text| {
+            if settled.is_some_and(|settled| settled != text.as_bytes()) {
+                return Ok(Reloaded::Moving);
+            }
             let hash = sha256(&text);
             if state.applied_hash == Some(hash) {
                 return Ok(Reloaded::Unchanged);
@@ -909,6 +925,23 @@ mod tests {
             "[pools.\"{pattern}\"]\ninterval = \"1h\"\nbackends = [{}]\n\n",
             list.join(", ")
         )
+    }
+
+    #[tokio::test]
+    async fn a_reload_applies_only_the_content_that_settled() {
+        let (_dir, path, applier) = load_pools(&pool("/a/", &["127.0.0.1:1"])).await;
+        let generation = applier.topology().load().generation;
+        // The watcher saw one text settle; the file now holds another (a save under way).
+        let next = format!("{LISTEN}{}", pool("/b/", &["127.0.0.1:2"]));
+        std::fs::write(&path, &next).unwrap();
+        let outcome = applier.reload_settled(Some(b"[pools]\n")).await.unwrap();
+        assert!(matches!(outcome, Reloaded::Moving));
+        assert_eq!(applier.topology().load().generation, generation);
+        assert!(applier.topology().load().pool("/a/").is_some());
+        // Once what it saw is what the file holds, it applies.
+        let outcome = applier.reload_settled(Some(next.as_bytes())).await.unwrap();
+        assert!(matches!(outcome, Reloaded::Applied { .. }));
+        assert!(applier.topology().load().pool("/b/").is_some());
     }
 
     #[tokio::test]

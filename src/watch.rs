@@ -64,22 +64,24 @@ fn relevant_names(path: &Path) -> BTreeSet<OsString> {
     names
 }
 
-/// Waits (bounded) until the file reads the same twice, DEBOUNCE apart, and is not empty.
+/// Waits (bounded) until the file reads the same twice, DEBOUNCE apart, and is not empty;
+/// returns that content, which is what the reload may apply.
 ///
 /// An in-place save truncates the file and then writes it; a reload between the two would apply
 /// an empty or cut-off file, which can be *valid* TOML that declares fewer pools. Waiting for the
 /// content to settle closes that window; a zero-length file is only taken as finished once it
-/// has stayed empty for the whole bounded wait.
-async fn settle(path: &Path) {
+/// has stayed empty for the whole bounded wait (then `None`: the reload applies what it reads).
+async fn settle(path: &Path) -> Option<Vec<u8>> {
     let mut previous = std::fs::read(path).ok();
     for _ in 0..20 {
         tokio::time::sleep(DEBOUNCE).await;
         let current = std::fs::read(path).ok();
         if current == previous && current.as_ref().is_some_and(|c| !c.is_empty()) {
-            return;
+            return current;
         }
         previous = current;
     }
+    None
 }
 
 /// Starts watching; the returned future reloads on every change until dropped.
@@ -142,12 +144,15 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
             if !polled && applier.is_own_write() {
                 continue;
             }
-            settle(applier.path()).await;
-            match applier.reload().await {
+            let settled = settle(applier.path()).await;
+            match applier.reload_settled(settled.as_deref()).await {
                 Ok(Reloaded::Applied { generation }) => {
                     tracing::info!(generation, "reloaded {}", applier.path().display())
                 }
                 Ok(Reloaded::Unchanged | Reloaded::StillInvalid) => {}
+                // Another save started after this one settled: its own event (or the poll)
+                // reloads it once it settles.
+                Ok(Reloaded::Moving) => {}
                 Err(error) => {
                     tracing::error!("reload rejected, still serving the previous config:\n{error}")
                 }

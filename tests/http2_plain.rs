@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,306 +14,17 @@ use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::raw::{header, headers_named, setup, status_of, Reply, Wire, WAIT};
 use support::Lb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// The bound on every wait for lb or a backend; a test that needs it has already failed.
-const WAIT: Duration = Duration::from_secs(5);
-
 // === helpers ===
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Every value of header `name` in a raw head, case-insensitively, in order.
-fn headers_named(head: &str, name: &str) -> Vec<String> {
-    head.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_owned())
-        })
-        .collect()
-}
-
-/// The first value of header `name` in a raw head.
-fn header(head: &str, name: &str) -> Option<String> {
-    headers_named(head, name).into_iter().next()
-}
-
-fn status_of(head: &str) -> u16 {
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"))
-}
 
 /// A body of `n` bytes that is not periodic over any short span, so a dropped or repeated
 /// piece shows.
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect()
-}
-
-/// One end of a raw TCP connection with its read buffer.
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// How long one read may wait: `Some` for a test's client, which must never hang; `None` in a
-    /// backend, whose idle keep-alive connection waits as long as lb keeps it.
-    patience: Option<Duration>,
-}
-
-// === impl Wire ===
-
-impl Wire {
-    fn new(stream: TcpStream, patience: Option<Duration>) -> Wire {
-        Wire {
-            stream,
-            buf: Vec::new(),
-            patience,
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        timeout(WAIT, self.stream.write_all(bytes))
-            .await
-            .expect("write within the deadline")
-            .expect("write");
-    }
-
-    /// Reads more bytes into the buffer; false once the peer has closed (a reset counts).
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        let read = self.stream.read(&mut chunk);
-        let n = match self.patience {
-            Some(patience) => timeout(patience, read).await.unwrap_or_else(|_| {
-                panic!(
-                    "nothing more within {patience:?}; have {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                )
-            }),
-            None => read.await,
-        }
-        .unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n > 0
-    }
-
-    /// One head through its blank line; `None` if the peer closed first.
-    async fn head(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
-                return Some(String::from_utf8_lossy(&head).into_owned());
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    /// `n` bytes; `None` if the peer closed first.
-    async fn exact(&mut self, n: usize) -> Option<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill().await {
-                return None;
-            }
-        }
-        Some(self.buf.drain(..n).collect())
-    }
-
-    /// One request as a backend reads it (bodies by `Content-Length` only: lb's HTTP/1.1
-    /// clients here send no other); `None` once the peer closed between requests.
-    async fn request(&mut self) -> Option<(String, Vec<u8>)> {
-        let head = self.head().await?;
-        let body = match header(&head, "content-length") {
-            Some(length) => {
-                self.exact(length.parse().expect("numeric Content-Length"))
-                    .await?
-            }
-            None => Vec::new(),
-        };
-        Some((head, body))
-    }
-
-    /// One `Content-Length` response as a client reads it: head and body.
-    async fn response(&mut self) -> (String, Vec<u8>) {
-        let head = self.head().await.expect("a response head before the close");
-        let length = header(&head, "content-length")
-            .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
-        let body = self
-            .exact(length.parse().expect("numeric Content-Length"))
-            .await
-            .expect("the whole body before the close");
-        (head, body)
-    }
-}
-
-// === raw backends ===
-
-/// What a raw backend saw of one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    /// Which accepted connection it came on (health-check connections count too).
-    conn: usize,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn request_line(&self) -> &str {
-        self.head.lines().next().unwrap_or("")
-    }
-
-    fn method(&self) -> &str {
-        self.head.split(' ').next().unwrap_or("")
-    }
-
-    fn target(&self) -> &str {
-        self.head.split(' ').nth(1).unwrap_or("")
-    }
-}
-
-/// The exact bytes a raw backend answers one request with, written piece by piece.
-struct Reply {
-    pieces: Vec<Vec<u8>>,
-    /// A pause between pieces, so each arrives as a read of its own.
-    pause: Duration,
-    /// Close the connection after the reply instead of reading the next request.
-    close: bool,
-}
-
-impl Reply {
-    fn raw(bytes: impl Into<Vec<u8>>) -> Reply {
-        Reply {
-            pieces: vec![bytes.into()],
-            pause: Duration::ZERO,
-            close: false,
-        }
-    }
-
-    /// `200 OK` with a `Content-Length` body.
-    fn ok(body: &str) -> Reply {
-        Reply::raw(format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ))
-    }
-
-    fn closing(self) -> Reply {
-        Reply {
-            close: true,
-            ..self
-        }
-    }
-}
-
-/// A hand-written HTTP/1.1 backend on 127.0.0.1:0. `GET /healthz` answers `ok` and closes; every
-/// other request is reported on `requests` and answered with `reply`'s bytes.
-struct RawBackend {
-    addr: SocketAddr,
-    requests: mpsc::UnboundedReceiver<Seen>,
-    accept: JoinHandle<()>,
-}
-
-// === impl RawBackend ===
-
-impl RawBackend {
-    async fn start<F>(reply: F) -> RawBackend
-    where
-        F: Fn(&Seen) -> Reply + Send + Sync + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (requests_tx, requests) = mpsc::unbounded_channel();
-        let reply = Arc::new(reply);
-        let accept = tokio::spawn(async move {
-            let mut n_conns = 0;
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                n_conns += 1;
-                let conn = n_conns;
-                let (reply, requests_tx) = (Arc::clone(&reply), requests_tx.clone());
-                tokio::spawn(async move {
-                    let mut wire = Wire::new(stream, None);
-                    while let Some((head, body)) = wire.request().await {
-                        if head.starts_with("GET /healthz ") {
-                            let _ = wire
-                                .stream
-                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                                .await;
-                            break;
-                        }
-                        let seen = Seen { conn, head, body };
-                        let answer = reply(&seen);
-                        // Reported before answering: once the client has the response, the
-                        // request is on the channel.
-                        let _ = requests_tx.send(seen);
-                        let mut failed = false;
-                        for (i, piece) in answer.pieces.iter().enumerate() {
-                            if i > 0 && !answer.pause.is_zero() {
-                                tokio::time::sleep(answer.pause).await;
-                            }
-                            if wire.stream.write_all(piece).await.is_err() {
-                                failed = true;
-                                break;
-                            }
-                        }
-                        if failed || answer.close {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        RawBackend {
-            addr,
-            requests,
-            accept,
-        }
-    }
-
-    /// The next request the backend saw, within [`WAIT`].
-    async fn next(&mut self) -> Seen {
-        timeout(WAIT, self.requests.recv())
-            .await
-            .expect("the backend saw a request within the deadline")
-            .expect("backend running")
-    }
-}
-
-impl Drop for RawBackend {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-/// A raw backend answering `reply`, and lb (one pool `/`, an hour-long check interval so only
-/// the first check runs) in front of it, once the backend passed that check.
-async fn setup<F>(reply: F) -> (RawBackend, Lb)
-where
-    F: Fn(&Seen) -> Reply + Send + Sync + 'static,
-{
-    let backend = RawBackend::start(reply).await;
-    let lb = Lb::start(&format!(
-        "[pools.\"/\"]\ninterval = \"1h\"\nbackends = [\"{}\"]\n",
-        backend.addr
-    ));
-    lb.log_eventually(
-        &format!("backend healthy pool=/ backend={}", backend.addr),
-        WAIT,
-    )
-    .await;
-    (backend, lb)
 }
 
 // === HTTP/2 client ===
@@ -647,11 +356,7 @@ async fn a_two_mib_length_body_streamed_in_pieces_arrives_byte_exact() {
             vec![format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes()];
         // Uneven pieces, so piece and read boundaries fall anywhere.
         pieces.extend(reply_big.chunks(61_441).map(<[u8]>::to_vec));
-        Reply {
-            pieces,
-            pause: Duration::from_millis(2),
-            close: false,
-        }
+        Reply::pieces(pieces, Duration::from_millis(2))
     })
     .await;
     let mut client = h2(&lb).await;
@@ -733,17 +438,13 @@ async fn a_get_after_a_post_on_a_connection_hyper_took_over_reaches_the_backend(
         ))
     })
     .await;
-    let stream = timeout(WAIT, TcpStream::connect(lb.http))
-        .await
-        .expect("connect within the deadline")
-        .expect("connect to lb");
-    let mut client = Wire::new(stream, Some(WAIT));
+    let mut client = Wire::connect(&lb).await;
 
     // A body: lb's own HTTP/1.1 path hands the connection to hyper.
     client
         .send(b"POST /up HTTP/1.1\r\nHost: x.test\r\nContent-Length: 5\r\n\r\nhello")
         .await;
-    let (head, body) = client.response().await;
+    let (head, body) = client.length_response().await;
     assert_eq!(status_of(&head), 200, "{head}");
     assert_eq!(body, b"POST /up");
     let post = backend.next().await;
@@ -755,7 +456,7 @@ async fn a_get_after_a_post_on_a_connection_hyper_took_over_reaches_the_backend(
         client
             .send(format!("GET {path} HTTP/1.1\r\nHost: x.test\r\n\r\n").as_bytes())
             .await;
-        let (head, body) = client.response().await;
+        let (head, body) = client.length_response().await;
         assert_eq!(status_of(&head), 200, "{head}");
         assert_eq!(String::from_utf8_lossy(&body), format!("GET {path}"));
         assert_eq!(header(&head, "x-app").as_deref(), Some("1"), "{head}");

@@ -13,6 +13,7 @@ use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::raw::{find, header, status_of};
 use support::{eventually, get, Backend, Lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -41,10 +42,6 @@ async fn start(backends: &[SocketAddr], server: &str, pool: &str) -> Lb {
             .await;
     }
     lb
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads one head (through the blank line); returns it and whatever followed. On EOF before a
@@ -87,23 +84,6 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-}
-
-/// The first value of header `name` in a raw head, case-insensitively.
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_owned())
-    })
-}
-
-fn status_of(head: &str) -> u16 {
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"))
 }
 
 /// A hand-written HTTP/1.1 backend on raw TCP: `/healthz` answers `ok`; every other request's

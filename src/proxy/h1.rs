@@ -108,6 +108,15 @@ pub(super) async fn serve(
             );
             match read.await {
                 ClientRead::Bytes => {}
+                ClientRead::Quiet => {
+                    if conn.input.is_empty() {
+                        // Idle for a tick: a kept-alive connection holds no buffers while it
+                        // waits (under load, the next request comes sooner and reuses them).
+                        conn.input = Vec::new();
+                        conn.scratch = Scratch::default();
+                    }
+                    continue;
+                }
                 ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
             }
             if before == 0 {
@@ -141,13 +150,15 @@ pub(super) async fn serve(
 
 enum ClientRead {
     Bytes,
+    /// The connection's tick passed with nothing read and the deadline not reached.
+    Quiet,
     Closed,
     TimedOut,
     Draining,
 }
 
 /// Reads more of the client's bytes, giving up at `deadline` (checked on the connection's tick),
-/// or on a drain while no request has begun.
+/// or on a drain while no request has begun; a tick without bytes returns [`ClientRead::Quiet`].
 async fn read_more(
     stream: &mut TcpStream,
     input: &mut Vec<u8>,
@@ -155,21 +166,30 @@ async fn read_more(
     mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
     deadline: Instant,
 ) -> ClientRead {
-    input.reserve(READ_ROOM);
     loop {
         tokio::select! {
             biased;
-            read = stream.read_buf(input) => {
-                return match read {
-                    Ok(0) | Err(_) => ClientRead::Closed,
-                    Ok(_) => ClientRead::Bytes,
-                };
+            // Readiness first, then the read: an idle connection holds no buffer while it waits.
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    return ClientRead::Closed;
+                }
+                input.reserve(READ_ROOM);
+                match stream.try_read_buf(input) {
+                    Ok(0) => return ClientRead::Closed,
+                    Ok(_) => return ClientRead::Bytes,
+                    // Readiness that was stale: wait again.
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return ClientRead::Closed,
+                }
             }
             () = draining.as_mut(), if input.is_empty() => return ClientRead::Draining,
             _ = tick.tick() => {
-                if Instant::now() >= deadline {
-                    return ClientRead::TimedOut;
-                }
+                return if Instant::now() >= deadline {
+                    ClientRead::TimedOut
+                } else {
+                    ClientRead::Quiet
+                };
             }
         }
     }

@@ -21,6 +21,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod raw;
+
 #[allow(clippy::disallowed_types)]
 type Mutex<T> = std::sync::Mutex<T>;
 
