@@ -440,9 +440,9 @@ async fn a_get_after_a_post_on_a_connection_hyper_took_over_reaches_the_backend(
     .await;
     let mut client = Wire::connect(&lb).await;
 
-    // A body: lb's own HTTP/1.1 path hands the connection to hyper.
+    // A chunked body: lb's own HTTP/1.1 path hands the connection to hyper.
     client
-        .send(b"POST /up HTTP/1.1\r\nHost: x.test\r\nContent-Length: 5\r\n\r\nhello")
+        .send(b"POST /up HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
         .await;
     let (head, body) = client.length_response().await;
     assert_eq!(status_of(&head), 200, "{head}");

@@ -1,13 +1,13 @@
-//! h1: lb's own HTTP/1.1 path for plain requests — a bodiless HTTP/1.1 request with an
-//! origin-form target and one `Host`, which is nearly all proxied traffic. One task per client
-//! connection reads the head, routes, picks, writes the backend's request on a pooled plain
-//! socket, and relays the response bytes back, with no `http` types, header maps or task hops in
-//! between.
+//! h1: lb's own HTTP/1.1 path for plain requests — an HTTP/1.1 request with an origin-form
+//! target, one `Host`, and no body or a `Content-Length` one of at most 64 KiB, which is nearly
+//! all proxied traffic. One task per client connection reads the request (a body whole, as
+//! nginx buffers it), routes, picks, writes the backend's request on a pooled plain socket, and
+//! relays the response bytes back, with no `http` types, header maps or task hops in between.
 //!
-//! Anything else (a body, an upgrade, HTTP/1.0, HTTP/2's preface, a head httparse or
-//! [`wire::parse_request`] refuses) is handed, with the bytes read so far, to hyper, which then
-//! serves the connection for the rest of its life: one authority for the unusual and the
-//! hostile, and one short path for the common case.
+//! Anything else (a chunked or larger body, `Expect`, an upgrade, HTTP/1.0, HTTP/2's preface, a
+//! head httparse or [`wire::parse_request`] refuses) is handed, with the bytes read so far, to
+//! hyper, which then serves the connection for the rest of its life: one authority for the
+//! unusual and the hostile, and one short path for the common case.
 //!
 //! Why: under wrk, hyper's server and client, the header maps between them and the wake-ups
 //! between the client's and the backend connection's tasks were most of lb's own cost per
@@ -44,6 +44,8 @@ use crate::topology::{Backend, Pool};
 
 /// Room kept free in a buffer before each read.
 const READ_ROOM: usize = 4096;
+/// Request bodies up to this are read whole and sent from lb's buffer; larger ones go to hyper.
+const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Buffers that grew past this for one large head are shrunk back afterwards.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -125,12 +127,34 @@ pub(super) async fn serve(
             }
             may_be_whole = conn.input[before..].contains(&b'\n');
         };
+        // A body is read whole before a backend is picked, as nginx buffers request bodies: a
+        // retry can send it again and a slow client holds no backend connection. One too large
+        // for that goes to hyper, which streams it. The body is held to its head's deadline.
+        let body_len = usize::try_from(head.body_len).unwrap_or(usize::MAX);
+        if body_len > MAX_BUFFERED_BODY {
+            return Some(conn.input);
+        }
+        let message_len = head.len + body_len;
+        while conn.input.len() < message_len {
+            let deadline = waiting_since + settings.header_timeout;
+            let read = read_more(
+                stream,
+                &mut conn.input,
+                &mut tick,
+                draining.as_mut(),
+                deadline,
+            );
+            match read.await {
+                ClientRead::Bytes | ClientRead::Quiet => {}
+                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
+            }
+        }
         let served = conn.serve_request(stream, &head).await;
         // A drain that began during the exchange made the response say `connection: close`.
         if !served || head.close || drain.is_cancelled() {
             return None;
         }
-        conn.input.drain(..head.len);
+        conn.input.drain(..message_len);
         conn.scratch.shrink();
         if conn.input.capacity() > KEEP_CAPACITY {
             conn.input.shrink_to(READ_ROOM);
@@ -244,6 +268,8 @@ struct Request<'a> {
     host: &'a str,
     /// The client asked to close after this exchange.
     close: bool,
+    /// The whole body (empty for most requests).
+    body: &'a [u8],
 }
 
 impl Request<'_> {
@@ -284,6 +310,11 @@ impl Connection<'_> {
             path: std::str::from_utf8(&input[head.target.start..head.path_end]).unwrap_or("/"),
             host: std::str::from_utf8(&input[head.host.clone()]).unwrap_or(""),
             close: head.close,
+            // Read whole before this is called (see `serve`); the fallback is never used.
+            body: usize::try_from(head.body_len)
+                .ok()
+                .and_then(|n| input.get(head.len..head.len + n))
+                .unwrap_or_default(),
         };
         let exchange = Exchange {
             proxy: self.proxy,
@@ -382,6 +413,7 @@ impl Exchange<'_> {
             );
             scratch.request.extend_from_slice(&scratch.headers);
             scratch.request.extend_from_slice(b"\r\n");
+            scratch.request.extend_from_slice(request.body);
 
             let in_flight = backend.start_request();
             let attempt_started = Instant::now();

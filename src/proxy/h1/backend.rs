@@ -53,7 +53,7 @@ pub enum ExchangeError {
     Response(#[from] BadResponse),
 }
 
-/// Sends `request` (a whole bodiless request) on an idle connection of `backend` or a new one
+/// Sends `request` (head and body, whole) on an idle connection of `backend` or a new one
 /// and reads the response head into `response` (emptied first), with whatever body bytes came
 /// behind it. `emit` makes of the final head what the caller needs, while it is parsed.
 pub async fn exchange<T>(

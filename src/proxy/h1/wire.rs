@@ -26,8 +26,8 @@ pub enum HandOff {
     NotPlain,
 }
 
-/// A request head this path serves: a bodiless HTTP/1.1 request with an origin-form target and
-/// one `Host`.
+/// A request head this path serves: an HTTP/1.1 request with an origin-form target, one `Host`,
+/// and no body or one of a single plain `Content-Length`.
 #[derive(Debug)]
 pub struct RequestHead {
     /// Bytes of the head, through its blank line.
@@ -41,6 +41,8 @@ pub struct RequestHead {
     pub host: Range<usize>,
     /// The client asked to close the connection after this exchange.
     pub close: bool,
+    /// The body's length (`Content-Length`; 0 without one): it follows the head.
+    pub body_len: u64,
 }
 
 /// Reads a request head from the start of `buf`. On success, `headers` holds the header lines
@@ -82,6 +84,7 @@ pub fn parse_request(
 
     // First pass: what the head asks of the connection, and which names `Connection` lists.
     let mut host = None;
+    let mut body_len = None;
     let mut close = false;
     let mut connection_names_others = false;
     for field in request.headers.iter() {
@@ -92,9 +95,11 @@ pub fn parse_request(
             }
             host = Some(field.value);
         } else if name.eq_ignore_ascii_case("content-length") {
-            if field.value != b"0" {
+            // One plain decimal; a list, a sign, a second field are hyper's to judge.
+            if body_len.is_some() {
                 return Err(HandOff::NotPlain);
             }
+            body_len = Some(parse_length(field.value).ok_or(HandOff::NotPlain)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
@@ -129,9 +134,11 @@ pub fn parse_request(
             forwarded_for_prior = true;
             continue;
         }
-        // A `Connection` option naming `Host` would leave the backend's request without one.
+        // A `Connection` option naming `Host` would leave the backend's request without one,
+        // and one naming `Content-Length` without its framing.
         if connection_names_others
             && !name.eq_ignore_ascii_case("host")
+            && !name.eq_ignore_ascii_case("content-length")
             && named_by_connection(request.headers, name)
         {
             continue;
@@ -162,6 +169,7 @@ pub fn parse_request(
         target,
         host: offset_in(buf, host),
         close,
+        body_len: body_len.unwrap_or(0),
     }))
 }
 
@@ -612,7 +620,6 @@ mod tests {
     fn anything_unusual_goes_to_hyper() {
         for text in [
             "GET / HTTP/1.0\r\nHost: h\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET /chat HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -630,6 +637,19 @@ mod tests {
         }
         let (parsed, _) = request("DELETE /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(parsed.unwrap().unwrap().method, Method::DELETE);
+        // A plain length is taken; its field goes to the backend, even if `Connection` names it.
+        let text = "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\n\
+                    Content-Length: 5\r\n\r\nhello";
+        let (parsed, headers) = request(text);
+        let head = parsed.unwrap().unwrap();
+        assert_eq!((head.body_len, &text[head.len..]), (5, "hello"));
+        assert!(headers.contains("Content-Length: 5\r\n"), "{headers}");
+        for odd in ["+5", "5, 5", "0x5", " ", "99999999999999999999"] {
+            let text = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {odd}\r\n\r\n");
+            assert_eq!(request(&text).0.err(), Some(HandOff::NotPlain), "{odd}");
+        }
+        let twice = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(request(twice).0.err(), Some(HandOff::NotPlain));
         assert!(request("GET / HTTP/1.1\r\nHost: h\r\n")
             .0
             .unwrap()
