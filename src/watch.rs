@@ -152,7 +152,12 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
                 Ok(Reloaded::Unchanged | Reloaded::StillInvalid) => {}
                 // Another save started after this one settled: its own event (or the poll)
                 // reloads it once it settles.
-                Ok(Reloaded::Moving) => {}
+                Ok(Reloaded::Moving) => {
+                    tracing::debug!(
+                        "{} changed again while reloading; waiting for it to settle",
+                        applier.path().display()
+                    )
+                }
                 Err(error) => {
                     tracing::error!("reload rejected, still serving the previous config:\n{error}")
                 }

@@ -14,7 +14,7 @@ use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::raw::{header, headers_named, setup, status_of, Reply, Wire, WAIT};
+use support::raw::{header, headers_named, setup, status_line, status_of, Reply, Wire, WAIT};
 use support::Lb;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -484,5 +484,150 @@ async fn a_get_after_a_post_on_a_connection_hyper_took_over_reaches_the_backend(
     assert_eq!(
         get_conns[0], get_conns[1],
         "the plain socket was reused for the second GET"
+    );
+}
+
+/// An HTTP/2 client that resets its stream mid-body: lb must close that backend socket, not
+/// pool it (the next request goes on a new backend connection).
+#[tokio::test]
+async fn h2_reset_mid_body_does_not_pool_the_socket() {
+    let (mut backend, lb) = setup(|seen| {
+        if seen.target() == "/slow" {
+            Reply::pieces(
+                vec![
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n".to_vec(),
+                    vec![b'a'; 10_000],
+                    vec![b'b'; 10_000],
+                ],
+                Duration::from_millis(500),
+            )
+        } else {
+            Reply::ok("fine")
+        }
+    })
+    .await;
+    let stream = TcpStream::connect(lb.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+
+    let request = Request::get(lb.url("/slow"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = timeout(WAIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = timeout(WAIT, body.frame()).await.unwrap().unwrap().unwrap();
+    assert!(first.data_ref().is_some());
+    drop(body); // RST_STREAM(CANCEL)
+    let slow = backend.next().await;
+    // lb closes the cut socket.
+    let closed = backend.next_closed().await;
+    assert_eq!(closed, slow.conn);
+
+    let request = Request::get(lb.url("/after"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = timeout(WAIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&text[..], b"fine");
+    assert_ne!(backend.next().await.conn, slow.conn);
+}
+
+/// A length body followed by stray bytes: the socket must not be pooled.
+#[tokio::test]
+async fn stray_bytes_after_a_body_are_not_pooled() {
+    let (mut backend, lb) = setup(|seen| {
+        if seen.target() == "/stray" {
+            Reply::raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokJUNK")
+        } else {
+            Reply::ok("fine")
+        }
+    })
+    .await;
+    let stream = TcpStream::connect(lb.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for path in ["/stray", "/next"] {
+        let request = Request::get(lb.url(path))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = timeout(WAIT, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = response.into_body().collect().await.unwrap();
+    }
+    let a = backend.next().await;
+    let b = backend.next().await;
+    assert_ne!(
+        a.conn, b.conn,
+        "a socket with stray bytes went back to the pool"
+    );
+}
+
+/// HTTP/1.0 without Host (hyper serves it): the backend gets `Host: <backend authority>`.
+#[tokio::test]
+async fn http10_without_host_names_the_backend() {
+    let (mut backend, lb) = setup(|_| Reply::ok("ten")).await;
+    let mut client = Wire::connect(&lb).await;
+    client.send(b"GET /ten HTTP/1.0\r\n\r\n").await;
+    let body = client.until_close().await;
+    assert!(String::from_utf8_lossy(&body).ends_with("ten"));
+    let seen = backend.next().await;
+    assert_eq!(
+        header(&seen.head, "host").as_deref(),
+        Some(backend.addr.to_string().as_str()),
+        "{}",
+        seen.head
+    );
+}
+
+/// A custom reason phrase reaches an HTTP/1.1 client whichever way its request went: lb's own
+/// path, hyper's client, or hyper serving with the plain-socket backend path.
+#[tokio::test]
+async fn reason_phrase_on_a_hyper_served_http11_connection() {
+    let (_backend, lb) = setup(|seen| {
+        let body = format!("{} {}", seen.method(), seen.target());
+        Reply::raw(format!(
+            "HTTP/1.1 200 Fine Thanks\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    })
+    .await;
+    let mut client = Wire::connect(&lb).await;
+    // Native path first.
+    client
+        .send(b"GET /native HTTP/1.1\r\nHost: x.test\r\n\r\n")
+        .await;
+    let (head, _) = client.length_response().await;
+    let native = status_line(&head).to_owned();
+    // Hand the connection to hyper (chunked body), then a bodiless GET.
+    client
+        .send(b"POST /up HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let (head, _) = client.length_response().await;
+    let hyper_client = status_line(&head).to_owned();
+    client
+        .send(b"GET /after HTTP/1.1\r\nHost: x.test\r\n\r\n")
+        .await;
+    let (head, _) = client.length_response().await;
+    let plain = status_line(&head).to_owned();
+    assert_eq!(native, "HTTP/1.1 200 Fine Thanks");
+    assert_eq!(hyper_client, "HTTP/1.1 200 Fine Thanks");
+    assert_eq!(
+        plain, "HTTP/1.1 200 Fine Thanks",
+        "the plain path lost the reason phrase"
     );
 }

@@ -156,6 +156,9 @@ pub(super) async fn serve(
         }
         conn.input.drain(..message_len);
         conn.scratch.shrink();
+        // The tick counts from the end of the exchange: `Quiet` then means a whole tick without
+        // a request (a long exchange would otherwise end right on a tick and free the buffers).
+        tick.reset();
         if conn.input.capacity() > KEEP_CAPACITY {
             conn.input.shrink_to(READ_ROOM);
         }

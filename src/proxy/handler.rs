@@ -293,10 +293,13 @@ async fn forward(
             );
         };
         let backend = Arc::clone(backend);
-        let in_flight = backend.start_request();
-        let attempt_started = Instant::now();
+        // Counted from when the request is on its way (not for a target refused below).
+        let in_flight;
+        let attempt_started;
         let sent = if plain {
             let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            in_flight = backend.start_request();
+            attempt_started = Instant::now();
             let sent = upstream::send_plain(
                 &backend,
                 &parts.method,
@@ -330,6 +333,8 @@ async fn forward(
                     upstream.headers_mut().insert(header::HOST, value);
                 }
             }
+            in_flight = backend.start_request();
+            attempt_started = Instant::now();
             let sent = upstream::send(&backend, upstream, pool.connect_timeout);
             tokio::time::timeout(pool.request_timeout, sent)
                 .await

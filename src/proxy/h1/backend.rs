@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{ChunkError, Chunked, Scan};
@@ -198,19 +198,20 @@ impl PlainBody {
         }
     }
 
+    /// The body cannot go on: the socket closes, and the body ends after this error.
+    fn fail(&mut self, error: BodyError) -> BodyError {
+        self.upstream = None;
+        self.state = BodyState::Done;
+        error
+    }
+
     /// Reads more of the body into the buffer; `Ok(0)` at the backend's close.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let Some(upstream) = self.upstream.as_mut() else {
             return Poll::Ready(Ok(0));
         };
         self.buffer.reserve(BODY_READ);
-        let spare = self.buffer.spare_capacity_mut();
-        let mut read = ReadBuf::uninit(spare);
-        ready!(Pin::new(upstream).poll_read(cx, &mut read))?;
-        let n = read.filled().len();
-        // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
-        unsafe { self.buffer.set_len(self.buffer.len() + n) };
-        Poll::Ready(Ok(n))
+        tokio_util::io::poll_read_buf(Pin::new(upstream), cx, &mut self.buffer)
     }
 }
 
@@ -252,10 +253,7 @@ impl Body for PlainBody {
                                 let _ = this.buffer.split_to(n);
                                 this.finish();
                             }
-                            Err(error) => {
-                                this.upstream = None;
-                                return Poll::Ready(Some(Err(error.into())));
-                            }
+                            Err(error) => return Poll::Ready(Some(Err(this.fail(error.into())))),
                         }
                         if !data.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
@@ -277,15 +275,9 @@ impl Body for PlainBody {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Ok(0) => {
-                    this.upstream = None;
-                    return Poll::Ready(Some(Err(BodyError::Truncated)));
-                }
+                Ok(0) => return Poll::Ready(Some(Err(this.fail(BodyError::Truncated)))),
                 Ok(_) => {}
-                Err(error) => {
-                    this.upstream = None;
-                    return Poll::Ready(Some(Err(error.into())));
-                }
+                Err(error) => return Poll::Ready(Some(Err(this.fail(error.into())))),
             }
         }
     }

@@ -430,6 +430,12 @@ pub fn response_parts(head: &FinalHead<'_, '_>) -> Result<http::Response<()>, Ba
     if let Some(n) = head.announced_length() {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
+    // A reason of the backend's own goes on to HTTP/1.1 clients, as hyper's client keeps it.
+    if !head.reason.is_empty() && Some(head.reason) != response.status().canonical_reason() {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.as_bytes()) {
+            response.extensions_mut().insert(reason);
+        }
+    }
     Ok(response)
 }
 
