@@ -70,7 +70,8 @@ fn relevant_names(path: &Path) -> BTreeSet<OsString> {
 /// An in-place save truncates the file and then writes it; a reload between the two would apply
 /// an empty or cut-off file, which can be *valid* TOML that declares fewer pools. Waiting for the
 /// content to settle closes that window; a zero-length file is only taken as finished once it
-/// has stayed empty for the whole bounded wait (then `None`: the reload applies what it reads).
+/// has stayed empty for the whole bounded wait (then, or when it never held still within the bound,
+/// `None`: the reload applies what it reads).
 async fn settle(path: &Path) -> Option<Vec<u8>> {
     let mut previous = std::fs::read(path).ok();
     for _ in 0..20 {

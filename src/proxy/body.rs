@@ -15,7 +15,7 @@ use crate::topology::InFlight;
 /// A response to the client: a backend's streamed body (through hyper's client, or read from a
 /// plain socket by lb's own HTTP/1.1 code), or a short body lb made itself.
 pub enum ResponseBody {
-    Upstream(UpstreamBody),
+    Hyper(HyperBody),
     Plain(PlainBody),
     Local(Option<Bytes>),
 }
@@ -23,19 +23,20 @@ pub enum ResponseBody {
 /// Why a backend's body stopped short; hyper ends the client's stream (or connection) with it.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Streams a backend's body. The in-flight guard lives exactly as long as the body, so the
-/// backend counts as busy until its response has been fully relayed (or dropped); the
-/// connection goes back to the backend's idle set only if the body was read to its end.
-pub struct UpstreamBody {
+/// Streams a backend's body read by hyper's client. The in-flight guard lives exactly as long as
+/// the body, so the backend counts as busy until its response has been fully relayed (or
+/// dropped); the connection goes back to the backend's idle set only if the body was read to its
+/// end.
+pub struct HyperBody {
     body: Incoming,
     ended: bool,
     lease: Option<Lease>,
     in_flight: InFlight,
 }
 
-impl UpstreamBody {
-    pub fn new(body: Incoming, lease: Lease, in_flight: InFlight) -> UpstreamBody {
-        UpstreamBody {
+impl HyperBody {
+    pub fn new(body: Incoming, lease: Lease, in_flight: InFlight) -> HyperBody {
+        HyperBody {
             body,
             ended: false,
             lease: Some(lease),
@@ -44,7 +45,7 @@ impl UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
+impl Drop for HyperBody {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             // A body cut short (client gone) leaves the connection mid-message: close it.
@@ -74,7 +75,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ResponseBody::Upstream(upstream) => {
+            ResponseBody::Hyper(upstream) => {
                 let polled = Pin::new(&mut upstream.body).poll_frame(cx);
                 if let Poll::Ready(None) = polled {
                     upstream.ended = true;
@@ -88,7 +89,7 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream(upstream) => upstream.body.is_end_stream(),
+            ResponseBody::Hyper(upstream) => upstream.body.is_end_stream(),
             ResponseBody::Plain(plain) => plain.is_end_stream(),
             ResponseBody::Local(data) => data.is_none(),
         }
@@ -96,7 +97,7 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Upstream(upstream) => upstream.body.size_hint(),
+            ResponseBody::Hyper(upstream) => upstream.body.size_hint(),
             ResponseBody::Plain(plain) => plain.size_hint(),
             ResponseBody::Local(Some(data)) => SizeHint::with_exact(data.len() as u64),
             ResponseBody::Local(None) => SizeHint::with_exact(0),

@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::body::{slot_untouched, RequestBody, ResponseBody, UpstreamBody};
+use super::body::{slot_untouched, HyperBody, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
 use super::headers;
 use super::upstream::{self, SendError};
@@ -246,7 +246,8 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     Guard(Some(f))
 }
 
-/// Forwards to a backend of `pool`, retrying a failed connect on another healthy backend. For an
+/// Forwards to a backend of `pool`, retrying a failed connect on another healthy backend, and a
+/// failed exchange too when the request is idempotent and its body can be sent again. For an
 /// upgrade, the in-flight guard is handed back so the tunnel can hold it.
 async fn forward(
     pool: &Pool,
@@ -345,7 +346,7 @@ async fn forward(
                 if pool.pool_type == PoolType::P2cEwma {
                     backend.latency.observe(attempt_started.elapsed());
                 }
-                let body = PlainBody::new(plain.upstream, &plain.head, &plain.bytes, in_flight);
+                let body = PlainBody::new(plain.upstream, &plain.head, &plain.buffer, in_flight);
                 let (head, ()) = plain.response.into_parts();
                 return Forwarded {
                     response: Response::from_parts(head, ResponseBody::Plain(body)),
@@ -374,7 +375,7 @@ async fn forward(
                 headers::strip_hop_by_hop(&mut head.headers);
                 let response = Response::from_parts(
                     head,
-                    ResponseBody::Upstream(UpstreamBody::new(body, lease, in_flight)),
+                    ResponseBody::Hyper(HyperBody::new(body, lease, in_flight)),
                 );
                 return Forwarded {
                     response,

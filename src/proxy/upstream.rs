@@ -35,9 +35,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A backend's idle keep-alive connections, ready for a request.
 ///
-/// Two kinds: hyper's client connections (requests hyper serves: bodies, upgrades, HTTP/2
-/// clients) and plain sockets for the native HTTP/1.1 path (`proxy::h1`), which reads and writes
-/// the bytes itself.
+/// Two kinds: hyper's client connections (requests hyper serves that carry a body or an upgrade)
+/// and plain sockets for lb's own HTTP/1.1 code (`proxy::h1`, `send_plain`), which reads and
+/// writes the bytes itself.
 #[derive(Default)]
 pub struct IdleConnections {
     /// Allocated on first use: a file may declare thousands of backends that never see traffic.
@@ -219,17 +219,18 @@ impl From<ExchangeError> for SendError {
 }
 
 /// What [`send_plain`] brought back: the response head for hyper's client, and the socket and
-/// bytes its body continues from (see [`PlainBody::new`]).
+/// bytes its body continues from (see [`h1::backend::PlainBody::new`]).
 pub struct PlainResponse {
     pub response: Response<()>,
     pub upstream: TcpStream,
     pub head: ResponseHead,
-    pub bytes: Vec<u8>,
+    /// The response head and whatever body bytes were read behind it.
+    pub buffer: Vec<u8>,
 }
 
 /// Sends a bodiless request on a plain socket with lb's own HTTP/1.1 code (`h1::backend`)
 /// rather than hyper's client: no header map built for the backend, no task of its own per
-/// connection to hop to and back (about a third of an HTTP/2 request's cost, callgrind).
+/// connection to hop to and back (about a quarter of an HTTP/2 request's cost, callgrind).
 /// `target` is the client's path and query; the backend's `url_path` goes in front.
 pub async fn send_plain(
     backend: &Backend,
@@ -254,12 +255,12 @@ pub async fn send_plain(
         wire::push_field(&mut request, b"host", backend.authority.as_str().as_bytes());
     }
     request.extend_from_slice(b"\r\n");
-    let mut bytes = Vec::new();
+    let mut buffer = Vec::new();
     let head_request = method == Method::HEAD;
     let (upstream, head, response) = h1::backend::exchange(
         backend,
         &request,
-        &mut bytes,
+        &mut buffer,
         head_request,
         connect_timeout,
         wire::response_parts,
@@ -269,7 +270,7 @@ pub async fn send_plain(
         response: response.map_err(ExchangeError::from)?,
         upstream,
         head,
-        bytes,
+        buffer,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The backend side of lb's own HTTP/1.1 code: one request and its response head on a plain
 //! socket from the backend's idle set (or a new one), and a streamed response body for the
-//! hyper path's clients. Used by `proxy::h1` for its plain requests and by `proxy::handler` for
-//! bodiless requests hyper serves (HTTP/2 clients, mostly); knows nothing of the client side.
+//! hyper path's clients. Used by `proxy::h1` for its plain requests and, through
+//! `upstream::send_plain`, for the bodiless, non-upgrade requests hyper serves (HTTP/2 clients,
+//! mostly); knows nothing of the client side.
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ pub enum ExchangeError {
     #[error("sending the request failed")]
     Unsent(#[source] io::Error),
     /// The connection failed before any byte of a response arrived.
-    #[error("backend connection reset before responding")]
+    #[error("backend connection failed before responding")]
     Reset(#[source] io::Error),
     #[error("backend closed the connection before responding")]
     ClosedEarly,

@@ -1,11 +1,13 @@
 //! chunked: owns finding where a `Transfer-Encoding: chunked` body ends (RFC 9112 §7.1) as its
-//! bytes pass through; never changes, copies or buffers a byte of it.
+//! bytes pass through; never changes or buffers a byte of it (`Chunked::scan_with` hands a
+//! decoder the data's ranges).
 //!
 //! The scanner keeps only counters, so it allocates nothing, and it skips chunk data by
 //! subtracting lengths, so its cost grows with the number of chunks, not of data bytes. Like
 //! httparse and hyper, it takes a bare LF wherever the RFC asks for CRLF, and whitespace between
 //! the chunk size and `;` or the line end. Chunk extensions and trailer fields are skipped
-//! unread: they reach the client unchanged, and judging them is the client's business.
+//! unread: relayed as is (`proxy::h1`) they reach the client unchanged, and judging them is the
+//! client's business; decoded (`h1::backend::PlainBody`) they are dropped.
 
 use std::fmt;
 
@@ -109,8 +111,8 @@ impl Chunked {
         }
     }
 
-    /// Follows the next bytes of the body. After End or an error, further calls are a bug of the
-    /// caller (may return an error).
+    /// Follows the next bytes of the body. Calls after End or an error are a caller's bug but
+    /// harmless (see the NOTE).
     ///
     /// # Errors
     ///

@@ -4,7 +4,7 @@
 //!
 //! A request head is taken only when it is plainly ordinary (see [`parse_request`]); anything
 //! else is left to hyper, so the strict cases (smuggling, odd targets, HTTP/1.0, upgrades,
-//! bodies) keep one authority.
+//! chunked or oddly framed bodies) keep one authority.
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -21,8 +21,8 @@ pub const MAX_HEADERS: usize = 100;
 /// Why a request head is not for this path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandOff {
-    /// Not HTTP/1.1, a body, an upgrade, an unusual target or header, or a head httparse refuses:
-    /// hyper decides what to do with it.
+    /// Not HTTP/1.1, a chunked or oddly framed body, an upgrade, an unusual target or header, or a
+    /// head httparse refuses: hyper decides what to do with it.
     NotPlain,
 }
 
@@ -821,7 +821,7 @@ mod tests {
             .is_none());
     }
 
-    // === review tests ===
+    // === edge cases ===
 
     #[test]
     fn odd_request_heads_are_handed_off() {
@@ -887,9 +887,8 @@ mod tests {
         assert!(parsed.is_err(), "relayed as {out:?}");
     }
 
-    /// Several `Transfer-Encoding` fields are one list; the client must get all the codings.
-    /// NOTE: not a regression (the hyper path drops every coding label); `gzip, chunked` in one
-    /// field does reach the client now, two fields do not.
+    /// Several `Transfer-Encoding` fields are one list; the client gets all of them as they were
+    /// (the hyper path drops every coding label).
     #[test]
     fn every_transfer_coding_reaches_the_client() {
         let (parsed, out) = response(
@@ -901,8 +900,8 @@ mod tests {
         assert!(out.contains("gzip"), "{out:?}");
     }
 
-    /// A Content-Length list or repeated field the backend sent is relayed as one field (the hyper
-    /// path folds repeats into one; a canonical `content-length: N` would be better still).
+    /// A Content-Length list or repeated field the backend sent is relayed as one canonical
+    /// `content-length: N`.
     #[test]
     fn a_content_length_list_is_normalised() {
         let (parsed, out) = response(
