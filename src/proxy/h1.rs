@@ -33,10 +33,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use self::backend::{ExchangeError, BODY_READ};
+use self::backend::BODY_READ;
 use self::chunked::{Chunked, Scan};
 use self::wire::{Framing, RequestHead, ResponseHead};
-use super::handler::{is_idempotent, is_timeout, Proxy};
+use super::handler::{attempt_failed, is_idempotent, Failure, Proxy, Replay};
+use super::upstream::SendError;
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
 use crate::routing::Route;
@@ -281,24 +282,6 @@ impl Request<'_> {
     }
 }
 
-/// A short answer lb makes itself when no backend answered.
-struct Failure {
-    status: StatusCode,
-    text: &'static str,
-    /// The backend that failed after the request may have reached it, for its stats.
-    backend: Option<Arc<Backend>>,
-}
-
-impl Failure {
-    fn new(status: StatusCode, text: &'static str) -> Failure {
-        Failure {
-            status,
-            text,
-            backend: None,
-        }
-    }
-}
-
 impl Connection<'_> {
     /// Serves one request whose head is at the start of the input; false when the connection
     /// must close (the client left, or a response was cut short).
@@ -401,10 +384,7 @@ impl Exchange<'_> {
                 None => pool.pick(rng),
             };
             let Some(backend) = picked else {
-                break failed.map_or_else(
-                    || Failure::new(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
-                    |(_, failure)| failure,
-                );
+                break failed.map_or_else(Failure::no_backend, |(_, failure)| failure);
             };
             let backend = Arc::clone(backend);
             scratch.request.clear();
@@ -460,36 +440,16 @@ impl Exchange<'_> {
                         Relayed::Broken => false,
                     };
                 }
-                Ok(Err(error)) => error,
-                Err(_elapsed) => {
-                    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
-                    break Failure {
-                        backend: Some(backend),
-                        ..Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
-                    };
-                }
+                Ok(Err(error)) => SendError::from(error),
+                Err(_elapsed) => break Failure::timed_out(pool, backend),
             };
-            let (retry, failure) = match error {
-                ExchangeError::Connect { .. } => {
-                    super::handler::eject(pool, &backend, &error, &self.proxy.metrics);
-                    let failure = if is_timeout(&error) {
-                        Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
-                    } else {
-                        Failure::new(StatusCode::BAD_GATEWAY, "backend unavailable\n")
-                    };
-                    (true, failure)
-                }
-                error => {
-                    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
-                    let failure = Failure {
-                        backend: Some(Arc::clone(&backend)),
-                        ..Failure::new(StatusCode::BAD_GATEWAY, "backend failed\n")
-                    };
-                    // The request may have reached the backend: only an idempotent one goes
-                    // again.
-                    (is_idempotent(request.method), failure)
-                }
+            // The body was read whole: it can always be sent again.
+            let replay = Replay {
+                unsent: true,
+                sent: is_idempotent(request.method),
             };
+            let metrics = &self.proxy.metrics;
+            let (retry, failure) = attempt_failed(pool, &backend, &error, replay, metrics);
             if !(retry && attempt < pool.retries) {
                 break failure;
             }

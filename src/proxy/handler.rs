@@ -188,12 +188,92 @@ struct Forwarded {
 
 impl Forwarded {
     fn local(status: StatusCode, text: &'static str) -> Forwarded {
+        Failure::new(status, text).into()
+    }
+}
+
+impl From<Failure> for Forwarded {
+    fn from(failure: Failure) -> Forwarded {
         Forwarded {
-            response: local(status, text),
-            backend: None,
+            response: local(failure.status, failure.text),
+            backend: failure.backend,
             tunnel: None,
         }
     }
+}
+
+/// A short answer lb gives when no backend answered; the same on both paths.
+pub(super) struct Failure {
+    pub status: StatusCode,
+    pub text: &'static str,
+    /// The backend that failed after the request may have reached it, for its stats.
+    pub backend: Option<Arc<Backend>>,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, text: &'static str) -> Failure {
+        Failure {
+            status,
+            text,
+            backend: None,
+        }
+    }
+
+    /// No backend of the pool is in rotation.
+    pub fn no_backend() -> Failure {
+        Failure::new(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n")
+    }
+
+    /// `request_timeout` passed before the response head; never retried.
+    pub fn timed_out(pool: &Pool, backend: Arc<Backend>) -> Failure {
+        tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
+        Failure {
+            backend: Some(backend),
+            ..Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+        }
+    }
+}
+
+/// Whether a failed attempt may go again on another backend, by what the backend may have seen.
+#[derive(Clone, Copy)]
+pub(super) struct Replay {
+    /// The request was not sent (a failed connect): its body, if any, can still be sent.
+    pub unsent: bool,
+    /// The request may have reached the backend, which then failed before answering (reset,
+    /// closed: typically a restart). Like nginx's `proxy_next_upstream`, only an idempotent
+    /// request whose body can be sent again goes again.
+    pub sent: bool,
+}
+
+/// What a failed attempt comes to, on both paths: a refused or timed-out connect takes the
+/// backend out of rotation (passive health; the active checker brings it back) and may be
+/// retried per `replay.unsent`; any other failure is logged and may be retried per `replay.sent`.
+/// Returns whether to retry (within the pool's `retries`) and the answer if not.
+pub(super) fn attempt_failed(
+    pool: &Pool,
+    backend: &Arc<Backend>,
+    error: &SendError,
+    replay: Replay,
+    metrics: &Global,
+) -> (bool, Failure) {
+    if let SendError::Connect { .. } = error {
+        if backend.set_healthy(false) {
+            metrics.ejections.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "connect failed; backend out of rotation");
+        }
+        let failure = if is_timeout(error) {
+            Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
+        } else {
+            Failure::new(StatusCode::BAD_GATEWAY, "backend unavailable\n")
+        };
+        return (replay.unsent, failure);
+    }
+    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "backend request failed");
+    let failure = Failure {
+        backend: Some(Arc::clone(backend)),
+        ..Failure::new(StatusCode::BAD_GATEWAY, "backend failed\n")
+    };
+    (replay.sent, failure)
 }
 
 /// The protocol a client asks to switch to (`Upgrade: websocket` with `Connection: upgrade`).
@@ -281,17 +361,16 @@ async fn forward(
     let mut attempt = 0;
     // The last failed attempt: its backend is avoided by the retry, and its answer is given
     // when no backend is left to retry on.
-    let mut failed: Option<(Arc<Backend>, Forwarded)> = None;
+    let mut failed: Option<(Arc<Backend>, Failure)> = None;
     loop {
         let picked = match &failed {
             Some((last, _)) => pool.pick_other(&mut rng, last),
             None => pool.pick(&mut rng),
         };
         let Some(backend) = picked else {
-            return failed.map_or_else(
-                || Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend\n"),
-                |(_, failure)| failure,
-            );
+            return failed
+                .map_or_else(Failure::no_backend, |(_, failure)| failure)
+                .into();
         };
         let backend = Arc::clone(backend);
         // Counted from when the request is on its way (not for a target refused below).
@@ -383,64 +462,22 @@ async fn forward(
                     tunnel: None,
                 };
             }
-            Ok(Err(error @ SendError::Connect { .. })) => {
-                eject(pool, &backend, &error, metrics);
-                let failure = if is_timeout(&error) {
-                    Forwarded::local(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
-                } else {
-                    Forwarded::local(StatusCode::BAD_GATEWAY, "backend unavailable\n")
-                };
-                let replayable = slot.as_ref().is_none_or(slot_untouched);
-                if attempt < pool.retries && replayable {
-                    attempt += 1;
-                    metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    failed = Some((backend, failure));
-                    continue;
-                }
-                return failure;
-            }
             Ok(Err(error)) => {
-                tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(&error), "backend request failed");
-                let failure = Forwarded {
-                    backend: Some(Arc::clone(&backend)),
-                    ..Forwarded::local(StatusCode::BAD_GATEWAY, "backend failed\n")
+                let body_replayable = slot.as_ref().is_none_or(slot_untouched);
+                let replay = Replay {
+                    unsent: body_replayable,
+                    sent: body_replayable && upgrade.is_none() && is_idempotent(&parts.method),
                 };
-                // The request may have reached the backend, which then failed before answering
-                // (reset, closed: typically a restart). Like nginx's proxy_next_upstream, only an
-                // idempotent request whose body can be sent again is retried elsewhere.
-                let replayable = upgrade.is_none()
-                    && is_idempotent(&parts.method)
-                    && slot.as_ref().is_none_or(slot_untouched);
-                if attempt < pool.retries && replayable {
-                    attempt += 1;
-                    metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    failed = Some((backend, failure));
-                    continue;
+                let (retry, failure) = attempt_failed(pool, &backend, &error, replay, metrics);
+                if !(retry && attempt < pool.retries) {
+                    return failure.into();
                 }
-                return failure;
+                attempt += 1;
+                metrics.retries.fetch_add(1, Ordering::Relaxed);
+                failed = Some((backend, failure));
             }
-            Err(_elapsed) => {
-                tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
-                return Forwarded {
-                    backend: Some(backend),
-                    ..Forwarded::local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
-                };
-            }
+            Err(_elapsed) => return Failure::timed_out(pool, backend).into(),
         }
-    }
-}
-
-/// Passive health: a refused connect takes the backend out of rotation at once; the active
-/// checker brings it back.
-pub(super) fn eject(
-    pool: &Pool,
-    backend: &Backend,
-    error: &(dyn std::error::Error + 'static),
-    metrics: &Global,
-) {
-    if backend.set_healthy(false) {
-        metrics.ejections.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "connect failed; backend out of rotation");
     }
 }
 
@@ -461,7 +498,7 @@ pub(super) fn is_idempotent(method: &http::Method) -> bool {
 }
 
 /// True when an error (or one of its sources) is an I/O timeout, such as `connect_timeout`.
-pub(super) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
