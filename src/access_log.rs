@@ -276,6 +276,21 @@ mod tests {
     }
 
     #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "192.0.2.7",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let mut out = String::new();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(out, ip);
+        }
+    }
+
+    #[test]
     fn text_lines_keep_the_process_log_shape() {
         let mut buf = String::new();
         line("/a b", Some("/"), 460).format(&mut buf, false, at(1_796_016_022, 459_814));

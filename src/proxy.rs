@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use conn::{Activity, ClientIo, IdleClock, Tracked, WatchdogTimer};
+use conn::{ClientIo, IdleClock, Tracked, WatchdogTimer};
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ pub async fn serve(
             let mut stream = stream;
             let served = h1::serve(&mut stream, client, &proxy, &settings, &drain).await;
             if let Some(read) = served {
-                let io = ClientIo::new(stream, read, Arc::new(Activity::default()), permit);
+                let io = ClientIo::new(stream, read, permit);
                 serve_with_hyper(io, client, proxy, &builder, &settings, drain).await;
             }
         });

@@ -163,16 +163,12 @@ pub struct ClientIo {
 }
 
 impl ClientIo {
-    pub fn new(
-        stream: TcpStream,
-        prefix: Vec<u8>,
-        activity: Arc<Activity>,
-        permit: OwnedSemaphorePermit,
-    ) -> ClientIo {
+    /// `prefix`: what was read before hyper took over, served first.
+    pub fn new(stream: TcpStream, prefix: Vec<u8>, permit: OwnedSemaphorePermit) -> ClientIo {
         ClientIo {
             stream,
             prefix: Bytes::from(prefix),
-            activity,
+            activity: Arc::default(),
             framing: Some(Framing::default()),
             _permit: permit,
         }

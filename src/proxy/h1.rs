@@ -60,8 +60,8 @@ pub(super) async fn serve(
     drain: &CancellationToken,
 ) -> Option<Vec<u8>> {
     // The client's address as `X-Forwarded-For` gets it, written once per connection.
-    let mut client_ip = Vec::with_capacity(16);
-    wire::push_ip(&mut client_ip, client.ip());
+    let mut client_ip = String::with_capacity(15);
+    crate::access_log::push_ip(&mut client_ip, client.ip());
     let mut conn = Connection {
         client,
         proxy,
@@ -89,7 +89,11 @@ pub(super) async fn serve(
     loop {
         let head = loop {
             if may_be_whole {
-                match wire::parse_request(&conn.input, &client_ip, &mut conn.scratch.headers) {
+                match wire::parse_request(
+                    &conn.input,
+                    client_ip.as_bytes(),
+                    &mut conn.scratch.headers,
+                ) {
                     Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => break head,
                     Ok(None) => {}
                     // Too large (hyper answers 431), or not plain.

@@ -83,7 +83,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn next_connection_named(headers: &HeaderMap) -> Option<String> {
     connection_tokens(headers)
         .find(|name| {
-            !is_hop_by_hop_token(name)
+            !is_hop_by_hop_name(name.as_bytes())
                 // A `&str` key is looked up without allocating; an invalid name finds nothing.
                 && headers.contains_key(*name)
         })
@@ -98,12 +98,6 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .map(str::trim)
         .filter(|name| !name.is_empty())
-}
-
-fn is_hop_by_hop_token(name: &str) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| h.as_str().eq_ignore_ascii_case(name))
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -143,7 +137,7 @@ pub fn each_upstream_header(
     mut emit: impl FnMut(&HeaderName, &HeaderValue),
 ) {
     let connection_names_others =
-        connection_tokens(client_headers).any(|name| !is_hop_by_hop_token(name));
+        connection_tokens(client_headers).any(|name| !is_hop_by_hop_name(name.as_bytes()));
     let mut sent_host = false;
     for (name, value) in client_headers {
         let dropped = hop_by_hop_index(name.as_str()).is_some()

@@ -6,7 +6,6 @@
 //! else is left to hyper, so the strict cases (smuggling, odd targets, HTTP/1.0, upgrades,
 //! chunked or oddly framed bodies) keep one authority.
 
-use std::net::IpAddr;
 use std::ops::Range;
 use std::time::SystemTime;
 
@@ -529,26 +528,6 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// An address as `Display` writes it; IPv4 (the common case) without `core::fmt`.
-pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(digits.format(octet).as_bytes());
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::io::Write as _;
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
 /// A decimal length with no sign or space, as RFC 9110 §8.6 writes it.
 fn parse_length(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
@@ -660,21 +639,6 @@ mod tests {
             .0
             .unwrap()
             .is_none());
-    }
-
-    #[test]
-    fn addresses_are_written_as_display_writes_them() {
-        for ip in [
-            "192.0.2.7",
-            "0.0.0.0",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let mut out = Vec::new();
-            push_ip(&mut out, ip.parse().unwrap());
-            assert_eq!(out, ip.as_bytes());
-        }
     }
 
     #[test]
