@@ -12,29 +12,33 @@ pub mod tls;
 pub use service::ControlService;
 pub use tls::{ServerTls, TlsError};
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::apply::Applier;
 use proto::load_balancer_server::LoadBalancerServer;
 
-/// Serves the control API on `listener` until `shutdown` resolves. With a token, every RPC must
-/// carry `authorization: Bearer <token>`; with TLS, connections are TLS (ALPN `h2`) and, when
-/// it is mutual, each client must present a certificate signed by the configured CA.
+/// Serves the control API on `listener` until `shutdown` is cancelled, then stops accepting,
+/// ends open health watches with `UNAVAILABLE` and lets RPCs in flight finish (the caller bounds
+/// how long). With a token, every RPC must carry `authorization: Bearer <token>`; with TLS,
+/// connections are TLS (ALPN `h2`) and, when it is mutual, each client must present a
+/// certificate signed by the configured CA.
 pub async fn serve(
     listener: TcpListener,
     applier: Arc<Applier>,
     token: Option<Token>,
     tls: Option<ServerTls>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let service =
-        LoadBalancerServer::with_interceptor(ControlService::new(applier), Auth { token });
+    let service = LoadBalancerServer::with_interceptor(
+        ControlService::new(applier, shutdown.clone()),
+        Auth { token },
+    );
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls.config())?;
@@ -48,7 +52,7 @@ pub async fn serve(
     });
     server
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }
 

@@ -46,6 +46,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, Startup};
 use crate::proxy::{Proxy, ServerSettings};
@@ -177,59 +178,75 @@ impl Lb {
         &self.applier
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// Serves until `shutdown` resolves, then drains for at most `drain_timeout`: the listeners
+    /// stop accepting, health watches end with `UNAVAILABLE`, requests and RPCs in flight may
+    /// finish, and whatever is still open at the deadline (a stalled response, an idle upgrade
+    /// tunnel, a slow RPC) is dropped, so `run` always returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let watcher = watch::start(Arc::clone(&self.applier))?;
         let watcher = tokio::spawn(watcher);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let control = tokio::spawn(control::serve(
+        // Cancelled once: every listener stops on it.
+        let stopping = CancellationToken::new();
+        let mut control = tokio::spawn(control::serve(
             self.grpc,
             Arc::clone(&self.applier),
             self.token,
             self.tls,
-            stopped(stop_rx.clone()),
+            stopping.clone(),
         ));
         if let Some(listener) = self.admin {
             let admin = Arc::new(admin::Admin {
                 applier: Arc::clone(&self.applier),
                 global: Arc::clone(self.applier.metrics()),
             });
-            tokio::spawn(admin::serve(listener, admin, stopped(stop_rx.clone())));
+            tokio::spawn(admin::serve(
+                listener,
+                admin,
+                stopping.clone().cancelled_owned(),
+            ));
         }
         let proxy = Arc::new(Proxy::new(
             Arc::clone(self.applier.topology()),
             Arc::clone(self.applier.metrics()),
             self.access_log,
         ));
+        let drain_timeout = self.startup.server.drain_timeout;
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,
             idle_timeout: self.startup.server.idle_timeout,
-            drain_timeout: self.startup.server.drain_timeout,
+            drain_timeout,
             max_connections: self.startup.server.max_connections,
         };
-        let data_plane = proxy::serve(self.http, proxy, settings, stopped(stop_rx));
+        let data_plane = proxy::serve(
+            self.http,
+            proxy,
+            settings,
+            stopping.clone().cancelled_owned(),
+        );
         tokio::pin!(data_plane);
-        tokio::select! {
-            () = shutdown => {
-                let _ = stop_tx.send(true);
-                data_plane.await;
-            }
-            // The data plane only returns on its own if the listener failed for good.
-            () = &mut data_plane => {}
+        // The data plane only returns on its own if the listener failed for good.
+        let data_plane_ended = tokio::select! {
+            () = shutdown => false,
+            () = &mut data_plane => true,
+        };
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        stopping.cancel();
+        if !data_plane_ended {
+            // Bounded by `drain_timeout` inside.
+            data_plane.await;
         }
-        let _ = stop_tx.send(true);
         watcher.abort();
-        if let Ok(Err(error)) = control.await {
-            tracing::warn!(%error, "control API stopped with an error");
+        match tokio::time::timeout_at(deadline, &mut control).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "control API stopped with an error"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(timeout = ?drain_timeout, "control RPCs still open at the drain deadline; closing them");
+                control.abort();
+            }
         }
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Resolves once `stop` becomes true (or its sender is gone).
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {

@@ -47,7 +47,8 @@ pub struct ServerSettings {
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Accepts and serves until `shutdown` resolves, then lets open connections finish their
-/// in-flight requests for at most `drain_timeout`.
+/// in-flight requests for at most `drain_timeout`; connections still open at that deadline are
+/// dropped (closed), not waited on.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -73,6 +74,8 @@ pub async fn serve(
     // Connection tasks, so the drain can wait for them; `drain` asks each to finish gracefully.
     let connections = TaskTracker::new();
     let drain = CancellationToken::new();
+    // Cancelled at the drain deadline: each connection task then drops its connection.
+    let cut = CancellationToken::new();
     // Bounds open client connections: a permit is taken before accept, as mini-redis does, and
     // travels with the socket (into an upgrade tunnel too).
     let permits = Arc::new(Semaphore::new(settings.max_connections));
@@ -103,12 +106,19 @@ pub async fn serve(
         let builder = Arc::clone(&builder);
         let settings = Arc::clone(&settings);
         let drain = drain.clone();
+        let cut = cut.clone();
         connections.spawn(async move {
-            let mut stream = stream;
-            let served = h1::serve(&mut stream, client, &proxy, &settings, &drain).await;
-            if let Some(read) = served {
-                let io = ClientIo::new(stream, read, permit);
-                serve_with_hyper(io, client, proxy, &builder, &settings, drain).await;
+            let connection = async {
+                let mut stream = stream;
+                let served = h1::serve(&mut stream, client, &proxy, &settings, &drain).await;
+                if let Some(read) = served {
+                    let io = ClientIo::new(stream, read, permit);
+                    serve_with_hyper(io, client, proxy, &builder, &settings, drain).await;
+                }
+            };
+            tokio::select! {
+                () = connection => {}
+                () = cut.cancelled() => {}
             }
         });
     }
@@ -131,6 +141,9 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout passed; closing remaining connections");
+        // NOTE: upgrade tunnels are tasks of `Proxy` (handler), outside this loop's reach; they
+        // end with the runtime that `lb`'s main shuts down right after `Lb::run` returns.
+        cut.cancel();
     }
 }
 

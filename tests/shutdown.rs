@@ -1,8 +1,9 @@
 //! SIGTERM: stop accepting, let in-flight requests and open upgrade tunnels finish within
-//! `drain_timeout`, exit 0.
+//! `drain_timeout`, end health watches, close what is still open at the deadline, exit 0.
 
 mod support;
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -49,7 +50,8 @@ async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// A raw backend: `/healthz` answers `ok`; anything else gets 101 and an echo.
+/// A raw backend: `/healthz` answers `ok`; `/stall` gets a head and part of its body, then
+/// silence with the connection held open; anything else gets 101 and an echo.
 async fn upgrade_backend() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -60,6 +62,14 @@ async fn upgrade_backend() -> std::net::SocketAddr {
             };
             tokio::spawn(async move {
                 let head = read_head(&mut stream).await;
+                if head.starts_with("GET /stall ") {
+                    let partial = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial";
+                    if stream.write_all(partial).await.is_ok() {
+                        // Holds the connection until lb closes it.
+                        let _ = stream.read_to_end(&mut Vec::new()).await;
+                    }
+                    return;
+                }
                 let answer: &[u8] = if head.starts_with("GET /healthz ") {
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
                 } else {
@@ -151,4 +161,64 @@ async fn a_tunnel_left_open_is_cut_at_drain_timeout() {
     let _ = timeout(WAIT, tunnel.read_to_end(&mut rest))
         .await
         .expect("tunnel closed");
+}
+
+/// `lbctl watch` (the real binary) against `lb`, its stdout and stderr piped.
+fn spawn_watch(lb: &Lb) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg(format!("--lb={}", lb.grpc.expect("grpc listener")))
+        .arg("watch")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn lbctl watch")
+}
+
+#[tokio::test]
+async fn sigterm_ends_lb_within_drain_timeout_whatever_is_open() {
+    let backend = upgrade_backend().await;
+    let mut lb = started(backend, "1s").await;
+    let watch = spawn_watch(&lb);
+    lb.log_eventually("health watch opened", WAIT).await;
+    // A proxied request whose backend sent a head and then went silent.
+    let mut stalled = TcpStream::connect(lb.http).await.unwrap();
+    stalled
+        .write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stalled).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut tunnel = open_tunnel(&lb).await;
+    ping(&mut tunnel, b"hello").await;
+
+    let term = Instant::now();
+    lb.send_term();
+    let status = lb
+        .exit_within(Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "lb still running 2 s after SIGTERM with drain_timeout 1s; log:\n{}",
+                lb.logs().join("\n")
+            )
+        });
+    assert_eq!(status.code(), Some(0));
+    let took = term.elapsed();
+    assert!(took >= Duration::from_millis(900), "took {took:?}");
+
+    // The watch ends with a word from lb, not a transport error.
+    let watched = timeout(WAIT, watch.wait_with_output())
+        .await
+        .expect("lbctl watch ended")
+        .expect("lbctl watch output");
+    let stderr = String::from_utf8_lossy(&watched.stderr);
+    assert!(stderr.contains("lb is shutting down"), "{stderr}");
+    // The stalled response and the tunnel are closed, not left hanging.
+    for (what, stream) in [("stalled response", &mut stalled), ("tunnel", &mut tunnel)] {
+        let mut rest = Vec::new();
+        let read = timeout(WAIT, stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "{what} still open after lb exited");
+    }
 }

@@ -144,7 +144,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args, access_log)) {
+    let served = runtime.block_on(serve(args, access_log));
+    // `Lb::run` returns by the drain deadline; what it left (an upgrade tunnel, a control
+    // connection) is dropped here, and a blocking task (a file write) gets a moment to finish
+    // rather than holding the process up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("lb: {error}");

@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
@@ -21,12 +22,24 @@ use crate::topology::{Backend, Pool};
 /// The control API over one [`Applier`].
 pub struct ControlService {
     applier: Arc<Applier>,
+    /// Cancelled when lb begins to shut down: open health watches end with `UNAVAILABLE`, so the
+    /// control server's graceful stop never waits on a client that would watch forever.
+    shutting_down: CancellationToken,
 }
 
 impl ControlService {
-    pub fn new(applier: Arc<Applier>) -> ControlService {
-        ControlService { applier }
+    pub fn new(applier: Arc<Applier>, shutting_down: CancellationToken) -> ControlService {
+        ControlService {
+            applier,
+            shutting_down,
+        }
     }
+}
+
+/// The last item of every health watch once shutdown begins; tonic ends a server stream with
+/// the first error it yields.
+fn shutting_down() -> Status {
+    Status::unavailable("lb is shutting down")
 }
 
 /// Every error the control API returns goes through here, so codes are decided in one place.
@@ -402,8 +415,12 @@ impl LoadBalancer for ControlService {
         request: Request<proto::WatchHealthReq>,
     ) -> Result<Response<HealthStream>, Status> {
         let only = request.into_inner().pattern;
+        if self.shutting_down.is_cancelled() {
+            return Err(shutting_down());
+        }
+        tracing::debug!(pattern = %only, "health watch opened");
         let events = tokio_stream::wrappers::BroadcastStream::new(self.applier.subscribe());
-        let stream = tokio_stream::StreamExt::filter_map(events, move |event| {
+        let stream = StreamExt::filter_map(events, move |event| {
             // A lagging subscriber skips what it missed rather than ending the stream.
             let event = event.ok()?;
             if !only.is_empty() && *event.pattern != *only {
@@ -425,6 +442,14 @@ impl LoadBalancer for ControlService {
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             }))
         });
-        Ok(Response::new(Box::pin(stream)))
+        // Pending until shutdown begins, then the stream's last item.
+        let farewell = StreamExt::then(
+            tokio_stream::once(self.shutting_down.clone()),
+            |shutdown| async move {
+                shutdown.cancelled().await;
+                Err(shutting_down())
+            },
+        );
+        Ok(Response::new(Box::pin(StreamExt::merge(stream, farewell))))
     }
 }
