@@ -3,11 +3,13 @@
 //! topology itself.
 //!
 //! - `service`: the RPCs.
+//! - `tooling`: `grpc.health.v1.Health` and server reflection, for probes and grpcurl.
 //! - `tls`: the listener's (and lbctl's) PEM files and rustls settings.
 
 pub mod proto;
 mod service;
 pub mod tls;
+mod tooling;
 
 pub use service::ControlService;
 pub use tls::{ServerTls, TlsError};
@@ -19,26 +21,43 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::apply::Applier;
 use proto::load_balancer_server::LoadBalancerServer;
 
+/// Why the control server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("control API: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("control API: cannot build server reflection from the compiled-in proto: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
 /// Serves the control API on `listener` until `shutdown` is cancelled, then stops accepting,
-/// ends open health watches with `UNAVAILABLE` and lets RPCs in flight finish (the caller bounds
-/// how long). With a token, every RPC must carry `authorization: Bearer <token>`; with TLS,
-/// connections are TLS (ALPN `h2`) and, when it is mutual, each client must present a
-/// certificate signed by the configured CA.
+/// ends open health watches (`UNAVAILABLE` for `WatchHealth`, `NOT_SERVING` and a clean end for
+/// `grpc.health.v1.Health`) and lets RPCs in flight finish (the caller bounds how long).
+///
+/// Beside `rollout.lb.LoadBalancer` the listener serves `grpc.health.v1.Health` and server
+/// reflection (see `tooling`). With a token, every RPC must carry `authorization: Bearer
+/// <token>`, except health checks: Kubernetes' gRPC probe cannot send a header, and a health
+/// answer says nothing an outsider could use. With TLS, connections are TLS (ALPN `h2`) and,
+/// when it is mutual, each client must present a certificate signed by the configured CA.
 pub async fn serve(
     listener: TcpListener,
     applier: Arc<Applier>,
     token: Option<Token>,
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    let auth = Auth { token };
     let service = LoadBalancerServer::with_interceptor(
         ControlService::new(applier, shutdown.clone()),
-        Auth { token },
+        auth.clone(),
     );
+    let reflection_v1 = InterceptedService::new(tooling::reflection().build_v1()?, auth.clone());
+    let reflection_v1alpha = InterceptedService::new(tooling::reflection().build_v1alpha()?, auth);
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls.config())?;
@@ -52,8 +71,12 @@ pub async fn serve(
     });
     server
         .add_service(service)
+        .add_service(tooling::ControlHealth::server(shutdown.clone()))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
+        .await?;
+    Ok(())
 }
 
 /// A shared secret for the control API, read once at start from `[control] token_file`.
