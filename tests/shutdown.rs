@@ -222,3 +222,110 @@ async fn sigterm_ends_lb_within_drain_timeout_whatever_is_open() {
         assert!(read.is_ok(), "{what} still open after lb exited");
     }
 }
+
+/// A backend that accepts connections, says nothing, and reports each accept.
+async fn silent_backend() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            if accepted.send(stream).await.is_err() {
+                break;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn an_rpc_in_flight_at_sigterm_finishes() {
+    use lb::control::proto;
+    let backend = upgrade_backend().await;
+    let mut lb = started(backend, "5s").await;
+    let (silent, mut accepted) = silent_backend().await;
+    let mut client = support::control(&lb).await;
+    // AddBackend probes the new backend first; this one never answers, so the probe runs into
+    // its timeout (1 s) while lb shuts down.
+    let add = tokio::spawn(async move {
+        client
+            .add_backend(proto::AddBackendReq {
+                pattern: "/".into(),
+                backend: support::ip_backend(silent, ""),
+                ..Default::default()
+            })
+            .await
+    });
+    let _probe = timeout(WAIT, accepted.recv())
+        .await
+        .expect("AddBackend probed the backend")
+        .expect("a connection");
+
+    lb.send_term();
+    let answer = timeout(WAIT, add)
+        .await
+        .expect("AddBackend answered")
+        .unwrap();
+    let status = answer.expect_err("an unanswering backend is refused");
+    assert_eq!(
+        status.code(),
+        tonic::Code::FailedPrecondition,
+        "the RPC ran to its own end: {}",
+        status.message()
+    );
+    let status = lb.exit_within(WAIT).await.expect("lb exited");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `Lb::run` in this process: it returns by the drain deadline and has closed the client
+/// connections still open then (this runtime goes on, so nothing else would close them).
+#[tokio::test]
+async fn run_returns_at_the_drain_deadline_having_closed_stalled_connections() {
+    let backend = upgrade_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.toml");
+    std::fs::write(&config, self::config(backend, "1s")).unwrap();
+    let lb = lb::Lb::bind(lb::Options {
+        config,
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        grpc: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .await
+    .expect("lb binds");
+    let http = lb.http_addr();
+    let applier = std::sync::Arc::clone(lb.applier());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(lb.run(async {
+        let _ = stopped.await;
+    }));
+    eventually(WAIT, "the backend's first probe passed", || async {
+        applier
+            .topology()
+            .load()
+            .pool("/")
+            .is_some_and(|pool| pool.n_healthy() == 1)
+    })
+    .await;
+    let mut stalled = TcpStream::connect(http).await.unwrap();
+    stalled
+        .write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stalled).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let begun = Instant::now();
+    stop.send(()).unwrap();
+    timeout(Duration::from_secs(2), run)
+        .await
+        .expect("run returned within drain_timeout + 1 s")
+        .unwrap()
+        .expect("run ended cleanly");
+    assert!(begun.elapsed() >= Duration::from_millis(900));
+    let mut rest = Vec::new();
+    timeout(Duration::from_secs(1), stalled.read_to_end(&mut rest))
+        .await
+        .expect("the stalled connection is closed once run returns")
+        .ok();
+}
