@@ -29,9 +29,9 @@ use proto::load_balancer_server::LoadBalancerServer;
 /// Why the control server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("control API: {0}")]
+    #[error("{0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("control API: cannot build server reflection from the compiled-in proto: {0}")]
+    #[error("cannot build server reflection from the compiled-in proto: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 

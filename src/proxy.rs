@@ -39,6 +39,7 @@ pub struct ServerSettings {
     /// A client connection with no request in flight and no byte received for this long is
     /// closed.
     pub idle_timeout: Duration,
+    /// After shutdown begins, open connections may finish for this long; then they are closed.
     pub drain_timeout: Duration,
     pub max_connections: usize,
 }
