@@ -1,4 +1,4 @@
-//! The sample-web binary answers as SPEC.md says.
+//! The sample-web binary answers as docs/contract.md says.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
