@@ -6,10 +6,10 @@
 #
 # How it runs, and why:
 # - cargo-fuzz (libFuzzer + AddressSanitizer) needs a NIGHTLY toolchain: it passes
-#   -Zsanitizer=address and other -Z flags that stable rustc refuses. No toolchain can be
-#   downloaded on our machines, so this script uses `cargo +nightly` only when `rustup toolchain
-#   list` already shows a nightly, and installs cargo-fuzz from crates.io (`cargo install
-#   cargo-fuzz --locked`, a few minutes, once per machine) when it is missing.
+#   -Zsanitizer=address and other -Z flags that stable rustc refuses. The script never installs
+#   a toolchain: it uses `cargo +nightly` only when `rustup toolchain list` already shows a
+#   nightly, and installs cargo-fuzz from crates.io (`cargo install cargo-fuzz --locked`, a few
+#   minutes, once per machine) when it is missing.
 # - Without a nightly (or with LB_FUZZ_STABLE=1), it falls back to fuzz/tests/random.rs: the
 #   same checks (fuzz/src/lib.rs) driven by a seeded random mutator over fuzz/seeds and
 #   fuzz/dicts, on stable. No coverage feedback, so it is weaker, but it needs nothing else.

@@ -17,6 +17,7 @@ pub use tls::{ServerTls, TlsError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
@@ -117,14 +118,11 @@ impl Token {
         Ok(Token(Arc::from(token.as_bytes())))
     }
 
-    /// Compares in time independent of where the first difference is.
+    /// Compares in time independent of where the first difference is (`subtle`'s `ct_eq`,
+    /// written so the optimiser cannot turn it into an early exit). A length mismatch answers
+    /// at once: the length is not the secret.
     fn matches(&self, presented: &[u8]) -> bool {
-        presented.len() == self.0.len()
-            && presented
-                .iter()
-                .zip(self.0.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        bool::from(presented.ct_eq(&self.0))
     }
 }
 
@@ -151,6 +149,31 @@ impl tonic::service::Interceptor for Auth {
             None => Err(tonic::Status::unauthenticated(
                 "this lb requires a control token: send `authorization: Bearer <token>` (lbctl --token-file PATH or LB_TOKEN)",
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let token = Token(Arc::from(&b"s3cret-token"[..]));
+        assert!(token.matches(b"s3cret-token"));
+        for wrong in [
+            &b""[..],
+            b"s3cret-toke",
+            b"s3cret-token!",
+            b"s3cret-tokeN",
+            b"S3cret-token",
+            b"xxxxxxxxxxxx",
+        ] {
+            assert!(
+                !token.matches(wrong),
+                "{:?}",
+                String::from_utf8_lossy(wrong)
+            );
         }
     }
 }

@@ -175,6 +175,15 @@ async fn demo_serves_from_both_sample_backends() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // sample-web greets on every path and method, so any request through the demo names a node.
+    let request = http::Request::post(format!("http://{addr}/any/path?x=1"))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"body",
+        )))
+        .unwrap();
+    let (status, body) = support::send(&client, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("Hello web from node "), "{body}");
     let _ = child.kill();
     let _ = child.wait();
 }

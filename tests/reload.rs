@@ -261,7 +261,7 @@ async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
     }
 }
 
-/// SPEC: a save is picked up within one second. Measures save -> first request answered by the
+/// docs/contract.md: a save is picked up within one second. Measures save -> first request answered by the
 /// new topology over 20 saves, asserts the hard limit on every one, and prints the distribution
 /// (`cargo test --test reload reload_latency -- --nocapture`).
 #[tokio::test]

@@ -73,8 +73,8 @@ fn mutate(rng: &mut fastrand::Rng, input: &mut Vec<u8>, tokens: &[Vec<u8>], pool
             }
             17..=20 if !input.is_empty() => {
                 let i = rng.usize(0..input.len());
-                const SPECIAL: &[u8] = b" \n\t\"'#[]{}=,./:\\%$";
-                input[i] = SPECIAL[rng.usize(0..SPECIAL.len())];
+                const PUNCTUATION: &[u8] = b" \n\t\"'#[]{}=,./:\\%$";
+                input[i] = PUNCTUATION[rng.usize(0..PUNCTUATION.len())];
             }
             21..=24 if !input.is_empty() => {
                 // Duplicate a random slice somewhere else.

@@ -1,5 +1,7 @@
-//! sample-web: a tiny HTTP backend for trying lb. `GET /` answers `Hello web from node NAME`,
-//! `GET /healthz` answers `ok`; anything else is 404.
+//! sample-web: a tiny HTTP backend for trying lb. `/healthz` answers `ok`; every other path,
+//! whatever the method, answers `Hello web from node NAME`, as the original Go sample backend
+//! does (its greeting is registered on Go's `/` pattern, which matches everything), so a
+//! backend behind any pool (`/api/`, `GET example.com/{id}`) still says which node answered.
 //!
 //! It is a library as well as a binary so that `lb demo` and the tests can run it in-process.
 
@@ -9,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
@@ -38,16 +40,12 @@ pub async fn serve(listener: TcpListener, node: String) {
     }
 }
 
+/// `ok` on `/healthz`, the greeting on every other path; 200 for every method (hyper leaves the
+/// body out of a HEAD answer).
 fn answer(request: &Request<hyper::body::Incoming>, greeting: Bytes) -> Response<Full<Bytes>> {
-    let (status, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/") => (StatusCode::OK, greeting),
-        (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, Bytes::from_static(b"ok")),
-        _ => (
-            StatusCode::NOT_FOUND,
-            Bytes::from_static(b"404 page not found\n"),
-        ),
+    let body = match request.uri().path() {
+        "/healthz" => Bytes::from_static(b"ok"),
+        _ => greeting,
     };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    response
+    Response::new(Full::new(body))
 }

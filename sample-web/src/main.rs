@@ -7,7 +7,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(
     version,
-    about = "A tiny HTTP backend: GET / names the node, GET /healthz answers ok"
+    about = "A tiny HTTP backend: /healthz answers ok, every other path names the node"
 )]
 struct Args {
     /// Port to listen on (0 picks a free one).

@@ -1,42 +1,100 @@
-//! The sample-web binary answers as SPEC.md says.
+//! The sample-web binary answers as docs/contract.md says: `/healthz` answers `ok`, every other
+//! path and method the greeting naming the node.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-fn get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+/// A sample-web child on 127.0.0.1:0, killed on drop.
+struct SampleWeb {
+    child: Child,
+    addr: String,
+}
+
+impl SampleWeb {
+    /// Starts `sample-web --port 0 --node NODE` and reads its address from its first stderr line
+    /// (`sample-web: node NODE listening on IP:PORT`), printed once it is listening.
+    fn start(node: &str) -> SampleWeb {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sample-web"))
+            .args(["--port", "0", "--node", node])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sample-web");
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().expect("piped stderr"))
+            .read_line(&mut line)
+            .expect("read sample-web's first line");
+        let addr = line
+            .trim()
+            .strip_prefix(&format!("sample-web: node {node} listening on "))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        SampleWeb { child, addr }
+    }
+
+    /// One request on its own connection; the whole response as text.
+    fn request(&self, method: &str, path: &str, body: &str) -> String {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        response
+    }
+}
+
+impl Drop for SampleWeb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
-fn answers_hello_and_healthz() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sample-web"))
-        .args(["--port", "0", "--node", "n1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-    let hello = get(&addr, "/");
-    assert!(hello.starts_with("HTTP/1.1 200"), "{hello}");
-    assert!(hello.ends_with("Hello web from node n1\n"), "{hello}");
-    let health = get(&addr, "/healthz");
-    assert!(
-        health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
-        "{health}"
-    );
-    assert!(get(&addr, "/missing").starts_with("HTTP/1.1 404"));
-    let _ = child.kill();
-    let _ = child.wait();
+fn every_path_and_method_is_greeted_with_the_node_name() {
+    let web = SampleWeb::start("n1");
+    for (method, path, body) in [
+        ("GET", "/", ""),
+        ("GET", "/missing", ""),
+        ("GET", "/api/users/7?q=1", ""),
+        ("POST", "/api/", "{\"a\":1}"),
+        ("PUT", "/x", "data"),
+        ("DELETE", "/x/y", ""),
+        ("PATCH", "/", "p"),
+        ("OPTIONS", "/anything", ""),
+        ("GET", "/healthz/", ""),
+    ] {
+        let response = web.request(method, path, body);
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{method} {path}: {response}"
+        );
+        assert!(
+            response.ends_with("\r\n\r\nHello web from node n1\n"),
+            "{method} {path}: {response}"
+        );
+    }
+}
+
+#[test]
+fn healthz_answers_ok_and_head_has_no_body() {
+    let web = SampleWeb::start("n2");
+    for method in ["GET", "POST"] {
+        let health = web.request(method, "/healthz", "");
+        assert!(
+            health.starts_with("HTTP/1.1 200") && health.ends_with("\r\n\r\nok"),
+            "{method} /healthz: {health}"
+        );
+    }
+    let head = web.request("HEAD", "/api/", "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
 }

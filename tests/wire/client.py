@@ -1,4 +1,4 @@
-"""Drives every RPC of a running lb with stubs generated from rollout_lb.proto (SPEC.md's table).
+"""Drives every RPC of a running lb with stubs generated from rollout_lb.proto (docs/contract.md's wire table).
 
 Usage: client.py --lb HOST:PORT --backend IP:PORT --stubs DIR [--connect-timeout SECS]
 --backend must answer GET /healthz with `ok` ([::1]:PORT for IPv6). Uses the pools /wire/ and

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Wire compatibility: a Python client generated from SPEC.md's table (rollout_lb.proto) drives lb.
+# Wire compatibility: a Python client generated from docs/contract.md's wire table (rollout_lb.proto,
+# checked against the table by table.py) drives lb.
 #
 #   tests/wire/run.sh                                  build lb + sample-web, start both, run
 #   tests/wire/run.sh --lb HOST:PORT [--backend IP:PORT]   drive an lb that is already running
@@ -40,7 +41,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Stubs first: a broken proto fails here, before anything is started or connected to.
+# The proto says what the contract's table says; then stubs: a broken proto fails here, before
+# anything is started or connected to.
+python3 tests/wire/table.py docs/contract.md tests/wire/rollout_lb.proto
 "$venv/bin/python" -m grpc_tools.protoc -I tests/wire --python_out="$work" \
   --grpc_python_out="$work" tests/wire/rollout_lb.proto
 
