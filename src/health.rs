@@ -1,8 +1,9 @@
 //! health: owns active probing and the table of checker tasks, keyed by backend identity. It
 //! writes each [`Backend`]'s `healthy` flag; it never selects backends and never touches lb.toml.
 //!
-//! A check is `GET http://IP:PORT{url_path}`; it passes when the body, read within the check
-//! timeout, contains one of the healthy values. A backend is healthy when all its pool's checks
+//! A check is `GET http://IP:PORT{url_path}`; it passes when, within the check timeout, the
+//! status is 2xx and the body with surrounding whitespace trimmed equals one of the healthy
+//! values (the original tool's rule; see [`judge`]). A backend is healthy when all its pool's checks
 //! pass. Its first check runs as soon as it is declared, and it takes traffic only after passing.
 
 use std::collections::HashMap;
@@ -73,19 +74,54 @@ async fn probe_one(
     let (status, body) = tokio::time::timeout(CHECK_TIMEOUT, fetch)
         .await
         .map_err(|_| format!("GET {}: no answer within {CHECK_TIMEOUT:?}", check.url_path))??;
-    let body = String::from_utf8_lossy(&body);
-    if check
+    judge(check, status, &body)
+}
+
+/// The original tool's rule: a check passes when the status is 2xx and the body, with
+/// surrounding whitespace trimmed, equals one of the healthy values. A body that merely contains
+/// one (`broken` contains `ok`) is not healthy. `Err` says what was expected and what came.
+fn judge(check: &HealthCheck, status: http::StatusCode, body: &[u8]) -> Result<(), String> {
+    let trimmed = body.trim_ascii();
+    let matches = check
         .healthy_values
         .iter()
-        .any(|v| body.contains(v.as_str()))
-    {
-        Ok(())
+        .any(|value| value.as_bytes() == trimmed);
+    if status.is_success() && matches {
+        return Ok(());
+    }
+    Err(format!(
+        "GET {} answered {status} with {}; expected 2xx with a body of {}",
+        check.url_path,
+        excerpt(body),
+        one_of(&check.healthy_values)
+    ))
+}
+
+/// How much of a failing body a reason shows: enough to recognise it, bounded for logs.
+const EXCERPT_CHARS: usize = 80;
+
+/// The body as an escaped, quoted excerpt (control characters and invalid UTF-8 shown as
+/// escapes), cut at [`EXCERPT_CHARS`] with the full length noted.
+fn excerpt(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "an empty body".to_owned();
+    }
+    let text = String::from_utf8_lossy(body);
+    let shown: String = text.chars().take(EXCERPT_CHARS).collect();
+    if shown.len() < text.len() {
+        format!("{shown:?}... ({} bytes)", body.len())
     } else {
-        let shown: String = body.chars().take(60).collect();
-        Err(format!(
-            "GET {} answered {status} with {shown:?}, which contains none of {:?}",
-            check.url_path, check.healthy_values
-        ))
+        format!("{shown:?}")
+    }
+}
+
+/// `"ok" or "OK"`, `"ok", "up" or "UP"`.
+fn one_of(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "(no value)".to_owned(),
     }
 }
 
@@ -271,3 +307,6 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

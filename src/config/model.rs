@@ -230,7 +230,8 @@ pub struct PoolConfig {
     pub retries: u32,
 }
 
-/// A status check: `GET http://IP:PORT{url_path}` passes when the body contains a healthy value.
+/// A status check: `GET http://IP:PORT{url_path}` passes when the status is 2xx and the body,
+/// with surrounding whitespace trimmed, equals one of `healthy_values`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
     pub url_path: String,
