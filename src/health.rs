@@ -17,19 +17,18 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 
-use crate::config::{BackendAddr, HealthCheck};
+use crate::config::{BackendAddr, HealthCheck, HealthChecks};
 use crate::topology::{Backend, BackendKey, CheckSettings};
 
-/// How long one probe may take, connect to last body byte.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Health bodies are small; reading more than this is a misconfiguration, not health.
 const MAX_BODY: usize = 64 * 1024;
 
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
 pub fn probe_client() -> ProbeClient {
+    // No connect timeout of its own: each probe is bounded, connect included, by its pool's
+    // `check_timeout`.
     let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(CHECK_TIMEOUT));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
@@ -37,14 +36,15 @@ pub fn probe_client() -> ProbeClient {
         .build(connector)
 }
 
-/// Runs every check once against `addr`; `Err` says why the backend is sick.
+/// Runs every check once against `addr`, each within `checks.timeout`; `Err` says why the
+/// backend is sick.
 pub async fn probe(
     client: &ProbeClient,
     addr: SocketAddr,
-    checks: &[HealthCheck],
+    checks: &HealthChecks,
 ) -> Result<(), String> {
-    for check in checks {
-        probe_one(client, addr, check).await?;
+    for check in &checks.checks {
+        probe_one(client, addr, check, checks.timeout).await?;
     }
     Ok(())
 }
@@ -53,6 +53,7 @@ async fn probe_one(
     client: &ProbeClient,
     addr: SocketAddr,
     check: &HealthCheck,
+    timeout: Duration,
 ) -> Result<(), String> {
     let uri = format!("http://{addr}{}", check.url_path);
     let fetch = async {
@@ -71,9 +72,9 @@ async fn probe_one(
             .to_bytes();
         Ok::<_, String>((status, body))
     };
-    let (status, body) = tokio::time::timeout(CHECK_TIMEOUT, fetch)
+    let (status, body) = tokio::time::timeout(timeout, fetch)
         .await
-        .map_err(|_| format!("GET {}: no answer within {CHECK_TIMEOUT:?}", check.url_path))??;
+        .map_err(|_| format!("GET {}: no answer within {timeout:?}", check.url_path))??;
     judge(check, status, &body)
 }
 
@@ -275,22 +276,23 @@ async fn run(
         ticker.tick().await;
         let started = std::time::Instant::now();
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
-        let healthy = outcome.is_ok();
-        backend.checks.record(healthy, started.elapsed());
+        let passed = outcome.is_ok();
+        backend.checks.record(passed, started.elapsed());
         // Housekeeping that must happen off the request path, at the checker's pace.
         backend.connections.close_expired();
-        let was = backend.set_healthy(healthy);
+        let checks = &settings.checks;
+        let (was, healthy) = backend.record_check(passed, checks.rise, checks.fall);
         let reason = match &outcome {
-            Ok(()) if !was => {
+            Ok(()) if healthy && !was => {
                 tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy");
                 Some("passed its health check".to_owned())
             }
-            Err(reason) if was || first => {
+            Err(reason) if !healthy && (was || first) => {
                 tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick");
                 Some(reason.clone())
             }
             Err(reason) => {
-                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, "backend still sick");
+                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, healthy, "check failed");
                 None
             }
             Ok(()) => None,

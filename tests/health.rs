@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use http::StatusCode;
 use support::raw::{Wire, WAIT};
-use support::{get, Lb};
+use support::{eventually, get, Lb};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -26,7 +26,8 @@ type Mutex<T> = std::sync::Mutex<T>;
 struct CheckedBackend {
     addr: SocketAddr,
     health: Arc<Mutex<(u16, String)>>,
-    probes: Arc<Mutex<Vec<Instant>>>,
+    /// When each probe arrived, and the status it was answered with.
+    probes: Arc<Mutex<Vec<(Instant, u16)>>>,
     open: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
@@ -58,8 +59,8 @@ impl CheckedBackend {
                     let mut counted = false;
                     while let Some((head, _body)) = wire.request().await {
                         if head.starts_with("GET /healthz ") {
-                            probes.lock().unwrap().push(Instant::now());
                             let (status, body) = health.lock().unwrap().clone();
+                            probes.lock().unwrap().push((Instant::now(), status));
                             let answer = format!(
                                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                                 body.len()
@@ -98,7 +99,7 @@ impl CheckedBackend {
         *self.health.lock().unwrap() = (status, body.to_owned());
     }
 
-    fn probes(&self) -> Vec<Instant> {
+    fn probes(&self) -> Vec<(Instant, u16)> {
         self.probes.lock().unwrap().clone()
     }
 
@@ -171,4 +172,118 @@ async fn a_check_passes_on_2xx_with_a_trimmed_body_equal_to_a_healthy_value() {
         get(&client, &lb.url("/b/")).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+// === passive ejection ===
+
+/// Every backend of a pool refuses connections for a moment (a restart of all of them, a full
+/// accept queue): the failing requests get 502, but the last backend stays in rotation, so the
+/// pool serves again as soon as a backend is back, without waiting for an active check.
+#[tokio::test]
+async fn a_burst_of_refused_connects_never_empties_a_pool() {
+    let (a, b) = (
+        support::Backend::start("a").await,
+        support::Backend::start("b").await,
+    );
+    let lb = Lb::start(&pool("/", "interval = \"1h\"\n", &[a.addr, b.addr]));
+    for addr in [a.addr, b.addr] {
+        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
+            .await;
+    }
+    let (a_addr, b_addr) = (a.kill().await, b.kill().await);
+    let client = support::client();
+    for _ in 0..20 {
+        let (status, body) = get(&client, &lb.url("/")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    }
+    lb.log_eventually("connect failed; backend out of rotation", WAIT)
+        .await;
+    let ejections = lb
+        .logs()
+        .iter()
+        .filter(|l| l.contains("connect failed; backend out of rotation"))
+        .count();
+    assert_eq!(ejections, 1, "only one of the two leaves rotation");
+
+    // Whichever stayed in rotation comes back: traffic flows at once.
+    let (_a, _b) = (
+        support::Backend::start_on(a_addr, "a").await,
+        support::Backend::start_on(b_addr, "b").await,
+    );
+    let (status, body) = get(&client, &lb.url("/")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+// === rise and fall ===
+
+/// Probes answered with `status` so far.
+fn answered(backend: &CheckedBackend, status: u16) -> usize {
+    backend
+        .probes()
+        .iter()
+        .filter(|(_, s)| *s == status)
+        .count()
+}
+
+#[tokio::test]
+async fn fall_failures_in_a_row_take_a_backend_out_and_rise_passes_bring_it_back() {
+    let backend = CheckedBackend::start("b", 200, "ok").await;
+    let lb = Lb::start(&pool(
+        "/",
+        "interval = \"300ms\"\nrise = 3\nfall = 2\n",
+        &[backend.addr],
+    ));
+    let healthy = format!("backend healthy pool=/ backend={}", backend.addr);
+    lb.log_eventually(&healthy, WAIT).await;
+    let client = support::client();
+
+    backend.set_health(503, "down");
+    eventually(WAIT, "a failing probe", || async {
+        answered(&backend, 503) >= 1
+    })
+    .await;
+    // One failure is not `fall`: still in rotation (strictly so while the second failing probe
+    // has not been answered, before and after the request).
+    let (n_before, status, n_after) = (
+        answered(&backend, 503),
+        get(&client, &lb.url("/")).await.0,
+        answered(&backend, 503),
+    );
+    if n_before == 1 && n_after == 1 {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let sick = format!("backend sick pool=/ backend={}", backend.addr);
+    lb.log_eventually(&sick, WAIT).await;
+    assert!(answered(&backend, 503) >= 2, "{:?}", backend.probes());
+    assert_eq!(
+        get(&client, &lb.url("/")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let before = answered(&backend, 200);
+    backend.set_health(200, "ok");
+    eventually(WAIT, "two passing probes", || async {
+        answered(&backend, 200) >= before + 2
+    })
+    .await;
+    // Two passes are not `rise`: still out. Strictly so while the third probe has not been
+    // answered, before and after the request (then lb cannot have seen it).
+    let (n_before, status, n_after) = (
+        answered(&backend, 200),
+        get(&client, &lb.url("/")).await.0,
+        answered(&backend, 200),
+    );
+    if n_before == before + 2 && n_after == before + 2 {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    eventually(WAIT, "back in rotation", || async {
+        lb.logs().iter().filter(|l| l.contains(&healthy)).count() == 2
+    })
+    .await;
+    assert!(
+        answered(&backend, 200) >= before + 3,
+        "{:?}",
+        backend.probes()
+    );
+    assert_eq!(get(&client, &lb.url("/")).await.0, StatusCode::OK);
 }

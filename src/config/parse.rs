@@ -133,6 +133,9 @@ struct RawPool {
     pool_type: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     health_checks: Option<Spanned<Vec<Spanned<RawHealthCheck>>>>,
+    check_timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
     backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     connect_timeout: Option<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
@@ -456,7 +459,7 @@ impl Validator<'_> {
             }
         };
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL);
-        let health_checks = match raw.health_checks {
+        let checks = match raw.health_checks {
             None => vec![HealthCheck::default()],
             Some(checks) => {
                 let span = checks.span();
@@ -469,6 +472,12 @@ impl Validator<'_> {
                 }
                 checks.into_iter().map(|c| self.health_check(c)).collect()
             }
+        };
+        let health_checks = HealthChecks {
+            checks,
+            timeout: self.duration(raw.check_timeout, DEFAULT_CHECK_TIMEOUT),
+            rise: self.streak(raw.rise, "rise", "passing checks to become healthy"),
+            fall: self.streak(raw.fall, "fall", "failing checks to become sick"),
         };
         let backends = self.backends(
             &pattern,
@@ -538,6 +547,24 @@ impl Validator<'_> {
             }
         }
         backends
+    }
+
+    /// `rise` or `fall`: a count of consecutive check results, 1 (the default) or more.
+    fn streak(&mut self, raw: Option<Spanned<i64>>, key: &str, meaning: &str) -> u32 {
+        let Some(raw) = raw else { return 1 };
+        match u32::try_from(*raw.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                self.error(
+                    raw.span(),
+                    format!(
+                        "{key} = {} is out of range: it counts consecutive {meaning}, 1 or more (1 acts on a single check)",
+                        raw.get_ref()
+                    ),
+                );
+                1
+            }
+        }
     }
 
     fn health_check(&mut self, raw: Spanned<RawHealthCheck>) -> HealthCheck {
