@@ -203,8 +203,9 @@ impl Checkers {
         client: &ProbeClient,
     ) {
         let mut running = self.pools.remove(&**pattern).unwrap_or_default();
-        let mut next = HashMap::with_capacity(wanted.len());
-        for (addr, backend, settings) in wanted {
+        let n_wanted = wanted.len();
+        let mut next = HashMap::with_capacity(n_wanted);
+        for (rank, (addr, backend, settings)) in wanted.into_iter().enumerate() {
             let checker = match running.remove(&addr) {
                 Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
                 _ => Checker {
@@ -213,10 +214,12 @@ impl Checkers {
                             pattern: Arc::clone(pattern),
                             backend: addr.clone(),
                         };
+                        let phase = phase(rank, n_wanted, settings.interval);
                         tokio::spawn(run(
                             key,
                             Arc::clone(&backend),
                             settings,
+                            phase,
                             client.clone(),
                             self.events.clone(),
                         ))
@@ -261,19 +264,39 @@ impl Checkers {
     }
 }
 
-/// Checks one backend at once and then every `interval`, logging each transition.
+/// Where in the interval the checker of a pool's `rank`-th of `n_backends` backends probes:
+/// spread evenly, so a pool's probes arrive one after another rather than all at the same
+/// instant (HAProxy staggers its first checks by server position the same way).
+fn phase(rank: usize, n_backends: usize, interval: Duration) -> Duration {
+    if n_backends == 0 {
+        return Duration::ZERO;
+    }
+    let nanos = interval.as_nanos() * (rank % n_backends) as u128 / n_backends as u128;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Checks one backend every `interval` at `phase` into it, logging each transition. A backend
+/// no probe has judged yet is also probed at once, so it takes traffic as soon as it passes.
 async fn run(
     key: BackendKey,
     backend: Arc<Backend>,
     settings: Arc<CheckSettings>,
+    phase: Duration,
     client: ProbeClient,
     events: Events,
 ) {
-    let mut ticker = tokio::time::interval(settings.interval);
+    let start = tokio::time::Instant::now();
+    // An interval of centuries has no instant to add up to: then the phase is skipped.
+    let first_tick = start.checked_add(phase).unwrap_or(start);
+    let mut ticker = tokio::time::interval_at(first_tick, settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    // The immediate probe of a new backend, unless its phase is zero and the ticker gives it.
+    let mut now = !backend.is_checked() && !phase.is_zero();
     loop {
-        ticker.tick().await;
+        if !std::mem::take(&mut now) {
+            ticker.tick().await;
+        }
         let started = std::time::Instant::now();
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
         let passed = outcome.is_ok();

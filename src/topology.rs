@@ -206,6 +206,11 @@ impl Backend {
         was
     }
 
+    /// Whether a probe has judged this backend yet (see `checked`).
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
+    }
+
     /// Records one active check: `fall` failures in a row make a healthy backend sick, `rise`
     /// passes in a row make a sick (or ejected) one healthy; the first check of a backend never
     /// probed decides at once. Returns [`Backend::is_healthy`] before and after.

@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use support::raw::{Wire, WAIT};
@@ -286,4 +286,43 @@ async fn fall_failures_in_a_row_take_a_backend_out_and_rise_passes_bring_it_back
         backend.probes()
     );
     assert_eq!(get(&client, &lb.url("/")).await.0, StatusCode::OK);
+}
+
+// === jitter ===
+
+/// The checkers of a pool probe each new backend at once, then each on its own phase of the
+/// interval: a pool of 4 with a 2 s interval is probed every half second, not 4 at a time.
+#[tokio::test]
+async fn the_checkers_of_a_pool_are_spread_over_the_interval() {
+    let mut backends = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        backends.push(CheckedBackend::start(name, 200, "ok").await);
+    }
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let started = Instant::now();
+    let _lb = Lb::start(&pool("/", "interval = \"2s\"\n", &addrs));
+    eventually(
+        Duration::from_secs(6),
+        "two probes of each backend",
+        || async { backends.iter().all(|b| b.probes().len() >= 2) },
+    )
+    .await;
+    let first: Vec<Instant> = backends.iter().map(|b| b.probes()[0].0).collect();
+    for at in &first {
+        assert!(
+            at.duration_since(started) < Duration::from_secs(2),
+            "a new backend is probed as soon as it is declared"
+        );
+    }
+    let second: Vec<Instant> = backends.iter().map(|b| b.probes()[1].0).collect();
+    let (earliest, latest) = (second.iter().min().unwrap(), second.iter().max().unwrap());
+    let span = latest.duration_since(*earliest);
+    assert!(
+        span >= Duration::from_millis(500),
+        "the second probes came within {span:?} of each other: {:?}",
+        second
+            .iter()
+            .map(|at| at.duration_since(started))
+            .collect::<Vec<_>>()
+    );
 }

@@ -79,3 +79,17 @@ fn the_body_in_a_reason_is_escaped_and_bounded() {
     assert!(reason.len() < 300, "{} bytes: {reason}", reason.len());
     assert!(!reason.contains('\n') && !reason.contains('\x1b'));
 }
+
+#[test]
+fn the_phases_of_a_pool_spread_evenly_over_the_interval() {
+    let interval = Duration::from_secs(2);
+    let phases: Vec<Duration> = (0..4).map(|rank| phase(rank, 4, interval)).collect();
+    assert_eq!(
+        phases,
+        [0, 500, 1000, 1500].map(Duration::from_millis).to_vec()
+    );
+    assert_eq!(phase(0, 1, interval), Duration::ZERO);
+    assert_eq!(phase(3, 0, interval), Duration::ZERO);
+    // Always inside the interval, even for a huge one.
+    assert!(phase(9_999, 10_000, Duration::MAX) < Duration::MAX);
+}
