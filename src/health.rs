@@ -1,10 +1,14 @@
 //! health: owns active probing and the table of checker tasks, keyed by backend identity. It
-//! writes each [`Backend`]'s `healthy` flag; it never selects backends and never touches lb.toml.
+//! feeds each [`Backend`] its probe results and closes its expired idle connections; it never
+//! selects backends and never touches lb.toml.
 //!
-//! A check is `GET http://IP:PORT{url_path}`; it passes when, within the check timeout, the
-//! status is 2xx and the body with surrounding whitespace trimmed equals one of the healthy
-//! values (the original tool's rule; see [`judge`]). A backend is healthy when all its pool's checks
-//! pass. Its first check runs as soon as it is declared, and it takes traffic only after passing.
+//! A check is `GET http://IP:PORT{url_path}`; it passes when, within the pool's `check_timeout`,
+//! the status is 2xx and the body with surrounding whitespace trimmed equals one of the healthy
+//! values (the original tool's rule; see `judge`). A probe passes when all its pool's checks
+//! pass; `rise` and `fall` consecutive probes change a backend's state
+//! ([`Backend::record_check`]). A new backend is probed as soon as it is declared and takes
+//! traffic only after passing; then each checker probes at its own phase of the interval, so a
+//! pool's probes are spread over it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -206,9 +210,12 @@ impl Checkers {
         let n_wanted = wanted.len();
         let mut next = HashMap::with_capacity(n_wanted);
         for (rank, (addr, backend, settings)) in wanted.into_iter().enumerate() {
+            if let Some(settings) = &settings {
+                backend.connections.set_idle_timeout(settings.idle_timeout);
+            }
             let checker = match running.remove(&addr) {
                 Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
-                _ => Checker {
+                previous => Checker {
                     task: settings.clone().map(|settings| {
                         let key = BackendKey {
                             pattern: Arc::clone(pattern),
@@ -224,14 +231,24 @@ impl Checkers {
                             self.events.clone(),
                         ))
                     }),
-                    backend,
+                    backend: {
+                        // A new state for the same address: the old one is in no snapshot.
+                        if let Some(previous) =
+                            previous.filter(|p| !Arc::ptr_eq(&p.backend, &backend))
+                        {
+                            previous.backend.connections.retire();
+                        }
+                        backend
+                    },
                     settings,
                 },
             };
             next.insert(addr, checker);
         }
-        // Whatever is left was removed from the file; dropping aborts its task.
-        for addr in running.keys() {
+        // Whatever is left was removed from the file: its connections close now (a request
+        // still in flight may hold its state a while), and dropping aborts its task.
+        for (addr, checker) in running {
+            checker.backend.connections.retire();
             tracing::info!(pool = %pattern, backend = %addr, "backend removed; checker stopped");
         }
         self.pools.insert(Arc::clone(pattern), next);
@@ -242,7 +259,8 @@ impl Checkers {
         self.pools.retain(|pattern, checkers| {
             let kept = keep(pattern);
             if !kept {
-                for addr in checkers.keys() {
+                for (addr, checker) in checkers.iter() {
+                    checker.backend.connections.retire();
                     tracing::info!(pool = %pattern, backend = %addr, "pool removed; checker stopped");
                 }
             }
@@ -277,6 +295,7 @@ fn phase(rank: usize, n_backends: usize, interval: Duration) -> Duration {
 
 /// Checks one backend every `interval` at `phase` into it, logging each transition. A backend
 /// no probe has judged yet is also probed at once, so it takes traffic as soon as it passes.
+/// Between probes it closes the backend's expired idle connections.
 async fn run(
     key: BackendKey,
     backend: Arc<Backend>,
@@ -290,19 +309,29 @@ async fn run(
     let first_tick = start.checked_add(phase).unwrap_or(start);
     let mut ticker = tokio::time::interval_at(first_tick, settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Idle connections are closed at most an eighth of `idle_timeout` late, by a timer of their
+    // own: no probe (the interval may be an hour) and no request needs to come by.
+    let sweep_every = (settings.idle_timeout / 8).max(Duration::from_millis(10));
+    let mut sweep =
+        tokio::time::interval_at(start.checked_add(sweep_every).unwrap_or(start), sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     // The immediate probe of a new backend, unless its phase is zero and the ticker gives it.
     let mut now = !backend.is_checked() && !phase.is_zero();
     loop {
         if !std::mem::take(&mut now) {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = sweep.tick() => {
+                    backend.connections.close_expired();
+                    continue;
+                }
+            }
         }
         let started = std::time::Instant::now();
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
         let passed = outcome.is_ok();
         backend.checks.record(passed, started.elapsed());
-        // Housekeeping that must happen off the request path, at the checker's pace.
-        backend.connections.close_expired();
         let checks = &settings.checks;
         let (was, healthy) = backend.record_check(passed, checks.rise, checks.fall);
         let reason = match &outcome {

@@ -1,6 +1,8 @@
 //! topology: owns the immutable snapshot the request path reads — routes, pools and their
-//! backends — behind one `ArcSwap`. It does no I/O and never decides health; it only carries the
-//! shared [`Backend`] state that the health checker writes and the balancer reads.
+//! backends — behind one `ArcSwap`, and the shared [`Backend`] state that outlives snapshots.
+//! It does no I/O and never probes: the health checker feeds it probe results, whose rules
+//! (`rise`, `fall`) it applies in [`Backend::record_check`]; the proxy reports failed connects
+//! to [`Pool::eject`], which never empties a pool's rotation; the balancer reads the result.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -322,11 +324,13 @@ impl Drop for InFlight {
     }
 }
 
-/// The health-check settings of a pool; a change restarts that pool's checkers only.
+/// The checker settings of a pool; a change restarts that pool's checkers only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckSettings {
     pub interval: Duration,
     pub checks: HealthChecks,
+    /// How long the backend's idle connections are kept; the checker closes them on time.
+    pub idle_timeout: Duration,
 }
 
 impl CheckSettings {
@@ -334,6 +338,7 @@ impl CheckSettings {
         CheckSettings {
             interval: pool.interval,
             checks: pool.health_checks.clone(),
+            idle_timeout: pool.idle_timeout,
         }
     }
 }

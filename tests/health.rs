@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 type Mutex<T> = std::sync::Mutex<T>;
 
 /// A backend whose `/healthz` answer (status and body) the test sets, which records when each
-/// probe arrived and counts its open connections that served a proxied request. A probe's
+/// probe arrived and counts its open connections that served a proxied request. `GET /slow` is
+/// answered after [`SLOW`], any other request at once with the backend's name. A probe's
 /// connection closes after the answer, so probes never count as open connections.
 #[allow(dead_code)] // used by the tests that follow
 struct CheckedBackend {
@@ -29,8 +30,13 @@ struct CheckedBackend {
     /// When each probe arrived, and the status it was answered with.
     probes: Arc<Mutex<Vec<(Instant, u16)>>>,
     open: Arc<AtomicUsize>,
+    /// `GET /slow` requests that arrived (each is answered after [`SLOW`]).
+    slow: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
+
+/// How long a backend takes to answer `GET /slow`.
+const SLOW: Duration = Duration::from_secs(3);
 
 #[allow(dead_code)]
 impl CheckedBackend {
@@ -40,18 +46,24 @@ impl CheckedBackend {
         let health = Arc::new(Mutex::new((status, body.to_owned())));
         let probes = Arc::new(Mutex::new(Vec::new()));
         let open = Arc::new(AtomicUsize::new(0));
-        let (shared_health, shared_probes, shared_open) =
-            (Arc::clone(&health), Arc::clone(&probes), Arc::clone(&open));
+        let slow = Arc::new(AtomicUsize::new(0));
+        let (shared_health, shared_probes, shared_open, shared_slow) = (
+            Arc::clone(&health),
+            Arc::clone(&probes),
+            Arc::clone(&open),
+            Arc::clone(&slow),
+        );
         let name = name.to_owned();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (health, probes, open) = (
+                let (health, probes, open, slow) = (
                     Arc::clone(&shared_health),
                     Arc::clone(&shared_probes),
                     Arc::clone(&shared_open),
+                    Arc::clone(&shared_slow),
                 );
                 let name = name.clone();
                 tokio::spawn(async move {
@@ -72,6 +84,10 @@ impl CheckedBackend {
                             counted = true;
                             open.fetch_add(1, Ordering::SeqCst);
                         }
+                        if head.starts_with("GET /slow ") {
+                            slow.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(SLOW).await;
+                        }
                         let answer = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
                             name.len()
@@ -91,6 +107,7 @@ impl CheckedBackend {
             health,
             probes,
             open,
+            slow,
             accept,
         }
     }
@@ -325,4 +342,103 @@ async fn the_checkers_of_a_pool_are_spread_over_the_interval() {
             .map(|at| at.duration_since(started))
             .collect::<Vec<_>>()
     );
+}
+
+// === idle backend connections ===
+
+/// Sends `n` requests at once, each on its own client connection, so lb opens (and then keeps)
+/// several connections to the pool's backends.
+async fn concurrent_requests(lb: &Lb, n: usize) {
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let url = lb.url("/");
+        requests.spawn(async move { get(&support::client(), &url).await.0 });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn idle_backend_connections_close_when_their_idle_timeout_passes() {
+    let backend = CheckedBackend::start("b", 200, "ok").await;
+    let lb = Lb::start(&pool(
+        "/",
+        "interval = \"1h\"\nidle_timeout = \"1s\"\n",
+        &[backend.addr],
+    ));
+    lb.log_eventually(
+        &format!("backend healthy pool=/ backend={}", backend.addr),
+        WAIT,
+    )
+    .await;
+    concurrent_requests(&lb, 8).await;
+    assert!(backend.open() > 0, "lb keeps its backend connections");
+    let idle_since = Instant::now();
+    // No request, and no probe either (the interval is an hour): only a timer can close them.
+    eventually(
+        Duration::from_secs(5),
+        "idle connections closed",
+        || async { backend.open() == 0 },
+    )
+    .await;
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}, before their idle timeout",
+        idle_since.elapsed()
+    );
+}
+
+/// The removed backend still has a request in flight (which holds on to its state): its idle
+/// connections close when it leaves the file all the same, and the busy one when its response
+/// ends.
+#[tokio::test]
+async fn connections_to_a_backend_removed_from_the_file_are_closed() {
+    let (removed, added) = (
+        CheckedBackend::start("removed", 200, "ok").await,
+        CheckedBackend::start("added", 200, "ok").await,
+    );
+    let lb = Arc::new(Lb::start(&pool(
+        "/",
+        "interval = \"1h\"\n",
+        &[removed.addr],
+    )));
+    lb.log_eventually(
+        &format!("backend healthy pool=/ backend={}", removed.addr),
+        WAIT,
+    )
+    .await;
+    concurrent_requests(&lb, 8).await;
+    let n_open = removed.open();
+    assert!(n_open >= 2, "lb keeps several connections: {n_open}");
+    let slow = {
+        let lb = Arc::clone(&lb);
+        tokio::spawn(async move { get(&support::client(), &lb.url("/slow")).await })
+    };
+    eventually(WAIT, "the slow request at the backend", || async {
+        removed.slow.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let removed_at = Instant::now();
+    std::fs::write(&lb.config, pool("/", "interval = \"1h\"\n", &[added.addr])).unwrap();
+    lb.log_eventually("generation=2", WAIT).await;
+    // Well before the slow response (SLOW after it arrived) ends the request's hold on the
+    // backend.
+    let deadline = SLOW - Duration::from_secs(1);
+    eventually(
+        deadline,
+        "the removed backend's idle connections closed",
+        || async { removed.open() <= 1 },
+    )
+    .await;
+    assert!(removed_at.elapsed() < deadline);
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "removed"));
+    eventually(
+        WAIT,
+        "the busy connection closed after its response",
+        || async { removed.open() == 0 },
+    )
+    .await;
+    assert_eq!(get(&support::client(), &lb.url("/")).await.1, "added");
 }

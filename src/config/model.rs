@@ -230,6 +230,8 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retries: u32,
+    /// A kept-alive connection to a backend unused this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// How a pool's backends are checked: the checks (all must pass), how long one probe may take,

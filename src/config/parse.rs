@@ -140,6 +140,7 @@ struct RawPool {
     connect_timeout: Option<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 /// `"IP:PORT[/path]"` or `{ addr = "IP:PORT[/path]", state = "drain" }`.
@@ -485,6 +486,7 @@ impl Validator<'_> {
         );
         let connect_timeout = self.duration(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         let request_timeout = self.duration(raw.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        let idle_timeout = self.duration(raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
         let retries = match raw.retries {
             None => 1,
             Some(r) => match u32::try_from(*r.get_ref()) {
@@ -504,6 +506,7 @@ impl Validator<'_> {
             connect_timeout,
             request_timeout,
             retries,
+            idle_timeout,
         })
     }
 

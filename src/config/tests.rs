@@ -130,6 +130,12 @@ fn rise_fall_and_check_timeout_default_to_acting_on_one_check_within_a_second() 
     assert_eq!((checks.rise, checks.fall), (1, 1));
     assert_eq!(checks.timeout, DEFAULT_CHECK_TIMEOUT);
     assert_eq!(checks.checks, [HealthCheck::default()]);
+    assert_eq!(config.pools[0].idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let config = parse_ok("[pools.\"/\"]\nidle_timeout = \"5s\"\n");
+    assert_eq!(
+        config.pools[0].idle_timeout,
+        std::time::Duration::from_secs(5)
+    );
 
     let config = parse_ok("[pools.\"/\"]\nrise = 3\nfall = 2\ncheck_timeout = \"250ms\"\n");
     let checks = &config.pools[0].health_checks;
