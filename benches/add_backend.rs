@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lb::config::HealthCheck;
+use lb::config::HealthChecks;
 use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
 use tonic::transport::Channel;
 
@@ -95,7 +95,7 @@ fn add_backend(c: &mut Criterion) {
     });
 
     let probe_client = lb::health::probe_client();
-    let checks = [HealthCheck::default()];
+    let checks = HealthChecks::default();
     let mut probes = Vec::new();
     group.bench_function("probe_alone", |b| {
         b.iter_custom(|iters| {

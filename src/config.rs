@@ -15,8 +15,9 @@ pub mod write;
 pub use duration::{format_duration, parse_duration};
 pub use model::{
     AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, Config, Control,
-    ControlTls, HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    ControlTls, HealthCheck, HealthChecks, Listen, Log, PoolConfig, PoolType, Server,
+    DEFAULT_CHECK_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 pub use parse::{
     backends_at, parse, parse_with_spans, reparse_backends, BackendsSpans, Diagnostic,

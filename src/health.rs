@@ -1,9 +1,14 @@
 //! health: owns active probing and the table of checker tasks, keyed by backend identity. It
-//! writes each [`Backend`]'s `healthy` flag; it never selects backends and never touches lb.toml.
+//! feeds each [`Backend`] its probe results and closes its expired idle connections; it never
+//! selects backends and never touches lb.toml.
 //!
-//! A check is `GET http://IP:PORT{url_path}`; it passes when the body, read within the check
-//! timeout, contains one of the healthy values. A backend is healthy when all its pool's checks
-//! pass. Its first check runs as soon as it is declared, and it takes traffic only after passing.
+//! A check is `GET http://IP:PORT{url_path}`; it passes when, within the pool's `check_timeout`,
+//! the status is 2xx and the body with surrounding whitespace trimmed equals one of the healthy
+//! values (the original tool's rule; see `judge`). A probe passes when all its pool's checks
+//! pass; `rise` and `fall` consecutive probes change a backend's state
+//! ([`Backend::record_check`]). A new backend is probed as soon as it is declared and takes
+//! traffic only after passing; then each checker probes at its own phase of the interval, so a
+//! pool's probes are spread over it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,19 +21,18 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 
-use crate::config::{BackendAddr, HealthCheck};
+use crate::config::{BackendAddr, HealthCheck, HealthChecks};
 use crate::topology::{Backend, BackendKey, CheckSettings};
 
-/// How long one probe may take, connect to last body byte.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Health bodies are small; reading more than this is a misconfiguration, not health.
 const MAX_BODY: usize = 64 * 1024;
 
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
 pub fn probe_client() -> ProbeClient {
+    // No connect timeout of its own: each probe is bounded, connect included, by its pool's
+    // `check_timeout`.
     let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(CHECK_TIMEOUT));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
@@ -36,14 +40,15 @@ pub fn probe_client() -> ProbeClient {
         .build(connector)
 }
 
-/// Runs every check once against `addr`; `Err` says why the backend is sick.
+/// Runs every check once against `addr`, each within `checks.timeout`; `Err` says why the
+/// backend is sick.
 pub async fn probe(
     client: &ProbeClient,
     addr: SocketAddr,
-    checks: &[HealthCheck],
+    checks: &HealthChecks,
 ) -> Result<(), String> {
-    for check in checks {
-        probe_one(client, addr, check).await?;
+    for check in &checks.checks {
+        probe_one(client, addr, check, checks.timeout).await?;
     }
     Ok(())
 }
@@ -52,6 +57,7 @@ async fn probe_one(
     client: &ProbeClient,
     addr: SocketAddr,
     check: &HealthCheck,
+    timeout: Duration,
 ) -> Result<(), String> {
     let uri = format!("http://{addr}{}", check.url_path);
     let fetch = async {
@@ -70,22 +76,57 @@ async fn probe_one(
             .to_bytes();
         Ok::<_, String>((status, body))
     };
-    let (status, body) = tokio::time::timeout(CHECK_TIMEOUT, fetch)
+    let (status, body) = tokio::time::timeout(timeout, fetch)
         .await
-        .map_err(|_| format!("GET {}: no answer within {CHECK_TIMEOUT:?}", check.url_path))??;
-    let body = String::from_utf8_lossy(&body);
-    if check
+        .map_err(|_| format!("GET {}: no answer within {timeout:?}", check.url_path))??;
+    judge(check, status, &body)
+}
+
+/// The original tool's rule: a check passes when the status is 2xx and the body, with
+/// surrounding whitespace trimmed, equals one of the healthy values. A body that merely contains
+/// one (`broken` contains `ok`) is not healthy. `Err` says what was expected and what came.
+fn judge(check: &HealthCheck, status: http::StatusCode, body: &[u8]) -> Result<(), String> {
+    let trimmed = body.trim_ascii();
+    let matches = check
         .healthy_values
         .iter()
-        .any(|v| body.contains(v.as_str()))
-    {
-        Ok(())
+        .any(|value| value.as_bytes() == trimmed);
+    if status.is_success() && matches {
+        return Ok(());
+    }
+    Err(format!(
+        "GET {} answered {status} with {}; expected 2xx with a body of {}",
+        check.url_path,
+        excerpt(body),
+        one_of(&check.healthy_values)
+    ))
+}
+
+/// How much of a failing body a reason shows: enough to recognise it, bounded for logs.
+const EXCERPT_CHARS: usize = 80;
+
+/// The body as an escaped, quoted excerpt (control characters and invalid UTF-8 shown as
+/// escapes), cut at [`EXCERPT_CHARS`] with the full length noted.
+fn excerpt(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "an empty body".to_owned();
+    }
+    let text = String::from_utf8_lossy(body);
+    let shown: String = text.chars().take(EXCERPT_CHARS).collect();
+    if shown.len() < text.len() {
+        format!("{shown:?}... ({} bytes)", body.len())
     } else {
-        let shown: String = body.chars().take(60).collect();
-        Err(format!(
-            "GET {} answered {status} with {shown:?}, which contains none of {:?}",
-            check.url_path, check.healthy_values
-        ))
+        format!("{shown:?}")
+    }
+}
+
+/// `"ok" or "OK"`, `"ok", "up" or "UP"`.
+fn one_of(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "(no value)".to_owned(),
     }
 }
 
@@ -166,32 +207,48 @@ impl Checkers {
         client: &ProbeClient,
     ) {
         let mut running = self.pools.remove(&**pattern).unwrap_or_default();
-        let mut next = HashMap::with_capacity(wanted.len());
-        for (addr, backend, settings) in wanted {
+        let n_wanted = wanted.len();
+        let mut next = HashMap::with_capacity(n_wanted);
+        for (rank, (addr, backend, settings)) in wanted.into_iter().enumerate() {
+            if let Some(settings) = &settings {
+                backend.connections.set_idle_timeout(settings.idle_timeout);
+            }
             let checker = match running.remove(&addr) {
                 Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
-                _ => Checker {
+                previous => Checker {
                     task: settings.clone().map(|settings| {
                         let key = BackendKey {
                             pattern: Arc::clone(pattern),
                             backend: addr.clone(),
                         };
+                        let phase = phase(rank, n_wanted, settings.interval);
                         tokio::spawn(run(
                             key,
                             Arc::clone(&backend),
                             settings,
+                            phase,
                             client.clone(),
                             self.events.clone(),
                         ))
                     }),
-                    backend,
+                    backend: {
+                        // A new state for the same address: the old one is in no snapshot.
+                        if let Some(previous) =
+                            previous.filter(|p| !Arc::ptr_eq(&p.backend, &backend))
+                        {
+                            previous.backend.connections.retire();
+                        }
+                        backend
+                    },
                     settings,
                 },
             };
             next.insert(addr, checker);
         }
-        // Whatever is left was removed from the file; dropping aborts its task.
-        for addr in running.keys() {
+        // Whatever is left was removed from the file: its connections close now (a request
+        // still in flight may hold its state a while), and dropping aborts its task.
+        for (addr, checker) in running {
+            checker.backend.connections.retire();
             tracing::info!(pool = %pattern, backend = %addr, "backend removed; checker stopped");
         }
         self.pools.insert(Arc::clone(pattern), next);
@@ -202,7 +259,8 @@ impl Checkers {
         self.pools.retain(|pattern, checkers| {
             let kept = keep(pattern);
             if !kept {
-                for addr in checkers.keys() {
+                for (addr, checker) in checkers.iter() {
+                    checker.backend.connections.retire();
                     tracing::info!(pool = %pattern, backend = %addr, "pool removed; checker stopped");
                 }
             }
@@ -224,37 +282,69 @@ impl Checkers {
     }
 }
 
-/// Checks one backend at once and then every `interval`, logging each transition.
+/// Where in the interval the checker of a pool's `rank`-th of `n_backends` backends probes:
+/// spread evenly, so a pool's probes arrive one after another rather than all at the same
+/// instant (HAProxy staggers its first checks by server position the same way).
+fn phase(rank: usize, n_backends: usize, interval: Duration) -> Duration {
+    if n_backends == 0 {
+        return Duration::ZERO;
+    }
+    let nanos = interval.as_nanos() * (rank % n_backends) as u128 / n_backends as u128;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Checks one backend every `interval` at `phase` into it, logging each transition. A backend
+/// no probe has judged yet is also probed at once, so it takes traffic as soon as it passes.
+/// Between probes it closes the backend's expired idle connections.
 async fn run(
     key: BackendKey,
     backend: Arc<Backend>,
     settings: Arc<CheckSettings>,
+    phase: Duration,
     client: ProbeClient,
     events: Events,
 ) {
-    let mut ticker = tokio::time::interval(settings.interval);
+    let start = tokio::time::Instant::now();
+    // An interval of centuries has no instant to add up to: then the phase is skipped.
+    let first_tick = start.checked_add(phase).unwrap_or(start);
+    let mut ticker = tokio::time::interval_at(first_tick, settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Idle connections are closed at most an eighth of `idle_timeout` late, by a timer of their
+    // own: no probe (the interval may be an hour) and no request needs to come by.
+    let sweep_every = (settings.idle_timeout / 8).max(Duration::from_millis(10));
+    let mut sweep =
+        tokio::time::interval_at(start.checked_add(sweep_every).unwrap_or(start), sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    // The immediate probe of a new backend, unless its phase is zero and the ticker gives it.
+    let mut now = !backend.is_checked() && !phase.is_zero();
     loop {
-        ticker.tick().await;
+        if !std::mem::take(&mut now) {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = sweep.tick() => {
+                    backend.connections.close_expired();
+                    continue;
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
-        let healthy = outcome.is_ok();
-        backend.checks.record(healthy, started.elapsed());
-        // Housekeeping that must happen off the request path, at the checker's pace.
-        backend.connections.close_expired();
-        let was = backend.set_healthy(healthy);
+        let passed = outcome.is_ok();
+        backend.checks.record(passed, started.elapsed());
+        let checks = &settings.checks;
+        let (was, healthy) = backend.record_check(passed, checks.rise, checks.fall);
         let reason = match &outcome {
-            Ok(()) if !was => {
+            Ok(()) if healthy && !was => {
                 tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy");
                 Some("passed its health check".to_owned())
             }
-            Err(reason) if was || first => {
+            Err(reason) if !healthy && (was || first) => {
                 tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick");
                 Some(reason.clone())
             }
             Err(reason) => {
-                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, "backend still sick");
+                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, healthy, "check failed");
                 None
             }
             Ok(()) => None,
@@ -271,3 +361,6 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,10 @@
 //! topology: owns the immutable snapshot the request path reads — routes, pools and their
-//! backends — behind one `ArcSwap`. It does no I/O and never decides health; it only carries the
-//! shared [`Backend`] state that the health checker writes and the balancer reads.
+//! backends — behind one `ArcSwap`, and the shared [`Backend`] state that outlives snapshots.
+//! It does no I/O and never probes: the health checker feeds it probe results, whose rules
+//! (`rise`, `fall`) it applies in [`Backend::record_check`]; the proxy reports failed connects
+//! to [`Pool::eject`], which never empties a pool's rotation; the balancer reads the result.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::config::{AdminState, BackendAddr, HealthCheck, PoolConfig, PoolType};
+use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType};
 use crate::metrics::{CheckStats, RequestStats};
 use crate::proxy::IdleConnections;
 use crate::routing::Router;
@@ -74,6 +76,28 @@ impl Pool {
             .or_else(|| self.pick(rng))
     }
 
+    /// Takes `backend` out of rotation after a failed connect (passive health) unless no other
+    /// backend of the pool is in rotation; returns whether it did. A burst of refused connects
+    /// (a restart, a full accept queue) then costs the failing requests, never the whole pool: the
+    /// last backend in rotation stays until its active checks fail `fall` times, as Envoy's
+    /// outlier detection keeps `max_ejection_percent` of a cluster in place.
+    ///
+    /// Two requests failing at once on the last two backends must not both eject: each marks
+    /// its backend first and then looks for another in rotation (sequentially consistent), so
+    /// at least one of them sees the other's mark and puts its own backend back.
+    pub fn eject(&self, backend: &Backend) -> bool {
+        if !backend.in_rotation() || backend.ejected.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if self.backends.iter().any(|b| b.in_rotation()) {
+            // `rise` passing checks from now on bring it back.
+            backend.streak.store(0, Ordering::Relaxed);
+            return true;
+        }
+        backend.ejected.store(false, Ordering::SeqCst);
+        false
+    }
+
     fn pick_among(
         &self,
         rng: &mut fastrand::Rng,
@@ -104,7 +128,19 @@ pub struct Backend {
     pub addr: BackendAddr,
     /// `IP:PORT`, precomputed for upstream URIs, logs and labels.
     pub authority: Authority,
+    /// The active checks' verdict, with the pool's `rise` and `fall` applied.
     healthy: AtomicBool,
+    /// Taken out of rotation by a failed connect (passive health, [`Pool::eject`]) while the
+    /// active checks may still call it healthy; cleared by `rise` passing checks in a row. Kept
+    /// apart from `healthy` so an ejection never overwrites the checks' verdict.
+    ejected: AtomicBool,
+    /// Active check results in a row: passes when positive, failures when negative. Written by
+    /// the backend's one checker (and reset by an ejection).
+    streak: AtomicI32,
+    /// Whether the state came from a probe (a check, or the probe that preceded the backend's
+    /// declaration). Until then the first check decides it outright, whatever `rise` says, so a
+    /// new backend takes traffic as soon as it passes once.
+    checked: AtomicBool,
     in_flight: AtomicU64,
     /// The file's administrative state (`AdminState as u8`), updated in place on reload so a
     /// drain takes effect for the next request without a new `Backend`.
@@ -127,6 +163,9 @@ impl Backend {
             addr,
             authority,
             healthy: AtomicBool::new(healthy),
+            ejected: AtomicBool::new(false),
+            streak: AtomicI32::new(0),
+            checked: AtomicBool::new(healthy),
             in_flight: AtomicU64::new(0),
             admin: AtomicU8::new(AdminState::Enabled as u8),
             latency: PeakEwma::default(),
@@ -153,13 +192,47 @@ impl Backend {
         self.is_healthy() && self.admin.load(Ordering::Relaxed) == AdminState::Enabled as u8
     }
 
+    /// Healthy by its active checks and not ejected by a failed connect: what the balancer,
+    /// the control API and the metrics call healthy.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::SeqCst)
     }
 
-    /// Returns the previous value, so callers can log transitions only.
+    /// Sets the state outright (a disabled backend is sick until it passes again), clearing any
+    /// ejection. Returns the previous [`Backend::is_healthy`], so callers can log transitions.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::Relaxed)
+        let was = self.is_healthy();
+        self.healthy.store(healthy, Ordering::Relaxed);
+        self.ejected.store(false, Ordering::SeqCst);
+        self.streak.store(0, Ordering::Relaxed);
+        was
+    }
+
+    /// Whether a probe has judged this backend yet (see `checked`).
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
+    }
+
+    /// Records one active check: `fall` failures in a row make a healthy backend sick, `rise`
+    /// passes in a row make a sick (or ejected) one healthy; the first check of a backend never
+    /// probed decides at once. Returns [`Backend::is_healthy`] before and after.
+    pub fn record_check(&self, passed: bool, rise: u32, fall: u32) -> (bool, bool) {
+        let was = self.is_healthy();
+        let streak = self.streak.load(Ordering::Relaxed);
+        let streak = if passed {
+            streak.max(0).saturating_add(1)
+        } else {
+            streak.min(0).saturating_sub(1)
+        };
+        self.streak.store(streak, Ordering::Relaxed);
+        let first = !self.checked.swap(true, Ordering::Relaxed);
+        if passed && (first || streak.unsigned_abs() >= rise) {
+            self.healthy.store(true, Ordering::Relaxed);
+            self.ejected.store(false, Ordering::SeqCst);
+        } else if !passed && (first || streak.unsigned_abs() >= fall) {
+            self.healthy.store(false, Ordering::Relaxed);
+        }
+        (was, self.is_healthy())
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -251,11 +324,13 @@ impl Drop for InFlight {
     }
 }
 
-/// The health-check settings of a pool; a change restarts that pool's checkers only.
+/// The checker settings of a pool; a change restarts that pool's checkers only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckSettings {
     pub interval: Duration,
-    pub checks: Vec<HealthCheck>,
+    pub checks: HealthChecks,
+    /// How long the backend's idle connections are kept; the checker closes them on time.
+    pub idle_timeout: Duration,
 }
 
 impl CheckSettings {
@@ -263,6 +338,10 @@ impl CheckSettings {
         CheckSettings {
             interval: pool.interval,
             checks: pool.health_checks.clone(),
+            idle_timeout: pool.idle_timeout,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

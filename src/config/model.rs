@@ -11,6 +11,8 @@ use crate::routing::Router;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A whole, valid lb.toml.
 #[derive(Debug)]
@@ -223,14 +225,41 @@ pub struct PoolConfig {
     pub pattern: String,
     pub pool_type: PoolType,
     pub interval: Duration,
-    pub health_checks: Vec<HealthCheck>,
+    pub health_checks: HealthChecks,
     pub backends: Vec<BackendConfig>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retries: u32,
+    /// A kept-alive connection to a backend unused this long is closed.
+    pub idle_timeout: Duration,
 }
 
-/// A status check: `GET http://IP:PORT{url_path}` passes when the body contains a healthy value.
+/// How a pool's backends are checked: the checks (all must pass), how long one probe may take,
+/// and how many consecutive results change a backend's state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthChecks {
+    pub checks: Vec<HealthCheck>,
+    /// One probe of every check, connect to last body byte (`check_timeout`).
+    pub timeout: Duration,
+    /// Consecutive passing probes that bring a sick backend back into rotation.
+    pub rise: u32,
+    /// Consecutive failing probes that take a healthy backend out of rotation.
+    pub fall: u32,
+}
+
+impl Default for HealthChecks {
+    fn default() -> HealthChecks {
+        HealthChecks {
+            checks: vec![HealthCheck::default()],
+            timeout: DEFAULT_CHECK_TIMEOUT,
+            rise: 1,
+            fall: 1,
+        }
+    }
+}
+
+/// A status check: `GET http://IP:PORT{url_path}` passes when the status is 2xx and the body,
+/// with surrounding whitespace trimmed, equals one of `healthy_values`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
     pub url_path: String,

@@ -133,10 +133,14 @@ struct RawPool {
     pool_type: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     health_checks: Option<Spanned<Vec<Spanned<RawHealthCheck>>>>,
+    check_timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
     backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     connect_timeout: Option<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 /// `"IP:PORT[/path]"` or `{ addr = "IP:PORT[/path]", state = "drain" }`.
@@ -456,7 +460,7 @@ impl Validator<'_> {
             }
         };
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL);
-        let health_checks = match raw.health_checks {
+        let checks = match raw.health_checks {
             None => vec![HealthCheck::default()],
             Some(checks) => {
                 let span = checks.span();
@@ -470,12 +474,19 @@ impl Validator<'_> {
                 checks.into_iter().map(|c| self.health_check(c)).collect()
             }
         };
+        let health_checks = HealthChecks {
+            checks,
+            timeout: self.duration(raw.check_timeout, DEFAULT_CHECK_TIMEOUT),
+            rise: self.streak(raw.rise, "rise", "passing checks to become healthy"),
+            fall: self.streak(raw.fall, "fall", "failing checks to become sick"),
+        };
         let backends = self.backends(
             &pattern,
             raw.backends.map(Spanned::into_inner).unwrap_or_default(),
         );
         let connect_timeout = self.duration(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         let request_timeout = self.duration(raw.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        let idle_timeout = self.duration(raw.idle_timeout, DEFAULT_IDLE_TIMEOUT);
         let retries = match raw.retries {
             None => 1,
             Some(r) => match u32::try_from(*r.get_ref()) {
@@ -495,6 +506,7 @@ impl Validator<'_> {
             connect_timeout,
             request_timeout,
             retries,
+            idle_timeout,
         })
     }
 
@@ -538,6 +550,24 @@ impl Validator<'_> {
             }
         }
         backends
+    }
+
+    /// `rise` or `fall`: a count of consecutive check results, 1 (the default) or more.
+    fn streak(&mut self, raw: Option<Spanned<i64>>, key: &str, meaning: &str) -> u32 {
+        let Some(raw) = raw else { return 1 };
+        match u32::try_from(*raw.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                self.error(
+                    raw.span(),
+                    format!(
+                        "{key} = {} is out of range: it counts consecutive {meaning}, 1 or more (1 acts on a single check)",
+                        raw.get_ref()
+                    ),
+                );
+                1
+            }
+        }
     }
 
     fn health_check(&mut self, raw: Spanned<RawHealthCheck>) -> HealthCheck {

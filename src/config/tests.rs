@@ -121,6 +121,45 @@ fn empty_tls_paths_and_wrong_types_are_errors() {
     );
 }
 
+// === health checks ===
+
+#[test]
+fn rise_fall_and_check_timeout_default_to_acting_on_one_check_within_a_second() {
+    let config = parse_ok("[pools.\"/\"]\nbackends = []\n");
+    let checks = &config.pools[0].health_checks;
+    assert_eq!((checks.rise, checks.fall), (1, 1));
+    assert_eq!(checks.timeout, DEFAULT_CHECK_TIMEOUT);
+    assert_eq!(checks.checks, [HealthCheck::default()]);
+    assert_eq!(config.pools[0].idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    let config = parse_ok("[pools.\"/\"]\nidle_timeout = \"5s\"\n");
+    assert_eq!(
+        config.pools[0].idle_timeout,
+        std::time::Duration::from_secs(5)
+    );
+
+    let config = parse_ok("[pools.\"/\"]\nrise = 3\nfall = 2\ncheck_timeout = \"250ms\"\n");
+    let checks = &config.pools[0].health_checks;
+    assert_eq!((checks.rise, checks.fall), (3, 2));
+    assert_eq!(checks.timeout, std::time::Duration::from_millis(250));
+}
+
+#[test]
+fn rise_and_fall_below_one_are_errors_with_their_position() {
+    assert_eq!(
+        errors("[pools.\"/\"]\nrise = 0\n"),
+        ["2:8: rise = 0 is out of range: it counts consecutive passing checks to become healthy, 1 or more (1 acts on a single check)"]
+    );
+    assert_eq!(
+        errors("[pools.\"/\"]\nfall = -2\n"),
+        ["2:8: fall = -2 is out of range: it counts consecutive failing checks to become sick, 1 or more (1 acts on a single check)"]
+    );
+    let lines = errors("[pools.\"/\"]\ncheck_timeout = \"0s\"\n");
+    assert!(
+        lines[0].starts_with("2:17: ") && lines[0].contains("above zero"),
+        "{lines:?}"
+    );
+}
+
 // === reparse_backends: the fast path of a backend edit ===
 
 const EDITED: &str = r#"# comments and shapes around the edited array

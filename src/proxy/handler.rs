@@ -257,7 +257,7 @@ pub(super) fn attempt_failed(
     metrics: &Global,
 ) -> (bool, Failure) {
     if let SendError::Connect { .. } = error {
-        if backend.set_healthy(false) {
+        if pool.eject(backend) {
             metrics.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "connect failed; backend out of rotation");
         }

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,20 +30,36 @@ use crate::topology::Backend;
 
 /// Idle connections kept per backend at most; more are closed when their request ends.
 const MAX_IDLE: usize = 128;
-/// An idle connection unused this long is closed rather than reused: the backend may have
-/// forgotten it, and an idle fleet of sockets helps nobody.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A backend's idle keep-alive connections, ready for a request.
 ///
 /// Two kinds: hyper's client connections (requests hyper serves that carry a body or an upgrade)
 /// and plain sockets for lb's own HTTP/1.1 code (`proxy::h1`, `send_plain`), which reads and
 /// writes the bytes itself.
-#[derive(Default)]
+///
+/// A connection idle past the pool's `idle_timeout` is never reused, and the backend's health
+/// checker closes it on a timer ([`IdleConnections::close_expired`]): the backend may have
+/// forgotten it, and an idle fleet of sockets helps nobody.
 pub struct IdleConnections {
     /// Allocated on first use: a file may declare thousands of backends that never see traffic.
     queue: OnceLock<ArrayQueue<Idle>>,
     streams: OnceLock<ArrayQueue<IdleStream>>,
+    /// The pool's `idle_timeout` in milliseconds, set by the checker from the applied config.
+    idle_timeout_ms: AtomicU64,
+    /// Set when the backend leaves the file: every connection is closed, and one whose exchange
+    /// ends later is closed then instead of kept.
+    retired: AtomicBool,
+}
+
+impl Default for IdleConnections {
+    fn default() -> IdleConnections {
+        IdleConnections {
+            queue: OnceLock::new(),
+            streams: OnceLock::new(),
+            idle_timeout_ms: AtomicU64::new(crate::config::DEFAULT_IDLE_TIMEOUT.as_millis() as u64),
+            retired: AtomicBool::new(false),
+        }
+    }
 }
 
 struct Idle {
@@ -80,12 +97,23 @@ impl IdleConnections {
         self.len() == 0
     }
 
+    /// How long a connection may stay idle and still be reused.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_idle_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.idle_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// An idle connection that can take a request now, if there is one.
     fn take(&self) -> Option<SendRequest<RequestBody>> {
         let queue = self.queue.get()?;
+        let idle_timeout = self.idle_timeout();
         while let Some(idle) = queue.pop() {
             // Closed by the backend while idle, or idle too long: dropping it closes it.
-            if idle.sender.is_ready() && idle.since.elapsed() < IDLE_TIMEOUT {
+            if idle.sender.is_ready() && idle.since.elapsed() < idle_timeout {
                 return Some(idle.sender);
             }
         }
@@ -94,19 +122,31 @@ impl IdleConnections {
 
     /// Keeps a connection whose exchange has ended for the next request.
     fn put(&self, sender: SendRequest<RequestBody>) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         let queue = self.queue.get_or_init(|| ArrayQueue::new(MAX_IDLE));
         // Full: this one is closed; the idle set already covers the concurrency seen.
         let _ = queue.push(Idle {
             sender,
             since: Instant::now(),
         });
+        self.close_if_retired();
+    }
+
+    /// A connection handed back while [`IdleConnections::retire`] ran is closed all the same.
+    fn close_if_retired(&self) {
+        if self.retired.load(Ordering::SeqCst) {
+            self.close_all();
+        }
     }
 
     /// An idle plain socket that can take a request now, if there is one.
     pub(super) fn take_stream(&self) -> Option<TcpStream> {
         let queue = self.streams.get()?;
+        let idle_timeout = self.idle_timeout();
         while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < IDLE_TIMEOUT && is_quiet(&idle.stream) {
+            if idle.since.elapsed() < idle_timeout && is_quiet(&idle.stream) {
                 return Some(idle.stream);
             }
         }
@@ -115,11 +155,15 @@ impl IdleConnections {
 
     /// Keeps a plain socket whose exchange has ended (its response read to the last byte).
     pub(super) fn put_stream(&self, stream: TcpStream) {
+        if self.retired.load(Ordering::Relaxed) {
+            return;
+        }
         let queue = self.streams.get_or_init(|| ArrayQueue::new(MAX_IDLE));
         let _ = queue.push(IdleStream {
             stream,
             since: Instant::now(),
         });
+        self.close_if_retired();
     }
 
     /// Closes every idle connection: a disabled backend takes no request to reuse them for.
@@ -132,31 +176,41 @@ impl IdleConnections {
         }
     }
 
-    /// Closes connections idle past [`IDLE_TIMEOUT`] or closed by the backend. Called from the
-    /// health checker, off the request path, so an idle backend does not hold sockets forever.
+    /// Closes every connection now and every one handed back later: the backend has left the
+    /// file, and whatever still holds its state (a request in flight) must not keep sockets.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.close_all();
+    }
+
+    /// Closes connections idle past the idle timeout or closed by the backend. Called on a
+    /// timer by the backend's health checker, off the request path.
     pub fn close_expired(&self) {
-        let Some(queue) = self.queue.get() else {
-            return;
-        };
-        for _ in 0..queue.len() {
-            match queue.pop() {
-                Some(idle) if !idle.sender.is_closed() && idle.since.elapsed() < IDLE_TIMEOUT => {
-                    let _ = queue.push(idle);
+        let idle_timeout = self.idle_timeout();
+        if let Some(queue) = self.queue.get() {
+            // Each entry is looked at once: popped, and pushed back behind the others if kept
+            // (the queue's order stays oldest first). A request may take one meanwhile.
+            for _ in 0..queue.len() {
+                match queue.pop() {
+                    Some(idle)
+                        if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout =>
+                    {
+                        let _ = queue.push(idle);
+                    }
+                    Some(_) => {}
+                    None => break,
                 }
-                Some(_) => {}
-                None => break,
             }
         }
-        let Some(queue) = self.streams.get() else {
-            return;
-        };
-        for _ in 0..queue.len() {
-            match queue.pop() {
-                Some(idle) if is_quiet(&idle.stream) && idle.since.elapsed() < IDLE_TIMEOUT => {
-                    let _ = queue.push(idle);
+        if let Some(queue) = self.streams.get() {
+            for _ in 0..queue.len() {
+                match queue.pop() {
+                    Some(idle) if is_quiet(&idle.stream) && idle.since.elapsed() < idle_timeout => {
+                        let _ = queue.push(idle);
+                    }
+                    Some(_) => {}
+                    None => break,
                 }
-                Some(_) => {}
-                None => break,
             }
         }
     }
@@ -393,6 +447,36 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         backend.connections.close_all();
+        assert!(backend.connections.is_empty());
+    }
+
+    /// A plain socket to `backend`, as `h1::backend` would hand back after an exchange.
+    async fn plain_socket(backend: &Backend) -> TcpStream {
+        TcpStream::connect(backend.addr.addr).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn close_expired_closes_plain_sockets_idle_past_the_timeout() {
+        // Only plain sockets, no hyper connection ever made: both kinds are swept.
+        let backend = sample_backend().await;
+        backend.connections.put_stream(plain_socket(&backend).await);
+        backend.connections.close_expired();
+        assert_eq!(backend.connections.len(), 1, "not idle for 90 s yet");
+        backend.connections.set_idle_timeout(Duration::ZERO);
+        backend.connections.close_expired();
+        assert!(backend.connections.is_empty());
+        assert!(backend.connections.take_stream().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_retired_set_closes_what_it_has_and_what_comes_back_later() {
+        let backend = sample_backend().await;
+        backend.connections.put_stream(plain_socket(&backend).await);
+        backend.connections.retire();
+        assert!(backend.connections.is_empty());
+        // A request that was in flight hands its connection back: it is closed, not kept.
+        backend.connections.put_stream(plain_socket(&backend).await);
+        assert!(exchange(&backend).await.contains("node t"));
         assert!(backend.connections.is_empty());
     }
 
