@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::config::edit::{self, EditError, Edited, PoolSpec};
-use crate::config::write::{self, WriteError};
+use crate::config::write::{self, Replaced, WriteError};
 use crate::config::{self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig};
 use crate::health::{self, Checkers, ProbeClient};
 use crate::metrics::Global;
@@ -270,17 +270,36 @@ pub struct Applier {
     metrics: Arc<Global>,
     /// Health transitions, for `WatchHealth`.
     events: health::Events,
-    /// How the file looked on disk right after lb's own last write, while it is the applied
-    /// content: the watcher compares a `stat` with it instead of re-reading and re-hashing the
-    /// file for the event lb's own rename produces. Outside the writer lock so that check never
-    /// waits for (or delays) a mutation.
-    written: ArcSwapOption<Stamp>,
+    /// lb's own last write, while it is the applied content: the watcher compares the file
+    /// with it instead of settling, locking and re-hashing for the event lb's own swap
+    /// produces. Outside the writer lock so that check never waits for (or delays) a mutation.
+    written: ArcSwapOption<Written>,
 }
 
-/// What `stat` says about a file: enough to tell that it is still the very file lb wrote.
-/// Any write or rename over it changes the inode, the size or the change time (which no
-/// user call can set); the one blind spot is an in-place write of the same length in the
-/// same timestamp tick as lb's rename, which the watcher's periodic full re-read catches.
+/// The file lb last wrote, as it left it.
+struct Written {
+    stamp: Stamp,
+    text: Arc<str>,
+}
+
+/// How many times a mutation re-reads the file and redoes its edit when a save lands while it
+/// is being written, before it fails with ABORTED (the file as the last save left it).
+const MAX_EDIT_ATTEMPTS: usize = 5;
+
+/// A mutation's result, ready to be written and applied.
+struct ConfigEdit {
+    text: String,
+    parsed: (Config, BackendsSpans),
+    /// The one pool that may differ from the applied config (see [`Applier::apply`]).
+    only: Option<usize>,
+    /// Backends just probed healthy.
+    seeds: Vec<BackendKey>,
+}
+
+/// What `stat` says about a file: enough to tell that it is no longer the file lb wrote. Any
+/// rename over it changes the inode, and any write the size or the change time (which no user
+/// call can set), except an in-place write of the same length in the same timestamp tick:
+/// hence [`Applier::is_own_write`] compares the bytes of a file that still matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     dev: u64,
@@ -292,10 +311,13 @@ struct Stamp {
 
 impl Stamp {
     /// The stamp of what `path` designates now (symlinks followed), when it can be had.
-    #[cfg(unix)]
     fn of(path: &Path) -> Option<Stamp> {
+        Stamp::from_metadata(&std::fs::metadata(path).ok()?)
+    }
+
+    #[cfg(unix)]
+    fn from_metadata(m: &std::fs::Metadata) -> Option<Stamp> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
         Some(Stamp {
             dev: m.dev(),
             ino: m.ino(),
@@ -307,7 +329,7 @@ impl Stamp {
 
     /// Without a change time to rely on, never: every event is a full re-read.
     #[cfg(not(unix))]
-    fn of(_path: &Path) -> Option<Stamp> {
+    fn from_metadata(_m: &std::fs::Metadata) -> Option<Stamp> {
         None
     }
 }
@@ -400,14 +422,18 @@ impl Applier {
         self.state.lock().await.checkers.len()
     }
 
-    /// Whether the file on disk is, by `stat`, exactly the one lb itself last wrote and applied:
-    /// then a watcher event is lb's own rename and there is nothing to re-read. A cheap check
-    /// that takes no lock; `false` whenever in doubt.
+    /// Whether the file on disk is exactly the one lb itself last wrote and applied: then a
+    /// watcher event is lb's own swap and there is nothing to reload. `stat` rules most saves
+    /// out at once; a file that still matches it is compared byte for byte with what lb wrote,
+    /// since a save written in place with the same length within the same timestamp tick
+    /// matches the stamp. Takes no lock (it never waits for, or delays, a mutation); `false`
+    /// whenever in doubt. Blocking file I/O: run it off the proxy's workers.
     pub fn is_own_write(&self) -> bool {
-        let recorded = self.written.load();
-        recorded
-            .as_deref()
-            .is_some_and(|recorded| Stamp::of(&self.path).as_ref() == Some(recorded))
+        let Some(written) = self.written.load_full() else {
+            return false;
+        };
+        Stamp::of(&self.path).as_ref() == Some(&written.stamp)
+            && std::fs::read(&self.path).is_ok_and(|bytes| bytes == written.text.as_bytes())
     }
 
     /// Re-reads the file and applies it if its content changed. An invalid file changes nothing
@@ -469,101 +495,55 @@ impl Applier {
         result
     }
 
-    /// Applies one control-API change: re-read the file (a person may have saved since the last
-    /// reload), edit its text, write it atomically, then apply what was written. On any error
-    /// neither the file nor the running state changes.
+    /// Applies one control-API change: read the file (a person may have saved since the last
+    /// reload), check the caller's precondition against it, edit its text, and swap the result in
+    /// only over the very text the edit was computed from (`write::replace`); when a save landed
+    /// meanwhile, redo all of it on the newer text, a bounded number of times, then fail with
+    /// ABORTED. Then apply what was written. On any error neither the file nor the running
+    /// state changes.
     pub async fn mutate(
         &self,
         mutation: Mutation,
         options: &MutateOptions,
     ) -> Result<u64, MutateError> {
         let mut state = self.state.lock().await;
-        let read = || {
-            std::fs::read_to_string(&self.path).map_err(|source| MutateError::Read {
+        let mut attempt = 0;
+        let (edit, metadata) = loop {
+            attempt += 1;
+            let base = write::read(&self.path).map_err(|source| MutateError::Read {
                 path: self.path.clone(),
                 source,
-            })
-        };
-        let mut text = read()?;
-        self.check_precondition(&state, &text, &options.precondition)?;
-        // A human save that lands between our read and our rename would be overwritten; re-read
-        // just before writing and redo the edit on the newer text when it changed.
-        let mut attempts = 0;
-        let (new_text, parsed, only, seeds) = loop {
-            let parsed;
-            // `is_applied`: `current` is the applied config itself, so a result that differs
-            // from it in one pool differs from what runs in that pool only.
-            let (current, spans, is_applied) = match &state.applied {
-                Some(applied) if state.applied_hash == Some(sha256(&text)) => {
-                    (applied, &state.backends_spans, true)
+            })?;
+            self.check_precondition(&state, &base.text, &options.precondition)?;
+            let edit = self.edit_config(&state, &base.text, &mutation).await?;
+            // Until the new file is recorded, a watcher event means "re-read".
+            self.written.store(None);
+            match write::replace(&self.path, &edit.text, &base)? {
+                Replaced::Written(metadata) => break (edit, metadata),
+                Replaced::Changed if attempt < MAX_EDIT_ATTEMPTS => continue,
+                Replaced::Changed => {
+                    return Err(MutateError::Aborted {
+                        reason: format!(
+                            "{} changed again each of the {attempt} times the edit was redone on it; nothing was changed",
+                            self.path.display()
+                        ),
+                    })
                 }
-                _ => {
-                    parsed = config::parse_with_spans(&text).map_err(|diagnostics| {
-                        MutateError::FileInvalid {
-                            path: self.path.clone(),
-                            diagnostics,
-                        }
-                    })?;
-                    (&parsed.0, &parsed.1, false)
-                }
-            };
-            let known = known_backends_span(current, spans, &text, mutation.pattern());
-            let (edited, seeds) = self
-                .edit(&current.pools, &text, &mutation, known.clone())
-                .await?;
-            // A backend edit that replaced only the array at its recorded (and checked) span
-            // re-validates that pool alone and moves the recorded spans after it; anything else
-            // (or any doubt) is parsed in full, as a human save is, which records them afresh.
-            let reparsed = edited
-                .backends
-                .filter(|span| known.as_ref() == Some(span))
-                .and_then(|span| {
-                    let new_len = (edited.text.len() + span.len()).checked_sub(text.len())?;
-                    let spans = shifted(spans, &span, new_len)?;
-                    let index = current
-                        .pools
-                        .iter()
-                        .position(|p| p.pattern == mutation.pattern())?;
-                    let config = config::reparse_backends(
-                        current,
-                        &text,
-                        &edited.text,
-                        mutation.pattern(),
-                        span,
-                    )?;
-                    Some(((config, spans), index))
-                });
-            let new_text = edited.text;
-            let (parsed, only) = match reparsed {
-                Some((parsed, index)) => (parsed, is_applied.then_some(index)),
-                None => (
-                    config::parse_with_spans(&new_text)
-                        .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
-                    None,
-                ),
-            };
-            let latest = read()?;
-            attempts += 1;
-            if latest == text || attempts >= 3 {
-                break (new_text, parsed, only, seeds);
             }
-            text = latest;
         };
-        // Until the new file is stamped, a watcher event means "re-read".
-        self.written.store(None);
-        write::write_atomic(&self.path, &new_text)?;
-        // Stamped right after the rename. A save landing in between would be taken for ours
-        // only if it had the same length too; the watcher's periodic full re-read still
-        // catches it (it never trusts the stamp).
         // Recorded before the apply below (which this lock guarantees will follow), so the
-        // event of the rename, arriving meanwhile, already finds it.
-        self.written.store(
-            Stamp::of(&self.path)
-                .filter(|s| s.len == new_text.len() as u64)
-                .map(Arc::new),
-        );
-        let git_commit = parsed.0.control.git_commit;
-        let generation = self.apply(&mut state, parsed, &new_text, &seeds, only);
+        // event of the swap, arriving meanwhile, already finds it. The metadata comes from lb's
+        // own handle on the file it wrote, so a save landing after the swap never matches it.
+        let text: Arc<str> = Arc::from(edit.text);
+        self.written
+            .store(Stamp::from_metadata(&metadata).map(|stamp| {
+                Arc::new(Written {
+                    stamp,
+                    text: Arc::clone(&text),
+                })
+            }));
+        let git_commit = edit.parsed.0.control.git_commit;
+        let generation = self.apply(&mut state, edit.parsed, &text, &edit.seeds, edit.only);
         drop(state);
         tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
         if git_commit {
@@ -576,6 +556,72 @@ impl Applier {
             .await;
         }
         Ok(generation)
+    }
+
+    /// `mutation` applied to `text`: the new text and its validated config.
+    async fn edit_config(
+        &self,
+        state: &WriterState,
+        text: &str,
+        mutation: &Mutation,
+    ) -> Result<ConfigEdit, MutateError> {
+        let parsed;
+        // `is_applied`: `current` is the applied config itself, so a result that differs
+        // from it in one pool differs from what runs in that pool only.
+        let (current, spans, is_applied) = match &state.applied {
+            Some(applied) if state.applied_hash == Some(sha256(text)) => {
+                (applied, &state.backends_spans, true)
+            }
+            _ => {
+                parsed = config::parse_with_spans(text).map_err(|diagnostics| {
+                    MutateError::FileInvalid {
+                        path: self.path.clone(),
+                        diagnostics,
+                    }
+                })?;
+                (&parsed.0, &parsed.1, false)
+            }
+        };
+        let known = known_backends_span(current, spans, text, mutation.pattern());
+        let (edited, seeds) = self
+            .edit(&current.pools, text, mutation, known.clone())
+            .await?;
+        // A backend edit that replaced only the array at its recorded (and checked) span
+        // re-validates that pool alone and moves the recorded spans after it; anything else
+        // (or any doubt) is parsed in full, as a human save is, which records them afresh.
+        let reparsed = edited
+            .backends
+            .filter(|span| known.as_ref() == Some(span))
+            .and_then(|span| {
+                let new_len = (edited.text.len() + span.len()).checked_sub(text.len())?;
+                let spans = shifted(spans, &span, new_len)?;
+                let index = current
+                    .pools
+                    .iter()
+                    .position(|p| p.pattern == mutation.pattern())?;
+                let config = config::reparse_backends(
+                    current,
+                    text,
+                    &edited.text,
+                    mutation.pattern(),
+                    span,
+                )?;
+                Some(((config, spans), index))
+            });
+        let (parsed, only) = match reparsed {
+            Some((parsed, index)) => (parsed, is_applied.then_some(index)),
+            None => (
+                config::parse_with_spans(&edited.text)
+                    .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
+                None,
+            ),
+        };
+        Ok(ConfigEdit {
+            text: edited.text,
+            parsed,
+            only,
+            seeds,
+        })
     }
 
     /// ABORTED unless the file on disk and the applied generation are what the caller saw.
@@ -1198,6 +1244,11 @@ mod tests {
             assert_ne!(edited, text);
             assert_eq!(edited.len(), text.len());
             std::fs::write(&path, &edited).unwrap();
+            // Most likely within the same timestamp tick as lb's write, and of the same length.
+            assert!(
+                !applier.is_own_write(),
+                "round {round}: a save right after lb's write was taken for lb's"
+            );
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             loop {
                 let topology = applier.topology().load_full();

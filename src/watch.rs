@@ -5,7 +5,9 @@
 //! inode, so in-place writes, editors' save-by-rename and Kubernetes ConfigMap symlink swaps
 //! (`lb.toml -> ..data/lb.toml`, `..data` replaced by rename) are all seen. Events are debounced
 //! briefly; `apply` skips content it has already applied, so lb's own write-back is a no-op, and
-//! an event for a file that is still, by `stat`, the one lb wrote is not even re-read.
+//! an event for a file that is still the one lb wrote (by `stat`, then byte for byte) is not
+//! settled or reloaded. A save that lands after lb's write is never taken for it: the `stat` lb
+//! compares with is taken through its own handle on the file it wrote, and the bytes must match.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -139,9 +141,9 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
                 _ = poll.tick() => true,
             };
             // lb's own write-back (a control-API change) produces events too; when the file is
-            // still, by `stat`, the one lb wrote and applied, re-reading 500 KB twice to settle
-            // and once more under the writer lock would only compete with the next change. A
-            // save after it changes the stat; the periodic poll never takes this shortcut.
+            // still the one lb wrote and applied, re-reading 500 KB twice to settle and once
+            // more under the writer lock would only compete with the next change. A save after
+            // it changes the stat or the bytes; the periodic poll never takes this shortcut.
             if !polled && applier.is_own_write() {
                 continue;
             }
