@@ -437,7 +437,8 @@ impl Applier {
     }
 
     /// Re-reads the file and applies it if its content changed. An invalid file changes nothing
-    /// and is kept as the last error.
+    /// and is kept as the last error; so does a file that would remove every running pool
+    /// without saying `allow_empty = true` ([`config::refuse_empty`]).
     pub async fn reload(&self) -> Result<Reloaded, config::Error> {
         self.reload_settled(None).await
     }
@@ -465,13 +466,19 @@ impl Applier {
             if state.rejected_hash == Some(hash) {
                 return Ok(Reloaded::StillInvalid);
             }
-            let parsed = config::parse_with_spans(&text).map_err(|diagnostics| {
-                state.rejected_hash = Some(hash);
-                config::Error::Invalid {
-                    path: self.path.clone(),
-                    diagnostics,
-                }
-            })?;
+            let running_pools = state.applied.as_ref().is_some_and(|c| !c.pools.is_empty());
+            let parsed = config::parse_with_spans(&text)
+                .and_then(|parsed| match config::refuse_empty(&parsed.0) {
+                    Some(refusal) if running_pools => Err(vec![refusal]),
+                    _ => Ok(parsed),
+                })
+                .map_err(|diagnostics| {
+                    state.rejected_hash = Some(hash);
+                    config::Error::Invalid {
+                        path: self.path.clone(),
+                        diagnostics,
+                    }
+                })?;
             // What is applied now is someone else's file, not lb's last write.
             self.written.store(None);
             Ok(Reloaded::Applied {
