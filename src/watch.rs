@@ -75,10 +75,11 @@ fn relevant_names(path: &Path) -> BTreeSet<OsString> {
 /// has stayed empty for the whole bounded wait (then, or when it never held still within the bound,
 /// `None`: the reload applies what it reads).
 async fn settle(path: &Path) -> Option<Vec<u8>> {
-    let mut previous = std::fs::read(path).ok();
+    // tokio::fs reads on the blocking pool, off the proxy's workers.
+    let mut previous = tokio::fs::read(path).await.ok();
     for _ in 0..20 {
         tokio::time::sleep(DEBOUNCE).await;
-        let current = std::fs::read(path).ok();
+        let current = tokio::fs::read(path).await.ok();
         if current == previous && current.as_ref().is_some_and(|c| !c.is_empty()) {
             return current;
         }
@@ -144,11 +145,15 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
             // still the one lb wrote and applied, re-reading 500 KB twice to settle and once
             // more under the writer lock would only compete with the next change. A save after
             // it changes the stat or the bytes; the periodic poll never takes this shortcut.
-            if !polled && applier.is_own_write() {
-                continue;
+            if !polled {
+                let own = Arc::clone(&applier);
+                let is_own_write = tokio::task::spawn_blocking(move || own.is_own_write()).await;
+                if is_own_write.unwrap_or(false) {
+                    continue;
+                }
             }
             let settled = settle(applier.path()).await;
-            match applier.reload_settled(settled.as_deref()).await {
+            match applier.reload_settled(settled).await {
                 Ok(Reloaded::Applied { generation }) => {
                     tracing::info!(generation, "reloaded {}", applier.path().display())
                 }
