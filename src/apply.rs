@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::config::edit::{self, EditError, Edited, PoolSpec};
-use crate::config::write::{self, WriteError};
+use crate::config::write::{self, Replaced, WriteError};
 use crate::config::{self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig};
 use crate::health::{self, Checkers, ProbeClient};
 use crate::metrics::Global;
@@ -264,23 +264,64 @@ pub struct Applier {
     topology: SharedTopology,
     status: ArcSwap<Status>,
     /// The writer lock: whoever holds it is the only one reading-for-edit, writing and applying.
-    state: Mutex<WriterState>,
+    state: Arc<Mutex<WriterState>>,
     probe_client: ProbeClient,
     /// Process-wide counters; reload outcomes are recorded here, the proxy records the rest.
     metrics: Arc<Global>,
     /// Health transitions, for `WatchHealth`.
     events: health::Events,
-    /// How the file looked on disk right after lb's own last write, while it is the applied
-    /// content: the watcher compares a `stat` with it instead of re-reading and re-hashing the
-    /// file for the event lb's own rename produces. Outside the writer lock so that check never
-    /// waits for (or delays) a mutation.
-    written: ArcSwapOption<Stamp>,
+    /// lb's own last write, while it is the applied content: the watcher compares the file
+    /// with it instead of settling, locking and re-hashing for the event lb's own swap
+    /// produces. Outside the writer lock so that check never waits for (or delays) a mutation.
+    written: ArcSwapOption<Written>,
 }
 
-/// What `stat` says about a file: enough to tell that it is still the very file lb wrote.
-/// Any write or rename over it changes the inode, the size or the change time (which no
-/// user call can set); the one blind spot is an in-place write of the same length in the
-/// same timestamp tick as lb's rename, which the watcher's periodic full re-read catches.
+/// The file lb last wrote, as it left it.
+struct Written {
+    stamp: Stamp,
+    text: Arc<str>,
+}
+
+/// How many times a mutation re-reads the file and redoes its edit when a save lands while it
+/// is being written, before it fails with ABORTED (the file as the last save left it).
+const MAX_EDIT_ATTEMPTS: usize = 5;
+
+/// A mutation's result, ready to be written and applied.
+struct ConfigEdit {
+    text: String,
+    parsed: (Config, BackendsSpans),
+    /// The one pool that may differ from the applied config (see [`Applier::apply`]).
+    only: Option<usize>,
+}
+
+/// How many times a reload or mutation may release the writer lock to probe backends new to a
+/// pool and start again. Each round probes what the file declares anew since the last, so
+/// only a file that keeps declaring new backends uses them all; in the last round a reload
+/// applies with any backend still unprobed starting sick, and a mutation fails with ABORTED.
+const MAX_PROBE_ROUNDS: usize = 3;
+/// Probes in flight at once when a save declares many new backends.
+const MAX_PARALLEL_PROBES: usize = 64;
+
+/// First-probe results of backends new to a pool, by identity: `Err` says why it is sick.
+type Probed = HashMap<BackendKey, Result<(), String>>;
+
+/// A backend new to its pool, to probe with its pool's checks before any snapshot declares it.
+struct Unprobed {
+    key: BackendKey,
+    checks: Vec<config::HealthCheck>,
+}
+
+/// What one round under the writer lock came to.
+enum Step<T> {
+    Done(T),
+    /// Release the lock, probe these, and run the round again.
+    Probe(Vec<Unprobed>),
+}
+
+/// What `stat` says about a file: enough to tell that it is no longer the file lb wrote. Any
+/// rename over it changes the inode, and any write the size or the change time (which no user
+/// call can set), except an in-place write of the same length in the same timestamp tick:
+/// hence [`Applier::is_own_write`] compares the bytes of a file that still matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     dev: u64,
@@ -292,10 +333,13 @@ struct Stamp {
 
 impl Stamp {
     /// The stamp of what `path` designates now (symlinks followed), when it can be had.
-    #[cfg(unix)]
     fn of(path: &Path) -> Option<Stamp> {
+        Stamp::from_metadata(&std::fs::metadata(path).ok()?)
+    }
+
+    #[cfg(unix)]
+    fn from_metadata(m: &std::fs::Metadata) -> Option<Stamp> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
         Some(Stamp {
             dev: m.dev(),
             ino: m.ino(),
@@ -307,7 +351,7 @@ impl Stamp {
 
     /// Without a change time to rely on, never: every event is a full re-read.
     #[cfg(not(unix))]
-    fn of(_path: &Path) -> Option<Stamp> {
+    fn from_metadata(_m: &std::fs::Metadata) -> Option<Stamp> {
         None
     }
 }
@@ -346,7 +390,7 @@ impl Applier {
                 applied_at: SystemTime::now(),
                 last_error: None,
             }),
-            state: Mutex::new(WriterState {
+            state: Arc::new(Mutex::new(WriterState {
                 started_with: None,
                 restart_pending: Vec::new(),
                 checkers: Checkers::new(events.clone()),
@@ -354,7 +398,7 @@ impl Applier {
                 applied: None,
                 backends_spans: Vec::new(),
                 rejected_hash: None,
-            }),
+            })),
             probe_client: health::probe_client(),
             metrics: Arc::default(),
             events,
@@ -368,7 +412,7 @@ impl Applier {
             control: config.control.clone(),
         };
         let mut state = applier.state.lock().await;
-        applier.apply(&mut state, (config, spans), &text, &[], None);
+        applier.apply(&mut state, (config, spans), &text, &Probed::new(), None);
         drop(state);
         Ok((applier, startup))
     }
@@ -400,19 +444,24 @@ impl Applier {
         self.state.lock().await.checkers.len()
     }
 
-    /// Whether the file on disk is, by `stat`, exactly the one lb itself last wrote and applied:
-    /// then a watcher event is lb's own rename and there is nothing to re-read. A cheap check
-    /// that takes no lock; `false` whenever in doubt.
+    /// Whether the file on disk is exactly the one lb itself last wrote and applied: then a
+    /// watcher event is lb's own swap and there is nothing to reload. `stat` rules most saves
+    /// out at once; a file that still matches it is compared byte for byte with what lb wrote,
+    /// since a save written in place with the same length within the same timestamp tick
+    /// matches the stamp. Takes no lock (it never waits for, or delays, a mutation); `false`
+    /// whenever in doubt. Blocking file I/O: run it off the proxy's workers.
     pub fn is_own_write(&self) -> bool {
-        let recorded = self.written.load();
-        recorded
-            .as_deref()
-            .is_some_and(|recorded| Stamp::of(&self.path).as_ref() == Some(recorded))
+        let Some(written) = self.written.load_full() else {
+            return false;
+        };
+        Stamp::of(&self.path).as_ref() == Some(&written.stamp)
+            && std::fs::read(&self.path).is_ok_and(|bytes| bytes == written.text.as_bytes())
     }
 
     /// Re-reads the file and applies it if its content changed. An invalid file changes nothing
-    /// and is kept as the last error.
-    pub async fn reload(&self) -> Result<Reloaded, config::Error> {
+    /// and is kept as the last error; so does a file that would remove every running pool
+    /// without saying `allow_empty = true` ([`config::refuse_empty`]).
+    pub async fn reload(self: &Arc<Self>) -> Result<Reloaded, config::Error> {
         self.reload_settled(None).await
     }
 
@@ -422,36 +471,93 @@ impl Applier {
     /// writer lock; a save that starts in between (an in-place one truncates first) would
     /// otherwise be read half-done, and an empty or cut-off file is often valid TOML with fewer
     /// pools (seen under load: a reload test's requests got 404 for a moment).
-    pub async fn reload_settled(&self, settled: Option<&[u8]>) -> Result<Reloaded, config::Error> {
-        let mut state = self.state.lock().await;
+    ///
+    /// Backends new to a pool are probed before the snapshot that declares them is swapped in
+    /// (without the writer lock; then the file is read again under it, and whatever is new in
+    /// that text and not yet probed is probed in turn), so each enters healthy or sick as its
+    /// probe says and replacing every backend of a pool opens no 503 window.
+    pub async fn reload_settled(
+        self: &Arc<Self>,
+        settled: Option<Vec<u8>>,
+    ) -> Result<Reloaded, config::Error> {
+        let settled: Option<Arc<[u8]>> = settled.map(Arc::from);
+        let mut probed = Probed::new();
+        // Bounded: in round MAX_PROBE_ROUNDS the round is told not to probe, and ends `Done`.
+        let mut round = 0;
+        loop {
+            round += 1;
+            let may_probe = round < MAX_PROBE_ROUNDS;
+            let state = Arc::clone(&self.state).lock_owned().await;
+            let (this, settled) = (Arc::clone(self), settled.clone());
+            let (step, returned) = off_workers(move || {
+                let mut state = state;
+                let step = this.reload_locked(&mut state, settled.as_deref(), &probed, may_probe);
+                (step, probed)
+            })
+            .await
+            .map_err(|source| config::Error::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+            probed = returned;
+            match step {
+                Step::Done(result) => return result,
+                Step::Probe(wanted) => probed.extend(self.probe_all(wanted).await),
+            }
+        }
+    }
+
+    /// One round of a reload, under the writer lock, on a blocking thread.
+    fn reload_locked(
+        &self,
+        state: &mut WriterState,
+        settled: Option<&[u8]>,
+        probed: &Probed,
+        may_probe: bool,
+    ) -> Step<Result<Reloaded, config::Error>> {
         let text = std::fs::read_to_string(&self.path).map_err(|source| config::Error::Read {
             path: self.path.clone(),
             source,
         });
         let result = text.and_then(|text| {
             if settled.is_some_and(|settled| settled != text.as_bytes()) {
-                return Ok(Reloaded::Moving);
+                return Ok(Step::Done(Reloaded::Moving));
             }
             let hash = sha256(&text);
             if state.applied_hash == Some(hash) {
-                return Ok(Reloaded::Unchanged);
+                return Ok(Step::Done(Reloaded::Unchanged));
             }
             if state.rejected_hash == Some(hash) {
-                return Ok(Reloaded::StillInvalid);
+                return Ok(Step::Done(Reloaded::StillInvalid));
             }
-            let parsed = config::parse_with_spans(&text).map_err(|diagnostics| {
-                state.rejected_hash = Some(hash);
-                config::Error::Invalid {
-                    path: self.path.clone(),
-                    diagnostics,
-                }
-            })?;
+            let running_pools = state.applied.as_ref().is_some_and(|c| !c.pools.is_empty());
+            let parsed = config::parse_with_spans(&text)
+                .and_then(|parsed| match config::refuse_empty(&parsed.0) {
+                    Some(refusal) if running_pools => Err(vec![refusal]),
+                    _ => Ok(parsed),
+                })
+                .map_err(|diagnostics| {
+                    state.rejected_hash = Some(hash);
+                    config::Error::Invalid {
+                        path: self.path.clone(),
+                        diagnostics,
+                    }
+                })?;
+            let wanted = unprobed(&state.checkers, &parsed.0.pools, probed);
+            if may_probe && !wanted.is_empty() {
+                return Ok(Step::Probe(wanted));
+            }
             // What is applied now is someone else's file, not lb's last write.
             self.written.store(None);
-            Ok(Reloaded::Applied {
-                generation: self.apply(&mut state, parsed, &text, &[], None),
-            })
+            Ok(Step::Done(Reloaded::Applied {
+                generation: self.apply(state, parsed, &text, probed, None),
+            }))
         });
+        let result = match result {
+            Ok(Step::Probe(wanted)) => return Step::Probe(wanted),
+            Ok(Step::Done(reloaded)) => Ok(reloaded),
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(Reloaded::Applied { .. }) => {
                 self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -466,116 +572,230 @@ impl Applier {
             status.last_error = Some(e.to_string());
             self.status.store(Arc::new(status));
         }
-        result
+        Step::Done(result)
     }
 
-    /// Applies one control-API change: re-read the file (a person may have saved since the last
-    /// reload), edit its text, write it atomically, then apply what was written. On any error
-    /// neither the file nor the running state changes.
+    /// Applies one control-API change: read the file (a person may have saved since the last
+    /// reload), check the caller's precondition against it, edit its text, and swap the result in
+    /// only over the very text the edit was computed from (`write::replace`); when a save landed
+    /// meanwhile, redo all of it on the newer text, a bounded number of times, then fail with
+    /// ABORTED. Then apply what was written. On any error neither the file nor the running
+    /// state changes.
+    ///
+    /// The file work runs on a blocking thread, off the proxy's workers. Backends the edit
+    /// declares anew (AddBackend's, or an unapplied save's) are probed without the writer lock
+    /// and the whole transaction is then redone under it with their results, so a probe never
+    /// holds up other changes and reloads; AddBackend fails when its backend's probe does.
     pub async fn mutate(
-        &self,
+        self: &Arc<Self>,
         mutation: Mutation,
         options: &MutateOptions,
     ) -> Result<u64, MutateError> {
-        let mut state = self.state.lock().await;
-        let read = || {
-            std::fs::read_to_string(&self.path).map_err(|source| MutateError::Read {
+        let job = Arc::new((mutation, options.clone()));
+        let mut probed = Probed::new();
+        // Bounded: in round MAX_PROBE_ROUNDS the round is told not to probe, and ends `Done`.
+        let mut round = 0;
+        loop {
+            round += 1;
+            let may_probe = round < MAX_PROBE_ROUNDS;
+            let state = Arc::clone(&self.state).lock_owned().await;
+            let (this, round_job) = (Arc::clone(self), Arc::clone(&job));
+            let (step, returned) = off_workers(move || {
+                let mut state = state;
+                let (mutation, options) = &*round_job;
+                let step = this.mutate_locked(&mut state, mutation, options, &probed, may_probe);
+                (step, probed)
+            })
+            .await
+            .map_err(|source| MutateError::Read {
                 path: self.path.clone(),
                 source,
-            })
-        };
-        let mut text = read()?;
-        self.check_precondition(&state, &text, &options.precondition)?;
-        // A human save that lands between our read and our rename would be overwritten; re-read
-        // just before writing and redo the edit on the newer text when it changed.
-        let mut attempts = 0;
-        let (new_text, parsed, only, seeds) = loop {
-            let parsed;
-            // `is_applied`: `current` is the applied config itself, so a result that differs
-            // from it in one pool differs from what runs in that pool only.
-            let (current, spans, is_applied) = match &state.applied {
-                Some(applied) if state.applied_hash == Some(sha256(&text)) => {
-                    (applied, &state.backends_spans, true)
+            })?;
+            probed = returned;
+            match step? {
+                Step::Done((generation, git_commit)) => {
+                    let (mutation, options) = &*job;
+                    tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
+                    if git_commit {
+                        crate::history::commit(
+                            &self.path,
+                            &mutation.describe(),
+                            options.actor.as_deref(),
+                            &self.metrics,
+                        )
+                        .await;
+                    }
+                    return Ok(generation);
                 }
-                _ => {
-                    parsed = config::parse_with_spans(&text).map_err(|diagnostics| {
-                        MutateError::FileInvalid {
-                            path: self.path.clone(),
-                            diagnostics,
-                        }
-                    })?;
-                    (&parsed.0, &parsed.1, false)
-                }
-            };
-            let known = known_backends_span(current, spans, &text, mutation.pattern());
-            let (edited, seeds) = self
-                .edit(&current.pools, &text, &mutation, known.clone())
-                .await?;
-            // A backend edit that replaced only the array at its recorded (and checked) span
-            // re-validates that pool alone and moves the recorded spans after it; anything else
-            // (or any doubt) is parsed in full, as a human save is, which records them afresh.
-            let reparsed = edited
-                .backends
-                .filter(|span| known.as_ref() == Some(span))
-                .and_then(|span| {
-                    let new_len = (edited.text.len() + span.len()).checked_sub(text.len())?;
-                    let spans = shifted(spans, &span, new_len)?;
-                    let index = current
-                        .pools
-                        .iter()
-                        .position(|p| p.pattern == mutation.pattern())?;
-                    let config = config::reparse_backends(
-                        current,
-                        &text,
-                        &edited.text,
-                        mutation.pattern(),
-                        span,
-                    )?;
-                    Some(((config, spans), index))
-                });
-            let new_text = edited.text;
-            let (parsed, only) = match reparsed {
-                Some((parsed, index)) => (parsed, is_applied.then_some(index)),
-                None => (
-                    config::parse_with_spans(&new_text)
-                        .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
-                    None,
-                ),
-            };
-            let latest = read()?;
-            attempts += 1;
-            if latest == text || attempts >= 3 {
-                break (new_text, parsed, only, seeds);
+                Step::Probe(wanted) => probed.extend(self.probe_all(wanted).await),
             }
-            text = latest;
-        };
-        // Until the new file is stamped, a watcher event means "re-read".
-        self.written.store(None);
-        write::write_atomic(&self.path, &new_text)?;
-        // Stamped right after the rename. A save landing in between would be taken for ours
-        // only if it had the same length too; the watcher's periodic full re-read still
-        // catches it (it never trusts the stamp).
-        // Recorded before the apply below (which this lock guarantees will follow), so the
-        // event of the rename, arriving meanwhile, already finds it.
-        self.written.store(
-            Stamp::of(&self.path)
-                .filter(|s| s.len == new_text.len() as u64)
-                .map(Arc::new),
-        );
-        let git_commit = parsed.0.control.git_commit;
-        let generation = self.apply(&mut state, parsed, &new_text, &seeds, only);
-        drop(state);
-        tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
-        if git_commit {
-            crate::history::commit(
-                &self.path,
-                &mutation.describe(),
-                options.actor.as_deref(),
-                &self.metrics,
-            )
-            .await;
         }
-        Ok(generation)
+    }
+
+    /// One round of a mutation, under the writer lock, on a blocking thread: the read, edit,
+    /// swap transaction and the apply. Returns the generation and whether to commit to git.
+    fn mutate_locked(
+        &self,
+        state: &mut WriterState,
+        mutation: &Mutation,
+        options: &MutateOptions,
+        probed: &Probed,
+        may_probe: bool,
+    ) -> Result<Step<(u64, bool)>, MutateError> {
+        let mut attempt = 0;
+        let (edit, metadata) = loop {
+            attempt += 1;
+            let base = write::read(&self.path).map_err(|source| MutateError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+            self.check_precondition(state, &base.text, &options.precondition)?;
+            let edit = self.edit_config(state, &base.text, mutation)?;
+            // Backends new to a pool are probed before the snapshot that declares them: all of
+            // the edited config's, or only the edited pool's when the others are the applied ones.
+            let pools = match edit.only {
+                Some(i) => edit.parsed.0.pools.get(i..=i).unwrap_or_default(),
+                None => &edit.parsed.0.pools[..],
+            };
+            let wanted = unprobed(&state.checkers, pools, probed);
+            if !wanted.is_empty() {
+                if !may_probe {
+                    return Err(MutateError::Aborted {
+                        reason:
+                            "the file kept declaring backends not yet probed; nothing was changed"
+                                .to_owned(),
+                    });
+                }
+                return Ok(Step::Probe(wanted));
+            }
+            if let Mutation::AddBackend { pattern, backend } = mutation {
+                let key = BackendKey {
+                    pattern: Arc::from(pattern.as_str()),
+                    backend: backend.clone(),
+                };
+                if let Some(Err(reason)) = probed.get(&key) {
+                    return Err(MutateError::BackendUnhealthy {
+                        backend: backend.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            // Until the new file is recorded, a watcher event means "re-read".
+            self.written.store(None);
+            match write::replace(&self.path, &edit.text, &base)? {
+                Replaced::Written(metadata) => break (edit, metadata),
+                Replaced::Changed if attempt < MAX_EDIT_ATTEMPTS => continue,
+                Replaced::Changed => {
+                    return Err(MutateError::Aborted {
+                        reason: format!(
+                            "{} changed again each of the {attempt} times the edit was redone on it; nothing was changed",
+                            self.path.display()
+                        ),
+                    })
+                }
+            }
+        };
+        // Recorded before the apply below (which this lock guarantees will follow), so the
+        // event of the swap, arriving meanwhile, already finds it. The metadata comes from lb's
+        // own handle on the file it wrote, so a save landing after the swap never matches it.
+        let text: Arc<str> = Arc::from(edit.text);
+        self.written
+            .store(Stamp::from_metadata(&metadata).map(|stamp| {
+                Arc::new(Written {
+                    stamp,
+                    text: Arc::clone(&text),
+                })
+            }));
+        let git_commit = edit.parsed.0.control.git_commit;
+        let generation = self.apply(state, edit.parsed, &text, probed, edit.only);
+        Ok(Step::Done((generation, git_commit)))
+    }
+
+    /// Probes each backend in `wanted` once, in parallel (at most [`MAX_PARALLEL_PROBES`] at a
+    /// time), with its pool's checks; each probe is bounded by the check timeout.
+    async fn probe_all(&self, wanted: Vec<Unprobed>) -> Vec<(BackendKey, Result<(), String>)> {
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_PROBES));
+        let mut probes = tokio::task::JoinSet::new();
+        for Unprobed { key, checks } in wanted {
+            let (client, limit) = (self.probe_client.clone(), Arc::clone(&limit));
+            probes.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let result = health::probe(&client, key.backend.addr, &checks).await;
+                (key, result)
+            });
+        }
+        let mut results = Vec::with_capacity(probes.len());
+        while let Some(joined) = probes.join_next().await {
+            // A probe task that panicked leaves its backend unprobed: it is probed again (or,
+            // in the last round, starts sick).
+            if let Ok(result) = joined {
+                results.push(result);
+            }
+        }
+        results
+    }
+
+    /// `mutation` applied to `text`: the new text and its validated config.
+    fn edit_config(
+        &self,
+        state: &WriterState,
+        text: &str,
+        mutation: &Mutation,
+    ) -> Result<ConfigEdit, MutateError> {
+        let parsed;
+        // `is_applied`: `current` is the applied config itself, so a result that differs
+        // from it in one pool differs from what runs in that pool only.
+        let (current, spans, is_applied) = match &state.applied {
+            Some(applied) if state.applied_hash == Some(sha256(text)) => {
+                (applied, &state.backends_spans, true)
+            }
+            _ => {
+                parsed = config::parse_with_spans(text).map_err(|diagnostics| {
+                    MutateError::FileInvalid {
+                        path: self.path.clone(),
+                        diagnostics,
+                    }
+                })?;
+                (&parsed.0, &parsed.1, false)
+            }
+        };
+        let known = known_backends_span(current, spans, text, mutation.pattern());
+        let edited = edit_text(&current.pools, text, mutation, known.clone())?;
+        // A backend edit that replaced only the array at its recorded (and checked) span
+        // re-validates that pool alone and moves the recorded spans after it; anything else
+        // (or any doubt) is parsed in full, as a human save is, which records them afresh.
+        let reparsed = edited
+            .backends
+            .filter(|span| known.as_ref() == Some(span))
+            .and_then(|span| {
+                let new_len = (edited.text.len() + span.len()).checked_sub(text.len())?;
+                let spans = shifted(spans, &span, new_len)?;
+                let index = current
+                    .pools
+                    .iter()
+                    .position(|p| p.pattern == mutation.pattern())?;
+                let config = config::reparse_backends(
+                    current,
+                    text,
+                    &edited.text,
+                    mutation.pattern(),
+                    span,
+                )?;
+                Some(((config, spans), index))
+            });
+        let (parsed, only) = match reparsed {
+            Some((parsed, index)) => (parsed, is_applied.then_some(index)),
+            None => (
+                config::parse_with_spans(&edited.text)
+                    .map_err(|diagnostics| MutateError::Rejected { diagnostics })?,
+                None,
+            ),
+        };
+        Ok(ConfigEdit {
+            text: edited.text,
+            parsed,
+            only,
+        })
     }
 
     /// ABORTED unless the file on disk and the applied generation are what the caller saw.
@@ -609,94 +829,6 @@ impl Applier {
         Ok(())
     }
 
-    /// Computes the edited text, checking existence against the file as it is now. Returns the
-    /// backends that were just probed healthy, so they take traffic as soon as the RPC returns.
-    async fn edit(
-        &self,
-        current: &[PoolConfig],
-        text: &str,
-        mutation: &Mutation,
-        known: Option<std::ops::Range<usize>>,
-    ) -> Result<(Edited, Vec<BackendKey>), MutateError> {
-        let find = |pattern: &str| current.iter().find(|p| p.pattern == pattern);
-        let pool = |pattern: &str| {
-            find(pattern).ok_or_else(|| MutateError::PoolNotFound {
-                pattern: pattern.to_owned(),
-            })
-        };
-        match mutation {
-            Mutation::AddPool { pattern, spec } => {
-                if find(pattern).is_some() {
-                    return Err(MutateError::PoolExists {
-                        pattern: pattern.clone(),
-                    });
-                }
-                Ok((whole(edit::add_pool(text, pattern, spec)?), Vec::new()))
-            }
-            Mutation::RemovePool { pattern } => {
-                pool(pattern)?;
-                Ok((whole(edit::remove_pool(text, pattern)?), Vec::new()))
-            }
-            Mutation::AddBackend { pattern, backend } => {
-                let pool = pool(pattern)?;
-                if pool.backend(backend).is_some() {
-                    return Err(MutateError::BackendExists {
-                        pattern: pattern.clone(),
-                        backend: backend.clone(),
-                    });
-                }
-                health::probe(&self.probe_client, backend.addr, &pool.health_checks)
-                    .await
-                    .map_err(|reason| MutateError::BackendUnhealthy {
-                        backend: backend.clone(),
-                        reason,
-                    })?;
-                let seed = BackendKey {
-                    pattern: Arc::from(pattern.as_str()),
-                    backend: backend.clone(),
-                };
-                Ok((
-                    edit::add_backend_edit(text, pattern, &backend.to_string(), known)?,
-                    vec![seed],
-                ))
-            }
-            Mutation::RemoveBackend { pattern, backend } => {
-                if pool(pattern)?.backend(backend).is_none() {
-                    return Err(MutateError::BackendNotFound {
-                        pattern: pattern.clone(),
-                        backend: backend.clone(),
-                    });
-                }
-                let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
-                Ok((
-                    edit::remove_backend_edit(text, pattern, &matches, known)?,
-                    Vec::new(),
-                ))
-            }
-            Mutation::SetBackendState {
-                pattern,
-                backend,
-                state,
-            } => {
-                let declared = pool(pattern)?.backend(backend).ok_or_else(|| {
-                    MutateError::BackendNotFound {
-                        pattern: pattern.clone(),
-                        backend: backend.clone(),
-                    }
-                })?;
-                if declared.state == *state {
-                    // Idempotent: nothing to write, and no need to fail a rollout script.
-                    return Ok((whole(text.to_owned()), Vec::new()));
-                }
-                let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
-                Ok((
-                    edit::set_backend_state_edit(text, pattern, &matches, state.as_str(), known)?,
-                    Vec::new(),
-                ))
-            }
-        }
-    }
-
     /// Logs when the file's start-only settings (listeners, server limits, control security,
     /// logging) differ from those this process started with: the pools of such a save apply at
     /// once, these stay as they are until lb restarts, and the log says so.
@@ -723,7 +855,7 @@ impl Applier {
         &self,
         checkers: &mut Checkers,
         pool_config: &PoolConfig,
-        seeds: &[BackendKey],
+        probed: &Probed,
     ) -> Arc<Pool> {
         let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
         // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
@@ -739,7 +871,11 @@ impl Applier {
                 };
                 let backend = match checkers.backend(&key) {
                     Some(existing) => Arc::clone(existing),
-                    None => Arc::new(Backend::new(declared.addr.clone(), seeds.contains(&key))),
+                    // New to the pool: healthy or sick as its first probe said (sick if none).
+                    None => Arc::new(Backend::new(
+                        declared.addr.clone(),
+                        matches!(probed.get(&key), Some(Ok(()))),
+                    )),
                 };
                 backend.set_admin(declared.state);
                 // A disabled backend is not checked, and not in rotation until it is
@@ -768,13 +904,14 @@ impl Applier {
 
     /// Builds the next topology from a valid config, swaps it in, and reconciles the checkers.
     /// Backends that stay declared keep their `Arc<Backend>`: health, in-flight and pooled
-    /// connections survive. `seeds` start healthy (they were probed a moment ago).
+    /// connections survive. A backend new to its pool starts as its first probe (in `probed`,
+    /// taken a moment ago) said.
     fn apply(
         &self,
         state: &mut WriterState,
         (mut config, spans): (Config, BackendsSpans),
         text: &str,
-        seeds: &[BackendKey],
+        probed: &Probed,
         only: Option<usize>,
     ) -> u64 {
         let generation = self.status.load().generation + 1;
@@ -793,7 +930,6 @@ impl Applier {
                 && applied_pools.len() == config.pools.len()
                 && applied_pools.get(i).map(|p| &p.pattern)
                     == config.pools.get(i).map(|p| &p.pattern)
-                && seeds.iter().all(|s| *s.pattern == *config.pools[i].pattern)
         });
         let carried: HashMap<&str, (&PoolConfig, &Arc<Pool>)> =
             if only.is_none() && previous.pools.len() == applied_pools.len() {
@@ -807,19 +943,18 @@ impl Applier {
             };
         let pools = if let Some(i) = only {
             let mut pools = previous.pools.clone();
-            pools[i] = self.build_pool(&mut state.checkers, &config.pools[i], seeds);
+            pools[i] = self.build_pool(&mut state.checkers, &config.pools[i], probed);
             pools
         } else {
             let mut pools = Vec::with_capacity(config.pools.len());
             for pool_config in &config.pools {
-                let seeded = seeds.iter().any(|s| *s.pattern == *pool_config.pattern);
                 if let Some((before, pool)) = carried.get(pool_config.pattern.as_str()) {
-                    if *before == pool_config && !seeded {
+                    if *before == pool_config {
                         pools.push(Arc::clone(pool));
                         continue;
                     }
                 }
-                pools.push(self.build_pool(&mut state.checkers, pool_config, seeds));
+                pools.push(self.build_pool(&mut state.checkers, pool_config, probed));
             }
             let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
             state
@@ -844,6 +979,86 @@ impl Applier {
         }));
         tracing::info!(generation, path = %self.path.display(), "config applied");
         generation
+    }
+}
+
+/// Computes the edited text, checking existence against the file as it is now. (AddBackend's
+/// probe is the caller's: a backend new to a pool is probed before any snapshot declares it.)
+fn edit_text(
+    current: &[PoolConfig],
+    text: &str,
+    mutation: &Mutation,
+    known: Option<std::ops::Range<usize>>,
+) -> Result<Edited, MutateError> {
+    let find = |pattern: &str| current.iter().find(|p| p.pattern == pattern);
+    let pool = |pattern: &str| {
+        find(pattern).ok_or_else(|| MutateError::PoolNotFound {
+            pattern: pattern.to_owned(),
+        })
+    };
+    match mutation {
+        Mutation::AddPool { pattern, spec } => {
+            if find(pattern).is_some() {
+                return Err(MutateError::PoolExists {
+                    pattern: pattern.clone(),
+                });
+            }
+            Ok(whole(edit::add_pool(text, pattern, spec)?))
+        }
+        Mutation::RemovePool { pattern } => {
+            pool(pattern)?;
+            Ok(whole(edit::remove_pool(text, pattern)?))
+        }
+        Mutation::AddBackend { pattern, backend } => {
+            let pool = pool(pattern)?;
+            if pool.backend(backend).is_some() {
+                return Err(MutateError::BackendExists {
+                    pattern: pattern.clone(),
+                    backend: backend.clone(),
+                });
+            }
+            Ok(edit::add_backend_edit(
+                text,
+                pattern,
+                &backend.to_string(),
+                known,
+            )?)
+        }
+        Mutation::RemoveBackend { pattern, backend } => {
+            if pool(pattern)?.backend(backend).is_none() {
+                return Err(MutateError::BackendNotFound {
+                    pattern: pattern.clone(),
+                    backend: backend.clone(),
+                });
+            }
+            let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
+            Ok(edit::remove_backend_edit(text, pattern, &matches, known)?)
+        }
+        Mutation::SetBackendState {
+            pattern,
+            backend,
+            state,
+        } => {
+            let declared =
+                pool(pattern)?
+                    .backend(backend)
+                    .ok_or_else(|| MutateError::BackendNotFound {
+                        pattern: pattern.clone(),
+                        backend: backend.clone(),
+                    })?;
+            if declared.state == *state {
+                // Idempotent: nothing to write, and no need to fail a rollout script.
+                return Ok(whole(text.to_owned()));
+            }
+            let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
+            Ok(edit::set_backend_state_edit(
+                text,
+                pattern,
+                &matches,
+                state.as_str(),
+                known,
+            )?)
+        }
     }
 }
 
@@ -895,6 +1110,47 @@ fn whole(text: String) -> Edited {
     }
 }
 
+/// The backends of `pools` that are new to their pool (no live state yet), enabled (a disabled
+/// one is not checked and starts sick), and not in `probed`.
+fn unprobed(checkers: &Checkers, pools: &[PoolConfig], probed: &Probed) -> Vec<Unprobed> {
+    let mut wanted = Vec::new();
+    for pool in pools {
+        let pattern: Arc<str> = Arc::from(pool.pattern.as_str());
+        for declared in &pool.backends {
+            let key = BackendKey {
+                pattern: Arc::clone(&pattern),
+                backend: declared.addr.clone(),
+            };
+            if declared.state != AdminState::Disabled
+                && checkers.backend(&key).is_none()
+                && !probed.contains_key(&key)
+            {
+                wanted.push(Unprobed {
+                    key,
+                    checks: pool.health_checks.clone(),
+                });
+            }
+        }
+    }
+    wanted
+}
+
+/// Runs `work` on tokio's blocking pool, off the proxy's worker threads: the control path's
+/// file reads, parsing, hashing, fsync and swap never stall proxying (with `workers = 1` they
+/// otherwise would, for their whole duration). `Err` only when the runtime is shutting down.
+async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done),
+        // The control path does not panic; if it ever did, the panic goes on as it started.
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(std::io::Error::other("lb is shutting down")),
+        },
+    }
+}
+
 fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
@@ -934,12 +1190,18 @@ mod tests {
         // The watcher saw one text settle; the file now holds another (a save under way).
         let next = format!("{LISTEN}{}", pool("/b/", &["127.0.0.1:2"]));
         std::fs::write(&path, &next).unwrap();
-        let outcome = applier.reload_settled(Some(b"[pools]\n")).await.unwrap();
+        let outcome = applier
+            .reload_settled(Some(b"[pools]\n".to_vec()))
+            .await
+            .unwrap();
         assert!(matches!(outcome, Reloaded::Moving));
         assert_eq!(applier.topology().load().generation, generation);
         assert!(applier.topology().load().pool("/a/").is_some());
         // Once what it saw is what the file holds, it applies.
-        let outcome = applier.reload_settled(Some(next.as_bytes())).await.unwrap();
+        let outcome = applier
+            .reload_settled(Some(next.into_bytes()))
+            .await
+            .unwrap();
         assert!(matches!(outcome, Reloaded::Applied { .. }));
         assert!(applier.topology().load().pool("/b/").is_some());
     }
@@ -1163,6 +1425,85 @@ mod tests {
         assert_eq!(applier.n_checkers().await, 3);
     }
 
+    /// AddBackend's probe runs without the writer lock: a change made meanwhile completes while
+    /// the probe of a backend that accepts and never answers still waits for its timeout.
+    #[tokio::test]
+    async fn the_writer_lock_is_not_held_across_a_probe() {
+        let (a, b) = ("127.0.0.1:1", "127.0.0.1:2");
+        let (_dir, _path, applier) = load_pools(&pool("/a/", &[a, b])).await;
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+        let _silent = tokio::spawn(async move {
+            let (socket, _) = silent.accept().await.unwrap();
+            let _ = accepted_tx.send(());
+            // Holds the connection open and never answers.
+            std::future::pending::<()>().await;
+            drop(socket);
+        });
+        let add = tokio::spawn({
+            let applier = Arc::clone(&applier);
+            async move {
+                let backend: BackendAddr = silent_addr.to_string().parse().unwrap();
+                applier
+                    .mutate(
+                        Mutation::AddBackend {
+                            pattern: "/a/".into(),
+                            backend,
+                        },
+                        &MutateOptions::default(),
+                    )
+                    .await
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), accepted)
+            .await
+            .expect("the probe connects")
+            .unwrap();
+        applier
+            .mutate(
+                Mutation::SetBackendState {
+                    pattern: "/a/".into(),
+                    backend: a.parse().unwrap(),
+                    state: AdminState::Drain,
+                },
+                &MutateOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            !add.is_finished(),
+            "the change waited for the probe to time out"
+        );
+        let refused = add.await.unwrap().unwrap_err();
+        assert!(
+            matches!(refused, MutateError::BackendUnhealthy { .. }),
+            "{refused}"
+        );
+    }
+
+    /// A backend new to a pool enters healthy or sick as its first probe says, before the
+    /// reload that declares it returns (no window where a live new backend is out of rotation).
+    #[tokio::test]
+    async fn a_new_backend_enters_as_its_first_probe_says() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        tokio::spawn(sample_web::serve(live, "live".into()));
+        let dead = "127.0.0.1:1";
+        let (_dir, path, applier) = load_pools(&pool("/a/", &[dead])).await;
+        let long = |backends: &[&str]| format!("{LISTEN}{}", pool("/a/", backends));
+        std::fs::write(&path, long(&[dead, &live_addr.to_string()])).unwrap();
+        assert!(matches!(
+            applier.reload().await.unwrap(),
+            Reloaded::Applied { .. }
+        ));
+        let topology = applier.topology().load_full();
+        let backends = &topology.pool("/a/").unwrap().backends;
+        assert_eq!(backends.len(), 2);
+        assert!(!backends[0].is_healthy(), "{dead} is refused");
+        assert!(backends[1].is_healthy(), "{live_addr} answers ok");
+    }
+
     /// The watcher skips the event of lb's own write by `stat`; a person's save right after an
     /// API change (here in place, with the same length, the hardest case for a stat check) must
     /// still be applied.
@@ -1198,6 +1539,11 @@ mod tests {
             assert_ne!(edited, text);
             assert_eq!(edited.len(), text.len());
             std::fs::write(&path, &edited).unwrap();
+            // Most likely within the same timestamp tick as lb's write, and of the same length.
+            assert!(
+                !applier.is_own_write(),
+                "round {round}: a save right after lb's write was taken for lb's"
+            );
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             loop {
                 let topology = applier.topology().load_full();

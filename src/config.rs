@@ -20,7 +20,7 @@ pub use model::{
     DEFAULT_REQUEST_TIMEOUT,
 };
 pub use parse::{
-    backends_at, parse, parse_with_spans, reparse_backends, BackendsSpans, Diagnostic,
+    backends_at, parse, parse_with_spans, refuse_empty, reparse_backends, BackendsSpans, Diagnostic,
 };
 
 use std::fmt;

@@ -5,7 +5,9 @@
 //! inode, so in-place writes, editors' save-by-rename and Kubernetes ConfigMap symlink swaps
 //! (`lb.toml -> ..data/lb.toml`, `..data` replaced by rename) are all seen. Events are debounced
 //! briefly; `apply` skips content it has already applied, so lb's own write-back is a no-op, and
-//! an event for a file that is still, by `stat`, the one lb wrote is not even re-read.
+//! an event for a file that is still the one lb wrote (by `stat`, then byte for byte) is not
+//! settled or reloaded. A save that lands after lb's write is never taken for it: the `stat` lb
+//! compares with is taken through its own handle on the file it wrote, and the bytes must match.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -73,10 +75,11 @@ fn relevant_names(path: &Path) -> BTreeSet<OsString> {
 /// has stayed empty for the whole bounded wait (then, or when it never held still within the bound,
 /// `None`: the reload applies what it reads).
 async fn settle(path: &Path) -> Option<Vec<u8>> {
-    let mut previous = std::fs::read(path).ok();
+    // tokio::fs reads on the blocking pool, off the proxy's workers.
+    let mut previous = tokio::fs::read(path).await.ok();
     for _ in 0..20 {
         tokio::time::sleep(DEBOUNCE).await;
-        let current = std::fs::read(path).ok();
+        let current = tokio::fs::read(path).await.ok();
         if current == previous && current.as_ref().is_some_and(|c| !c.is_empty()) {
             return current;
         }
@@ -139,14 +142,18 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
                 _ = poll.tick() => true,
             };
             // lb's own write-back (a control-API change) produces events too; when the file is
-            // still, by `stat`, the one lb wrote and applied, re-reading 500 KB twice to settle
-            // and once more under the writer lock would only compete with the next change. A
-            // save after it changes the stat; the periodic poll never takes this shortcut.
-            if !polled && applier.is_own_write() {
-                continue;
+            // still the one lb wrote and applied, re-reading 500 KB twice to settle and once
+            // more under the writer lock would only compete with the next change. A save after
+            // it changes the stat or the bytes; the periodic poll never takes this shortcut.
+            if !polled {
+                let own = Arc::clone(&applier);
+                let is_own_write = tokio::task::spawn_blocking(move || own.is_own_write()).await;
+                if is_own_write.unwrap_or(false) {
+                    continue;
+                }
             }
             let settled = settle(applier.path()).await;
-            match applier.reload_settled(settled.as_deref()).await {
+            match applier.reload_settled(settled).await {
                 Ok(Reloaded::Applied { generation }) => {
                     tracing::info!(generation, "reloaded {}", applier.path().display())
                 }

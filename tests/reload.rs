@@ -335,3 +335,32 @@ async fn a_start_only_change_applies_the_pools_and_asks_for_a_restart() {
     assert!(line.contains("server.drain_timeout"), "{line}");
     assert!(!line.contains("listen."), "{line}");
 }
+
+/// Replacing every backend of a pool (A → B) opens no 503 window: a backend new to a pool is
+/// probed before the snapshot that declares it is swapped in, and enters healthy. 50 saves
+/// alternate the pool between two sets of live backends under steady load; nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_every_backend_of_a_pool_fails_no_request_through_50_swaps() {
+    let (a1, a2) = (Backend::start("a1").await, Backend::start("a2").await);
+    let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
+    let sets = [[a1.addr, a2.addr], [b1.addr, b2.addr]];
+    let lb = Arc::new(Lb::start(&config_with(&sets[0])));
+    let client = support::client();
+    eventually(Duration::from_secs(5), "a1 and a2 serve", || async {
+        get(&client, &lb.url("/")).await;
+        a1.hits() > 0 && a2.hits() > 0
+    })
+    .await;
+
+    let load = support::Load::start(&lb, 4);
+    for i in 0..50 {
+        let set = &sets[(i + 1) % 2];
+        std::fs::write(&lb.config, config_with(set)).unwrap();
+        lb.log_eventually(&format!("generation={} ", i + 2), Duration::from_secs(3))
+            .await;
+    }
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "ok={ok}");
+    assert!(ok > 50, "ok={ok}");
+    assert!(b1.hits() > 0 && b2.hits() > 0);
+}

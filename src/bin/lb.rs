@@ -114,7 +114,17 @@ fn main() -> ExitCode {
     };
 
     if let Some(Command::Check { path }) = &args.command {
-        return match lb::config::load(path) {
+        // A file without pools is refused as a reload of a running lb; check says so too.
+        let checked = lb::config::load(path).and_then(|(config, text)| {
+            match lb::config::refuse_empty(&config) {
+                Some(refusal) => Err(lb::config::Error::Invalid {
+                    path: path.clone(),
+                    diagnostics: vec![refusal],
+                }),
+                None => Ok((config, text)),
+            }
+        });
+        return match checked {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS

@@ -23,6 +23,10 @@ pub struct Config {
     pub log: Log,
     /// In file order.
     pub pools: Vec<PoolConfig>,
+    /// `allow_empty = true`: the file means to have no pools. Without it, a file with none (an
+    /// empty or truncated save is valid TOML) is refused as a reload and by `lb check`
+    /// ([`crate::config::refuse_empty`]).
+    pub allow_empty: bool,
     /// Every pool's pattern compiled once; the value is the index into `pools`. Building it is
     /// also how pattern conflicts are found, so validation and the topology share one build.
     pub routes: Router<usize>,

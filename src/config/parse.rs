@@ -79,6 +79,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
+    allow_empty: bool,
+    #[serde(default)]
     listen: RawListen,
     #[serde(default)]
     server: RawServer,
@@ -206,6 +208,19 @@ pub fn parse_with_spans(text: &str) -> Result<(Config, BackendsSpans), Vec<Diagn
     }
 }
 
+/// Why `config` must not replace a running one: it has no pools and does not say
+/// `allow_empty = true`. An empty or truncated save is valid TOML with no pools, and applying
+/// it would answer 404 to every request; reported like a broken save, at 1:1.
+pub fn refuse_empty(config: &Config) -> Option<Diagnostic> {
+    (config.pools.is_empty() && !config.allow_empty).then(|| Diagnostic {
+        position: Some((1, 1)),
+        message:
+            "no pools: applying this file would remove every pool (an empty or truncated \
+                  save?); if that is meant, say so with `allow_empty = true` at the top of the file"
+                .to_owned(),
+    })
+}
+
 /// A lone `backends = [...]` line, for [`reparse_backends`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +278,7 @@ pub fn reparse_backends(
         control: old.control.clone(),
         log: old.log.clone(),
         pools,
+        allow_empty: old.allow_empty,
         routes,
     })
 }
@@ -439,6 +455,7 @@ impl Validator<'_> {
             control,
             log,
             pools,
+            allow_empty: raw.allow_empty,
             routes: routes?,
         })
     }

@@ -1,10 +1,21 @@
-//! config::write: owns putting new lb.toml bytes on disk atomically; never parses.
+//! config::write: owns putting new lb.toml bytes on disk atomically, and only over the text an
+//! edit was computed from; never parses.
 //!
-//! A temporary file in the same directory as the real file is written, given the original's
-//! owner (best effort) and permission bits, fsynced, and renamed over it; then the directory is
-//! fsynced so the rename survives a crash. Readers (our own watcher included) see the old file or
-//! the new one, never a half-written one, and on any error the original is untouched and the
-//! temporary file is removed.
+//! [`replace`] writes a temporary file in the same directory as the real file, gives it the
+//! original's owner (best effort) and permission bits, fsyncs it, and swaps it with the real
+//! file in one `renameat2(RENAME_EXCHANGE)`. The swap moves the old file to the temporary name
+//! instead of unlinking it, so what it replaced can be read back: when that is the text the edit
+//! was based on, the old file is removed and the directory fsynced; when it is not (a save
+//! landed after lb read the file), the two are swapped back and the caller is told
+//! [`Replaced::Changed`], with the file as the save left it. A plain rename cannot do this: it
+//! drops whatever it replaced, unseen.
+//!
+//! Where the exchange is not available (not Linux, or a filesystem that answers `EINVAL`), the
+//! file is re-read just before a plain rename: the guarantee is then weaker, as a save landing
+//! between that read and the rename is replaced.
+//!
+//! Readers (our own watcher included) see the old file or the new one, never a half-written one,
+//! and on any error the original is untouched and the temporary file is removed.
 //!
 //! When the configured path is a symlink the file it resolves to is replaced and every link is
 //! kept. That covers Kubernetes' ConfigMap layout (`lb.toml -> ..data/lb.toml`,
@@ -17,8 +28,13 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use tempfile::NamedTempFile;
+
 /// How many symlinks we follow before giving up, as Linux's `MAXSYMLINKS`.
 const MAX_SYMLINKS: usize = 40;
+/// How many times a save that landed during a swap-back is itself put back before giving up.
+/// Each round needs yet another save within the microseconds between two syscalls.
+const MAX_PUT_BACK: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {}: {source}", describe(.path, .target))]
@@ -39,9 +55,36 @@ fn describe(path: &Path, target: &Path) -> String {
     }
 }
 
-/// Atomically replaces the file at `path` (or the file a symlink at `path` resolves to),
-/// creating it if it does not exist.
-pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WriteError> {
+/// What [`replace`] did.
+#[derive(Debug)]
+pub enum Replaced {
+    /// The new contents are in place. The metadata is the new file's, taken through lb's own
+    /// handle after the swap: a save that lands after it has another inode, size or change time.
+    Written(fs::Metadata),
+    /// The file no longer held the expected text (or is gone): it is as the last save left it,
+    /// and nothing was written.
+    Changed,
+}
+
+/// A file's text as an edit read it, with its metadata from the same open file.
+#[derive(Debug)]
+pub struct Base {
+    pub text: String,
+    metadata: fs::Metadata,
+}
+
+/// Reads `path` (symlinks followed) as the base of an edit.
+pub fn read(path: &Path) -> io::Result<Base> {
+    let mut file = fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    let mut text = String::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    io::Read::read_to_string(&mut file, &mut text)?;
+    Ok(Base { text, metadata })
+}
+
+/// Atomically replaces the file at `path` (or the file a symlink at `path` resolves to) with
+/// `contents`, provided it still holds `base`'s text at the instant of the swap.
+pub fn replace(path: &Path, contents: &str, base: &Base) -> Result<Replaced, WriteError> {
     let error = |target: PathBuf| {
         move |source: io::Error| WriteError {
             path: path.to_path_buf(),
@@ -51,59 +94,180 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WriteError> {
     };
     let (dir, file_name) = resolve(path).map_err(error(path.to_path_buf()))?;
     let target = dir.join(&file_name);
-    write_in(&dir, &target, &file_name, contents).map_err(error(target.clone()))
+    replace_in(&dir, &target, &file_name, contents, base).map_err(error(target.clone()))
 }
 
-fn write_in(
+fn replace_in(
     dir: &Path,
     target: &Path,
     file_name: &std::ffi::OsStr,
     contents: &str,
-) -> io::Result<()> {
+    base: &Base,
+) -> io::Result<Replaced> {
+    let expected = base.text.as_bytes();
     let original = match fs::metadata(target) {
-        Ok(metadata) => Some(metadata),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replaced::Changed),
         Err(e) => return Err(e),
     };
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(file_name);
     prefix.push(".");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    #[cfg(unix)]
-    if original.is_none() {
-        // A new file gets the mode any editor would give it (0666 less the umask), not
-        // tempfile's private 0600.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o666));
-    }
-    // Dropping `temp` on any early return removes it.
-    let mut temp = builder.tempfile_in(dir)?;
+    // Dropping `temp` on any early return removes whatever its name designates by then: the new
+    // file before a swap, the replaced one after it.
+    let mut temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     temp.write_all(contents.as_bytes())?;
-    if let Some(original) = &original {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            // NOTE: best effort. Only root may give a file away; an unprivileged lb leaves the
-            // file owned by its own user, which is what writing it in place would not do but
-            // what any editor's save-by-rename does too. Ownership before mode: chown clears
-            // set-id bits.
-            let _ = std::os::unix::fs::fchown(
-                temp.as_file(),
-                Some(original.uid()),
-                Some(original.gid()),
-            );
-        }
-        temp.as_file().set_permissions(original.permissions())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // NOTE: best effort. Only root may give a file away; an unprivileged lb leaves the
+        // file owned by its own user, which is what writing it in place would not do but
+        // what any editor's save-by-rename does too. Ownership before mode: chown clears
+        // set-id bits.
+        let _ =
+            std::os::unix::fs::fchown(temp.as_file(), Some(original.uid()), Some(original.gid()));
     }
+    temp.as_file().set_permissions(original.permissions())?;
     temp.as_file().sync_all()?;
-    temp.persist(target).map_err(|e| e.error)?;
-    // The new contents are in place and visible from here on; failing the write now would
-    // report a change as not made. Some filesystems cannot fsync a directory at all.
+    // A save since the read (seen by `stat`) needs no swap to be found: the swap below shows
+    // lb's file at `target` for the moment until it is swapped back, and this keeps that to
+    // saves landing within the few microseconds from here to the swap.
+    if !same_file(&fs::metadata(target)?, &base.metadata) {
+        return Ok(Replaced::Changed);
+    }
+    match exchange(temp.path(), target) {
+        Ok(()) => {}
+        // Removed since it was read: there is nothing the edit could be applied over.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replaced::Changed),
+        Err(e) if unsupported(&e) => return replace_by_rename(dir, target, temp, expected),
+        Err(e) => return Err(e),
+    }
+    // `temp`'s name now designates the file that was at `target`.
+    match fs::read(temp.path()) {
+        Ok(replaced) if replaced == expected => {}
+        Ok(_) => {
+            put_back(temp, target)?;
+            return Ok(Replaced::Changed);
+        }
+        Err(e) => {
+            put_back(temp, target)?;
+            return Err(e);
+        }
+    }
+    let written = temp.as_file().metadata()?;
+    // Removes the replaced file.
+    temp.close()?;
+    sync_dir(dir);
+    Ok(Replaced::Written(written))
+}
+
+/// Swaps what `temp` and `target` designate back, after a swap put lb's file at `target` over a
+/// save it must not replace. Then `temp` designates lb's file, and dropping it removes it.
+///
+/// Another save may land at `target` between the two swaps: then *it* comes back out, and it is
+/// newer than what went in, so it is swapped in again in turn, until what comes out is what lb
+/// put in last (lb's file, or an older save that a newer one supersedes).
+fn put_back(temp: NamedTempFile, target: &Path) -> io::Result<()> {
+    // What `target` holds if nobody saved since the last swap.
+    let mut put_in = identity(&temp.as_file().metadata()?);
+    for _ in 0..MAX_PUT_BACK {
+        let going_in = identity(&fs::symlink_metadata(temp.path())?);
+        exchange(temp.path(), target)?;
+        if identity(&fs::symlink_metadata(temp.path())?) == put_in {
+            return Ok(());
+        }
+        put_in = going_in;
+    }
+    // Keep the newest save rather than delete it, and say where it is.
+    let kept = temp.into_temp_path().keep().map_err(|e| e.error)?;
+    Err(io::Error::other(format!(
+        "the file kept changing while lb put a save back; the newest save is at {}",
+        kept.display()
+    )))
+}
+
+/// The fallback where files cannot be swapped: compare, then rename. NOTE: a save landing
+/// between the read and the rename is replaced; only the exchange rules that out.
+fn replace_by_rename(
+    dir: &Path,
+    target: &Path,
+    temp: NamedTempFile,
+    expected: &[u8],
+) -> io::Result<Replaced> {
+    if fs::read(target)? != expected {
+        return Ok(Replaced::Changed);
+    }
+    let file = temp.persist(target).map_err(|e| e.error)?;
+    let written = file.metadata()?;
+    sync_dir(dir);
+    Ok(Replaced::Written(written))
+}
+
+/// The new directory entries are in place and visible from here on; failing the write now
+/// would report a change as not made. Some filesystems cannot fsync a directory at all.
+fn sync_dir(dir: &Path) {
     if let Ok(dir) = fs::File::open(dir) {
         let _ = dir.sync_all();
     }
-    Ok(())
+}
+
+/// Whether two `stat`s are of the same file with no write between them (short of one of the
+/// same length within the same timestamp tick, which the content comparison catches).
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    identity(a) == identity(b)
+        && a.len() == b.len()
+        && (a.mtime(), a.mtime_nsec()) == (b.mtime(), b.mtime_nsec())
+        && (a.ctime(), a.ctime_nsec()) == (b.ctime(), b.ctime_nsec())
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
+}
+
+/// Which file a directory entry designates.
+#[cfg(unix)]
+fn identity(metadata: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
+#[cfg(not(unix))]
+fn identity(_metadata: &fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// Atomically swaps the files `a` and `b` designate (both must exist). Linux's `renameat2`
+/// through rustix: the standard library has no exchange, and rustix's safe wrapper is already
+/// in the tree (tempfile uses it).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn exchange(_a: &Path, _b: &Path) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Whether `exchange` failed because this kernel or filesystem has no exchange (`EINVAL` from
+/// a filesystem without it, `ENOSYS` from a kernel before 3.15), not because of the files.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn unsupported(error: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let code = error.raw_os_error();
+    code == Some(Errno::INVAL.raw_os_error()) || code == Some(Errno::NOSYS.raw_os_error())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn unsupported(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Unsupported
 }
 
 /// The real directory and file name that `path` designates: symlinks are followed one by one
@@ -162,6 +326,19 @@ mod tests {
         names
     }
 
+    /// `path` replaced with `contents` over the text it holds now.
+    fn replace_now(path: &Path, contents: &str) -> Result<Replaced, WriteError> {
+        replace(path, contents, &read(path).unwrap())
+    }
+
+    /// A base that says `path` held `text` when it was read, whatever it holds.
+    fn base_claiming(path: &Path, text: &str) -> Base {
+        Base {
+            text: text.to_owned(),
+            metadata: fs::metadata(path).unwrap(),
+        }
+    }
+
     fn is_symlink(path: &Path) -> bool {
         fs::symlink_metadata(path).unwrap().file_type().is_symlink()
     }
@@ -172,21 +349,65 @@ mod tests {
         let path = dir.path().join("lb.toml");
         fs::write(&path, "old").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        write_atomic(&path, "new").unwrap();
+        assert!(matches!(
+            replace_now(&path, "new").unwrap(),
+            Replaced::Written(_)
+        ));
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(mode(&path), 0o640);
         assert_eq!(names(dir.path()), ["lb.toml"], "temp file left behind");
     }
 
+    /// The edit was computed from text a later save replaced: nothing is written over it,
+    /// whether `stat` shows the save before the swap or only the content after it.
     #[test]
-    fn creates_a_missing_file() {
+    fn a_file_that_changed_since_it_was_read_is_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lb.toml");
-        write_atomic(&path, "new").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        // 0666 less some umask: at least readable and writable by its owner.
-        assert_eq!(mode(&path) & 0o600, 0o600);
-        assert_eq!(mode(&path) & 0o111, 0);
+        fs::write(&path, "read earlier").unwrap();
+        let base = read(&path).unwrap();
+        fs::write(&path, "saved later").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let inode = |p: &Path| identity(&fs::metadata(p).unwrap());
+        let before = inode(&path);
+        for base in [base, base_claiming(&path, "read earlier")] {
+            assert!(matches!(
+                replace(&path, "edit", &base).unwrap(),
+                Replaced::Changed
+            ));
+            assert_eq!(fs::read_to_string(&path).unwrap(), "saved later");
+            assert_eq!(inode(&path), before, "the very same file is back in place");
+            assert_eq!(mode(&path), 0o640);
+            assert_eq!(names(dir.path()), ["lb.toml"], "temp file left behind");
+        }
+    }
+
+    /// The written file's metadata is the file now in place, so a stat compares with it.
+    #[test]
+    fn the_metadata_returned_is_the_file_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        fs::write(&path, "old").unwrap();
+        let Replaced::Written(written) = replace_now(&path, "new!").unwrap() else {
+            panic!("not written");
+        };
+        let now = fs::metadata(&path).unwrap();
+        assert_eq!(identity(&written), identity(&now));
+        assert_eq!(written.len(), 4);
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        fs::write(&path, "old").unwrap();
+        let base = read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            replace(&path, "new", &base).unwrap(),
+            Replaced::Changed
+        ));
+        assert!(names(dir.path()).is_empty());
     }
 
     #[test]
@@ -199,14 +420,14 @@ mod tests {
         symlink("real/lb.toml", root.join("relative.toml")).unwrap();
         symlink(root.join("real/lb.toml"), root.join("absolute.toml")).unwrap();
 
-        write_atomic(&root.join("relative.toml"), "one").unwrap();
+        replace_now(&root.join("relative.toml"), "one").unwrap();
         assert!(is_symlink(&root.join("relative.toml")));
         assert_eq!(
             fs::read_to_string(root.join("real/lb.toml")).unwrap(),
             "one"
         );
 
-        write_atomic(&root.join("absolute.toml"), "two").unwrap();
+        replace_now(&root.join("absolute.toml"), "two").unwrap();
         assert!(is_symlink(&root.join("absolute.toml")));
         assert_eq!(
             fs::read_to_string(root.join("real/lb.toml")).unwrap(),
@@ -225,7 +446,7 @@ mod tests {
         symlink("..2026_11_25_10_00_00.1", root.join("..data")).unwrap();
         symlink("..data/lb.toml", root.join("lb.toml")).unwrap();
 
-        write_atomic(&root.join("lb.toml"), "new").unwrap();
+        replace_now(&root.join("lb.toml"), "new").unwrap();
         assert!(is_symlink(&root.join("lb.toml")));
         assert!(is_symlink(&root.join("..data")));
         assert_eq!(
@@ -237,13 +458,19 @@ mod tests {
     }
 
     #[test]
-    fn a_dangling_symlink_gets_its_target_created() {
+    fn a_dangling_symlink_is_left_dangling() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        fs::write(root.join("real.toml"), "old").unwrap();
         symlink("real.toml", root.join("lb.toml")).unwrap();
-        write_atomic(&root.join("lb.toml"), "new").unwrap();
+        let base = read(&root.join("lb.toml")).unwrap();
+        fs::remove_file(root.join("real.toml")).unwrap();
+        assert!(matches!(
+            replace(&root.join("lb.toml"), "new", &base).unwrap(),
+            Replaced::Changed
+        ));
         assert!(is_symlink(&root.join("lb.toml")));
-        assert_eq!(fs::read_to_string(root.join("real.toml")).unwrap(), "new");
+        assert_eq!(names(root), ["lb.toml"]);
     }
 
     #[test]
@@ -252,7 +479,8 @@ mod tests {
         let root = dir.path();
         symlink("b.toml", root.join("a.toml")).unwrap();
         symlink("a.toml", root.join("b.toml")).unwrap();
-        let error = write_atomic(&root.join("a.toml"), "new").unwrap_err();
+        let base = base_claiming(&dir.path().join("."), "old");
+        let error = replace(&root.join("a.toml"), "new", &base).unwrap_err();
         assert!(error.to_string().contains("a.toml"), "{error}");
         assert!(is_symlink(&root.join("a.toml")));
     }
@@ -269,7 +497,7 @@ mod tests {
         // Root (CAP_DAC_OVERRIDE) writes into a 0555 directory regardless; the other failure
         // tests below cover the error path there.
         let privileged = fs::write(conf.join("probe"), "").is_ok();
-        let result = write_atomic(&path, "new");
+        let result = replace_now(&path, "new");
         let _ = fs::remove_file(conf.join("probe"));
         fs::set_permissions(&conf, fs::Permissions::from_mode(0o755)).unwrap();
         if privileged {
@@ -293,21 +521,23 @@ mod tests {
         let blocker = dir.path().join("file");
         fs::write(&blocker, "x").unwrap();
         let path = blocker.join("lb.toml");
-        let error = write_atomic(&path, "new").unwrap_err();
+        let error = replace(&path, "new", &base_claiming(&blocker, "x")).unwrap_err();
         assert!(error.to_string().contains("file/lb.toml"), "{error}");
         assert_eq!(fs::read_to_string(&blocker).unwrap(), "x");
         assert_eq!(names(dir.path()), ["file"]);
     }
 
     #[test]
-    fn a_failed_rename_removes_the_temp_file_and_names_both_paths() {
+    fn a_failed_swap_removes_the_temp_file_and_names_both_paths() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        // Renaming a file over a non-empty directory fails for root too.
+        // A directory swapped out cannot be read back as the expected text: it is swapped back
+        // and nothing is left behind.
         fs::create_dir(root.join("real")).unwrap();
         fs::write(root.join("real/keep"), "x").unwrap();
         symlink("real", root.join("lb.toml")).unwrap();
-        let error = write_atomic(&root.join("lb.toml"), "new").unwrap_err();
+        let base = base_claiming(&root.join("real"), "old");
+        let error = replace(&root.join("lb.toml"), "new", &base).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("lb.toml (resolved to "), "{message}");
         assert!(message.ends_with(&error.source.to_string()), "{message}");
