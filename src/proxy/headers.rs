@@ -110,8 +110,6 @@ pub struct Forwarding<'a> {
     /// The host the client asked for (`Host`, or an HTTP/2 request's `:authority`): sent as
     /// `Host` when the client sent none, and as `X-Forwarded-Host`.
     pub host: Option<&'a HeaderValue>,
-    /// A protocol the client asked to upgrade to: sent with `Connection: upgrade`.
-    pub upgrade: Option<&'a HeaderValue>,
 }
 
 /// The headers a request goes to its backend with: the client's end-to-end headers (hop-by-hop
@@ -152,10 +150,6 @@ pub fn each_upstream_header(
             sent_host |= name == header::HOST;
             emit(name, value);
         }
-    }
-    if let Some(protocol) = forwarding.upgrade {
-        emit(&header::CONNECTION, &HeaderValue::from_static("upgrade"));
-        emit(&header::UPGRADE, protocol);
     }
     if let Some(host) = forwarding.host {
         if !sent_host {
@@ -228,7 +222,6 @@ mod tests {
         let forwarding = Forwarding {
             client: client.parse().unwrap(),
             host: host.as_ref(),
-            upgrade: None,
         };
         upstream_headers(h, &forwarding)
     }
@@ -275,17 +268,6 @@ mod tests {
             assert!(!out.contains_key(gone), "{gone} was forwarded");
         }
         assert_eq!(out["host"], "b.example");
-
-        let protocol = HeaderValue::from_static("websocket");
-        let forwarding = Forwarding {
-            client: "127.0.0.1".parse().unwrap(),
-            host: None,
-            upgrade: Some(&protocol),
-        };
-        let out = upstream_headers(&h, &forwarding);
-        assert_eq!(out["connection"], "upgrade");
-        assert_eq!(out["upgrade"], "websocket");
-        assert!(!out.contains_key("x-secret"));
     }
 
     #[test]

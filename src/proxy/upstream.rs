@@ -209,6 +209,18 @@ pub enum SendError {
     Plain(ExchangeError),
 }
 
+impl SendError {
+    /// The backend answered with something lb cannot relay (a malformed head): it is not
+    /// asked again for this request.
+    pub fn is_malformed(&self) -> bool {
+        match self {
+            SendError::Connect { .. } => false,
+            SendError::Exchange(error) => error.is_parse() || error.is_parse_status(),
+            SendError::Plain(error) => error.is_malformed(),
+        }
+    }
+}
+
 impl From<ExchangeError> for SendError {
     fn from(error: ExchangeError) -> SendError {
         match error {
