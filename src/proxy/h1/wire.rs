@@ -91,6 +91,7 @@ const BAD_HOST: Refusal = Refusal::bad("invalid Host header\n");
 const BAD_TARGET: Refusal = Refusal::bad("invalid request target\n");
 const BAD_LENGTH: Refusal = Refusal::bad("invalid Content-Length\n");
 const LENGTH_AND_CODING: Refusal = Refusal::bad("Content-Length with Transfer-Encoding\n");
+const CODING_NOT_CHUNKED: Refusal = Refusal::bad("Transfer-Encoding does not end in chunked\n");
 const CODING_IN_HTTP10: Refusal = Refusal::bad("Transfer-Encoding in an HTTP/1.0 request\n");
 const MALFORMED: Refusal = Refusal::bad("malformed request\n");
 const TOO_LARGE: Refusal = Refusal {
@@ -166,14 +167,12 @@ pub fn parse_request(
             }
             host = Some(field.value);
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            // Repeated fields (or a list) must agree (RFC 9110 §8.6).
-            for value in field.value.split(|&b| b == b',') {
-                let n = parse_length(value.trim_ascii()).ok_or(BAD_LENGTH)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(BAD_LENGTH.into());
-                }
-                length = Some(n);
+            // One decimal, once: RFC 9110 §8.6 lets a recipient take a repeated equal value,
+            // and nginx refuses it; lb is the stricter.
+            if length.is_some() {
+                return Err(BAD_LENGTH.into());
             }
+            length = Some(parse_length(field.value).ok_or(BAD_LENGTH)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings.add(field.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -202,7 +201,9 @@ pub fn parse_request(
         }
     }
     if let Some(value) = host {
-        if !is_authority(value, true) {
+        // An empty `Host` names no host for an `http` target, which always has one (nginx
+        // refuses it too).
+        if !is_authority(value) {
             return Err(BAD_HOST.into());
         }
     } else if http11 {
@@ -220,7 +221,10 @@ pub fn parse_request(
         (true, _) if !http11 => return Err(CODING_IN_HTTP10.into()),
         (true, Some(_)) => return Err(LENGTH_AND_CODING.into()),
         (true, None) if codings.only_chunked() => BodyFraming::Chunked,
-        (true, None) => return Err(UNKNOWN_CODING.into()),
+        // Another coding before `chunked`: one lb does not implement (RFC 9112 §6.1).
+        (true, None) if codings.chunked_last => return Err(UNKNOWN_CODING.into()),
+        // No `chunked` at the end: the body's length cannot be known (RFC 9112 §6.3).
+        (true, None) => return Err(CODING_NOT_CHUNKED.into()),
     };
     // `h2c` is HTTP/2's deprecated upgrade (RFC 9113 §3.1): ignored, the request is served as is.
     let upgrade = upgrade.filter(|protocol| {
@@ -328,6 +332,8 @@ struct Codings {
     seen: bool,
     n_codings: usize,
     n_chunked: usize,
+    /// The last coding so far is `chunked`.
+    chunked_last: bool,
 }
 
 impl Codings {
@@ -335,7 +341,8 @@ impl Codings {
         self.seen = true;
         for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             self.n_codings += 1;
-            if coding.eq_ignore_ascii_case(b"chunked") {
+            self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            if self.chunked_last {
                 self.n_chunked += 1;
             }
         }
@@ -387,7 +394,7 @@ impl Target {
             .position(|&b| b == b'/' || b == b'?')
             .unwrap_or(rest.len());
         let authority = &rest[..authority_len];
-        if !is_authority(authority, false) {
+        if !is_authority(authority) {
             return None;
         }
         let path = &rest[authority_len..];
@@ -407,10 +414,10 @@ impl Target {
 }
 
 /// Whether `value` is `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name or
-/// IPv4 address, or an IP literal in brackets; no userinfo, no blanks. `Host` may be empty.
-fn is_authority(value: &[u8], empty_ok: bool) -> bool {
+/// IPv4 address, or an IP literal in brackets; no userinfo, no blanks.
+fn is_authority(value: &[u8]) -> bool {
     if value.is_empty() {
-        return empty_ok;
+        return false;
     }
     let (host, port) = if value[0] == b'[' {
         let Some(close) = value.iter().position(|&b| b == b']') else {
@@ -983,14 +990,17 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
             ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
             ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 501),
-            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
         ] {
             assert_eq!(refused(text), Some(status), "{text:?}");
         }
-        for odd in ["+5", "5, 6", "0x5", " ", "99999999999999999999"] {
+        for odd in ["+5", "5, 6", "5, 5", "0x5", " ", "99999999999999999999"] {
             let text = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {odd}\r\n\r\n");
             assert_eq!(refused(&text), Some(400), "{odd}");
         }
@@ -1043,8 +1053,8 @@ mod tests {
             "{headers}"
         );
 
-        // A repeated, agreeing length is one length.
-        let text = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\nConnection: content-length\r\n\r\nhello";
+        // A length named by `Connection` still frames the body.
+        let text = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\nhello";
         let (parsed, headers) = request(text);
         assert_eq!(parsed.unwrap().unwrap().body, BodyFraming::Length(5));
         assert!(headers.contains("content-length: 5\r\n"), "{headers}");
