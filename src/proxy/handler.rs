@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use super::body::{slot_untouched, HyperBody, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
+use super::h1::wire;
 use super::headers;
 use super::upstream::{self, SendError};
 use crate::access_log::{self, AccessLog};
@@ -308,15 +309,17 @@ async fn forward(
 ) -> Forwarded {
     let (parts, body) = request.into_parts();
     // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-    let authority = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let host = parts.headers.get(header::HOST).or(authority.as_ref());
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let mut client_ip = String::with_capacity(15);
+    access_log::push_ip(&mut client_ip, client.ip());
     // Each attempt's headers are built from the client's, which stay untouched in `parts` for
     // a retry.
     let forwarding = headers::Forwarding {
-        client: client.ip(),
+        client: client_ip.as_bytes(),
         host,
     };
     let (first_body, slot) = RequestBody::new(body);
@@ -366,9 +369,12 @@ async fn forward(
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
             *upstream.version_mut() = Version::HTTP_11;
-            *upstream.headers_mut() = headers::upstream_headers(&parts.headers, &forwarding);
+            let Some(headers) = headers::upstream_headers(&parts.headers, &forwarding) else {
+                return Forwarded::local(StatusCode::BAD_REQUEST, "bad request headers\n");
+            };
+            *upstream.headers_mut() = headers;
             if host.is_none() {
-                // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
+                // A request without a host: name the backend, as HTTP/1.1 requires.
                 if let Ok(value) = HeaderValue::from_str(backend.authority.as_str()) {
                     upstream.headers_mut().insert(header::HOST, value);
                 }
@@ -452,26 +458,18 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The origin-form target for the backend: its url_path joined in front of the request path,
-/// query kept.
+/// The origin-form target for the backend: its url_path joined in front of the request path
+/// (`wire::push_target`, the join both protocols share), query kept.
 fn upstream_uri(backend: &Backend, original: &Uri) -> Option<Uri> {
     let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
-    let prefix = backend.addr.url_path.as_str();
-    let path_and_query: PathAndQuery = if prefix.is_empty() {
-        original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"))
-    } else {
-        // `/v1/` + `/users` = `/v1/users`: never a doubled slash at the seam.
-        let joined = match (prefix.ends_with('/'), path_and_query.strip_prefix('/')) {
-            (true, Some(rest)) => format!("{prefix}{rest}"),
-            _ => format!("{prefix}{path_and_query}"),
-        };
-        PathAndQuery::try_from(joined).ok()?
-    };
+    let mut joined = Vec::with_capacity(backend.addr.url_path.len() + path_and_query.len() + 1);
+    wire::push_target(
+        &mut joined,
+        &backend.addr.url_path,
+        path_and_query.as_bytes(),
+    );
     let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(path_and_query);
+    parts.path_and_query = Some(PathAndQuery::try_from(joined).ok()?);
     Uri::from_parts(parts).ok()
 }
 

@@ -259,13 +259,11 @@ pub async fn send_plain(
         &backend.addr.url_path,
         target.as_bytes(),
     );
-    headers::each_upstream_header(headers, forwarding, |name, value| {
-        wire::push_field(&mut request, name.as_str().as_bytes(), value.as_bytes());
-    });
     if forwarding.host.is_none() {
-        // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
+        // A request without a host: name the backend, as HTTP/1.1 requires.
         wire::push_field(&mut request, b"host", backend.authority.as_str().as_bytes());
     }
+    headers::push_upstream_fields(&mut request, || headers::map_fields(headers), forwarding);
     request.extend_from_slice(b"\r\n");
     let mut buffer = Vec::new();
     let head_request = method == Method::HEAD;

@@ -12,6 +12,8 @@ use std::time::SystemTime;
 use http::{Method, StatusCode};
 
 use super::super::headers::is_hop_by_hop_name as is_hop_by_hop;
+pub use super::super::headers::push_field;
+use super::super::headers::{push_upstream_fields, Forwarding};
 
 /// Header fields read per head at most, as hyper's default; more is a 431 on the client side,
 /// and a bad gateway on the backend side.
@@ -156,7 +158,6 @@ pub fn parse_request(
     let mut close = false;
     let mut keep_alive = false;
     let mut connection_upgrade = false;
-    let mut connection_names_others = false;
     let mut upgrade = None;
     let mut expect_continue = false;
     for field in request.headers.iter() {
@@ -183,8 +184,6 @@ pub fn parse_request(
                     keep_alive = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
                     connection_upgrade = true;
-                } else if !is_hop_by_hop(token) {
-                    connection_names_others = true;
                 }
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
@@ -231,42 +230,11 @@ pub fn parse_request(
         http11 && connection_upgrade && !protocol.trim_ascii().eq_ignore_ascii_case(b"h2c")
     });
 
-    // Second pass: the backend's header lines.
+    // The backend's header lines: the rules both protocols share, then the framing lb sends.
     headers.clear();
-    let mut forwarded_for_prior = false;
-    for field in request.headers.iter() {
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"host") {
-            push_field(headers, b"host", host.unwrap_or_default());
-            continue;
-        }
-        if is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"x-forwarded-host")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            forwarded_for_prior = true;
-            continue;
-        }
-        if connection_names_others && named_by_connection(request.headers, field.name) {
-            continue;
-        }
-        push_field(headers, name, field.value);
-    }
-    let host_field_sent = request
-        .headers
-        .iter()
-        .any(|f| f.name.eq_ignore_ascii_case("host"));
-    if let Some(host) = host {
-        if !host_field_sent {
-            // HTTP/1.0 with an absolute-form target and no `Host`.
-            push_field(headers, b"host", host);
-        }
-    }
+    let forwarding = Forwarding { client, host };
+    let fields = || request.headers.iter().map(|f| (f.name.as_bytes(), f.value));
+    push_upstream_fields(headers, fields, &forwarding);
     match body {
         BodyFraming::None => {}
         BodyFraming::Length(n) => {
@@ -280,24 +248,6 @@ pub fn parse_request(
         headers.extend_from_slice(b"connection: upgrade\r\n");
         push_field(headers, b"upgrade", protocol);
     }
-    if let Some(host) = host {
-        push_field(headers, b"x-forwarded-host", host);
-    }
-    headers.extend_from_slice(b"x-forwarded-for: ");
-    if forwarded_for_prior {
-        // Every earlier field's list, in order, then the client.
-        for field in request.headers.iter() {
-            if field.name.eq_ignore_ascii_case("x-forwarded-for") {
-                let prior = field.value.trim_ascii();
-                if !prior.is_empty() {
-                    headers.extend_from_slice(prior);
-                    headers.extend_from_slice(b", ");
-                }
-            }
-        }
-    }
-    headers.extend_from_slice(client);
-    headers.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
 
     let target_in = offset_in(buf, raw_target.as_bytes());
     let rest = target_in.start + target.rest;
@@ -476,17 +426,23 @@ fn is_authority(value: &[u8]) -> bool {
 pub fn push_request_line(out: &mut Vec<u8>, method: &Method, prefix: &str, target: &[u8]) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
+    push_target(out, prefix, target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// The `url_path` join, for both protocols: a backend's `url_path` in front of the client's
+/// target, with one slash at the seam.
+pub fn push_target(out: &mut Vec<u8>, prefix: &str, target: &[u8]) {
     if target == b"*" {
         out.push(b'*');
-    } else {
-        let target = target.strip_prefix(b"/").unwrap_or(target);
-        out.extend_from_slice(prefix.as_bytes());
-        if !prefix.ends_with('/') {
-            out.push(b'/');
-        }
-        out.extend_from_slice(target);
+        return;
     }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let target = target.strip_prefix(b"/").unwrap_or(target);
+    out.extend_from_slice(prefix.as_bytes());
+    if !prefix.ends_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target);
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3).
@@ -881,13 +837,6 @@ fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
         .filter(|f| f.name.eq_ignore_ascii_case("connection"))
         .flat_map(|f| tokens(f.value))
         .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
-}
-
-pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A decimal length with no sign or space, as RFC 9110 §8.6 writes it.
