@@ -442,3 +442,70 @@ async fn connections_to_a_backend_removed_from_the_file_are_closed() {
     .await;
     assert_eq!(get(&support::client(), &lb.url("/")).await.1, "added");
 }
+
+// === health across reloads ===
+
+/// A reload that changes the pool's check settings restarts its checkers but keeps every
+/// backend's health: no request fails, and nobody is judged again from scratch.
+#[tokio::test]
+async fn health_survives_a_reload_that_changes_the_check_settings() {
+    let (a, b) = (
+        CheckedBackend::start("a", 200, "ok").await,
+        CheckedBackend::start("b", 200, "ok").await,
+    );
+    let lb = Arc::new(Lb::start(&pool(
+        "/",
+        "interval = \"1h\"\n",
+        &[a.addr, b.addr],
+    )));
+    for addr in [a.addr, b.addr] {
+        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
+            .await;
+    }
+    let load = support::Load::start(&lb, 4);
+    let keys = "interval = \"1h\"\nrise = 3\nfall = 3\ncheck_timeout = \"2s\"\n";
+    std::fs::write(&lb.config, pool("/", keys, &[a.addr, b.addr])).unwrap();
+    lb.log_eventually("generation=2", WAIT).await;
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{ok} answered");
+    let judged = lb
+        .logs()
+        .iter()
+        .filter(|l| l.contains("backend healthy") || l.contains("backend sick"))
+        .count();
+    assert_eq!(judged, 2, "only the first probes judged the backends");
+    let client = support::client();
+    assert_eq!(get(&client, &lb.url("/")).await.0, StatusCode::OK);
+}
+
+/// A re-enabled backend is probed at once, not at its slot of an hour-long interval (half an
+/// hour in: it is the second of two).
+#[tokio::test]
+async fn a_re_enabled_backend_is_probed_at_once() {
+    let (a, b) = (
+        CheckedBackend::start("a", 200, "ok").await,
+        CheckedBackend::start("b", 200, "ok").await,
+    );
+    let list = |state: &str| {
+        format!(
+            "[pools.\"/\"]\ninterval = \"1h\"\nbackends = [\"{}\", {{ addr = \"{}\", state = \"{state}\" }}]\n",
+            b.addr, a.addr
+        )
+    };
+    let lb = Lb::start(&list("enabled"));
+    for addr in [a.addr, b.addr] {
+        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
+            .await;
+    }
+    std::fs::write(&lb.config, list("disabled")).unwrap();
+    lb.log_eventually("generation=2", WAIT).await;
+    let probes = a.probes().len();
+    std::fs::write(&lb.config, list("enabled")).unwrap();
+    lb.log_eventually("generation=3", WAIT).await;
+    let client = support::client();
+    eventually(WAIT, "a takes traffic again", || async {
+        get(&client, &lb.url("/")).await.1 == "a"
+    })
+    .await;
+    assert_eq!(a.probes().len(), probes + 1);
+}
