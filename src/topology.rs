@@ -156,6 +156,8 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// `healthy`: a probe has just passed (AddBackend's, say), so the backend takes traffic at
+    /// once; `false`: no probe yet, and the first check decides.
     pub fn new(addr: BackendAddr, healthy: bool) -> Backend {
         let authority = Authority::try_from(addr.addr.to_string())
             .unwrap_or_else(|_| Authority::from_static("invalid"));
