@@ -334,6 +334,10 @@ async fn the_checkers_of_a_pool_are_spread_over_the_interval() {
     let second: Vec<Instant> = backends.iter().map(|b| b.probes()[1].0).collect();
     let (earliest, latest) = (second.iter().min().unwrap(), second.iter().max().unwrap());
     let span = latest.duration_since(*earliest);
+    eprintln!(
+        "second probes at {:?} after lb started",
+        second.iter().map(|at| at.duration_since(started)).collect::<Vec<_>>()
+    );
     assert!(
         span >= Duration::from_millis(500),
         "the second probes came within {span:?} of each other: {:?}",
@@ -382,6 +386,7 @@ async fn idle_backend_connections_close_when_their_idle_timeout_passes() {
         || async { backend.open() == 0 },
     )
     .await;
+    eprintln!("idle connections closed {:?} after the last request", idle_since.elapsed());
     assert!(
         idle_since.elapsed() >= Duration::from_millis(900),
         "closed after {:?}, before their idle timeout",
