@@ -23,7 +23,6 @@ type Mutex<T> = std::sync::Mutex<T>;
 /// probe arrived and counts its open connections that served a proxied request. `GET /slow` is
 /// answered after [`SLOW`], any other request at once with the backend's name. A probe's
 /// connection closes after the answer, so probes never count as open connections.
-#[allow(dead_code)] // used by the tests that follow
 struct CheckedBackend {
     addr: SocketAddr,
     health: Arc<Mutex<(u16, String)>>,
@@ -38,7 +37,6 @@ struct CheckedBackend {
 /// How long a backend takes to answer `GET /slow`.
 const SLOW: Duration = Duration::from_secs(3);
 
-#[allow(dead_code)]
 impl CheckedBackend {
     async fn start(name: &str, status: u16, body: &str) -> CheckedBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -336,7 +334,10 @@ async fn the_checkers_of_a_pool_are_spread_over_the_interval() {
     let span = latest.duration_since(*earliest);
     eprintln!(
         "second probes at {:?} after lb started",
-        second.iter().map(|at| at.duration_since(started)).collect::<Vec<_>>()
+        second
+            .iter()
+            .map(|at| at.duration_since(started))
+            .collect::<Vec<_>>()
     );
     assert!(
         span >= Duration::from_millis(500),
@@ -386,7 +387,10 @@ async fn idle_backend_connections_close_when_their_idle_timeout_passes() {
         || async { backend.open() == 0 },
     )
     .await;
-    eprintln!("idle connections closed {:?} after the last request", idle_since.elapsed());
+    eprintln!(
+        "idle connections closed {:?} after the last request",
+        idle_since.elapsed()
+    );
     assert!(
         idle_since.elapsed() >= Duration::from_millis(900),
         "closed after {:?}, before their idle timeout",
