@@ -215,8 +215,13 @@ impl Checkers {
             }
             let checker = match running.remove(&addr) {
                 Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
-                previous => Checker {
-                    task: settings.clone().map(|settings| {
+                previous => {
+                    // A new state for the same address: the old one is in no snapshot.
+                    if let Some(previous) = previous.filter(|p| !Arc::ptr_eq(&p.backend, &backend))
+                    {
+                        previous.backend.connections.retire();
+                    }
+                    let task = settings.clone().map(|settings| {
                         let key = BackendKey {
                             pattern: Arc::clone(pattern),
                             backend: addr.clone(),
@@ -230,18 +235,13 @@ impl Checkers {
                             client.clone(),
                             self.events.clone(),
                         ))
-                    }),
-                    backend: {
-                        // A new state for the same address: the old one is in no snapshot.
-                        if let Some(previous) =
-                            previous.filter(|p| !Arc::ptr_eq(&p.backend, &backend))
-                        {
-                            previous.backend.connections.retire();
-                        }
-                        backend
-                    },
-                    settings,
-                },
+                    });
+                    Checker {
+                        backend,
+                        settings,
+                        task,
+                    }
+                }
             };
             next.insert(addr, checker);
         }

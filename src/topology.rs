@@ -156,6 +156,8 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// `healthy`: a probe has just passed (AddBackend's, say), so the backend takes traffic at
+    /// once; `false`: no probe yet, and the first check decides.
     pub fn new(addr: BackendAddr, healthy: bool) -> Backend {
         let authority = Authority::try_from(addr.addr.to_string())
             .unwrap_or_else(|_| Authority::from_static("invalid"));
@@ -198,13 +200,16 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::SeqCst)
     }
 
-    /// Sets the state outright (a disabled backend is sick until it passes again), clearing any
-    /// ejection. Returns the previous [`Backend::is_healthy`], so callers can log transitions.
+    /// Sets the state outright, not from a probe (a disabled backend is sick until it passes
+    /// again), clearing any ejection: the next probe decides at once, and a checker started
+    /// for it probes at once. Returns the previous [`Backend::is_healthy`], so callers can log
+    /// transitions.
     pub fn set_healthy(&self, healthy: bool) -> bool {
         let was = self.is_healthy();
         self.healthy.store(healthy, Ordering::Relaxed);
         self.ejected.store(false, Ordering::SeqCst);
         self.streak.store(0, Ordering::Relaxed);
+        self.checked.store(false, Ordering::Relaxed);
         was
     }
 

@@ -23,7 +23,6 @@ type Mutex<T> = std::sync::Mutex<T>;
 /// probe arrived and counts its open connections that served a proxied request. `GET /slow` is
 /// answered after [`SLOW`], any other request at once with the backend's name. A probe's
 /// connection closes after the answer, so probes never count as open connections.
-#[allow(dead_code)] // used by the tests that follow
 struct CheckedBackend {
     addr: SocketAddr,
     health: Arc<Mutex<(u16, String)>>,
@@ -38,7 +37,6 @@ struct CheckedBackend {
 /// How long a backend takes to answer `GET /slow`.
 const SLOW: Duration = Duration::from_secs(3);
 
-#[allow(dead_code)]
 impl CheckedBackend {
     async fn start(name: &str, status: u16, body: &str) -> CheckedBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -334,6 +332,13 @@ async fn the_checkers_of_a_pool_are_spread_over_the_interval() {
     let second: Vec<Instant> = backends.iter().map(|b| b.probes()[1].0).collect();
     let (earliest, latest) = (second.iter().min().unwrap(), second.iter().max().unwrap());
     let span = latest.duration_since(*earliest);
+    eprintln!(
+        "second probes at {:?} after lb started",
+        second
+            .iter()
+            .map(|at| at.duration_since(started))
+            .collect::<Vec<_>>()
+    );
     assert!(
         span >= Duration::from_millis(500),
         "the second probes came within {span:?} of each other: {:?}",
@@ -382,6 +387,10 @@ async fn idle_backend_connections_close_when_their_idle_timeout_passes() {
         || async { backend.open() == 0 },
     )
     .await;
+    eprintln!(
+        "idle connections closed {:?} after the last request",
+        idle_since.elapsed()
+    );
     assert!(
         idle_since.elapsed() >= Duration::from_millis(900),
         "closed after {:?}, before their idle timeout",
@@ -441,4 +450,71 @@ async fn connections_to_a_backend_removed_from_the_file_are_closed() {
     )
     .await;
     assert_eq!(get(&support::client(), &lb.url("/")).await.1, "added");
+}
+
+// === health across reloads ===
+
+/// A reload that changes the pool's check settings restarts its checkers but keeps every
+/// backend's health: no request fails, and nobody is judged again from scratch.
+#[tokio::test]
+async fn health_survives_a_reload_that_changes_the_check_settings() {
+    let (a, b) = (
+        CheckedBackend::start("a", 200, "ok").await,
+        CheckedBackend::start("b", 200, "ok").await,
+    );
+    let lb = Arc::new(Lb::start(&pool(
+        "/",
+        "interval = \"1h\"\n",
+        &[a.addr, b.addr],
+    )));
+    for addr in [a.addr, b.addr] {
+        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
+            .await;
+    }
+    let load = support::Load::start(&lb, 4);
+    let keys = "interval = \"1h\"\nrise = 3\nfall = 3\ncheck_timeout = \"2s\"\n";
+    std::fs::write(&lb.config, pool("/", keys, &[a.addr, b.addr])).unwrap();
+    lb.log_eventually("generation=2", WAIT).await;
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{ok} answered");
+    let judged = lb
+        .logs()
+        .iter()
+        .filter(|l| l.contains("backend healthy") || l.contains("backend sick"))
+        .count();
+    assert_eq!(judged, 2, "only the first probes judged the backends");
+    let client = support::client();
+    assert_eq!(get(&client, &lb.url("/")).await.0, StatusCode::OK);
+}
+
+/// A re-enabled backend is probed at once, not at its slot of an hour-long interval (half an
+/// hour in: it is the second of two).
+#[tokio::test]
+async fn a_re_enabled_backend_is_probed_at_once() {
+    let (a, b) = (
+        CheckedBackend::start("a", 200, "ok").await,
+        CheckedBackend::start("b", 200, "ok").await,
+    );
+    let list = |state: &str| {
+        format!(
+            "[pools.\"/\"]\ninterval = \"1h\"\nbackends = [\"{}\", {{ addr = \"{}\", state = \"{state}\" }}]\n",
+            b.addr, a.addr
+        )
+    };
+    let lb = Lb::start(&list("enabled"));
+    for addr in [a.addr, b.addr] {
+        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
+            .await;
+    }
+    std::fs::write(&lb.config, list("disabled")).unwrap();
+    lb.log_eventually("generation=2", WAIT).await;
+    let probes = a.probes().len();
+    std::fs::write(&lb.config, list("enabled")).unwrap();
+    lb.log_eventually("generation=3", WAIT).await;
+    let client = support::client();
+    eventually(WAIT, "a takes traffic again", || async {
+        get(&client, &lb.url("/")).await.1 == "a"
+    })
+    .await;
+    assert_eq!(a.probes().len(), probes + 1);
 }

@@ -268,8 +268,9 @@ pub(super) struct Replay {
 }
 
 /// What a failed attempt comes to, on both paths: a refused or timed-out connect takes the
-/// backend out of rotation (passive health; the active checker brings it back) and may be
-/// retried per `replay.unsent`; any other failure is logged and may be retried per `replay.sent`.
+/// backend out of rotation (passive health, never a pool's last in rotation: `Pool::eject`; the
+/// active checker brings it back) and may be retried per `replay.unsent`; any other failure is
+/// logged and may be retried per `replay.sent`.
 /// Returns whether to retry (within the pool's `retries`) and the answer if not.
 pub(super) fn attempt_failed(
     pool: &Pool,
