@@ -19,6 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use lb::config::BackendAddr;
 use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
 use lb::control::tls::{read_certificates, read_key};
+use lb::errors::error_chain;
 use lb::lbctl;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -321,7 +322,7 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
     let endpoint = match tls {
         Some(tls) => endpoint
             .tls_config(tls)
-            .map_err(|e| anyhow!("cannot use the TLS settings: {}", lbctl::reason(&e)))?,
+            .map_err(|e| anyhow!("cannot use the TLS settings: {}", error_chain(&e)))?,
         None => endpoint,
     };
     let auth = match token(args)? {
@@ -339,7 +340,7 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
     };
     let channel = endpoint.connect().await.map_err(|e| Unreachable {
         addr: args.lb.clone(),
-        reason: lbctl::reason(&e),
+        reason: error_chain(&e),
     })?;
     let actor = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
@@ -416,7 +417,7 @@ fn flag_backend(args: &Args, command: &'static str) -> anyhow::Result<BackendAdd
 fn rpc_error(status: tonic::Status) -> anyhow::Error {
     // A connection that fails under an RPC (a TLS alert, a reset) arrives as a status whose
     // message is only "transport error"; the cause says what happened.
-    let message = match std::error::Error::source(&status).map(lbctl::reason) {
+    let message = match std::error::Error::source(&status).map(error_chain) {
         Some(cause) if cause.starts_with(status.message()) => cause,
         Some(cause) => format!("{}: {cause}", status.message()),
         None => status.message().to_owned(),
