@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! lb: a layer-7 HTTP load balancer whose topology lives in `lb.toml`.
 //!
 //! # Layout

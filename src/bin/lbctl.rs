@@ -8,6 +8,8 @@
 //! on stderr: `lbctl: error: CODE: message` or `lbctl: cannot reach lb at ADDR: reason`), 2 for
 //! usage errors (clap's, and a command missing a flag it needs).
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
