@@ -321,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn milliseconds_print_like_the_float_they_replace() {
+    fn milliseconds_print_as_an_f64_of_them_would() {
         for micros in [0u64, 1, 10, 100, 460, 999, 1000, 1234, 27_598, 5_000_000] {
             let mut buf = String::new();
             push_millis(&mut buf, Duration::from_micros(micros));
