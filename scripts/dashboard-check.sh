@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Loads lb's admin dashboard in headless Chromium and checks what it shows: every pool with its
-# status badge and every backend with its health, filled in live by the page's script.
-# Needs Debian's chromium (`apt-get install chromium`); builds lb itself; loopback only.
+# Loads lb's admin dashboard in headless Chromium under traffic and checks what it shows: every
+# pool with its status badge, its requests/s and p99 sparklines (drawn, with a value), every
+# backend with its health, and the reload history.
+# Saves a screenshot ($SCREENSHOT, else in the temp dir) and checks it is a real picture.
+# Needs Debian's chromium (`apt-get install chromium`), curl and python3; builds lb itself;
+# loopback only. Exit 0 when every check passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v chromium >/dev/null || { echo "needs chromium: apt-get install chromium" >&2; exit 2; }
@@ -10,9 +13,15 @@ work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
+# Waits up to 5 s for a line matching $2 in the log $1.
+wait_for() {
+  for _ in $(seq 1 100); do grep -q "$2" "$1" && return 0; sleep 0.05; done
+  echo "dashboard-check: no \"$2\" in $1 after 5s" >&2; cat "$1" >&2; exit 1
+}
+
 target/debug/sample-web --port 0 --node dash 2>"$work/backend.log" &
 pids+=("$!")
-for _ in $(seq 1 100); do grep -q listening "$work/backend.log" && break; sleep 0.05; done
+wait_for "$work/backend.log" listening
 backend=$(sed -n 's/.*listening on //p' "$work/backend.log")
 cat > "$work/lb.toml" <<TOML
 [pools."/"]
@@ -21,26 +30,67 @@ backends = ["$backend", "127.0.0.1:9"]
 TOML
 target/debug/lb --config "$work/lb.toml" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --admin 127.0.0.1:0 2>"$work/lb.log" &
 pids+=("$!")
-for _ in $(seq 1 100); do grep -q 'listener="admin"' "$work/lb.log" && break; sleep 0.05; done
+wait_for "$work/lb.log" 'listener="admin"'
 admin=$(sed -n 's/.*listener="admin" addr=\([^ ]*\).*/\1/p' "$work/lb.log")
-sleep 1 # let the first health checks land (the page polls; this only makes the snapshot stable)
+http=$(sed -n 's/.*listener="http" addr=\([^ ]*\).*/\1/p' "$work/lb.log")
+wait_for "$work/lb.log" "backend healthy pool=/ backend=$backend"
 
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$work/chrome" --virtual-time-budget=3000 --dump-dom "http://$admin/" > "$work/dom.html" 2>"$work/chrome.log"
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$work/chrome" --virtual-time-budget=3000 --window-size=1000,600 \
-  --screenshot="${SCREENSHOT:-$work/dashboard.png}" "http://$admin/" 2>>"$work/chrome.log" || true
+# A second save (generation 2), for the reload history.
+printf '# saved again\n[pools."/"]\ninterval = "200ms"\nbackends = ["%s", "127.0.0.1:9"]\n' "$backend" > "$work/lb.toml.new"
+mv "$work/lb.toml.new" "$work/lb.toml"
+wait_for "$work/lb.log" 'generation=2'
+
+# Steady traffic while the page samples (bounded: the loop ends with the script).
+( end=$((SECONDS + 30)); while [ $SECONDS -lt $end ]; do curl -s -o /dev/null "http://$http/" || true; done ) &
+pids+=("$!")
+
+chrome() {
+  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$work/chrome" --run-all-compositor-stages-before-draw \
+    --virtual-time-budget=6000 "$@" 2>>"$work/chrome.log"
+}
+# The page's reload history starts when it opens: it sees generation 2 applied.
+chrome --dump-dom "http://$admin/" > "$work/dom.html"
+shot="${SCREENSHOT:-$work/dashboard.png}"
+chrome --window-size=1100,800 --screenshot="$shot" "http://$admin/" || true
 
 passed=0; failed=0
-expect() { if grep -q -- "$1" "$work/dom.html"; then passed=$((passed+1)); echo "ok   $2"; else failed=$((failed+1)); echo "FAIL $2"; fi; }
-expect 'data-pool="/"' "the pool / is listed"
-expect 'PS_DEGRADED' "its status badge shows PS_DEGRADED (one backend is down)"
-expect "data-backend=\"$backend\"" "the live backend is listed"
-expect 'BS_HEALTHY' "a backend shows BS_HEALTHY"
-expect 'data-backend="127.0.0.1:9"' "the dead backend is listed"
-expect 'BS_SICK' "a backend shows BS_SICK"
-expect 'generation 1' "the generation is shown"
-echo "dashboard: $passed passed, $failed failed"
+check() { if "$@"; then passed=$((passed+1)); echo "ok   $label"; else failed=$((failed+1)); echo "FAIL $label"; fi; }
+has() { grep -q -- "$1" "$work/dom.html"; }
+label="the pool / is listed";                       check has 'data-pool="/"'
+label="its badge shows PS_DEGRADED (one backend down)"; check has 'PS_DEGRADED'
+label="the live backend is listed";                 check has "data-backend=\"$backend\""
+label="a backend shows BS_HEALTHY";                 check has 'BS_HEALTHY'
+label="the dead backend is listed";                 check has 'data-backend="127.0.0.1:9"'
+label="a backend shows BS_SICK";                    check has 'BS_SICK'
+label="the generation is shown";                    check has 'generation 2'
+label="a requests/s sparkline is drawn";            check python3 - "$work/dom.html" <<'PY'
+import re, sys
+dom = open(sys.argv[1]).read()
+charts = re.findall(r'<svg data-chart="rps".*?</svg>', dom)
+points = [re.search(r'<polyline points="([^"]+)"', c) for c in charts]
+sys.exit(0 if any(p and len(p.group(1).split()) >= 2 for p in points) else 1)
+PY
+label="requests/s rose above zero under traffic";  check python3 - "$work/dom.html" <<'PY'
+import re, sys
+# A point above the baseline (y below height - 3) is a sample with requests.
+dom = open(sys.argv[1]).read()
+chart = re.search(r'<svg data-chart="rps" width="\d+" height="(\d+)".*?<polyline points="([^"]+)"', dom)
+ys = [float(p.split(",")[1]) for p in chart.group(2).split()] if chart else []
+sys.exit(0 if ys and min(ys) < int(chart.group(1)) - 3 else 1)
+PY
+label="a p99 sparkline with a value in ms";         check python3 - "$work/dom.html" <<'PY'
+import re, sys
+dom = open(sys.argv[1]).read()
+ok = re.search(r'<svg data-chart="p99".*?<polyline points="[^"]+"', dom) and re.search(r'data-value="p99">[0-9.]+ ms<', dom)
+sys.exit(0 if ok else 1)
+PY
+label="the reload history lists generation 2 applied"; check has 'data-generation="2" data-outcome="applied"'
+label="the screenshot is a real picture (PNG over 10 KB)"; check python3 - "$shot" <<'PY'
+import os, sys
+data = open(sys.argv[1], "rb").read() if os.path.exists(sys.argv[1]) else b""
+sys.exit(0 if data.startswith(b"\x89PNG") and len(data) > 10_000 else 1)
+PY
+echo "dashboard: $passed passed, $failed failed (screenshot: $shot)"
 [ "$failed" -eq 0 ]

@@ -2,10 +2,18 @@
 //! log's shape, or JSON lines) and the writer it goes to. It only formats what the proxy hands it;
 //! it never looks at the topology.
 //!
-//! Why not a `tracing` event: formatted by `tracing-subscriber`, one access line cost ~13k
-//! instructions, a fifth of everything lb did for a proxied request (callgrind under wrk). Here
-//! the line is written straight into the buffer the log thread receives, with the same text and
-//! JSON shapes as before, so readers of the log see no difference.
+//! Why not a `tracing` event: formatted by `tracing-subscriber`, one access line costs ~13k
+//! instructions, a fifth of everything lb does for a proxied request (callgrind under wrk). Here
+//! the line is written straight into the buffer the log thread receives, in the text and JSON
+//! shapes of `tracing-subscriber`'s formats, so the access lines read like the process log.
+//!
+//! The time is RFC 3339 in UTC. Its date and time of day come from `humantime`, formatted once a
+//! second per thread and reused; each line adds only the microseconds. Measured on a loaded
+//! 2-core Xeon VM (3M iterations, release, three rounds): the timestamp of a line costs 26–42 ns
+//! with this cache whether the once-a-second part is humantime's or hand-written (the runs
+//! overlap); that part alone costs 96–158 ns with humantime against 69–85 ns hand-written, paid
+//! once a second, so the crate costs the request path nothing measurable. Formatting every
+//! line with `humantime::format_rfc3339_micros` instead would cost 115–132 ns a line.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -222,37 +230,15 @@ fn push_timestamp(buf: &mut String, now: SystemTime) {
     buf.push('Z');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of a time `secs` after the epoch.
+/// `YYYY-MM-DDTHH:MM:SS` of a time `secs` after the epoch, by `humantime`'s RFC 3339 formatter
+/// (the calendar arithmetic is its). Runs once a second per thread (see [`push_timestamp`]).
 fn push_second(buf: &mut String, secs: u64) {
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let of_day = (secs % 86_400) as u32;
-    push_padded(buf, year, 4);
-    buf.push('-');
-    push_padded(buf, month, 2);
-    buf.push('-');
-    push_padded(buf, day, 2);
-    buf.push('T');
-    push_padded(buf, of_day / 3600, 2);
-    buf.push(':');
-    push_padded(buf, of_day / 60 % 60, 2);
-    buf.push(':');
-    push_padded(buf, of_day % 60, 2);
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar; Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch.
-fn civil_from_days(days: u64) -> (u32, u32, u32) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = (year_of_era + era * 400 + u64::from(month <= 2)) as u32;
-    (year, month, day)
+    // humantime formats years up to 9999 only; a clock past that prints as its last second.
+    const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+    let time = UNIX_EPOCH + Duration::from_secs(secs.min(LAST_SECOND_OF_9999));
+    let _ = write!(buf, "{}", humantime::format_rfc3339_seconds(time));
+    // `...SSZ`: the fraction and the zone follow in `push_timestamp`.
+    buf.pop();
 }
 
 #[cfg(test)]
@@ -335,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn milliseconds_print_like_the_float_they_replace() {
+    fn milliseconds_print_as_an_f64_of_them_would() {
         for micros in [0u64, 1, 10, 100, 460, 999, 1000, 1234, 27_598, 5_000_000] {
             let mut buf = String::new();
             push_millis(&mut buf, Duration::from_micros(micros));
@@ -345,14 +331,17 @@ mod tests {
 
     #[test]
     fn dates_match_the_calendar() {
-        for (days, want) in [
-            (0, (1970, 1, 1)),
-            (59, (1970, 3, 1)),
-            (11_016, (2000, 2, 29)),
-            (20_787, (2026, 11, 30)),
-            (47_481, (2099, 12, 31)),
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00"),
+            (59 * 86_400 + 3_661, "1970-03-01T01:01:01"),
+            (11_016 * 86_400, "2000-02-29T00:00:00"),
+            (1_796_016_022, "2026-11-30T05:20:22"),
+            (47_481 * 86_400 + 86_399, "2099-12-31T23:59:59"),
+            (u64::MAX, "9999-12-31T23:59:59"),
         ] {
-            assert_eq!(civil_from_days(days), want, "day {days}");
+            let mut buf = String::new();
+            push_second(&mut buf, secs);
+            assert_eq!(buf, want, "{secs} s");
         }
     }
 

@@ -87,22 +87,6 @@ pub fn endpoint(lb: &str, tls: bool) -> Result<String, EndpointError> {
     Ok(format!("{scheme}://{lb}"))
 }
 
-/// An error and its causes joined with `: `, for one line on stderr. Transport errors repeat
-/// themselves (hyper-util's `tcp connect error` wraps another `tcp connect error`), so a cause
-/// whose text the previous part already said is left out.
-pub fn reason(error: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if parts.last().is_none_or(|last| !last.ends_with(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
-}
-
 /// What to do about a failed TLS handshake, read from the error line: rustls names the alert
 /// or the verification failure, which says whose certificate is wrong. `tls` and `client_cert`
 /// say how lbctl dialled. A connection the server drops during the handshake shows up only as
@@ -634,39 +618,6 @@ mod tests {
         );
         assert!(text.ends_with("/     PS_FULL  2/2      p2c\n"), "{text}");
         assert_eq!(status_json(&status)["pools"][0]["healthy"], 2);
-    }
-
-    #[derive(Debug)]
-    struct Layer(&'static str, Option<Box<Layer>>);
-
-    impl std::fmt::Display for Layer {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    impl std::error::Error for Layer {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_deref().map(|e| e as _)
-        }
-    }
-
-    #[test]
-    fn reasons_drop_repeated_causes() {
-        let refused = Layer(
-            "transport error",
-            Some(Box::new(Layer(
-                "tcp connect error",
-                Some(Box::new(Layer(
-                    "tcp connect error",
-                    Some(Box::new(Layer("Connection refused (os error 111)", None))),
-                ))),
-            ))),
-        );
-        assert_eq!(
-            reason(&refused),
-            "transport error: tcp connect error: Connection refused (os error 111)"
-        );
     }
 
     #[test]

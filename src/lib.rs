@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! lb: a layer-7 HTTP load balancer whose topology lives in `lb.toml`.
 //!
 //! # Layout
@@ -22,6 +23,7 @@
 //! - [`log_writer`]: the background thread that writes log lines in batches.
 //! - [`lbctl`]: the CLI's pure helpers (argv, tables); the binary is `src/bin/lbctl.rs`.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
+//! - [`errors`]: an error and its causes as one line.
 
 pub mod access_log;
 pub mod admin;
@@ -30,6 +32,7 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod errors;
 pub mod health;
 pub mod history;
 pub mod lbctl;

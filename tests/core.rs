@@ -48,10 +48,19 @@ async fn a_killed_backend_leaves_rotation_and_a_recovered_one_returns() {
     })
     .await;
 
-    // Kill b. Within interval + check timeout it must leave rotation; after that, no request
-    // may fail. (Requests in between may fail over thanks to passive health and retries.)
+    // Kill b. It leaves rotation by its failing active check (within interval + check timeout)
+    // or at once by passive health when a request finds it refusing; once lb has logged either,
+    // no request may fail.
     let b_addr = b.kill().await;
-    tokio::time::sleep(Duration::from_millis(200 + 1000)).await;
+    let b_label = format!("backend={b_addr}");
+    eventually(Duration::from_secs(5), "b out of rotation", || async {
+        get(&client, &lb.url("/")).await;
+        lb.logs().iter().any(|line| {
+            line.contains(&b_label)
+                && (line.contains("backend sick") || line.contains("out of rotation"))
+        })
+    })
+    .await;
     for _ in 0..50 {
         let (status, body) = get(&client, &lb.url("/")).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));

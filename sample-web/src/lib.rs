@@ -5,6 +5,8 @@
 //!
 //! It is a library as well as a binary so that `lb demo` and the tests can run it in-process.
 
+#![forbid(unsafe_code)]
+
 use std::convert::Infallible;
 
 use bytes::Bytes;

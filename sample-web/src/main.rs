@@ -1,5 +1,7 @@
 //! `sample-web --port N [--node NAME] [--addr IP]`: a backend to put behind lb.
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use clap::Parser;

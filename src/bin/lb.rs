@@ -1,5 +1,7 @@
 //! `lb`: serve, check a config, or run the demo. Flags and logging here; the work is in the library.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

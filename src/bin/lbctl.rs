@@ -8,8 +8,10 @@
 //! on stderr: `lbctl: error: CODE: message` or `lbctl: cannot reach lb at ADDR: reason`), 2 for
 //! usage errors (clap's, and a command missing a flag it needs).
 
+#![forbid(unsafe_code)]
+
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use lb::config::BackendAddr;
 use lb::control::proto::{self, load_balancer_client::LoadBalancerClient};
 use lb::control::tls::{read_certificates, read_key};
+use lb::errors::error_chain;
 use lb::lbctl;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -321,7 +324,7 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
     let endpoint = match tls {
         Some(tls) => endpoint
             .tls_config(tls)
-            .map_err(|e| anyhow!("cannot use the TLS settings: {}", lbctl::reason(&e)))?,
+            .map_err(|e| anyhow!("cannot use the TLS settings: {}", error_chain(&e)))?,
         None => endpoint,
     };
     let auth = match token(args)? {
@@ -339,7 +342,7 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
     };
     let channel = endpoint.connect().await.map_err(|e| Unreachable {
         addr: args.lb.clone(),
-        reason: lbctl::reason(&e),
+        reason: error_chain(&e),
     })?;
     let actor = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
@@ -416,7 +419,7 @@ fn flag_backend(args: &Args, command: &'static str) -> anyhow::Result<BackendAdd
 fn rpc_error(status: tonic::Status) -> anyhow::Error {
     // A connection that fails under an RPC (a TLS alert, a reset) arrives as a status whose
     // message is only "transport error"; the cause says what happened.
-    let message = match std::error::Error::source(&status).map(lbctl::reason) {
+    let message = match std::error::Error::source(&status).map(error_chain) {
         Some(cause) if cause.starts_with(status.message()) => cause,
         Some(cause) => format!("{}: {cause}", status.message()),
         None => status.message().to_owned(),
@@ -436,234 +439,261 @@ fn if_match(args: &Args) -> Option<proto::Precondition> {
     })
 }
 
+/// Runs the command: resolves its flags first, so usage errors never wait on the network, then
+/// connects and makes the call. Returns what to print on stdout.
 async fn run(args: Args) -> anyhow::Result<String> {
-    // Resolve what to do before connecting, so usage errors never wait on the network.
     let pattern = |name: &'static str| required(&args.pattern, "pattern", name).cloned();
-    let colour =
-        args.output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let mut client;
     match &args.command {
-        Command::AddPool | Command::Pool(PoolCommand::Add { .. }) => {
-            let pattern = match &args.command {
-                Command::Pool(PoolCommand::Add { pattern }) => pattern.clone(),
-                _ => pattern("addPool")?,
-            };
-            client = connect(&args).await?;
-            let mut request = add_pool_req(&pattern);
-            request.if_match = if_match(&args);
-            client.add_pool(request).await.map_err(rpc_error)?;
-            Ok(format!("added pool {pattern}\n"))
+        Command::Pool(PoolCommand::Add { pattern }) => add_pool(&args, pattern.clone()).await,
+        Command::AddPool => add_pool(&args, pattern("addPool")?).await,
+        Command::Pool(PoolCommand::Remove { pattern }) => remove_pool(&args, pattern.clone()).await,
+        Command::RemovePool => remove_pool(&args, pattern("removePool")?).await,
+        Command::Backend(BackendCommand::Add { pattern, backend }) => {
+            add_backend(&args, pattern.clone(), backend.clone()).await
         }
-        Command::RemovePool | Command::Pool(PoolCommand::Remove { .. }) => {
-            let pattern = match &args.command {
-                Command::Pool(PoolCommand::Remove { pattern }) => pattern.clone(),
-                _ => pattern("removePool")?,
-            };
-            client = connect(&args).await?;
-            let request = proto::RemovePoolReq {
-                pattern: pattern.clone(),
-                if_match: if_match(&args),
-            };
-            client.remove_pool(request).await.map_err(rpc_error)?;
-            Ok(format!("removed pool {pattern}\n"))
+        Command::AddBackend => {
+            let pattern = pattern("addBackend")?;
+            add_backend(&args, pattern, flag_backend(&args, "addBackend")?).await
         }
-        Command::AddBackend | Command::Backend(BackendCommand::Add { .. }) => {
-            let (pattern, backend) = match &args.command {
-                Command::Backend(BackendCommand::Add { pattern, backend }) => {
-                    (pattern.clone(), backend.clone())
-                }
-                _ => (pattern("addBackend")?, flag_backend(&args, "addBackend")?),
-            };
-            client = connect(&args).await?;
-            let request = proto::AddBackendReq {
-                pattern: pattern.clone(),
-                backend: Some(ip_backend(&backend)),
-                if_match: if_match(&args),
-            };
-            client.add_backend(request).await.map_err(rpc_error)?;
-            Ok(format!("added backend {backend} to pool {pattern}\n"))
+        Command::Backend(BackendCommand::Remove { pattern, backend }) => {
+            remove_backend(&args, pattern.clone(), backend.clone()).await
         }
-        Command::RemoveBackend | Command::Backend(BackendCommand::Remove { .. }) => {
-            let (pattern, backend) = match &args.command {
-                Command::Backend(BackendCommand::Remove { pattern, backend }) => {
-                    (pattern.clone(), backend.clone())
-                }
-                _ => (
-                    pattern("removeBackend")?,
-                    flag_backend(&args, "removeBackend")?,
-                ),
-            };
-            client = connect(&args).await?;
-            let request = proto::RemoveBackendReq {
-                pattern: pattern.clone(),
-                backend: Some(ip_backend(&backend)),
-                if_match: if_match(&args),
-            };
-            client.remove_backend(request).await.map_err(rpc_error)?;
-            Ok(format!("removed backend {backend} from pool {pattern}\n"))
+        Command::RemoveBackend => {
+            let pattern = pattern("removeBackend")?;
+            remove_backend(&args, pattern, flag_backend(&args, "removeBackend")?).await
         }
-        Command::PoolHealth | Command::Pool(PoolCommand::Health { .. }) => {
-            let pattern = match &args.command {
-                Command::Pool(PoolCommand::Health { pattern }) => pattern.clone(),
-                _ => pattern("poolHealth")?,
-            };
-            client = connect(&args).await?;
-            let request = proto::PoolHealthReq {
-                pattern: pattern.clone(),
-                healthy: true,
-                sick: true,
-            };
-            let response = client
-                .pool_health(request)
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            let health = response.health.unwrap_or_default();
-            Ok(match args.output {
-                Output::Json => lbctl::json_text(&lbctl::pool_json(&pattern, &health)),
-                Output::Text => lbctl::render_pool_health(&pattern, &health, colour),
-            })
-        }
-        Command::Drain | Command::Enable | Command::Disable => {
-            let name = match args.command {
-                Command::Drain => "drain",
-                Command::Enable => "enable",
-                _ => "disable",
-            };
-            let (pattern, backend) = (pattern(name)?, flag_backend(&args, name)?);
-            client = connect(&args).await?;
-            let (p, b, m) = (pattern.clone(), Some(ip_backend(&backend)), if_match(&args));
-            match args.command {
-                Command::Drain => client
-                    .drain_backend(proto::DrainBackendReq {
-                        pattern: p,
-                        backend: b,
-                        if_match: m,
-                    })
-                    .await
-                    .map(drop),
-                Command::Enable => client
-                    .enable_backend(proto::EnableBackendReq {
-                        pattern: p,
-                        backend: b,
-                        if_match: m,
-                    })
-                    .await
-                    .map(drop),
-                _ => client
-                    .disable_backend(proto::DisableBackendReq {
-                        pattern: p,
-                        backend: b,
-                        if_match: m,
-                    })
-                    .await
-                    .map(drop),
-            }
-            .map_err(rpc_error)?;
-            let done = match name {
-                "drain" => "draining",
-                "enable" => "enabled",
-                _ => "disabled",
-            };
-            Ok(format!("{done} backend {backend} in pool {pattern}\n"))
-        }
+        Command::Pool(PoolCommand::Health { pattern }) => pool_health(&args, pattern.clone()).await,
+        Command::PoolHealth => pool_health(&args, pattern("poolHealth")?).await,
+        Command::Drain => set_state(&args, AdminChange::Drain).await,
+        Command::Enable => set_state(&args, AdminChange::Enable).await,
+        Command::Disable => set_state(&args, AdminChange::Disable).await,
         Command::Wait { timeout, .. } => {
             let (pattern, backend) = (pattern("wait")?, flag_backend(&args, "wait")?);
-            client = connect(&args).await?;
-            let deadline = tokio::time::Instant::now() + *timeout;
-            loop {
-                let request = proto::PoolHealthReq {
-                    pattern: pattern.clone(),
-                    healthy: true,
-                    sick: true,
-                };
-                let health = client
-                    .pool_health(request)
-                    .await
-                    .map_err(rpc_error)?
-                    .into_inner()
-                    .health
-                    .unwrap_or_default();
-                let label = backend.to_string();
-                let entry = health
-                    .backends
-                    .iter()
-                    .find(|b| lbctl::backend_label(b) == label)
-                    .ok_or_else(|| anyhow!("pool {pattern} has no backend {label}"))?;
-                if entry.in_flight == 0 {
-                    return Ok(format!(
-                        "backend {label} in pool {pattern} has no request in flight\n"
-                    ));
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(anyhow!(
-                        "backend {label} in pool {pattern} still has {} request(s) in flight after {timeout:?}",
-                        entry.in_flight
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_drained(&args, pattern, backend, *timeout).await
         }
-        Command::Status => {
-            client = connect(&args).await?;
-            let status = client
-                .status(proto::StatusReq {})
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            Ok(match args.output {
-                Output::Json => lbctl::json_text(&lbctl::status_json(&status)),
-                Output::Text => lbctl::render_status(&status, colour),
-            })
-        }
-        Command::Pools => {
-            client = connect(&args).await?;
-            let pools = client
-                .list_pools(proto::ListPoolsReq {})
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            Ok(match args.output {
-                Output::Json => lbctl::json_text(&lbctl::pools_json(&pools)),
-                Output::Text => lbctl::render_pools(&pools, colour),
-            })
-        }
-        Command::Watch => {
-            client = connect(&args).await?;
-            let request = proto::WatchHealthReq {
-                pattern: args.pattern.clone().unwrap_or_default(),
-            };
-            let mut stream = client
-                .watch_health(request)
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            use std::io::Write;
-            while let Some(event) = stream.message().await.map_err(rpc_error)? {
-                let line = lbctl::render_event(&event, args.output == Output::Json, colour);
-                let mut stdout = std::io::stdout().lock();
-                let _ = writeln!(stdout, "{line}");
-                let _ = stdout.flush();
-            }
-            Ok(String::new())
-        }
-        Command::Plan { file } => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let wanted = lb::config::parse(&text).map_err(|diagnostics| {
-                let lines: Vec<String> = diagnostics
-                    .iter()
-                    .map(|d| d.display_with(file).to_string())
-                    .collect();
-                anyhow!("{} is invalid:\n{}", file.display(), lines.join("\n"))
-            })?;
-            client = connect(&args).await?;
-            let running = client
-                .list_pools(proto::ListPoolsReq {})
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            Ok(lbctl::plan(&wanted, &running))
-        }
+        Command::Status => status(&args).await,
+        Command::Pools => pools(&args).await,
+        Command::Watch => watch(&args).await,
+        Command::Plan { file } => plan(&args, file).await,
     }
+}
+
+/// Colour only for text on a terminal.
+fn colour(args: &Args) -> bool {
+    args.output == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
+async fn add_pool(args: &Args, pattern: String) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let mut request = add_pool_req(&pattern);
+    request.if_match = if_match(args);
+    client.add_pool(request).await.map_err(rpc_error)?;
+    Ok(format!("added pool {pattern}\n"))
+}
+
+async fn remove_pool(args: &Args, pattern: String) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let request = proto::RemovePoolReq {
+        pattern: pattern.clone(),
+        if_match: if_match(args),
+    };
+    client.remove_pool(request).await.map_err(rpc_error)?;
+    Ok(format!("removed pool {pattern}\n"))
+}
+
+async fn add_backend(args: &Args, pattern: String, backend: BackendAddr) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let request = proto::AddBackendReq {
+        pattern: pattern.clone(),
+        backend: Some(ip_backend(&backend)),
+        if_match: if_match(args),
+    };
+    client.add_backend(request).await.map_err(rpc_error)?;
+    Ok(format!("added backend {backend} to pool {pattern}\n"))
+}
+
+async fn remove_backend(
+    args: &Args,
+    pattern: String,
+    backend: BackendAddr,
+) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let request = proto::RemoveBackendReq {
+        pattern: pattern.clone(),
+        backend: Some(ip_backend(&backend)),
+        if_match: if_match(args),
+    };
+    client.remove_backend(request).await.map_err(rpc_error)?;
+    Ok(format!("removed backend {backend} from pool {pattern}\n"))
+}
+
+/// Every backend of the pool, healthy and sick.
+async fn fetch_pool_health(
+    client: &mut Client,
+    pattern: &str,
+) -> anyhow::Result<proto::PoolHealth> {
+    let request = proto::PoolHealthReq {
+        pattern: pattern.to_owned(),
+        healthy: true,
+        sick: true,
+    };
+    let response = client.pool_health(request).await.map_err(rpc_error)?;
+    Ok(response.into_inner().health.unwrap_or_default())
+}
+
+async fn pool_health(args: &Args, pattern: String) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let health = fetch_pool_health(&mut client, &pattern).await?;
+    Ok(match args.output {
+        Output::Json => lbctl::json_text(&lbctl::pool_json(&pattern, &health)),
+        Output::Text => lbctl::render_pool_health(&pattern, &health, colour(args)),
+    })
+}
+
+/// The administrative state commands: `drain`, `enable`, `disable`.
+#[derive(Clone, Copy)]
+enum AdminChange {
+    Drain,
+    Enable,
+    Disable,
+}
+
+async fn set_state(args: &Args, change: AdminChange) -> anyhow::Result<String> {
+    let (name, done) = match change {
+        AdminChange::Drain => ("drain", "draining"),
+        AdminChange::Enable => ("enable", "enabled"),
+        AdminChange::Disable => ("disable", "disabled"),
+    };
+    let pattern = required(&args.pattern, "pattern", name)?.clone();
+    let backend = flag_backend(args, name)?;
+    let mut client = connect(args).await?;
+    let (p, b, m) = (pattern.clone(), Some(ip_backend(&backend)), if_match(args));
+    match change {
+        AdminChange::Drain => client
+            .drain_backend(proto::DrainBackendReq {
+                pattern: p,
+                backend: b,
+                if_match: m,
+            })
+            .await
+            .map(drop),
+        AdminChange::Enable => client
+            .enable_backend(proto::EnableBackendReq {
+                pattern: p,
+                backend: b,
+                if_match: m,
+            })
+            .await
+            .map(drop),
+        AdminChange::Disable => client
+            .disable_backend(proto::DisableBackendReq {
+                pattern: p,
+                backend: b,
+                if_match: m,
+            })
+            .await
+            .map(drop),
+    }
+    .map_err(rpc_error)?;
+    Ok(format!("{done} backend {backend} in pool {pattern}\n"))
+}
+
+/// Polls PoolHealth every 100 ms until the backend has no request in flight, or `timeout`.
+async fn wait_drained(
+    args: &Args,
+    pattern: String,
+    backend: BackendAddr,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let label = backend.to_string();
+    loop {
+        let health = fetch_pool_health(&mut client, &pattern).await?;
+        let entry = health
+            .backends
+            .iter()
+            .find(|b| lbctl::backend_label(b) == label)
+            .ok_or_else(|| anyhow!("pool {pattern} has no backend {label}"))?;
+        if entry.in_flight == 0 {
+            return Ok(format!(
+                "backend {label} in pool {pattern} has no request in flight\n"
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow!(
+                "backend {label} in pool {pattern} still has {} request(s) in flight after {timeout:?}",
+                entry.in_flight
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(args: &Args) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let status = client
+        .status(proto::StatusReq {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    Ok(match args.output {
+        Output::Json => lbctl::json_text(&lbctl::status_json(&status)),
+        Output::Text => lbctl::render_status(&status, colour(args)),
+    })
+}
+
+async fn pools(args: &Args) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let pools = client
+        .list_pools(proto::ListPoolsReq {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    Ok(match args.output {
+        Output::Json => lbctl::json_text(&lbctl::pools_json(&pools)),
+        Output::Text => lbctl::render_pools(&pools, colour(args)),
+    })
+}
+
+/// Prints each health transition as it arrives, until the stream ends or lbctl is interrupted.
+async fn watch(args: &Args) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut client = connect(args).await?;
+    let request = proto::WatchHealthReq {
+        pattern: args.pattern.clone().unwrap_or_default(),
+    };
+    let mut stream = client
+        .watch_health(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    let (json, colour) = (args.output == Output::Json, colour(args));
+    while let Some(event) = stream.message().await.map_err(rpc_error)? {
+        let line = lbctl::render_event(&event, json, colour);
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
+    Ok(String::new())
+}
+
+/// What applying `file` would change on the running lb; the file is validated before connecting.
+async fn plan(args: &Args, file: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let wanted = lb::config::parse(&text).map_err(|diagnostics| {
+        let lines: Vec<String> = diagnostics
+            .iter()
+            .map(|d| d.display_with(file).to_string())
+            .collect();
+        anyhow!("{} is invalid:\n{}", file.display(), lines.join("\n"))
+    })?;
+    let mut client = connect(args).await?;
+    let running = client
+        .list_pools(proto::ListPoolsReq {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    Ok(lbctl::plan(&wanted, &running))
 }

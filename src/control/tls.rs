@@ -143,7 +143,7 @@ impl ServerTls {
                 cert: files.cert.clone(),
                 key: files.key.clone(),
                 client_ca: files.client_ca.clone(),
-                reason: causes(&error),
+                reason: crate::errors::error_chain(&error),
             })?;
         Ok(ServerTls {
             config,
@@ -159,18 +159,6 @@ impl ServerTls {
     pub(super) fn config(&self) -> ServerTlsConfig {
         self.config.clone()
     }
-}
-
-/// An error and its causes joined with `: ` (tonic's transport error alone says only
-/// "transport error").
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
