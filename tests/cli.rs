@@ -187,3 +187,37 @@ async fn demo_serves_from_both_sample_backends() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// With `workers` unset, lb runs as many workers as the CPUs it may use: pinned to one core
+/// (`taskset`), one, on a single-threaded runtime, not one per core of the machine.
+#[test]
+fn workers_follow_the_cpus_lb_may_run_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, "[pools.\"/\"]\nbackends = [\"127.0.0.1:9\"]\n").unwrap();
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_lb"), "--config"])
+        .arg(&path)
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("taskset (util-linux) runs lb");
+    let stderr = child.stderr.take().unwrap();
+    // Reading stops at the line or at the end of stderr; the kill below bounds the wait if lb
+    // hangs before logging, as `wait_for_line` does elsewhere.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("runtime started"));
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line
+        .expect("lb logs its runtime within 10 s")
+        .expect("a 'runtime started' line");
+    assert!(line.contains("workers=1"), "{line}");
+}

@@ -138,15 +138,18 @@ fn main() -> ExitCode {
         };
     }
 
-    let workers = config.as_ref().and_then(|c| c.server.workers);
+    let workers = config
+        .as_ref()
+        .and_then(|c| c.server.workers)
+        .unwrap_or_else(usable_cpus);
     // One worker: a current-thread runtime does the same work without the work-stealing
     // scheduler's cross-thread bookkeeping (and without a second, idle thread to wake).
     let mut runtime = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        1 => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     runtime.enable_all();
-    if let Some(workers) = workers.filter(|w| *w > 1) {
+    if workers > 1 {
         runtime.worker_threads(workers);
     }
     let runtime = match runtime.build() {
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(workers, "runtime started");
     let served = runtime.block_on(serve(args, access_log));
     // `Lb::run` returns by the drain deadline; what it left (an upgrade tunnel, a control
     // connection) is dropped here, and a blocking task (a file write) gets a moment to finish
@@ -206,4 +210,11 @@ async fn serve(args: Args, access_log: AccessLog) -> Result<(), lb::Error> {
             lb.run(lb::shutdown_signal()).await
         }
     }
+}
+
+/// The CPUs this process may run on: its affinity mask (`taskset`, a cpuset) and its cgroup's
+/// CPU quota (a container's `--cpus`, a Kubernetes CPU limit), as the standard library reads
+/// them; 1 when they cannot be read.
+fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
