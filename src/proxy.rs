@@ -5,6 +5,8 @@
 mod body;
 mod conn;
 mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod handler;
 mod headers;

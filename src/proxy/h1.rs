@@ -18,7 +18,7 @@
 //! does, and keeps plain sockets in each backend's idle set.
 
 pub(super) mod backend;
-mod chunked;
+pub(super) mod chunked;
 pub(super) mod wire;
 
 use std::net::SocketAddr;
