@@ -10,10 +10,12 @@ pub mod fuzzing;
 mod h1;
 mod handler;
 mod headers;
+mod stall;
 mod upstream;
 
 pub use body::{RequestBody, ResponseBody};
 pub use handler::Proxy;
+pub use stall::AfterHead;
 pub use upstream::IdleConnections;
 
 use std::convert::Infallible;
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use conn::{ClientIo, IdleClock, Tracked, WatchdogTimer};
+use stall::ReadTimed;
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
@@ -153,6 +156,7 @@ async fn serve_with_hyper(
         let active = requests.start();
         async move {
             let response = handler.handle(request, client).await;
+            let response = response.map(|body| ReadTimed::new(body, handler));
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
         }
     });

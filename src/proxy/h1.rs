@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -37,6 +37,7 @@ use self::backend::BODY_READ;
 use self::chunked::{Chunked, Scan};
 use self::wire::{Framing, RequestHead, ResponseHead};
 use super::handler::{attempt_failed, is_idempotent, Failure, Proxy, Replay};
+use super::stall::{AfterHead, Cut, Timeout};
 use super::upstream::SendError;
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
@@ -432,7 +433,8 @@ impl Exchange<'_> {
                         backend.latency.observe(attempt_started.elapsed());
                     }
                     self.account(head.status, Some(pool), Some(&backend));
-                    let relayed = relay(client, &mut upstream, &head, scratch).await;
+                    let after_head = &self.proxy.after_head;
+                    let relayed = relay(client, &mut upstream, &head, scratch, after_head).await;
                     drop(in_flight);
                     return match relayed {
                         Relayed::Whole { reusable } => {
@@ -442,6 +444,11 @@ impl Exchange<'_> {
                             true
                         }
                         Relayed::Broken => false,
+                        Relayed::TimedOut(timeout) => {
+                            self.proxy.timed_out(timeout, Some(&backend));
+                            self.account_timeout(head.status, pool, &backend, timeout);
+                            false
+                        }
                     };
                 }
                 Ok(Err(error)) => SendError::from(error),
@@ -490,6 +497,21 @@ impl Exchange<'_> {
         );
     }
 
+    /// The access line of a response cut short by `timeout` (its first line went at the head).
+    fn account_timeout(&self, status: u16, pool: &Pool, backend: &Backend, timeout: Timeout) {
+        let request = self.request;
+        self.proxy.access_log.write(&crate::access_log::Line {
+            client: self.client,
+            method: request.method,
+            path: request.path,
+            status,
+            pool: Some(&pool.pattern),
+            backend: Some(backend.authority.as_str()),
+            duration: self.started.elapsed(),
+            timeout: Some(timeout.key()),
+        });
+    }
+
     fn account(&self, status: u16, pool: Option<&Pool>, backend: Option<&Arc<Backend>>) {
         let request = self.request;
         self.proxy.account(
@@ -511,6 +533,17 @@ enum Relayed {
     /// Either side failed mid-body: the client's connection must close (its response is cut
     /// short) and the backend's too.
     Broken,
+    /// As `Broken`, because a side was silent past a timeout.
+    TimedOut(Timeout),
+}
+
+impl From<Cut> for Relayed {
+    fn from(cut: Cut) -> Relayed {
+        match cut {
+            Cut::Io => Relayed::Broken,
+            Cut::TimedOut(timeout) => Relayed::TimedOut(timeout),
+        }
+    }
 }
 
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
@@ -520,16 +553,29 @@ async fn relay(
     upstream: &mut TcpStream,
     head: &ResponseHead,
     scratch: &mut Scratch,
+    after_head: &AfterHead,
 ) -> Relayed {
+    match relay_within(client, upstream, head, scratch, after_head).await {
+        Ok(relayed) => relayed,
+        Err(cut) => cut.into(),
+    }
+}
+
+/// [`relay`], with every wait bounded by `after_head`.
+async fn relay_within(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    head: &ResponseHead,
+    scratch: &mut Scratch,
+    after_head: &AfterHead,
+) -> Result<Relayed, Cut> {
     let Scratch { response, out, .. } = scratch;
     let first = &response[head.len..];
     match head.framing {
         Framing::Empty => {
             let reusable = first.is_empty();
-            match client.write_all(out).await {
-                Ok(()) => Relayed::Whole { reusable },
-                Err(_) => Relayed::Broken,
-            }
+            after_head.send(client, out).await?;
+            Ok(Relayed::Whole { reusable })
         }
         Framing::Length(length) => {
             let take = first
@@ -537,22 +583,16 @@ async fn relay(
                 .min(usize::try_from(length).unwrap_or(usize::MAX));
             out.extend_from_slice(&first[..take]);
             let mut reusable = take == first.len();
-            if client.write_all(out).await.is_err() {
-                return Relayed::Broken;
-            }
+            after_head.send(client, out).await?;
             let mut left = length - take as u64;
             while left > 0 {
-                let Some(read) = read_body(upstream, response).await else {
-                    return Relayed::Broken;
-                };
+                let read = read_body(upstream, response, after_head).await?;
                 let take = read.min(usize::try_from(left).unwrap_or(usize::MAX));
                 reusable &= take == read;
-                if client.write_all(&response[..take]).await.is_err() {
-                    return Relayed::Broken;
-                }
+                after_head.send(client, &response[..take]).await?;
                 left -= take as u64;
             }
-            Relayed::Whole { reusable }
+            Ok(Relayed::Whole { reusable })
         }
         Framing::Chunked => {
             let mut chunked = Chunked::new();
@@ -565,22 +605,18 @@ async fn relay(
                     Ok(Scan::End(n)) => (n, true),
                     Err(error) => {
                         tracing::warn!(%error, "backend sent a malformed chunked body; response cut short");
-                        return Relayed::Broken;
+                        return Ok(Relayed::Broken);
                     }
                 };
                 out.extend_from_slice(&pending[..take]);
-                if client.write_all(out).await.is_err() {
-                    return Relayed::Broken;
-                }
+                after_head.send(client, out).await?;
                 out.clear();
                 if ended {
-                    return Relayed::Whole {
+                    return Ok(Relayed::Whole {
                         reusable: take == pending.len(),
-                    };
+                    });
                 }
-                if read_body(upstream, response).await.is_none() {
-                    return Relayed::Broken;
-                }
+                read_body(upstream, response, after_head).await?;
                 start = 0;
             }
         }
@@ -592,39 +628,38 @@ async fn relay(
             loop {
                 if first_len > 0 {
                     push_chunk(out, &response[from..from + first_len]);
-                    if client.write_all(out).await.is_err() {
-                        return Relayed::Broken;
-                    }
+                    after_head.send(client, out).await?;
                 }
                 out.clear();
                 response.clear();
                 response.reserve(BODY_READ);
-                match upstream.read_buf(response).await {
-                    Ok(0) => {
-                        return match client.write_all(b"0\r\n\r\n").await {
-                            Ok(()) => Relayed::Whole { reusable: false },
-                            Err(_) => Relayed::Broken,
-                        };
+                match after_head.read(upstream, response).await? {
+                    0 => {
+                        after_head.send(client, b"0\r\n\r\n").await?;
+                        return Ok(Relayed::Whole { reusable: false });
                     }
-                    Ok(n) => {
+                    n => {
                         first_len = n;
                         from = 0;
                     }
-                    Err(_) => return Relayed::Broken,
                 }
             }
         }
     }
 }
 
-/// Reads the next body bytes into `response` (emptied first); `None` when the backend closed or
-/// failed before the body's end.
-async fn read_body(upstream: &mut TcpStream, response: &mut Vec<u8>) -> Option<usize> {
+/// Reads the next body bytes into `response` (emptied first); a cut when the backend closed,
+/// failed or was silent past `read_timeout` before the body's end.
+async fn read_body(
+    upstream: &mut TcpStream,
+    response: &mut Vec<u8>,
+    after_head: &AfterHead,
+) -> Result<usize, Cut> {
     response.clear();
     response.reserve(BODY_READ);
-    match upstream.read_buf(response).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => Some(n),
+    match after_head.read(upstream, response).await? {
+        0 => Err(Cut::Io),
+        n => Ok(n),
     }
 }
 

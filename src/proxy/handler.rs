@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::body::{slot_untouched, HyperBody, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
 use super::headers;
+use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::{self, SendError};
 use crate::access_log::{self, AccessLog};
 use crate::config::PoolType;
@@ -28,17 +29,25 @@ pub struct Proxy {
     pub(super) topology: SharedTopology,
     pub(super) metrics: Arc<Global>,
     pub(super) access_log: AccessLog,
+    /// The timeouts after a response head, on both paths and in tunnels.
+    pub(super) after_head: AfterHead,
     /// Open upgrade tunnels (WebSocket and friends); shutdown waits for them within the drain
     /// timeout, since hyper's graceful shutdown no longer sees an upgraded connection.
     tunnels: TaskTracker,
 }
 
 impl Proxy {
-    pub fn new(topology: SharedTopology, metrics: Arc<Global>, access_log: AccessLog) -> Proxy {
+    pub fn new(
+        topology: SharedTopology,
+        metrics: Arc<Global>,
+        access_log: AccessLog,
+        after_head: AfterHead,
+    ) -> Proxy {
         Proxy {
             topology,
             metrics,
             access_log,
+            after_head,
             tunnels: TaskTracker::new(),
         }
     }
@@ -101,7 +110,19 @@ impl Proxy {
             pool: pool.map(|p| &*p.pattern),
             backend: backend.map(|b| b.authority.as_str()),
             duration: elapsed,
+            timeout: None,
         });
+    }
+
+    /// Counts a timeout after a response head and says so in the process log.
+    pub(super) fn timed_out(&self, timeout: Timeout, backend: Option<&Backend>) {
+        timeout.count(&self.metrics);
+        let backend = backend.map(|b| b.authority.as_str()).unwrap_or("-");
+        tracing::info!(
+            timeout = timeout.key(),
+            backend,
+            "closed both sides after a timeout"
+        );
     }
 
     /// Routes and forwards; returns the response with the pool and backend that produced it.
@@ -170,6 +191,7 @@ impl Proxy {
                     backend_side,
                     in_flight,
                     Arc::clone(&self.metrics),
+                    self.after_head,
                 ));
             }
         }
@@ -290,7 +312,13 @@ fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// Copies bytes both ways between an upgraded client and backend until either side closes.
-async fn tunnel(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight, metrics: Arc<Global>) {
+async fn tunnel(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    in_flight: InFlight,
+    metrics: Arc<Global>,
+    after_head: AfterHead,
+) {
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(pair) => pair,
         Err(error) => {
@@ -299,17 +327,19 @@ async fn tunnel(client: OnUpgrade, backend: OnUpgrade, in_flight: InFlight, metr
         }
     };
     metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
+    let open = Arc::clone(&metrics);
     let _open = scopeguard(move || {
-        metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
+        open.upgrades_open.fetch_sub(1, Ordering::Relaxed);
     });
-    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-    match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-        Ok((up, down)) => {
-            tracing::debug!(backend = %in_flight.backend().addr, up, down, "tunnel closed")
+    let (client, backend) = (TokioIo::new(client), TokioIo::new(backend));
+    let backend_addr = &in_flight.backend().addr;
+    match stall::tunnel(client, backend, &after_head).await {
+        Ok((up, down)) => tracing::debug!(backend = %backend_addr, up, down, "tunnel closed"),
+        Err(Cut::TimedOut(timeout)) => {
+            timeout.count(&metrics);
+            tracing::info!(backend = %backend_addr, timeout = timeout.key(), "tunnel closed after a timeout");
         }
-        Err(error) => {
-            tracing::debug!(backend = %in_flight.backend().addr, %error, "tunnel ended with error")
-        }
+        Err(Cut::Io) => tracing::debug!(backend = %backend_addr, "tunnel ended with an error"),
     }
 }
 
