@@ -1,10 +1,13 @@
-//! proxy: owns the data plane — accepting client connections (HTTP/1.1 and h2c), forwarding each
+//! proxy: owns the data plane — accepting client connections (HTTP/1.x and h2c), forwarding each
 //! request to a backend picked by `balance`, and draining on shutdown. It reads the topology
 //! snapshot and backend atomics only; it never parses config or runs health checks.
+//!
+//! A connection's first bytes choose its engine, once: the HTTP/2 preface (h2c prior knowledge)
+//! goes to hyper's HTTP/2 server, anything else to lb's own HTTP/1.x engine (`proxy::h1`) for the
+//! connection's whole life.
 
 mod body;
 mod conn;
-mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
@@ -24,22 +27,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use conn::{ClientIo, IdleClock, Tracked, WatchdogTimer};
+use conn::{ClientIo, IdleClock, Tracked};
 use stall::ReadTimed;
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// A client must send its whole request head within this (HTTP/1.1: hyper's header timer;
-    /// before the first byte of any connection: the idle clock).
+    /// A client must send its whole request head within this (and a body read whole, with it),
+    /// counted from its first byte; before the first byte of a connection, the idle clock.
     pub header_timeout: Duration,
     /// A client connection with no request in flight and no byte received for this long is
     /// closed.
@@ -48,7 +51,7 @@ pub struct ServerSettings {
     pub max_connections: usize,
 }
 
-/// Largest request head accepted; larger ones get 431 from hyper.
+/// Largest request head accepted; larger ones get 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Accepts and serves until `shutdown` resolves, then lets open connections finish their
@@ -59,18 +62,8 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        // One flat write per response: with small bodies, queueing the body as its own iovec
-        // cost ~1.5% more instructions per request (callgrind), and a 1 MiB body costs no more
-        // CPU per byte flat than queued (/tmp bench against nginx serving a file, 3 rounds).
-        .writev(false)
-        .timer(WatchdogTimer)
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = Arc::new(builder);
@@ -110,27 +103,25 @@ pub async fn serve(
         let drain = drain.clone();
         connections.spawn(async move {
             let mut stream = stream;
-            let served = h1::serve(&mut stream, client, &proxy, &settings, &drain).await;
-            if let Some(read) = served {
-                let io = ClientIo::new(stream, read, permit);
-                serve_with_hyper(io, client, proxy, &builder, &settings, drain).await;
+            match opens_with_h2_preface(&stream, &settings, &drain).await {
+                Some(false) => {
+                    h1::serve(&mut stream, client, &proxy, &settings, &drain).await;
+                    drop(permit);
+                }
+                Some(true) => {
+                    let io = ClientIo::new(stream, permit);
+                    serve_h2(io, client, proxy, &builder, &settings, drain).await;
+                }
+                None => {}
             }
         });
     }
     drop(listener);
-    let tunnels = proxy.tunnels();
-    tracing::info!(
-        open = connections.len(),
-        tunnels = tunnels.len(),
-        "draining client connections"
-    );
+    tracing::info!(open = connections.len(), "draining client connections");
     drain.cancel();
     connections.close();
-    tunnels.close();
-    let drained = async {
-        connections.wait().await;
-        tunnels.wait().await;
-    };
+    // Upgrade tunnels run in their connection's task, so they are waited for here too.
+    let drained = connections.wait();
     if tokio::time::timeout(settings.drain_timeout, drained)
         .await
         .is_err()
@@ -139,13 +130,51 @@ pub async fn serve(
     }
 }
 
-/// Serves a connection `proxy::h1` handed over, with hyper, until it ends or `drain` asks it to
-/// finish; closes it once idle past the settings' limits.
-async fn serve_with_hyper(
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a connection opens with the HTTP/2 preface: looked at with `peek`, so the bytes stay
+/// in the socket for the engine that serves it. `None`: the connection closed, went silent past
+/// the header timeout, or lb is draining.
+///
+/// NOTE: a preface split across segments (rare: clients write it whole) is peeked again every
+/// few milliseconds until it is whole, since a socket with unread bytes is always readable.
+async fn opens_with_h2_preface(
+    stream: &TcpStream,
+    settings: &ServerSettings,
+    drain: &CancellationToken,
+) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + settings.header_timeout;
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let peeked = tokio::select! {
+            peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
+            () = drain.cancelled() => return None,
+        };
+        let n = match peeked {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        };
+        if first[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection with hyper until it ends or `drain` asks it to finish; closes it
+/// once idle past the settings' limits.
+async fn serve_h2(
     io: ClientIo,
     client: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &http2::Builder<TokioExecutor>,
     settings: &ServerSettings,
     drain: CancellationToken,
 ) {
@@ -160,7 +189,7 @@ async fn serve_with_hyper(
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
         }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     let mut clock = IdleClock::new(settings.header_timeout, settings.idle_timeout);
     tokio::pin!(connection);
     let mut ended = None;

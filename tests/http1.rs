@@ -3,9 +3,8 @@
 //! and `X-Forwarded-*` rewriting, backend connection reuse, malformed backends and the odd request
 //! forms. Both sides are raw TCP, so nothing polite sits between the test and lb.
 //!
-//! These tests describe lb's behaviour as it is today (hyper's server and client), so that another
-//! HTTP/1.1 data path can be checked against it. Where today's behaviour is not what nginx or
-//! HAProxy would do, the assertion still pins it and a `NOTE:` says so.
+//! lb's one HTTP/1.x engine serves every request here; where its behaviour differs from what nginx
+//! or HAProxy would do, the assertion still pins it and a `NOTE:` says so.
 
 mod support;
 
@@ -241,9 +240,11 @@ async fn early_hints_before_the_final_response() {
         let response = client.exchange(&get("/hints")).await;
         assert_eq!(status_line(&response.head), "HTTP/1.1 200 OK");
         assert_eq!(response.text(), "final");
-        // NOTE: today the 103 is swallowed (hyper's client drops 1xx answers); HAProxy and
-        // nginx >= 1.29 forward Early Hints to HTTP/1.1 clients.
-        assert!(response.interim.is_empty(), "{:?}", response.interim);
+        // RFC 9110 §15.2: a proxy forwards 1xx answers to an HTTP/1.1 client.
+        assert_eq!(
+            response.interim,
+            ["HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"]
+        );
     }
 }
 
@@ -463,13 +464,14 @@ async fn a_backend_answering_garbage_gets_502() {
     let response = client.exchange(&get("/garbage")).await;
     assert_eq!(status_line(&response.head), "HTTP/1.1 502 Bad Gateway");
     assert_eq!(response.text(), "backend failed\n");
-    // NOTE: a GET is idempotent and `retries` defaults to 1, and with no other backend the
-    // retry goes to the same one: the backend sees the request twice.
-    assert_eq!(backend.next().await.target(), "/garbage");
+    // A malformed answer is never asked for again from the same backend, even for an
+    // idempotent request with a retry left: the backend sees the request once.
     assert_eq!(backend.next().await.target(), "/garbage");
     // The client connection survives the 502.
-    let response = client.exchange(&get("/garbage")).await;
+    let response = client.exchange(&get("/again")).await;
     assert_eq!(response.status, 502, "{}", response.head);
+    assert_eq!(backend.next().await.target(), "/again");
+    assert!(backend.taken_all().is_empty());
 }
 
 #[tokio::test]
@@ -530,8 +532,8 @@ async fn an_http10_request_without_host() {
     let (mut backend, lb) = setup(echo_target).await;
     let mut client = Wire::connect(&lb).await;
     let response = client.exchange("GET /old HTTP/1.0\r\n\r\n").await;
-    // Today: the answer is in the client's version.
-    assert_eq!(status_line(&response.head), "HTTP/1.0 200 OK");
+    // lb answers in its own version (RFC 9110 §2.5), as nginx does.
+    assert_eq!(status_line(&response.head), "HTTP/1.1 200 OK");
     assert_eq!(response.text(), "/old");
     assert_eq!(
         response.framing,
@@ -540,8 +542,8 @@ async fn an_http10_request_without_host() {
         response.head
     );
     assert_eq!(
-        header(&response.head, "connection"),
-        None,
+        header(&response.head, "connection").as_deref(),
+        Some("close"),
         "{}",
         response.head
     );
@@ -595,14 +597,8 @@ async fn expect_100_continue_like_curl() {
 
     let seen = backend.next().await;
     assert_eq!(seen.body, b"hello");
-    // NOTE: `Expect` is forwarded to the backend as well, after lb has already sent its own
-    // `100 Continue`; nginx answers the expectation itself and does not pass `Expect` on.
-    assert_eq!(
-        header(&seen.head, "expect").as_deref(),
-        Some("100-continue"),
-        "{}",
-        seen.head
-    );
+    // lb met the expectation itself, as nginx does: `Expect` does not go on.
+    assert_eq!(header(&seen.head, "expect"), None, "{}", seen.head);
 }
 
 // === keep-alive deadlines ===
@@ -708,7 +704,7 @@ fn echo_body(seen: &Seen) -> Reply {
 }
 
 /// A `Content-Length` body arriving after its head (as curl sends a larger one) reaches the
-/// backend whole, on a kept connection; one over 64 KiB goes through hyper, whole too.
+/// backend whole, on a kept connection; one over 64 KiB streams, whole too.
 #[tokio::test]
 async fn request_bodies_arrive_whole_whatever_their_size_and_pace() {
     let (mut backend, lb) = setup(echo_body).await;
@@ -797,4 +793,177 @@ async fn a_refused_connect_is_retried_elsewhere_with_the_body() {
         .find_log("connect failed; backend out of rotation")
         .is_some());
     assert_eq!(good.taken_all().len(), sent);
+}
+
+// === bodies of any length, streamed ===
+
+/// A chunked body over 64 KiB streams to the backend (decoded and framed again), and a request
+/// pipelined right behind it in the same write is served next on the same connection.
+#[tokio::test]
+async fn a_large_chunked_upload_streams_and_the_pipelined_request_after_it_is_served() {
+    let (mut backend, lb) = setup(echo_body).await;
+    let mut client = Wire::connect(&lb).await;
+    let mut send =
+        b"POST /up HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut expected = Vec::new();
+    for (i, size) in [50_000usize, 1, 70_000, 30_000].into_iter().enumerate() {
+        let data = vec![b'a' + i as u8; size];
+        send.extend_from_slice(format!("{size:x};ext=1\r\n").as_bytes());
+        send.extend_from_slice(&data);
+        send.extend_from_slice(b"\r\n");
+        expected.extend_from_slice(&data);
+    }
+    send.extend_from_slice(b"0\r\nX-Sum: 7\r\n\r\n");
+    send.extend_from_slice(get("/next").as_bytes());
+    client.send(&send).await;
+
+    let response = client.response(false).await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(response.body.len(), "POST /up ".len() + expected.len());
+    let seen = backend.next().await;
+    assert_eq!(seen.body, expected);
+    assert_eq!(
+        header(&seen.head, "transfer-encoding").as_deref(),
+        Some("chunked")
+    );
+    let response = client.response(false).await;
+    assert_eq!(response.text(), "GET /next ");
+    assert_eq!(backend.next().await.conn, seen.conn);
+}
+
+/// A chunked body that turns malformed after lb began streaming it: the backend gets a request
+/// cut off before its last chunk (never a complete one), the client a 400, and both connections
+/// close.
+#[tokio::test]
+async fn a_large_chunked_body_malformed_midway_gets_400_and_never_completes() {
+    let (mut backend, lb) = setup(echo_body).await;
+    let mut client = Wire::connect(&lb).await;
+    let mut send =
+        b"POST /up HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    send.extend_from_slice(format!("{:x}\r\n", 100_000).as_bytes());
+    send.extend_from_slice(&vec![b'a'; 100_000]);
+    send.extend_from_slice(b"\r\n5\nhello\r\n0\r\n\r\n");
+    client.send(&send).await;
+    let response = client.response(false).await;
+    assert_eq!(response.status, 400, "{}", response.head);
+    client.expect_close().await;
+
+    let mut sentinel = Wire::connect(&lb).await;
+    assert_eq!(sentinel.exchange(&get("/sentinel")).await.status, 200);
+    assert_eq!(backend.next().await.target(), "/sentinel");
+}
+
+/// `Expect: 100-continue` on a body lb streams: lb says `100 Continue` itself, then the body
+/// goes through.
+#[tokio::test]
+async fn expect_100_continue_on_a_streamed_body() {
+    let (mut backend, lb) = setup(echo_body).await;
+    let mut client = Wire::connect(&lb).await;
+    let size = 200 * 1024;
+    client
+        .send(
+            format!(
+                "PUT /big HTTP/1.1\r\nHost: x.test\r\nContent-Length: {size}\r\n\
+                 Expect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    let interim = client.head().await.expect("100 Continue");
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    client.send(&vec![b'z'; size]).await;
+    let response = client.response(false).await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    let seen = backend.next().await;
+    assert_eq!(seen.body.len(), size);
+    assert_eq!(header(&seen.head, "expect"), None);
+}
+
+/// A backend that answers before the upload's end (413 and close) stops it: the client gets the
+/// answer, and its connection closes (the rest of its body is never read).
+#[tokio::test]
+async fn an_early_answer_stops_a_streamed_upload() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut wire = Wire::new(stream, None);
+                let Some(head) = wire.head().await else {
+                    return;
+                };
+                let reply: &[u8] = if head.starts_with("GET /healthz") {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig"
+                };
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut wire.stream, reply).await;
+            });
+        }
+    });
+    let lb = start(&[addr.to_string()]).await;
+    let mut client = Wire::connect(&lb).await;
+    client
+        .send(b"POST /up HTTP/1.1\r\nHost: x.test\r\nContent-Length: 100000000\r\n\r\n")
+        .await;
+    client.send(&vec![b'z'; 256 * 1024]).await;
+    let response = timeout(Duration::from_secs(5), client.response(false))
+        .await
+        .expect("the early answer within 5 s");
+    assert_eq!((response.status, response.text().as_str()), (413, "big"));
+    assert_eq!(
+        header(&response.head, "connection").as_deref(),
+        Some("close")
+    );
+}
+
+// === HTTP/1.0 and odd targets ===
+
+/// An HTTP/1.0 client that asks to keep its connection gets `Connection: keep-alive` and a second
+/// exchange on it; a chunked answer reaches it as plain data ended by the close.
+#[tokio::test]
+async fn http10_keep_alive_and_a_chunked_answer() {
+    let (_backend, lb) = setup(|seen| {
+        if seen.target() == "/chunked" {
+            Reply::raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        } else {
+            Reply::ok(seen.target())
+        }
+    })
+    .await;
+    let mut client = Wire::connect(&lb).await;
+    for path in ["/one", "/two"] {
+        let response = client
+            .exchange(&format!(
+                "GET {path} HTTP/1.0\r\nHost: x.test\r\nConnection: keep-alive\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(response.text(), path);
+        assert_eq!(
+            header(&response.head, "connection").as_deref(),
+            Some("keep-alive")
+        );
+    }
+    client
+        .send(b"GET /chunked HTTP/1.0\r\nHost: x.test\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let response = client.response(false).await;
+    assert_eq!(response.framing, Framing::Close, "{}", response.head);
+    assert_eq!(response.text(), "abc");
+    assert_eq!(header(&response.head, "transfer-encoding"), None);
+}
+
+/// `OPTIONS *` is routed as its host's `/` and reaches the backend as `OPTIONS *`.
+#[tokio::test]
+async fn options_asterisk_is_forwarded() {
+    let (mut backend, lb) = setup(echo_target).await;
+    let mut client = Wire::connect(&lb).await;
+    let response = client
+        .exchange("OPTIONS * HTTP/1.1\r\nHost: x.test\r\n\r\n")
+        .await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(backend.next().await.request_line(), "OPTIONS * HTTP/1.1");
 }

@@ -213,10 +213,8 @@ async fn a_dropped_get_is_not_replayed_on_every_idle_connection() {
     );
 }
 
-/// A response in flight when the drain begins: the hyper path's graceful shutdown turns keep-alive
-/// off, so that response says `connection: close` and the client knows not to send more on it.
-/// The h1 path decides `close` before forwarding, so the response claims keep-alive and the
-/// connection is then closed under the client.
+/// A response in flight when the drain begins says `connection: close`, so the client knows not
+/// to send more on the connection lb is about to close.
 #[tokio::test]
 async fn a_response_in_flight_at_drain_says_connection_close() {
     let backend = closing_backend().await;

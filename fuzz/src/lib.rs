@@ -208,9 +208,9 @@ fn backends_key(text: &str, pattern: &str, addr: &str) -> Option<bool> {
 
 // === HTTP/1 wire (lb::proxy::fuzzing) ===
 
-use lb::proxy::fuzzing::{self as wire, BodyFraming, ChunkedEnd};
+use lb::proxy::fuzzing::{self as wire, ChunkedEnd, RelayFraming};
 
-/// Hop-by-hop fields (RFC 9110 7.6.1) and the ones lb sets itself: never forwarded as received.
+/// Hop-by-hop fields (RFC 9110 7.6.1): never forwarded as received.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -221,7 +221,11 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Every field of a complete head, by httparse; panics if `head` is not exactly one head.
+fn is_tchar(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)
+}
+
+/// Every field of a complete request head, by httparse; panics if `head` is not exactly one.
 fn fields_of(head: &[u8], what: &str) -> Vec<(String, Vec<u8>)> {
     let mut fields = [httparse::EMPTY_HEADER; 256];
     let mut request = httparse::Request::new(&mut fields);
@@ -239,9 +243,11 @@ fn fields_of(head: &[u8], what: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The request-head parser against httparse: when lb takes a head, httparse reads the same
-/// length, method, target and `Host`, and every prefix of it is incomplete to lb; the backend's
-/// header lines are well-formed fields with no hop-by-hop one, one `Host`, and the forwarding
-/// fields lb sets.
+/// length, method and version, the target lb forwards is the origin-form target or the tail of
+/// an absolute-form one, `Host` is one field (HTTP/1.1) and the length the one `Content-Length`
+/// says; every prefix of the head is incomplete to lb. The backend's header lines are
+/// well-formed fields, with no hop-by-hop one but the framing and upgrade lb sets, one framing,
+/// at most one `Host` (the request's), and the forwarding fields lb sets.
 pub fn request_head(data: &[u8]) {
     const CLIENT: &[u8] = b"192.0.2.7";
     let Ok(Some(view)) = wire::parse_request_head(data, CLIENT) else {
@@ -254,41 +260,57 @@ pub fn request_head(data: &[u8]) {
     };
     assert_eq!(view.len, len);
     assert_eq!(Some(view.method.as_str()), oracle.method);
-    assert_eq!(Some(view.target.as_slice()), oracle.path.map(str::as_bytes));
-    assert_eq!(
-        oracle.version,
-        Some(1),
-        "lb took a head that is not HTTP/1.1"
+    assert_eq!(oracle.version, Some(u8::from(view.http11)));
+    let path = oracle.path.unwrap_or("").as_bytes();
+    if path.starts_with(b"/") || path == b"*" {
+        assert_eq!(view.target, path, "the target changed");
+    } else {
+        assert!(
+            path.ends_with(&view.target),
+            "an absolute-form target's tail {:?} is not the forwarded {:?}",
+            String::from_utf8_lossy(path),
+            String::from_utf8_lossy(&view.target)
+        );
+    }
+    let named = |n: &str| -> Vec<&[u8]> {
+        oracle
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(n))
+            .map(|f| f.value)
+            .collect()
+    };
+    let hosts = named("host");
+    assert!(
+        hosts.len() <= 1,
+        "lb took a head with {} Host fields",
+        hosts.len()
     );
-    let hosts: Vec<&[u8]> = oracle
-        .headers
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("host"))
-        .map(|f| f.value)
-        .collect();
-    assert_eq!(
-        hosts,
-        [view.host.as_slice()],
-        "lb took a head without exactly one Host"
+    if view.http11 {
+        assert_eq!(hosts.len(), 1, "lb took an HTTP/1.1 head without Host");
+    }
+    if let (Some(host), true) = (&view.host, path.starts_with(b"/")) {
+        assert_eq!(hosts, [host.as_slice()]);
+    }
+    let lengths = named("content-length");
+    let codings = named("transfer-encoding");
+    assert!(
+        lengths.is_empty() || codings.is_empty(),
+        "lb took both framings"
     );
-    let lengths: Vec<&[u8]> = oracle
-        .headers
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("content-length"))
-        .map(|f| f.value)
-        .collect();
-    match lengths.as_slice() {
-        [] => assert_eq!(view.body_len, 0),
-        [one] => assert_eq!(
-            std::str::from_utf8(one)
-                .ok()
-                .and_then(|t| t.trim().parse().ok()),
-            Some(view.body_len)
-        ),
-        _ => panic!(
-            "lb took a head with {} Content-Length fields",
-            lengths.len()
-        ),
+    match view.body_len {
+        None => assert!(!codings.is_empty(), "chunked without Transfer-Encoding"),
+        Some(0) if lengths.is_empty() => {}
+        Some(n) => {
+            assert_eq!(
+                lengths.len(),
+                1,
+                "lb took {} Content-Length fields",
+                lengths.len()
+            );
+            let value = std::str::from_utf8(lengths[0]).expect("an ASCII length");
+            assert_eq!(value.trim().parse::<u64>().ok(), Some(n));
+        }
     }
     for cut in [len / 2, len.saturating_sub(1), len.saturating_sub(2)] {
         if cut < len {
@@ -303,28 +325,47 @@ pub fn request_head(data: &[u8]) {
     backend_head.extend_from_slice(&view.backend_fields);
     backend_head.extend_from_slice(b"\r\n");
     let forwarded = fields_of(&backend_head, "the backend's head");
-    for (name, _) in &forwarded {
-        assert!(!HOP_BY_HOP.contains(&name.as_str()), "{name} forwarded");
-    }
-    let named = |n: &str| -> Vec<&[u8]> {
+    let sent = |n: &str| -> Vec<&[u8]> {
         forwarded
             .iter()
             .filter(|(name, _)| name == n)
             .map(|(_, v)| v.as_slice())
             .collect()
     };
-    assert_eq!(named("host"), [view.host.as_slice()]);
-    assert_eq!(named("x-forwarded-host"), [view.host.as_slice()]);
-    assert_eq!(named("x-forwarded-proto"), [&b"http"[..]]);
-    let forwarded_for = named("x-forwarded-for");
+    for (name, value) in &forwarded {
+        let lbs_own = match name.as_str() {
+            "transfer-encoding" => view.body_len.is_none() && value == b"chunked",
+            "connection" => view.upgrade && value == b"upgrade",
+            "upgrade" => view.upgrade,
+            _ => false,
+        };
+        assert!(
+            lbs_own || !HOP_BY_HOP.contains(&name.as_str()),
+            "{name}: {:?} forwarded",
+            String::from_utf8_lossy(value)
+        );
+    }
+    assert!(sent("content-length").len() <= 1);
+    assert!(sent("content-length").is_empty() || sent("transfer-encoding").is_empty());
+    match &view.host {
+        Some(host) => {
+            assert_eq!(sent("host"), [host.as_slice()]);
+            assert_eq!(sent("x-forwarded-host"), [host.as_slice()]);
+        }
+        None => assert!(sent("host").is_empty()),
+    }
+    assert_eq!(sent("x-forwarded-proto"), [&b"http"[..]]);
+    let forwarded_for = sent("x-forwarded-for");
     assert_eq!(forwarded_for.len(), 1);
     assert!(forwarded_for[0].ends_with(CLIENT));
 }
 
-/// A strict reference decoder (RFC 9112 7.1 with CRLF line ends only; chunk sizes by
-/// `httparse::parse_chunk_size`): the data and the length of the body, or `None` if it is
+/// A strict reference decoder (RFC 9112 7.1: CRLF line ends only, nothing but visible ASCII and
+/// HTAB in a size line, trailer fields `token ":" value` with visible values, at most 32 of them; chunk sizes
+/// by `httparse::parse_chunk_size`): the data and the length of the body, or `None` if it is
 /// malformed or incomplete.
 fn reference_dechunk(body: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let is_control = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
     let mut data = Vec::new();
     let mut at = 0;
     loop {
@@ -337,9 +378,12 @@ fn reference_dechunk(body: &[u8]) -> Option<(Vec<u8>, usize)> {
         else {
             return None;
         };
-        // httparse takes any byte in an extension, a bare LF too; RFC 9112 allows none there,
-        // and lb's scanner ends the line at it.
-        if body[at..at + line - 2].contains(&b'\n') {
+        // httparse takes any byte in an extension, a bare LF, a control byte or a non-ASCII one
+        // too; the reference (like lb) takes visible ASCII and HTAB only.
+        if body[at..at + line - 2]
+            .iter()
+            .any(|b| is_control(b) || !b.is_ascii())
+        {
             return None;
         }
         at += line;
@@ -353,48 +397,51 @@ fn reference_dechunk(body: &[u8]) -> Option<(Vec<u8>, usize)> {
         }
         at = end + 2;
     }
-    // Trailer fields up to the empty line: each `token ":" value`, ending CRLF, with no CR, LF
-    // or NUL of its own.
-    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    let mut n_fields = 0;
     loop {
         let line_end = at + body.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
         let line = &body[at..line_end];
-        if line.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            return None;
-        }
-        if let Some(colon) = line.iter().position(|&b| b == b':') {
-            if colon == 0 || !line[..colon].iter().all(is_tchar) {
-                return None;
-            }
-        } else if !line.is_empty() {
-            return None;
-        }
-        let empty = line_end == at;
         at = line_end + 2;
-        if empty {
+        if line.is_empty() {
             return Some((data, at));
+        }
+        let colon = line.iter().position(|&b| b == b':')?;
+        if colon == 0 || !line[..colon].iter().all(is_tchar) || line.iter().any(is_control) {
+            return None;
+        }
+        n_fields += 1;
+        if n_fields > 32 {
+            return None;
         }
     }
 }
 
 /// The chunked decoder: the same bytes split into reads anywhere give the same data, end and
-/// error; and any body the strict reference decoder reads, lb reads the same.
+/// error; any body the strict reference decoder reads, lb reads alike; and lb's own chunked
+/// framing of a body is one the reference reads back to the same data.
 pub fn chunked(data: &[u8]) {
     let Some((&split, body)) = data.split_first() else {
         return;
     };
-    let whole = wire::scan_chunked(&[body]);
-    // Split points: every `step` bytes, from 1 (every byte) up.
+    let whole = wire::decode_chunked(&[body], false);
+    // Reads of `step` bytes: every byte, up to 17 at a time.
     let step = usize::from(split % 17) + 1;
     let pieces: Vec<&[u8]> = body.chunks(step).collect();
-    let split_scan = wire::scan_chunked(&pieces);
     assert_eq!(
-        whole, split_scan,
+        whole,
+        wire::decode_chunked(&pieces, false),
         "reads of {step} bytes give another result"
     );
     if let ChunkedEnd::End(n) = whole.1 {
         assert!(n <= body.len());
         assert!(whole.0.len() <= n);
+        let (framed, end) = wire::decode_chunked(&[body], true);
+        assert_eq!(end, whole.1);
+        assert_eq!(
+            reference_dechunk(&framed),
+            Some((whole.0.clone(), framed.len())),
+            "lb's own chunked framing does not read back: {framed:?}"
+        );
     }
     // lb's limits (a 4 KiB size line, 64 KiB of trailers) are out of reach below this.
     if body.len() <= 4096 {
@@ -409,33 +456,39 @@ pub fn chunked(data: &[u8]) {
 }
 
 /// The response-head rewrite: a head lb relays is one httparse reads back whole, with the same
-/// status, no hop-by-hop field but the framing lb chose, and one framing that says what lb relays;
-/// and lb refuses what httparse refuses.
+/// status, no hop-by-hop field but the framing, persistence and switch lb means, and one
+/// framing that says what lb relays; lb refuses what httparse refuses.
 pub fn response_head(data: &[u8]) {
     let Some((&flags, response)) = data.split_first() else {
         return;
     };
-    let (head_request, close_client) = (flags & 1 == 1, flags & 2 == 2);
+    let head_request = flags & 1 == 1;
+    let close = flags & 2 == 2;
+    let http11 = flags & 4 == 0;
+    let upgrade = flags & 8 == 8;
     let mut fields = [httparse::EMPTY_HEADER; 100];
     let mut oracle = httparse::Response::new(&mut fields);
     let oracle_status = oracle.parse(response);
-    let Ok(Some(view)) = wire::rewrite_response_head(response, head_request, close_client) else {
+    let Ok(Some(view)) =
+        wire::rewrite_response_head(response, head_request, upgrade, http11, close)
+    else {
         return;
     };
     let Ok(httparse::Status::Complete(len)) = oracle_status else {
         panic!("lb took a response head httparse does not: {oracle_status:?}");
     };
     assert_eq!(view.len, len);
+    assert_eq!(Some(view.status), oracle.code);
     let Some(framing) = view.framing else {
-        assert!(matches!(oracle.code, Some(100..=199)) && oracle.code != Some(101));
+        assert!((100..=199).contains(&view.status) && view.status != 101);
         return;
     };
-    assert_eq!(Some(view.status), oracle.code);
     assert!(
-        (200..=999).contains(&view.status),
+        (101..=999).contains(&view.status),
         "relayed status {}",
         view.status
     );
+    assert!(view.status != 101 || framing == RelayFraming::Tunnel);
 
     let mut client_fields = [httparse::EMPTY_HEADER; 128];
     let mut client = httparse::Response::new(&mut client_fields);
@@ -443,7 +496,7 @@ pub fn response_head(data: &[u8]) {
         Ok(httparse::Status::Complete(n)) => assert_eq!(n, view.client_head.len()),
         other => panic!(
             "the client's head is not one head: {other:?} {:?}",
-            view.client_head
+            String::from_utf8_lossy(&view.client_head)
         ),
     }
     assert_eq!(client.code, Some(view.status));
@@ -455,14 +508,21 @@ pub fn response_head(data: &[u8]) {
             .map(|f| f.value)
             .collect()
     };
-    for name in ["keep-alive", "proxy-connection", "upgrade", "te"] {
+    for name in ["keep-alive", "proxy-connection", "te"] {
         assert!(named(name).is_empty(), "{name} relayed");
     }
-    let connection = named("connection");
-    assert!(
-        connection.is_empty() || (close_client && connection == [&b"close"[..]]),
-        "{connection:?}"
-    );
+    if framing != RelayFraming::Tunnel {
+        assert!(named("upgrade").is_empty(), "upgrade relayed");
+        let connection = named("connection");
+        let expected: &[&[u8]] = if close {
+            &[b"close"]
+        } else if !http11 {
+            &[b"keep-alive"]
+        } else {
+            &[]
+        };
+        assert_eq!(connection, expected);
+    }
     let lengths = named("content-length");
     let codings = named("transfer-encoding");
     assert!(lengths.len() <= 1, "{lengths:?}");
@@ -479,8 +539,14 @@ pub fn response_head(data: &[u8]) {
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     });
     match framing {
-        BodyFraming::Length(n) => assert_eq!((length, codings.len()), (Some(n), 0)),
-        BodyFraming::Chunked | BodyFraming::UntilClose => assert!(chunked_last && length.is_none()),
-        BodyFraming::Empty => assert!(codings.is_empty()),
+        RelayFraming::Length(n) => assert_eq!((length, codings.len()), (Some(n), 0)),
+        RelayFraming::Chunked | RelayFraming::UntilClose if http11 => {
+            assert!(chunked_last && length.is_none())
+        }
+        // An HTTP/1.0 client reads the data to the close.
+        RelayFraming::Chunked | RelayFraming::UntilClose => {
+            assert!(codings.is_empty() && length.is_none())
+        }
+        RelayFraming::Empty | RelayFraming::Tunnel => assert!(codings.is_empty()),
     }
 }

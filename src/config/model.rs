@@ -274,6 +274,11 @@ pub enum BackendAddrError {
     Ip { input: String, ip: String },
     #[error("backend {input:?}: port {port} is outside 1-65535")]
     Port { input: String, port: String },
+    #[error(
+        "backend {input:?}: url_path {url_path:?} is not a URL path (visible ASCII a URI path \
+         allows, percent-encoded otherwise; no query or fragment)"
+    )]
+    UrlPath { input: String, url_path: String },
 }
 
 impl BackendAddr {
@@ -288,6 +293,7 @@ impl BackendAddr {
         if !url_path.is_empty() && !url_path.starts_with('/') {
             return Err(BackendAddrError::Shape(input));
         }
+        check_url_path(&input, url_path)?;
         Ok(BackendAddr {
             addr: SocketAddr::new(ip, port),
             url_path: normalise_url_path(url_path),
@@ -297,6 +303,28 @@ impl BackendAddr {
     /// `IP:PORT`, the label used in logs, metrics and the health table.
     pub fn host_port(&self) -> String {
         self.addr.to_string()
+    }
+}
+
+/// A url_path is a prefix of every target the backend gets, for HTTP/1 and HTTP/2 clients alike:
+/// it must read as a URI path (`http::uri::PathAndQuery`) without a query or fragment, so any
+/// join with a valid target is a valid target. Checked once, where a backend is declared (the
+/// file, the control API), never per request.
+fn check_url_path(input: &str, url_path: &str) -> Result<(), BackendAddrError> {
+    let error = || BackendAddrError::UrlPath {
+        input: input.to_owned(),
+        url_path: url_path.to_owned(),
+    };
+    if url_path.is_empty() {
+        return Ok(());
+    }
+    // Visible ASCII only: an HTTP/1 request line carries the path as it is.
+    if url_path.contains(['?', '#']) || !url_path.bytes().all(|b| (0x21..0x7F).contains(&b)) {
+        return Err(error());
+    }
+    match http::uri::PathAndQuery::try_from(url_path) {
+        Ok(parsed) if parsed.as_str() == url_path && parsed.query().is_none() => Ok(()),
+        _ => Err(error()),
     }
 }
 
@@ -345,6 +373,7 @@ impl FromStr for BackendAddr {
         {
             return Err(shape());
         }
+        check_url_path(input, url_path)?;
         Ok(BackendAddr {
             addr: SocketAddr::new(ip, port),
             url_path: normalise_url_path(url_path),

@@ -1,26 +1,22 @@
-//! One client connection's state outside hyper: the socket wrapper (which notices reads, runs the
-//! [`Framing`] guard and holds the connection's `max_connections` permit), the count of responses
-//! still being sent, the idle clock the connection task consults, and the coarse timer hyper's
-//! request-head deadline runs on.
+//! One HTTP/2 connection's state outside hyper: the socket wrapper (which notices reads and holds
+//! the connection's `max_connections` permit), the count of responses still being sent, and the
+//! idle clock the connection task consults; and the step of every connection's coarse clock.
 //!
 //! Everything here is per connection and touched by that connection's task only (plus relaxed
 //! atomics read by its own watchdog), so nothing is shared across connections.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-
-use super::framing::Framing;
 
 /// What the connection's watchdog needs to tell idle from busy.
 #[derive(Debug, Default)]
@@ -111,65 +107,19 @@ pub fn watch_step(header_timeout: Duration, idle_timeout: Duration) -> Duration 
     (header_timeout.min(idle_timeout) / 4).max(Duration::from_millis(10))
 }
 
-/// The timer hyper's HTTP/1.1 server runs `header_read_timeout` on: a deadline checked whenever
-/// the connection task is polled, with no timer registered.
-///
-/// NOTE: hyper starts a header timer for every request head and drops it once the head is in;
-/// on tokio's timer wheel that was an allocation, a registration and a removal per request
-/// (~1k instructions, callgrind under wrk). A plain deadline is enough because the connection
-/// task is woken at least every [`IdleClock::step`] by its watchdog (and by every byte that
-/// arrives), so a head is cut off at most one step late, the idle clock's own precision.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WatchdogTimer;
-
-impl hyper::rt::Timer for WatchdogTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(Instant::now() + duration)
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Deadline(deadline))
-    }
-}
-
-/// Ready once its instant has passed; see [`WatchdogTimer`] for who polls it in time.
-struct Deadline(Instant);
-
-impl Future for Deadline {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-impl hyper::rt::Sleep for Deadline {}
-
 /// The client socket as hyper sees it.
 pub struct ClientIo {
     stream: TcpStream,
-    /// Bytes read before hyper took the connection over (see `proxy::h1`): served first.
-    prefix: Bytes,
     activity: Arc<Activity>,
-    /// `None` once the guard has withdrawn (HTTP/2, an upgrade, anything unusual).
-    framing: Option<Framing>,
-    /// This connection's share of `max_connections`. It lives as long as the socket, so an
-    /// upgraded connection keeps counting while its tunnel is open.
+    /// This connection's share of `max_connections`; it lives as long as the socket.
     _permit: OwnedSemaphorePermit,
 }
 
 impl ClientIo {
-    /// `prefix`: what was read before hyper took over, served first.
-    pub fn new(stream: TcpStream, prefix: Vec<u8>, permit: OwnedSemaphorePermit) -> ClientIo {
+    pub fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> ClientIo {
         ClientIo {
             stream,
-            prefix: Bytes::from(prefix),
             activity: Arc::default(),
-            framing: Some(Framing::default()),
             _permit: permit,
         }
     }
@@ -189,23 +139,10 @@ impl AsyncRead for ClientIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = if this.prefix.is_empty() {
-            Pin::new(&mut this.stream).poll_read(cx, buf)
-        } else {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            Poll::Ready(Ok(()))
-        };
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let fresh = &mut buf.filled_mut()[before..];
-            if !fresh.is_empty() {
+            if buf.filled().len() > before {
                 this.activity.touched.store(true, Ordering::Relaxed);
-                if let Some(framing) = &mut this.framing {
-                    framing.scan(fresh);
-                    if !framing.is_on() {
-                        this.framing = None;
-                    }
-                }
             }
         }
         polled

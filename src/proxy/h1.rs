@@ -1,21 +1,26 @@
-//! h1: lb's own HTTP/1.1 path for plain requests — an HTTP/1.1 request with an origin-form
-//! target, one `Host`, and no body or a `Content-Length` one of at most 64 KiB, which is nearly
-//! all proxied traffic. One task per client connection reads the request (a body whole, as
-//! nginx buffers it), routes, picks, writes the backend's request on a pooled plain socket, and
-//! relays the response bytes back, with no `http` types, header maps or task hops in between.
+//! h1: lb's HTTP/1.x engine, the only one: every HTTP/1.0 and 1.1 request any client sends is
+//! read, checked and forwarded here; hyper serves HTTP/2 alone (`proxy::serve_h2`).
 //!
-//! Anything else (a chunked or larger body, `Expect`, an upgrade, HTTP/1.0, HTTP/2's preface, a
-//! head httparse or [`wire::parse_request`] refuses) is handed, with the bytes read so far, to
-//! hyper, which then serves the connection for the rest of its life: one authority for the
-//! unusual and the hostile, and one short path for the common case.
+//! One task per client connection reads a request head (httparse, in `h1::wire`, which also
+//! decides everything RFC 9112 leaves to the server: `Host`, targets, framing fields), routes,
+//! picks, writes the backend's request on a pooled plain socket and relays the response back,
+//! with no `http` types, header maps or task hops in between. Request bodies: `Content-Length`
+//! ones and chunked ones (decoded and framed again, `h1::chunked`) up to 64 KiB are read whole
+//! before a backend is picked (as nginx buffers them: a retry can send them again, a malformed
+//! one is refused before any backend sees it); larger ones stream with backpressure, and a
+//! backend that answers early stops the upload. `Expect: 100-continue` is answered by lb when it
+//! starts reading the body. An accepted upgrade turns the connection into a tunnel.
 //!
-//! Why: under wrk, hyper's server and client, the header maps between them and the wake-ups
-//! between the client's and the backend connection's tasks were most of lb's own cost per
-//! request (callgrind: ~36k instructions a request, ~60% of it in hyper, `http` and the
-//! allocator); nginx and HAProxy proxy the same request for a fraction of that.
+//! Every request lb refuses gets its answer and the connection closes, so nothing that follows
+//! a head in doubt is ever read as a request.
 //!
-//! It owns nothing shared: it reads the topology snapshot and backend atomics as the hyper path
-//! does, and keeps plain sockets in each backend's idle set.
+//! Why its own: under wrk, hyper's server and client, the header maps between them and the
+//! wake-ups between the client's and the backend connection's tasks were most of lb's own cost
+//! per request (callgrind: ~36k instructions a request, ~60% of it in hyper, `http` and the
+//! allocator), and two HTTP/1 parsers in one proxy must agree on every byte.
+//!
+//! It owns nothing shared: it reads the topology snapshot and backend atomics, and keeps plain
+//! sockets in each backend's idle set.
 
 pub(super) mod backend;
 pub(super) mod chunked;
@@ -25,7 +30,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
@@ -34,10 +39,12 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use self::backend::BODY_READ;
-use self::chunked::{Chunked, Scan};
-use self::wire::{Framing, RequestHead, ResponseHead};
-use super::handler::{attempt_failed, is_idempotent, Failure, Proxy, Replay};
-use super::stall::{AfterHead, Cut, Timeout};
+use self::chunked::{Decoder, Output};
+use self::wire::{
+    BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
+};
+use super::handler::{is_idempotent, Attempts, Failure, Proxy, Replay};
+use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::SendError;
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
@@ -46,36 +53,39 @@ use crate::topology::{Backend, Pool};
 
 /// Room kept free in a buffer before each read.
 const READ_ROOM: usize = 4096;
-/// Request bodies up to this are read whole and sent from lb's buffer; larger ones go to hyper.
+/// Request bodies up to this are read whole before a backend is picked; larger ones stream.
 const MAX_BUFFERED_BODY: usize = 64 * 1024;
-/// Buffers that grew past this for one large head are shrunk back afterwards.
+/// Buffers that grew past this for one large message are shrunk back afterwards.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// What lb says to a client that waits for it before sending its body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Serves `stream` until it closes, or until a request needs hyper: then returns the bytes read
-/// and not yet served, which hyper must see first.
+/// Serves `stream` until it closes, a request asks to close, or lb refuses a request.
 pub(super) async fn serve(
     stream: &mut TcpStream,
     client: SocketAddr,
     proxy: &Proxy,
     settings: &ServerSettings,
     drain: &CancellationToken,
-) -> Option<Vec<u8>> {
+) {
     // The client's address as `X-Forwarded-For` gets it, written once per connection.
     let mut client_ip = String::with_capacity(15);
     crate::access_log::push_ip(&mut client_ip, client.ip());
-    let mut conn = Connection {
-        client,
-        proxy,
-        drain,
-        input: Vec::new(),
-        scratch: Scratch::default(),
-        rng: fastrand::Rng::new(),
-    };
-    // One coarse tick per connection for the head and idle deadlines, as the hyper path's
+    // One coarse tick per connection for the head and idle deadlines, as the HTTP/2 side's
     // watchdog does: no timer is registered per request.
     let step = super::conn::watch_step(settings.header_timeout, settings.idle_timeout);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + step, step);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut conn = Connection {
+        client,
+        proxy,
+        drain,
+        settings,
+        input: Vec::new(),
+        scratch: Scratch::default(),
+        rng: fastrand::Rng::new(),
+        tick,
+    };
     let draining = drain.cancelled();
     tokio::pin!(draining);
 
@@ -96,22 +106,25 @@ pub(super) async fn serve(
                     &mut conn.scratch.headers,
                 ) {
                     Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => break head,
+                    Ok(Some(_)) => return conn.refuse(stream, wire::HEAD_TOO_LARGE).await,
                     Ok(None) => {}
-                    // Too large (hyper answers 431), or not plain.
-                    Ok(Some(_)) | Err(_) => return Some(conn.input),
+                    Err(HeadError::LaterMinor(at)) => {
+                        conn.input[at] = b'1';
+                        continue;
+                    }
+                    Err(HeadError::Refused(refusal)) => return conn.refuse(stream, refusal).await,
                 }
             }
             if conn.input.len() >= MAX_HEADER_BYTES {
-                // hyper answers 431.
-                return Some(conn.input);
+                return conn.refuse(stream, wire::HEAD_TOO_LARGE).await;
             }
             let before = conn.input.len();
             let deadline = waiting_since + limit;
             let read = read_more(
                 stream,
                 &mut conn.input,
-                &mut tick,
-                draining.as_mut(),
+                &mut conn.tick,
+                Some(draining.as_mut()),
                 deadline,
             );
             match read.await {
@@ -125,7 +138,7 @@ pub(super) async fn serve(
                     }
                     continue;
                 }
-                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
+                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return,
             }
             if before == 0 {
                 waiting_since = Instant::now();
@@ -133,38 +146,20 @@ pub(super) async fn serve(
             }
             may_be_whole = conn.input[before..].contains(&b'\n');
         };
-        // A body is read whole before a backend is picked, as nginx buffers request bodies: a
-        // retry can send it again and a slow client holds no backend connection. One too large
-        // for that goes to hyper, which streams it. The body is held to its head's deadline.
-        let body_len = usize::try_from(head.body_len).unwrap_or(usize::MAX);
-        if body_len > MAX_BUFFERED_BODY {
-            return Some(conn.input);
-        }
-        let message_len = head.len + body_len;
-        while conn.input.len() < message_len {
-            let deadline = waiting_since + settings.header_timeout;
-            let read = read_more(
-                stream,
-                &mut conn.input,
-                &mut tick,
-                draining.as_mut(),
-                deadline,
-            );
-            match read.await {
-                ClientRead::Bytes | ClientRead::Quiet => {}
-                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
-            }
-        }
-        let served = conn.serve_request(stream, &head).await;
+        let Next::Keep { consumed } = conn.serve_request(stream, &head, waiting_since).await else {
+            return;
+        };
         // A drain that began during the exchange made the response say `connection: close`.
-        if !served || head.close || drain.is_cancelled() {
-            return None;
+        if head.close || drain.is_cancelled() {
+            return;
         }
-        conn.input.drain(..message_len);
+        conn.input.drain(..consumed);
+        // Bytes read past a streamed body belong to the next request.
+        conn.input.append(&mut conn.scratch.body_in);
         conn.scratch.shrink();
         // The tick counts from the end of the exchange: `Quiet` then means a whole tick without
         // a request (a long exchange would otherwise end right on a tick and free the buffers).
-        tick.reset();
+        conn.tick.reset();
         if conn.input.capacity() > KEEP_CAPACITY {
             conn.input.shrink_to(READ_ROOM);
         }
@@ -181,6 +176,15 @@ pub(super) async fn serve(
     }
 }
 
+/// What follows an exchange on the client's connection.
+enum Next {
+    /// The next request starts after `consumed` bytes of the input.
+    Keep {
+        consumed: usize,
+    },
+    Close,
+}
+
 enum ClientRead {
     Bytes,
     /// The connection's tick passed with nothing read and the deadline not reached.
@@ -191,15 +195,17 @@ enum ClientRead {
 }
 
 /// Reads more of the client's bytes, giving up at `deadline` (checked on the connection's tick),
-/// or on a drain while no request has begun; a tick without bytes returns [`ClientRead::Quiet`].
+/// or on a drain (when given one) while no request has begun; a tick without bytes returns
+/// [`ClientRead::Quiet`].
 async fn read_more(
     stream: &mut TcpStream,
     input: &mut Vec<u8>,
     tick: &mut Interval,
-    mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
+    mut draining: Option<Pin<&mut WaitForCancellationFuture<'_>>>,
     deadline: Instant,
 ) -> ClientRead {
     loop {
+        let drain_watched = draining.is_some() && input.is_empty();
         tokio::select! {
             biased;
             // Readiness first, then the read: an idle connection holds no buffer while it waits.
@@ -216,7 +222,12 @@ async fn read_more(
                     Err(_) => return ClientRead::Closed,
                 }
             }
-            () = draining.as_mut(), if input.is_empty() => return ClientRead::Draining,
+            () = async {
+                match draining.as_mut() {
+                    Some(draining) => draining.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            }, if drain_watched => return ClientRead::Draining,
             _ = tick.tick() => {
                 return if Instant::now() >= deadline {
                     ClientRead::TimedOut
@@ -235,9 +246,14 @@ struct Scratch {
     headers: Vec<u8>,
     /// The request as the backend gets it.
     request: Vec<u8>,
+    /// A chunked request body read whole, framed again for the backend.
+    body: Vec<u8>,
+    /// Client bytes read while a body streams, not yet sent on; after the body, the start of
+    /// the next request.
+    body_in: Vec<u8>,
     /// The backend's bytes.
     response: Vec<u8>,
-    /// What goes to the client next.
+    /// What goes to the client (or, while a body streams, the backend) next.
     out: Vec<u8>,
 }
 
@@ -247,6 +263,7 @@ impl Scratch {
         for buffer in [
             &mut self.headers,
             &mut self.request,
+            &mut self.body,
             &mut self.response,
             &mut self.out,
         ] {
@@ -262,23 +279,27 @@ struct Connection<'p> {
     client: SocketAddr,
     proxy: &'p Proxy,
     drain: &'p CancellationToken,
+    settings: &'p ServerSettings,
     /// The client's bytes not yet served; a served head is removed once its exchange is over.
     input: Vec<u8>,
     scratch: Scratch,
     rng: fastrand::Rng,
+    /// The connection's coarse clock for client deadlines.
+    tick: Interval,
 }
 
 /// The request being served, borrowed from the connection's input.
 struct Request<'a> {
     method: &'a Method,
-    /// Path and query, as sent.
+    /// What the backend's request line gets as its target (see `RequestHead::target`).
     target: &'a [u8],
     path: &'a str,
+    /// The host the request is for; empty for an HTTP/1.0 request without one.
     host: &'a str,
+    has_host: bool,
+    http11: bool,
     /// The client asked to close after this exchange.
     close: bool,
-    /// The whole body (empty for most requests).
-    body: &'a [u8],
 }
 
 impl Request<'_> {
@@ -287,111 +308,411 @@ impl Request<'_> {
     }
 }
 
-impl Connection<'_> {
-    /// Serves one request whose head is at the start of the input; false when the connection
-    /// must close (the client left, or a response was cut short).
-    async fn serve_request(&mut self, stream: &mut TcpStream, head: &RequestHead) -> bool {
+/// Where a request's body is, once the engine has looked at it.
+enum Body {
+    /// No body, or one read whole: `input[..len]` of its place (`Content-Length`) or
+    /// `scratch.body` (chunked, framed again).
+    Whole { in_input: usize, chunked: bool },
+    /// Larger: the rest comes from the client while the backend's request is sent.
+    Streamed(Stream),
+}
+
+/// A request body being streamed: what is left of it.
+enum Stream {
+    Length(u64),
+    Chunked(Decoder),
+}
+
+/// The request `head` describes, borrowed from the input it was read from.
+fn request<'a>(input: &'a [u8], head: &'a RequestHead) -> Request<'a> {
+    let path = &input[head.target.start..head.path_end];
+    Request {
+        method: &head.method,
+        target: &input[head.target.clone()],
+        // The head's text was checked to be visible ASCII; the fallbacks are never used.
+        path: if path.is_empty() {
+            "/"
+        } else {
+            std::str::from_utf8(path).unwrap_or("/")
+        },
+        host: head
+            .host
+            .clone()
+            .and_then(|h| std::str::from_utf8(&input[h]).ok())
+            .unwrap_or(""),
+        has_host: head.host.is_some(),
+        http11: head.http11,
+        close: head.close,
+    }
+}
+
+/// What routing decided for a request.
+enum Decision {
+    Pool(usize),
+    Local {
+        status: StatusCode,
+        /// One extra header (`Location`, `Allow`), if any.
+        extra: Option<(&'static [u8], Vec<u8>)>,
+        text: &'static str,
+    },
+}
+
+impl<'p> Connection<'p> {
+    /// Answers a head lb refuses, then the connection closes.
+    async fn refuse(&mut self, stream: &mut TcpStream, refusal: Refusal) {
+        self.scratch.out.clear();
+        let closing = ClientSide {
+            http11: true,
+            close: true,
+        };
+        wire::push_local_response(
+            &mut self.scratch.out,
+            refusal.status,
+            &[],
+            refusal.text.as_bytes(),
+            false,
+            closing,
+        );
+        let method = Method::from_bytes(b"-").unwrap_or_default();
+        self.proxy.account(
+            self.client,
+            &method,
+            "-",
+            refusal.status.as_u16(),
+            None,
+            None,
+            Duration::ZERO,
+        );
+        let _ = stream.write_all(&self.scratch.out).await;
+        // Half-close, so the answer is not lost to a reset while the client still sends.
+        let _ = stream.shutdown().await;
+    }
+
+    /// Serves one request whose head is at the start of the input.
+    async fn serve_request(
+        &mut self,
+        stream: &mut TcpStream,
+        head: &RequestHead,
+        head_started: Instant,
+    ) -> Next {
         let started = Instant::now();
         let topology = self.proxy.topology.load_full();
-        let input = &self.input;
-        let request = Request {
-            method: &head.method,
-            target: &input[head.target.clone()],
-            // The head's text was checked to be visible ASCII; the fallbacks are never used.
-            path: std::str::from_utf8(&input[head.target.start..head.path_end]).unwrap_or("/"),
-            host: std::str::from_utf8(&input[head.host.clone()]).unwrap_or(""),
-            close: head.close,
-            // Read whole before this is called (see `serve`); the fallback is never used.
-            body: usize::try_from(head.body_len)
-                .ok()
-                .and_then(|n| input.get(head.len..head.len + n))
-                .unwrap_or_default(),
+        let decision = {
+            let request = request(&self.input, head);
+            // `OPTIONS *` is routed as its host's `/`.
+            let route_path = if request.path == "*" {
+                "/"
+            } else {
+                request.path
+            };
+            match topology
+                .routes
+                .route(request.method, request.host, route_path)
+            {
+                Route::Matched(&idx) if idx < topology.pools.len() => Decision::Pool(idx),
+                Route::Redirect(location) => {
+                    let query = &request.target[request.path.len().min(request.target.len())..];
+                    let mut value = location.into_bytes();
+                    value.extend_from_slice(query);
+                    Decision::Local {
+                        status: StatusCode::MOVED_PERMANENTLY,
+                        extra: Some((b"location", value)),
+                        text: "",
+                    }
+                }
+                Route::MethodNotAllowed => {
+                    let allowed = topology.routes.allowed_methods(request.host, route_path);
+                    Decision::Local {
+                        status: StatusCode::METHOD_NOT_ALLOWED,
+                        extra: Some((b"allow", allowed.join(", ").into_bytes())),
+                        text: "method not allowed\n",
+                    }
+                }
+                Route::Matched(_) | Route::NotFound => Decision::Local {
+                    status: StatusCode::NOT_FOUND,
+                    extra: None,
+                    text: "404 page not found\n",
+                },
+            }
         };
+        let idx = match decision {
+            Decision::Pool(idx) => idx,
+            Decision::Local {
+                status,
+                extra,
+                text,
+            } => {
+                // A body not read yet is not read at all: the connection closes after the answer.
+                let body_in_input = match head.body {
+                    BodyFraming::None => Some(0),
+                    BodyFraming::Length(n) => usize::try_from(n)
+                        .ok()
+                        .filter(|&n| self.input.len() - head.len >= n),
+                    BodyFraming::Chunked => None,
+                };
+                let request = request(&self.input, head);
+                let exchange = self.exchange(&request, started);
+                let out = &mut self.scratch.out;
+                out.clear();
+                let extra: &[(&[u8], &[u8])] = match &extra {
+                    Some((name, value)) => &[(name, value)],
+                    None => &[],
+                };
+                exchange.push_local(out, status, extra, text, body_in_input.is_none());
+                exchange.account(status.as_u16(), None, None);
+                return match (stream.write_all(out).await, body_in_input) {
+                    (Ok(()), Some(n)) => Next::Keep {
+                        consumed: head.len + n,
+                    },
+                    _ => Next::Close,
+                };
+            }
+        };
+        let pool = &topology.pools[idx];
+
+        // The body: read whole when small, else streamed from the client during the exchange.
+        let body = match self.take_body(stream, head, head_started).await {
+            Ok(body) => body,
+            Err(refusal) => {
+                let request = request(&self.input, head);
+                let exchange = self.exchange(&request, started);
+                if let Some(refusal) = refusal {
+                    let out = &mut self.scratch.out;
+                    out.clear();
+                    exchange.push_local(out, refusal.status, &[], refusal.text, true);
+                    let _ = stream.write_all(out).await;
+                    exchange.account(refusal.status.as_u16(), Some(pool), None);
+                }
+                return Next::Close;
+            }
+        };
+        let (whole, streamed, consumed) = match body {
+            Body::Whole { in_input, chunked } => {
+                let whole = if chunked {
+                    std::mem::take(&mut self.scratch.body)
+                } else {
+                    Vec::new()
+                };
+                (Some((whole, chunked, in_input)), None, head.len + in_input)
+            }
+            Body::Streamed(rest) => (None, Some(rest), self.input.len()),
+        };
+        let Connection {
+            client,
+            proxy,
+            drain,
+            settings,
+            input,
+            scratch,
+            rng,
+            ..
+        } = self;
+        let request = request(input, head);
         let exchange = Exchange {
-            proxy: self.proxy,
-            drain: self.drain,
-            client: self.client,
+            proxy,
+            drain,
+            settings,
+            client: *client,
             request: &request,
             started,
         };
-        let scratch = &mut self.scratch;
-        scratch.out.clear();
-        let status = match topology
-            .routes
-            .route(request.method, request.host, request.path)
-        {
-            Route::Matched(&idx) if idx < topology.pools.len() => {
-                let pool = &topology.pools[idx];
-                return exchange.forward(stream, pool, scratch, &mut self.rng).await;
+        let body_bytes: Option<&[u8]> = whole.as_ref().map(|(chunk_body, chunked, in_input)| {
+            if *chunked {
+                &chunk_body[..]
+            } else {
+                &input[head.len..head.len + in_input]
             }
-            Route::Redirect(location) => {
-                let query = &request.target[request.path.len()..];
-                let mut value = location.into_bytes();
-                value.extend_from_slice(query);
-                let status = StatusCode::MOVED_PERMANENTLY;
-                exchange.push_local(&mut scratch.out, status, &[(b"location", &value)], "");
-                status
+        });
+        let upgrade = head.upgrade.is_some();
+        let forwarded = exchange
+            .forward(stream, pool, scratch, rng, body_bytes, streamed, upgrade)
+            .await;
+        if let Some((chunk_body, true, _)) = whole {
+            // The buffer goes back for the next request.
+            self.scratch.body = chunk_body;
+        }
+        match forwarded {
+            Forwarded::Keep => Next::Keep { consumed },
+            Forwarded::Close => Next::Close,
+            Forwarded::Tunnel(mut upstream, in_flight) => {
+                let early = &self.input[consumed..];
+                if !early.is_empty() && upstream.write_all(early).await.is_err() {
+                    return Next::Close;
+                }
+                let metrics = &self.proxy.metrics;
+                metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
+                let copied =
+                    stall::tunnel(&mut *stream, &mut upstream, &self.proxy.after_head).await;
+                metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
+                let backend = &in_flight.backend().addr;
+                match copied {
+                    Ok((up, down)) => tracing::debug!(%backend, up, down, "tunnel closed"),
+                    Err(Cut::TimedOut(timeout)) => {
+                        self.proxy.timed_out(timeout, Some(in_flight.backend()))
+                    }
+                    Err(Cut::Io) => tracing::debug!(%backend, "tunnel ended with an error"),
+                }
+                Next::Close
             }
-            Route::MethodNotAllowed => {
-                let allowed = topology
-                    .routes
-                    .allowed_methods(request.host, request.path)
-                    .join(", ");
-                let status = StatusCode::METHOD_NOT_ALLOWED;
-                let allow: &[u8] = allowed.as_bytes();
-                exchange.push_local(
-                    &mut scratch.out,
-                    status,
-                    &[(b"allow", allow)],
-                    "method not allowed\n",
-                );
-                status
-            }
-            Route::Matched(_) | Route::NotFound => {
-                let status = StatusCode::NOT_FOUND;
-                exchange.push_local(&mut scratch.out, status, &[], "404 page not found\n");
-                status
-            }
-        };
-        exchange.account(status.as_u16(), None, None);
-        stream.write_all(&scratch.out).await.is_ok()
+        }
     }
+
+    fn exchange<'a>(&self, request: &'a Request<'a>, started: Instant) -> Exchange<'a>
+    where
+        'p: 'a,
+    {
+        Exchange {
+            proxy: self.proxy,
+            drain: self.drain,
+            settings: self.settings,
+            client: self.client,
+            request,
+            started,
+        }
+    }
+
+    /// Reads a small body whole (into the input, or decoded into `scratch.body`), or prepares a
+    /// larger one for streaming (its bytes read so far moved to `scratch.body_in`). `Err`: the
+    /// connection closes, after the refusal if there is one (a malformed chunked body).
+    async fn take_body(
+        &mut self,
+        stream: &mut TcpStream,
+        head: &RequestHead,
+        head_started: Instant,
+    ) -> Result<Body, Option<Refusal>> {
+        let deadline = head_started + self.settings.header_timeout;
+        let nothing_yet = self.input.len() == head.len;
+        if head.expect_continue && nothing_yet && stream.write_all(CONTINUE).await.is_err() {
+            return Err(None);
+        }
+        match head.body {
+            BodyFraming::None => Ok(Body::Whole {
+                in_input: 0,
+                chunked: false,
+            }),
+            BodyFraming::Length(n) => match usize::try_from(n) {
+                Ok(n) if n <= MAX_BUFFERED_BODY => {
+                    while self.input.len() < head.len + n {
+                        self.read_body(stream, deadline).await?;
+                    }
+                    Ok(Body::Whole {
+                        in_input: n,
+                        chunked: false,
+                    })
+                }
+                _ => {
+                    self.scratch.body_in.clear();
+                    self.scratch
+                        .body_in
+                        .extend_from_slice(&self.input[head.len..]);
+                    self.input.truncate(head.len);
+                    Ok(Body::Streamed(Stream::Length(n)))
+                }
+            },
+            BodyFraming::Chunked => {
+                let mut decoder = Decoder::new(Output::Chunked);
+                self.scratch.body.clear();
+                let mut at = head.len;
+                loop {
+                    let decoded = decoder
+                        .decode(&self.input[at..], &mut self.scratch.body)
+                        .map_err(|_| Some(wire::BAD_CHUNKED))?;
+                    at += decoded.consumed;
+                    if decoded.ended {
+                        return Ok(Body::Whole {
+                            in_input: at - head.len,
+                            chunked: true,
+                        });
+                    }
+                    if self.scratch.body.len() > MAX_BUFFERED_BODY {
+                        // Too large to hold: what is framed goes first, the rest streams.
+                        self.scratch.body_in.clear();
+                        self.scratch.body_in.extend_from_slice(&self.input[at..]);
+                        self.input.truncate(at);
+                        return Ok(Body::Streamed(Stream::Chunked(decoder)));
+                    }
+                    self.read_body(stream, deadline).await?;
+                }
+            }
+        }
+    }
+
+    /// Reads more of a body held to its head's deadline into the input.
+    async fn read_body(
+        &mut self,
+        stream: &mut TcpStream,
+        deadline: Instant,
+    ) -> Result<(), Option<Refusal>> {
+        match read_more(stream, &mut self.input, &mut self.tick, None, deadline).await {
+            ClientRead::Bytes | ClientRead::Quiet => Ok(()),
+            ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => Err(None),
+        }
+    }
+}
+
+/// How an exchange left the client's connection.
+enum Forwarded {
+    Keep,
+    Close,
+    /// The backend accepted an upgrade: both sockets are a tunnel from here on.
+    Tunnel(TcpStream, crate::topology::InFlight),
 }
 
 /// One request's way through a pool, borrowed from its connection.
 struct Exchange<'a> {
     proxy: &'a Proxy,
     drain: &'a CancellationToken,
+    settings: &'a ServerSettings,
     client: SocketAddr,
     request: &'a Request<'a>,
     started: Instant,
 }
 
+/// How streaming a request body to the backend ended.
+enum Streamed {
+    /// The whole body went.
+    Sent,
+    /// The backend answered (or closed) before the body's end; the rest is not sent.
+    Early,
+}
+
+/// Why a request body could not be streamed on.
+enum StreamError {
+    /// The client left or went silent past the header timeout.
+    Client,
+    Malformed,
+    /// The backend took no byte for its request timeout.
+    Backend,
+}
+
 impl Exchange<'_> {
-    /// Forwards to a backend of `pool`, retrying as the hyper path does (a failed connect on
-    /// another backend; a failed exchange too when the method is idempotent), relays the
-    /// response and accounts for it. False when the client connection must close.
+    /// Forwards to a backend of `pool` by the retry rules both protocols share
+    /// (`handler::Attempts`), relays the response and accounts for it. `whole`: a body read
+    /// whole (framed as the backend gets it); `streamed`: one that comes from the client as the
+    /// exchange goes.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         client: &mut TcpStream,
         pool: &Pool,
         scratch: &mut Scratch,
         rng: &mut fastrand::Rng,
-    ) -> bool {
+        whole: Option<&[u8]>,
+        mut streamed: Option<Stream>,
+        upgrade: bool,
+    ) -> Forwarded {
         let request = self.request;
-        let mut attempt = 0;
-        // The last failed attempt: its backend is avoided by the retry, and its answer is given
-        // when no backend is left to retry on.
-        let mut failed: Option<(Arc<Backend>, Failure)> = None;
+        let metrics = &self.proxy.metrics;
+        let mut attempts = Attempts::default();
+        // Bytes of a streamed body were sent: the request cannot go again, and the client's
+        // connection closes unless the body was sent whole.
+        let mut body_started = false;
+        let mut body_whole = streamed.is_none();
         let failure = loop {
-            let picked = match &failed {
-                Some((last, _)) => pool.pick_other(rng, last),
-                None => pool.pick(rng),
+            let backend = match attempts.pick(pool, rng) {
+                Ok(backend) => backend,
+                Err(failure) => break failure,
             };
-            let Some(backend) = picked else {
-                break failed.map_or_else(Failure::no_backend, |(_, failure)| failure);
-            };
-            let backend = Arc::clone(backend);
             scratch.request.clear();
             wire::push_request_line(
                 &mut scratch.request,
@@ -400,101 +721,205 @@ impl Exchange<'_> {
                 request.target,
             );
             scratch.request.extend_from_slice(&scratch.headers);
+            if !request.has_host {
+                // An HTTP/1.0 request without a host: name the backend, as HTTP/1.1 requires.
+                wire::push_field(
+                    &mut scratch.request,
+                    b"host",
+                    backend.authority.as_str().as_bytes(),
+                );
+            }
             scratch.request.extend_from_slice(b"\r\n");
-            scratch.request.extend_from_slice(request.body);
+            if let Some(body) = whole {
+                scratch.request.extend_from_slice(body);
+            }
 
             let in_flight = backend.start_request();
             let attempt_started = Instant::now();
-            scratch.out.clear();
-            let Scratch {
-                request: request_bytes,
-                response,
-                out,
-                ..
-            } = &mut *scratch;
-            let drain = self.drain;
-            let exchanged = tokio::time::timeout(
-                pool.request_timeout,
-                backend::exchange(
-                    &backend,
-                    request_bytes,
-                    response,
-                    request.is_head(),
-                    pool.connect_timeout,
-                    // A drain begun while the backend worked closes the connection after this
-                    // response.
-                    |head| wire::push_client_head(out, head, request.close || drain.is_cancelled()),
-                ),
+            let mut deadline = tokio::time::Instant::now() + pool.request_timeout;
+            let sent = tokio::time::timeout_at(
+                deadline,
+                backend::send_request(&backend, &scratch.request, pool.connect_timeout),
             )
             .await;
-            let error = match exchanged {
-                Ok(Ok((mut upstream, head, ()))) => {
-                    if pool.pool_type == PoolType::P2cEwma {
-                        backend.latency.observe(attempt_started.elapsed());
-                    }
-                    self.account(head.status, Some(pool), Some(&backend));
-                    let after_head = &self.proxy.after_head;
-                    let relayed = relay(client, &mut upstream, &head, scratch, after_head).await;
-                    drop(in_flight);
-                    return match relayed {
-                        Relayed::Whole { reusable } => {
-                            if reusable && head.reusable {
-                                backend.connections.put_stream(upstream);
-                            }
-                            true
-                        }
-                        Relayed::Broken => false,
-                        Relayed::TimedOut(timeout) => {
-                            self.proxy.timed_out(timeout, Some(&backend));
-                            self.account_timeout(head.status, pool, &backend, timeout);
-                            false
-                        }
+            let mut upstream = match sent {
+                Ok(Ok(upstream)) => upstream,
+                Ok(Err(error)) => {
+                    let replay = Replay {
+                        unsent: true,
+                        sent: whole.is_some() && is_idempotent(request.method),
                     };
+                    match attempts.failed(pool, backend, &SendError::from(error), replay, metrics) {
+                        Some(failure) => break failure,
+                        None => continue,
+                    }
                 }
-                Ok(Err(error)) => SendError::from(error),
                 Err(_elapsed) => break Failure::timed_out(pool, backend),
             };
-            // The body was read whole: it can always be sent again.
-            let replay = Replay {
-                unsent: true,
-                sent: is_idempotent(request.method),
-            };
-            let metrics = &self.proxy.metrics;
-            let (retry, failure) = attempt_failed(pool, &backend, &error, replay, metrics);
-            if !(retry && attempt < pool.retries) {
-                break failure;
+            if let Some(rest) = streamed.as_mut() {
+                body_started = true;
+                // What a chunked body had framed before it turned out large goes first.
+                std::mem::swap(&mut scratch.out, &mut scratch.body);
+                scratch.body.clear();
+                let sending = stream_body(
+                    client,
+                    &upstream,
+                    rest,
+                    &mut scratch.body_in,
+                    &mut scratch.out,
+                    self.settings.header_timeout,
+                    pool.request_timeout,
+                )
+                .await;
+                match sending {
+                    Ok(Streamed::Sent) => body_whole = true,
+                    Ok(Streamed::Early) => {}
+                    Err(error) => {
+                        // The backend sees a cut-off request (the socket closes with it).
+                        drop(upstream);
+                        drop(in_flight);
+                        let status = match error {
+                            StreamError::Malformed => {
+                                let refusal = wire::BAD_CHUNKED;
+                                scratch.out.clear();
+                                self.push_local(
+                                    &mut scratch.out,
+                                    refusal.status,
+                                    &[],
+                                    refusal.text,
+                                    true,
+                                );
+                                let _ = client.write_all(&scratch.out).await;
+                                refusal.status
+                            }
+                            StreamError::Client => StatusCode::BAD_REQUEST,
+                            StreamError::Backend => StatusCode::GATEWAY_TIMEOUT,
+                        };
+                        self.account(status.as_u16(), Some(pool), Some(&backend));
+                        return Forwarded::Close;
+                    }
+                }
+                streamed = None;
+                deadline = tokio::time::Instant::now() + pool.request_timeout;
             }
-            failed = Some((backend, failure));
-            attempt += 1;
-            self.proxy.metrics.retries.fetch_add(1, Ordering::Relaxed);
+
+            // The response head, any 1xx before it forwarded to an HTTP/1.1 client.
+            let close = request.close || !body_whole;
+            let drain = self.drain;
+            let http11 = request.http11;
+            scratch.response.clear();
+            let got = loop {
+                scratch.out.clear();
+                let Scratch { response, out, .. } = &mut *scratch;
+                let mut emit = |head: &wire::FinalHead<'_, '_>| {
+                    let side = ClientSide {
+                        http11,
+                        // A drain begun while the backend worked closes the connection after
+                        // this response.
+                        close: close || drain.is_cancelled() || closes_client(http11, head.framing),
+                    };
+                    wire::push_client_head(out, head, side)
+                };
+                let read = backend::read_head(
+                    &mut upstream,
+                    response,
+                    request.is_head(),
+                    upgrade,
+                    &mut emit,
+                );
+                match tokio::time::timeout_at(deadline, read).await {
+                    Ok(Ok(Response::Informational { len, status })) => {
+                        if http11 && status != 100 {
+                            out.clear();
+                            wire::push_informational(out, &response[..len]);
+                            if client.write_all(out).await.is_err() {
+                                return Forwarded::Close;
+                            }
+                        }
+                        response.drain(..len);
+                    }
+                    Ok(Ok(Response::Final(head, ()))) => break Ok(head),
+                    Ok(Err(error)) => break Err(Some(error)),
+                    Err(_elapsed) => break Err(None),
+                }
+            };
+            let head = match got {
+                Ok(head) => head,
+                Err(None) => break Failure::timed_out(pool, backend),
+                Err(Some(error)) => {
+                    let replay = Replay {
+                        unsent: false,
+                        sent: !body_started && is_idempotent(request.method),
+                    };
+                    match attempts.failed(pool, backend, &SendError::from(error), replay, metrics) {
+                        Some(failure) => break failure,
+                        None => continue,
+                    }
+                }
+            };
+            if pool.pool_type == PoolType::P2cEwma {
+                backend.latency.observe(attempt_started.elapsed());
+            }
+            self.account(head.status, Some(pool), Some(&backend));
+            if head.framing == Framing::Tunnel {
+                let first = &scratch.response[head.len..];
+                scratch.out.extend_from_slice(first);
+                if client.write_all(&scratch.out).await.is_err() {
+                    return Forwarded::Close;
+                }
+                return Forwarded::Tunnel(upstream, in_flight);
+            }
+            let after_head = &self.proxy.after_head;
+            let relayed = relay(client, &mut upstream, &head, scratch, http11, after_head).await;
+            drop(in_flight);
+            return match relayed {
+                Relayed::Whole { reusable } => {
+                    if reusable && head.reusable {
+                        backend.connections.put_stream(upstream);
+                    }
+                    if close || closes_client(http11, head.framing) {
+                        Forwarded::Close
+                    } else {
+                        Forwarded::Keep
+                    }
+                }
+                Relayed::Broken => Forwarded::Close,
+                Relayed::TimedOut(timeout) => {
+                    self.proxy.timed_out(timeout, Some(&backend));
+                    self.account_timeout(head.status, pool, &backend, timeout);
+                    Forwarded::Close
+                }
+            };
         };
+        let close = !body_whole;
         scratch.out.clear();
-        self.push_local(&mut scratch.out, failure.status, &[], failure.text);
+        self.push_local(&mut scratch.out, failure.status, &[], failure.text, close);
         self.account(
             failure.status.as_u16(),
             Some(pool),
             failure.backend.as_ref(),
         );
-        client.write_all(&scratch.out).await.is_ok()
+        match client.write_all(&scratch.out).await {
+            Ok(()) if !close && !request.close => Forwarded::Keep,
+            _ => Forwarded::Close,
+        }
     }
 
-    /// A short answer lb makes itself, in `out`.
+    /// A short answer lb makes itself, in `out`; `close` closes the connection after it.
     fn push_local(
         &self,
         out: &mut Vec<u8>,
         status: StatusCode,
         extra: &[(&[u8], &[u8])],
         text: &str,
+        close: bool,
     ) {
         let request = self.request;
-        wire::push_local_response(
-            out,
-            status,
-            extra,
-            text.as_bytes(),
-            request.is_head(),
-            request.close || self.drain.is_cancelled(),
-        );
+        let side = ClientSide {
+            http11: request.http11,
+            close: close || request.close || self.drain.is_cancelled(),
+        };
+        wire::push_local_response(out, status, extra, text.as_bytes(), request.is_head(), side);
     }
 
     /// The access line of a response cut short by `timeout` (its first line went at the head).
@@ -526,6 +951,89 @@ impl Exchange<'_> {
     }
 }
 
+/// Whether a response with `framing` ends the client's connection: an HTTP/1.0 client takes a
+/// body of unknown length only as one that ends with the connection.
+fn closes_client(http11: bool, framing: Framing) -> bool {
+    !http11 && matches!(framing, Framing::Chunked | Framing::UntilClose)
+}
+
+/// Sends the rest of a request body from the client to the backend as it arrives, framed as the
+/// backend gets it (`out` holds what goes first), and stops when the backend answers early.
+/// Reads from the client only when what it sent before has gone: a backend that reads slowly
+/// slows the client down.
+async fn stream_body(
+    client: &mut TcpStream,
+    upstream: &TcpStream,
+    rest: &mut Stream,
+    body_in: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    client_idle: Duration,
+    backend_idle: Duration,
+) -> Result<Streamed, StreamError> {
+    let mut written = 0;
+    loop {
+        if written == out.len() {
+            out.clear();
+            written = 0;
+            let ended = match rest {
+                Stream::Length(left) => {
+                    let take = body_in
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    out.extend_from_slice(&body_in[..take]);
+                    body_in.drain(..take);
+                    *left -= take as u64;
+                    *left == 0
+                }
+                Stream::Chunked(decoder) => {
+                    let decoded = decoder
+                        .decode(body_in, out)
+                        .map_err(|_| StreamError::Malformed)?;
+                    body_in.drain(..decoded.consumed);
+                    decoded.ended
+                }
+            };
+            if out.is_empty() {
+                if ended {
+                    return Ok(Streamed::Sent);
+                }
+                tokio::select! {
+                    biased;
+                    _ = upstream.readable() => return Ok(Streamed::Early),
+                    ready = client.readable() => {
+                        ready.map_err(|_| StreamError::Client)?;
+                        body_in.reserve(BODY_READ);
+                        match client.try_read_buf(body_in) {
+                            Ok(0) => return Err(StreamError::Client),
+                            Ok(_) => {}
+                            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => return Err(StreamError::Client),
+                        }
+                    }
+                    () = tokio::time::sleep(client_idle) => return Err(StreamError::Client),
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = upstream.readable() => return Ok(Streamed::Early),
+            ready = upstream.writable() => {
+                if ready.is_err() {
+                    return Ok(Streamed::Early);
+                }
+                match upstream.try_write(&out[written..]) {
+                    Ok(n) => written += n,
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // Reading the answer tells what the backend made of it.
+                    Err(_) => return Ok(Streamed::Early),
+                }
+            }
+            () = tokio::time::sleep(backend_idle) => return Err(StreamError::Backend),
+        }
+    }
+}
+
 /// How relaying a response body ended.
 enum Relayed {
     /// The client has the whole response; `reusable`: the backend sent nothing past it.
@@ -547,15 +1055,17 @@ impl From<Cut> for Relayed {
 }
 
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
-/// says, reading the backend until the body ends.
+/// says, reading the backend until the body ends. A chunked body is decoded and framed again
+/// (for an HTTP/1.0 client: its data only, ended by the close).
 async fn relay(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     head: &ResponseHead,
     scratch: &mut Scratch,
+    http11: bool,
     after_head: &AfterHead,
 ) -> Relayed {
-    match relay_within(client, upstream, head, scratch, after_head).await {
+    match relay_within(client, upstream, head, scratch, http11, after_head).await {
         Ok(relayed) => relayed,
         Err(cut) => cut.into(),
     }
@@ -567,12 +1077,13 @@ async fn relay_within(
     upstream: &mut TcpStream,
     head: &ResponseHead,
     scratch: &mut Scratch,
+    http11: bool,
     after_head: &AfterHead,
 ) -> Result<Relayed, Cut> {
     let Scratch { response, out, .. } = scratch;
     let first = &response[head.len..];
     match head.framing {
-        Framing::Empty => {
+        Framing::Empty | Framing::Tunnel => {
             let reusable = first.is_empty();
             after_head.send(client, out).await?;
             Ok(Relayed::Whole { reusable })
@@ -595,39 +1106,51 @@ async fn relay_within(
             Ok(Relayed::Whole { reusable })
         }
         Framing::Chunked => {
-            let mut chunked = Chunked::new();
-            let mut start = head.len;
+            let mut decoder = Decoder::new(if http11 {
+                Output::Chunked
+            } else {
+                Output::Data
+            });
+            response.drain(..head.len);
             loop {
-                let pending = &response[start..];
-                let scanned = chunked.scan(pending);
-                let (take, ended) = match scanned {
-                    Ok(Scan::More) => (pending.len(), false),
-                    Ok(Scan::End(n)) => (n, true),
+                let decoded = match decoder.decode(response, out) {
+                    Ok(decoded) => decoded,
                     Err(error) => {
                         tracing::warn!(%error, "backend sent a malformed chunked body; response cut short");
                         return Ok(Relayed::Broken);
                     }
                 };
-                out.extend_from_slice(&pending[..take]);
-                after_head.send(client, out).await?;
+                response.drain(..decoded.consumed);
+                if !out.is_empty() {
+                    after_head.send(client, out).await?;
+                }
                 out.clear();
-                if ended {
+                if decoded.ended {
                     return Ok(Relayed::Whole {
-                        reusable: take == pending.len(),
+                        reusable: response.is_empty(),
                     });
                 }
-                read_body(upstream, response, after_head).await?;
-                start = 0;
+                response.reserve(BODY_READ);
+                if after_head.read(upstream, response).await? == 0 {
+                    return Ok(Relayed::Broken);
+                }
             }
         }
         Framing::UntilClose => {
-            // The backend's close ends the body; the client's connection stays open, so the
-            // body goes out chunked.
+            // The backend's close ends the body; an HTTP/1.1 client's connection stays open, so
+            // the body goes out chunked.
             let mut first_len = first.len();
             let mut from = head.len;
             loop {
                 if first_len > 0 {
-                    push_chunk(out, &response[from..from + first_len]);
+                    let data = &response[from..from + first_len];
+                    if http11 {
+                        chunked::push_chunk(out, data);
+                    } else {
+                        out.extend_from_slice(data);
+                    }
+                }
+                if !out.is_empty() {
                     after_head.send(client, out).await?;
                 }
                 out.clear();
@@ -635,7 +1158,8 @@ async fn relay_within(
                 response.reserve(BODY_READ);
                 match after_head.read(upstream, response).await? {
                     0 => {
-                        after_head.send(client, b"0\r\n\r\n").await?;
+                        let end: &[u8] = if http11 { b"0\r\n\r\n" } else { b"" };
+                        after_head.send(client, end).await?;
                         return Ok(Relayed::Whole { reusable: false });
                     }
                     n => {
@@ -661,13 +1185,4 @@ async fn read_body(
         0 => Err(Cut::Io),
         n => Ok(n),
     }
-}
-
-/// Appends one chunk of a chunked body.
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    use std::io::Write as _;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
 }

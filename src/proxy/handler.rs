@@ -1,4 +1,6 @@
-//! The request sequence: snapshot → route → pick → rewrite → forward → relay.
+//! The HTTP/2 request sequence (snapshot → route → pick → rewrite → forward → relay), and the
+//! request policy both protocols share: the retry and passive-ejection rules ([`Attempts`],
+//! [`attempt_failed`]), lb's own answers ([`Failure`]) and the access line ([`Proxy::account`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -9,31 +11,26 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio_util::task::TaskTracker;
 
 use super::body::{slot_untouched, HyperBody, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
+use super::h1::wire;
 use super::headers;
-use super::stall::{self, AfterHead, Cut, Timeout};
+use super::stall::{AfterHead, Timeout};
 use super::upstream::{self, SendError};
 use crate::access_log::{self, AccessLog};
 use crate::config::PoolType;
 use crate::metrics::Global;
 use crate::routing::Route;
-use crate::topology::{Backend, InFlight, Pool, SharedTopology, Topology};
+use crate::topology::{Backend, Pool, SharedTopology, Topology};
 
 /// Everything the request path needs; cheap to share between connections.
 pub struct Proxy {
     pub(super) topology: SharedTopology,
     pub(super) metrics: Arc<Global>,
     pub(super) access_log: AccessLog,
-    /// The timeouts after a response head, on both paths and in tunnels.
+    /// The timeouts after a response head, on both engines and in tunnels.
     pub(super) after_head: AfterHead,
-    /// Open upgrade tunnels (WebSocket and friends); shutdown waits for them within the drain
-    /// timeout, since hyper's graceful shutdown no longer sees an upgraded connection.
-    tunnels: TaskTracker,
 }
 
 impl Proxy {
@@ -48,15 +45,10 @@ impl Proxy {
             metrics,
             access_log,
             after_head,
-            tunnels: TaskTracker::new(),
         }
     }
 
-    pub fn tunnels(&self) -> &TaskTracker {
-        &self.tunnels
-    }
-
-    /// Serves one client request. Never fails: every problem becomes a short error response.
+    /// Serves one HTTP/2 request. Never fails: every problem becomes a short error response.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -129,7 +121,7 @@ impl Proxy {
     async fn dispatch<'t>(
         &self,
         topology: &'t Topology,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         client: SocketAddr,
     ) -> (
         Response<ResponseBody>,
@@ -173,28 +165,7 @@ impl Proxy {
                 )
             }
         };
-        let upgrade =
-            upgrade_protocol(&request).map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
-        let mut forwarded = forward(
-            pool,
-            request,
-            client,
-            upgrade.as_ref().map(|u| &u.0),
-            &self.metrics,
-        )
-        .await;
-        if let (Some((_, client_side)), Some(in_flight)) = (upgrade, forwarded.tunnel) {
-            if forwarded.response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let backend_side = hyper::upgrade::on(&mut forwarded.response);
-                self.tunnels.spawn(tunnel(
-                    client_side,
-                    backend_side,
-                    in_flight,
-                    Arc::clone(&self.metrics),
-                    self.after_head,
-                ));
-            }
-        }
+        let forwarded = forward(pool, request, client, &self.metrics).await;
         (forwarded.response, Some(pool), forwarded.backend)
     }
 }
@@ -204,8 +175,6 @@ struct Forwarded {
     response: Response<ResponseBody>,
     /// The backend that answered, if any did.
     backend: Option<Arc<Backend>>,
-    /// For an accepted upgrade, the in-flight guard the tunnel holds until it closes.
-    tunnel: Option<InFlight>,
 }
 
 impl Forwarded {
@@ -219,7 +188,6 @@ impl From<Failure> for Forwarded {
         Forwarded {
             response: local(failure.status, failure.text),
             backend: failure.backend,
-            tunnel: None,
         }
     }
 }
@@ -253,6 +221,59 @@ impl Failure {
             backend: Some(backend),
             ..Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
         }
+    }
+}
+
+/// The retry rule of both protocols: which backend each attempt of a request goes to, and
+/// what a failed one comes to (see [`attempt_failed`]). A retry goes to another backend in
+/// rotation when there is one, else to the same one again, except after a malformed answer:
+/// that backend is not asked again.
+#[derive(Default)]
+pub(super) struct Attempts {
+    n_retries: u32,
+    /// The last failed attempt: its backend is avoided by the retry, and its answer is given
+    /// when no backend is left to retry on.
+    failed: Option<(Arc<Backend>, Failure)>,
+    /// The last failure rules its backend out for this request.
+    exclude_failed: bool,
+}
+
+impl Attempts {
+    /// The backend for the next attempt, or the answer to give when none is left.
+    pub fn pick(&mut self, pool: &Pool, rng: &mut fastrand::Rng) -> Result<Arc<Backend>, Failure> {
+        let picked = match &self.failed {
+            Some((last, _)) => pool
+                .pick_other(rng, last)
+                .filter(|b| !(self.exclude_failed && Arc::ptr_eq(b, last))),
+            None => pool.pick(rng),
+        };
+        match picked {
+            Some(backend) => Ok(Arc::clone(backend)),
+            None => Err(self
+                .failed
+                .take()
+                .map_or_else(Failure::no_backend, |(_, failure)| failure)),
+        }
+    }
+
+    /// Accounts a failed attempt; `Some` with the answer to give when it is the last one.
+    pub fn failed(
+        &mut self,
+        pool: &Pool,
+        backend: Arc<Backend>,
+        error: &SendError,
+        replay: Replay,
+        metrics: &Global,
+    ) -> Option<Failure> {
+        let (retry, failure) = attempt_failed(pool, &backend, error, replay, metrics);
+        if !(retry && self.n_retries < pool.retries) {
+            return Some(failure);
+        }
+        self.n_retries += 1;
+        metrics.retries.fetch_add(1, Ordering::Relaxed);
+        self.exclude_failed = error.is_malformed();
+        self.failed = Some((backend, failure));
+        None
     }
 }
 
@@ -298,111 +319,44 @@ pub(super) fn attempt_failed(
     (replay.sent, failure)
 }
 
-/// The protocol a client asks to switch to (`Upgrade: websocket` with `Connection: upgrade`).
-fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
-    if request.version() != Version::HTTP_11 {
-        return None;
-    }
-    let connection = request.headers().get(header::CONNECTION)?.to_str().ok()?;
-    let asks = connection
-        .split(',')
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| request.headers().get(header::UPGRADE).cloned())
-        .flatten()
-}
-
-/// Copies bytes both ways between an upgraded client and backend until either side closes.
-async fn tunnel(
-    client: OnUpgrade,
-    backend: OnUpgrade,
-    in_flight: InFlight,
-    metrics: Arc<Global>,
-    after_head: AfterHead,
-) {
-    let (client, backend) = match tokio::try_join!(client, backend) {
-        Ok(pair) => pair,
-        Err(error) => {
-            tracing::debug!(%error, "upgrade did not complete");
-            return;
-        }
-    };
-    metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
-    let open = Arc::clone(&metrics);
-    let _open = scopeguard(move || {
-        open.upgrades_open.fetch_sub(1, Ordering::Relaxed);
-    });
-    let (client, backend) = (TokioIo::new(client), TokioIo::new(backend));
-    let backend_addr = &in_flight.backend().addr;
-    match stall::tunnel(client, backend, &after_head).await {
-        Ok((up, down)) => tracing::debug!(backend = %backend_addr, up, down, "tunnel closed"),
-        Err(Cut::TimedOut(timeout)) => {
-            timeout.count(&metrics);
-            tracing::info!(backend = %backend_addr, timeout = timeout.key(), "tunnel closed after a timeout");
-        }
-        Err(Cut::Io) => tracing::debug!(backend = %backend_addr, "tunnel ended with an error"),
-    }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
-}
-
-/// Forwards to a backend of `pool`, retrying a failed connect on another healthy backend, and a
-/// failed exchange too when the request is idempotent and its body can be sent again. For an
-/// upgrade, the in-flight guard is handed back so the tunnel can hold it.
+/// Forwards to a backend of `pool` by the retry rules of [`Attempts`]: a failed connect goes
+/// again, and a failed exchange too when the request is idempotent and its body can be sent
+/// again.
 async fn forward(
     pool: &Pool,
     request: Request<Incoming>,
     client: SocketAddr,
-    upgrade: Option<&HeaderValue>,
     metrics: &Global,
 ) -> Forwarded {
     let (parts, body) = request.into_parts();
     // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-    let authority = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let host = parts.headers.get(header::HOST).or(authority.as_ref());
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let mut client_ip = String::with_capacity(15);
+    access_log::push_ip(&mut client_ip, client.ip());
     // Each attempt's headers are built from the client's, which stay untouched in `parts` for
     // a retry.
     let forwarding = headers::Forwarding {
-        client: client.ip(),
+        client: client_ip.as_bytes(),
         host,
-        upgrade,
     };
     let (first_body, slot) = RequestBody::new(body);
-    // A bodiless request that is not an upgrade goes on a plain socket with lb's own HTTP/1.1
-    // code (`upstream::send_plain`); the rest through hyper's client.
-    let plain = slot.is_none() && upgrade.is_none();
+    // A bodiless request goes on a plain socket with lb's own HTTP/1.1 code
+    // (`upstream::send_plain`); one with a body through hyper's client.
+    let plain = slot.is_none();
     let size_hint = first_body.size_hint_of();
     let mut body = Some(first_body);
     let mut rng = fastrand::Rng::new();
 
-    let mut attempt = 0;
-    // The last failed attempt: its backend is avoided by the retry, and its answer is given
-    // when no backend is left to retry on.
-    let mut failed: Option<(Arc<Backend>, Failure)> = None;
+    let mut attempts = Attempts::default();
     loop {
-        let picked = match &failed {
-            Some((last, _)) => pool.pick_other(&mut rng, last),
-            None => pool.pick(&mut rng),
+        let backend = match attempts.pick(pool, &mut rng) {
+            Ok(backend) => backend,
+            Err(failure) => return failure.into(),
         };
-        let Some(backend) = picked else {
-            return failed
-                .map_or_else(Failure::no_backend, |(_, failure)| failure)
-                .into();
-        };
-        let backend = Arc::clone(backend);
         // Counted from when the request is on its way (not for a target refused below).
         let in_flight;
         let attempt_started;
@@ -436,9 +390,12 @@ async fn forward(
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
             *upstream.version_mut() = Version::HTTP_11;
-            *upstream.headers_mut() = headers::upstream_headers(&parts.headers, &forwarding);
+            let Some(headers) = headers::upstream_headers(&parts.headers, &forwarding) else {
+                return Forwarded::local(StatusCode::BAD_REQUEST, "bad request headers\n");
+            };
+            *upstream.headers_mut() = headers;
             if host.is_none() {
-                // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
+                // A request without a host: name the backend, as HTTP/1.1 requires.
                 if let Ok(value) = HeaderValue::from_str(backend.authority.as_str()) {
                     upstream.headers_mut().insert(header::HOST, value);
                 }
@@ -460,20 +417,6 @@ async fn forward(
                 return Forwarded {
                     response: Response::from_parts(head, ResponseBody::Plain(body)),
                     backend: Some(backend),
-                    tunnel: None,
-                };
-            }
-            Ok(Ok(Sent::Hyper(response, _)))
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() =>
-            {
-                // The backend accepted the upgrade: relay its 101 as is (Connection and Upgrade
-                // included); the tunnel holds the in-flight guard from here on.
-                // Its extensions carry the backend side of the tunnel, taken by `dispatch`.
-                let (head, _) = response.into_parts();
-                return Forwarded {
-                    response: Response::from_parts(head, ResponseBody::empty()),
-                    backend: Some(backend),
-                    tunnel: Some(in_flight),
                 };
             }
             Ok(Ok(Sent::Hyper(response, lease))) => {
@@ -489,22 +432,17 @@ async fn forward(
                 return Forwarded {
                     response,
                     backend: Some(backend),
-                    tunnel: None,
                 };
             }
             Ok(Err(error)) => {
                 let body_replayable = slot.as_ref().is_none_or(slot_untouched);
                 let replay = Replay {
                     unsent: body_replayable,
-                    sent: body_replayable && upgrade.is_none() && is_idempotent(&parts.method),
+                    sent: body_replayable && is_idempotent(&parts.method),
                 };
-                let (retry, failure) = attempt_failed(pool, &backend, &error, replay, metrics);
-                if !(retry && attempt < pool.retries) {
+                if let Some(failure) = attempts.failed(pool, backend, &error, replay, metrics) {
                     return failure.into();
                 }
-                attempt += 1;
-                metrics.retries.fetch_add(1, Ordering::Relaxed);
-                failed = Some((backend, failure));
             }
             Err(_elapsed) => return Failure::timed_out(pool, backend).into(),
         }
@@ -541,26 +479,18 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The origin-form target for the backend: its url_path joined in front of the request path,
-/// query kept.
+/// The origin-form target for the backend: its url_path joined in front of the request path
+/// (`wire::push_target`, the join both protocols share), query kept.
 fn upstream_uri(backend: &Backend, original: &Uri) -> Option<Uri> {
     let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
-    let prefix = backend.addr.url_path.as_str();
-    let path_and_query: PathAndQuery = if prefix.is_empty() {
-        original
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"))
-    } else {
-        // `/v1/` + `/users` = `/v1/users`: never a doubled slash at the seam.
-        let joined = match (prefix.ends_with('/'), path_and_query.strip_prefix('/')) {
-            (true, Some(rest)) => format!("{prefix}{rest}"),
-            _ => format!("{prefix}{path_and_query}"),
-        };
-        PathAndQuery::try_from(joined).ok()?
-    };
+    let mut joined = Vec::with_capacity(backend.addr.url_path.len() + path_and_query.len() + 1);
+    wire::push_target(
+        &mut joined,
+        &backend.addr.url_path,
+        path_and_query.as_bytes(),
+    );
     let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(path_and_query);
+    parts.path_and_query = Some(PathAndQuery::try_from(joined).ok()?);
     Uri::from_parts(parts).ok()
 }
 

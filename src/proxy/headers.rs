@@ -1,10 +1,7 @@
-//! Header rewriting between client and backend: hop-by-hop removal and `X-Forwarded-*`.
-
-use std::net::IpAddr;
+//! Header rewriting between client and backend, one set of rules for both protocols: hop-by-hop
+//! removal (and what `Connection` names), `Host` and `X-Forwarded-*`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-use crate::access_log::push_ip;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the legacy
 /// `Keep-Alive` and `Proxy-Connection`. The bit of each in [`strip_hop_by_hop`]'s mask is its
@@ -81,7 +78,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// A header present in `headers` that a `Connection` field names, other than the fixed
 /// hop-by-hop ones (removed anyway if present at all).
 fn next_connection_named(headers: &HeaderMap) -> Option<String> {
-    connection_tokens(headers)
+    map_connection_tokens(headers)
         .find(|name| {
             !is_hop_by_hop_name(name.as_bytes())
                 // A `&str` key is looked up without allocating; an invalid name finds nothing.
@@ -90,8 +87,8 @@ fn next_connection_named(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The names listed in every `Connection` field, as sent (any case).
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The names listed in every `Connection` field of a map, as sent (any case).
+fn map_connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -100,87 +97,131 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|name| !name.is_empty())
 }
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// What a forwarded request says about its client, besides the client's own headers.
+/// What a forwarded request says about its client, besides the client's own fields.
 pub struct Forwarding<'a> {
-    pub client: IpAddr,
-    /// The host the client asked for (`Host`, or an HTTP/2 request's `:authority`): sent as
-    /// `Host` when the client sent none, and as `X-Forwarded-Host`.
-    pub host: Option<&'a HeaderValue>,
-    /// A protocol the client asked to upgrade to: sent with `Connection: upgrade`.
-    pub upgrade: Option<&'a HeaderValue>,
+    /// The client's address as text (`X-Forwarded-For` gets it).
+    pub client: &'a [u8],
+    /// The host the request is for (an HTTP/1 `Host` or absolute-form authority, an HTTP/2
+    /// `:authority`): the backend's `Host`, and `X-Forwarded-Host`.
+    pub host: Option<&'a [u8]>,
 }
 
-/// The headers a request goes to its backend with: the client's end-to-end headers (hop-by-hop
-/// ones and those its `Connection` names left out), the client appended to `X-Forwarded-For`,
-/// `X-Forwarded-Proto` and `-Host` set, and the upgrade pair when one is asked for.
+/// The upstream header rules, for both protocols: writes to `out` the header lines (each ending
+/// CRLF) a request goes to its backend with. The client's end-to-end fields go in order, except
+/// hop-by-hop ones, those a `Connection` field names, `X-Forwarded-*` (set here) and the framing
+/// and expectation fields (`Content-Length`, `Expect`: the caller frames the body it sends);
+/// `Host` is the request's host, in the client's `Host` place or else first; then
+/// `X-Forwarded-Host`, the client appended to `X-Forwarded-For`, and `X-Forwarded-Proto`.
 ///
-/// NOTE: built fresh from the client's map, which stays untouched for a retry. Editing the
-/// client's map in place (which grew it for the `X-Forwarded-*` headers) and cloning it for each
-/// attempt cost four more allocations a request (callgrind under wrk).
-pub fn upstream_headers(client_headers: &HeaderMap, forwarding: &Forwarding<'_>) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(client_headers.len() + 5);
-    each_upstream_header(client_headers, forwarding, |name, value| {
-        headers.append(name.clone(), value.clone());
-    });
-    headers
-}
-
-/// Hands `emit` each header of [`upstream_headers`], in order, without building a map: what a
-/// request written as bytes needs (`h1::backend`).
-pub fn each_upstream_header(
-    client_headers: &HeaderMap,
+/// `fields` gives the client's fields, as bytes, each time it is called (the rules read them
+/// more than once; no list is built, so nothing is allocated).
+pub fn push_upstream_fields<'f, I>(
+    out: &mut Vec<u8>,
+    fields: impl Fn() -> I,
     forwarding: &Forwarding<'_>,
-    mut emit: impl FnMut(&HeaderName, &HeaderValue),
-) {
-    let connection_names_others =
-        connection_tokens(client_headers).any(|name| !is_hop_by_hop_name(name.as_bytes()));
-    let mut sent_host = false;
-    for (name, value) in client_headers {
-        let dropped = hop_by_hop_index(name.as_str()).is_some()
-            // Set below.
-            || name == X_FORWARDED_FOR
-            || name == X_FORWARDED_PROTO
-            || name == X_FORWARDED_HOST
-            || (connection_names_others
-                && connection_tokens(client_headers)
-                    .any(|named| named.eq_ignore_ascii_case(name.as_str())));
-        if !dropped {
-            sent_host |= name == header::HOST;
-            emit(name, value);
-        }
+) where
+    I: Iterator<Item = (&'f [u8], &'f [u8])>,
+{
+    let connection_names_others = connection_tokens(fields()).any(|t| !is_hop_by_hop_name(t));
+    let client_has_host = fields().any(|(name, _)| name.eq_ignore_ascii_case(b"host"));
+    if let (Some(host), false) = (forwarding.host, client_has_host) {
+        push_field(out, b"host", host);
     }
-    if let Some(protocol) = forwarding.upgrade {
-        emit(&header::CONNECTION, &HeaderValue::from_static("upgrade"));
-        emit(&header::UPGRADE, protocol);
+    let mut host_sent = false;
+    let mut forwarded_for_prior = false;
+    for (name, value) in fields() {
+        if name.eq_ignore_ascii_case(b"host") {
+            // The request's host (an absolute-form target's authority replaces the client's
+            // `Host`), once.
+            if !host_sent {
+                push_field(out, b"host", forwarding.host.unwrap_or(value));
+                host_sent = true;
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            forwarded_for_prior = true;
+            continue;
+        }
+        let dropped = is_hop_by_hop_name(name)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"x-forwarded-host")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || (connection_names_others
+                && connection_tokens(fields()).any(|t| t.eq_ignore_ascii_case(name)));
+        if !dropped {
+            push_field(out, name, value);
+        }
     }
     if let Some(host) = forwarding.host {
-        if !sent_host {
-            emit(&header::HOST, host);
+        push_field(out, b"x-forwarded-host", host);
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if forwarded_for_prior {
+        // Every earlier field's list, in order, then the client.
+        for (name, value) in fields() {
+            if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                let prior = value.trim_ascii();
+                if !prior.is_empty() {
+                    out.extend_from_slice(prior);
+                    out.extend_from_slice(b", ");
+                }
+            }
         }
-        emit(&X_FORWARDED_HOST, host);
     }
-    if let Some(value) = forwarded_for(client_headers, forwarding.client) {
-        emit(&X_FORWARDED_FOR, &value);
-    }
-    emit(&X_FORWARDED_PROTO, &HeaderValue::from_static("http"));
+    out.extend_from_slice(forwarding.client);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
 }
 
-/// The client's `X-Forwarded-For` list (all its fields, in order) with `client` appended.
-fn forwarded_for(client_headers: &HeaderMap, client: IpAddr) -> Option<HeaderValue> {
-    let mut list = String::with_capacity(39);
-    for prior in client_headers.get_all(&X_FORWARDED_FOR) {
-        let prior = prior.to_str().map(str::trim).unwrap_or("");
-        if !prior.is_empty() {
-            list.push_str(prior);
-            list.push_str(", ");
-        }
+/// The tokens of every `Connection` field among `fields`, trimmed, empty ones skipped.
+fn connection_tokens<'f>(
+    fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
+) -> impl Iterator<Item = &'f [u8]> {
+    fields
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, value)| value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Appends one header line.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An HTTP/2 request's fields as [`push_upstream_fields`] reads them.
+pub fn map_fields(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+}
+
+/// The headers an HTTP/2 request with a body goes to its backend with through hyper's client:
+/// [`push_upstream_fields`], read back into a map. `None` if a line does not read back (it
+/// cannot: every byte came from valid fields).
+pub fn upstream_headers(
+    client_headers: &HeaderMap,
+    forwarding: &Forwarding<'_>,
+) -> Option<HeaderMap> {
+    let mut block = Vec::with_capacity(256);
+    push_upstream_fields(&mut block, || map_fields(client_headers), forwarding);
+    block.extend_from_slice(b"\r\n");
+    let mut fields = vec![httparse::EMPTY_HEADER; client_headers.len() + 5];
+    let Ok(httparse::Status::Complete((_, fields))) = httparse::parse_headers(&block, &mut fields)
+    else {
+        return None;
+    };
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(field.value).ok()?;
+        headers.append(name, value);
     }
-    push_ip(&mut list, client);
-    HeaderValue::try_from(list).ok()
+    Some(headers)
 }
 
 #[cfg(test)]
@@ -224,13 +265,11 @@ mod tests {
     }
 
     fn upstream(h: &HeaderMap, client: &str, host: Option<&str>) -> HeaderMap {
-        let host = host.map(HeaderValue::from_str).transpose().unwrap();
         let forwarding = Forwarding {
-            client: client.parse().unwrap(),
-            host: host.as_ref(),
-            upgrade: None,
+            client: client.as_bytes(),
+            host: host.map(str::as_bytes),
         };
-        upstream_headers(h, &forwarding)
+        upstream_headers(h, &forwarding).unwrap()
     }
 
     #[test]
@@ -252,8 +291,6 @@ mod tests {
         let out = upstream(&HeaderMap::new(), "2001:db8::7", None);
         assert_eq!(out["x-forwarded-for"], "2001:db8::7");
         assert!(!out.contains_key(header::HOST));
-        let out = upstream(&HeaderMap::new(), "10.200.3.4", None);
-        assert_eq!(out["x-forwarded-for"], "10.200.3.4");
     }
 
     #[test]
@@ -264,6 +301,8 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         h.append("x-kept", HeaderValue::from_static("1"));
         h.append("x-kept", HeaderValue::from_static("2"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -271,21 +310,40 @@ mod tests {
         let out = upstream(&h, "127.0.0.1", Some("b.example"));
         let kept: Vec<_> = out.get_all("x-kept").iter().collect();
         assert_eq!(kept, ["1", "2"]);
-        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "expect",
+            "content-length",
+        ] {
             assert!(!out.contains_key(gone), "{gone} was forwarded");
         }
         assert_eq!(out["host"], "b.example");
+    }
 
-        let protocol = HeaderValue::from_static("websocket");
+    /// The same rules over bytes, as both engines write them: a `Connection` option naming
+    /// `Host` keeps `Host`; an absolute-form authority replaces the client's `Host` in place.
+    #[test]
+    fn push_upstream_fields_writes_lines_in_order() {
+        let fields: &[(&[u8], &[u8])] = &[
+            (b"Accept", b"*/*"),
+            (b"Host", b"a.example"),
+            (b"Connection", b"host"),
+        ];
+        let mut out = Vec::new();
         let forwarding = Forwarding {
-            client: "127.0.0.1".parse().unwrap(),
-            host: None,
-            upgrade: Some(&protocol),
+            client: b"192.0.2.7",
+            host: Some(b"other.example"),
         };
-        let out = upstream_headers(&h, &forwarding);
-        assert_eq!(out["connection"], "upgrade");
-        assert_eq!(out["upgrade"], "websocket");
-        assert!(!out.contains_key("x-secret"));
+        push_upstream_fields(&mut out, || fields.iter().copied(), &forwarding);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Accept: */*\r\nhost: other.example\r\nx-forwarded-host: other.example\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n"
+        );
     }
 
     #[test]

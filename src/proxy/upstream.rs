@@ -209,6 +209,18 @@ pub enum SendError {
     Plain(ExchangeError),
 }
 
+impl SendError {
+    /// The backend answered with something lb cannot relay (a malformed head): it is not
+    /// asked again for this request.
+    pub fn is_malformed(&self) -> bool {
+        match self {
+            SendError::Connect { .. } => false,
+            SendError::Exchange(error) => error.is_parse() || error.is_parse_status(),
+            SendError::Plain(error) => error.is_malformed(),
+        }
+    }
+}
+
 impl From<ExchangeError> for SendError {
     fn from(error: ExchangeError) -> SendError {
         match error {
@@ -247,13 +259,11 @@ pub async fn send_plain(
         &backend.addr.url_path,
         target.as_bytes(),
     );
-    headers::each_upstream_header(headers, forwarding, |name, value| {
-        wire::push_field(&mut request, name.as_str().as_bytes(), value.as_bytes());
-    });
     if forwarding.host.is_none() {
-        // An HTTP/1.0 request without Host: name the backend, as HTTP/1.1 requires.
+        // A request without a host: name the backend, as HTTP/1.1 requires.
         wire::push_field(&mut request, b"host", backend.authority.as_str().as_bytes());
     }
+    headers::push_upstream_fields(&mut request, || headers::map_fields(headers), forwarding);
     request.extend_from_slice(b"\r\n");
     let mut buffer = Vec::new();
     let head_request = method == Method::HEAD;

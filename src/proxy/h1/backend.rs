@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::chunked::{ChunkError, Chunked, Scan};
+use super::chunked::{ChunkError, Decoder, Output};
 use super::wire::{self, BadResponse, FinalHead, Framing, Response, ResponseHead};
 use crate::topology::{Backend, InFlight};
 
@@ -54,9 +54,46 @@ pub enum ExchangeError {
     Response(#[from] BadResponse),
 }
 
+/// A connection to `backend`: an idle one (`true`) or a new one.
+pub async fn checkout(
+    backend: &Backend,
+    connect_timeout: Duration,
+) -> Result<(TcpStream, bool), ExchangeError> {
+    if let Some(stream) = backend.connections.take_stream() {
+        return Ok((stream, true));
+    }
+    let addr = backend.addr.addr;
+    let stream = super::super::upstream::connect_stream(addr, connect_timeout)
+        .await
+        .map_err(|source| ExchangeError::Connect { addr, source })?;
+    Ok((stream, false))
+}
+
+/// Writes `request` (a head, and a body or its first part) on a connection of `backend`. A kept
+/// connection the backend closed just before the request went out leaves it unsent, and it
+/// goes on another connection (a fresh one at the latest, which does not loop). One that took
+/// the request and gave no answer is a failed attempt, which the caller retries by its rules
+/// (so a request the backend drops is not sent once per idle socket). A close while idle is
+/// seen before use (`IdleConnections::take_stream`).
+pub async fn send_request(
+    backend: &Backend,
+    request: &[u8],
+    connect_timeout: Duration,
+) -> Result<TcpStream, ExchangeError> {
+    loop {
+        let (mut upstream, reused) = checkout(backend, connect_timeout).await?;
+        match upstream.write_all(request).await {
+            Ok(()) => return Ok(upstream),
+            Err(_) if reused => {}
+            Err(error) => return Err(ExchangeError::Unsent(error)),
+        }
+    }
+}
+
 /// Sends `request` (head and body, whole) on an idle connection of `backend` or a new one
-/// and reads the response head into `response` (emptied first), with whatever body bytes came
-/// behind it. `emit` makes of the final head what the caller needs, while it is parsed.
+/// and reads the final response head into `response` (emptied first), with whatever body bytes
+/// came behind it; 1xx heads before it are dropped. `emit` makes of the final head what the
+/// caller needs, while it is parsed.
 pub async fn exchange<T>(
     backend: &Backend,
     request: &[u8],
@@ -65,45 +102,37 @@ pub async fn exchange<T>(
     connect_timeout: Duration,
     mut emit: impl FnMut(&FinalHead<'_, '_>) -> T,
 ) -> Result<(TcpStream, ResponseHead, T), ExchangeError> {
+    let mut upstream = send_request(backend, request, connect_timeout).await?;
+    response.clear();
     loop {
-        let (mut upstream, reused) = match backend.connections.take_stream() {
-            Some(stream) => (stream, true),
-            None => {
-                let addr = backend.addr.addr;
-                let stream = super::super::upstream::connect_stream(addr, connect_timeout)
-                    .await
-                    .map_err(|source| ExchangeError::Connect { addr, source })?;
-                (stream, false)
+        match read_head(&mut upstream, response, head_request, false, &mut emit).await? {
+            Response::Final(head, emitted) => return Ok((upstream, head, emitted)),
+            Response::Informational { len, .. } => {
+                response.drain(..len);
             }
-        };
-        match send(&mut upstream, request, response, head_request, &mut emit).await {
-            Ok((head, emitted)) => return Ok((upstream, head, emitted)),
-            // A kept connection the backend closed just before the request went out: unsent, it
-            // goes on another connection (a fresh one at the latest, which does not loop). One
-            // that took the request and gave no answer is a failed attempt, which the caller
-            // retries by its rules (so a request the backend drops is not sent once per idle
-            // socket). A close while idle is seen before use (`IdleConnections::take_stream`).
-            Err(ExchangeError::Unsent(_)) if reused => {}
-            Err(error) => return Err(error),
         }
     }
 }
 
-/// One request and response head on `upstream`.
-async fn send<T>(
+/// Reads the next response head at the start of `response` (bytes already there first, then
+/// from `upstream`). `upgrade`: the request asked to switch protocols, so a 101 is a final head.
+pub async fn read_head<T>(
     upstream: &mut TcpStream,
-    request: &[u8],
     response: &mut Vec<u8>,
     head_request: bool,
+    upgrade: bool,
     emit: &mut impl FnMut(&FinalHead<'_, '_>) -> T,
-) -> Result<(ResponseHead, T), ExchangeError> {
-    upstream
-        .write_all(request)
-        .await
-        .map_err(ExchangeError::Unsent)?;
-    response.clear();
-    let mut received = false;
+) -> Result<Response<T>, ExchangeError> {
+    let mut received = !response.is_empty();
     loop {
+        if !response.is_empty() {
+            if let Some(head) = wire::parse_response(response, head_request, upgrade, &mut *emit)? {
+                return Ok(head);
+            }
+            if response.len() > MAX_RESPONSE_HEAD {
+                return Err(ExchangeError::HeadTooLarge);
+            }
+        }
         response.reserve(HEAD_READ);
         match upstream.read_buf(response).await {
             Ok(0) if received => return Err(ExchangeError::Truncated),
@@ -112,19 +141,16 @@ async fn send<T>(
             Err(error) if received => return Err(ExchangeError::Io(error)),
             Err(error) => return Err(ExchangeError::Reset(error)),
         }
-        loop {
-            match wire::parse_response(response, head_request, &mut *emit)? {
-                Some(Response::Final(head, emitted)) => return Ok((head, emitted)),
-                // 1xx before the final answer: dropped, as hyper's client does.
-                Some(Response::Informational { len }) => {
-                    response.drain(..len);
-                }
-                None => break,
-            }
-        }
-        if response.len() > MAX_RESPONSE_HEAD {
-            return Err(ExchangeError::HeadTooLarge);
-        }
+    }
+}
+
+impl ExchangeError {
+    /// The backend answered, but with something lb cannot relay: it is not asked again.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            ExchangeError::Response(_) | ExchangeError::Truncated | ExchangeError::HeadTooLarge
+        )
     }
 }
 
@@ -156,7 +182,7 @@ pub struct PlainBody {
 
 enum BodyState {
     Length(u64),
-    Chunked(Chunked),
+    Chunked(Decoder),
     UntilClose,
     Done,
 }
@@ -172,8 +198,8 @@ impl PlainBody {
         let state = match head.framing {
             Framing::Empty | Framing::Length(0) => BodyState::Done,
             Framing::Length(n) => BodyState::Length(n),
-            Framing::Chunked => BodyState::Chunked(Chunked::new()),
-            Framing::UntilClose => BodyState::UntilClose,
+            Framing::Chunked => BodyState::Chunked(Decoder::new(Output::Data)),
+            Framing::UntilClose | Framing::Tunnel => BodyState::UntilClose,
         };
         let first = response.get(head.len..).unwrap_or_default();
         let mut body = PlainBody {
@@ -244,22 +270,23 @@ impl Body for PlainBody {
                 }
                 BodyState::Chunked(chunked) => {
                     if !this.buffer.is_empty() {
-                        let mut data = BytesMut::new();
-                        let bytes = &this.buffer[..];
-                        let scanned =
-                            chunked.scan_with(bytes, |range| data.extend_from_slice(&bytes[range]));
-                        match scanned {
-                            Ok(Scan::More) => this.buffer.clear(),
-                            Ok(Scan::End(n)) => {
-                                let _ = this.buffer.split_to(n);
-                                this.finish();
+                        let mut data = Vec::new();
+                        match chunked.decode(&this.buffer, &mut data) {
+                            Ok(decoded) => {
+                                let _ = this.buffer.split_to(decoded.consumed);
+                                if decoded.ended {
+                                    this.finish();
+                                }
+                                if !data.is_empty() {
+                                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(data)))));
+                                }
+                                if decoded.ended {
+                                    continue;
+                                }
+                                // Only part of a size line or trailer section: read more.
                             }
                             Err(error) => return Poll::Ready(Some(Err(this.fail(error.into())))),
                         }
-                        if !data.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
-                        }
-                        continue;
                     }
                 }
                 BodyState::UntilClose => {
