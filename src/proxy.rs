@@ -72,7 +72,7 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let drain = CancellationToken::new();
     // Bounds open client connections: a permit is taken before accept, as mini-redis does, and
-    // travels with the socket (into an upgrade tunnel too).
+    // travels with the socket's task (through an upgrade tunnel too).
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     tokio::pin!(shutdown);
 

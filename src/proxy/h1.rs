@@ -43,12 +43,11 @@ use self::chunked::{Decoder, Output};
 use self::wire::{
     BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
 };
-use super::handler::{is_idempotent, Attempts, Failure, Proxy, Replay};
+use super::handler::{is_idempotent, route, Attempts, Failure, Proxy, Replay, Routed};
 use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::SendError;
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
-use crate::routing::Route;
 use crate::topology::{Backend, Pool};
 
 /// Room kept free in a buffer before each read.
@@ -346,17 +345,6 @@ fn request<'a>(input: &'a [u8], head: &'a RequestHead) -> Request<'a> {
     }
 }
 
-/// What routing decided for a request.
-enum Decision {
-    Pool(usize),
-    Local {
-        status: StatusCode,
-        /// One extra header (`Location`, `Allow`), if any.
-        extra: Option<(&'static [u8], Vec<u8>)>,
-        text: &'static str,
-    },
-}
-
 impl<'p> Connection<'p> {
     /// Answers a head lb refuses, then the connection closes.
     async fn refuse(&mut self, stream: &mut TcpStream, refusal: Refusal) {
@@ -397,51 +385,26 @@ impl<'p> Connection<'p> {
     ) -> Next {
         let started = Instant::now();
         let topology = self.proxy.topology.load_full();
-        let decision = {
+        let routed = {
             let request = request(&self.input, head);
             // `OPTIONS *` is routed as its host's `/`.
-            let route_path = if request.path == "*" {
-                "/"
+            let (path, query) = if request.path == "*" {
+                ("/", None)
             } else {
-                request.path
+                let query = &request.target[request.path.len().min(request.target.len())..];
+                let query = std::str::from_utf8(query)
+                    .ok()
+                    .and_then(|q| q.strip_prefix('?'));
+                (request.path, query)
             };
-            match topology
-                .routes
-                .route(request.method, request.host, route_path)
-            {
-                Route::Matched(&idx) if idx < topology.pools.len() => Decision::Pool(idx),
-                Route::Redirect(location) => {
-                    let query = &request.target[request.path.len().min(request.target.len())..];
-                    let mut value = location.into_bytes();
-                    value.extend_from_slice(query);
-                    Decision::Local {
-                        status: StatusCode::MOVED_PERMANENTLY,
-                        extra: Some((b"location", value)),
-                        text: "",
-                    }
-                }
-                Route::MethodNotAllowed => {
-                    let allowed = topology.routes.allowed_methods(request.host, route_path);
-                    Decision::Local {
-                        status: StatusCode::METHOD_NOT_ALLOWED,
-                        extra: Some((b"allow", allowed.join(", ").into_bytes())),
-                        text: "method not allowed\n",
-                    }
-                }
-                Route::Matched(_) | Route::NotFound => Decision::Local {
-                    status: StatusCode::NOT_FOUND,
-                    extra: None,
-                    text: "404 page not found\n",
-                },
+            match route(&topology, request.method, request.host, path, query) {
+                Routed::Pool(pool) => Ok(pool),
+                Routed::Local(answer) => Err(answer),
             }
         };
-        let idx = match decision {
-            Decision::Pool(idx) => idx,
-            Decision::Local {
-                status,
-                extra,
-                text,
-            } => {
+        let pool = match routed {
+            Ok(pool) => pool,
+            Err(answer) => {
                 // A body not read yet is not read at all: the connection closes after the answer.
                 let body_in_input = match head.body {
                     BodyFraming::None => Some(0),
@@ -454,11 +417,12 @@ impl<'p> Connection<'p> {
                 let exchange = self.exchange(&request, started);
                 let out = &mut self.scratch.out;
                 out.clear();
-                let extra: &[(&[u8], &[u8])] = match &extra {
-                    Some((name, value)) => &[(name, value)],
+                let extra: &[(&[u8], &[u8])] = match &answer.header {
+                    Some((name, value)) => &[(name.as_bytes(), value.as_bytes())],
                     None => &[],
                 };
-                exchange.push_local(out, status, extra, text, body_in_input.is_none());
+                let status = answer.status;
+                exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
                 exchange.account(status.as_u16(), None, None);
                 return match (stream.write_all(out).await, body_in_input) {
                     (Ok(()), Some(n)) => Next::Keep {
@@ -468,7 +432,6 @@ impl<'p> Connection<'p> {
                 };
             }
         };
-        let pool = &topology.pools[idx];
 
         // The body: read whole when small, else streamed from the client during the exchange.
         let body = match self.take_body(stream, head, head_started).await {

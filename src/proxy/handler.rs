@@ -134,39 +134,80 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
-        let pool = match topology
-            .routes
-            .route(request.method(), host, request.uri().path())
-        {
-            Route::Matched(&idx) => match topology.pools.get(idx) {
-                Some(pool) => pool,
-                None => {
-                    return (
-                        local(StatusCode::NOT_FOUND, "404 page not found\n"),
-                        None,
-                        None,
-                    )
-                }
-            },
-            Route::Redirect(location) => return (redirect(&location, request.uri()), None, None),
-            Route::MethodNotAllowed => {
-                let mut response = local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                let allowed = topology.routes.allowed_methods(host, request.uri().path());
-                if let Ok(value) = HeaderValue::try_from(allowed.join(", ")) {
-                    response.headers_mut().insert(header::ALLOW, value);
+        let uri = request.uri();
+        let pool = match route(topology, request.method(), host, uri.path(), uri.query()) {
+            Routed::Pool(pool) => pool,
+            Routed::Local(answer) => {
+                let mut response = local(answer.status, answer.text);
+                if let Some((name, value)) = answer.header {
+                    if let Ok(value) = HeaderValue::try_from(value) {
+                        let name = header::HeaderName::from_static(name);
+                        response.headers_mut().insert(name, value);
+                    }
                 }
                 return (response, None, None);
-            }
-            Route::NotFound => {
-                return (
-                    local(StatusCode::NOT_FOUND, "404 page not found\n"),
-                    None,
-                    None,
-                )
             }
         };
         let forwarded = forward(pool, request, client, &self.metrics).await;
         (forwarded.response, Some(pool), forwarded.backend)
+    }
+}
+
+/// What routing decided for a request, in both protocols.
+pub(super) enum Routed<'t> {
+    Pool(&'t Pool),
+    Local(LocalAnswer),
+}
+
+/// An answer lb gives without a backend (a redirect, 405, 404), as both protocols' engines render
+/// it: the status, a short `text/plain` body (none when empty), and one header if any.
+pub(super) struct LocalAnswer {
+    pub status: StatusCode,
+    pub text: &'static str,
+    /// `location` or `allow` (lowercase), and its value.
+    pub header: Option<(&'static str, String)>,
+}
+
+/// Routes a request, for both protocols; `query` is the target's query without its `?`.
+pub(super) fn route<'t>(
+    topology: &'t Topology,
+    method: &Method,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Routed<'t> {
+    let not_found = || {
+        Routed::Local(LocalAnswer {
+            status: StatusCode::NOT_FOUND,
+            text: "404 page not found\n",
+            header: None,
+        })
+    };
+    match topology.routes.route(method, host, path) {
+        Route::Matched(&idx) => topology
+            .pools
+            .get(idx)
+            .map_or_else(not_found, |pool| Routed::Pool(pool)),
+        Route::Redirect(mut location) => {
+            if let Some(query) = query {
+                location.push('?');
+                location.push_str(query);
+            }
+            Routed::Local(LocalAnswer {
+                status: StatusCode::MOVED_PERMANENTLY,
+                text: "",
+                header: Some(("location", location)),
+            })
+        }
+        Route::MethodNotAllowed => Routed::Local(LocalAnswer {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            text: "method not allowed\n",
+            header: Some((
+                "allow",
+                topology.routes.allowed_methods(host, path).join(", "),
+            )),
+        }),
+        Route::NotFound => not_found(),
     }
 }
 
@@ -501,19 +542,6 @@ fn local(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    response
-}
-
-fn redirect(location: &str, original: &Uri) -> Response<ResponseBody> {
-    let target = match original.query() {
-        Some(query) => format!("{location}?{query}"),
-        None => location.to_owned(),
-    };
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
-    if let Ok(value) = HeaderValue::try_from(target) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
     response
 }
 

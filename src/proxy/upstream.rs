@@ -35,7 +35,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A backend's idle keep-alive connections, ready for a request.
 ///
-/// Two kinds: hyper's client connections (requests hyper serves that carry a body or an upgrade)
+/// Two kinds: hyper's client connections (HTTP/2 requests that carry a body)
 /// and plain sockets for lb's own HTTP/1.1 code (`proxy::h1`, `send_plain`), which reads and
 /// writes the bytes itself.
 #[derive(Default)]
@@ -346,8 +346,7 @@ async fn connect(
         .await
         .map_err(SendError::Exchange)?;
     tokio::spawn(async move {
-        // `with_upgrades`: a 101 hands the socket to the tunnel instead of closing it.
-        if let Err(error) = connection.with_upgrades().await {
+        if let Err(error) = connection.await {
             tracing::debug!(%addr, %error, "backend connection ended with error");
         }
     });
