@@ -212,6 +212,11 @@ impl Lb {
             Arc::clone(self.applier.topology()),
             Arc::clone(self.applier.metrics()),
             self.access_log,
+            proxy::AfterHead {
+                read: self.startup.server.read_timeout,
+                send: self.startup.server.send_timeout,
+                tunnel_idle: self.startup.server.tunnel_idle_timeout,
+            },
         ));
         let drain_timeout = self.startup.server.drain_timeout;
         let settings = ServerSettings {

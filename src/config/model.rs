@@ -98,6 +98,12 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// A client connection with no request in flight and no byte received is closed after this.
     pub idle_timeout: Duration,
+    /// After a response head, the backend may be silent this long while its body is awaited.
+    pub read_timeout: Duration,
+    /// A client may take no response byte for this long.
+    pub send_timeout: Duration,
+    /// An upgrade tunnel may carry no byte either way for this long.
+    pub tunnel_idle_timeout: Duration,
     /// Client connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Runtime worker threads; `None` means one per core.
@@ -110,6 +116,9 @@ impl Default for Server {
             header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             max_connections: 10_000,
             workers: None,
         }
@@ -298,6 +307,11 @@ pub enum BackendAddrError {
     Ip { input: String, ip: String },
     #[error("backend {input:?}: port {port} is outside 1-65535")]
     Port { input: String, port: String },
+    #[error(
+        "backend {input:?}: url_path {url_path:?} is not a URL path (visible ASCII a URI path \
+         allows, percent-encoded otherwise; no query or fragment)"
+    )]
+    UrlPath { input: String, url_path: String },
 }
 
 impl BackendAddr {
@@ -312,6 +326,7 @@ impl BackendAddr {
         if !url_path.is_empty() && !url_path.starts_with('/') {
             return Err(BackendAddrError::Shape(input));
         }
+        check_url_path(&input, url_path)?;
         Ok(BackendAddr {
             addr: SocketAddr::new(ip, port),
             url_path: normalise_url_path(url_path),
@@ -321,6 +336,28 @@ impl BackendAddr {
     /// `IP:PORT`, the label used in logs, metrics and the health table.
     pub fn host_port(&self) -> String {
         self.addr.to_string()
+    }
+}
+
+/// A url_path is a prefix of every target the backend gets, for HTTP/1 and HTTP/2 clients alike:
+/// it must read as a URI path (`http::uri::PathAndQuery`) without a query or fragment, so any
+/// join with a valid target is a valid target. Checked once, where a backend is declared (the
+/// file, the control API), never per request.
+fn check_url_path(input: &str, url_path: &str) -> Result<(), BackendAddrError> {
+    let error = || BackendAddrError::UrlPath {
+        input: input.to_owned(),
+        url_path: url_path.to_owned(),
+    };
+    if url_path.is_empty() {
+        return Ok(());
+    }
+    // Visible ASCII only: an HTTP/1 request line carries the path as it is.
+    if url_path.contains(['?', '#']) || !url_path.bytes().all(|b| (0x21..0x7F).contains(&b)) {
+        return Err(error());
+    }
+    match http::uri::PathAndQuery::try_from(url_path) {
+        Ok(parsed) if parsed.as_str() == url_path && parsed.query().is_none() => Ok(()),
+        _ => Err(error()),
     }
 }
 
@@ -369,6 +406,7 @@ impl FromStr for BackendAddr {
         {
             return Err(shape());
         }
+        check_url_path(input, url_path)?;
         Ok(BackendAddr {
             addr: SocketAddr::new(ip, port),
             url_path: normalise_url_path(url_path),

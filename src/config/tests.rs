@@ -289,3 +289,35 @@ fn reparse_backends_falls_back_when_it_cannot_show_equality() {
         );
     }
 }
+
+/// A backend's url_path is checked once, as a URI path prefix, where it is declared: in the
+/// file and through `BackendAddr::new` (the control API and lbctl).
+#[test]
+fn a_url_path_must_be_a_uri_path() {
+    for good in ["127.0.0.1:80/v1/", "127.0.0.1:80/a%20b/c", "[::1]:80/x~y"] {
+        let addr: BackendAddr = good.parse().unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(addr.to_string(), good);
+    }
+    for bad in [
+        "127.0.0.1:80/a\u{e9}",
+        "127.0.0.1:80/a\u{7f}b",
+        "127.0.0.1:80/a<b",
+    ] {
+        let error = bad.parse::<BackendAddr>().unwrap_err();
+        assert!(
+            matches!(error, BackendAddrError::UrlPath { .. }),
+            "{bad}: {error}"
+        );
+    }
+    let ip = "127.0.0.1".parse().unwrap();
+    assert!(BackendAddr::new(ip, 80, "/v1").is_ok());
+    for bad in ["/a b", "/a?q", "/a#f", "/\u{e9}", "/a\u{1}"] {
+        assert!(
+            matches!(
+                BackendAddr::new(ip, 80, bad),
+                Err(BackendAddrError::UrlPath { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+}

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -43,11 +43,11 @@ use self::chunked::{Decoder, Output};
 use self::wire::{
     BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
 };
-use super::handler::{is_idempotent, Attempts, Failure, Proxy, Replay};
+use super::handler::{is_idempotent, route, Attempts, Failure, Proxy, Replay, Routed};
+use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::SendError;
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
-use crate::routing::Route;
 use crate::topology::{Backend, Pool};
 
 /// Room kept free in a buffer before each read.
@@ -345,17 +345,6 @@ fn request<'a>(input: &'a [u8], head: &'a RequestHead) -> Request<'a> {
     }
 }
 
-/// What routing decided for a request.
-enum Decision {
-    Pool(usize),
-    Local {
-        status: StatusCode,
-        /// One extra header (`Location`, `Allow`), if any.
-        extra: Option<(&'static [u8], Vec<u8>)>,
-        text: &'static str,
-    },
-}
-
 impl<'p> Connection<'p> {
     /// Answers a head lb refuses, then the connection closes.
     async fn refuse(&mut self, stream: &mut TcpStream, refusal: Refusal) {
@@ -396,51 +385,26 @@ impl<'p> Connection<'p> {
     ) -> Next {
         let started = Instant::now();
         let topology = self.proxy.topology.load_full();
-        let decision = {
+        let routed = {
             let request = request(&self.input, head);
             // `OPTIONS *` is routed as its host's `/`.
-            let route_path = if request.path == "*" {
-                "/"
+            let (path, query) = if request.path == "*" {
+                ("/", None)
             } else {
-                request.path
+                let query = &request.target[request.path.len().min(request.target.len())..];
+                let query = std::str::from_utf8(query)
+                    .ok()
+                    .and_then(|q| q.strip_prefix('?'));
+                (request.path, query)
             };
-            match topology
-                .routes
-                .route(request.method, request.host, route_path)
-            {
-                Route::Matched(&idx) if idx < topology.pools.len() => Decision::Pool(idx),
-                Route::Redirect(location) => {
-                    let query = &request.target[request.path.len().min(request.target.len())..];
-                    let mut value = location.into_bytes();
-                    value.extend_from_slice(query);
-                    Decision::Local {
-                        status: StatusCode::MOVED_PERMANENTLY,
-                        extra: Some((b"location", value)),
-                        text: "",
-                    }
-                }
-                Route::MethodNotAllowed => {
-                    let allowed = topology.routes.allowed_methods(request.host, route_path);
-                    Decision::Local {
-                        status: StatusCode::METHOD_NOT_ALLOWED,
-                        extra: Some((b"allow", allowed.join(", ").into_bytes())),
-                        text: "method not allowed\n",
-                    }
-                }
-                Route::Matched(_) | Route::NotFound => Decision::Local {
-                    status: StatusCode::NOT_FOUND,
-                    extra: None,
-                    text: "404 page not found\n",
-                },
+            match route(&topology, request.method, request.host, path, query) {
+                Routed::Pool(pool) => Ok(pool),
+                Routed::Local(answer) => Err(answer),
             }
         };
-        let idx = match decision {
-            Decision::Pool(idx) => idx,
-            Decision::Local {
-                status,
-                extra,
-                text,
-            } => {
+        let pool = match routed {
+            Ok(pool) => pool,
+            Err(answer) => {
                 // A body not read yet is not read at all: the connection closes after the answer.
                 let body_in_input = match head.body {
                     BodyFraming::None => Some(0),
@@ -453,11 +417,12 @@ impl<'p> Connection<'p> {
                 let exchange = self.exchange(&request, started);
                 let out = &mut self.scratch.out;
                 out.clear();
-                let extra: &[(&[u8], &[u8])] = match &extra {
-                    Some((name, value)) => &[(name, value)],
+                let extra: &[(&[u8], &[u8])] = match &answer.header {
+                    Some((name, value)) => &[(name.as_bytes(), value.as_bytes())],
                     None => &[],
                 };
-                exchange.push_local(out, status, extra, text, body_in_input.is_none());
+                let status = answer.status;
+                exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
                 exchange.account(status.as_u16(), None, None);
                 return match (stream.write_all(out).await, body_in_input) {
                     (Ok(()), Some(n)) => Next::Keep {
@@ -467,7 +432,6 @@ impl<'p> Connection<'p> {
                 };
             }
         };
-        let pool = &topology.pools[idx];
 
         // The body: read whole when small, else streamed from the client during the exchange.
         let body = match self.take_body(stream, head, head_started).await {
@@ -540,12 +504,16 @@ impl<'p> Connection<'p> {
                 }
                 let metrics = &self.proxy.metrics;
                 metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
-                let copied = tokio::io::copy_bidirectional(stream, &mut upstream).await;
+                let copied =
+                    stall::tunnel(&mut *stream, &mut upstream, &self.proxy.after_head).await;
                 metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
                 let backend = &in_flight.backend().addr;
                 match copied {
                     Ok((up, down)) => tracing::debug!(%backend, up, down, "tunnel closed"),
-                    Err(error) => tracing::debug!(%backend, %error, "tunnel ended with error"),
+                    Err(Cut::TimedOut(timeout)) => {
+                        self.proxy.timed_out(timeout, Some(in_flight.backend()))
+                    }
+                    Err(Cut::Io) => tracing::debug!(%backend, "tunnel ended with an error"),
                 }
                 Next::Close
             }
@@ -864,7 +832,8 @@ impl Exchange<'_> {
                 }
                 return Forwarded::Tunnel(upstream, in_flight);
             }
-            let relayed = relay(client, &mut upstream, &head, scratch, http11).await;
+            let after_head = &self.proxy.after_head;
+            let relayed = relay(client, &mut upstream, &head, scratch, http11, after_head).await;
             drop(in_flight);
             return match relayed {
                 Relayed::Whole { reusable } => {
@@ -878,6 +847,11 @@ impl Exchange<'_> {
                     }
                 }
                 Relayed::Broken => Forwarded::Close,
+                Relayed::TimedOut(timeout) => {
+                    self.proxy.timed_out(timeout, Some(&backend));
+                    self.account_timeout(head.status, pool, &backend, timeout);
+                    Forwarded::Close
+                }
             };
         };
         let close = !body_whole;
@@ -909,6 +883,21 @@ impl Exchange<'_> {
             close: close || request.close || self.drain.is_cancelled(),
         };
         wire::push_local_response(out, status, extra, text.as_bytes(), request.is_head(), side);
+    }
+
+    /// The access line of a response cut short by `timeout` (its first line went at the head).
+    fn account_timeout(&self, status: u16, pool: &Pool, backend: &Backend, timeout: Timeout) {
+        let request = self.request;
+        self.proxy.access_log.write(&crate::access_log::Line {
+            client: self.client,
+            method: request.method,
+            path: request.path,
+            status,
+            pool: Some(&pool.pattern),
+            backend: Some(backend.authority.as_str()),
+            duration: self.started.elapsed(),
+            timeout: Some(timeout.key()),
+        });
     }
 
     fn account(&self, status: u16, pool: Option<&Pool>, backend: Option<&Arc<Backend>>) {
@@ -1015,6 +1004,17 @@ enum Relayed {
     /// Either side failed mid-body: the client's connection must close (its response is cut
     /// short) and the backend's too.
     Broken,
+    /// As `Broken`, because a side was silent past a timeout.
+    TimedOut(Timeout),
+}
+
+impl From<Cut> for Relayed {
+    fn from(cut: Cut) -> Relayed {
+        match cut {
+            Cut::Io => Relayed::Broken,
+            Cut::TimedOut(timeout) => Relayed::TimedOut(timeout),
+        }
+    }
 }
 
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
@@ -1026,16 +1026,30 @@ async fn relay(
     head: &ResponseHead,
     scratch: &mut Scratch,
     http11: bool,
+    after_head: &AfterHead,
 ) -> Relayed {
+    match relay_within(client, upstream, head, scratch, http11, after_head).await {
+        Ok(relayed) => relayed,
+        Err(cut) => cut.into(),
+    }
+}
+
+/// [`relay`], with every wait bounded by `after_head`.
+async fn relay_within(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    head: &ResponseHead,
+    scratch: &mut Scratch,
+    http11: bool,
+    after_head: &AfterHead,
+) -> Result<Relayed, Cut> {
     let Scratch { response, out, .. } = scratch;
     let first = &response[head.len..];
     match head.framing {
         Framing::Empty | Framing::Tunnel => {
             let reusable = first.is_empty();
-            match client.write_all(out).await {
-                Ok(()) => Relayed::Whole { reusable },
-                Err(_) => Relayed::Broken,
-            }
+            after_head.send(client, out).await?;
+            Ok(Relayed::Whole { reusable })
         }
         Framing::Length(length) => {
             let take = first
@@ -1043,22 +1057,16 @@ async fn relay(
                 .min(usize::try_from(length).unwrap_or(usize::MAX));
             out.extend_from_slice(&first[..take]);
             let mut reusable = take == first.len();
-            if client.write_all(out).await.is_err() {
-                return Relayed::Broken;
-            }
+            after_head.send(client, out).await?;
             let mut left = length - take as u64;
             while left > 0 {
-                let Some(read) = read_body(upstream, response).await else {
-                    return Relayed::Broken;
-                };
+                let read = read_body(upstream, response, after_head).await?;
                 let take = read.min(usize::try_from(left).unwrap_or(usize::MAX));
                 reusable &= take == read;
-                if client.write_all(&response[..take]).await.is_err() {
-                    return Relayed::Broken;
-                }
+                after_head.send(client, &response[..take]).await?;
                 left -= take as u64;
             }
-            Relayed::Whole { reusable }
+            Ok(Relayed::Whole { reusable })
         }
         Framing::Chunked => {
             let mut decoder = Decoder::new(if http11 {
@@ -1072,23 +1080,22 @@ async fn relay(
                     Ok(decoded) => decoded,
                     Err(error) => {
                         tracing::warn!(%error, "backend sent a malformed chunked body; response cut short");
-                        return Relayed::Broken;
+                        return Ok(Relayed::Broken);
                     }
                 };
                 response.drain(..decoded.consumed);
-                if !out.is_empty() && client.write_all(out).await.is_err() {
-                    return Relayed::Broken;
+                if !out.is_empty() {
+                    after_head.send(client, out).await?;
                 }
                 out.clear();
                 if decoded.ended {
-                    return Relayed::Whole {
+                    return Ok(Relayed::Whole {
                         reusable: response.is_empty(),
-                    };
+                    });
                 }
                 response.reserve(BODY_READ);
-                match upstream.read_buf(response).await {
-                    Ok(0) | Err(_) => return Relayed::Broken,
-                    Ok(_) => {}
+                if after_head.read(upstream, response).await? == 0 {
+                    return Ok(Relayed::Broken);
                 }
             }
         }
@@ -1106,38 +1113,39 @@ async fn relay(
                         out.extend_from_slice(data);
                     }
                 }
-                if !out.is_empty() && client.write_all(out).await.is_err() {
-                    return Relayed::Broken;
+                if !out.is_empty() {
+                    after_head.send(client, out).await?;
                 }
                 out.clear();
                 response.clear();
                 response.reserve(BODY_READ);
-                match upstream.read_buf(response).await {
-                    Ok(0) => {
+                match after_head.read(upstream, response).await? {
+                    0 => {
                         let end: &[u8] = if http11 { b"0\r\n\r\n" } else { b"" };
-                        return match client.write_all(end).await {
-                            Ok(()) => Relayed::Whole { reusable: false },
-                            Err(_) => Relayed::Broken,
-                        };
+                        after_head.send(client, end).await?;
+                        return Ok(Relayed::Whole { reusable: false });
                     }
-                    Ok(n) => {
+                    n => {
                         first_len = n;
                         from = 0;
                     }
-                    Err(_) => return Relayed::Broken,
                 }
             }
         }
     }
 }
 
-/// Reads the next body bytes into `response` (emptied first); `None` when the backend closed or
-/// failed before the body's end.
-async fn read_body(upstream: &mut TcpStream, response: &mut Vec<u8>) -> Option<usize> {
+/// Reads the next body bytes into `response` (emptied first); a cut when the backend closed,
+/// failed or was silent past `read_timeout` before the body's end.
+async fn read_body(
+    upstream: &mut TcpStream,
+    response: &mut Vec<u8>,
+    after_head: &AfterHead,
+) -> Result<usize, Cut> {
     response.clear();
     response.reserve(BODY_READ);
-    match upstream.read_buf(response).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => Some(n),
+    match after_head.read(upstream, response).await? {
+        0 => Err(Cut::Io),
+        n => Ok(n),
     }
 }

@@ -12,10 +12,11 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{slot_untouched, HyperBody, RequestBody, ResponseBody};
+use super::body::{HyperBody, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
 use super::h1::wire;
 use super::headers;
+use super::stall::{AfterHead, Timeout};
 use super::upstream::{self, SendError};
 use crate::access_log::{self, AccessLog};
 use crate::config::PoolType;
@@ -28,14 +29,22 @@ pub struct Proxy {
     pub(super) topology: SharedTopology,
     pub(super) metrics: Arc<Global>,
     pub(super) access_log: AccessLog,
+    /// The timeouts after a response head, on both engines and in tunnels.
+    pub(super) after_head: AfterHead,
 }
 
 impl Proxy {
-    pub fn new(topology: SharedTopology, metrics: Arc<Global>, access_log: AccessLog) -> Proxy {
+    pub fn new(
+        topology: SharedTopology,
+        metrics: Arc<Global>,
+        access_log: AccessLog,
+        after_head: AfterHead,
+    ) -> Proxy {
         Proxy {
             topology,
             metrics,
             access_log,
+            after_head,
         }
     }
 
@@ -93,7 +102,19 @@ impl Proxy {
             pool: pool.map(|p| &*p.pattern),
             backend: backend.map(|b| b.authority.as_str()),
             duration: elapsed,
+            timeout: None,
         });
+    }
+
+    /// Counts a timeout after a response head and says so in the process log.
+    pub(super) fn timed_out(&self, timeout: Timeout, backend: Option<&Backend>) {
+        timeout.count(&self.metrics);
+        let backend = backend.map(|b| b.authority.as_str()).unwrap_or("-");
+        tracing::info!(
+            timeout = timeout.key(),
+            backend,
+            "closed both sides after a timeout"
+        );
     }
 
     /// Routes and forwards; returns the response with the pool and backend that produced it.
@@ -113,39 +134,80 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
-        let pool = match topology
-            .routes
-            .route(request.method(), host, request.uri().path())
-        {
-            Route::Matched(&idx) => match topology.pools.get(idx) {
-                Some(pool) => pool,
-                None => {
-                    return (
-                        local(StatusCode::NOT_FOUND, "404 page not found\n"),
-                        None,
-                        None,
-                    )
-                }
-            },
-            Route::Redirect(location) => return (redirect(&location, request.uri()), None, None),
-            Route::MethodNotAllowed => {
-                let mut response = local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                let allowed = topology.routes.allowed_methods(host, request.uri().path());
-                if let Ok(value) = HeaderValue::try_from(allowed.join(", ")) {
-                    response.headers_mut().insert(header::ALLOW, value);
+        let uri = request.uri();
+        let pool = match route(topology, request.method(), host, uri.path(), uri.query()) {
+            Routed::Pool(pool) => pool,
+            Routed::Local(answer) => {
+                let mut response = local(answer.status, answer.text);
+                if let Some((name, value)) = answer.header {
+                    if let Ok(value) = HeaderValue::try_from(value) {
+                        let name = header::HeaderName::from_static(name);
+                        response.headers_mut().insert(name, value);
+                    }
                 }
                 return (response, None, None);
-            }
-            Route::NotFound => {
-                return (
-                    local(StatusCode::NOT_FOUND, "404 page not found\n"),
-                    None,
-                    None,
-                )
             }
         };
         let forwarded = forward(pool, request, client, &self.metrics).await;
         (forwarded.response, Some(pool), forwarded.backend)
+    }
+}
+
+/// What routing decided for a request, in both protocols.
+pub(super) enum Routed<'t> {
+    Pool(&'t Pool),
+    Local(LocalAnswer),
+}
+
+/// An answer lb gives without a backend (a redirect, 405, 404), as both protocols' engines render
+/// it: the status, a short `text/plain` body (none when empty), and one header if any.
+pub(super) struct LocalAnswer {
+    pub status: StatusCode,
+    pub text: &'static str,
+    /// `location` or `allow` (lowercase), and its value.
+    pub header: Option<(&'static str, String)>,
+}
+
+/// Routes a request, for both protocols; `query` is the target's query without its `?`.
+pub(super) fn route<'t>(
+    topology: &'t Topology,
+    method: &Method,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Routed<'t> {
+    let not_found = || {
+        Routed::Local(LocalAnswer {
+            status: StatusCode::NOT_FOUND,
+            text: "404 page not found\n",
+            header: None,
+        })
+    };
+    match topology.routes.route(method, host, path) {
+        Route::Matched(&idx) => topology
+            .pools
+            .get(idx)
+            .map_or_else(not_found, |pool| Routed::Pool(pool)),
+        Route::Redirect(mut location) => {
+            if let Some(query) = query {
+                location.push('?');
+                location.push_str(query);
+            }
+            Routed::Local(LocalAnswer {
+                status: StatusCode::MOVED_PERMANENTLY,
+                text: "",
+                header: Some(("location", location)),
+            })
+        }
+        Route::MethodNotAllowed => Routed::Local(LocalAnswer {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            text: "method not allowed\n",
+            header: Some((
+                "allow",
+                topology.routes.allowed_methods(host, path).join(", "),
+            )),
+        }),
+        Route::NotFound => not_found(),
     }
 }
 
@@ -323,12 +385,12 @@ async fn forward(
         client: client_ip.as_bytes(),
         host,
     };
-    let (first_body, slot) = RequestBody::new(body);
+    let body = RequestBody::new(body);
     // A bodiless request goes on a plain socket with lb's own HTTP/1.1 code
-    // (`upstream::send_plain`); one with a body through hyper's client.
-    let plain = slot.is_none();
-    let size_hint = first_body.size_hint_of();
-    let mut body = Some(first_body);
+    // (`upstream::send_plain`); one with a body through hyper's client. The body is this
+    // function's until an attempt sends it, and comes back from an attempt that did not.
+    let plain = body.is_empty();
+    let mut body = Some(body);
     let mut rng = fastrand::Rng::new();
 
     let mut attempts = Attempts::default();
@@ -360,13 +422,7 @@ async fn forward(
                 Some(uri) => uri,
                 None => return Forwarded::local(StatusCode::BAD_REQUEST, "bad request target\n"),
             };
-            let mut upstream = Request::new(match body.take() {
-                Some(b) => b,
-                None => match &slot {
-                    Some(slot) => RequestBody::from_slot(slot, size_hint),
-                    None => RequestBody::empty(),
-                },
-            });
+            let mut upstream = Request::new(body.take().unwrap_or_else(RequestBody::empty));
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
             *upstream.version_mut() = Version::HTTP_11;
@@ -385,7 +441,13 @@ async fn forward(
             let sent = upstream::send(&backend, upstream, pool.connect_timeout);
             tokio::time::timeout(pool.request_timeout, sent)
                 .await
-                .map(|sent| sent.map(|(response, lease)| Sent::Hyper(response, lease)))
+                .map(|sent| match sent {
+                    Ok((response, lease)) => Ok(Sent::Hyper(response, lease)),
+                    Err(failure) => {
+                        body = failure.unsent.map(Request::into_body);
+                        Err(failure.error)
+                    }
+                })
         };
         match sent {
             Ok(Ok(Sent::Plain(plain))) => {
@@ -415,7 +477,7 @@ async fn forward(
                 };
             }
             Ok(Err(error)) => {
-                let body_replayable = slot.as_ref().is_none_or(slot_untouched);
+                let body_replayable = plain || body.is_some();
                 let replay = Replay {
                     unsent: body_replayable,
                     sent: body_replayable && is_idempotent(&parts.method),
@@ -481,19 +543,6 @@ fn local(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    response
-}
-
-fn redirect(location: &str, original: &Uri) -> Response<ResponseBody> {
-    let target = match original.query() {
-        Some(query) => format!("{location}?{query}"),
-        None => location.to_owned(),
-    };
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
-    if let Ok(value) = HeaderValue::try_from(target) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
     response
 }
 

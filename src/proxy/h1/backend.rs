@@ -1,8 +1,7 @@
-//! The backend side of lb's own HTTP/1.1 code: one request and its response head on a plain
-//! socket from the backend's idle set (or a new one), and a streamed response body for the
-//! hyper path's clients. Used by `proxy::h1` for its plain requests and, through
-//! `upstream::send_plain`, for the bodiless, non-upgrade requests hyper serves (HTTP/2 clients,
-//! mostly); knows nothing of the client side.
+//! The backend side of lb's own HTTP/1.1 code: a plain socket from the backend's idle set (or a
+//! new one), a request written on it, response heads read from it, and a streamed response body
+//! for hyper's HTTP/2 clients. Used by `proxy::h1` for every HTTP/1.x request and, through
+//! `upstream::send_plain`, for the bodiless HTTP/2 requests; knows nothing of the client side.
 
 use std::io;
 use std::net::SocketAddr;

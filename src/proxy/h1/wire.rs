@@ -1240,7 +1240,7 @@ mod tests {
     }
 
     /// Several `Transfer-Encoding` fields are one list; the client gets all of them as they were
-    /// (the hyper path drops every coding label).
+    /// (an HTTP/2 client gets the body decoded, without them).
     #[test]
     fn every_transfer_coding_reaches_the_client() {
         let (parsed, out) = response(
