@@ -163,12 +163,15 @@ p99_us() {
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# Runs lbctl AddBackend/RemoveBackend of backend 3 alternately, $RATE a second, until killed;
+# Runs lbctl AddBackend/RemoveBackend of backend 3 alternately, $RATE a second, until
+# $TMP/stop exists (checked between calls, so a round never ends with a change half made);
 # counts successes and failures in files.
 mutate_loop() {
     local period_ns=$((1000000000 / RATE)) next i=0 cmd
+    # Start with whichever change the file allows.
+    if grep -q "127.0.0.1:$B3\"" "$TMP/lb/lb.toml"; then i=1; fi
     next=$(date +%s%N)
-    while :; do
+    while [ ! -e "$TMP/stop" ]; do
         if [ $((i % 2)) = 0 ]; then cmd=addBackend; else cmd=removeBackend; fi
         if taskset -c "$LOAD_CPU" "$LBCTL_BIN" --lb="127.0.0.1:$LB_GRPC" --pattern=/ \
             --ip=127.0.0.1 --port="$B3" --url_path=/ "$cmd" >/dev/null 2>>"$TMP/lbctl.err"; then
@@ -196,10 +199,11 @@ for round in $(seq 1 "$ROUNDS"); do
     wrk_run "$TMP/idle.$round"
     p99_us "$TMP/idle.$round" >>"$TMP/idle.p99"
     ok_before=$(wc -l <"$TMP/mutations.ok")
+    rm -f "$TMP/stop"
     mutate_loop &
     MUTATOR=$!
     wrk_run "$TMP/busy.$round"
-    kill "$MUTATOR" 2>/dev/null || true
+    touch "$TMP/stop"
     wait "$MUTATOR" 2>/dev/null || true
     p99_us "$TMP/busy.$round" >>"$TMP/busy.p99"
     ok_after=$(wc -l <"$TMP/mutations.ok")

@@ -202,6 +202,8 @@ pub struct Applier {
     topology: SharedTopology,
     status: ArcSwap<Status>,
     /// The writer lock: whoever holds it is the only one reading-for-edit, writing and applying.
+    /// Never held across a network probe. In an `Arc` so that a round can move its guard onto
+    /// a blocking thread (`lock_owned`).
     state: Arc<Mutex<WriterState>>,
     probe_client: ProbeClient,
     /// Process-wide counters; reload outcomes are recorded here, the proxy records the rest.
