@@ -7,8 +7,20 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::apply::Status;
 use crate::topology::Topology;
+
+/// What the last reload attempt did: written by `apply`, read by the status APIs and rendered
+/// here. It lives here, below `apply`, so that metrics never imports `apply`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub generation: u64,
+    /// SHA-256 of the applied file content, lowercase hex.
+    pub content_hash: String,
+    pub applied_at: std::time::SystemTime,
+    /// The last reload error (every diagnostic as `PATH:LINE:COL: message`), cleared by the
+    /// next successful apply.
+    pub last_error: Option<String>,
+}
 
 /// Upper bounds (seconds) of the request-duration histogram buckets.
 pub const BUCKETS: [f64; 12] = [

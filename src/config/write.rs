@@ -10,6 +10,11 @@
 //! [`Replaced::Changed`], with the file as the save left it. A plain rename cannot do this: it
 //! drops whatever it replaced, unseen.
 //!
+//! NOTE: a program that writes the file *in place* is covered as long as its write lands
+//! before lb reads the swapped-out file back (its open truncates, so the read-back differs);
+//! one that opened the file before the swap and writes only after that read writes into the
+//! file lb then removes. Editors save by rename, which the swap always sees.
+//!
 //! Where the exchange is not available (not Linux, or a filesystem that answers `EINVAL`), the
 //! file is re-read just before a plain rename: the guarantee is then weaker, as a save landing
 //! between that read and the rename is replaced.

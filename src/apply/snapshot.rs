@@ -1,0 +1,250 @@
+//! apply::snapshot: owns building the next [`Topology`] from a validated config and swapping it
+//! in: unchanged pools carried over as the same `Arc<Pool>`, backends that stay keep their
+//! `Arc<Backend>`, new ones start as their first probe said, checkers reconciled. It never
+//! reads or writes the file.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{hex, sha256, Applier, Probed, Status, WriterState};
+use crate::config::{self, AdminState, BackendsSpans, Config, PoolConfig};
+use crate::health::Checkers;
+use crate::topology::{Backend, BackendKey, CheckSettings, Pool, Topology};
+
+/// The settings read once at start, as the file has them (before any flag overrides them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StartOnly {
+    listen: config::Listen,
+    server: config::Server,
+    token_file: Option<PathBuf>,
+    tls: Option<config::ControlTls>,
+    log: config::Log,
+}
+
+impl StartOnly {
+    pub(super) fn of(config: &Config) -> StartOnly {
+        StartOnly {
+            listen: config.listen.clone(),
+            server: config.server.clone(),
+            token_file: config.control.token_file.clone(),
+            tls: config.control.tls.clone(),
+            log: config.log.clone(),
+        }
+    }
+
+    /// The keys whose value in `now` differs from `self`, in file order.
+    fn changed(&self, now: &StartOnly) -> Vec<&'static str> {
+        let (a, b) = (self, now);
+        [
+            ("listen.http", a.listen.http != b.listen.http),
+            ("listen.grpc", a.listen.grpc != b.listen.grpc),
+            ("listen.admin", a.listen.admin != b.listen.admin),
+            (
+                "server.header_timeout",
+                a.server.header_timeout != b.server.header_timeout,
+            ),
+            (
+                "server.drain_timeout",
+                a.server.drain_timeout != b.server.drain_timeout,
+            ),
+            (
+                "server.idle_timeout",
+                a.server.idle_timeout != b.server.idle_timeout,
+            ),
+            (
+                "server.read_timeout",
+                a.server.read_timeout != b.server.read_timeout,
+            ),
+            (
+                "server.send_timeout",
+                a.server.send_timeout != b.server.send_timeout,
+            ),
+            (
+                "server.tunnel_idle_timeout",
+                a.server.tunnel_idle_timeout != b.server.tunnel_idle_timeout,
+            ),
+            (
+                "server.max_connections",
+                a.server.max_connections != b.server.max_connections,
+            ),
+            ("server.workers", a.server.workers != b.server.workers),
+            ("control.token_file", a.token_file != b.token_file),
+            (
+                "control.tls_cert",
+                a.tls.as_ref().map(|t| &t.cert) != b.tls.as_ref().map(|t| &t.cert),
+            ),
+            (
+                "control.tls_key",
+                a.tls.as_ref().map(|t| &t.key) != b.tls.as_ref().map(|t| &t.key),
+            ),
+            (
+                "control.client_ca",
+                a.tls.as_ref().and_then(|t| t.client_ca.as_ref())
+                    != b.tls.as_ref().and_then(|t| t.client_ca.as_ref()),
+            ),
+            ("log.access", a.log.access != b.log.access),
+            ("log.format", a.log.json != b.log.json),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
+// === impl Applier ===
+
+impl Applier {
+    /// Logs when the file's start-only settings (listeners, server limits, control security,
+    /// logging) differ from those this process started with: the pools of such a save apply at
+    /// once, these stay as they are until lb restarts, and the log says so.
+    fn note_start_only(&self, state: &mut WriterState, now: StartOnly) {
+        let Some(started_with) = &state.started_with else {
+            state.started_with = Some(now);
+            return;
+        };
+        let changed = started_with.changed(&now);
+        if changed == state.restart_pending {
+            return;
+        }
+        if changed.is_empty() {
+            tracing::info!(path = %self.path.display(), "start-only settings match the running ones again");
+        } else {
+            tracing::warn!(path = %self.path.display(), keys = %changed.join(", "), "lb.toml changed settings that take effect only at start; restart lb to apply them (the pools were applied)");
+        }
+        state.restart_pending = changed;
+    }
+
+    /// Builds one pool of the next snapshot from its config, reusing the `Arc<Backend>` of every
+    /// backend still declared, and reconciles its checkers.
+    fn build_pool(
+        &self,
+        checkers: &mut Checkers,
+        pool_config: &PoolConfig,
+        probed: &Probed,
+    ) -> Arc<Pool> {
+        let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
+        // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
+        let settings = Arc::new(CheckSettings::of(pool_config));
+        let mut wanted = Vec::with_capacity(pool_config.backends.len());
+        let backends = pool_config
+            .backends
+            .iter()
+            .map(|declared| {
+                let key = BackendKey {
+                    pattern: Arc::clone(&pattern),
+                    backend: declared.addr.clone(),
+                };
+                let backend = match checkers.backend(&key) {
+                    Some(existing) => Arc::clone(existing),
+                    // New to the pool: healthy or sick as its first probe said (sick if none).
+                    None => Arc::new(Backend::new(
+                        declared.addr.clone(),
+                        matches!(probed.get(&key), Some(Ok(()))),
+                    )),
+                };
+                backend.set_admin(declared.state);
+                // A disabled backend is not checked, and not in rotation until it is
+                // re-enabled and passes again.
+                let checks = if declared.state == AdminState::Disabled {
+                    backend.set_healthy(false);
+                    backend.connections.close_all();
+                    None
+                } else {
+                    Some(Arc::clone(&settings))
+                };
+                wanted.push((key.backend, Arc::clone(&backend), checks));
+                backend
+            })
+            .collect();
+        checkers.reconcile_pool(&pattern, wanted, &self.probe_client);
+        Arc::new(Pool {
+            pattern,
+            pool_type: pool_config.pool_type,
+            connect_timeout: pool_config.connect_timeout,
+            request_timeout: pool_config.request_timeout,
+            retries: pool_config.retries,
+            backends,
+        })
+    }
+
+    /// Builds the next topology from a valid config, swaps it in, and reconciles the checkers.
+    /// Backends that stay declared keep their `Arc<Backend>`: health, in-flight and pooled
+    /// connections survive. A backend new to its pool starts as its first probe (in `probed`,
+    /// taken a moment ago) said.
+    pub(super) fn apply(
+        &self,
+        state: &mut WriterState,
+        (mut config, spans): (Config, BackendsSpans),
+        text: &str,
+        probed: &Probed,
+        only: Option<usize>,
+    ) -> u64 {
+        let generation = self.status.load().generation + 1;
+        config.resolve_paths(&self.path);
+        self.note_start_only(state, StartOnly::of(&config));
+        // The running snapshot's pools by pattern, each with the config it was built from (the
+        // two lists are built together, in file order), so unchanged pools carry over whole.
+        let previous = self.topology.load_full();
+        let applied_pools = state.applied.as_ref().map_or(&[][..], |c| &c.pools[..]);
+        // The caller knows only pool `only` may differ from the applied config (a backend edit
+        // re-validated alone, `config::reparse_backends`): the others are carried over without
+        // comparing 999 configs, and no pool came or went. Only when the lists line up.
+        let only = only.filter(|&i| {
+            i < config.pools.len()
+                && previous.pools.len() == config.pools.len()
+                && applied_pools.len() == config.pools.len()
+                && applied_pools.get(i).map(|p| &p.pattern)
+                    == config.pools.get(i).map(|p| &p.pattern)
+        });
+        let carried: HashMap<&str, (&PoolConfig, &Arc<Pool>)> =
+            if only.is_none() && previous.pools.len() == applied_pools.len() {
+                applied_pools
+                    .iter()
+                    .zip(&previous.pools)
+                    .map(|(config, pool)| (config.pattern.as_str(), (config, pool)))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+        let pools = if let Some(i) = only {
+            let mut pools = previous.pools.clone();
+            pools[i] = self.build_pool(&mut state.checkers, &config.pools[i], probed);
+            pools
+        } else {
+            let mut pools = Vec::with_capacity(config.pools.len());
+            for pool_config in &config.pools {
+                if let Some((before, pool)) = carried.get(pool_config.pattern.as_str()) {
+                    if *before == pool_config {
+                        pools.push(Arc::clone(pool));
+                        continue;
+                    }
+                }
+                pools.push(self.build_pool(&mut state.checkers, pool_config, probed));
+            }
+            let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
+            state
+                .checkers
+                .retain_pools(|pattern| declared.contains(pattern));
+            pools
+        };
+        self.topology.store(Arc::new(Topology {
+            generation,
+            routes: std::mem::take(&mut config.routes),
+            pools,
+        }));
+        let hash = sha256(text);
+        state.applied_hash = Some(hash);
+        state.applied = Some(config);
+        state.backends_spans = spans;
+        self.status.store(Arc::new(Status {
+            generation,
+            content_hash: hex(&hash),
+            applied_at: SystemTime::now(),
+            last_error: None,
+        }));
+        tracing::info!(generation, path = %self.path.display(), "config applied");
+        generation
+    }
+}
