@@ -236,7 +236,7 @@ type Probed = HashMap<BackendKey, Result<(), String>>;
 /// A backend new to its pool, to probe with its pool's checks before any snapshot declares it.
 struct Unprobed {
     key: BackendKey,
-    checks: Vec<config::HealthCheck>,
+    checks: config::HealthChecks,
 }
 
 /// What one round under the writer lock came to.
