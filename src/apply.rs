@@ -630,6 +630,7 @@ fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A SHA-256 as lowercase hex, through the digest's own `LowerHex`.
+fn hex(hash: &[u8; 32]) -> String {
+    format!("{:x}", sha2::digest::Output::<Sha256>::from(*hash))
 }
