@@ -2,7 +2,9 @@
 # Runs every fuzz target in fuzz/ for a bounded time: scripts/fuzz.sh [SECONDS] (default 60 each).
 #
 #   targets: config (lb::config::parse), pattern (Pattern::parse + Router::new + route),
-#            edit (config::edit add/remove backend/pool; output stays TOML, round trips)
+#            edit (config::edit add/remove backend/pool; output stays TOML, round trips),
+#            request_head, chunked, response_head (proxy::h1's wire code through
+#            lb::proxy::fuzzing, against httparse and a strict reference chunked decoder)
 #
 # How it runs, and why:
 # - cargo-fuzz (libFuzzer + AddressSanitizer) needs a NIGHTLY toolchain: it passes
@@ -26,8 +28,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH="${1:-60}"
-TARGETS=(config pattern edit)
-declare -A DICT=([config]=toml.dict [pattern]=pattern.dict [edit]=edit.dict)
+TARGETS=(config pattern edit request_head chunked response_head)
+declare -A DICT=([config]=toml.dict [pattern]=pattern.dict [edit]=edit.dict
+    [request_head]=http1.dict [chunked]=http1.dict [response_head]=http1.dict)
 
 have_nightly() {
     command -v rustup >/dev/null && rustup toolchain list | grep -q '^nightly'

@@ -35,6 +35,9 @@ pub struct Line<'a> {
     /// `IP:PORT` of the backend that answered, if one did.
     pub backend: Option<&'a str>,
     pub duration: Duration,
+    /// The `[server]` timeout that cut this response short (a second line for the request, after
+    /// the one its head got); `None` on every ordinary line.
+    pub timeout: Option<&'a str>,
 }
 
 impl AccessLog {
@@ -85,6 +88,10 @@ impl Line<'_> {
             push_json_str(buf, self.backend.unwrap_or("-"));
             buf.push_str(",\"duration_ms\":");
             push_millis(buf, self.duration);
+            if let Some(timeout) = self.timeout {
+                buf.push_str(",\"timeout\":");
+                push_json_str(buf, timeout);
+            }
             buf.push_str("},\"target\":\"lb::access\"}\n");
         } else {
             push_timestamp(buf, now);
@@ -102,6 +109,10 @@ impl Line<'_> {
             buf.push_str(self.backend.unwrap_or("-"));
             buf.push_str(" duration_ms=");
             push_millis(buf, self.duration);
+            if let Some(timeout) = self.timeout {
+                buf.push_str(" timeout=");
+                buf.push_str(timeout);
+            }
             buf.push('\n');
         }
     }
@@ -268,6 +279,7 @@ mod tests {
             pool: pool.map(|p| &*Box::leak(p.to_owned().into_boxed_str())),
             backend: pool.map(|_| "127.0.0.1:8082"),
             duration: Duration::from_micros(micros),
+            timeout: None,
         }
     }
 
@@ -310,6 +322,24 @@ mod tests {
         let mut buf = String::new();
         line("/", None, 1).format(&mut buf, false, at(1_796_016_022, 1));
         assert!(buf.starts_with("2026-11-30T05:20:22.000001Z "), "{buf}");
+    }
+
+    #[test]
+    fn a_timeout_is_named_at_the_end_of_the_line() {
+        let cut = Line {
+            timeout: Some("read_timeout"),
+            ..line("/a", Some("/"), 1)
+        };
+        let mut buf = String::new();
+        cut.format(&mut buf, false, at(0, 0));
+        assert!(
+            buf.ends_with(" duration_ms=0.001 timeout=read_timeout\n"),
+            "{buf}"
+        );
+        let mut buf = String::new();
+        cut.format(&mut buf, true, at(0, 0));
+        let json: serde_json::Value = serde_json::from_str(&buf).unwrap();
+        assert_eq!(json["fields"]["timeout"], "read_timeout");
     }
 
     #[test]

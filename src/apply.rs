@@ -71,6 +71,18 @@ impl StartOnly {
                 a.server.idle_timeout != b.server.idle_timeout,
             ),
             (
+                "server.read_timeout",
+                a.server.read_timeout != b.server.read_timeout,
+            ),
+            (
+                "server.send_timeout",
+                a.server.send_timeout != b.server.send_timeout,
+            ),
+            (
+                "server.tunnel_idle_timeout",
+                a.server.tunnel_idle_timeout != b.server.tunnel_idle_timeout,
+            ),
+            (
                 "server.max_connections",
                 a.server.max_connections != b.server.max_connections,
             ),

@@ -200,6 +200,11 @@ impl Lb {
             Arc::clone(self.applier.topology()),
             Arc::clone(self.applier.metrics()),
             self.access_log,
+            proxy::AfterHead {
+                read: self.startup.server.read_timeout,
+                send: self.startup.server.send_timeout,
+                tunnel_idle: self.startup.server.tunnel_idle_timeout,
+            },
         ));
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,

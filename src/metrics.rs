@@ -105,6 +105,10 @@ pub struct Global {
     pub retries: AtomicU64,
     pub ejections: AtomicU64,
     pub upgrades_open: AtomicU64,
+    /// Exchanges and tunnels closed by a timeout after the response head, by `[server]` key.
+    pub timeouts_read: AtomicU64,
+    pub timeouts_send: AtomicU64,
+    pub timeouts_tunnel_idle: AtomicU64,
     pub git_commits_ok: AtomicU64,
     pub git_commits_failed: AtomicU64,
 }
@@ -258,6 +262,19 @@ pub fn render(topology: &Topology, status: &Status, global: &Global) -> String {
         "lb_upgrades_open {}",
         global.upgrades_open.load(Ordering::Relaxed)
     );
+    out.push_str("# HELP lb_timeouts_total Exchanges and tunnels closed by a timeout after the response head, by kind (read, send, tunnel_idle).\n");
+    out.push_str("# TYPE lb_timeouts_total counter\n");
+    for (kind, counter) in [
+        ("read", &global.timeouts_read),
+        ("send", &global.timeouts_send),
+        ("tunnel_idle", &global.timeouts_tunnel_idle),
+    ] {
+        let _ = writeln!(
+            out,
+            "lb_timeouts_total{{kind=\"{kind}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
     out.push_str("# HELP lb_git_commits_total Commits of control-API changes ([control] git_commit), by result.\n");
     out.push_str("# TYPE lb_git_commits_total counter\n");
     let _ = writeln!(

@@ -8,13 +8,17 @@
 
 mod body;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod handler;
 mod headers;
+mod stall;
 mod upstream;
 
 pub use body::{RequestBody, ResponseBody};
 pub use handler::Proxy;
+pub use stall::AfterHead;
 pub use upstream::IdleConnections;
 
 use std::convert::Infallible;
@@ -32,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use conn::{ClientIo, IdleClock, Tracked};
+use stall::ReadTimed;
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
@@ -180,6 +185,7 @@ async fn serve_h2(
         let active = requests.start();
         async move {
             let response = handler.handle(request, client).await;
+            let response = response.map(|body| ReadTimed::new(body, handler));
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
         }
     });

@@ -170,3 +170,18 @@ fn pattern() {
 fn edit() {
     run("edit", "edit.dict", lb_fuzz::edit);
 }
+
+#[test]
+fn request_head() {
+    run("request_head", "http1.dict", lb_fuzz::request_head);
+}
+
+#[test]
+fn chunked() {
+    run("chunked", "http1.dict", lb_fuzz::chunked);
+}
+
+#[test]
+fn response_head() {
+    run("response_head", "http1.dict", lb_fuzz::response_head);
+}

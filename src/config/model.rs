@@ -92,6 +92,12 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// A client connection with no request in flight and no byte received is closed after this.
     pub idle_timeout: Duration,
+    /// After a response head, the backend may be silent this long while its body is awaited.
+    pub read_timeout: Duration,
+    /// A client may take no response byte for this long.
+    pub send_timeout: Duration,
+    /// An upgrade tunnel may carry no byte either way for this long.
+    pub tunnel_idle_timeout: Duration,
     /// Client connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Runtime worker threads; `None` means one per core.
@@ -104,6 +110,9 @@ impl Default for Server {
             header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             max_connections: 10_000,
             workers: None,
         }

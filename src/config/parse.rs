@@ -104,6 +104,9 @@ struct RawServer {
     header_timeout: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    read_timeout: Option<Spanned<String>>,
+    send_timeout: Option<Spanned<String>>,
+    tunnel_idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
 }
@@ -319,6 +322,12 @@ impl Validator<'_> {
                 .duration(raw.server.header_timeout, server_defaults.header_timeout),
             drain_timeout: self.duration(raw.server.drain_timeout, server_defaults.drain_timeout),
             idle_timeout: self.duration(raw.server.idle_timeout, server_defaults.idle_timeout),
+            read_timeout: self.duration(raw.server.read_timeout, server_defaults.read_timeout),
+            send_timeout: self.duration(raw.server.send_timeout, server_defaults.send_timeout),
+            tunnel_idle_timeout: self.duration(
+                raw.server.tunnel_idle_timeout,
+                server_defaults.tunnel_idle_timeout,
+            ),
             max_connections: match raw.server.max_connections {
                 None => server_defaults.max_connections,
                 Some(n) => {

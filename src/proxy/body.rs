@@ -1,7 +1,6 @@
 //! Body types at the two edges of the proxy: what lb sends upstream and what it answers with.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -105,62 +104,32 @@ impl Body for ResponseBody {
     }
 }
 
-/// A request body that can be offered to a second backend if the first connect failed.
+/// A client's request body on its way to a backend through hyper's client.
 ///
-/// The client's body sits in a shared slot until the upstream connection first polls it. A
-/// connect failure happens before any poll, so the slot still holds the body and a retry can
-/// send it elsewhere; once polled, the body belongs to that attempt and is never replayed.
-pub struct RequestBody {
-    state: RequestState,
-    size_hint: SizeHint,
-}
-
-enum RequestState {
-    Empty,
-    Waiting(BodySlot),
-    Streaming(Incoming),
-    Gone,
-}
-
-/// NOTE: a per-request, uncontended mutex, locked once when the body is first polled; it is
-/// never shared between requests.
-#[allow(clippy::disallowed_types)]
-pub type BodySlot = Arc<std::sync::Mutex<Option<Incoming>>>;
+/// It is never shared: an attempt owns it, and an attempt that fails before hyper took the
+/// request (a failed connect, an idle connection found closed) hands the whole request back
+/// (`upstream::SendFailure::unsent`), so the next attempt sends the same body. Once hyper has
+/// the request, the body belongs to that attempt and is never replayed.
+pub struct RequestBody(Option<Incoming>);
 
 impl RequestBody {
-    /// Wraps a client body. `None` for the slot when the request has no body at all.
-    pub fn new(body: Incoming) -> (RequestBody, Option<BodySlot>) {
+    /// Wraps a client body; one that is already at its end counts as none.
+    pub fn new(body: Incoming) -> RequestBody {
         if body.is_end_stream() {
-            return (RequestBody::empty(), None);
+            RequestBody::empty()
+        } else {
+            RequestBody(Some(body))
         }
-        let size_hint = body.size_hint();
-        #[allow(clippy::disallowed_types)]
-        let slot: BodySlot = Arc::new(std::sync::Mutex::new(Some(body)));
-        (RequestBody::from_slot(&slot, size_hint), Some(slot))
     }
 
     pub fn empty() -> RequestBody {
-        RequestBody {
-            state: RequestState::Empty,
-            size_hint: SizeHint::with_exact(0),
-        }
+        RequestBody(None)
     }
 
-    pub fn from_slot(slot: &BodySlot, size_hint: SizeHint) -> RequestBody {
-        RequestBody {
-            state: RequestState::Waiting(Arc::clone(slot)),
-            size_hint,
-        }
+    /// The request has no body at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
     }
-
-    pub fn size_hint_of(&self) -> SizeHint {
-        self.size_hint
-    }
-}
-
-/// True while nobody has started sending the slot's body.
-pub fn slot_untouched(slot: &BodySlot) -> bool {
-    slot.lock().map(|s| s.is_some()).unwrap_or(false)
 }
 
 impl Body for RequestBody {
@@ -171,35 +140,19 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        loop {
-            match &mut this.state {
-                RequestState::Empty | RequestState::Gone => return Poll::Ready(None),
-                RequestState::Streaming(body) => return Pin::new(body).poll_frame(cx),
-                RequestState::Waiting(slot) => {
-                    let taken = slot.lock().ok().and_then(|mut s| s.take());
-                    this.state = match taken {
-                        Some(body) => RequestState::Streaming(body),
-                        // Another attempt owns it; this one has nothing to send.
-                        None => RequestState::Gone,
-                    };
-                }
-            }
+        match &mut self.get_mut().0 {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.state {
-            RequestState::Empty | RequestState::Gone => true,
-            RequestState::Streaming(body) => body.is_end_stream(),
-            RequestState::Waiting(_) => false,
-        }
+        self.0.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.state {
-            RequestState::Streaming(body) => body.size_hint(),
-            _ => self.size_hint,
-        }
+        self.0
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -44,6 +44,7 @@ use self::wire::{
     BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
 };
 use super::handler::{is_idempotent, route, Attempts, Failure, Proxy, Replay, Routed};
+use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::SendError;
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
@@ -522,12 +523,16 @@ impl<'p> Connection<'p> {
                 }
                 let metrics = &self.proxy.metrics;
                 metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
-                let copied = tokio::io::copy_bidirectional(stream, &mut upstream).await;
+                let copied =
+                    stall::tunnel(&mut *stream, &mut upstream, &self.proxy.after_head).await;
                 metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
                 let backend = &in_flight.backend().addr;
                 match copied {
                     Ok((up, down)) => tracing::debug!(%backend, up, down, "tunnel closed"),
-                    Err(error) => tracing::debug!(%backend, %error, "tunnel ended with error"),
+                    Err(Cut::TimedOut(timeout)) => {
+                        self.proxy.timed_out(timeout, Some(in_flight.backend()))
+                    }
+                    Err(Cut::Io) => tracing::debug!(%backend, "tunnel ended with an error"),
                 }
                 Next::Close
             }
@@ -846,7 +851,8 @@ impl Exchange<'_> {
                 }
                 return Forwarded::Tunnel(upstream, in_flight);
             }
-            let relayed = relay(client, &mut upstream, &head, scratch, http11).await;
+            let after_head = &self.proxy.after_head;
+            let relayed = relay(client, &mut upstream, &head, scratch, http11, after_head).await;
             drop(in_flight);
             return match relayed {
                 Relayed::Whole { reusable } => {
@@ -860,6 +866,11 @@ impl Exchange<'_> {
                     }
                 }
                 Relayed::Broken => Forwarded::Close,
+                Relayed::TimedOut(timeout) => {
+                    self.proxy.timed_out(timeout, Some(&backend));
+                    self.account_timeout(head.status, pool, &backend, timeout);
+                    Forwarded::Close
+                }
             };
         };
         let close = !body_whole;
@@ -891,6 +902,21 @@ impl Exchange<'_> {
             close: close || request.close || self.drain.is_cancelled(),
         };
         wire::push_local_response(out, status, extra, text.as_bytes(), request.is_head(), side);
+    }
+
+    /// The access line of a response cut short by `timeout` (its first line went at the head).
+    fn account_timeout(&self, status: u16, pool: &Pool, backend: &Backend, timeout: Timeout) {
+        let request = self.request;
+        self.proxy.access_log.write(&crate::access_log::Line {
+            client: self.client,
+            method: request.method,
+            path: request.path,
+            status,
+            pool: Some(&pool.pattern),
+            backend: Some(backend.authority.as_str()),
+            duration: self.started.elapsed(),
+            timeout: Some(timeout.key()),
+        });
     }
 
     fn account(&self, status: u16, pool: Option<&Pool>, backend: Option<&Arc<Backend>>) {
@@ -997,6 +1023,17 @@ enum Relayed {
     /// Either side failed mid-body: the client's connection must close (its response is cut
     /// short) and the backend's too.
     Broken,
+    /// As `Broken`, because a side was silent past a timeout.
+    TimedOut(Timeout),
+}
+
+impl From<Cut> for Relayed {
+    fn from(cut: Cut) -> Relayed {
+        match cut {
+            Cut::Io => Relayed::Broken,
+            Cut::TimedOut(timeout) => Relayed::TimedOut(timeout),
+        }
+    }
 }
 
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
@@ -1008,16 +1045,30 @@ async fn relay(
     head: &ResponseHead,
     scratch: &mut Scratch,
     http11: bool,
+    after_head: &AfterHead,
 ) -> Relayed {
+    match relay_within(client, upstream, head, scratch, http11, after_head).await {
+        Ok(relayed) => relayed,
+        Err(cut) => cut.into(),
+    }
+}
+
+/// [`relay`], with every wait bounded by `after_head`.
+async fn relay_within(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    head: &ResponseHead,
+    scratch: &mut Scratch,
+    http11: bool,
+    after_head: &AfterHead,
+) -> Result<Relayed, Cut> {
     let Scratch { response, out, .. } = scratch;
     let first = &response[head.len..];
     match head.framing {
         Framing::Empty | Framing::Tunnel => {
             let reusable = first.is_empty();
-            match client.write_all(out).await {
-                Ok(()) => Relayed::Whole { reusable },
-                Err(_) => Relayed::Broken,
-            }
+            after_head.send(client, out).await?;
+            Ok(Relayed::Whole { reusable })
         }
         Framing::Length(length) => {
             let take = first
@@ -1025,22 +1076,16 @@ async fn relay(
                 .min(usize::try_from(length).unwrap_or(usize::MAX));
             out.extend_from_slice(&first[..take]);
             let mut reusable = take == first.len();
-            if client.write_all(out).await.is_err() {
-                return Relayed::Broken;
-            }
+            after_head.send(client, out).await?;
             let mut left = length - take as u64;
             while left > 0 {
-                let Some(read) = read_body(upstream, response).await else {
-                    return Relayed::Broken;
-                };
+                let read = read_body(upstream, response, after_head).await?;
                 let take = read.min(usize::try_from(left).unwrap_or(usize::MAX));
                 reusable &= take == read;
-                if client.write_all(&response[..take]).await.is_err() {
-                    return Relayed::Broken;
-                }
+                after_head.send(client, &response[..take]).await?;
                 left -= take as u64;
             }
-            Relayed::Whole { reusable }
+            Ok(Relayed::Whole { reusable })
         }
         Framing::Chunked => {
             let mut decoder = Decoder::new(if http11 {
@@ -1054,23 +1099,22 @@ async fn relay(
                     Ok(decoded) => decoded,
                     Err(error) => {
                         tracing::warn!(%error, "backend sent a malformed chunked body; response cut short");
-                        return Relayed::Broken;
+                        return Ok(Relayed::Broken);
                     }
                 };
                 response.drain(..decoded.consumed);
-                if !out.is_empty() && client.write_all(out).await.is_err() {
-                    return Relayed::Broken;
+                if !out.is_empty() {
+                    after_head.send(client, out).await?;
                 }
                 out.clear();
                 if decoded.ended {
-                    return Relayed::Whole {
+                    return Ok(Relayed::Whole {
                         reusable: response.is_empty(),
-                    };
+                    });
                 }
                 response.reserve(BODY_READ);
-                match upstream.read_buf(response).await {
-                    Ok(0) | Err(_) => return Relayed::Broken,
-                    Ok(_) => {}
+                if after_head.read(upstream, response).await? == 0 {
+                    return Ok(Relayed::Broken);
                 }
             }
         }
@@ -1088,38 +1132,39 @@ async fn relay(
                         out.extend_from_slice(data);
                     }
                 }
-                if !out.is_empty() && client.write_all(out).await.is_err() {
-                    return Relayed::Broken;
+                if !out.is_empty() {
+                    after_head.send(client, out).await?;
                 }
                 out.clear();
                 response.clear();
                 response.reserve(BODY_READ);
-                match upstream.read_buf(response).await {
-                    Ok(0) => {
+                match after_head.read(upstream, response).await? {
+                    0 => {
                         let end: &[u8] = if http11 { b"0\r\n\r\n" } else { b"" };
-                        return match client.write_all(end).await {
-                            Ok(()) => Relayed::Whole { reusable: false },
-                            Err(_) => Relayed::Broken,
-                        };
+                        after_head.send(client, end).await?;
+                        return Ok(Relayed::Whole { reusable: false });
                     }
-                    Ok(n) => {
+                    n => {
                         first_len = n;
                         from = 0;
                     }
-                    Err(_) => return Relayed::Broken,
                 }
             }
         }
     }
 }
 
-/// Reads the next body bytes into `response` (emptied first); `None` when the backend closed or
-/// failed before the body's end.
-async fn read_body(upstream: &mut TcpStream, response: &mut Vec<u8>) -> Option<usize> {
+/// Reads the next body bytes into `response` (emptied first); a cut when the backend closed,
+/// failed or was silent past `read_timeout` before the body's end.
+async fn read_body(
+    upstream: &mut TcpStream,
+    response: &mut Vec<u8>,
+    after_head: &AfterHead,
+) -> Result<usize, Cut> {
     response.clear();
     response.reserve(BODY_READ);
-    match upstream.read_buf(response).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => Some(n),
+    match after_head.read(upstream, response).await? {
+        0 => Err(Cut::Io),
+        n => Ok(n),
     }
 }

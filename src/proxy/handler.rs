@@ -12,10 +12,11 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{slot_untouched, HyperBody, RequestBody, ResponseBody};
+use super::body::{HyperBody, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
 use super::h1::wire;
 use super::headers;
+use super::stall::{AfterHead, Timeout};
 use super::upstream::{self, SendError};
 use crate::access_log::{self, AccessLog};
 use crate::config::PoolType;
@@ -28,14 +29,22 @@ pub struct Proxy {
     pub(super) topology: SharedTopology,
     pub(super) metrics: Arc<Global>,
     pub(super) access_log: AccessLog,
+    /// The timeouts after a response head, on both engines and in tunnels.
+    pub(super) after_head: AfterHead,
 }
 
 impl Proxy {
-    pub fn new(topology: SharedTopology, metrics: Arc<Global>, access_log: AccessLog) -> Proxy {
+    pub fn new(
+        topology: SharedTopology,
+        metrics: Arc<Global>,
+        access_log: AccessLog,
+        after_head: AfterHead,
+    ) -> Proxy {
         Proxy {
             topology,
             metrics,
             access_log,
+            after_head,
         }
     }
 
@@ -93,7 +102,19 @@ impl Proxy {
             pool: pool.map(|p| &*p.pattern),
             backend: backend.map(|b| b.authority.as_str()),
             duration: elapsed,
+            timeout: None,
         });
+    }
+
+    /// Counts a timeout after a response head and says so in the process log.
+    pub(super) fn timed_out(&self, timeout: Timeout, backend: Option<&Backend>) {
+        timeout.count(&self.metrics);
+        let backend = backend.map(|b| b.authority.as_str()).unwrap_or("-");
+        tracing::info!(
+            timeout = timeout.key(),
+            backend,
+            "closed both sides after a timeout"
+        );
     }
 
     /// Routes and forwards; returns the response with the pool and backend that produced it.
@@ -363,12 +384,12 @@ async fn forward(
         client: client_ip.as_bytes(),
         host,
     };
-    let (first_body, slot) = RequestBody::new(body);
+    let body = RequestBody::new(body);
     // A bodiless request goes on a plain socket with lb's own HTTP/1.1 code
-    // (`upstream::send_plain`); one with a body through hyper's client.
-    let plain = slot.is_none();
-    let size_hint = first_body.size_hint_of();
-    let mut body = Some(first_body);
+    // (`upstream::send_plain`); one with a body through hyper's client. The body is this
+    // function's until an attempt sends it, and comes back from an attempt that did not.
+    let plain = body.is_empty();
+    let mut body = Some(body);
     let mut rng = fastrand::Rng::new();
 
     let mut attempts = Attempts::default();
@@ -400,13 +421,7 @@ async fn forward(
                 Some(uri) => uri,
                 None => return Forwarded::local(StatusCode::BAD_REQUEST, "bad request target\n"),
             };
-            let mut upstream = Request::new(match body.take() {
-                Some(b) => b,
-                None => match &slot {
-                    Some(slot) => RequestBody::from_slot(slot, size_hint),
-                    None => RequestBody::empty(),
-                },
-            });
+            let mut upstream = Request::new(body.take().unwrap_or_else(RequestBody::empty));
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
             *upstream.version_mut() = Version::HTTP_11;
@@ -425,7 +440,13 @@ async fn forward(
             let sent = upstream::send(&backend, upstream, pool.connect_timeout);
             tokio::time::timeout(pool.request_timeout, sent)
                 .await
-                .map(|sent| sent.map(|(response, lease)| Sent::Hyper(response, lease)))
+                .map(|sent| match sent {
+                    Ok((response, lease)) => Ok(Sent::Hyper(response, lease)),
+                    Err(failure) => {
+                        body = failure.unsent.map(Request::into_body);
+                        Err(failure.error)
+                    }
+                })
         };
         match sent {
             Ok(Ok(Sent::Plain(plain))) => {
@@ -455,7 +476,7 @@ async fn forward(
                 };
             }
             Ok(Err(error)) => {
-                let body_replayable = slot.as_ref().is_none_or(slot_untouched);
+                let body_replayable = plain || body.is_some();
                 let replay = Replay {
                     unsent: body_replayable,
                     sent: body_replayable && is_idempotent(&parts.method),

@@ -284,22 +284,35 @@ pub async fn send_plain(
     })
 }
 
+/// A failed [`send`]: why, and the request itself when it never reached hyper's connection (a
+/// failed connect or handshake, or an idle connection found closed with no fresh one to take
+/// it), so that another attempt can send it, body and all.
+pub struct SendFailure {
+    pub error: SendError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
 /// Sends `request` (origin-form URI, `Host` set) to `backend` on an idle connection or a new
 /// one, and returns the response head with the connection it came on.
 pub async fn send(
     backend: &Backend,
     mut request: Request<RequestBody>,
     connect_timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), SendError> {
+) -> Result<(Response<Incoming>, Lease), SendFailure> {
     loop {
         let (mut sender, reused) = match backend.connections.take() {
             Some(sender) => (sender, true),
             // Boxed: connecting and the handshake make a large future that only a new
             // connection needs; inline, every request's future would carry (and move) it.
-            None => (
-                Box::pin(connect(backend.addr.addr, connect_timeout)).await?,
-                false,
-            ),
+            None => match Box::pin(connect(backend.addr.addr, connect_timeout)).await {
+                Ok(sender) => (sender, false),
+                Err(error) => {
+                    return Err(SendFailure {
+                        error,
+                        unsent: Some(request),
+                    })
+                }
+            },
         };
         match sender.try_send_request(request).await {
             Ok(response) => return Ok((response, Lease { sender })),
@@ -308,7 +321,12 @@ pub async fn send(
                 // request was not sent, so it goes on another connection (a fresh one at the
                 // latest, which does not loop).
                 Some(unsent) if reused => request = unsent,
-                _ => return Err(SendError::Exchange(error.into_error())),
+                unsent => {
+                    return Err(SendFailure {
+                        error: SendError::Exchange(error.into_error()),
+                        unsent,
+                    })
+                }
             },
         }
     }
@@ -370,9 +388,9 @@ mod tests {
         request
             .headers_mut()
             .insert(http::header::HOST, "t".parse().unwrap());
-        let (response, lease) = send(backend, request, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let Ok((response, lease)) = send(backend, request, Duration::from_secs(5)).await else {
+            panic!("the exchange failed");
+        };
         let body = response.into_body().collect().await.unwrap().to_bytes();
         lease.release(backend);
         String::from_utf8_lossy(&body).into_owned()
@@ -406,7 +424,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_connect_is_a_connect_error() {
+    async fn a_refused_connect_is_a_connect_error_that_gives_the_request_back() {
         // Bind then drop: nothing listens on the port any more.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -415,11 +433,17 @@ mod tests {
             .port();
         let addr: BackendAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let backend = Arc::new(Backend::new(addr, true));
-        let request = Request::new(RequestBody::empty());
-        let error = send(&backend, request, Duration::from_secs(5)).await.err();
+        let mut request = Request::new(RequestBody::empty());
+        *request.uri_mut() = "/body-stays".parse().unwrap();
+        let Err(failure) = send(&backend, request, Duration::from_secs(5)).await else {
+            panic!("a refused connect answered");
+        };
         assert!(
-            matches!(error, Some(SendError::Connect { .. })),
-            "{error:?}"
+            matches!(failure.error, SendError::Connect { .. }),
+            "{:?}",
+            failure.error
         );
+        let unsent = failure.unsent.expect("the unsent request comes back");
+        assert_eq!(unsent.uri().path(), "/body-stays");
     }
 }
