@@ -1,7 +1,7 @@
-//! Edges of the native HTTP/1.1 path (`proxy::h1`) found in review, where it first answered
-//! differently from the hyper path: `Connection` options naming framing headers or `Host`, odd
-//! statuses, 204 lengths, repeated lengths and codings, a request the backend drops, a drain
-//! mid-exchange, and a pipelined half head. Each test states the expected behaviour.
+//! Edges of the HTTP/1.x engine (`proxy::h1`) found in review: `Connection` options naming
+//! framing headers or `Host`, odd statuses, 204 lengths, repeated lengths and codings, a request
+//! the backend drops, a drain mid-exchange, a pipelined half head, and a refused request whose
+//! client goes on sending. Each test states the expected behaviour.
 
 mod support;
 
@@ -231,5 +231,39 @@ async fn a_response_in_flight_at_drain_says_connection_close() {
         header(&head, "connection").map(|v| v.to_ascii_lowercase()),
         Some("close".to_owned()),
         "{head:?}"
+    );
+}
+
+/// A refused request whose client goes on sending (here, a megabyte of the body of a request
+/// with two `Host` fields): lb answers, half-closes and drains what still arrives, so the client
+/// reads the 400 rather than a reset, and then sees the connection close.
+#[tokio::test]
+async fn a_refused_request_with_a_large_body_still_gets_its_answer() {
+    let backend = closing_backend().await;
+    let lb = start(backend.addr, "").await;
+    let mut client = Wire::connect(&lb).await;
+    let mut send =
+        b"POST /a HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    send.resize(send.len() + 1024 * 1024, b'z');
+    let (mut reader, mut writer) = client.stream.split();
+    let write = async {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut writer, &send).await;
+    };
+    let read = async {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut got),
+        )
+        .await;
+        got
+    };
+    let ((), got) = tokio::join!(write, read);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text:?}");
+    assert_eq!(
+        header(&text, "connection").as_deref(),
+        Some("close"),
+        "{text:?}"
     );
 }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -146,6 +146,10 @@ pub(super) async fn serve(
             may_be_whole = conn.input[before..].contains(&b'\n');
         };
         let Next::Keep { consumed } = conn.serve_request(stream, &head, waiting_since).await else {
+            if head.body != BodyFraming::None {
+                // The client may still be sending a body lb did not read.
+                linger(stream).await;
+            }
             return;
         };
         // A drain that began during the exchange made the response say `connection: close`.
@@ -173,6 +177,22 @@ pub(super) async fn serve(
             settings.header_timeout
         };
     }
+}
+
+/// How long a closing connection whose client may still be sending is read and drained.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a connection whose client may still be sending (a refused head, a body lb did not
+/// read): the write side first, then what arrives is read and dropped until the client closes,
+/// for at most [`LINGER`], so that closing with unread bytes does not reset the connection
+/// before the client has read lb's answer (nginx's `lingering_close`).
+async fn linger(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    while let Ok(Ok(1..)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {}
 }
 
 /// What follows an exchange on the client's connection.
@@ -372,8 +392,7 @@ impl<'p> Connection<'p> {
             Duration::ZERO,
         );
         let _ = stream.write_all(&self.scratch.out).await;
-        // Half-close, so the answer is not lost to a reset while the client still sends.
-        let _ = stream.shutdown().await;
+        linger(stream).await;
     }
 
     /// Serves one request whose head is at the start of the input.
