@@ -14,9 +14,10 @@ pub mod write;
 
 pub use duration::{format_duration, parse_duration};
 pub use model::{
-    AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, Config, Control,
-    ControlTls, HealthCheck, Listen, Log, PoolConfig, PoolType, Server, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, BackendTls,
+    CertificateFiles, Config, Control, ControlTls, HealthCheck, Listen, Log, PoolConfig, PoolType,
+    Server, TlsConfig, TlsVersion, UnknownSni, DEFAULT_CONNECT_TIMEOUT, DEFAULT_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 pub use parse::{
     backends_at, parse, parse_with_spans, reparse_backends, BackendsSpans, Diagnostic,
