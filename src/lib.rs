@@ -21,6 +21,8 @@
 //! - [`watch`]: notices file changes and asks `apply` to reload.
 //! - [`log_writer`]: the background thread that writes log lines in batches.
 //! - [`lbctl`]: the CLI's pure helpers (argv, tables); the binary is `src/bin/lbctl.rs`.
+//! - [`pem`]: reading PEM certificate and key files, errors naming the file.
+//! - [`tls`]: the data plane's certificates (SNI, reload) and rustls settings, server and backend.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 
 pub mod access_log;
@@ -35,8 +37,10 @@ pub mod history;
 pub mod lbctl;
 pub mod log_writer;
 pub mod metrics;
+pub mod pem;
 pub mod proxy;
 pub mod routing;
+pub mod tls;
 pub mod topology;
 pub mod watch;
 

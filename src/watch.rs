@@ -33,7 +33,7 @@ pub struct Error {
 }
 
 /// Directories whose changes can change what `path` reads as.
-fn watched_dirs(path: &Path) -> BTreeSet<PathBuf> {
+pub(crate) fn watched_dirs(path: &Path) -> BTreeSet<PathBuf> {
     let mut dirs = BTreeSet::new();
     let parent = |p: &Path| match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -50,7 +50,7 @@ fn watched_dirs(path: &Path) -> BTreeSet<PathBuf> {
 /// name, its resolved target's name, and the first hop of a relative symlink (a ConfigMap's
 /// `..data`). Everything else in the watched directories (a log file written beside lb.toml,
 /// say) is ignored; reacting to it would re-read the file on every log line.
-fn relevant_names(path: &Path) -> BTreeSet<OsString> {
+pub(crate) fn relevant_names(path: &Path) -> BTreeSet<OsString> {
     let mut names = BTreeSet::new();
     names.extend(path.file_name().map(OsString::from));
     if let Ok(target) = std::fs::canonicalize(path) {
