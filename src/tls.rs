@@ -62,6 +62,40 @@ pub enum Error {
     Settings(String),
 }
 
+/// A problem `lb check` finds in the files lb.toml names for TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Certificates(#[from] Error),
+    #[error("pool {pattern:?}: {error}")]
+    Backend {
+        pattern: String,
+        error: BackendTlsError,
+    },
+}
+
+/// What `lb check` verifies beyond lb.toml itself: the `[tls]` pairs and client CA, as a start
+/// or reload would load them, and each pool's `backend_tls.ca`. Returns every problem.
+pub fn check_files(config: &crate::config::Config) -> Vec<CheckError> {
+    let mut problems = Vec::new();
+    if let Some(settings) = &config.tls {
+        if let Err(error) = build(settings, now_unix()) {
+            problems.push(CheckError::Certificates(error));
+        }
+    }
+    for pool in &config.pools {
+        if let Some(backend_tls) = pool.backend_tls.as_ref().filter(|t| t.ca.is_some()) {
+            if let Err(error) = backend_client_config(backend_tls) {
+                problems.push(CheckError::Backend {
+                    pattern: pool.pattern.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    problems
+}
+
 /// One loaded certificate as `/status.json`, `lbctl status` and the metrics show it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CertificateInfo {

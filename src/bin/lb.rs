@@ -115,7 +115,15 @@ fn main() -> ExitCode {
 
     if let Some(Command::Check { path }) = &args.command {
         return match lb::config::load(path) {
-            Ok(_) => {
+            Ok((config, _)) => {
+                // The certificate and CA files are checked as a start would load them.
+                let problems = lb::tls::check_files(&config);
+                for problem in &problems {
+                    eprintln!("{}: {problem}", path.display());
+                }
+                if !problems.is_empty() {
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }

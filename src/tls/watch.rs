@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::Store;
 use crate::config::TlsConfig;
-use crate::watch::{relevant_names, watched_dirs};
+use crate::watched::{relevant_names, watched_dirs};
 
 /// How long to let a renewal's burst of writes and renames (certificate, then key) settle.
 const DEBOUNCE: Duration = Duration::from_millis(200);
