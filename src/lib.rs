@@ -220,6 +220,7 @@ impl Lb {
             Arc::clone(&self.applier),
             self.token,
             self.tls,
+            self.certificates.clone(),
             stopping.clone(),
         ));
         if let Some(listener) = self.admin {

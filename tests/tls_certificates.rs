@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rcgen::{CertificateParams, KeyPair};
-use support::{client, eventually, get, Lb};
+use support::{client, eventually, get, lbctl, Lb};
 
 /// A self-signed certificate for `names`, valid until 2099, and its key, as PEM.
 fn self_signed(names: &[&str]) -> (String, String) {
@@ -144,6 +144,13 @@ async fn status_and_metrics_show_names_and_expiry_and_follow_renewals() {
             "lb_tls_certificate_expiry_seconds{{name=\"*.a.test\"}} {expiry}"
         )),
         "{metrics}"
+    );
+
+    let (ok, stdout, stderr) = lbctl(&lb, &["status"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("(default)  a.test,*.a.test  Thu, 01 Jan 2099 00:00:00 GMT"),
+        "{stdout}"
     );
 
     // A broken renewal (a key of another certificate) changes nothing and is reported.
