@@ -362,7 +362,11 @@ async fn connect(
 async fn read_line(tls: &mut ClientStream) -> std::io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
-    while tls.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+    loop {
+        tls.read_exact(&mut byte).await?;
+        if byte[0] == b'\n' {
+            break;
+        }
         line.push(byte[0]);
     }
     Ok(String::from_utf8_lossy(&line).into_owned())
@@ -515,4 +519,119 @@ async fn backend_client_config_trusts_its_private_ca_only() {
         backend_server_name(&not_a_ca, addr.ip()),
         ServerName::IpAddress(addr.ip().into())
     );
+}
+
+#[tokio::test]
+async fn a_kubernetes_secret_swap_and_a_changed_tls_section_are_picked_up() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new("test CA");
+    let config = client(&ca.pem, &[b"http/1.1"]);
+
+    // A Secret volume: tls.crt -> ..data/tls.crt, ..data -> ..2026_01_01.
+    let secret = dir.path().join("secret");
+    let first = ca.sign(&["a.test"]);
+    let version = |name: &str, (cert, key): &(String, String)| {
+        let path = secret.join(name);
+        std::fs::create_dir_all(&path).expect("version dir");
+        write(&path, "tls.crt", cert);
+        write(&path, "tls.key", key);
+    };
+    version("..2026_01_01", &first);
+    symlink("..2026_01_01", secret.join("..data")).expect("..data");
+    symlink("..data/tls.crt", secret.join("tls.crt")).expect("tls.crt");
+    symlink("..data/tls.key", secret.join("tls.key")).expect("tls.key");
+    let config_path = write(
+        dir.path(),
+        "lb.toml",
+        "[[tls.certificates]]\ncert = \"secret/tls.crt\"\nkey = \"secret/tls.key\"\n",
+    );
+    let (lb_config, _) = crate::config::load(&config_path).expect("lb.toml");
+    let store = Arc::new(Store::load(&lb_config.tls.expect("[tls]")).expect("load"));
+    let watcher =
+        tokio::spawn(super::watch(Arc::clone(&store), config_path.clone()).expect("watch"));
+    let addr = serve(Arc::clone(&store)).await;
+    let (_, leaf, _) = connect(addr, Arc::clone(&config), "a.test")
+        .await
+        .expect("first");
+    assert_eq!(leaf, leaf_der(&first.0));
+
+    // The kubelet's update: a new version directory, then `..data` replaced by rename.
+    let renewed = ca.sign(&["a.test"]);
+    version("..2026_02_01", &renewed);
+    symlink("..2026_02_01", secret.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).expect("swap ..data");
+    served_eventually(addr, &config, "a.test", &leaf_der(&renewed.0)).await;
+
+    // lb.toml's [tls] now names another pair: the next handshake gets it.
+    let other = ca.sign(&["a.test", "b.test"]);
+    pair(dir.path(), "other", &other);
+    std::fs::write(
+        &config_path,
+        "[[tls.certificates]]\ncert = \"other.pem\"\nkey = \"other.key\"\n",
+    )
+    .expect("rewrite lb.toml");
+    served_eventually(addr, &config, "b.test", &leaf_der(&other.0)).await;
+    watcher.abort();
+}
+
+/// Connects as `name` until the server presents `expected`, within the bound.
+async fn served_eventually(
+    addr: std::net::SocketAddr,
+    config: &Arc<ClientConfig>,
+    name: &str,
+    expected: &CertificateDer<'static>,
+) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if let Ok((_, leaf, _)) = connect(addr, Arc::clone(config), name).await {
+            if &leaf == expected {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn client_ca_requires_a_client_certificate_from_that_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("clients CA");
+    let mut tls = settings(vec![pair(dir.path(), "a", &ca.sign(&["a.test"]))]);
+    tls.client_ca = Some(write(dir.path(), "clients-ca.pem", &clients.pem));
+    let addr = serve(Arc::new(Store::load(&tls).expect("load"))).await;
+
+    // Without a certificate the server refuses the connection (TLS 1.3 reports it on first read).
+    let refused = connect(addr, client(&ca.pem, &[]), "a.test").await;
+    assert!(
+        refused.is_err(),
+        "a client without a certificate got through"
+    );
+
+    let mut params = CertificateParams::new(vec!["client.test".to_owned()]).expect("params");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("key");
+    let cert = params
+        .signed_by(&key, &clients.issuer)
+        .expect("client cert");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(leaf_der(&ca.pem)).expect("root");
+    let with_cert = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("client auth");
+    let (_, _, alpn) = connect(addr, Arc::new(with_cert), "a.test")
+        .await
+        .expect("a client with a certificate from client_ca");
+    assert_eq!(alpn, "");
 }
