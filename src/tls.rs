@@ -117,8 +117,8 @@ pub struct Store {
 /// One build: the rustls config and what it was made of.
 struct Loaded {
     server_config: Arc<ServerConfig>,
-    /// The resolver inside `server_config`, kept typed for tests.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The resolver inside `server_config`, typed, so tests can ask it directly.
+    #[cfg(test)]
     resolver: Arc<SniResolver>,
     settings: TlsConfig,
     certificates: Vec<CertificateInfo>,
@@ -141,8 +141,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Reads and checks every file of `settings` and builds the server config.
     pub fn load(settings: &TlsConfig) -> Result<Store, Error> {
+        let loaded = build(settings, now_unix())?;
+        log_loaded(&loaded);
         Ok(Store {
-            current: ArcSwap::from_pointee(build(settings, now_unix())?),
+            current: ArcSwap::from_pointee(loaded),
         })
     }
 
@@ -158,9 +160,7 @@ impl Store {
         if loaded.fingerprint == self.current.load().fingerprint {
             return Ok(false);
         }
-        for cert in &loaded.certificates {
-            tracing::info!(cert = %cert.cert.display(), names = ?cert.names, not_after_unix = cert.not_after_unix, "tls certificate loaded");
-        }
+        log_loaded(&loaded);
         self.current.store(Arc::new(loaded));
         Ok(true)
     }
@@ -177,6 +177,12 @@ impl Store {
 
     pub fn certificates(&self) -> Vec<CertificateInfo> {
         self.current.load().certificates.clone()
+    }
+}
+
+fn log_loaded(loaded: &Loaded) {
+    for cert in &loaded.certificates {
+        tracing::info!(cert = %cert.cert.display(), names = ?cert.names, not_after_unix = cert.not_after_unix, "tls certificate loaded");
     }
 }
 
@@ -251,6 +257,7 @@ fn build(settings: &TlsConfig, now: i64) -> Result<Loaded, Error> {
     server_config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Loaded {
         server_config: Arc::new(server_config),
+        #[cfg(test)]
         resolver,
         settings: settings.clone(),
         certificates,
