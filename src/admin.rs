@@ -26,6 +26,8 @@ const DASHBOARD: &str = include_str!("admin/dashboard.html");
 pub struct Admin {
     pub applier: Arc<Applier>,
     pub global: Arc<Global>,
+    /// The `[tls]` certificates, for their names and expiry; `None` without `[tls]`.
+    pub certificates: Option<Arc<crate::tls::Store>>,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
@@ -65,7 +67,18 @@ impl Admin {
         match request.uri().path() {
             "/metrics" => {
                 let topology = self.applier.topology().load();
-                let body = metrics::render(&topology, &self.applier.status(), &self.global);
+                let mut body = metrics::render(&topology, &self.applier.status(), &self.global);
+                if let Some(store) = &self.certificates {
+                    let certificates = store.certificates();
+                    metrics::render_certificate_expiry(
+                        &mut body,
+                        certificates.iter().flat_map(|c| {
+                            c.names
+                                .iter()
+                                .map(move |name| (name.as_str(), c.not_after_unix))
+                        }),
+                    );
+                }
                 with_type(body, "text/plain; version=0.0.4; charset=utf-8")
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -99,6 +112,11 @@ impl Admin {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             last_error: status.last_error.clone(),
+            certificates: self
+                .certificates
+                .as_ref()
+                .map(|store| store.certificates())
+                .unwrap_or_default(),
             pools: topology
                 .pools
                 .iter()
@@ -146,6 +164,8 @@ pub struct StatusDoc {
     pub content_hash: String,
     pub applied_at_unix: u64,
     pub last_error: Option<String>,
+    /// Each `[tls]` certificate: its file, SAN names, validity and whether it is the default.
+    pub certificates: Vec<crate::tls::CertificateInfo>,
     pub pools: Vec<PoolDoc>,
 }
 

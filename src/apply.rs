@@ -46,6 +46,8 @@ pub struct Startup {
     pub listen: config::Listen,
     pub server: config::Server,
     pub control: config::Control,
+    /// The data plane's `[tls]` at start; `tls::watch` follows its later changes.
+    pub tls: Option<config::TlsConfig>,
 }
 
 /// A change requested through the control API.
@@ -338,6 +340,7 @@ impl Applier {
             listen: config.listen.clone(),
             server: config.server.clone(),
             control: config.control.clone(),
+            tls: config.tls.clone(),
         };
         let mut state = applier.state.lock().await;
         applier.apply(&mut state, (config, spans), &text, &Probed::new(), None);

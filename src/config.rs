@@ -14,10 +14,10 @@ pub mod write;
 
 pub use duration::{format_duration, parse_duration};
 pub use model::{
-    AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, Config, Control,
-    ControlTls, HealthCheck, HealthChecks, Listen, Log, PoolConfig, PoolType, Server,
-    DEFAULT_CHECK_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT,
+    AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, BackendTls,
+    CertificateFiles, Config, Control, ControlTls, HealthCheck, HealthChecks, Listen, Log,
+    PoolConfig, PoolType, Server, TlsConfig, TlsVersion, UnknownSni, DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use parse::{
     backends_at, parse, parse_with_spans, refuse_empty, reparse_backends, BackendsSpans, Diagnostic,

@@ -50,11 +50,12 @@ pub async fn serve(
     applier: Arc<Applier>,
     token: Option<Token>,
     tls: Option<ServerTls>,
+    certificates: Option<Arc<crate::tls::Store>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let auth = Auth { token };
     let service = LoadBalancerServer::with_interceptor(
-        ControlService::new(applier, shutdown.clone()),
+        ControlService::new(applier, shutdown.clone()).with_certificates(certificates),
         auth.clone(),
     );
     let reflection_v1 = InterceptedService::new(tooling::reflection().build_v1()?, auth.clone());

@@ -3,6 +3,7 @@
 //! It never talks to the network, never exits the process, and has no clap or anyhow in it.
 
 use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::control::proto;
 
@@ -301,7 +302,28 @@ pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
         ]
     }));
     out.push_str(&table(&rows));
+    if !status.certificates.is_empty() {
+        let mut rows = vec![vec!["CERTIFICATE".into(), "NAMES".into(), "EXPIRES".into()]];
+        rows.extend(status.certificates.iter().map(|c| {
+            let default = if c.is_default { " (default)" } else { "" };
+            vec![
+                format!("{}{default}", c.cert),
+                c.names.join(","),
+                unix_date(c.not_after_unix),
+            ]
+        }));
+        out.push('\n');
+        out.push_str(&table(&rows));
+    }
     out
+}
+
+/// A Unix time as an HTTP date (`Wed, 01 Jan 2099 00:00:00 GMT`); before 1970 is shown as is.
+fn unix_date(unix: i64) -> String {
+    match u64::try_from(unix) {
+        Ok(secs) => httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs)),
+        Err(_) => format!("@{unix}"),
+    }
 }
 
 /// One line per health transition for `lbctl watch`.
@@ -370,6 +392,10 @@ pub fn status_json(status: &proto::StatusResp) -> serde_json::Value {
         "pools": status.pools.iter().map(|p| serde_json::json!({
             "pattern": p.pattern, "status": pool_status_name(p.status),
             "healthy": p.healthy, "total": p.total, "type": p.pool_type,
+        })).collect::<Vec<_>>(),
+        "certificates": status.certificates.iter().map(|c| serde_json::json!({
+            "cert": c.cert, "names": c.names, "not_before_unix": c.not_before_unix,
+            "not_after_unix": c.not_after_unix, "default": c.is_default,
         })).collect::<Vec<_>>(),
     })
 }
@@ -609,6 +635,7 @@ mod tests {
                 pool_type: "p2c".into(),
             }],
             applied_at_unix: 0,
+            certificates: Vec::new(),
         };
         let text = render_status(&status, false);
         assert!(
@@ -618,6 +645,28 @@ mod tests {
         );
         assert!(text.ends_with("/     PS_FULL  2/2      p2c\n"), "{text}");
         assert_eq!(status_json(&status)["pools"][0]["healthy"], 2);
+    }
+
+    #[test]
+    fn status_lists_certificates_with_names_and_expiry() {
+        let status = proto::StatusResp {
+            certificates: vec![proto::CertificateSummary {
+                cert: "/etc/lb/site.pem".into(),
+                names: vec!["a.test".into(), "*.a.test".into()],
+                not_before_unix: 0,
+                not_after_unix: 4_070_908_800,
+                is_default: true,
+            }],
+            ..Default::default()
+        };
+        let text = render_status(&status, false);
+        assert!(
+            text.contains("CERTIFICATE                 NAMES            EXPIRES\n/etc/lb/site.pem (default)  a.test,*.a.test  Thu, 01 Jan 2099 00:00:00 GMT\n"),
+            "{text}"
+        );
+        let json = status_json(&status);
+        assert_eq!(json["certificates"][0]["not_after_unix"], 4_070_908_800_i64);
+        assert_eq!(json["certificates"][0]["default"], true);
     }
 
     #[test]

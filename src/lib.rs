@@ -20,8 +20,11 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
 //! - [`history`]: opt-in git commits of control-API changes.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
+//! - [`watched`]: which directories and names to watch so a path's changes are seen.
 //! - [`log_writer`]: the background thread that writes log lines in batches.
 //! - [`lbctl`]: the CLI's pure helpers (argv, tables); the binary is `src/bin/lbctl.rs`.
+//! - [`pem`]: reading PEM certificate and key files, errors naming the file.
+//! - [`tls`]: the data plane's certificates (SNI, reload) and rustls settings, server and backend.
 //! - [`demo`]: `lb demo`, a balancer in front of two in-process sample backends.
 //! - [`errors`]: an error and its causes as one line.
 
@@ -38,10 +41,13 @@ pub mod history;
 pub mod lbctl;
 pub mod log_writer;
 pub mod metrics;
+pub mod pem;
 pub mod proxy;
 pub mod routing;
+pub mod tls;
 pub mod topology;
 pub mod watch;
+pub mod watched;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -85,6 +91,10 @@ pub enum Error {
     Token(#[from] control::TokenError),
     #[error(transparent)]
     Tls(#[from] control::TlsError),
+    #[error(transparent)]
+    Certificates(#[from] tls::Error),
+    #[error(transparent)]
+    CertificateWatch(#[from] tls::WatchError),
     #[error("refusing to serve the control API on non-loopback {addr} without a token: anyone who can reach it could change the topology. Set [control] token_file = \"/etc/lb/token\" in the config (a file holding a long random secret), or require client certificates with [control] tls_cert, tls_key and client_ca, or pass --insecure-control to accept the risk knowingly")]
     InsecureControl { addr: SocketAddr },
 }
@@ -98,6 +108,8 @@ pub struct Lb {
     admin: Option<TcpListener>,
     token: Option<control::Token>,
     tls: Option<control::ServerTls>,
+    /// The `[tls]` certificates, checked at start and reloaded by `tls::watch`.
+    certificates: Option<Arc<tls::Store>>,
     access_log: access_log::AccessLog,
 }
 
@@ -153,6 +165,14 @@ impl Lb {
             Some(addr) => Some(bind("admin", addr).await?),
             None => None,
         };
+        // A broken or expired pair stops lb here, naming the file, as a broken lb.toml does.
+        let certificates = match &startup.tls {
+            Some(settings) => Some(Arc::new(tls::Store::load(settings)?)),
+            None => None,
+        };
+        if !startup.listen.https.is_empty() {
+            tracing::warn!(addrs = ?startup.listen.https, "listen.https: certificates are loaded and watched, but this build does not serve HTTPS yet");
+        }
         Ok(Lb {
             applier,
             startup,
@@ -161,6 +181,7 @@ impl Lb {
             admin,
             token,
             tls,
+            certificates,
             access_log: options.access_log,
         })
     }
@@ -188,6 +209,13 @@ impl Lb {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let watcher = watch::start(Arc::clone(&self.applier))?;
         let watcher = tokio::spawn(watcher);
+        let certificate_watcher = match &self.certificates {
+            Some(store) => Some(tokio::spawn(tls::watch(
+                Arc::clone(store),
+                self.applier.path().to_path_buf(),
+            )?)),
+            None => None,
+        };
         // Cancelled once: every listener stops on it.
         let stopping = CancellationToken::new();
         let mut control = tokio::spawn(control::serve(
@@ -195,12 +223,14 @@ impl Lb {
             Arc::clone(&self.applier),
             self.token,
             self.tls,
+            self.certificates.clone(),
             stopping.clone(),
         ));
         if let Some(listener) = self.admin {
             let admin = Arc::new(admin::Admin {
                 applier: Arc::clone(&self.applier),
                 global: Arc::clone(self.applier.metrics()),
+                certificates: self.certificates.clone(),
             });
             tokio::spawn(admin::serve(
                 listener,
@@ -244,6 +274,9 @@ impl Lb {
             data_plane.await;
         }
         watcher.abort();
+        if let Some(certificate_watcher) = certificate_watcher {
+            certificate_watcher.abort();
+        }
         match tokio::time::timeout_at(deadline, &mut control).await {
             Ok(Ok(Err(error))) => tracing::warn!(%error, "control API stopped with an error"),
             Ok(_) => {}

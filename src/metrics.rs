@@ -304,3 +304,21 @@ pub fn render(topology: &Topology, status: &Status, global: &Global) -> String {
     let _ = writeln!(out, "lb_pools {}", topology.pools.len());
     out
 }
+
+/// Appends `lb_tls_certificate_expiry_seconds{name}`: for each `(name, notAfter as Unix time)`
+/// of the served certificates (one per SAN name), so an alert
+/// `lb_tls_certificate_expiry_seconds - time() < 14 * 86400` fires before a name lapses.
+pub fn render_certificate_expiry<'a>(
+    out: &mut String,
+    names: impl Iterator<Item = (&'a str, i64)>,
+) {
+    out.push_str("# HELP lb_tls_certificate_expiry_seconds When each served certificate expires (notAfter, Unix time), by SAN name.\n");
+    out.push_str("# TYPE lb_tls_certificate_expiry_seconds gauge\n");
+    for (name, not_after) in names {
+        let _ = writeln!(
+            out,
+            "lb_tls_certificate_expiry_seconds{{name=\"{}\"}} {not_after}",
+            label(name)
+        );
+    }
+}

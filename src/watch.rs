@@ -9,9 +9,7 @@
 //! settled or reloaded. A save that lands after lb's write is never taken for it: the `stat` lb
 //! compares with is taken through its own handle on the file it wrote, and the bytes must match.
 
-use std::collections::BTreeSet;
-use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +18,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::apply::{Applier, Reloaded};
+use crate::watched::{relevant_names, watched_dirs};
 
 /// How long to wait for an editor's burst of events (truncate, write, rename) to settle.
 const DEBOUNCE: Duration = Duration::from_millis(30);
@@ -32,38 +31,6 @@ pub struct Error {
     path: PathBuf,
     #[source]
     source: notify::Error,
-}
-
-/// Directories whose changes can change what `path` reads as.
-fn watched_dirs(path: &Path) -> BTreeSet<PathBuf> {
-    let mut dirs = BTreeSet::new();
-    let parent = |p: &Path| match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    dirs.insert(parent(path));
-    if let Ok(target) = std::fs::canonicalize(path) {
-        dirs.insert(parent(&target));
-    }
-    dirs
-}
-
-/// The directory entry names whose changes can change what `path` reads as: the file's own
-/// name, its resolved target's name, and the first hop of a relative symlink (a ConfigMap's
-/// `..data`). Everything else in the watched directories (a log file written beside lb.toml,
-/// say) is ignored; reacting to it would re-read the file on every log line.
-fn relevant_names(path: &Path) -> BTreeSet<OsString> {
-    let mut names = BTreeSet::new();
-    names.extend(path.file_name().map(OsString::from));
-    if let Ok(target) = std::fs::canonicalize(path) {
-        names.extend(target.file_name().map(OsString::from));
-    }
-    if let Ok(link) = std::fs::read_link(path) {
-        if let Some(Component::Normal(first)) = link.components().next() {
-            names.insert(first.to_owned());
-        }
-    }
-    names
 }
 
 /// Waits (bounded) until the file reads the same twice, DEBOUNCE apart, and is not empty;
@@ -172,29 +139,4 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_file_its_target_and_a_configmap_link_are_relevant() {
-        let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("lb.toml");
-        std::fs::write(&plain, "").unwrap();
-        let names = relevant_names(&plain);
-        assert_eq!(names, BTreeSet::from([OsString::from("lb.toml")]));
-
-        // Kubernetes ConfigMap layout: lb.toml -> ..data/lb.toml, ..data -> ..2026_11_25/.
-        let cm = dir.path().join("cm");
-        std::fs::create_dir_all(cm.join("..2026_11_25")).unwrap();
-        std::fs::write(cm.join("..2026_11_25/lb.toml"), "").unwrap();
-        std::os::unix::fs::symlink("..2026_11_25", cm.join("..data")).unwrap();
-        std::os::unix::fs::symlink("..data/lb.toml", cm.join("lb.toml")).unwrap();
-        let names = relevant_names(&cm.join("lb.toml"));
-        assert!(names.contains(&OsString::from("lb.toml")));
-        assert!(names.contains(&OsString::from("..data")));
-        assert!(!names.contains(&OsString::from("access.log")));
-    }
 }

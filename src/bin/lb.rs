@@ -127,7 +127,15 @@ fn main() -> ExitCode {
             }
         });
         return match checked {
-            Ok(_) => {
+            Ok((config, _)) => {
+                // The certificate and CA files are checked as a start would load them.
+                let problems = lb::tls::check_files(&config);
+                for problem in &problems {
+                    eprintln!("{}: {problem}", path.display());
+                }
+                if !problems.is_empty() {
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }

@@ -428,7 +428,7 @@ fn rpc_error(status: tonic::Status) -> anyhow::Error {
 }
 
 /// A TLS file error as one line (its message already carries the OS error).
-fn tls_file_error(error: lb::control::TlsError) -> anyhow::Error {
+fn tls_file_error(error: lb::pem::Error) -> anyhow::Error {
     anyhow!("{error}")
 }
 

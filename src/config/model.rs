@@ -21,6 +21,8 @@ pub struct Config {
     pub server: Server,
     pub control: Control,
     pub log: Log,
+    /// The data plane's certificates and TLS settings; `None` without a `[tls]` table.
+    pub tls: Option<TlsConfig>,
     /// In file order.
     pub pools: Vec<PoolConfig>,
     /// `allow_empty = true`: the file means to have no pools. Without it, a file with none (an
@@ -38,7 +40,8 @@ impl Config {
     }
 
     /// Makes every relative file path in the config (`control.token_file`, `tls_cert`,
-    /// `tls_key`, `client_ca`, `log.access`) relative to the directory holding the config file,
+    /// `tls_key`, `client_ca`, `log.access`, the `[tls]` files and each pool's
+    /// `backend_tls.ca`) relative to the directory holding the config file,
     /// as Prometheus' web config file does, so a secret kept beside lb.toml is found whatever
     /// directory lb was started from. The result is absolute, so resolving twice changes
     /// nothing.
@@ -70,6 +73,20 @@ impl Config {
         if let AccessLog::File(path) = &mut self.log.access {
             resolve(path);
         }
+        if let Some(tls) = &mut self.tls {
+            for files in &mut tls.certificates {
+                resolve(&mut files.cert);
+                resolve(&mut files.key);
+            }
+            if let Some(path) = &mut tls.client_ca {
+                resolve(path);
+            }
+        }
+        for pool in &mut self.pools {
+            if let Some(BackendTls { ca: Some(path), .. }) = &mut pool.backend_tls {
+                resolve(path);
+            }
+        }
     }
 }
 
@@ -78,6 +95,10 @@ pub struct Listen {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// `[listen] https`: one or several addresses serving TLS with the `[tls]` certificates.
+    pub https: Vec<SocketAddr>,
+    /// `[listen] redirect_https`: the cleartext listener answers 308 to the HTTPS URL.
+    pub redirect_https: bool,
 }
 
 impl Default for Listen {
@@ -86,6 +107,8 @@ impl Default for Listen {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 8081)),
             admin: None,
+            https: Vec::new(),
+            redirect_https: false,
         }
     }
 }
@@ -170,6 +193,76 @@ pub struct ControlTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `[tls]`: the data plane's certificates, chosen by SNI, and the handshake settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `[[tls.certificates]]` in file order; never empty.
+    pub certificates: Vec<CertificateFiles>,
+    /// The lowest protocol version offered.
+    pub min_version: TlsVersion,
+    /// What a client gets that sends no SNI or a name no certificate covers.
+    pub unknown_sni: UnknownSni,
+    /// When set, clients must present a certificate signed by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate marked `default = true`, else the first one listed.
+    pub fn default_certificate(&self) -> Option<&CertificateFiles> {
+        self.certificates
+            .iter()
+            .find(|c| c.default)
+            .or_else(|| self.certificates.first())
+    }
+}
+
+/// One `[[tls.certificates]]` entry: PEM files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Served to clients with no SNI or an unknown name (when `unknown_sni = "default"`).
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
+/// `[tls] unknown_sni`: what a handshake without SNI, or with a name no certificate covers, gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownSni {
+    /// The default certificate (`default = true`, else the first listed).
+    #[default]
+    Default,
+    /// No certificate: the handshake fails.
+    Refuse,
+}
+
+/// A pool's `backend_tls`: lb speaks TLS to its backends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendTls {
+    /// PEM bundle of the CAs that sign the backends' certificates; the system roots when `None`.
+    pub ca: Option<PathBuf>,
+    /// The name checked against the backends' certificates and sent as SNI; the backend's IP
+    /// address when `None`.
+    pub server_name: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolType {
     /// Power of two choices by requests in flight.
@@ -245,6 +338,8 @@ pub struct PoolConfig {
     pub retries: u32,
     /// A kept-alive connection to a backend unused this long is closed.
     pub idle_timeout: Duration,
+    /// TLS to this pool's backends; cleartext when `None`.
+    pub backend_tls: Option<BackendTls>,
 }
 
 /// How a pool's backends are checked: the checks (all must pass), how long one probe may take,

@@ -88,6 +88,7 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     log: RawLog,
+    tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pools: BTreeMap<Spanned<String>, RawPool>,
 }
@@ -98,6 +99,40 @@ struct RawListen {
     http: Option<Spanned<String>>,
     grpc: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
+    https: Option<Spanned<RawAddrs>>,
+    redirect_https: Option<Spanned<bool>>,
+}
+
+/// `"IP:PORT"` or `["IP:PORT", ...]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAddrs {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
+    min_version: Option<Spanned<String>>,
+    unknown_sni: Option<Spanned<String>>,
+    client_ca: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    default: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendTls {
+    ca: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -146,6 +181,7 @@ struct RawPool {
     request_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<i64>>,
     idle_timeout: Option<Spanned<String>>,
+    backend_tls: Option<Spanned<RawBackendTls>>,
 }
 
 /// `"IP:PORT[/path]"` or `{ addr = "IP:PORT[/path]", state = "drain" }`.
@@ -280,6 +316,7 @@ pub fn reparse_backends(
         server: old.server.clone(),
         control: old.control.clone(),
         log: old.log.clone(),
+        tls: old.tls.clone(),
         pools,
         allow_empty: old.allow_empty,
         routes,
@@ -328,13 +365,24 @@ impl Validator<'_> {
 
     fn config(&mut self, raw: RawConfig) -> Option<Config> {
         let defaults = Listen::default();
+        let http = self.socket_addr(raw.listen.http, "listen.http", defaults.http);
+        let tls_span = raw.tls.as_ref().map(Spanned::span);
+        let tls = raw.tls.and_then(|t| self.tls(t));
+        let (https, redirect_https) = self.https(
+            raw.listen.https,
+            raw.listen.redirect_https,
+            http,
+            tls_span.is_some(),
+        );
         let listen = Listen {
-            http: self.socket_addr(raw.listen.http, "listen.http", defaults.http),
+            http,
             grpc: self.socket_addr(raw.listen.grpc, "listen.grpc", defaults.grpc),
             admin: raw
                 .listen
                 .admin
                 .map(|a| self.socket_addr(Some(a), "listen.admin", defaults.http)),
+            https,
+            redirect_https,
         };
         let server_defaults = Server::default();
         let server = Server {
@@ -463,6 +511,7 @@ impl Validator<'_> {
             server,
             control,
             log,
+            tls,
             pools,
             allow_empty: raw.allow_empty,
             routes: routes?,
@@ -523,6 +572,7 @@ impl Validator<'_> {
                 }
             },
         };
+        let backend_tls = raw.backend_tls.map(|t| self.backend_tls(&pattern, t));
         Some(PoolConfig {
             pattern,
             pool_type,
@@ -533,7 +583,194 @@ impl Validator<'_> {
             request_timeout,
             retries,
             idle_timeout,
+            backend_tls,
         })
+    }
+
+    /// `[listen] https` (one address or a list) and `redirect_https`. An HTTPS listener needs
+    /// `[tls]` certificates; a redirect needs an HTTPS listener to send clients to.
+    fn https(
+        &mut self,
+        raw: Option<Spanned<RawAddrs>>,
+        redirect: Option<Spanned<bool>>,
+        http: SocketAddr,
+        has_tls: bool,
+    ) -> (Vec<SocketAddr>, bool) {
+        let mut https = Vec::new();
+        let mut https_span = None;
+        if let Some(raw) = raw {
+            let span = raw.span();
+            let texts = match raw.into_inner() {
+                RawAddrs::One(text) => vec![text],
+                RawAddrs::Many(texts) => texts,
+            };
+            if texts.is_empty() {
+                self.error(
+                    span.clone(),
+                    "listen.https is an empty list (omit the key for no HTTPS listener)",
+                );
+            }
+            for text in texts {
+                // Point at the address itself inside a list, not at the list's `[`.
+                let at = self
+                    .text
+                    .get(span.clone())
+                    .and_then(|list| list.find(&format!("{text:?}")))
+                    .map_or(span.clone(), |i| span.start + i..span.start + i + 1);
+                match text.parse::<SocketAddr>() {
+                    Ok(addr) if addr == http => self.error(
+                        at,
+                        format!("listen.https {addr} is also listen.http: one port serves either cleartext or TLS"),
+                    ),
+                    Ok(addr) if https.contains(&addr) => {
+                        self.error(at, format!("listen.https lists {addr} twice"));
+                    }
+                    Ok(addr) => https.push(addr),
+                    Err(_) => self.error(
+                        at,
+                        format!("listen.https {text:?} is not IP:PORT (e.g. \"0.0.0.0:8443\", \"[::]:8443\")"),
+                    ),
+                }
+            }
+            https_span = Some(span);
+        }
+        if let Some(span) = https_span {
+            if !has_tls {
+                self.error(
+                    span,
+                    "listen.https needs certificates: add a [[tls.certificates]] entry with cert and key (PEM files)",
+                );
+            }
+        }
+        let redirect_https = match redirect {
+            Some(r) if *r.get_ref() && https.is_empty() => {
+                self.error(
+                    r.span(),
+                    "listen.redirect_https needs listen.https: there is no HTTPS listener to redirect to",
+                );
+                false
+            }
+            Some(r) => r.into_inner(),
+            None => false,
+        };
+        (https, redirect_https)
+    }
+
+    /// `[tls]`: at least one certificate pair, at most one `default = true`, a known version
+    /// and `unknown_sni` policy.
+    fn tls(&mut self, raw: Spanned<RawTls>) -> Option<TlsConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let mut certificates = Vec::new();
+        let mut default_seen = false;
+        let entries = raw
+            .certificates
+            .map(Spanned::into_inner)
+            .unwrap_or_default();
+        if entries.is_empty() {
+            self.error(
+                span,
+                "[tls] needs at least one [[tls.certificates]] entry with cert and key (PEM files)",
+            );
+        }
+        for entry in entries {
+            let entry_span = entry.span();
+            let entry = entry.into_inner();
+            let default = match entry.default {
+                Some(d) if *d.get_ref() && default_seen => {
+                    self.error(
+                        d.span(),
+                        "only one [[tls.certificates]] entry may say default = true",
+                    );
+                    false
+                }
+                Some(d) => d.into_inner(),
+                None => false,
+            };
+            default_seen |= default;
+            let cert = match entry.cert {
+                Some(c) => self.file_path(c, "tls.certificates cert"),
+                None => {
+                    self.error(
+                        entry_span.clone(),
+                        "[[tls.certificates]] needs cert (the certificate chain, PEM)",
+                    );
+                    None
+                }
+            };
+            let key = match entry.key {
+                Some(k) => self.file_path(k, "tls.certificates key"),
+                None => {
+                    self.error(
+                        entry_span,
+                        "[[tls.certificates]] needs key (the certificate's private key, PEM)",
+                    );
+                    None
+                }
+            };
+            if let (Some(cert), Some(key)) = (cert, key) {
+                certificates.push(CertificateFiles { cert, key, default });
+            }
+        }
+        let min_version = match raw.min_version {
+            None => TlsVersion::V1_2,
+            Some(v) => match v.get_ref().as_str() {
+                "1.2" => TlsVersion::V1_2,
+                "1.3" => TlsVersion::V1_3,
+                other => {
+                    self.error(
+                        v.span(),
+                        format!("tls.min_version {other:?} is not \"1.2\" or \"1.3\""),
+                    );
+                    TlsVersion::V1_2
+                }
+            },
+        };
+        let unknown_sni = match raw.unknown_sni {
+            None => UnknownSni::Default,
+            Some(u) => match u.get_ref().as_str() {
+                "default" => UnknownSni::Default,
+                "refuse" => UnknownSni::Refuse,
+                other => {
+                    self.error(
+                        u.span(),
+                        format!("tls.unknown_sni {other:?} is not \"default\" (serve the default certificate) or \"refuse\" (fail the handshake)"),
+                    );
+                    UnknownSni::Default
+                }
+            },
+        };
+        let client_ca = raw
+            .client_ca
+            .and_then(|ca| self.file_path(ca, "tls.client_ca"));
+        (!certificates.is_empty()).then_some(TlsConfig {
+            certificates,
+            min_version,
+            unknown_sni,
+            client_ca,
+        })
+    }
+
+    /// A pool's `backend_tls = { ca = "...", server_name = "..." }`.
+    fn backend_tls(&mut self, pattern: &str, raw: Spanned<RawBackendTls>) -> BackendTls {
+        let raw = raw.into_inner();
+        let ca = raw.ca.and_then(|ca| self.file_path(ca, "backend_tls.ca"));
+        let server_name = raw.server_name.and_then(|name| {
+            match rustls_pki_types::ServerName::try_from(name.get_ref().as_str()) {
+                Ok(_) => Some(name.into_inner()),
+                Err(_) => {
+                    self.error(
+                        name.span(),
+                        format!(
+                            "pool {pattern:?}: backend_tls.server_name {:?} is not a DNS name or IP address",
+                            name.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        BackendTls { ca, server_name }
     }
 
     /// One pool's `backends` entries: each parsed, with its admin state, no address twice.

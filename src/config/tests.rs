@@ -321,3 +321,128 @@ fn a_url_path_must_be_a_uri_path() {
         );
     }
 }
+
+// === [tls], [listen] https and backend_tls ===
+
+const TLS: &str = "[[tls.certificates]]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\n";
+
+#[test]
+fn tls_section_parses_with_defaults() {
+    let config = parse_ok(&format!(
+        "[listen]\nhttps = \"0.0.0.0:8443\"\n\n{TLS}\n[[tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\ndefault = true\n"
+    ));
+    assert_eq!(
+        config.listen.https,
+        vec!["0.0.0.0:8443"
+            .parse::<std::net::SocketAddr>()
+            .expect("addr")]
+    );
+    assert!(!config.listen.redirect_https);
+    let tls = config.tls.expect("[tls]");
+    assert_eq!(tls.certificates.len(), 2);
+    assert_eq!(tls.min_version, TlsVersion::V1_2);
+    assert_eq!(tls.unknown_sni, UnknownSni::Default);
+    assert_eq!(tls.client_ca, None);
+    assert_eq!(
+        tls.default_certificate().map(|c| c.cert.clone()),
+        Some(PathBuf::from("b.pem"))
+    );
+}
+
+#[test]
+fn tls_settings_and_https_lists_parse() {
+    let config = parse_ok(&format!(
+        "[listen]\nhttps = [\"0.0.0.0:8443\", \"[::]:8443\"]\nredirect_https = true\n\n[tls]\nmin_version = \"1.3\"\nunknown_sni = \"refuse\"\nclient_ca = \"ca.pem\"\n\n{TLS}"
+    ));
+    assert_eq!(config.listen.https.len(), 2);
+    assert!(config.listen.redirect_https);
+    let tls = config.tls.expect("[tls]");
+    assert_eq!(tls.min_version, TlsVersion::V1_3);
+    assert_eq!(tls.unknown_sni, UnknownSni::Refuse);
+    assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+    assert_eq!(
+        tls.default_certificate().map(|c| c.cert.clone()),
+        Some(PathBuf::from("certs/a.pem"))
+    );
+}
+
+#[test]
+fn tls_paths_resolve_against_the_config_directory() {
+    let mut config = parse_ok(&format!(
+        "[tls]\nclient_ca = \"ca.pem\"\n\n{TLS}\n[pools.\"/\"]\nbackend_tls = {{ ca = \"backend-ca.pem\", server_name = \"api.internal\" }}\n"
+    ));
+    config.resolve_paths(Path::new("/etc/lb/lb.toml"));
+    let tls = config.tls.expect("[tls]");
+    assert_eq!(tls.certificates[0].cert, Path::new("/etc/lb/certs/a.pem"));
+    assert_eq!(tls.certificates[0].key, Path::new("/etc/lb/certs/a.key"));
+    assert_eq!(tls.client_ca.as_deref(), Some(Path::new("/etc/lb/ca.pem")));
+    assert_eq!(
+        config.pools[0].backend_tls,
+        Some(BackendTls {
+            ca: Some(PathBuf::from("/etc/lb/backend-ca.pem")),
+            server_name: Some("api.internal".to_owned()),
+        })
+    );
+}
+
+#[test]
+fn backend_tls_without_ca_uses_system_roots() {
+    let config = parse_ok("[pools.\"/\"]\nbackend_tls = {}\n");
+    assert_eq!(config.pools[0].backend_tls, Some(BackendTls::default()));
+    let config = parse_ok("[pools.\"/\"]\n");
+    assert_eq!(config.pools[0].backend_tls, None);
+}
+
+#[test]
+fn tls_errors_point_at_the_value() {
+    assert_eq!(
+        errors("[listen]\nhttps = \"0.0.0.0:8443\"\n"),
+        ["2:9: listen.https needs certificates: add a [[tls.certificates]] entry with cert and key (PEM files)"]
+    );
+    assert_eq!(
+        errors(&format!(
+            "[listen]\nhttps = [\"0.0.0.0:8443\", \"nope\"]\n\n{TLS}"
+        )),
+        ["2:26: listen.https \"nope\" is not IP:PORT (e.g. \"0.0.0.0:8443\", \"[::]:8443\")"]
+    );
+    assert_eq!(
+        errors(&format!("[listen]\nhttp = \"0.0.0.0:8443\"\nhttps = \"0.0.0.0:8443\"\n\n{TLS}")),
+        ["3:9: listen.https 0.0.0.0:8443 is also listen.http: one port serves either cleartext or TLS"]
+    );
+    assert_eq!(
+        errors("[listen]\nredirect_https = true\n"),
+        ["2:18: listen.redirect_https needs listen.https: there is no HTTPS listener to redirect to"]
+    );
+    assert_eq!(
+        errors(&format!("[tls]\nmin_version = \"1.1\"\n\n{TLS}")),
+        ["2:15: tls.min_version \"1.1\" is not \"1.2\" or \"1.3\""]
+    );
+    assert_eq!(
+        errors(&format!("[tls]\nunknown_sni = \"drop\"\n\n{TLS}")),
+        ["2:15: tls.unknown_sni \"drop\" is not \"default\" (serve the default certificate) or \"refuse\" (fail the handshake)"]
+    );
+    assert_eq!(
+        errors("[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"\"\n"),
+        ["3:7: tls.certificates key is empty (a path to a PEM file)"]
+    );
+    assert_eq!(
+        errors(&format!("{TLS}default = true\n\n[[tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\ndefault = true\n")),
+        ["9:11: only one [[tls.certificates]] entry may say default = true"]
+    );
+    assert_eq!(
+        errors("[pools.\"/\"]\nbackend_tls = { server_name = \"bad name!\" }\n"),
+        ["2:31: pool \"/\": backend_tls.server_name \"bad name!\" is not a DNS name or IP address"]
+    );
+    assert_eq!(
+        errors("[tls]\nmin_version = \"1.3\"\n").len(),
+        1,
+        "[tls] without certificates"
+    );
+    let missing_key = errors("[[tls.certificates]]\ncert = \"a.pem\"\n");
+    assert_eq!(missing_key.len(), 1, "{missing_key:?}");
+    assert!(
+        missing_key[0]
+            .ends_with("[[tls.certificates]] needs key (the certificate's private key, PEM)"),
+        "{missing_key:?}"
+    );
+}

@@ -25,6 +25,8 @@ pub struct ControlService {
     /// Cancelled when lb begins to shut down: open health watches end with `UNAVAILABLE`, so the
     /// control server's graceful stop never waits on a client that would watch forever.
     shutting_down: CancellationToken,
+    /// The data plane's `[tls]` certificates, listed by Status.
+    certificates: Option<Arc<crate::tls::Store>>,
 }
 
 impl ControlService {
@@ -32,7 +34,14 @@ impl ControlService {
         ControlService {
             applier,
             shutting_down,
+            certificates: None,
         }
+    }
+
+    /// Lists `store`'s certificates in Status.
+    pub fn with_certificates(mut self, store: Option<Arc<crate::tls::Store>>) -> ControlService {
+        self.certificates = store;
+        self
     }
 }
 
@@ -385,6 +394,20 @@ impl LoadBalancer for ControlService {
                 .applied_at
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            certificates: self
+                .certificates
+                .as_ref()
+                .map(|store| store.certificates())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| proto::CertificateSummary {
+                    cert: c.cert.display().to_string(),
+                    names: c.names,
+                    not_before_unix: c.not_before_unix,
+                    not_after_unix: c.not_after_unix,
+                    is_default: c.default,
+                })
+                .collect(),
         }))
     }
 

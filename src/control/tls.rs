@@ -1,43 +1,26 @@
-//! control::tls: owns reading the control listener's PEM files and turning them into tonic's
-//! rustls settings, for lb (server side) and lbctl (client side). It never opens a socket and
-//! never reads lb.toml.
+//! control::tls: owns turning the control listener's PEM files into tonic's rustls settings, for
+//! lb (server side) and lbctl (client side). It never opens a socket and never reads lb.toml.
 //!
-//! Every file is read and parsed here before tonic sees it, because tonic only says "Error
-//! parsing TLS certificate." and an operator needs to know which file to fix.
+//! Every file is read and parsed (by [`crate::pem`]) before tonic sees it, because tonic only
+//! says "Error parsing TLS certificate." and an operator needs to know which file to fix.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::config::ControlTls;
+pub use crate::pem::{read_certificates, read_key};
 
 /// A client must finish its TLS handshake within this; one that connects and stalls holds a
 /// task for no longer.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a PEM file or the TLS settings built from it cannot be used.
+/// Why the control listener's TLS settings cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} {path} holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)")]
-    NoCertificate { what: &'static str, path: PathBuf },
-    #[error("{what} {path} holds no PEM private key (a `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)")]
-    NoKey { what: &'static str, path: PathBuf },
-    #[error("{what} {path} is not valid PEM: {reason}")]
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    #[error(transparent)]
+    File(#[from] crate::pem::Error),
     #[error("control TLS certificate {cert} with key {key}{} cannot be used: {reason}", client_ca.as_ref().map(|ca| format!(" and client CA {}", ca.display())).unwrap_or_default())]
     Unusable {
         cert: PathBuf,
@@ -45,65 +28,6 @@ pub enum TlsError {
         client_ca: Option<PathBuf>,
         reason: String,
     },
-}
-
-/// Reads a PEM file of one or more certificates (a chain, or a CA bundle) and checks that it
-/// holds at least one. `what` names the file in errors ("control TLS certificate", "--tls-ca").
-pub fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    let bytes = read(path, what)?;
-    let mut n_certs = 0;
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
-        cert.map_err(|e| pem_error(e, path, what))?;
-        n_certs += 1;
-    }
-    if n_certs == 0 {
-        return Err(TlsError::NoCertificate {
-            what,
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(bytes)
-}
-
-/// Reads a PEM private key file (PKCS#8, PKCS#1 or SEC1) and checks that it holds one.
-pub fn read_key(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    let bytes = read(path, what)?;
-    match PrivateKeyDer::from_pem_slice(&bytes) {
-        Ok(_) => Ok(bytes),
-        Err(pem::Error::NoItemsFound) => Err(TlsError::NoKey {
-            what,
-            path: path.to_path_buf(),
-        }),
-        Err(e) => Err(pem_error(e, path, what)),
-    }
-}
-
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn pem_error(error: pem::Error, path: &Path, what: &'static str) -> TlsError {
-    let reason = match error {
-        pem::Error::MissingSectionEnd { end_marker } => {
-            format!(
-                "no `-----END {}-----` line",
-                String::from_utf8_lossy(&end_marker)
-            )
-        }
-        pem::Error::IllegalSectionStart { line } => {
-            format!("bad section start {:?}", String::from_utf8_lossy(&line))
-        }
-        other => other.to_string(),
-    };
-    TlsError::Pem {
-        what,
-        path: path.to_path_buf(),
-        reason,
-    }
 }
 
 /// The control listener's TLS settings, read and checked once at start.

@@ -31,7 +31,10 @@ fn certificates_and_keys_are_read_and_checked() {
 
     // Each file in the other's place says what is missing, naming the file.
     let error = read_certificates(&key_path, "control TLS certificate").unwrap_err();
-    assert!(matches!(error, TlsError::NoCertificate { .. }), "{error:?}");
+    assert!(
+        matches!(error, crate::pem::Error::NoCertificate { .. }),
+        "{error:?}"
+    );
     assert_eq!(
         error.to_string(),
         format!(
@@ -40,7 +43,10 @@ fn certificates_and_keys_are_read_and_checked() {
         )
     );
     let error = read_key(&cert_path, "control TLS key").unwrap_err();
-    assert!(matches!(error, TlsError::NoKey { .. }), "{error:?}");
+    assert!(
+        matches!(error, crate::pem::Error::NoKey { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().starts_with(&format!(
         "control TLS key {} holds no PEM private key",
         cert_path.display()
@@ -52,7 +58,7 @@ fn missing_and_broken_files_are_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("nope.pem");
     let error = read_certificates(&missing, "--tls-ca").unwrap_err();
-    assert!(matches!(error, TlsError::Read { .. }), "{error:?}");
+    assert!(matches!(error, crate::pem::Error::Read { .. }), "{error:?}");
     assert!(
         error
             .to_string()
@@ -66,7 +72,7 @@ fn missing_and_broken_files_are_named() {
         "-----BEGIN CERTIFICATE-----\nMIIB\n",
     );
     let error = read_certificates(&broken, "control TLS certificate").unwrap_err();
-    assert!(matches!(error, TlsError::Pem { .. }), "{error:?}");
+    assert!(matches!(error, crate::pem::Error::Pem { .. }), "{error:?}");
     assert!(
         error.to_string().contains("END CERTIFICATE"),
         "the missing end marker is named: {error}"
@@ -74,7 +80,7 @@ fn missing_and_broken_files_are_named() {
     let empty = write(dir.path(), "empty.pem", "");
     assert!(matches!(
         read_certificates(&empty, "x").unwrap_err(),
-        TlsError::NoCertificate { .. }
+        crate::pem::Error::NoCertificate { .. }
     ));
 }
 

@@ -1,0 +1,76 @@
+//! tls::client: the rustls `ClientConfig` lb uses toward a pool's backends (`backend_tls`).
+
+use std::sync::Arc;
+
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::ServerName;
+
+use crate::config::BackendTls;
+use crate::pem;
+
+/// Why a pool's `backend_tls` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendTlsError {
+    #[error(transparent)]
+    File(#[from] pem::Error),
+    #[error("backend_tls.ca {path} cannot be used: {reason}")]
+    Ca {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("backend_tls without ca: the system trust store holds no usable certificate{0}")]
+    NoSystemRoots(String),
+    #[error("cannot build the backend TLS settings: {0}")]
+    Settings(String),
+}
+
+/// The client config for one pool's backends: trusting `ca` (a PEM bundle) or, without it, the
+/// operating system's trust store; offering ALPN `http/1.1` (the upstream connector speaks
+/// HTTP/1.1 to backends). The name to verify is [`backend_server_name`]'s.
+pub fn backend_client_config(settings: &BackendTls) -> Result<Arc<ClientConfig>, BackendTlsError> {
+    let mut roots = RootCertStore::empty();
+    match &settings.ca {
+        Some(path) => {
+            let bytes = pem::read(path, "backend_tls.ca")?;
+            for cert in pem::certificates_in(&bytes, path, "backend_tls.ca")? {
+                roots.add(cert).map_err(|e| BackendTlsError::Ca {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (n_added, _) = roots.add_parsable_certificates(native.certs);
+            if n_added == 0 {
+                let reason = native
+                    .errors
+                    .first()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                return Err(BackendTlsError::NoSystemRoots(reason));
+            }
+        }
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| BackendTlsError::Settings(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The name lb sends as SNI and checks the backend's certificate against: `server_name` when
+/// set (validated when lb.toml was parsed), else the backend's IP address.
+pub fn backend_server_name(
+    settings: &BackendTls,
+    backend_ip: std::net::IpAddr,
+) -> ServerName<'static> {
+    settings
+        .server_name
+        .as_deref()
+        .and_then(|name| ServerName::try_from(name.to_owned()).ok())
+        .unwrap_or(ServerName::IpAddress(backend_ip.into()))
+}
