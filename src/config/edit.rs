@@ -39,7 +39,7 @@ use toml_edit::{Array, Decor, Document, DocumentMut, Item, Key, RawString, Table
 pub struct HealthCheckSpec {
     /// The path probed on each backend, e.g. `/healthz`.
     pub url_path: String,
-    /// Trimmed bodies that count as healthy.
+    /// Bodies, whitespace trimmed, that count as healthy.
     pub healthy_values: Vec<String>,
 }
 

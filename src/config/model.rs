@@ -314,7 +314,7 @@ impl Default for HealthChecks {
 pub struct HealthCheck {
     /// The path requested on the backend.
     pub url_path: String,
-    /// Trimmed bodies that count as healthy.
+    /// Bodies, whitespace trimmed, that count as healthy.
     pub healthy_values: Vec<String>,
 }
 
