@@ -34,14 +34,19 @@ pub struct AccessLog {
 /// One proxied (or locally answered) request.
 #[derive(Debug)]
 pub struct Line<'a> {
+    /// The client's address.
     pub client: SocketAddr,
+    /// The request method.
     pub method: &'a Method,
+    /// The request path, without the query.
     pub path: &'a str,
+    /// The status code sent to the client.
     pub status: u16,
     /// The pool's pattern; `None` when no pool matched.
     pub pool: Option<&'a str>,
     /// `IP:PORT` of the backend that answered, if one did.
     pub backend: Option<&'a str>,
+    /// How long the request has been in lb when the line is written.
     pub duration: Duration,
     /// The `[server]` timeout that cut this response short (a second line for the request, after
     /// the one its head got); `None` on every ordinary line.

@@ -24,7 +24,9 @@ const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
 /// What the admin endpoints read.
 pub struct Admin {
+    /// Source of the applied status, the config path and the topology.
     pub applier: Arc<Applier>,
+    /// Process-wide counters for `/metrics`.
     pub global: Arc<Global>,
     /// The `[tls]` certificates, for their names and expiry; `None` without `[tls]`.
     pub certificates: Option<Arc<crate::tls::Store>>,
@@ -101,6 +103,7 @@ impl Admin {
         }
     }
 
+    /// The `/status.json` document for `topology`.
     pub fn status(&self, topology: &Topology) -> StatusDoc {
         let status = self.applier.status();
         StatusDoc {
@@ -157,35 +160,54 @@ pub fn pool_status(n_backends: usize, n_healthy: usize) -> &'static str {
     }
 }
 
+/// The `/status.json` document: what is applied and every pool's health.
 #[derive(Serialize)]
 pub struct StatusDoc {
+    /// The config file lb reads.
     pub config_path: String,
+    /// The applied generation.
     pub generation: u64,
+    /// SHA-256 of the applied file content, lowercase hex.
     pub content_hash: String,
+    /// When it was applied, in seconds since the Unix epoch.
     pub applied_at_unix: u64,
+    /// The last reload error, until the next successful apply.
     pub last_error: Option<String>,
     /// Each `[tls]` certificate: its file, SAN names, validity and whether it is the default.
     pub certificates: Vec<crate::tls::CertificateInfo>,
+    /// In file order.
     pub pools: Vec<PoolDoc>,
 }
 
+/// One pool in `/status.json`.
 #[derive(Serialize)]
 pub struct PoolDoc {
+    /// The pool's pattern as written.
     pub pattern: String,
+    /// `PS_EMPTY`, `PS_FULL` or `PS_DEGRADED` ([`pool_status`]).
     pub status: &'static str,
+    /// Backends that are healthy.
     pub healthy: usize,
+    /// Backends declared.
     pub total: usize,
+    /// In file order.
     pub backends: Vec<BackendDoc>,
 }
 
+/// One backend in `/status.json`.
 #[derive(Serialize)]
 pub struct BackendDoc {
+    /// `IP:PORT`.
     pub addr: String,
+    /// The path prefixed to each request; empty for none.
     pub url_path: String,
+    /// Checks passing and not ejected.
     pub healthy: bool,
     /// `enabled`, `drain` or `disabled`, as declared in lb.toml.
     pub admin: &'static str,
+    /// Requests sent to it and not yet finished.
     pub in_flight: u64,
+    /// Requests it has answered since lb started.
     pub requests: u64,
 }
 

@@ -43,8 +43,11 @@ use snapshot::StartOnly;
 /// The parts of the config that only take effect when lb starts.
 #[derive(Debug, Clone)]
 pub struct Startup {
+    /// `[listen]`: the sockets to bind.
     pub listen: config::Listen,
+    /// `[server]`: client-side timeouts, limits and worker threads.
     pub server: config::Server,
+    /// `[control]`: the control API's authentication and history.
     pub control: config::Control,
     /// The data plane's `[tls]` at start; `tls::watch` follows its later changes.
     pub tls: Option<config::TlsConfig>,
@@ -53,25 +56,39 @@ pub struct Startup {
 /// A change requested through the control API.
 #[derive(Debug, Clone)]
 pub enum Mutation {
+    /// Appends a new pool table.
     AddPool {
+        /// The new pool's pattern.
         pattern: String,
+        /// The keys the table is written with.
         spec: PoolSpec,
     },
+    /// Deletes a pool table.
     RemovePool {
+        /// The pool's pattern.
         pattern: String,
     },
+    /// Adds a backend to a pool, once it passes its first probe.
     AddBackend {
+        /// The pool's pattern.
         pattern: String,
+        /// The backend to add.
         backend: BackendAddr,
     },
+    /// Deletes a backend's entry from a pool.
     RemoveBackend {
+        /// The pool's pattern.
         pattern: String,
+        /// The backend to remove.
         backend: BackendAddr,
     },
     /// Drain, disable or re-enable a declared backend (a one-line edit of its entry).
     SetBackendState {
+        /// The pool's pattern.
         pattern: String,
+        /// The backend whose state changes.
         backend: BackendAddr,
+        /// The state to declare.
         state: AdminState,
     },
 }
@@ -125,6 +142,7 @@ pub struct Precondition {
 /// Who asked for a mutation and under what condition.
 #[derive(Debug, Clone, Default)]
 pub struct MutateOptions {
+    /// What the file must still be for the mutation to apply.
     pub precondition: Precondition,
     /// The caller's name (gRPC `x-lb-actor`), recorded in git commits.
     pub actor: Option<String>,
@@ -133,45 +151,78 @@ pub struct MutateOptions {
 /// Why a mutation changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum MutateError {
+    /// No pool has this pattern.
     #[error("no pool {pattern:?}")]
-    PoolNotFound { pattern: String },
+    PoolNotFound {
+        /// The pool's pattern.
+        pattern: String,
+    },
+    /// A pool with this pattern already exists.
     #[error("pool {pattern:?} already exists")]
-    PoolExists { pattern: String },
+    PoolExists {
+        /// The pool's pattern.
+        pattern: String,
+    },
+    /// The pool does not declare this backend.
     #[error("pool {pattern:?} has no backend {backend}")]
     BackendNotFound {
+        /// The pool's pattern.
         pattern: String,
+        /// The backend asked for.
         backend: BackendAddr,
     },
+    /// The pool already declares this backend.
     #[error("pool {pattern:?} already has backend {backend}")]
     BackendExists {
+        /// The pool's pattern.
         pattern: String,
+        /// The backend asked for.
         backend: BackendAddr,
     },
+    /// The file or the generation no longer matches the caller's precondition.
     #[error("the file changed since you read it ({reason}); re-read status and retry")]
-    Aborted { reason: String },
-    #[error("backend {backend} failed its health check, not added: {reason}")]
-    BackendUnhealthy {
-        backend: BackendAddr,
+    Aborted {
+        /// What changed.
         reason: String,
     },
+    /// A backend to add failed its first probe.
+    #[error("backend {backend} failed its health check, not added: {reason}")]
+    BackendUnhealthy {
+        /// The backend probed.
+        backend: BackendAddr,
+        /// Why the probe failed.
+        reason: String,
+    },
+    /// The edited text would not be a valid config.
     #[error("the change would make the config invalid: {}", join(diagnostics))]
-    Rejected { diagnostics: Vec<Diagnostic> },
+    Rejected {
+        /// Every problem the edited text has.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// The file on disk is invalid, so no edit is made on top of it.
     #[error(
         "{path} is currently invalid; fix or revert it first: {}",
         join(diagnostics)
     )]
     FileInvalid {
+        /// The config file.
         path: PathBuf,
+        /// Every problem in it.
         diagnostics: Vec<Diagnostic>,
     },
+    /// The config file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
+    /// The text edit was refused.
     #[error(transparent)]
     Edit(#[from] EditError),
+    /// The edited text could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
 }
@@ -187,7 +238,9 @@ fn join(diagnostics: &[Diagnostic]) -> String {
 /// How a reload from disk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reloaded {
+    /// The file's content is running as this generation.
     Applied {
+        /// The generation now serving.
         generation: u64,
     },
     /// The file's content equals what is applied (e.g. lb's own write-back).
@@ -199,6 +252,7 @@ pub enum Reloaded {
     Moving,
 }
 
+/// The single writer of the running topology: reloads and mutations go through it, one at a time.
 pub struct Applier {
     path: PathBuf,
     topology: SharedTopology,
@@ -348,6 +402,7 @@ impl Applier {
         Ok((applier, startup))
     }
 
+    /// The config file it reads and writes.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -362,10 +417,12 @@ impl Applier {
         self.events.subscribe()
     }
 
+    /// Process-wide counters, shared with the proxy and the admin endpoints.
     pub fn metrics(&self) -> &Arc<Global> {
         &self.metrics
     }
 
+    /// What is applied now: generation, content hash, last reload outcome.
     pub fn status(&self) -> Arc<Status> {
         self.status.load_full()
     }

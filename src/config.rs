@@ -29,15 +29,21 @@ use std::path::{Path, PathBuf};
 /// Why a config file could not become a [`Config`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file as given.
         path: PathBuf,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
+    /// The file was read but is not a valid config.
     #[error("{}", Invalid { path, diagnostics })]
     Invalid {
+        /// The file as given.
         path: PathBuf,
+        /// Every problem found, in file order.
         diagnostics: Vec<Diagnostic>,
     },
 }

@@ -30,8 +30,10 @@ use proto::load_balancer_server::LoadBalancerServer;
 /// Why the control server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The gRPC server failed.
     #[error("{0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The reflection service cannot be built.
     #[error("cannot build server reflection from the compiled-in proto: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -91,16 +93,24 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Why the control token file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The file cannot be read.
     #[error("cannot read control token file {path}: {source}")]
     Read {
+        /// The token file.
         path: PathBuf,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
+    /// The file holds only whitespace.
     #[error("control token file {path} is empty; put a long random secret in it (e.g. `openssl rand -hex 32 > {path}`)")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The token file.
+        path: PathBuf,
+    },
 }
 
 impl Token {

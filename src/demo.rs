@@ -11,8 +11,11 @@ use crate::{Error, Lb, Options};
 
 /// A running demo: keep it alive as long as the balancer should serve.
 pub struct Demo {
+    /// The balancer, bound and ready to run.
     pub lb: Lb,
+    /// The generated lb.toml, in a temporary directory.
     pub config_path: PathBuf,
+    /// The sample backends' addresses.
     pub backends: Vec<SocketAddr>,
     /// Holds the config file; removed on drop.
     _dir: tempfile::TempDir,

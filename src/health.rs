@@ -27,8 +27,10 @@ use crate::topology::{Backend, BackendKey, CheckSettings};
 /// Health bodies are small; reading more than this is a misconfiguration, not health.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The HTTP client health probes go through.
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// The client for every health probe: no delay on small writes, one idle connection per backend.
 pub fn probe_client() -> ProbeClient {
     // No connect timeout of its own: each probe is bounded, connect included, by its pool's
     // `check_timeout`.
@@ -145,10 +147,15 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// A health transition, streamed to `WatchHealth` subscribers.
 #[derive(Debug, Clone)]
 pub struct HealthEvent {
+    /// The pool the backend belongs to.
     pub pattern: Arc<str>,
+    /// The backend whose health changed.
     pub backend: BackendAddr,
+    /// Its health after the transition.
     pub healthy: bool,
+    /// Why, e.g. the failing probe's error.
     pub reason: String,
+    /// When the transition happened.
     pub at: std::time::SystemTime,
 }
 
@@ -183,6 +190,7 @@ impl Drop for Checker {
 pub type Wanted = (BackendAddr, Arc<Backend>, Option<Arc<CheckSettings>>);
 
 impl Checkers {
+    /// No checkers yet; transitions go to `events`.
     pub fn new(events: Events) -> Checkers {
         Checkers {
             pools: HashMap::new(),
@@ -277,6 +285,7 @@ impl Checkers {
             .count()
     }
 
+    /// Whether no backend is being probed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -59,8 +59,10 @@ pub fn normalise_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 /// Why `--lb` and the TLS flags do not go together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
+    /// `--lb http://...` with `--tls-ca`.
     #[error("--lb {0:?} says http:// but --tls-ca asks for TLS; give https:// or just HOST:PORT")]
     PlainWithTls(String),
+    /// `--lb https://...` without `--tls-ca`.
     #[error(
         "--lb {0:?} says https://; give --tls-ca PATH, the CA that signed lb's control certificate"
     )]
@@ -166,10 +168,12 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The proto name of a `PoolStatus` value (`PS_UNKNOWN` for one this lbctl does not know).
 pub fn pool_status_name(status: i32) -> &'static str {
     proto::PoolStatus::try_from(status).map_or("PS_UNKNOWN", |s| s.as_str_name())
 }
 
+/// The proto name of a `BackendStatus` value (`BS_UNKNOWN` for one this lbctl does not know).
 pub fn backend_status_name(status: i32) -> &'static str {
     proto::BackendStatus::try_from(status).map_or("BS_UNKNOWN", |s| s.as_str_name())
 }
@@ -231,6 +235,7 @@ pub fn paint(text: &str, colour: bool) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
+/// The proto name of an `AdminState` value (`AS_UNKNOWN` for one this lbctl does not know).
 pub fn admin_state_name(state: i32) -> &'static str {
     proto::AdminState::try_from(state).map_or("AS_UNKNOWN", |s| s.as_str_name())
 }

@@ -63,9 +63,13 @@ use crate::proxy::{Proxy, ServerSettings};
 /// How to start; flags override the file's `[listen]` table.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// The config file (lb.toml).
     pub config: PathBuf,
+    /// Overrides `[listen] http`.
     pub http: Option<SocketAddr>,
+    /// Overrides `[listen] grpc`.
     pub grpc: Option<SocketAddr>,
+    /// Overrides `[listen] admin`.
     pub admin: Option<SocketAddr>,
     /// Serve the control API on a non-loopback address without a token, knowingly.
     pub insecure_control: bool,
@@ -76,27 +80,41 @@ pub struct Options {
 /// Why lb could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The config file cannot be read or is invalid.
     #[error(transparent)]
     Config(#[from] config::Error),
+    /// A listener cannot be bound.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
+        /// Which listener, e.g. `http`, `grpc` or `admin`.
         what: &'static str,
+        /// The address it was to bind.
         addr: SocketAddr,
+        /// Why binding failed.
         #[source]
         source: std::io::Error,
     },
+    /// The config file cannot be watched for changes.
     #[error(transparent)]
     Watch(#[from] watch::Error),
+    /// The control token file cannot be used.
     #[error(transparent)]
     Token(#[from] control::TokenError),
+    /// The control listener's TLS files cannot be used.
     #[error(transparent)]
     Tls(#[from] control::TlsError),
+    /// The `[tls]` certificates could not be loaded.
     #[error(transparent)]
     Certificates(#[from] tls::Error),
+    /// The `[tls]` certificate files could not be watched.
     #[error(transparent)]
     CertificateWatch(#[from] tls::WatchError),
+    /// The control API would be open to the network without authentication.
     #[error("refusing to serve the control API on non-loopback {addr} without a token: anyone who can reach it could change the topology. Set [control] token_file = \"/etc/lb/token\" in the config (a file holding a long random secret), or require client certificates with [control] tls_cert, tls_key and client_ca, or pass --insecure-control to accept the risk knowingly")]
-    InsecureControl { addr: SocketAddr },
+    InsecureControl {
+        /// The control listener's address.
+        addr: SocketAddr,
+    },
 }
 
 /// A loaded config and bound listeners, ready to [`run`](Lb::run).
@@ -186,18 +204,22 @@ impl Lb {
         })
     }
 
+    /// The proxy listener's bound address (the real port when the config asks for port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().unwrap_or(self.startup.listen.http)
     }
 
+    /// The control listener's bound address.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.local_addr().unwrap_or(self.startup.listen.grpc)
     }
 
+    /// The admin listener's bound address, when one is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The single writer of the topology, for embedding and tests.
     pub fn applier(&self) -> &Arc<Applier> {
         &self.applier
     }

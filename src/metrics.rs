@@ -13,9 +13,11 @@ use crate::topology::Topology;
 /// here. It lives here, below `apply`, so that metrics never imports `apply`.
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// The applied generation; 0 before the first load.
     pub generation: u64,
     /// SHA-256 of the applied file content, lowercase hex.
     pub content_hash: String,
+    /// When that generation was applied.
     pub applied_at: std::time::SystemTime,
     /// The last reload error (every diagnostic as `PATH:LINE:COL: message`), cleared by the
     /// next successful apply.
@@ -85,6 +87,7 @@ impl RequestStats {
         })
     }
 
+    /// How many requests are recorded.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -99,6 +102,7 @@ pub struct CheckStats {
 }
 
 impl CheckStats {
+    /// Counts one probe's outcome and keeps how long it took.
     pub fn record(&self, passed: bool, took: Duration) {
         let counter = if passed { &self.passed } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -110,18 +114,27 @@ impl CheckStats {
 /// Process-wide counters that are not per backend.
 #[derive(Default, Debug)]
 pub struct Global {
+    /// Reloads from the file that applied a new config.
     pub reloads_ok: AtomicU64,
+    /// Reloads from the file that failed.
     pub reloads_error: AtomicU64,
     /// Requests answered without a backend (404, 301, 405, 503), by status code.
     pub local: RequestStats,
+    /// Requests retried on another backend after a failed attempt.
     pub retries: AtomicU64,
+    /// Backends taken out of rotation by a failed connect.
     pub ejections: AtomicU64,
+    /// Upgrade tunnels (e.g. WebSocket) open now.
     pub upgrades_open: AtomicU64,
     /// Exchanges and tunnels closed by a timeout after the response head, by `[server]` key.
     pub timeouts_read: AtomicU64,
+    /// Closed by `send_timeout`.
     pub timeouts_send: AtomicU64,
+    /// Closed by `tunnel_idle_timeout`.
     pub timeouts_tunnel_idle: AtomicU64,
+    /// Control-API changes committed to git.
     pub git_commits_ok: AtomicU64,
+    /// Control-API changes whose git commit failed.
     pub git_commits_failed: AtomicU64,
 }
 

@@ -62,6 +62,7 @@ pub struct ConflictError {
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a, T> {
+    /// The request goes to the value of this pattern.
     Matched(&'a T),
     /// Answer 301 with this location: a path, to which the caller re-adds the original query.
     /// Used for `/api` → `/api/` when only the subtree exists, and for unclean paths
@@ -70,6 +71,7 @@ pub enum Route<'a, T> {
     /// The path matches some pattern, but not for this method: Go answers 405, with `Allow`
     /// from [`Router::allowed_methods`].
     MethodNotAllowed,
+    /// No pattern matches: answer 404.
     NotFound,
 }
 
@@ -254,10 +256,12 @@ impl<T> Router<T> {
         self.routes.iter().map(|(p, v)| (p, v))
     }
 
+    /// How many patterns the router holds.
     pub fn len(&self) -> usize {
         self.routes.len()
     }
 
+    /// Whether the router holds no pattern.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

@@ -24,6 +24,7 @@ pub type SharedTopology = Arc<ArcSwap<Topology>>;
 pub struct Topology {
     /// Counts applied configs; 0 is the empty topology before the first load.
     pub generation: u64,
+    /// Every pool's pattern; the value is the index into `pools`.
     pub routes: Router<usize>,
     /// Shared with the next snapshot when its config is unchanged, so an apply that changes
     /// one pool of thousands builds one pool.
@@ -31,6 +32,7 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The topology with no pool, served before the first config is applied.
     pub fn empty() -> Topology {
         Topology {
             generation: 0,
@@ -40,6 +42,7 @@ impl Topology {
         }
     }
 
+    /// The pool whose pattern is exactly `pattern`.
     pub fn pool(&self, pattern: &str) -> Option<&Pool> {
         self.pools
             .iter()
@@ -50,16 +53,22 @@ impl Topology {
 
 /// A pool as the request path sees it.
 pub struct Pool {
+    /// The pattern as written in the file; the pool's identity.
     pub pattern: Arc<str>,
+    /// How a backend is picked.
     pub pool_type: PoolType,
+    /// How long connecting to a backend may take.
     pub connect_timeout: Duration,
+    /// How long a backend may take to send its response head.
     pub request_timeout: Duration,
+    /// How many times a failed connect is retried on another backend.
     pub retries: u32,
     /// In file order. Shared with the health checker, which flips `healthy`.
     pub backends: Box<[Arc<Backend>]>,
 }
 
 impl Pool {
+    /// How many backends are healthy (checks passing, not ejected).
     pub fn n_healthy(&self) -> usize {
         self.backends.iter().filter(|b| b.is_healthy()).count()
     }
@@ -115,7 +124,9 @@ impl Pool {
 /// checks and can be healthy in one and sick in the other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendKey {
+    /// The pool's pattern.
     pub pattern: Arc<str>,
+    /// The backend's address within that pool.
     pub backend: BackendAddr,
 }
 
@@ -125,6 +136,7 @@ pub struct BackendKey {
 /// how health, in-flight counts and pooled connections survive reloads.
 #[derive(Debug)]
 pub struct Backend {
+    /// The backend as declared.
     pub addr: BackendAddr,
     /// `IP:PORT`, precomputed for upstream URIs, logs and labels.
     pub authority: Authority,
@@ -177,6 +189,7 @@ impl Backend {
         }
     }
 
+    /// What the operator declared about this backend.
     pub fn admin(&self) -> AdminState {
         match self.admin.load(Ordering::Relaxed) {
             x if x == AdminState::Drain as u8 => AdminState::Drain,
@@ -185,6 +198,7 @@ impl Backend {
         }
     }
 
+    /// Records the operator's declared state; read on the next pick.
     pub fn set_admin(&self, state: AdminState) {
         self.admin.store(state as u8, Ordering::Relaxed);
     }
@@ -240,6 +254,7 @@ impl Backend {
         (was, self.is_healthy())
     }
 
+    /// Requests sent here and not yet finished.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -284,6 +299,7 @@ impl Default for PeakEwma {
 }
 
 impl PeakEwma {
+    /// The time constant with which the average decays towards lower samples.
     pub const DECAY: Duration = Duration::from_secs(10);
 
     fn epoch() -> Instant {
@@ -291,10 +307,12 @@ impl PeakEwma {
         *EPOCH.get_or_init(Instant::now)
     }
 
+    /// The current average, in nanoseconds.
     pub fn get(&self) -> f64 {
         f64::from_bits(self.value.load(Ordering::Relaxed))
     }
 
+    /// Folds one latency sample into the average.
     pub fn observe(&self, sample: Duration) {
         let now = Self::epoch().elapsed().as_nanos() as u64;
         let sample = sample.as_nanos() as f64;
@@ -318,6 +336,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// The backend this request counts against.
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
     }
@@ -332,13 +351,16 @@ impl Drop for InFlight {
 /// The checker settings of a pool; a change restarts that pool's checkers only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckSettings {
+    /// Time between two probes of a backend.
     pub interval: Duration,
+    /// What a probe checks and how results change a backend's state.
     pub checks: HealthChecks,
     /// How long the backend's idle connections are kept; the checker closes them on time.
     pub idle_timeout: Duration,
 }
 
 impl CheckSettings {
+    /// The checker settings `pool` declares.
     pub fn of(pool: &PoolConfig) -> CheckSettings {
         CheckSettings {
             interval: pool.interval,

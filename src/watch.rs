@@ -25,6 +25,7 @@ const DEBOUNCE: Duration = Duration::from_millis(30);
 /// A safety net for file systems that drop events: re-read this often regardless.
 const POLL: Duration = Duration::from_secs(2);
 
+/// Why the config file cannot be watched.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path}: {source}")]
 pub struct Error {

@@ -37,30 +37,57 @@ use toml_edit::{Array, Decor, Document, DocumentMut, Item, Key, RawString, Table
 /// One status check of a new pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckSpec {
+    /// The path probed on each backend, e.g. `/healthz`.
     pub url_path: String,
+    /// Bodies, whitespace trimmed, that count as healthy.
     pub healthy_values: Vec<String>,
 }
 
 /// The explicit keys a new pool table is written with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
+    /// `type`, as the file spells it (`p2c`, `p2c_ewma`).
     pub pool_type: String,
+    /// `interval`, as the file spells it (`10s`).
     pub interval: String,
+    /// One `[[pools."PATTERN".health_checks]]` table each.
     pub health_checks: Vec<HealthCheckSpec>,
 }
 
+/// Why an edit of lb.toml text was refused; the text is then left as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
+    /// The text does not parse as TOML.
     #[error("the file is not valid TOML: {0}")]
     Syntax(String),
+    /// No `[pools."PATTERN"]` table has this pattern.
     #[error("no pool {pattern:?} in the file")]
-    PoolNotFound { pattern: String },
+    PoolNotFound {
+        /// The pool's pattern, as given.
+        pattern: String,
+    },
+    /// A pool with this pattern is already in the file.
     #[error("pool {pattern:?} already exists")]
-    PoolExists { pattern: String },
+    PoolExists {
+        /// The pool's pattern, as given.
+        pattern: String,
+    },
+    /// The pool exists but does not list this backend.
     #[error("pool {pattern:?} has no backend {backend}")]
-    BackendNotFound { pattern: String, backend: String },
+    BackendNotFound {
+        /// The pool's pattern, as given.
+        pattern: String,
+        /// The backend, as given.
+        backend: String,
+    },
+    /// The edit would reformat bytes it does not own, so it is left to a person.
     #[error("pool {pattern:?} cannot be edited automatically: {reason}; edit the file by hand")]
-    NotEditable { pattern: String, reason: String },
+    NotEditable {
+        /// The pool's pattern, as given.
+        pattern: String,
+        /// What in the file stops the edit.
+        reason: String,
+    },
 }
 
 impl EditError {
@@ -101,6 +128,7 @@ pub fn entry_addr(value: &Value) -> Option<&str> {
 /// re-parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edited {
+    /// The whole file's new text.
     pub text: String,
     /// The span, in the *input* text, of the pool's `backends` array when the edit replaced
     /// only that array's bytes: everything before and after it is the input's, byte for byte.

@@ -8,18 +8,27 @@ use std::time::Duration;
 
 use crate::routing::Router;
 
+/// A pool's health-check `interval` when the file sets none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// A pool's `connect_timeout` when the file sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A pool's `request_timeout` when the file sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A pool's `check_timeout` when the file sets none.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// A pool's backend `idle_timeout` when the file sets none.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A whole, valid lb.toml.
 #[derive(Debug)]
 pub struct Config {
+    /// `[listen]`: the addresses lb binds.
     pub listen: Listen,
+    /// `[server]`: client-side timeouts and limits.
     pub server: Server,
+    /// `[control]`: how the control API authenticates and records changes.
     pub control: Control,
+    /// `[log]`: where logs go and in what format.
     pub log: Log,
     /// The data plane's certificates and TLS settings; `None` without a `[tls]` table.
     pub tls: Option<TlsConfig>,
@@ -35,6 +44,7 @@ pub struct Config {
 }
 
 impl Config {
+    /// The pool whose pattern is exactly `pattern`, as written in the file.
     pub fn pool(&self, pattern: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.pattern == pattern)
     }
@@ -90,10 +100,14 @@ impl Config {
     }
 }
 
+/// `[listen]`: the sockets lb serves on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
+    /// The proxy listener for client traffic.
     pub http: SocketAddr,
+    /// The gRPC control API listener.
     pub grpc: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, dashboard); off when `None`.
     pub admin: Option<SocketAddr>,
     /// `[listen] https`: one or several addresses serving TLS with the `[tls]` certificates.
     pub https: Vec<SocketAddr>,
@@ -113,6 +127,7 @@ impl Default for Listen {
     }
 }
 
+/// `[server]`: limits and timeouts on the client side of the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     /// A client must send its whole request head within this.
@@ -151,7 +166,9 @@ impl Default for Server {
 /// Where logs go. Process settings: they take effect at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Log {
+    /// Where the access log goes.
     pub access: AccessLog,
+    /// Log lines as JSON objects rather than text.
     pub json: bool,
 }
 
@@ -167,13 +184,18 @@ impl Default for Log {
 /// The one-line-per-request access log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLog {
+    /// One line per request on standard error.
     Stderr,
+    /// No access log.
     Off,
+    /// Appended to this file.
     File(PathBuf),
 }
 
+/// `[control]`: authentication and change history of the control API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Control {
+    /// A file holding the bearer token every control call must carry; no token check when `None`.
     pub token_file: Option<PathBuf>,
     /// Commit each successful control-API change to the git work tree holding lb.toml.
     pub git_commit: bool,
@@ -227,14 +249,18 @@ pub struct CertificateFiles {
     pub default: bool,
 }
 
+/// `[tls] min_version`: the lowest TLS version the HTTPS listeners offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
     #[default]
     V1_2,
+    /// TLS 1.3 only.
     V1_3,
 }
 
 impl TlsVersion {
+    /// The version as the file spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             TlsVersion::V1_2 => "1.2",
@@ -263,6 +289,7 @@ pub struct BackendTls {
     pub server_name: Option<String>,
 }
 
+/// A pool's `type`: how it picks a backend for each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolType {
     /// Power of two choices by requests in flight.
@@ -272,6 +299,7 @@ pub enum PoolType {
 }
 
 impl PoolType {
+    /// The name the file uses for this type.
     pub fn as_str(self) -> &'static str {
         match self {
             PoolType::P2c => "p2c",
@@ -293,6 +321,7 @@ pub enum AdminState {
 }
 
 impl AdminState {
+    /// The name the file uses for this state.
     pub fn as_str(self) -> &'static str {
         match self {
             AdminState::Enabled => "enabled",
@@ -301,6 +330,7 @@ impl AdminState {
         }
     }
 
+    /// Reads the name the file uses; `None` for an unknown one.
     pub fn parse(text: &str) -> Option<AdminState> {
         match text {
             "enabled" => Some(AdminState::Enabled),
@@ -314,11 +344,14 @@ impl AdminState {
 /// One entry of a pool's `backends`: `"IP:PORT[/path]"` or `{ addr = "...", state = "drain" }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
+    /// Where the backend listens, and the path prefixed to each request.
     pub addr: BackendAddr,
+    /// Whether the operator lets it take traffic.
     pub state: AdminState,
 }
 
 impl PoolConfig {
+    /// The backend declared with this address, if any.
     pub fn backend(&self, addr: &BackendAddr) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| &b.addr == addr)
     }
@@ -329,12 +362,19 @@ impl PoolConfig {
 pub struct PoolConfig {
     /// The pattern exactly as written in the file; it is the pool's identity.
     pub pattern: String,
+    /// How a backend is picked.
     pub pool_type: PoolType,
+    /// Time between two health probes of a backend.
     pub interval: Duration,
+    /// What a probe checks and how results change a backend's state.
     pub health_checks: HealthChecks,
+    /// In file order.
     pub backends: Vec<BackendConfig>,
+    /// How long connecting to a backend may take.
     pub connect_timeout: Duration,
+    /// How long a backend may take to send its response head.
     pub request_timeout: Duration,
+    /// How many times a failed connect (or a cut-off idempotent request) is retried on another backend.
     pub retries: u32,
     /// A kept-alive connection to a backend unused this long is closed.
     pub idle_timeout: Duration,
@@ -346,6 +386,7 @@ pub struct PoolConfig {
 /// and how many consecutive results change a backend's state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthChecks {
+    /// Every check a probe runs; a backend passes when all pass.
     pub checks: Vec<HealthCheck>,
     /// One probe of every check, connect to last body byte (`check_timeout`).
     pub timeout: Duration,
@@ -370,7 +411,9 @@ impl Default for HealthChecks {
 /// with surrounding whitespace trimmed, equals one of `healthy_values`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
+    /// The path requested on the backend.
     pub url_path: String,
+    /// Bodies, whitespace trimmed, that count as healthy.
     pub healthy_values: Vec<String>,
 }
 
@@ -389,27 +432,49 @@ impl Default for HealthCheck {
 /// it is normalised away: `127.0.0.1:80/` and `127.0.0.1:80` are one backend.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendAddr {
+    /// The backend's IP and port.
     pub addr: SocketAddr,
     /// Empty, or a path starting with `/` and longer than `/`.
     pub url_path: String,
 }
 
+/// Why text or parts do not make a [`BackendAddr`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendAddrError {
+    /// Not `IP:PORT[/url_path]`.
     #[error("backend {0:?} is not IP:PORT[/url_path] (IPv6 as [::1]:PORT)")]
     Shape(String),
+    /// The host is not an IP address.
     #[error("backend {input:?}: {ip:?} is not an IP address (host names are not resolved)")]
-    Ip { input: String, ip: String },
+    Ip {
+        /// The backend as written.
+        input: String,
+        /// The host part.
+        ip: String,
+    },
+    /// The port is not in 1-65535.
     #[error("backend {input:?}: port {port} is outside 1-65535")]
-    Port { input: String, port: String },
+    Port {
+        /// The backend as written.
+        input: String,
+        /// The port part.
+        port: String,
+    },
+    /// The url_path is not a valid URI path.
     #[error(
         "backend {input:?}: url_path {url_path:?} is not a URL path (visible ASCII a URI path \
          allows, percent-encoded otherwise; no query or fragment)"
     )]
-    UrlPath { input: String, url_path: String },
+    UrlPath {
+        /// The backend as written.
+        input: String,
+        /// The path part.
+        url_path: String,
+    },
 }
 
 impl BackendAddr {
+    /// A backend from its parts, checked as the file's `IP:PORT[/url_path]` form is.
     pub fn new(ip: IpAddr, port: u16, url_path: &str) -> Result<BackendAddr, BackendAddrError> {
         let input = format!("{}{url_path}", SocketAddr::new(ip, port));
         if port == 0 {

@@ -18,7 +18,9 @@ use crate::routing::{Pattern, Router};
 /// One problem in a config file, with its 1-based position when one applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// 1-based line and column; `None` for a problem of the file as a whole.
     pub position: Option<(usize, usize)>,
+    /// What is wrong, and what to write instead.
     pub message: String,
 }
 

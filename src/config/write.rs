@@ -41,6 +41,7 @@ const MAX_SYMLINKS: usize = 40;
 /// Each round needs yet another save within the microseconds between two syscalls.
 const MAX_PUT_BACK: usize = 8;
 
+/// Why lb.toml could not be replaced; the file on disk is left as it was.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {}: {source}", describe(.path, .target))]
 pub struct WriteError {
@@ -48,6 +49,7 @@ pub struct WriteError {
     pub path: PathBuf,
     /// The file actually replaced, after following symlinks (the same as `path` if none).
     pub target: PathBuf,
+    /// The failing I/O operation's error.
     #[source]
     pub source: io::Error,
 }
@@ -74,6 +76,7 @@ pub enum Replaced {
 /// A file's text as an edit read it, with its metadata from the same open file.
 #[derive(Debug)]
 pub struct Base {
+    /// The file's whole text.
     pub text: String,
     metadata: fs::Metadata,
 }

@@ -30,6 +30,7 @@ pub struct ControlService {
 }
 
 impl ControlService {
+    /// The service over `applier`; open health watches end when `shutting_down` is cancelled.
     pub fn new(applier: Arc<Applier>, shutting_down: CancellationToken) -> ControlService {
         ControlService {
             applier,

@@ -47,44 +47,107 @@ pub(super) enum Segment {
 /// Why a pattern is invalid; offsets are byte offsets into the pattern text.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum PatternError {
+    /// The pattern text is empty.
     #[error("empty pattern")]
     Empty,
+    /// The method is not an HTTP token.
     #[error("at offset 0: invalid method {method:?} (must be an http token such as GET)")]
-    InvalidMethod { method: String },
+    InvalidMethod {
+        /// The method as written.
+        method: String,
+    },
+    /// No `/` starts the path.
     #[error("at offset {offset}: host/path missing / (a pattern is [METHOD ][HOST]/PATH)")]
-    MissingSlash { offset: usize },
+    MissingSlash {
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// The host holds a `{`, most likely a path missing its leading `/`.
     #[error("at offset {offset}: host contains '{{' (missing initial '/'?)")]
-    HostWildcard { offset: usize },
+    HostWildcard {
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// The host has a port, which requests never carry when matched.
     #[error(
         "at offset {offset}: host {host:?} includes a port, which never matches because the \
          port is stripped from requests before matching"
     )]
-    HostPort { host: String, offset: usize },
+    HostPort {
+        /// The host as written.
+        host: String,
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// The path is not clean, so no request can match it.
     #[error(
         "at offset {offset}: path {path:?} is not clean (it would be {clean:?}); a pattern with \
          a method other than CONNECT and an unclean path can never match"
     )]
     UncleanPath {
+        /// The path as written.
         path: String,
+        /// The path once cleaned.
         clean: String,
+        /// Byte offset of the path in the pattern.
         offset: usize,
     },
+    /// A segment holds a `{` that does not start it.
     #[error("at offset {offset}: bad wildcard segment {segment:?} (must start with '{{')")]
-    WildcardStart { segment: String, offset: usize },
+    WildcardStart {
+        /// The segment as written.
+        segment: String,
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// A wildcard segment does not end with `}`.
     #[error("at offset {offset}: bad wildcard segment {segment:?} (must end with '}}')")]
-    WildcardEnd { segment: String, offset: usize },
+    WildcardEnd {
+        /// The segment as written.
+        segment: String,
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// `{$}` is not the last segment.
     #[error("at offset {offset}: {{$}} not at end of path")]
-    DollarNotAtEnd { offset: usize },
+    DollarNotAtEnd {
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// A `{name...}` wildcard is not the last segment.
     #[error("at offset {offset}: {{...}} wildcard not at end of path")]
-    MultiNotAtEnd { offset: usize },
+    MultiNotAtEnd {
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// A wildcard has no name (`{}`).
     #[error("at offset {offset}: empty wildcard name")]
-    EmptyWildcard { offset: usize },
+    EmptyWildcard {
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// A wildcard name is not a Go identifier.
     #[error("at offset {offset}: bad wildcard name {name:?} (must be a go identifier)")]
-    BadWildcardName { name: String, offset: usize },
+    BadWildcardName {
+        /// The wildcard name as written.
+        name: String,
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// Two wildcards share a name.
     #[error("at offset {offset}: duplicate wildcard name {name:?}")]
-    DuplicateWildcard { name: String, offset: usize },
+    DuplicateWildcard {
+        /// The wildcard name as written.
+        name: String,
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
+    /// The path has more than [`MAX_SEGMENTS`] segments.
     #[error("at offset {offset}: more than {max} path segments", max = MAX_SEGMENTS)]
-    TooManySegments { offset: usize },
+    TooManySegments {
+        /// Byte offset of the fault in the pattern.
+        offset: usize,
+    },
 }
 
 /// The most segments a pattern's path may have.
