@@ -86,7 +86,7 @@ pub enum Error {
     /// A listener cannot be bound.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
-        /// Which listener, e.g. `http`, `grpc` or `admin`.
+        /// Which listener, e.g. `http`, `https`, `grpc` or `admin`.
         what: &'static str,
         /// The address it was to bind.
         addr: SocketAddr,
@@ -122,6 +122,7 @@ pub struct Lb {
     applier: Arc<Applier>,
     startup: Startup,
     http: TcpListener,
+    https: Vec<TcpListener>,
     grpc: TcpListener,
     admin: Option<TcpListener>,
     token: Option<control::Token>,
@@ -188,13 +189,15 @@ impl Lb {
             Some(settings) => Some(Arc::new(tls::Store::load(settings)?)),
             None => None,
         };
-        if !startup.listen.https.is_empty() {
-            tracing::warn!(addrs = ?startup.listen.https, "listen.https: certificates are loaded and watched, but this build does not serve HTTPS yet");
+        let mut https = Vec::with_capacity(startup.listen.https.len());
+        for addr in &startup.listen.https {
+            https.push(bind("https", *addr).await?);
         }
         Ok(Lb {
             applier,
             startup,
             http,
+            https,
             grpc,
             admin,
             token,
@@ -277,8 +280,13 @@ impl Lb {
             drain_timeout,
             max_connections: self.startup.server.max_connections,
         };
+        let listeners = proxy::Listeners {
+            http: self.http,
+            https: self.https,
+            certificates: self.certificates.clone(),
+        };
         let data_plane = proxy::serve(
-            self.http,
+            listeners,
             proxy,
             settings,
             stopping.clone().cancelled_owned(),

@@ -2,9 +2,12 @@
 //! request to a backend picked by `balance`, and draining on shutdown. It reads the topology
 //! snapshot and backend atomics only; it never parses config or runs health checks.
 //!
-//! A connection's first bytes choose its engine, once: the HTTP/2 preface (h2c prior knowledge)
-//! goes to hyper's HTTP/2 server, anything else to lb's own HTTP/1.x engine (`proxy::h1`) for the
-//! connection's whole life.
+//! A cleartext connection's first bytes choose its engine, once: the HTTP/2 preface (h2c prior
+//! knowledge) goes to hyper's HTTP/2 server, anything else to lb's own HTTP/1.x engine
+//! (`proxy::h1`) for the connection's whole life. A TLS connection (`listen.https`) is chosen by
+//! its negotiated ALPN protocol instead: `h2` goes to hyper, anything else to `proxy::h1`. The
+//! handshake uses the certificate store's current `ServerConfig` (`crate::tls`), which this
+//! module only reads.
 
 mod body;
 mod conn;
@@ -23,15 +26,20 @@ pub use upstream::IdleConnections;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +60,53 @@ pub struct ServerSettings {
     pub max_connections: usize,
 }
 
+/// The client listeners of the data plane.
+pub struct Listeners {
+    /// Cleartext HTTP/1.x and h2c (`listen.http`).
+    pub http: TcpListener,
+    /// TLS (`listen.https`): each handshake uses the store's current config.
+    pub https: Vec<TcpListener>,
+    /// The certificates `https` serves; `None` leaves `https` unserved (lb refuses that at
+    /// start).
+    pub certificates: Option<Arc<crate::tls::Store>>,
+}
+
+/// A client connection the engines serve: plain TCP, or TLS over it. Static dispatch keeps the
+/// cleartext path free of any indirection.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Reads what the client sent into `buf` after growing it by `room`; `Ok(0)` when the client
+    /// closed. Cancel safe. On plain TCP it waits for readiness before growing the buffer, so an
+    /// idle connection holds no buffer while it waits.
+    fn read_ready(
+        &mut self,
+        buf: &mut Vec<u8>,
+        room: usize,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+impl ClientStream for TcpStream {
+    async fn read_ready(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            buf.reserve(room);
+            match self.try_read_buf(buf) {
+                // Readiness that was stale: wait again.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                read => return read,
+            }
+        }
+    }
+}
+
+impl ClientStream for TlsStream<TcpStream> {
+    async fn read_ready(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
+        // Decrypted bytes may wait inside rustls with the socket not readable: no readiness
+        // shortcut here.
+        buf.reserve(room);
+        self.read_buf(buf).await
+    }
+}
+
 /// Largest request head accepted; larger ones get 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -59,7 +114,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// in-flight requests for at most `drain_timeout`; connections still open at that deadline are
 /// dropped (closed), not waited on.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -68,16 +123,36 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
-    let builder = Arc::new(builder);
-    let settings = Arc::new(settings);
+    let engines = Arc::new(Engines {
+        h2: builder,
+        settings,
+    });
+    let settings = &engines.settings;
     // Connection tasks, so the drain can wait for them; `drain` asks each to finish gracefully.
     let connections = TaskTracker::new();
     let drain = CancellationToken::new();
     // Cancelled at the drain deadline: each connection task then drops its connection.
     let cut = CancellationToken::new();
     // Bounds open client connections: a permit is taken before accept, as mini-redis does, and
-    // travels with the socket's task (through an upgrade tunnel too).
+    // travels with the socket's task (through a TLS handshake and an upgrade tunnel too).
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let Listeners {
+        http,
+        https,
+        certificates,
+    } = listeners;
+    let https = if certificates.is_some() {
+        https
+    } else {
+        Vec::new()
+    };
+    // Listener 0 is `http`; the rest are `https`. One loop takes a permit, then the first
+    // connection of any listener, so a permit never waits on one listener while another has a
+    // client.
+    let mut all = Vec::with_capacity(1 + https.len());
+    all.push(http);
+    all.extend(https);
+    let mut first = 0;
     tokio::pin!(shutdown);
 
     loop {
@@ -88,37 +163,37 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (which, accepted) = tokio::select! {
+            accepted = std::future::poll_fn(|cx| poll_accept_any(&all, first, cx)) => accepted,
             () = &mut shutdown => break,
+        };
+        // The next round starts at the next listener: a busy one does not starve the others.
+        first = (first + 1) % all.len();
+        let (stream, client) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
-        let builder = Arc::clone(&builder);
-        let settings = Arc::clone(&settings);
+        let engines = Arc::clone(&engines);
         let drain = drain.clone();
         let cut = cut.clone();
+        let tls = match (which, &certificates) {
+            (1.., Some(store)) => Some(TlsAcceptor::from(store.server_config())),
+            _ => None,
+        };
         connections.spawn(async move {
             let connection = async {
-                let mut stream = stream;
-                match opens_with_h2_preface(&stream, &settings, &drain).await {
-                    Some(false) => {
-                        h1::serve(&mut stream, client, &proxy, &settings, &drain).await;
-                        drop(permit);
+                match tls {
+                    None => serve_plain(stream, client, permit, proxy, &engines, drain).await,
+                    Some(acceptor) => {
+                        serve_tls(stream, acceptor, client, permit, proxy, &engines, drain).await
                     }
-                    Some(true) => {
-                        let io = ClientIo::new(stream, permit);
-                        serve_h2(io, client, proxy, &builder, &settings, drain).await;
-                    }
-                    None => {}
                 }
             };
             tokio::select! {
@@ -127,7 +202,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop(all);
     tracing::info!(open = connections.len(), "draining client connections");
     drain.cancel();
     connections.close();
@@ -142,6 +217,94 @@ pub async fn serve(
         cut.cancel();
     }
 }
+
+/// What every connection's task reads: hyper's HTTP/2 server and the client-side limits.
+struct Engines {
+    h2: http2::Builder<TokioExecutor>,
+    settings: ServerSettings,
+}
+
+/// Accepts from the first of `listeners` with a connection waiting, looking at them from index
+/// `first` on.
+fn poll_accept_any(
+    listeners: &[TcpListener],
+    first: usize,
+    cx: &mut Context<'_>,
+) -> Poll<(usize, io::Result<(TcpStream, SocketAddr)>)> {
+    for offset in 0..listeners.len() {
+        let which = (first + offset) % listeners.len();
+        if let Poll::Ready(accepted) = listeners[which].poll_accept(cx) {
+            return Poll::Ready((which, accepted));
+        }
+    }
+    Poll::Pending
+}
+
+/// Serves a cleartext connection: HTTP/2 when it opens with the preface, HTTP/1.x otherwise.
+async fn serve_plain(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    proxy: Arc<Proxy>,
+    engines: &Engines,
+    drain: CancellationToken,
+) {
+    let settings = &engines.settings;
+    match opens_with_h2_preface(&stream, settings, &drain).await {
+        Some(false) => {
+            h1::serve(&mut stream, client, &proxy, settings, &drain).await;
+            drop(permit);
+        }
+        Some(true) => {
+            let io = ClientIo::new(stream, permit);
+            serve_h2(io, client, proxy, &engines.h2, settings, drain).await;
+        }
+        None => {}
+    }
+}
+
+/// Serves a TLS connection: the handshake first, bounded by the header timeout and holding only
+/// the connection's permit; then HTTP/2 when ALPN chose `h2`, HTTP/1.x otherwise.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    client: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    proxy: Arc<Proxy>,
+    engines: &Engines,
+    drain: CancellationToken,
+) {
+    let settings = &engines.settings;
+    let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream));
+    let mut stream = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%client, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client, "TLS handshake not finished within the header timeout");
+                return;
+            }
+        },
+        () = drain.cancelled() => return,
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        let io = ClientIo::new(stream, permit);
+        serve_h2(io, client, proxy, &engines.h2, settings, drain).await;
+    } else {
+        h1::serve(&mut stream, client, &proxy, settings, &drain).await;
+        // close_notify, so the client can tell lb's close from a cut (a response that ends at
+        // the close needs it); bounded, as a client that reads nothing could hold it.
+        let _ = tokio::time::timeout(CLOSE_NOTIFY, stream.shutdown()).await;
+        drop(permit);
+    }
+}
+
+/// How long a TLS connection's closing alert may wait for the client to take it.
+const CLOSE_NOTIFY: Duration = Duration::from_secs(1);
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -183,14 +346,16 @@ async fn opens_with_h2_preface(
 
 /// Serves an HTTP/2 connection with hyper until it ends or `drain` asks it to finish; closes it
 /// once idle past the settings' limits.
-async fn serve_h2(
-    io: ClientIo,
+async fn serve_h2<S>(
+    io: ClientIo<S>,
     client: SocketAddr,
     proxy: Arc<Proxy>,
     builder: &http2::Builder<TokioExecutor>,
     settings: &ServerSettings,
     drain: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::clone(io.activity());
     let requests = Arc::clone(&activity);
     let service = service_fn(move |request| {

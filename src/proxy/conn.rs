@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// What the connection's watchdog needs to tell idle from busy.
@@ -107,16 +106,16 @@ pub fn watch_step(header_timeout: Duration, idle_timeout: Duration) -> Duration 
     (header_timeout.min(idle_timeout) / 4).max(Duration::from_millis(10))
 }
 
-/// The client socket as hyper sees it.
-pub struct ClientIo {
-    stream: TcpStream,
+/// The client connection (plain TCP, or TLS over it) as hyper sees it.
+pub struct ClientIo<S> {
+    stream: S,
     activity: Arc<Activity>,
     /// This connection's share of `max_connections`; it lives as long as the socket.
     _permit: OwnedSemaphorePermit,
 }
 
-impl ClientIo {
-    pub fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> ClientIo {
+impl<S> ClientIo<S> {
+    pub fn new(stream: S, permit: OwnedSemaphorePermit) -> ClientIo<S> {
         ClientIo {
             stream,
             activity: Arc::default(),
@@ -125,13 +124,13 @@ impl ClientIo {
     }
 }
 
-impl ClientIo {
+impl<S> ClientIo<S> {
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity
     }
 }
 
-impl AsyncRead for ClientIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -149,7 +148,7 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::ClientStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -60,8 +62,8 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `stream` until it closes, a request asks to close, or lb refuses a request.
-pub(super) async fn serve(
-    stream: &mut TcpStream,
+pub(super) async fn serve<S: ClientStream>(
+    stream: &mut S,
     client: SocketAddr,
     proxy: &Proxy,
     settings: &ServerSettings,
@@ -186,7 +188,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// read): the write side first, then what arrives is read and dropped until the client closes,
 /// for at most [`LINGER`], so that closing with unread bytes does not reset the connection
 /// before the client has read lb's answer (nginx's `lingering_close`).
-async fn linger(stream: &mut TcpStream) {
+async fn linger<S: ClientStream>(stream: &mut S) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -216,43 +218,31 @@ enum ClientRead {
 /// Reads more of the client's bytes, giving up at `deadline` (checked on the connection's tick),
 /// or on a drain (when given one) while no request has begun; a tick without bytes returns
 /// [`ClientRead::Quiet`].
-async fn read_more(
-    stream: &mut TcpStream,
+async fn read_more<S: ClientStream>(
+    stream: &mut S,
     input: &mut Vec<u8>,
     tick: &mut Interval,
     mut draining: Option<Pin<&mut WaitForCancellationFuture<'_>>>,
     deadline: Instant,
 ) -> ClientRead {
-    loop {
-        let drain_watched = draining.is_some() && input.is_empty();
-        tokio::select! {
-            biased;
-            // Readiness first, then the read: an idle connection holds no buffer while it waits.
-            ready = stream.readable() => {
-                if ready.is_err() {
-                    return ClientRead::Closed;
-                }
-                input.reserve(READ_ROOM);
-                match stream.try_read_buf(input) {
-                    Ok(0) => return ClientRead::Closed,
-                    Ok(_) => return ClientRead::Bytes,
-                    // Readiness that was stale: wait again.
-                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return ClientRead::Closed,
-                }
+    let drain_watched = draining.is_some() && input.is_empty();
+    tokio::select! {
+        biased;
+        read = stream.read_ready(input, READ_ROOM) => match read {
+            Ok(1..) => ClientRead::Bytes,
+            Ok(0) | Err(_) => ClientRead::Closed,
+        },
+        () = async {
+            match draining.as_mut() {
+                Some(draining) => draining.as_mut().await,
+                None => std::future::pending().await,
             }
-            () = async {
-                match draining.as_mut() {
-                    Some(draining) => draining.as_mut().await,
-                    None => std::future::pending().await,
-                }
-            }, if drain_watched => return ClientRead::Draining,
-            _ = tick.tick() => {
-                return if Instant::now() >= deadline {
-                    ClientRead::TimedOut
-                } else {
-                    ClientRead::Quiet
-                };
+        }, if drain_watched => ClientRead::Draining,
+        _ = tick.tick() => {
+            if Instant::now() >= deadline {
+                ClientRead::TimedOut
+            } else {
+                ClientRead::Quiet
             }
         }
     }
@@ -367,7 +357,7 @@ fn request<'a>(input: &'a [u8], head: &'a RequestHead) -> Request<'a> {
 
 impl<'p> Connection<'p> {
     /// Answers a head lb refuses, then the connection closes.
-    async fn refuse(&mut self, stream: &mut TcpStream, refusal: Refusal) {
+    async fn refuse<S: ClientStream>(&mut self, stream: &mut S, refusal: Refusal) {
         self.scratch.out.clear();
         let closing = ClientSide {
             http11: true,
@@ -396,9 +386,9 @@ impl<'p> Connection<'p> {
     }
 
     /// Serves one request whose head is at the start of the input.
-    async fn serve_request(
+    async fn serve_request<S: ClientStream>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         head: &RequestHead,
         head_started: Instant,
     ) -> Next {
@@ -556,9 +546,9 @@ impl<'p> Connection<'p> {
     /// Reads a small body whole (into the input, or decoded into `scratch.body`), or prepares a
     /// larger one for streaming (its bytes read so far moved to `scratch.body_in`). `Err`: the
     /// connection closes, after the refusal if there is one (a malformed chunked body).
-    async fn take_body(
+    async fn take_body<S: ClientStream>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         head: &RequestHead,
         head_started: Instant,
     ) -> Result<Body, Option<Refusal>> {
@@ -620,9 +610,9 @@ impl<'p> Connection<'p> {
     }
 
     /// Reads more of a body held to its head's deadline into the input.
-    async fn read_body(
+    async fn read_body<S: ClientStream>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         deadline: Instant,
     ) -> Result<(), Option<Refusal>> {
         match read_more(stream, &mut self.input, &mut self.tick, None, deadline).await {
@@ -673,9 +663,9 @@ impl Exchange<'_> {
     /// whole (framed as the backend gets it); `streamed`: one that comes from the client as the
     /// exchange goes.
     #[allow(clippy::too_many_arguments)]
-    async fn forward(
+    async fn forward<S: ClientStream>(
         &self,
-        client: &mut TcpStream,
+        client: &mut S,
         pool: &Pool,
         scratch: &mut Scratch,
         rng: &mut fastrand::Rng,
@@ -943,8 +933,8 @@ fn closes_client(http11: bool, framing: Framing) -> bool {
 /// backend gets it (`out` holds what goes first), and stops when the backend answers early.
 /// Reads from the client only when what it sent before has gone: a backend that reads slowly
 /// slows the client down.
-async fn stream_body(
-    client: &mut TcpStream,
+async fn stream_body<S: ClientStream>(
+    client: &mut S,
     upstream: &TcpStream,
     rest: &mut Stream,
     body_in: &mut Vec<u8>,
@@ -982,14 +972,9 @@ async fn stream_body(
                 tokio::select! {
                     biased;
                     _ = upstream.readable() => return Ok(Streamed::Early),
-                    ready = client.readable() => {
-                        ready.map_err(|_| StreamError::Client)?;
-                        body_in.reserve(BODY_READ);
-                        match client.try_read_buf(body_in) {
-                            Ok(0) => return Err(StreamError::Client),
-                            Ok(_) => {}
-                            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(_) => return Err(StreamError::Client),
+                    read = client.read_ready(body_in, BODY_READ) => {
+                        if !matches!(read, Ok(1..)) {
+                            return Err(StreamError::Client);
                         }
                     }
                     () = tokio::time::sleep(client_idle) => return Err(StreamError::Client),
@@ -1039,8 +1024,8 @@ impl From<Cut> for Relayed {
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
 /// says, reading the backend until the body ends. A chunked body is decoded and framed again
 /// (for an HTTP/1.0 client: its data only, ended by the close).
-async fn relay(
-    client: &mut TcpStream,
+async fn relay<S: ClientStream>(
+    client: &mut S,
     upstream: &mut TcpStream,
     head: &ResponseHead,
     scratch: &mut Scratch,
@@ -1054,8 +1039,8 @@ async fn relay(
 }
 
 /// [`relay`], with every wait bounded by `after_head`.
-async fn relay_within(
-    client: &mut TcpStream,
+async fn relay_within<S: ClientStream>(
+    client: &mut S,
     upstream: &mut TcpStream,
     head: &ResponseHead,
     scratch: &mut Scratch,

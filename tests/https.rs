@@ -1,0 +1,295 @@
+//! HTTPS on `listen.https` in the real lb: certificates made at test time with rcgen, chosen by
+//! SNI (the default without one), ALPN choosing HTTP/2 or HTTP/1.1, both proxied to a real
+//! backend; a renewed certificate for new handshakes only; a handshake bounded by
+//! `header_timeout` that holds one connection slot; `redirect_https` on the cleartext listener.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use support::raw::{header, status_of};
+use support::{eventually, Backend, Lb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Every wait in these tests ends within this.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A certificate authority the test client trusts; it signs lb's certificates.
+struct Ca {
+    der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate as lb reads it (PEM) and as the client sees it (DER).
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Ca {
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn sign(&self, name: &str) -> Leaf {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+}
+
+fn write_leaf(dir: &Path, stem: &str, leaf: &Leaf) {
+    std::fs::write(dir.join(format!("{stem}.pem")), &leaf.cert_pem).expect("write cert");
+    std::fs::write(dir.join(format!("{stem}.key")), &leaf.key_pem).expect("write key");
+}
+
+/// lb with `a.test` and `b.test` (the default) on an HTTPS listener, one pool to `backend`, and
+/// `extra` lb.toml text (e.g. `[server]` limits).
+struct Site {
+    lb: Lb,
+    https: SocketAddr,
+    ca: Ca,
+    a: Leaf,
+    b: Leaf,
+}
+
+fn start(backend: &Backend, listen: &str, extra: &str) -> Site {
+    let ca = Ca::new();
+    let a = ca.sign("a.test");
+    let b = ca.sign("b.test");
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_leaf(dir.path(), "a", &a);
+    write_leaf(dir.path(), "b", &b);
+    let config = dir.path().join("lb.toml");
+    let text = format!(
+        "[listen]\nhttps = \"127.0.0.1:0\"\n{listen}\n{extra}\n\
+         [[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n\n\
+         [[tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\ndefault = true\n\n{}",
+        support::pool("/", &[backend.addr], "100ms")
+    );
+    std::fs::write(&config, text).expect("write config");
+    let lb = Lb::start_at(dir, config, &[]);
+    let line = lb.wait_for_log("listener=\"https\"", PATIENCE);
+    let start = line.find("addr=").expect("addr") + "addr=".len();
+    let https = line[start..]
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("https address");
+    Site {
+        lb,
+        https,
+        ca,
+        a,
+        b,
+    }
+}
+
+impl Site {
+    /// A TLS connection to lb offering `alpn`, with SNI `sni` (none: checked as `b.test`).
+    async fn connect(&self, sni: Option<&str>, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.der.clone()).expect("trust the CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.enable_sni = sni.is_some();
+        let name = ServerName::try_from(sni.unwrap_or("b.test").to_owned()).expect("name");
+        let tcp = TcpStream::connect(self.https).await.expect("connect");
+        let handshake = TlsConnector::from(Arc::new(config)).connect(name, tcp);
+        tokio::time::timeout(PATIENCE, handshake)
+            .await
+            .expect("handshake in time")
+            .expect("handshake")
+    }
+}
+
+/// The leaf certificate lb presented on `stream`.
+fn presented(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    let certificates = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("certificates");
+    certificates[0].clone().into_owned()
+}
+
+/// One HTTP/1.1 request on `stream`; the response's head and body (read by content-length).
+async fn http1_get(stream: &mut TlsStream<TcpStream>, host: &str, close: bool) -> (String, String) {
+    let connection = if close { "close" } else { "keep-alive" };
+    let request = format!("GET /x HTTP/1.1\r\nhost: {host}\r\nconnection: {connection}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut input = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(end) = support::raw::find(&input, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&input[..end + 4]).into_owned();
+            let length: usize = header(&head, "content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            if input.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&input[end + 4..end + 4 + length]);
+                return (head, body.into_owned());
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(read > 0, "closed before the response: {input:?}");
+        input.extend_from_slice(&buf[..read]);
+    }
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_alpn_picks_the_protocol() {
+    let backend = Backend::start("web").await;
+    let site = start(&backend, "", "");
+
+    // http/1.1 with SNI a.test: a.test's certificate, lb's HTTP/1.x engine.
+    let mut stream = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    assert_eq!(presented(&stream), site.a.der);
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (head, body) = http1_get(&mut stream, "a.test", true).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "web");
+    // lb closes with close_notify: the client sees a clean end, not a cut.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(matches!(ended, Ok(Ok(0))), "{ended:?}");
+
+    // h2 with SNI b.test: b.test's certificate, HTTP/2.
+    let stream = site.connect(Some("b.test"), &[b"h2", b"http/1.1"]).await;
+    assert_eq!(presented(&stream), site.b.der);
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = Request::get("https://b.test/y")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .expect("response in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), Version::HTTP_2);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"web");
+
+    // Without SNI: the default certificate.
+    let mut stream = site.connect(None, &[]).await;
+    assert_eq!(presented(&stream), site.b.der);
+    let (head, body) = http1_get(&mut stream, "b.test", true).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(body, "web");
+
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 3, "every request reached the backend");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_serves_new_handshakes_and_open_connections_keep_working() {
+    let backend = Backend::start("web").await;
+    let site = start(&backend, "", "");
+    let mut held = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    assert_eq!(presented(&held), site.a.der);
+    let (head, _) = http1_get(&mut held, "a.test", false).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+
+    let renewed = site.ca.sign("a.test");
+    // The key first: until the certificate matches it, lb keeps the old pair.
+    std::fs::write(site.lb.dir().join("a.key"), &renewed.key_pem).expect("write key");
+    std::fs::write(site.lb.dir().join("a.pem"), &renewed.cert_pem).expect("write cert");
+    eventually(PATIENCE, "a handshake with the renewed certificate", || {
+        let site = &site;
+        let renewed = &renewed.der;
+        async move { presented(&site.connect(Some("a.test"), &[]).await) == *renewed }
+    })
+    .await;
+
+    // The connection made before the renewal still serves requests.
+    let (head, body) = http1_get(&mut held, "a.test", false).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(body, "web");
+}
+
+#[tokio::test]
+async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot() {
+    let backend = Backend::start("web").await;
+    let site = start(
+        &backend,
+        "",
+        "[server]\nheader_timeout = \"500ms\"\nmax_connections = 1\n",
+    );
+    // TCP only, never a ClientHello: it holds lb's only connection slot.
+    let mut silent = TcpStream::connect(site.https).await.expect("connect");
+    let opened = Instant::now();
+    // Connected (queued in the backlog) while the slot is taken; served once it is free.
+    let mut stream = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    let served_after = opened.elapsed();
+    let (head, body) = http1_get(&mut stream, "a.test", true).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(body, "web");
+    assert!(
+        served_after >= Duration::from_millis(400),
+        "the second client waited for the slot: {served_after:?}"
+    );
+
+    // The silent client was closed at the header timeout.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE, silent.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(opened.elapsed() < PATIENCE);
+}
