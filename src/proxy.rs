@@ -74,6 +74,9 @@ pub struct Listeners {
 /// A client connection the engines serve: plain TCP, or TLS over it. Static dispatch keeps the
 /// cleartext path free of any indirection.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Whether the client came over TLS: its requests go on with `X-Forwarded-Proto: https`.
+    const HTTPS: bool;
+
     /// Reads what the client sent into `buf` after growing it by `room`; `Ok(0)` when the client
     /// closed. Cancel safe. On plain TCP it waits for readiness before growing the buffer, so an
     /// idle connection holds no buffer while it waits.
@@ -85,6 +88,8 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
 }
 
 impl ClientStream for TcpStream {
+    const HTTPS: bool = false;
+
     async fn read_ready(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
         loop {
             self.readable().await?;
@@ -99,6 +104,8 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for TlsStream<TcpStream> {
+    const HTTPS: bool = true;
+
     async fn read_ready(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
         // Decrypted bytes may wait inside rustls with the socket not readable: no readiness
         // shortcut here.
@@ -354,7 +361,7 @@ async fn serve_h2<S>(
     settings: &ServerSettings,
     drain: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientStream + 'static,
 {
     let activity = Arc::clone(io.activity());
     let requests = Arc::clone(&activity);
@@ -362,7 +369,7 @@ async fn serve_h2<S>(
         let handler = Arc::clone(&proxy);
         let active = requests.start();
         async move {
-            let response = handler.handle(request, client).await;
+            let response = handler.handle(request, client, S::HTTPS).await;
             let response = response.map(|body| ReadTimed::new(body, handler));
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
         }

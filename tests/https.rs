@@ -233,8 +233,18 @@ async fn sni_picks_the_certificate_and_alpn_picks_the_protocol() {
     assert_eq!(status_of(&head), 200, "{head}");
     assert_eq!(body, "web");
 
+    // Each request reached the backend marked as HTTPS, over either protocol.
     let seen = backend.seen();
     assert_eq!(seen.len(), 3, "every request reached the backend");
+    for request in &seen {
+        assert_eq!(
+            request.headers.get("x-forwarded-proto").map(String::as_str),
+            Some("https"),
+            "{} {}",
+            request.method,
+            request.path_and_query
+        );
+    }
 }
 
 #[tokio::test]

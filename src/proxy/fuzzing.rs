@@ -29,7 +29,8 @@ pub struct RequestView {
 #[allow(clippy::result_unit_err)]
 pub fn parse_request_head(buf: &[u8], client_ip: &[u8]) -> Result<Option<RequestView>, ()> {
     let mut backend_fields = Vec::new();
-    let Some(head) = wire::parse_request(buf, client_ip, &mut backend_fields).map_err(|_| ())?
+    let Some(head) =
+        wire::parse_request(buf, client_ip, false, &mut backend_fields).map_err(|_| ())?
     else {
         return Ok(None);
     };

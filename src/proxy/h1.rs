@@ -104,6 +104,7 @@ pub(super) async fn serve<S: ClientStream>(
                 match wire::parse_request(
                     &conn.input,
                     client_ip.as_bytes(),
+                    S::HTTPS,
                     &mut conn.scratch.headers,
                 ) {
                     Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => break head,

@@ -48,11 +48,13 @@ impl Proxy {
         }
     }
 
-    /// Serves one HTTP/2 request. Never fails: every problem becomes a short error response.
+    /// Serves one HTTP/2 request; `https`: the client came over TLS. Never fails: every problem
+    /// becomes a short error response.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
+        https: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         // Cheap clones (a small enum and a refcounted URI) kept for the access log.
@@ -63,7 +65,8 @@ impl Proxy {
         // Boxed once here: inline, the request's future was ~9 KiB (rustc keeps both the
         // unstarted and the running copy of a large awaited future), and hyper moves the service
         // future several times per request (callgrind: memcpy was 8% of h1, 17% of h2).
-        let (response, pool, backend) = Box::pin(self.dispatch(&topology, request, client)).await;
+        let (response, pool, backend) =
+            Box::pin(self.dispatch(&topology, request, client, https)).await;
 
         self.account(
             client,
@@ -123,6 +126,7 @@ impl Proxy {
         topology: &'t Topology,
         request: Request<Incoming>,
         client: SocketAddr,
+        https: bool,
     ) -> (
         Response<ResponseBody>,
         Option<&'t Pool>,
@@ -148,7 +152,7 @@ impl Proxy {
                 return (response, None, None);
             }
         };
-        let forwarded = forward(pool, request, client, &self.metrics).await;
+        let forwarded = forward(pool, request, client, https, &self.metrics).await;
         (forwarded.response, Some(pool), forwarded.backend)
     }
 }
@@ -368,6 +372,7 @@ async fn forward(
     pool: &Pool,
     request: Request<Incoming>,
     client: SocketAddr,
+    https: bool,
     metrics: &Global,
 ) -> Forwarded {
     let (parts, body) = request.into_parts();
@@ -384,6 +389,7 @@ async fn forward(
     let forwarding = headers::Forwarding {
         client: client_ip.as_bytes(),
         host,
+        https,
     };
     let body = RequestBody::new(body);
     // A bodiless request goes on a plain socket with lb's own HTTP/1.1 code

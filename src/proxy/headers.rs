@@ -104,6 +104,8 @@ pub struct Forwarding<'a> {
     /// The host the request is for (an HTTP/1 `Host` or absolute-form authority, an HTTP/2
     /// `:authority`): the backend's `Host`, and `X-Forwarded-Host`.
     pub host: Option<&'a [u8]>,
+    /// The client came over TLS: `X-Forwarded-Proto: https`, else `http`.
+    pub https: bool,
 }
 
 /// The upstream header rules, for both protocols: writes to `out` the header lines (each ending
@@ -171,7 +173,11 @@ pub fn push_upstream_fields<'f, I>(
         }
     }
     out.extend_from_slice(forwarding.client);
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if forwarding.https {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
 }
 
 /// The tokens of every `Connection` field among `fields`, trimmed, empty ones skipped.
@@ -268,6 +274,7 @@ mod tests {
         let forwarding = Forwarding {
             client: client.as_bytes(),
             host: host.map(str::as_bytes),
+            https: false,
         };
         upstream_headers(h, &forwarding).unwrap()
     }
@@ -337,12 +344,26 @@ mod tests {
         let forwarding = Forwarding {
             client: b"192.0.2.7",
             host: Some(b"other.example"),
+            https: false,
         };
         push_upstream_fields(&mut out, || fields.iter().copied(), &forwarding);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Accept: */*\r\nhost: other.example\r\nx-forwarded-host: other.example\r\n\
              x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n"
+        );
+        // Over TLS, the same lines with `https`; a client's own X-Forwarded-Proto is dropped.
+        let fields: &[(&[u8], &[u8])] = &[(b"X-Forwarded-Proto", b"http")];
+        let mut out = Vec::new();
+        let forwarding = Forwarding {
+            client: b"192.0.2.7",
+            host: None,
+            https: true,
+        };
+        push_upstream_fields(&mut out, || fields.iter().copied(), &forwarding);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: https\r\n"
         );
     }
 

@@ -124,10 +124,12 @@ pub const BAD_CHUNKED: Refusal = Refusal::bad("malformed chunked body\n");
 /// client's), the body's framing as lb sends it, the upgrade pair, and `X-Forwarded-*`. An
 /// HTTP/1.0 request without a host gets its backend's `Host` from the caller.
 ///
-/// `Ok(None)`: the head is not complete yet.
+/// `Ok(None)`: the head is not complete yet. `client` is the client's address as text, `https`
+/// whether it came over TLS (both for `X-Forwarded-*`).
 pub fn parse_request(
     buf: &[u8],
     client: &[u8],
+    https: bool,
     headers: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -232,7 +234,11 @@ pub fn parse_request(
 
     // The backend's header lines: the rules both protocols share, then the framing lb sends.
     headers.clear();
-    let forwarding = Forwarding { client, host };
+    let forwarding = Forwarding {
+        client,
+        host,
+        https,
+    };
     let fields = || request.headers.iter().map(|f| (f.name.as_bytes(), f.value));
     push_upstream_fields(headers, fields, &forwarding);
     match body {
@@ -872,7 +878,7 @@ mod tests {
 
     fn request(text: &str) -> (Result<Option<RequestHead>, HeadError>, String) {
         let mut headers = Vec::new();
-        let parsed = parse_request(text.as_bytes(), b"192.0.2.7", &mut headers);
+        let parsed = parse_request(text.as_bytes(), b"192.0.2.7", false, &mut headers);
         (parsed, String::from_utf8(headers).unwrap())
     }
 
