@@ -263,7 +263,7 @@ impl Lb {
                 stopping.clone().cancelled_owned(),
             ));
         }
-        let proxy = Arc::new(Proxy::new(
+        let mut proxy = Proxy::new(
             Arc::clone(self.applier.topology()),
             Arc::clone(self.applier.metrics()),
             self.access_log,
@@ -272,7 +272,13 @@ impl Lb {
                 send: self.startup.server.send_timeout,
                 tunnel_idle: self.startup.server.tunnel_idle_timeout,
             },
-        ));
+        );
+        // To the first HTTPS listener's bound port (the real one when the config says 0).
+        let https_port = self.https.first().and_then(|l| l.local_addr().ok());
+        if let (true, Some(https)) = (self.startup.listen.redirect_https, https_port) {
+            proxy.redirect_to_https(https.port());
+        }
+        let proxy = Arc::new(proxy);
         let drain_timeout = self.startup.server.drain_timeout;
         let settings = ServerSettings {
             header_timeout: self.startup.server.header_timeout,

@@ -286,7 +286,7 @@ impl<T: fmt::Debug> fmt::Debug for Router<T> {
 ///
 /// Unlike Go (whose `net.SplitHostPort` drops the brackets of `[::1]:80` but not of `[::1]`),
 /// an IPv6 literal keeps its brackets either way, so one `[::1]/` pattern matches both.
-fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(end) => &host[..=end],

@@ -303,3 +303,54 @@ async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(opened.elapsed() < PATIENCE);
 }
+
+#[tokio::test]
+async fn redirect_https_answers_cleartext_requests_with_308_to_the_https_url() {
+    let backend = Backend::start("web").await;
+    let site = start(&backend, "redirect_https = true", "");
+    let port = site.https.port();
+
+    // HTTP/1.1 on the cleartext listener: 308 to the same host (without its port), path and
+    // query, on the HTTPS listener's port.
+    let mut wire = support::raw::Wire::connect(&site.lb).await;
+    wire.send(b"GET /a/b?x=1&y=2 HTTP/1.1\r\nhost: a.test:8080\r\n\r\n")
+        .await;
+    let head = wire.head().await.expect("response head");
+    assert_eq!(status_of(&head), 308, "{head}");
+    assert_eq!(
+        header(&head, "location").as_deref(),
+        Some(format!("https://a.test:{port}/a/b?x=1&y=2").as_str()),
+        "{head}"
+    );
+
+    // h2c prior knowledge too.
+    let tcp = TcpStream::connect(site.lb.http).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(connection);
+    let request = Request::get("http://b.test/c")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .expect("response in time")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://b.test:{port}/c").as_str()
+    );
+
+    // The HTTPS listener serves the request itself.
+    let mut stream = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    let (head, body) = http1_get(&mut stream, "a.test", true).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(body, "web");
+    assert_eq!(
+        backend.seen().len(),
+        1,
+        "only the HTTPS request was proxied"
+    );
+}

@@ -407,7 +407,14 @@ impl<'p> Connection<'p> {
                     .and_then(|q| q.strip_prefix('?'));
                 (request.path, query)
             };
-            match route(&topology, request.method, request.host, path, query) {
+            let redirect = self
+                .proxy
+                .https_redirect(S::HTTPS, request.host, path, query);
+            let routed = match redirect {
+                Some(answer) => Routed::Local(answer),
+                None => route(&topology, request.method, request.host, path, query),
+            };
+            match routed {
                 Routed::Pool(pool) => Ok(pool),
                 Routed::Local(answer) => Err(answer),
             }

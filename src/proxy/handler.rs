@@ -31,6 +31,8 @@ pub struct Proxy {
     pub(super) access_log: AccessLog,
     /// The timeouts after a response head, on both engines and in tunnels.
     pub(super) after_head: AfterHead,
+    /// `redirect_https`: the port cleartext requests are sent to over HTTPS.
+    redirect_https: Option<u16>,
 }
 
 impl Proxy {
@@ -45,7 +47,47 @@ impl Proxy {
             metrics,
             access_log,
             after_head,
+            redirect_https: None,
         }
+    }
+
+    /// `redirect_https`: cleartext requests get 308 to the same URL over HTTPS on `port`.
+    pub fn redirect_to_https(&mut self, port: u16) {
+        self.redirect_https = Some(port);
+    }
+
+    /// With `redirect_https`, lb's answer to a cleartext request, in both protocols: 308 to
+    /// the same host, path and query over HTTPS (the port left out when 443). `None`: the
+    /// request is routed as usual (it came over TLS, no redirect is set, or it names no host).
+    pub(super) fn https_redirect(
+        &self,
+        https: bool,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<LocalAnswer> {
+        let port = self.redirect_https.filter(|_| !https)?;
+        let name = crate::routing::strip_port(host);
+        if name.is_empty() {
+            return None;
+        }
+        let mut location = String::with_capacity(16 + host.len() + path.len());
+        location.push_str("https://");
+        location.push_str(name);
+        if port != 443 {
+            location.push(':');
+            location.push_str(&port.to_string());
+        }
+        location.push_str(path);
+        if let Some(query) = query {
+            location.push('?');
+            location.push_str(query);
+        }
+        Some(LocalAnswer {
+            status: StatusCode::PERMANENT_REDIRECT,
+            text: "",
+            header: Some(("location", location)),
+        })
     }
 
     /// Serves one HTTP/2 request; `https`: the client came over TLS. Never fails: every problem
@@ -139,7 +181,11 @@ impl Proxy {
             .or_else(|| request.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
         let uri = request.uri();
-        let pool = match route(topology, request.method(), host, uri.path(), uri.query()) {
+        let routed = match self.https_redirect(https, host, uri.path(), uri.query()) {
+            Some(answer) => Routed::Local(answer),
+            None => route(topology, request.method(), host, uri.path(), uri.query()),
+        };
+        let pool = match routed {
             Routed::Pool(pool) => pool,
             Routed::Local(answer) => {
                 let mut response = local(answer.status, answer.text);
