@@ -34,6 +34,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy over the shared topology, reporting to `metrics` and `access_log`.
     pub fn new(
         topology: SharedTopology,
         metrics: Arc<Global>,
