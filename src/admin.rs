@@ -64,9 +64,9 @@ impl Admin {
         }
         match request.uri().path() {
             "/metrics" => {
-                let topology = self.applier.topology().load();
-                let body = metrics::render(&topology, &self.applier.status(), &self.global);
-                with_type(body, "text/plain; version=0.0.4; charset=utf-8")
+                let topology = self.applier.topology().load_full();
+                let body = metrics::render(topology, self.applier.status(), self.global.clone());
+                with_type(body, metrics::CONTENT_TYPE)
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
             // Listeners are bound before the admin server starts and the first config is applied
