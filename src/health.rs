@@ -22,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 
 use crate::config::{BackendAddr, HealthCheck, HealthChecks};
+use crate::errors::error_chain;
 use crate::topology::{Backend, BackendKey, CheckSettings};
 
 /// Health bodies are small; reading more than this is a misconfiguration, not health.
@@ -130,18 +131,6 @@ fn one_of(values: &[String]) -> String {
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => "(no value)".to_owned(),
     }
-}
-
-/// Formats an error with its sources, since hyper's top-level messages say little.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A health transition, streamed to `WatchHealth` subscribers.

@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 //! lb: a layer-7 HTTP load balancer whose topology lives in `lb.toml`.
 //!
 //! # Layout

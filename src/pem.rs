@@ -11,21 +11,41 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// ("control TLS certificate", "--tls-ca", "tls.certificates key").
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The file cannot be read (missing, unreadable).
     #[error("cannot read {what} {path}: {source}")]
     Read {
+        /// The setting the file came from.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
+    /// The file holds no certificate block (a key or an empty file in its place, say).
     #[error("{what} {path} holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)")]
-    NoCertificate { what: &'static str, path: PathBuf },
+    NoCertificate {
+        /// The setting the file came from.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file holds no private key block of a supported kind.
     #[error("{what} {path} holds no PEM private key (a `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block)")]
-    NoKey { what: &'static str, path: PathBuf },
+    NoKey {
+        /// The setting the file came from.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file has PEM framing that does not decode (bad base64, a truncated block).
     #[error("{what} {path} is not valid PEM: {reason}")]
     Pem {
+        /// The setting the file came from.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// What the PEM parser says is wrong, without the file's bytes.
         reason: String,
     },
 }

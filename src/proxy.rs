@@ -57,6 +57,7 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// After shutdown begins, open connections may finish for this long; then they are closed.
     pub drain_timeout: Duration,
+    /// Client connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
 }
 

@@ -44,20 +44,58 @@ pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// Why a `[tls]` section or one of its files cannot be used. Each names the file to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A certificate or key file cannot be read or holds no usable PEM block.
     #[error(transparent)]
     File(#[from] pem::Error),
+    /// The key file's public key is not the certificate's: the pair was mixed up.
     #[error("tls.certificates key {key} does not belong to certificate {cert} (their public keys differ)")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The `cert` file of the pair.
+        cert: PathBuf,
+        /// The `key` file that does not match it.
+        key: PathBuf,
+    },
+    /// rustls cannot turn the key into a signing key (an unsupported algorithm, say).
     #[error("tls.certificates key {key} cannot be used: {reason}")]
-    Key { key: PathBuf, reason: String },
+    Key {
+        /// The `key` file.
+        key: PathBuf,
+        /// What rustls says is wrong with it.
+        reason: String,
+    },
+    /// The certificate (or its SAN extension) does not parse as X.509.
     #[error("tls.certificates cert {cert} is not a readable X.509 certificate: {reason}")]
-    Certificate { cert: PathBuf, reason: String },
+    Certificate {
+        /// The `cert` file.
+        cert: PathBuf,
+        /// What the parser says is wrong with it.
+        reason: String,
+    },
+    /// The certificate's validity ended before now; serving it would fail every handshake.
     #[error("tls.certificates cert {cert} expired at {not_after} (notAfter); renew it")]
-    Expired { cert: PathBuf, not_after: String },
+    Expired {
+        /// The `cert` file.
+        cert: PathBuf,
+        /// Its notAfter, as the certificate states it.
+        not_after: String,
+    },
+    /// The certificate's validity starts after now (a wrong clock or an early deploy).
     #[error("tls.certificates cert {cert} is not valid before {not_before} (notBefore); check the clock or the certificate")]
-    NotYetValid { cert: PathBuf, not_before: String },
+    NotYetValid {
+        /// The `cert` file.
+        cert: PathBuf,
+        /// Its notBefore, as the certificate states it.
+        not_before: String,
+    },
+    /// The `client_ca` bundle cannot serve as the roots that verify client certificates.
     #[error("tls.client_ca {path} cannot be used: {reason}")]
-    ClientCa { path: PathBuf, reason: String },
+    ClientCa {
+        /// The `client_ca` file.
+        path: PathBuf,
+        /// What rustls says is wrong with it.
+        reason: String,
+    },
+    /// rustls refuses the combination of settings (versions, client verifier).
     #[error("cannot build the TLS settings: {0}")]
     Settings(String),
 }
@@ -65,11 +103,15 @@ pub enum Error {
 /// A problem `lb check` finds in the files lb.toml names for TLS.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    /// The `[tls]` certificate pairs or client CA cannot be loaded.
     #[error(transparent)]
     Certificates(#[from] Error),
+    /// A pool's `backend_tls` cannot be built.
     #[error("pool {pattern:?}: {error}")]
     Backend {
+        /// The pool's pattern, naming it in lb.toml.
         pattern: String,
+        /// What is wrong with its `backend_tls`.
         error: BackendTlsError,
     },
 }
@@ -103,7 +145,9 @@ pub struct CertificateInfo {
     pub cert: PathBuf,
     /// Its SAN DNS names, lowercase, as SNI matches them.
     pub names: Vec<String>,
+    /// Start of its validity (notBefore), in Unix seconds.
     pub not_before_unix: i64,
+    /// End of its validity (notAfter), in Unix seconds; the expiry metric reports it.
     pub not_after_unix: i64,
     /// Served to clients with no SNI or an unknown name (unless `unknown_sni = "refuse"`).
     pub default: bool,
@@ -175,6 +219,7 @@ impl Store {
         self.current.load().settings.clone()
     }
 
+    /// The certificates the running config serves, for status and metrics.
     pub fn certificates(&self) -> Vec<CertificateInfo> {
         self.current.load().certificates.clone()
     }

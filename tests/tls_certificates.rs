@@ -27,7 +27,7 @@ fn write_pair(dir: &Path, (cert, key): &(String, String)) {
     std::fs::write(dir.join("site.key"), key).expect("write key");
 }
 
-const CONFIG: &str = "[[tls.certificates]]\ncert = \"site.pem\"\nkey = \"site.key\"\n";
+const CONFIG: &str = "[pools.\"/\"]\nbackends = [\"127.0.0.1:9\"]\n\n[[tls.certificates]]\ncert = \"site.pem\"\nkey = \"site.key\"\n";
 
 fn check(dir: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lb"))

@@ -13,7 +13,11 @@
 //! NOTE: a program that writes the file *in place* is covered as long as its write lands
 //! before lb reads the swapped-out file back (its open truncates, so the read-back differs);
 //! one that opened the file before the swap and writes only after that read writes into the
-//! file lb then removes. Editors save by rename, which the swap always sees.
+//! file lb then removes. Editors save by rename, which the swap always sees; what it cannot
+//! prevent is a *second* save that reads the file in the microseconds lb's file is visible
+//! before a first save (landed between lb's last `stat` and its swap) is swapped back: that
+//! second save, based on lb's text, then replaces the first. The `stat` right before the swap
+//! and the identity check right after it keep that window to a few syscalls.
 //!
 //! Where the exchange is not available (not Linux, or a filesystem that answers `EINVAL`), the
 //! file is re-read just before a plain rename: the guarantee is then weaker, as a save landing
@@ -153,7 +157,13 @@ fn replace_in(
         Err(e) if unsupported(&e) => return replace_by_rename(dir, target, temp, expected),
         Err(e) => return Err(e),
     }
-    // `temp`'s name now designates the file that was at `target`.
+    // `temp`'s name now designates the file that was at `target`. Another file than the one
+    // read (a save by rename since) is put back at once, on one `stat`: until then lb's file is
+    // what a reader of `target` sees, and a save based on it would drop the one it replaced.
+    if identity(&fs::symlink_metadata(temp.path())?) != identity(&base.metadata) {
+        put_back(temp, target)?;
+        return Ok(Replaced::Changed);
+    }
     match fs::read(temp.path()) {
         Ok(replaced) if replaced == expected => {}
         Ok(_) => {

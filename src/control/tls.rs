@@ -19,13 +19,19 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the control listener's TLS settings cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate, key or CA file cannot be read or holds no usable PEM block.
     #[error(transparent)]
     File(#[from] crate::pem::Error),
+    /// The files read, but rustls (through tonic) refuses them together.
     #[error("control TLS certificate {cert} with key {key}{} cannot be used: {reason}", client_ca.as_ref().map(|ca| format!(" and client CA {}", ca.display())).unwrap_or_default())]
     Unusable {
+        /// `[control] tls_cert`.
         cert: PathBuf,
+        /// `[control] tls_key`.
         key: PathBuf,
+        /// `[control] client_ca`, when mutual TLS is on.
         client_ca: Option<PathBuf>,
+        /// What rustls says is wrong.
         reason: String,
     },
 }

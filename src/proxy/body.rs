@@ -14,8 +14,11 @@ use crate::topology::InFlight;
 /// A response to the client: a backend's streamed body (through hyper's client, or read from a
 /// plain socket by lb's own HTTP/1.1 code), or a short body lb made itself.
 pub enum ResponseBody {
+    /// A backend's body read by hyper's client.
     Hyper(HyperBody),
+    /// A backend's body read by lb's own HTTP/1.1 code.
     Plain(PlainBody),
+    /// A body lb made itself (an error page), sent in one frame; `None` once sent or when empty.
     Local(Option<Bytes>),
 }
 
@@ -34,6 +37,7 @@ pub struct HyperBody {
 }
 
 impl HyperBody {
+    /// Wraps a backend's body with the connection's lease and the backend's in-flight guard.
     pub fn new(body: Incoming, lease: Lease, in_flight: InFlight) -> HyperBody {
         HyperBody {
             body,
@@ -56,10 +60,12 @@ impl Drop for HyperBody {
 }
 
 impl ResponseBody {
+    /// A short fixed body lb answers with itself.
     pub fn local(text: &'static str) -> ResponseBody {
         ResponseBody::Local(Some(Bytes::from_static(text.as_bytes())))
     }
 
+    /// No body at all.
     pub fn empty() -> ResponseBody {
         ResponseBody::Local(None)
     }
@@ -122,6 +128,7 @@ impl RequestBody {
         }
     }
 
+    /// No body at all (a GET, say).
     pub fn empty() -> RequestBody {
         RequestBody(None)
     }

@@ -36,6 +36,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy over the shared topology, reporting to `metrics` and `access_log`.
     pub fn new(
         topology: SharedTopology,
         metrics: Arc<Global>,
@@ -394,7 +395,7 @@ pub(super) fn attempt_failed(
     if let SendError::Connect { .. } = error {
         if pool.eject(backend) {
             metrics.ejections.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "connect failed; backend out of rotation");
+            tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::errors::error_chain(error), "connect failed; backend out of rotation");
         }
         let failure = if is_timeout(error) {
             Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
@@ -403,7 +404,7 @@ pub(super) fn attempt_failed(
         };
         return (replay.unsent, failure);
     }
-    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::health::error_chain(error), "backend request failed");
+    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::errors::error_chain(error), "backend request failed");
     let failure = Failure {
         backend: Some(Arc::clone(backend)),
         ..Failure::new(StatusCode::BAD_GATEWAY, "backend failed\n")

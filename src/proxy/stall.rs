@@ -28,8 +28,11 @@ use crate::metrics::Global;
 /// The limits after a response head, from `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct AfterHead {
+    /// A backend may be silent this long while its body is awaited (`read_timeout`).
     pub read: Duration,
+    /// A client may take no response byte for this long (`send_timeout`).
     pub send: Duration,
+    /// An upgrade tunnel may carry no byte either way for this long (`tunnel_idle_timeout`).
     pub tunnel_idle: Duration,
 }
 

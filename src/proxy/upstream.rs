@@ -89,10 +89,12 @@ impl std::fmt::Debug for IdleConnections {
 }
 
 impl IdleConnections {
+    /// Idle connections held now, of both kinds (hyper and plain socket).
     pub fn len(&self) -> usize {
         self.queue.get().map_or(0, ArrayQueue::len) + self.streams.get().map_or(0, ArrayQueue::len)
     }
 
+    /// No idle connection is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -102,6 +104,7 @@ impl IdleConnections {
         Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
     }
 
+    /// Sets the pool's `idle_timeout` from the applied config.
     pub fn set_idle_timeout(&self, timeout: Duration) {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.idle_timeout_ms.store(ms, Ordering::Relaxed);

@@ -11,15 +11,21 @@ use crate::pem;
 /// Why a pool's `backend_tls` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendTlsError {
+    /// The `ca` file cannot be read or holds no certificate.
     #[error(transparent)]
     File(#[from] pem::Error),
+    /// The `ca` bundle holds a certificate rustls cannot trust as a root.
     #[error("backend_tls.ca {path} cannot be used: {reason}")]
     Ca {
+        /// The `ca` file.
         path: std::path::PathBuf,
+        /// What rustls says is wrong with it.
         reason: String,
     },
+    /// Without `ca`, the system trust store yields no root, so no backend could be verified.
     #[error("backend_tls without ca: the system trust store holds no usable certificate{0}")]
     NoSystemRoots(String),
+    /// rustls refuses the client settings.
     #[error("cannot build the backend TLS settings: {0}")]
     Settings(String),
 }

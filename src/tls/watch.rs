@@ -27,6 +27,7 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// A safety net for file systems that drop events (some network and overlay mounts).
 const POLL: Duration = Duration::from_secs(30);
 
+/// Why the certificate files' directories cannot be watched; renewals then need a reload.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path} for certificate renewals: {source}")]
 pub struct WatchError {
