@@ -89,7 +89,7 @@ struct Site {
     b: Leaf,
 }
 
-fn start(backend: &Backend, listen: &str, extra: &str) -> Site {
+fn start(backend: &Backend, listen: &str, extra: &str, args: &[&str]) -> Site {
     let ca = Ca::new();
     let a = ca.sign("a.test");
     let b = ca.sign("b.test");
@@ -104,14 +104,8 @@ fn start(backend: &Backend, listen: &str, extra: &str) -> Site {
         support::pool("/", &[backend.addr], "100ms")
     );
     std::fs::write(&config, text).expect("write config");
-    let lb = Lb::start_at(dir, config, &[]);
-    let line = lb.wait_for_log("listener=\"https\"", PATIENCE);
-    let start = line.find("addr=").expect("addr") + "addr=".len();
-    let https = line[start..]
-        .split_whitespace()
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("https address");
+    let lb = Lb::start_at(dir, config, args);
+    let https = listener_addr(&lb, "https");
     Site {
         lb,
         https,
@@ -119,6 +113,17 @@ fn start(backend: &Backend, listen: &str, extra: &str) -> Site {
         a,
         b,
     }
+}
+
+/// The bound address lb logged for `listener`.
+fn listener_addr(lb: &Lb, listener: &str) -> SocketAddr {
+    let line = lb.wait_for_log(&format!("listener=\"{listener}\""), PATIENCE);
+    let start = line.find("addr=").expect("addr") + "addr=".len();
+    line[start..]
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("listener address")
 }
 
 impl Site {
@@ -185,7 +190,7 @@ async fn http1_get(stream: &mut TlsStream<TcpStream>, host: &str, close: bool) -
 #[tokio::test]
 async fn sni_picks_the_certificate_and_alpn_picks_the_protocol() {
     let backend = Backend::start("web").await;
-    let site = start(&backend, "", "");
+    let site = start(&backend, "", "", &[]);
 
     // http/1.1 with SNI a.test: a.test's certificate, lb's HTTP/1.x engine.
     let mut stream = site.connect(Some("a.test"), &[b"http/1.1"]).await;
@@ -250,7 +255,7 @@ async fn sni_picks_the_certificate_and_alpn_picks_the_protocol() {
 #[tokio::test]
 async fn a_renewed_certificate_serves_new_handshakes_and_open_connections_keep_working() {
     let backend = Backend::start("web").await;
-    let site = start(&backend, "", "");
+    let site = start(&backend, "", "", &[]);
     let mut held = site.connect(Some("a.test"), &[b"http/1.1"]).await;
     assert_eq!(presented(&held), site.a.der);
     let (head, _) = http1_get(&mut held, "a.test", false).await;
@@ -280,6 +285,7 @@ async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot
         &backend,
         "",
         "[server]\nheader_timeout = \"500ms\"\nmax_connections = 1\n",
+        &[],
     );
     // TCP only, never a ClientHello: it holds lb's only connection slot.
     let mut silent = TcpStream::connect(site.https).await.expect("connect");
@@ -307,7 +313,12 @@ async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot
 #[tokio::test]
 async fn redirect_https_answers_cleartext_requests_with_308_to_the_https_url() {
     let backend = Backend::start("web").await;
-    let site = start(&backend, "redirect_https = true", "");
+    let site = start(
+        &backend,
+        "redirect_https = true",
+        "",
+        &["--admin", "127.0.0.1:0"],
+    );
     let port = site.https.port();
 
     // HTTP/1.1 on the cleartext listener: 308 to the same host (without its port), path and
@@ -353,4 +364,10 @@ async fn redirect_https_answers_cleartext_requests_with_308_to_the_https_url() {
         1,
         "only the HTTPS request was proxied"
     );
+
+    // lb's own endpoints, on the admin listener, answer as always.
+    let admin = listener_addr(&site.lb, "admin");
+    let (status, _) =
+        support::get(&support::client(), &format!("http://{admin}/status.json")).await;
+    assert_eq!(status, StatusCode::OK);
 }
