@@ -289,19 +289,15 @@ impl Collector for Scrape {
             gauge(&mut family, labels, seconds)?;
         }
 
-        let mut family = encoder.encode_descriptor(
-            "lb_config_reloads",
-            "Config applications from the file, by result.",
-            None,
-            MetricType::Counter,
+        counters_by(
+            &mut encoder,
+            (
+                "lb_config_reloads",
+                "Config applications from the file, by result.",
+            ),
+            "result",
+            [("ok", &global.reloads_ok), ("error", &global.reloads_error)],
         )?;
-        for (result, n) in [("ok", &global.reloads_ok), ("error", &global.reloads_error)] {
-            counter(
-                &mut family,
-                &[("result", result)],
-                n.load(Ordering::Relaxed),
-            )?;
-        }
 
         let family = encoder.encode_descriptor(
             "lb_config_generation",
@@ -343,36 +339,32 @@ impl Collector for Scrape {
         )?;
         ConstGauge::new(global.upgrades_open.load(Ordering::Relaxed)).encode(family)?;
 
-        let mut family = encoder.encode_descriptor(
-            "lb_timeouts",
-            "Exchanges and tunnels closed by a timeout after the response head, by kind (read, send, tunnel_idle).",
-            None,
-            MetricType::Counter,
+        counters_by(
+            &mut encoder,
+            (
+                "lb_timeouts",
+                "Exchanges and tunnels closed by a timeout after the response head, by kind (read, send, tunnel_idle).",
+            ),
+            "kind",
+            [
+                ("read", &global.timeouts_read),
+                ("send", &global.timeouts_send),
+                ("tunnel_idle", &global.timeouts_tunnel_idle),
+            ],
         )?;
-        for (kind, n) in [
-            ("read", &global.timeouts_read),
-            ("send", &global.timeouts_send),
-            ("tunnel_idle", &global.timeouts_tunnel_idle),
-        ] {
-            counter(&mut family, &[("kind", kind)], n.load(Ordering::Relaxed))?;
-        }
 
-        let mut family = encoder.encode_descriptor(
-            "lb_git_commits",
-            "Commits of control-API changes ([control] git_commit), by result.",
-            None,
-            MetricType::Counter,
+        counters_by(
+            &mut encoder,
+            (
+                "lb_git_commits",
+                "Commits of control-API changes ([control] git_commit), by result.",
+            ),
+            "result",
+            [
+                ("ok", &global.git_commits_ok),
+                ("error", &global.git_commits_failed),
+            ],
         )?;
-        for (result, n) in [
-            ("ok", &global.git_commits_ok),
-            ("error", &global.git_commits_failed),
-        ] {
-            counter(
-                &mut family,
-                &[("result", result)],
-                n.load(Ordering::Relaxed),
-            )?;
-        }
 
         let family = encoder.encode_descriptor(
             "lb_pools",
@@ -403,6 +395,20 @@ impl Collector for Scrape {
 /// One sample of a counter family.
 fn counter(family: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64) -> fmt::Result {
     ConstCounter::new(value).encode(family.encode_family(labels)?)
+}
+
+/// A counter family with one label, a sample per `(label value, counter)`.
+fn counters_by<const N: usize>(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    label: &'static str,
+    samples: [(&'static str, &AtomicU64); N],
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in samples {
+        counter(&mut family, &[(label, value)], n.load(Ordering::Relaxed))?;
+    }
+    Ok(())
 }
 
 /// One sample of a gauge family.
