@@ -65,27 +65,10 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 if [ "$(nproc)" -gt 2 ]; then LOAD_CPU="1-$(($(nproc) - 1))"; fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/lb-control-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    if [ "$KEEP" = 1 ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Free loopback ports: pick a random base and skip ranges where anything listens.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-BASE=$((20000 + RANDOM % 20000))
-while :; do
-    ok=1
-    for i in 0 1 2 3 4; do port_free $((BASE + i)) || { ok=0; break; }; done
-    [ "$ok" = 1 ] && break
-    BASE=$((BASE + 5))
-done
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_setup lb-control-bench
+free_ports 5
 B1=$BASE; B2=$((BASE + 1)); B3=$((BASE + 2)); LB_HTTP=$((BASE + 3)); LB_GRPC=$((BASE + 4))
 
 wait_http() { # port path expect-status

@@ -68,27 +68,10 @@ fi
 # With more cores, give the load generator and the backends every core but the proxy's.
 if [ "$NCPU" -gt 2 ]; then LOAD_CPU="1-$((NCPU - 1))"; fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/lb-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    if [ "$KEEP" = 1 ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Free loopback ports: pick a random base and skip ranges where anything listens.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-BASE=$((20000 + RANDOM % 20000))
-while :; do
-    ok=1
-    for i in 0 1 2 3 4 5 6 7 8 9; do port_free $((BASE + i)) || { ok=0; break; }; done
-    [ "$ok" = 1 ] && break
-    BASE=$((BASE + 10))
-done
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_setup lb-bench
+free_ports 10
 B1=$BASE; B2=$((BASE + 1)); B1_H2=$((BASE + 2))
 LB_HTTP=$((BASE + 3)); LB_GRPC=$((BASE + 4))
 NGX_HTTP=$((BASE + 5)); NGX_H2=$((BASE + 6))
