@@ -27,15 +27,11 @@ fn ip_backend(addr: SocketAddr) -> Option<proto::Backend> {
 }
 
 fn add_backend(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     // Under the target dir, not /tmp: the fsync should hit a real disk, not a tmpfs.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("lb.toml");
-    let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n";
+    let listen = common::LISTEN;
     std::fs::write(&path, common::large_config(listen, false)).unwrap();
 
     let (backend, mut client) = rt.block_on(async {

@@ -10,14 +10,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use lb::apply::Applier;
 
 fn metrics(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
-    let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n";
+    let listen = common::LISTEN;
     std::fs::write(&path, common::large_config(listen, false)).unwrap();
     let applier = rt.block_on(async { Applier::load(&path).await.unwrap().0 });
     let topology = applier.topology().load_full();

@@ -11,14 +11,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use lb::apply::{Applier, Reloaded};
 
 fn reload(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
-    let listen = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n";
+    let listen = common::LISTEN;
     let texts = [
         common::large_config(listen, false),
         common::large_config(listen, true),

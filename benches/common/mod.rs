@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 pub const POOLS: usize = 1_000;
+/// The `[listen]` section every bench config starts with: ephemeral loopback ports.
+pub const LISTEN: &str = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n";
 pub const BACKENDS_PER_POOL: usize = 10;
 
 /// The pattern of pool `i`: exact, subtree, wildcard, and host + method shapes in turn.
@@ -61,4 +63,14 @@ pub fn report(name: &str, samples: &mut [Duration]) {
         percentile(samples, 99.0),
         samples.last().copied().unwrap_or_default()
     );
+}
+
+/// The runtime the control-path benches drive lb's async API on: two workers, as lb on a
+/// 2-core machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
