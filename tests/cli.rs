@@ -8,23 +8,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-fn check(text: &str) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "PATH");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
-}
-
 #[test]
 fn check_accepts_the_repository_example() {
     let out = Command::new(env!("CARGO_BIN_EXE_lb"))
@@ -52,7 +35,7 @@ backends = [
 ]
 interval = \"10 parsecs\"
 ";
-    let (ok, _, stderr) = check(text);
+    let (ok, stderr) = support::lb_check(text);
     assert!(!ok);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(
@@ -113,7 +96,7 @@ fn check_reports_syntax_unknown_keys_and_bad_values_with_position() {
         ),
     ];
     for (text, prefix, needle) in cases {
-        let (ok, _, stderr) = check(text);
+        let (ok, stderr) = support::lb_check(text);
         assert!(!ok, "{text:?} should be invalid");
         assert!(
             stderr.starts_with(prefix) && stderr.contains(needle),
@@ -124,7 +107,8 @@ fn check_reports_syntax_unknown_keys_and_bad_values_with_position() {
 
 #[test]
 fn check_rejects_conflicting_patterns() {
-    let (ok, _, stderr) = check("[pools.\"/posts/{id}\"]\n[pools.\"/{resource}/latest\"]\n");
+    let (ok, stderr) =
+        support::lb_check("[pools.\"/posts/{id}\"]\n[pools.\"/{resource}/latest\"]\n");
     assert!(!ok);
     assert!(stderr.contains("conflicts"), "{stderr}");
     assert!(stderr.starts_with("PATH:"), "{stderr}");

@@ -4,37 +4,22 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use lb::control::proto;
 use support::{eventually, get, Backend, Lb};
 
-/// `lb check` on `text`: (success, stderr).
-fn check(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "PATH");
-    (out.status.success(), stderr)
-}
-
 #[test]
 fn check_refuses_a_file_without_pools_unless_it_allows_it() {
     for text in ["", "# truncated\n", "[listen]\nhttp = \"127.0.0.1:8080\"\n"] {
-        let (ok, stderr) = check(text);
+        let (ok, stderr) = support::lb_check(text);
         assert!(!ok, "{text:?} passed");
         assert!(
             stderr.starts_with("PATH:1:1: ") && stderr.contains("allow_empty = true"),
             "{text:?}: {stderr}"
         );
     }
-    let (ok, stderr) = check("allow_empty = true\n");
+    let (ok, stderr) = support::lb_check("allow_empty = true\n");
     assert!(ok, "{stderr}");
 }
 

@@ -641,3 +641,18 @@ pub async fn pool_health(client: &mut Control, pattern: &str) -> lb::control::pr
         .health
         .expect("PoolHealth has health")
 }
+
+/// `lb check` on a file holding `text`: whether it passed, and its stderr with the file's path
+/// written as `PATH`.
+pub fn lb_check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "PATH");
+    (out.status.success(), stderr)
+}
