@@ -286,8 +286,15 @@ const MAX_PROBE_ROUNDS: usize = 3;
 /// Probes in flight at once when a save declares many new backends.
 const MAX_PARALLEL_PROBES: usize = 64;
 
-/// First-probe results of backends new to a pool, by identity: `Err` says why it is sick.
-type Probed = HashMap<BackendKey, Result<(), String>>;
+/// First-probe results of backends new to a pool, by identity.
+type Probed = HashMap<BackendKey, FirstProbe>;
+
+/// What a backend's first probe found, and how long it took.
+struct FirstProbe {
+    /// `Err` says why the backend is sick.
+    outcome: Result<(), String>,
+    took: std::time::Duration,
+}
 
 /// A backend new to its pool, to probe with its pool's checks before any snapshot declares it.
 struct Unprobed {
@@ -396,8 +403,12 @@ impl Applier {
             control: config.control.clone(),
             tls: config.tls.clone(),
         };
+        // Every enabled backend gets its first probe before the first topology, as on a reload:
+        // lb announces its listeners with the backends that are up already in rotation.
         let mut state = applier.state.lock().await;
-        applier.apply(&mut state, (config, spans), &text, &Probed::new(), None);
+        let wanted = unprobed(&state.checkers, &config.pools, &Probed::new());
+        let probed: Probed = applier.probe_all(wanted).await.into_iter().collect();
+        applier.apply(&mut state, (config, spans), &text, &probed, None);
         drop(state);
         Ok((applier, startup))
     }
@@ -622,15 +633,17 @@ impl Applier {
 
     /// Probes each backend in `wanted` once, in parallel (at most [`MAX_PARALLEL_PROBES`] at a
     /// time), with its pool's checks; each probe is bounded by the check timeout.
-    async fn probe_all(&self, wanted: Vec<Unprobed>) -> Vec<(BackendKey, Result<(), String>)> {
+    async fn probe_all(&self, wanted: Vec<Unprobed>) -> Vec<(BackendKey, FirstProbe)> {
         let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_PROBES));
         let mut probes = tokio::task::JoinSet::new();
         for Unprobed { key, checks } in wanted {
             let (client, limit) = (self.probe_client.clone(), Arc::clone(&limit));
             probes.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = health::probe(&client, key.backend.addr, &checks).await;
-                (key, result)
+                let started = std::time::Instant::now();
+                let outcome = health::probe(&client, key.backend.addr, &checks).await;
+                let took = started.elapsed();
+                (key, FirstProbe { outcome, took })
             });
         }
         let mut results = Vec::with_capacity(probes.len());

@@ -187,6 +187,11 @@ impl Checkers {
         }
     }
 
+    /// Where health transitions go.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
     /// The live state of a declared backend, if it is being checked.
     pub fn backend(&self, key: &BackendKey) -> Option<&Arc<Backend>> {
         self.pools
@@ -303,8 +308,15 @@ async fn run(
     events: Events,
 ) {
     let start = tokio::time::Instant::now();
-    // An interval of centuries has no instant to add up to: then the phase is skipped.
-    let first_tick = start.checked_add(phase).unwrap_or(start);
+    // A backend probed before it was declared (at start, on a reload) is not probed again at
+    // once: a zero phase then starts one interval on. An interval of centuries has no instant
+    // to add up to: then the phase is skipped.
+    let offset = if phase.is_zero() && backend.is_checked() {
+        settings.interval
+    } else {
+        phase
+    };
+    let first_tick = start.checked_add(offset).unwrap_or(start);
     let mut ticker = tokio::time::interval_at(first_tick, settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Idle connections are closed at most an eighth of `idle_timeout` late, by a timer of their
@@ -313,7 +325,6 @@ async fn run(
     let mut sweep =
         tokio::time::interval_at(start.checked_add(sweep_every).unwrap_or(start), sweep_every);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut first = true;
     // The immediate probe of a new backend, unless its phase is zero and the ticker gives it.
     let mut now = !backend.is_checked() && !phase.is_zero();
     loop {
@@ -328,35 +339,55 @@ async fn run(
         }
         let started = std::time::Instant::now();
         let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
-        let passed = outcome.is_ok();
-        backend.checks.record(passed, started.elapsed());
-        let checks = &settings.checks;
-        let (was, healthy) = backend.record_check(passed, checks.rise, checks.fall);
-        let reason = match &outcome {
-            Ok(()) if healthy && !was => {
-                tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy");
-                Some("passed its health check".to_owned())
-            }
-            Err(reason) if !healthy && (was || first) => {
-                tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick");
-                Some(reason.clone())
-            }
-            Err(reason) => {
-                tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, healthy, "check failed");
-                None
-            }
-            Ok(()) => None,
-        };
-        first = false;
-        if let Some(reason) = reason {
-            let _ = events.send(HealthEvent {
-                pattern: Arc::clone(&key.pattern),
-                backend: key.backend.clone(),
-                healthy,
-                reason,
-                at: std::time::SystemTime::now(),
-            });
+        record(
+            &key,
+            &backend,
+            &settings.checks,
+            &outcome,
+            started.elapsed(),
+            &events,
+        );
+    }
+}
+
+/// Records one probe of `backend` (the checker's, or the first probe before a snapshot declares
+/// it): its counters, its health under `rise` and `fall`, and, when its health changed or this
+/// was its first judgement, a log line and a [`HealthEvent`].
+pub fn record(
+    key: &BackendKey,
+    backend: &Backend,
+    checks: &HealthChecks,
+    outcome: &Result<(), String>,
+    took: Duration,
+    events: &Events,
+) {
+    let first = !backend.is_checked();
+    let passed = outcome.is_ok();
+    backend.checks.record(passed, took);
+    let (was, healthy) = backend.record_check(passed, checks.rise, checks.fall);
+    let reason = match outcome {
+        Ok(()) if healthy && (!was || first) => {
+            tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy");
+            Some("passed its health check".to_owned())
         }
+        Err(reason) if !healthy && (was || first) => {
+            tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick");
+            Some(reason.clone())
+        }
+        Err(reason) => {
+            tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, healthy, "check failed");
+            None
+        }
+        Ok(()) => None,
+    };
+    if let Some(reason) = reason {
+        let _ = events.send(HealthEvent {
+            pattern: Arc::clone(&key.pattern),
+            backend: key.backend.clone(),
+            healthy,
+            reason,
+            at: std::time::SystemTime::now(),
+        });
     }
 }
 

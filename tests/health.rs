@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,6 @@ use http::StatusCode;
 use support::raw::{Wire, WAIT};
 use support::{eventually, get, Lb};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 #[allow(clippy::disallowed_types)]
@@ -31,6 +30,8 @@ struct CheckedBackend {
     open: Arc<AtomicUsize>,
     /// `GET /slow` requests that arrived (each is answered after [`SLOW`]).
     slow: Arc<AtomicUsize>,
+    /// Milliseconds each probe waits before it is answered.
+    probe_delay_ms: Arc<AtomicU64>,
     accept: JoinHandle<()>,
 }
 
@@ -39,29 +40,32 @@ const SLOW: Duration = Duration::from_secs(3);
 
 impl CheckedBackend {
     async fn start(name: &str, status: u16, body: &str) -> CheckedBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = support::backend_listener(support::LOOPBACK_ANY);
         let addr = listener.local_addr().unwrap();
         let health = Arc::new(Mutex::new((status, body.to_owned())));
         let probes = Arc::new(Mutex::new(Vec::new()));
         let open = Arc::new(AtomicUsize::new(0));
         let slow = Arc::new(AtomicUsize::new(0));
-        let (shared_health, shared_probes, shared_open, shared_slow) = (
+        let probe_delay_ms = Arc::new(AtomicU64::new(0));
+        let (shared_health, shared_probes, shared_open, shared_slow, shared_delay) = (
             Arc::clone(&health),
             Arc::clone(&probes),
             Arc::clone(&open),
             Arc::clone(&slow),
+            Arc::clone(&probe_delay_ms),
         );
         let name = name.to_owned();
-        let accept = tokio::spawn(async move {
+        let accept = support::spawn_backend(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (health, probes, open, slow) = (
+                let (health, probes, open, slow, delay) = (
                     Arc::clone(&shared_health),
                     Arc::clone(&shared_probes),
                     Arc::clone(&shared_open),
                     Arc::clone(&shared_slow),
+                    Arc::clone(&shared_delay),
                 );
                 let name = name.clone();
                 tokio::spawn(async move {
@@ -69,6 +73,8 @@ impl CheckedBackend {
                     let mut counted = false;
                     while let Some((head, _body)) = wire.request().await {
                         if head.starts_with("GET /healthz ") {
+                            let delay = delay.load(Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
                             let (status, body) = health.lock().unwrap().clone();
                             probes.lock().unwrap().push((Instant::now(), status));
                             let answer = format!(
@@ -106,8 +112,15 @@ impl CheckedBackend {
             probes,
             open,
             slow,
+            probe_delay_ms,
             accept,
         }
+    }
+
+    /// Makes each probe wait `delay` before it is answered.
+    fn set_probe_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.probe_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     fn set_health(&self, status: u16, body: &str) {
@@ -136,6 +149,21 @@ fn pool(pattern: &str, keys: &str, backends: &[SocketAddr]) -> String {
         "[pools.\"{pattern}\"]\n{keys}backends = [{}]\n",
         list.join(", ")
     )
+}
+
+// === start ===
+
+/// lb announces its listeners only once every enabled backend has had its first probe, so the
+/// first request after start finds the backends that are up already in rotation (as a reload
+/// does since probe-before-swap), not a 503 while the first checks are still in flight.
+#[tokio::test]
+async fn the_first_request_after_start_is_served_while_first_probes_are_slow() {
+    let backend = CheckedBackend::start("up", 200, "ok").await;
+    backend.set_probe_delay(Duration::from_millis(400));
+    let lb = Lb::start(&pool("/", "interval = \"10s\"\n", &[backend.addr]));
+    let client = support::client();
+    let (status, body) = get(&client, &lb.url("/")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "up"));
 }
 
 // === the check rule ===

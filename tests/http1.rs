@@ -883,9 +883,9 @@ async fn expect_100_continue_on_a_streamed_body() {
 /// answer, and its connection closes (the rest of its body is never read).
 #[tokio::test]
 async fn an_early_answer_stops_a_streamed_upload() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::backend_listener(support::LOOPBACK_ANY);
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    support::spawn_backend(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;

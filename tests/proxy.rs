@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::raw::{find, header, status_of};
 use support::{eventually, get, Backend, Lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -94,11 +94,11 @@ where
     F: Fn(TcpStream, Vec<u8>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::backend_listener(support::LOOPBACK_ANY);
     let addr = listener.local_addr().unwrap();
     let (heads_tx, heads) = mpsc::unbounded_channel();
     let serve = std::sync::Arc::new(serve);
-    tokio::spawn(async move {
+    support::spawn_backend(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
@@ -408,11 +408,11 @@ async fn connect_timeout_bounds_a_backend_that_never_accepts() {
     // once its queue is full, the kernel drops further SYNs and connects hang.
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(1).unwrap();
+    let listener = support::on_backends(|| socket.listen(1)).unwrap();
     let backend = listener.local_addr().unwrap();
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let stopped = std::sync::Arc::clone(&stop);
-    let serving = tokio::spawn(async move {
+    let serving = support::spawn_backend(async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use support::{eventually, get, Backend, Lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -53,9 +53,9 @@ async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
 /// A raw backend: `/healthz` answers `ok`; `/stall` gets a head and part of its body, then
 /// silence with the connection held open; anything else gets 101 and an echo.
 async fn upgrade_backend() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::backend_listener(support::LOOPBACK_ANY);
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    support::spawn_backend(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
@@ -225,10 +225,10 @@ async fn sigterm_ends_lb_within_drain_timeout_whatever_is_open() {
 
 /// A backend that accepts connections, says nothing, and reports each accept.
 async fn silent_backend() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<TcpStream>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = support::backend_listener(support::LOOPBACK_ANY);
     let addr = listener.local_addr().unwrap();
     let (accepted, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
+    support::spawn_backend(async move {
         while let Ok((stream, _)) = listener.accept().await {
             if accepted.send(stream).await.is_err() {
                 break;

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use super::{hex, sha256, Applier, Probed, Status, WriterState};
 use crate::config::{self, AdminState, BackendsSpans, Config, PoolConfig};
-use crate::health::Checkers;
+use crate::health::{self, Checkers};
 use crate::topology::{Backend, BackendKey, CheckSettings, Pool, Topology};
 
 /// The settings read once at start, as the file has them (before any flag overrides them).
@@ -139,10 +139,21 @@ impl Applier {
                 let backend = match checkers.backend(&key) {
                     Some(existing) => Arc::clone(existing),
                     // New to the pool: healthy or sick as its first probe said (sick if none).
-                    None => Arc::new(Backend::new(
-                        declared.addr.clone(),
-                        matches!(probed.get(&key), Some(Ok(()))),
-                    )),
+                    None => {
+                        let backend = Backend::new(declared.addr.clone(), false);
+                        // The first probe is a check like the checker's: counted and logged.
+                        if let Some(probe) = probed.get(&key) {
+                            health::record(
+                                &key,
+                                &backend,
+                                &settings.checks,
+                                &probe.outcome,
+                                probe.took,
+                                checkers.events(),
+                            );
+                        }
+                        Arc::new(backend)
+                    }
                 };
                 backend.set_admin(declared.state);
                 // A disabled backend is not checked, and not in rotation until it is

@@ -71,7 +71,7 @@ impl Applier {
                     pattern: Arc::from(pattern.as_str()),
                     backend: backend.clone(),
                 };
-                if let Some(Err(reason)) = probed.get(&key) {
+                if let Some(Err(reason)) = probed.get(&key).map(|p| &p.outcome) {
                     return Err(MutateError::BackendUnhealthy {
                         backend: backend.clone(),
                         reason: reason.clone(),

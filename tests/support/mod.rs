@@ -26,6 +26,50 @@ pub mod raw;
 #[allow(clippy::disallowed_types)]
 type Mutex<T> = std::sync::Mutex<T>;
 
+/// The runtime every in-process test backend runs on: threads of its own, so a test thread
+/// blocked in [`Lb::start`] (which waits for lb's log line) never starves a backend that lb
+/// probes before it announces its listeners.
+fn backend_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("test-backend")
+            .enable_all()
+            .build()
+            .expect("the test backends' runtime")
+    })
+}
+
+/// `127.0.0.1:0`: a test backend's address before the kernel picks the port.
+pub const LOOPBACK_ANY: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// Runs `register` in the backends' runtime, so the sockets it makes are driven there.
+pub fn on_backends<T>(register: impl FnOnce() -> T) -> T {
+    let _on_backends = backend_runtime().enter();
+    register()
+}
+
+/// A listener on `addr` whose connections are served on the backends' runtime.
+pub fn backend_listener(addr: SocketAddr) -> TcpListener {
+    let _on_backends = backend_runtime().enter();
+    let listener = std::net::TcpListener::bind(addr).expect("bind a test backend");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    TcpListener::from_std(listener).expect("register the listener")
+}
+
+/// Runs a test backend's task on the backends' runtime (tasks it spawns stay there).
+pub fn spawn_backend<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    backend_runtime().spawn(task)
+}
+
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; panics with `what`.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
@@ -370,12 +414,12 @@ impl BackendState {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        Backend::start_on("127.0.0.1:0".parse().unwrap(), name).await
+        Backend::start_on(LOOPBACK_ANY, name).await
     }
 
     /// Starts on a specific address (e.g. to bring a killed backend back on its old port).
     pub async fn start_on(addr: SocketAddr, name: &str) -> Backend {
-        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        let listener = backend_listener(addr);
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(BackendState {
             name: Bytes::from(name.to_owned()),
@@ -386,7 +430,7 @@ impl Backend {
             seen: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
-        let task = tokio::spawn(async move {
+        let task = spawn_backend(async move {
             // Connections live in a JoinSet owned by this task, so killing the backend also
             // closes its open keep-alive connections, as a killed process would.
             let mut connections = tokio::task::JoinSet::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -380,12 +380,12 @@ impl RawBackend {
     where
         F: Fn(&Seen) -> Reply + Send + Sync + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = super::backend_listener(super::LOOPBACK_ANY);
         let addr = listener.local_addr().unwrap();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let (closed_tx, closed) = mpsc::unbounded_channel();
         let reply = Arc::new(reply);
-        let accept = tokio::spawn(async move {
+        let accept = super::spawn_backend(async move {
             let mut n_conns = 0;
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
