@@ -475,6 +475,16 @@ impl RawBackend {
     }
 }
 
+impl RawBackend {
+    /// Stops listening and returns once the listener is closed: connects to the address are
+    /// refused from then on.
+    pub async fn kill(mut self) {
+        self.accept.abort();
+        let accept = std::mem::replace(&mut self.accept, super::spawn_backend(async {}));
+        let _ = accept.await;
+    }
+}
+
 impl Drop for RawBackend {
     fn drop(&mut self) {
         self.accept.abort();
