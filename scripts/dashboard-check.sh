@@ -9,17 +9,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v chromium >/dev/null || { echo "needs chromium: apt-get install chromium" >&2; exit 2; }
 cargo build --quiet --workspace --bins
+target="${CARGO_TARGET_DIR:-target}"
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# Waits up to 5 s for a line matching $2 in the log $1.
+# Waits up to 15 s for a line matching $2 in the log $1.
 wait_for() {
-  for _ in $(seq 1 100); do grep -q "$2" "$1" && return 0; sleep 0.05; done
-  echo "dashboard-check: no \"$2\" in $1 after 5s" >&2; cat "$1" >&2; exit 1
+  for _ in $(seq 1 300); do grep -q "$2" "$1" && return 0; sleep 0.05; done
+  echo "dashboard-check: no \"$2\" in $1 after 15s" >&2; cat "$1" >&2; exit 1
 }
 
-target/debug/sample-web --port 0 --node dash 2>"$work/backend.log" &
+"$target/debug/sample-web" --port 0 --node dash 2>"$work/backend.log" &
 pids+=("$!")
 wait_for "$work/backend.log" listening
 backend=$(sed -n 's/.*listening on //p' "$work/backend.log")
@@ -28,7 +29,7 @@ cat > "$work/lb.toml" <<TOML
 interval = "200ms"
 backends = ["$backend", "127.0.0.1:9"]
 TOML
-target/debug/lb --config "$work/lb.toml" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --admin 127.0.0.1:0 2>"$work/lb.log" &
+"$target/debug/lb" --config "$work/lb.toml" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --admin 127.0.0.1:0 2>"$work/lb.log" &
 pids+=("$!")
 wait_for "$work/lb.log" 'listener="admin"'
 admin=$(sed -n 's/.*listener="admin" addr=\([^ ]*\).*/\1/p' "$work/lb.log")

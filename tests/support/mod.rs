@@ -190,7 +190,7 @@ impl Lb {
         let line = lb
             .try_wait_for_any(
                 &["listener=\"http\"", "\"listener\":\"http\""],
-                Duration::from_secs(10),
+                Duration::from_secs(20),
             )
             .unwrap_or_else(|| {
                 panic!(

@@ -47,10 +47,10 @@ python3 tests/wire/table.py docs/contract.md tests/wire/rollout_lb.proto
 "$venv/bin/python" -m grpc_tools.protoc -I tests/wire --python_out="$work" \
   --grpc_python_out="$work" tests/wire/rollout_lb.proto
 
-# Waits up to 5 s for a line matching $2 in the log $1.
+# Waits up to 15 s for a line matching $2 in the log $1.
 wait_for() {
-  for _ in $(seq 1 100); do grep -q "$2" "$1" && return 0; sleep 0.05; done
-  echo "run.sh: no \"$2\" in $1 after 5s:" >&2
+  for _ in $(seq 1 300); do grep -q "$2" "$1" && return 0; sleep 0.05; done
+  echo "run.sh: no \"$2\" in $1 after 15s:" >&2
   cat "$1" >&2
   exit 1
 }
