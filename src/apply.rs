@@ -355,7 +355,7 @@ struct WriterState {
     restart_pending: Vec<&'static str>,
     checkers: Checkers,
     applied_hash: Option<[u8; 32]>,
-    /// The config of the applied file (its routes moved into the topology): a mutation of
+    /// The config of the applied file, whole (its routes are the topology's): a mutation of
     /// unchanged text checks existence against it instead of parsing the file again, and a
     /// backend edit re-validates only the edited pool against it (`config::reparse_backends`).
     applied: Option<Config>,

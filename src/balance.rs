@@ -7,7 +7,36 @@
 
 use std::sync::Arc;
 
-use crate::topology::Backend;
+use crate::config::PoolType;
+use crate::topology::{Backend, Pool};
+
+/// Picks a backend of `pool` for a new request with the pool's balancing rule.
+pub fn pick_backend<'a>(pool: &'a Pool, rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
+    pick_by_pool_type(pool, rng, Backend::in_rotation)
+}
+
+/// Picks for a retry: another backend of `pool` than `failed` when one is in rotation, else
+/// `failed` itself if it still is.
+pub fn pick_other<'a>(
+    pool: &'a Pool,
+    rng: &mut fastrand::Rng,
+    failed: &Backend,
+) -> Option<&'a Arc<Backend>> {
+    pick_by_pool_type(pool, rng, |b| b.in_rotation() && !std::ptr::eq(b, failed))
+        .or_else(|| pick_backend(pool, rng))
+}
+
+/// [`pick_among`] with the load `pool`'s type compares.
+fn pick_by_pool_type<'a>(
+    pool: &'a Pool,
+    rng: &mut fastrand::Rng,
+    eligible: impl Fn(&Backend) -> bool,
+) -> Option<&'a Arc<Backend>> {
+    match pool.pool_type {
+        PoolType::P2c => pick_among(&pool.backends, rng, |b| b.in_flight() as f64, eligible),
+        PoolType::P2cEwma => pick_among(&pool.backends, rng, Backend::ewma_load, eligible),
+    }
+}
 
 /// Picks a backend in rotation (healthy, not drained or disabled), or `None` when there is none.
 /// `load` is what is compared: requests in flight for `p2c`, weighted latency for `p2c_ewma`.

@@ -11,12 +11,14 @@
 //! - [`config`]: lb.toml — model, parsing with line:col, text edits, atomic writes.
 //! - [`routing`]: Go `ServeMux` patterns → pool index; pure.
 //! - [`topology`]: the immutable snapshot and the per-backend live state it shares.
+//! - [`idle_connections`]: a backend's idle keep-alive connections, below `topology` and `proxy`.
 //! - [`balance`]: power-of-two-choices over a pool's healthy backends.
 //! - [`health`]: active checks; the only writer of health (besides passive ejection).
 //! - [`proxy`]: the HTTP server, the request sequence, the upstream client, draining.
 //! - [`apply`]: the single path from file text to running topology; serialises writers.
 //! - [`control`]: the gRPC control API (`rollout.lb.LoadBalancer`); mutates only via `apply`.
-//! - [`metrics`]: lock-free counters and Prometheus rendering.
+//! - [`stats`]: the per-backend request and check counters, a leaf that `topology` holds.
+//! - [`metrics`]: the process-wide counters and the Prometheus rendering of all of them.
 //! - [`access_log`]: one line per request, formatted straight into the log thread's buffer.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
 //! - [`history`]: opt-in git commits of control-API changes.
@@ -39,12 +41,14 @@ pub mod demo;
 pub mod errors;
 pub mod health;
 pub mod history;
+pub mod idle_connections;
 pub mod lbctl;
 pub mod log_writer;
 pub mod metrics;
 pub mod pem;
 pub mod proxy;
 pub mod routing;
+pub mod stats;
 pub mod tls;
 pub mod topology;
 pub mod watch;

@@ -1,13 +1,13 @@
-//! metrics: owns lock-free request statistics and their Prometheus text rendering. Counters live
-//! beside the state they describe (per backend, per pool) as atomics, so recording costs the
-//! request path a few relaxed increments and no lock. A scrape walks the current topology in a
+//! metrics: owns the process-wide counters ([`Global`]), the reload [`Status`] and the Prometheus
+//! text rendering of every counter. Counters live beside the state they describe as atomics (the
+//! per-backend ones in each `Backend`, typed in `crate::stats`), so recording costs the request
+//! path a few relaxed increments and no lock. A scrape walks the current topology in a
 //! `prometheus_client` [`Collector`] and the crate's Prometheus text encoder writes the
 //! exposition. It never decides health or routing.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::stats::{RequestStats, BUCKETS};
 use crate::topology::{Backend, Topology};
 
 /// What the last reload attempt did: written by `apply`, read by the status APIs and rendered
@@ -34,93 +35,6 @@ pub struct Status {
     /// The last reload error (every diagnostic as `PATH:LINE:COL: message`), cleared by the
     /// next successful apply.
     pub last_error: Option<String>,
-}
-
-/// Upper bounds (seconds) of the request-duration histogram buckets.
-pub const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
-
-/// Status codes 100..=599 each get a counter; anything else is counted as 0 ("other").
-const N_CODES: usize = 500;
-
-/// Counts of requests by status code and a latency histogram.
-pub struct RequestStats {
-    codes: Box<[AtomicU64]>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Default for RequestStats {
-    fn default() -> Self {
-        RequestStats {
-            codes: (0..=N_CODES).map(|_| AtomicU64::new(0)).collect(),
-            buckets: Default::default(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-}
-
-impl std::fmt::Debug for RequestStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestStats")
-            .field("count", &self.count.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
-impl RequestStats {
-    /// Records one response: its status and how long until its head was ready.
-    pub fn record(&self, code: u16, duration: Duration) {
-        let idx = usize::from(code)
-            .checked_sub(99)
-            .filter(|i| *i <= N_CODES)
-            .unwrap_or(0);
-        if let Some(counter) = self.codes.get(idx) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        let seconds = duration.as_secs_f64();
-        if let Some(bucket) = BUCKETS.iter().position(|b| seconds <= *b) {
-            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `(code, count)` for every code seen at least once.
-    fn codes(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        self.codes.iter().enumerate().filter_map(|(i, c)| {
-            let n = c.load(Ordering::Relaxed);
-            let code = if i == 0 { 0 } else { (i + 99) as u16 };
-            (n > 0).then_some((code, n))
-        })
-    }
-
-    /// How many requests are recorded.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-}
-
-/// Active health-check outcomes of one backend and how long its last probe took.
-#[derive(Debug, Default)]
-pub struct CheckStats {
-    passed: AtomicU64,
-    failed: AtomicU64,
-    last_micros: AtomicU64,
-}
-
-impl CheckStats {
-    /// Counts one probe's outcome and keeps how long it took.
-    pub fn record(&self, passed: bool, took: Duration) {
-        let counter = if passed { &self.passed } else { &self.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.last_micros.store(micros, Ordering::Relaxed);
-    }
 }
 
 /// Process-wide counters that are not per backend.
@@ -237,12 +151,17 @@ impl Collector for Scrape {
             MetricType::Histogram,
         )?;
         for (labels, b) in &backends {
+            let counts = b.stats.bucket_counts();
             let buckets: [(f64, u64); BUCKETS.len()] =
-                std::array::from_fn(|i| (BUCKETS[i], b.stats.buckets[i].load(Ordering::Relaxed)));
-            let sum = b.stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                std::array::from_fn(|i| (BUCKETS[i], counts[i]));
             family
                 .encode_family(labels)?
-                .encode_histogram::<NoLabelSet>(sum, b.stats.count(), &buckets, None)?;
+                .encode_histogram::<NoLabelSet>(
+                    b.stats.sum_seconds(),
+                    b.stats.count(),
+                    &buckets,
+                    None,
+                )?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -272,8 +191,7 @@ impl Collector for Scrape {
             MetricType::Counter,
         )?;
         for (labels, b) in &backends {
-            for (result, n) in [("pass", &b.checks.passed), ("fail", &b.checks.failed)] {
-                let n = n.load(Ordering::Relaxed);
+            for (result, n) in [("pass", b.checks.passed()), ("fail", b.checks.failed())] {
                 counter(&mut family, &(*labels, [("result", result)]), n)?;
             }
         }
@@ -285,8 +203,7 @@ impl Collector for Scrape {
             MetricType::Gauge,
         )?;
         for (labels, b) in &backends {
-            let seconds = b.checks.last_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            gauge(&mut family, labels, seconds)?;
+            gauge(&mut family, labels, b.checks.last_seconds())?;
         }
 
         counters_by(
@@ -425,6 +342,7 @@ mod tests {
     use super::*;
     use crate::config::PoolType;
     use crate::topology::Pool;
+    use std::time::Duration;
 
     fn status(generation: u64) -> Arc<Status> {
         Arc::new(Status {

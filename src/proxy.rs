@@ -22,7 +22,6 @@ mod upstream;
 pub use body::{RequestBody, ResponseBody};
 pub use handler::Proxy;
 pub use stall::AfterHead;
-pub use upstream::IdleConnections;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -2,7 +2,8 @@
 //! backends — behind one `ArcSwap`, and the shared [`Backend`] state that outlives snapshots.
 //! It does no I/O and never probes: the health checker feeds it probe results, whose rules
 //! (`rise`, `fall`) it applies in [`Backend::record_check`]; the proxy reports failed connects
-//! to [`Pool::eject`], which never empties a pool's rotation; the balancer reads the result.
+//! to [`Pool::eject`], which never empties a pool's rotation; `balance` reads the result. It
+//! imports only `config`, `routing`, `stats` and `idle_connections`.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType};
-use crate::metrics::{CheckStats, RequestStats};
-use crate::proxy::IdleConnections;
+use crate::idle_connections::IdleConnections;
 use crate::routing::Router;
+use crate::stats::{CheckStats, RequestStats};
 
 /// The handle the proxy and the control API read, and only `apply` stores into.
 pub type SharedTopology = Arc<ArcSwap<Topology>>;
@@ -24,8 +25,9 @@ pub type SharedTopology = Arc<ArcSwap<Topology>>;
 pub struct Topology {
     /// Counts applied configs; 0 is the empty topology before the first load.
     pub generation: u64,
-    /// Every pool's pattern; the value is the index into `pools`.
-    pub routes: Router<usize>,
+    /// Every pool's pattern; the value is the index into `pools`. Shared with the applied
+    /// `Config` it was built from.
+    pub routes: Arc<Router<usize>>,
     /// Shared with the next snapshot when its config is unchanged, so an apply that changes
     /// one pool of thousands builds one pool.
     pub pools: Vec<Arc<Pool>>,
@@ -37,7 +39,7 @@ impl Topology {
         Topology {
             generation: 0,
             // An empty route list cannot conflict.
-            routes: Router::new(Vec::new()).unwrap_or_else(|_| unreachable!()),
+            routes: Arc::new(Router::new(Vec::new()).unwrap_or_else(|_| unreachable!())),
             pools: Vec::new(),
         }
     }
@@ -73,18 +75,6 @@ impl Pool {
         self.backends.iter().filter(|b| b.is_healthy()).count()
     }
 
-    /// Picks a backend for a new request with this pool's balancing rule.
-    pub fn pick(&self, rng: &mut fastrand::Rng) -> Option<&Arc<Backend>> {
-        self.pick_among(rng, Backend::in_rotation)
-    }
-
-    /// Picks for a retry: another backend than `failed` when one is in rotation, else `failed`
-    /// itself if it still is.
-    pub fn pick_other(&self, rng: &mut fastrand::Rng, failed: &Backend) -> Option<&Arc<Backend>> {
-        self.pick_among(rng, |b| b.in_rotation() && !std::ptr::eq(b, failed))
-            .or_else(|| self.pick(rng))
-    }
-
     /// Takes `backend` out of rotation after a failed connect (passive health) unless no other
     /// backend of the pool is in rotation; returns whether it did. A burst of refused connects
     /// (a restart, a full accept queue) then costs the failing requests, never the whole pool: the
@@ -105,18 +95,6 @@ impl Pool {
         }
         backend.ejected.store(false, Ordering::SeqCst);
         false
-    }
-
-    fn pick_among(
-        &self,
-        rng: &mut fastrand::Rng,
-        eligible: impl Fn(&Backend) -> bool,
-    ) -> Option<&Arc<Backend>> {
-        use crate::balance::pick_among;
-        match self.pool_type {
-            PoolType::P2c => pick_among(&self.backends, rng, |b| b.in_flight() as f64, eligible),
-            PoolType::P2cEwma => pick_among(&self.backends, rng, Backend::ewma_load, eligible),
-        }
     }
 }
 

@@ -141,3 +141,6 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

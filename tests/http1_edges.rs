@@ -27,15 +27,7 @@ async fn head_through(reply: &'static [u8]) -> String {
     client
         .send(b"GET /a HTTP/1.1\r\nHost: x.test\r\n\r\n")
         .await;
-    read_head(&mut client).await
-}
-
-/// One response head (through its blank line) off `client`, keeping what follows buffered.
-async fn read_head(client: &mut Wire) -> String {
-    client
-        .head()
-        .await
-        .expect("lb closed before a response head")
+    client.response_head().await
 }
 
 /// A backend whose `Connection` lists `Content-Length` (legal, if odd: RFC 9110 7.6.1 makes the
@@ -73,7 +65,7 @@ async fn a_connection_option_naming_host_keeps_host() {
     client
         .send(b"GET /a HTTP/1.1\r\nHost: x.test\r\nConnection: host\r\n\r\n")
         .await;
-    let _ = read_head(&mut client).await;
+    let _ = client.response_head().await;
     let head = backend.next().await.head;
     assert_eq!(header(&head, "host").as_deref(), Some("x.test"), "{head:?}");
 }
@@ -94,7 +86,7 @@ async fn a_pipelined_partial_head_gets_the_header_timeout() {
     client
         .send(b"GET /a HTTP/1.1\r\nHost: x.test\r\n\r\nGET /b HTTP/1.1\r\nHo")
         .await;
-    let _ = read_head(&mut client).await;
+    let _ = client.response_head().await;
     let started = Instant::now();
     let mut rest = [0u8; 1024];
     let closed = timeout(Duration::from_secs(4), async {
@@ -188,7 +180,7 @@ async fn a_dropped_get_is_not_replayed_on_every_idle_connection() {
         clients.push(client);
     }
     for client in &mut clients {
-        let head = read_head(client).await;
+        let head = client.response_head().await;
         assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
     }
     backend.taken_all();
@@ -197,7 +189,7 @@ async fn a_dropped_get_is_not_replayed_on_every_idle_connection() {
     client
         .send(b"GET /444 HTTP/1.1\r\nHost: x.test\r\n\r\n")
         .await;
-    let head = read_head(&mut client).await;
+    let head = client.response_head().await;
     assert!(head.starts_with("HTTP/1.1 502 "), "{head:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut n_sent = 0;
@@ -225,7 +217,7 @@ async fn a_response_in_flight_at_drain_says_connection_close() {
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     lb.send_term();
-    let head = read_head(&mut client).await;
+    let head = client.response_head().await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
     assert_eq!(
         header(&head, "connection").map(|v| v.to_ascii_lowercase()),

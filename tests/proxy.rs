@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::raw::{find, header, status_of};
+use support::raw::{find, header, read_head, status_of, RawBackend, Wire};
 use support::{eventually, get, Backend, Lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -44,27 +43,6 @@ async fn start(backends: &[SocketAddr], server: &str, pool: &str) -> Lb {
     lb
 }
 
-/// Reads one head (through the blank line); returns it and whatever followed. On EOF before a
-/// whole head, returns what arrived.
-async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return (String::from_utf8_lossy(&buf).into_owned(), rest);
-        }
-        let n = timeout(WAIT, stream.read(&mut chunk))
-            .await
-            .expect("head within the deadline")
-            .unwrap_or(0);
-        if n == 0 {
-            return (String::from_utf8_lossy(&buf).into_owned(), Vec::new());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Everything until the peer closes (a reset counts as a close); panics past the deadline.
 async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
     let mut buf = Vec::new();
@@ -86,60 +64,13 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
     }
 }
 
-/// A hand-written HTTP/1.1 backend on raw TCP: `/healthz` answers `ok`; every other request's
-/// head is reported on the channel and its connection handed to `serve` with the bytes that
-/// followed the head.
-async fn raw_backend<F, Fut>(serve: F) -> (SocketAddr, mpsc::UnboundedReceiver<String>)
-where
-    F: Fn(TcpStream, Vec<u8>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = support::backend_listener(support::LOOPBACK_ANY);
-    let addr = listener.local_addr().unwrap();
-    let (heads_tx, heads) = mpsc::unbounded_channel();
-    let serve = std::sync::Arc::new(serve);
-    support::spawn_backend(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (serve, heads_tx) = (std::sync::Arc::clone(&serve), heads_tx.clone());
-            tokio::spawn(async move {
-                let (head, rest) = read_head(&mut stream).await;
-                if head.starts_with("GET /healthz ") {
-                    let _ = stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                        )
-                        .await;
-                    return;
-                }
-                if head.is_empty() {
-                    return;
-                }
-                let _ = heads_tx.send(head);
-                serve(stream, rest).await;
-            });
-        }
-    });
-    (addr, heads)
-}
-
-/// Echoes bytes until the peer closes its side, then closes.
-async fn echo(mut stream: TcpStream, early: Vec<u8>) {
-    if stream.write_all(&early).await.is_err() {
-        return;
-    }
-    let (mut read, mut write) = stream.split();
-    let _ = tokio::io::copy(&mut read, &mut write).await;
-}
-
 // === 1. forwarding headers ===
 
 #[tokio::test]
 async fn forwarding_headers_are_set_and_hop_by_hop_headers_dropped_both_ways() {
-    let (backend, mut heads) = raw_backend(|mut stream, _| async move {
-        let _ = stream
+    let mut backend = RawBackend::handing_over(|_, mut wire| async move {
+        let _ = wire
+            .stream
             .write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
                   Connection: keep-alive, X-Backend-Private\r\nX-Backend-Private: 1\r\n\
@@ -149,19 +80,18 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_dropped_both_ways() {
             .await;
     })
     .await;
-    let lb = start(&[backend], "", "").await;
+    let lb = start(&[backend.addr], "", "").await;
 
-    let mut client = TcpStream::connect(lb.http).await.unwrap();
+    let mut client = Wire::new(TcpStream::connect(lb.http).await.unwrap(), Some(WAIT));
     client
-        .write_all(
+        .send(
             b"GET /h?q=1 HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 10.0.0.1\r\n\
               Connection: keep-alive, X-Client-Private\r\nX-Client-Private: secret\r\n\
               Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
               Upgrade: foo\r\nTrailer: X-Sum\r\nX-Kept-Request: yes\r\n\r\n",
         )
-        .await
-        .unwrap();
-    let (response, body) = read_head(&mut client).await;
+        .await;
+    let (response, body) = client.length_response().await;
     assert_eq!(status_of(&response), 200, "{response}");
     assert_eq!(body, b"hi");
     assert_eq!(header(&response, "x-kept").as_deref(), Some("yes"));
@@ -178,7 +108,7 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_dropped_both_ways() {
         assert!(!connection.to_ascii_lowercase().contains("private"));
     }
 
-    let seen = timeout(WAIT, heads.recv()).await.unwrap().unwrap();
+    let seen = backend.next().await.head;
     assert!(seen.starts_with("GET /h?q=1 HTTP/1.1\r\n"), "{seen}");
     assert_eq!(header(&seen, "host").as_deref(), Some("app.example"));
     assert_eq!(
@@ -219,11 +149,12 @@ async fn a_64_mib_upload_streams_through_in_bounded_memory() {
     let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\n\r\n");
     client.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'x'; 1 << 20];
-    let upload = async {
+    let upload = async move {
         for _ in 0..SIZE / chunk.len() {
             client.write_all(&chunk).await.unwrap();
         }
-        read_head(&mut client).await
+        let mut client = Wire::new(client, Some(WAIT));
+        client.length_response().await
     };
     let (response, body) = timeout(Duration::from_secs(30), upload)
         .await
@@ -242,19 +173,20 @@ async fn a_64_mib_upload_streams_through_in_bounded_memory() {
 async fn a_slow_chunked_response_streams_its_first_chunk_early() {
     let (release_tx, release_rx) = mpsc::unbounded_channel::<()>();
     let release = std::sync::Arc::new(tokio::sync::Mutex::new(release_rx));
-    let (backend, _heads) = raw_backend(move |mut stream, _| {
+    let backend = RawBackend::handing_over(move |_, mut wire| {
         let release = std::sync::Arc::clone(&release);
         async move {
-            let _ = stream
+            let _ = wire
+                .stream
                 .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
                 .await;
             // The rest only once the test saw the first chunk arrive at the client.
             let _ = release.lock().await.recv().await;
-            let _ = stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await;
+            let _ = wire.stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await;
         }
     })
     .await;
-    let lb = start(&[backend], "", "").await;
+    let lb = start(&[backend.addr], "", "").await;
 
     let mut client = TcpStream::connect(lb.http).await.unwrap();
     client
@@ -286,14 +218,14 @@ async fn a_slow_chunked_response_streams_its_first_chunk_early() {
 
 #[tokio::test]
 async fn upgrades_get_the_101_and_a_byte_tunnel_until_a_side_closes() {
-    let (backend, mut heads) = raw_backend(|mut stream, early| async move {
-        let _ = stream
-            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            .await;
-        echo(stream, early).await;
+    let mut backend = RawBackend::handing_over(|_, mut wire| async move {
+        let switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        if wire.stream.write_all(switching).await.is_ok() {
+            wire.echo().await;
+        }
     })
     .await;
-    let lb = start(&[backend], "", "").await;
+    let lb = start(&[backend.addr], "", "").await;
 
     for (protocol, connection) in [("websocket", "Upgrade"), ("foo/1", "keep-alive, upgrade")] {
         let mut client = TcpStream::connect(lb.http).await.unwrap();
@@ -302,12 +234,12 @@ async fn upgrades_get_the_101_and_a_byte_tunnel_until_a_side_closes() {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         client.write_all(request.as_bytes()).await.unwrap();
-        let (response, early) = read_head(&mut client).await;
+        // Read a byte at a time: anything lb sent after the head shows in the echo below.
+        let response = read_head(&mut client).await;
         assert_eq!(status_of(&response), 101, "{response}");
-        assert!(early.is_empty());
         assert!(header(&response, "upgrade").is_some(), "{response}");
 
-        let seen = timeout(WAIT, heads.recv()).await.unwrap().unwrap();
+        let seen = backend.next().await.head;
         assert_eq!(header(&seen, "upgrade").as_deref(), Some(protocol));
         assert!(header(&seen, "connection")
             .unwrap_or_default()
@@ -520,7 +452,7 @@ async fn idle_client_connections_are_closed_but_busy_ones_are_not() {
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let (response, _) = read_head(&mut client).await;
+    let response = read_head(&mut client).await;
     assert_eq!(status_of(&response), 200);
     read_to_close(&mut client, Duration::from_secs(5)).await;
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -601,8 +533,8 @@ async fn a_refused_connect_is_retried_with_its_body_and_the_backend_ejected_unti
 #[tokio::test]
 async fn a_request_that_reached_a_backend_is_never_retried() {
     // Reads the head, then hangs up mid-request without answering.
-    let (backend, mut heads) = raw_backend(|stream, _| async move { drop(stream) }).await;
-    let lb = start(&[backend], "", "retries = 3").await;
+    let mut backend = RawBackend::handing_over(|_, wire| async move { drop(wire) }).await;
+    let lb = start(&[backend.addr], "", "retries = 3").await;
     let request = Request::post(lb.url("/once"))
         .body(Full::new(Bytes::from(vec![1u8; 10_000])))
         .unwrap();
@@ -611,20 +543,20 @@ async fn a_request_that_reached_a_backend_is_never_retried() {
         (status, body.as_str()),
         (StatusCode::BAD_GATEWAY, "backend failed\n")
     );
-    assert!(timeout(WAIT, heads.recv()).await.unwrap().is_some());
-    assert!(heads.try_recv().is_err(), "the request was sent twice");
+    backend.next().await;
+    assert!(backend.taken_all().is_empty(), "the request was sent twice");
 }
 
 #[tokio::test]
 async fn an_idempotent_request_cut_off_by_its_backend_is_retried_on_another() {
     // Reads the head, then hangs up without answering, like a backend killed mid-request.
-    let (dying, mut heads) = raw_backend(|stream, _| async move { drop(stream) }).await;
+    let mut dying = RawBackend::handing_over(|_, wire| async move { drop(wire) }).await;
     let b = Backend::start("b").await;
-    let lb = start(&[dying, b.addr], "", "retries = 1").await;
+    let lb = start(&[dying.addr, b.addr], "", "retries = 1").await;
     let client = support::client();
     // P2C picks either; keep asking until the dying backend has seen a request.
     let mut sent = 0;
-    while heads.try_recv().is_err() {
+    while dying.taken_all().is_empty() {
         assert!(sent < 60, "the dying backend was never picked");
         let (status, body) = get(&client, &lb.url("/idempotent")).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));
@@ -637,7 +569,7 @@ async fn an_idempotent_request_cut_off_by_its_backend_is_retried_on_another() {
 #[tokio::test]
 async fn backend_connections_are_kept_alive_and_replaced_when_the_backend_closes_one() {
     // Answers four requests per connection, the fourth with `Connection: close`.
-    let (backend, mut connections) = raw_backend(|mut stream, _| async move {
+    let mut backend = RawBackend::handing_over(|_, mut wire| async move {
         for exchange in 1..=4 {
             let close = if exchange == 4 {
                 "Connection: close\r\n"
@@ -645,16 +577,16 @@ async fn backend_connections_are_kept_alive_and_replaced_when_the_backend_closes
                 ""
             };
             let response = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{close}\r\nhi");
-            if stream.write_all(response.as_bytes()).await.is_err() || exchange == 4 {
+            if wire.stream.write_all(response.as_bytes()).await.is_err() || exchange == 4 {
                 return;
             }
-            if read_head(&mut stream).await.0.is_empty() {
+            if wire.head().await.is_none() {
                 return;
             }
         }
     })
     .await;
-    let lb = start(&[backend], "", "").await;
+    let lb = start(&[backend.addr], "", "").await;
     let client = support::client();
     for i in 0..10 {
         let (status, body) = get(&client, &lb.url(&format!("/{i}"))).await;
@@ -664,11 +596,8 @@ async fn backend_connections_are_kept_alive_and_replaced_when_the_backend_closes
             "request {i}"
         );
     }
-    // `raw_backend` reports the first head of each connection: 4 + 4 + 2 requests.
-    let mut opened = 0;
-    while connections.try_recv().is_ok() {
-        opened += 1;
-    }
+    // A backend handing over reports the first head of each connection: 4 + 4 + 2 requests.
+    let opened = backend.taken_all().len();
     assert_eq!(opened, 3, "connections to the backend were not reused");
 }
 
@@ -749,7 +678,7 @@ async fn max_connections_caps_open_client_connections() {
     for _ in 0..2 {
         let mut client = TcpStream::connect(lb.http).await.unwrap();
         client.write_all(request).await.unwrap();
-        assert_eq!(status_of(&read_head(&mut client).await.0), 200);
+        assert_eq!(status_of(&read_head(&mut client).await), 200);
         open.push(client);
     }
     // The third waits in the backlog: connected by the kernel, not served by lb.
@@ -764,7 +693,7 @@ async fn max_connections_caps_open_client_connections() {
     );
     // Closing one lets it in.
     drop(open.pop());
-    assert_eq!(status_of(&read_head(&mut third).await.0), 200);
+    assert_eq!(status_of(&read_head(&mut third).await), 200);
 }
 
 // === 8. errors ===

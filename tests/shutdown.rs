@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use support::raw::{read_head, RawBackend};
 use support::{eventually, get, Backend, Lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,52 +51,25 @@ async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// A raw backend: `/healthz` answers `ok`; `/stall` gets a head and part of its body, then
-/// silence with the connection held open; anything else gets 101 and an echo.
-async fn upgrade_backend() -> std::net::SocketAddr {
-    let listener = support::backend_listener(support::LOOPBACK_ANY);
-    let addr = listener.local_addr().unwrap();
-    support::spawn_backend(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let head = read_head(&mut stream).await;
-                if head.starts_with("GET /stall ") {
-                    let partial = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial";
-                    if stream.write_all(partial).await.is_ok() {
-                        // Holds the connection until lb closes it.
-                        let _ = stream.read_to_end(&mut Vec::new()).await;
-                    }
-                    return;
-                }
-                let answer: &[u8] = if head.starts_with("GET /healthz ") {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                } else {
-                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
-                };
-                if stream.write_all(answer).await.is_err() || head.starts_with("GET /healthz ") {
-                    return;
-                }
-                let (mut read, mut write) = stream.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-            });
+/// A raw backend: `/stall` gets a head and part of its body, then silence with the connection
+/// held open; anything else gets 101 and an echo.
+async fn upgrade_backend() -> RawBackend {
+    RawBackend::handing_over(|seen, mut wire| async move {
+        if seen.method() == "GET" && seen.target() == "/stall" {
+            let partial = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial";
+            if wire.stream.write_all(partial).await.is_ok() {
+                // Holds the connection until lb closes it.
+                let _ = wire.stream.read_to_end(&mut Vec::new()).await;
+            }
+            return;
         }
-    });
-    addr
-}
-
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match timeout(WAIT, stream.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            _ => break,
+        let switching =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        if wire.stream.write_all(switching).await.is_ok() {
+            wire.echo().await;
         }
-    }
-    String::from_utf8_lossy(&head).into_owned()
+    })
+    .await
 }
 
 async fn open_tunnel(lb: &Lb) -> TcpStream {
@@ -124,7 +98,7 @@ async fn ping(tunnel: &mut TcpStream, text: &[u8]) {
 #[tokio::test]
 async fn an_open_tunnel_may_finish_while_draining() {
     let backend = upgrade_backend().await;
-    let mut lb = started(backend, "20s").await;
+    let mut lb = started(backend.addr, "20s").await;
     let mut tunnel = open_tunnel(&lb).await;
     ping(&mut tunnel, b"before").await;
 
@@ -144,7 +118,7 @@ async fn an_open_tunnel_may_finish_while_draining() {
 #[tokio::test]
 async fn a_tunnel_left_open_is_cut_at_drain_timeout() {
     let backend = upgrade_backend().await;
-    let mut lb = started(backend, "1s").await;
+    let mut lb = started(backend.addr, "1s").await;
     let mut tunnel = open_tunnel(&lb).await;
     ping(&mut tunnel, b"hello").await;
 
@@ -179,7 +153,7 @@ fn spawn_watch(lb: &Lb) -> tokio::process::Child {
 #[tokio::test]
 async fn sigterm_ends_lb_within_drain_timeout_whatever_is_open() {
     let backend = upgrade_backend().await;
-    let mut lb = started(backend, "1s").await;
+    let mut lb = started(backend.addr, "1s").await;
     let watch = spawn_watch(&lb);
     lb.log_eventually("health watch opened", WAIT).await;
     // A proxied request whose backend sent a head and then went silent.
@@ -242,7 +216,7 @@ async fn silent_backend() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<
 async fn an_rpc_in_flight_at_sigterm_finishes() {
     use lb::control::proto;
     let backend = upgrade_backend().await;
-    let mut lb = started(backend, "5s").await;
+    let mut lb = started(backend.addr, "5s").await;
     let (silent, mut accepted) = silent_backend().await;
     let mut client = support::control(&lb).await;
     // AddBackend probes the new backend first; this one never answers, so the probe runs into
@@ -284,7 +258,7 @@ async fn run_returns_at_the_drain_deadline_having_closed_stalled_connections() {
     let backend = upgrade_backend().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lb.toml");
-    std::fs::write(&config, self::config(backend, "1s")).unwrap();
+    std::fs::write(&config, self::config(backend.addr, "1s")).unwrap();
     let lb = lb::Lb::bind(lb::Options {
         config,
         http: Some("127.0.0.1:0".parse().unwrap()),

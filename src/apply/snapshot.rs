@@ -242,7 +242,7 @@ impl Applier {
         };
         self.topology.store(Arc::new(Topology {
             generation,
-            routes: std::mem::take(&mut config.routes),
+            routes: Arc::clone(&config.routes),
             pools,
         }));
         let hash = sha256(text);

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::routing::Router;
@@ -39,8 +40,9 @@ pub struct Config {
     /// ([`crate::config::refuse_empty`]).
     pub allow_empty: bool,
     /// Every pool's pattern compiled once; the value is the index into `pools`. Building it is
-    /// also how pattern conflicts are found, so validation and the topology share one build.
-    pub routes: Router<usize>,
+    /// also how pattern conflicts are found, so validation and the topology share one build:
+    /// the applied `Config` and its `Topology` hold the same `Arc`.
+    pub routes: Arc<Router<usize>>,
 }
 
 impl Config {

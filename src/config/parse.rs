@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -272,7 +273,7 @@ struct RawBackends {
 /// What [`parse`] returns for `new_text`, computed from `old` without parsing the whole text,
 /// when `new_text` is `old_text` with only pool `pattern`'s `backends` array (at `old_span`
 /// in `old_text`) replaced, and `old` is what `parse(old_text)` returned (its paths may be
-/// resolved, its routes may have been moved out: both are rebuilt or re-resolved the same way).
+/// resolved: they are re-resolved the same way; its routes are rebuilt).
 ///
 /// Why it is the same config: the bytes before and after the array are checked to be
 /// `old_text`'s; the old bytes at `old_span` are checked to be an array holding `old`'s
@@ -312,7 +313,7 @@ pub fn reparse_backends(
         .enumerate()
         .map(|(i, pool)| Pattern::parse(&pool.pattern).ok().map(|p| (p, i)))
         .collect::<Option<Vec<_>>>()?;
-    let routes = Router::new(patterns).ok()?;
+    let routes = Arc::new(Router::new(patterns).ok()?);
     Some(Config {
         listen: old.listen.clone(),
         server: old.server.clone(),
@@ -516,7 +517,7 @@ impl Validator<'_> {
             tls,
             pools,
             allow_empty: raw.allow_empty,
-            routes: routes?,
+            routes: Arc::new(routes?),
         })
     }
 

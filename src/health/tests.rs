@@ -93,3 +93,40 @@ fn the_phases_of_a_pool_spread_evenly_over_the_interval() {
     // Always inside the interval, even for a huge one.
     assert!(phase(9_999, 10_000, Duration::MAX) < Duration::MAX);
 }
+
+/// The checker closes a backend's expired idle connections on a timer of its own, not on reuse
+/// and not at its next probe (here an hour away). On tokio's paused clock: no real time passes.
+#[tokio::test(start_paused = true)]
+async fn the_checker_closes_expired_idle_connections_between_probes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let backend_addr: BackendAddr = addr.to_string().parse().unwrap();
+    // Probed already (healthy), so the checker's first probe is one interval away.
+    let backend = Arc::new(Backend::new(backend_addr.clone(), true));
+    let settings = Arc::new(CheckSettings {
+        interval: Duration::from_secs(3600),
+        checks: HealthChecks::default(),
+        idle_timeout: Duration::from_secs(80),
+    });
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let mut checkers = Checkers::new(events);
+    let pattern: Arc<str> = Arc::from("/");
+    let wanted = vec![(backend_addr, Arc::clone(&backend), Some(settings))];
+    checkers.reconcile_pool(&pattern, wanted, &probe_client());
+    backend.connections.put_stream(socket);
+
+    // The sweep runs every idle_timeout / 8 = 10 s; sleeping on the paused clock lets it run.
+    tokio::time::sleep(Duration::from_secs(79)).await;
+    assert_eq!(backend.connections.len(), 1, "idle for 79 s of 80");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        backend.connections.is_empty(),
+        "idle for 81 s of 80, swept at 80"
+    );
+    assert_eq!(
+        backend.checks.passed() + backend.checks.failed(),
+        0,
+        "no probe ran"
+    );
+}

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 
 use super::h1::backend::PlainBody;
 use super::upstream::Lease;
+pub use crate::idle_connections::RequestBody;
 use crate::topology::InFlight;
 
 /// A response to the client: a backend's streamed body (through hyper's client, or read from a
@@ -107,59 +108,5 @@ impl Body for ResponseBody {
             ResponseBody::Local(Some(data)) => SizeHint::with_exact(data.len() as u64),
             ResponseBody::Local(None) => SizeHint::with_exact(0),
         }
-    }
-}
-
-/// A client's request body on its way to a backend through hyper's client.
-///
-/// It is never shared: an attempt owns it, and an attempt that fails before hyper took the
-/// request (a failed connect, an idle connection found closed) hands the whole request back
-/// (`upstream::SendFailure::unsent`), so the next attempt sends the same body. Once hyper has
-/// the request, the body belongs to that attempt and is never replayed.
-pub struct RequestBody(Option<Incoming>);
-
-impl RequestBody {
-    /// Wraps a client body; one that is already at its end counts as none.
-    pub fn new(body: Incoming) -> RequestBody {
-        if body.is_end_stream() {
-            RequestBody::empty()
-        } else {
-            RequestBody(Some(body))
-        }
-    }
-
-    /// No body at all (a GET, say).
-    pub fn empty() -> RequestBody {
-        RequestBody(None)
-    }
-
-    /// The request has no body at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().0 {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.0
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -19,6 +19,7 @@ use super::headers;
 use super::stall::{AfterHead, Timeout};
 use super::upstream::{self, SendError};
 use crate::access_log::{self, AccessLog};
+use crate::balance;
 use crate::config::PoolType;
 use crate::metrics::Global;
 use crate::routing::Route;
@@ -334,10 +335,9 @@ impl Attempts {
     /// The backend for the next attempt, or the answer to give when none is left.
     pub fn pick(&mut self, pool: &Pool, rng: &mut fastrand::Rng) -> Result<Arc<Backend>, Failure> {
         let picked = match &self.failed {
-            Some((last, _)) => pool
-                .pick_other(rng, last)
+            Some((last, _)) => balance::pick_other(pool, rng, last)
                 .filter(|b| !(self.exclude_failed && Arc::ptr_eq(b, last))),
-            None => pool.pick(rng),
+            None => balance::pick_backend(pool, rng),
         };
         match picked {
             Some(backend) => Ok(Arc::clone(backend)),

@@ -1,5 +1,5 @@
 //! Keep-alive HTTP/1.1 connections to one backend: connect, send, and keep the idle ones for the
-//! next request. Each [`Backend`] owns its [`IdleConnections`], so they live exactly as long as
+//! next request. Each [`Backend`] owns its [`IdleConnections`](crate::idle_connections::IdleConnections), so they live exactly as long as
 //! the backend does across reloads and close when it leaves the file.
 //!
 //! Why not hyper-util's pooled `Client`: it looks every request up by scheme and authority in a
@@ -10,11 +10,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -27,197 +25,6 @@ use super::h1::backend::ExchangeError;
 use super::h1::wire::{self, ResponseHead};
 use super::headers::{self, Forwarding};
 use crate::topology::Backend;
-
-/// Idle connections kept per backend at most; more are closed when their request ends.
-const MAX_IDLE: usize = 128;
-
-/// A backend's idle keep-alive connections, ready for a request.
-///
-/// Two kinds: hyper's client connections (HTTP/2 requests that carry a body)
-/// and plain sockets for lb's own HTTP/1.1 code (`proxy::h1`, `send_plain`), which reads and
-/// writes the bytes itself.
-///
-/// A connection idle past the pool's `idle_timeout` is never reused, and the backend's health
-/// checker closes it on a timer ([`IdleConnections::close_expired`]): the backend may have
-/// forgotten it, and an idle fleet of sockets helps nobody.
-pub struct IdleConnections {
-    /// Allocated on first use: a file may declare thousands of backends that never see traffic.
-    queue: OnceLock<ArrayQueue<Idle>>,
-    streams: OnceLock<ArrayQueue<IdleStream>>,
-    /// The pool's `idle_timeout` in milliseconds, set by the checker from the applied config.
-    idle_timeout_ms: AtomicU64,
-    /// Set when the backend leaves the file: every connection is closed, and one whose exchange
-    /// ends later is closed then instead of kept.
-    retired: AtomicBool,
-}
-
-impl Default for IdleConnections {
-    fn default() -> IdleConnections {
-        IdleConnections {
-            queue: OnceLock::new(),
-            streams: OnceLock::new(),
-            idle_timeout_ms: AtomicU64::new(crate::config::DEFAULT_IDLE_TIMEOUT.as_millis() as u64),
-            retired: AtomicBool::new(false),
-        }
-    }
-}
-
-struct Idle {
-    sender: SendRequest<RequestBody>,
-    since: Instant,
-}
-
-struct IdleStream {
-    stream: TcpStream,
-    since: Instant,
-}
-
-/// Whether an idle socket is still good: it has nothing to read. Readable means the backend
-/// closed it (or sent bytes nobody asked for). tokio answers from the readiness its reactor
-/// recorded, so a quiet socket costs no system call.
-fn is_quiet(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-impl std::fmt::Debug for IdleConnections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdleConnections")
-            .field("idle", &self.len())
-            .finish()
-    }
-}
-
-impl IdleConnections {
-    /// Idle connections held now, of both kinds (hyper and plain socket).
-    pub fn len(&self) -> usize {
-        self.queue.get().map_or(0, ArrayQueue::len) + self.streams.get().map_or(0, ArrayQueue::len)
-    }
-
-    /// No idle connection is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// How long a connection may stay idle and still be reused.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
-    }
-
-    /// Sets the pool's `idle_timeout` from the applied config.
-    pub fn set_idle_timeout(&self, timeout: Duration) {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.idle_timeout_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// An idle connection that can take a request now, if there is one.
-    fn take(&self) -> Option<SendRequest<RequestBody>> {
-        let queue = self.queue.get()?;
-        let idle_timeout = self.idle_timeout();
-        while let Some(idle) = queue.pop() {
-            // Closed by the backend while idle, or idle too long: dropping it closes it.
-            if idle.sender.is_ready() && idle.since.elapsed() < idle_timeout {
-                return Some(idle.sender);
-            }
-        }
-        None
-    }
-
-    /// Keeps a connection whose exchange has ended for the next request.
-    fn put(&self, sender: SendRequest<RequestBody>) {
-        if self.retired.load(Ordering::Relaxed) {
-            return;
-        }
-        let queue = self.queue.get_or_init(|| ArrayQueue::new(MAX_IDLE));
-        // Full: this one is closed; the idle set already covers the concurrency seen.
-        let _ = queue.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
-        self.close_if_retired();
-    }
-
-    /// A connection handed back while [`IdleConnections::retire`] ran is closed all the same.
-    fn close_if_retired(&self) {
-        if self.retired.load(Ordering::SeqCst) {
-            self.close_all();
-        }
-    }
-
-    /// An idle plain socket that can take a request now, if there is one.
-    pub(super) fn take_stream(&self) -> Option<TcpStream> {
-        let queue = self.streams.get()?;
-        let idle_timeout = self.idle_timeout();
-        while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < idle_timeout && is_quiet(&idle.stream) {
-                return Some(idle.stream);
-            }
-        }
-        None
-    }
-
-    /// Keeps a plain socket whose exchange has ended (its response read to the last byte).
-    pub(super) fn put_stream(&self, stream: TcpStream) {
-        if self.retired.load(Ordering::Relaxed) {
-            return;
-        }
-        let queue = self.streams.get_or_init(|| ArrayQueue::new(MAX_IDLE));
-        let _ = queue.push(IdleStream {
-            stream,
-            since: Instant::now(),
-        });
-        self.close_if_retired();
-    }
-
-    /// Closes every idle connection: a disabled backend takes no request to reuse them for.
-    pub fn close_all(&self) {
-        if let Some(queue) = self.queue.get() {
-            while queue.pop().is_some() {}
-        }
-        if let Some(queue) = self.streams.get() {
-            while queue.pop().is_some() {}
-        }
-    }
-
-    /// Closes every connection now and every one handed back later: the backend has left the
-    /// file, and whatever still holds its state (a request in flight) must not keep sockets.
-    pub fn retire(&self) {
-        self.retired.store(true, Ordering::SeqCst);
-        self.close_all();
-    }
-
-    /// Closes connections idle past the idle timeout or closed by the backend. Called on a
-    /// timer by the backend's health checker, off the request path.
-    pub fn close_expired(&self) {
-        let idle_timeout = self.idle_timeout();
-        if let Some(queue) = self.queue.get() {
-            // Each entry is looked at once: popped, and pushed back behind the others if kept
-            // (the queue's order stays oldest first). A request may take one meanwhile.
-            for _ in 0..queue.len() {
-                match queue.pop() {
-                    Some(idle)
-                        if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout =>
-                    {
-                        let _ = queue.push(idle);
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-        }
-        if let Some(queue) = self.streams.get() {
-            for _ in 0..queue.len() {
-                match queue.pop() {
-                    Some(idle) if is_quiet(&idle.stream) && idle.since.elapsed() < idle_timeout => {
-                        let _ = queue.push(idle);
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-        }
-    }
-}
 
 /// A connection lent to one exchange; [`Lease::release`] gives it back when the response has
 /// been read to its end, dropping it closes it.

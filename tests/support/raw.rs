@@ -2,6 +2,7 @@
 //! its read buffer (`Wire`), a hand-written backend that records request heads and answers
 //! given bytes (`RawBackend`), raw-head helpers, and lb started in front of such backends.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,30 @@ pub fn status_of(head: &str) -> u16 {
 
 pub fn status_line(head: &str) -> &str {
     head.lines().next().unwrap_or("")
+}
+
+/// One head off `stream` through its blank line, read a byte at a time so that nothing behind it
+/// is consumed: a tunnel or a body the test reads itself stays on the stream. What arrived
+/// (possibly nothing) when the peer closed first; each read waits at most [`WAIT`].
+pub async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = timeout(WAIT, stream.read(&mut byte))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no whole head within {WAIT:?}; have {:?}",
+                    String::from_utf8_lossy(&head)
+                )
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// One end of a raw TCP connection with its read buffer, so messages can be taken off it one at
@@ -152,6 +177,13 @@ impl Wire {
         }
     }
 
+    /// One response head, which must come before the peer closes.
+    pub async fn response_head(&mut self) -> String {
+        self.head()
+            .await
+            .expect("a response head before the connection closed")
+    }
+
     /// One line without its CRLF.
     pub async fn line(&mut self) -> String {
         loop {
@@ -204,6 +236,16 @@ impl Wire {
         std::mem::take(&mut self.buf)
     }
 
+    /// Echoes what is buffered and then every byte that comes until the peer closes its side;
+    /// then closes (an upgraded connection's far end).
+    pub async fn echo(mut self) {
+        if self.stream.write_all(&self.buf).await.is_err() {
+            return;
+        }
+        let (mut read, mut write) = self.stream.split();
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+    }
+
     /// Asserts that the peer closes without sending another byte.
     pub async fn expect_close(&mut self) {
         let rest = self.until_close().await;
@@ -218,10 +260,7 @@ impl Wire {
     pub async fn response(&mut self, bodiless: bool) -> Response {
         let mut interim = Vec::new();
         loop {
-            let head = self
-                .head()
-                .await
-                .expect("a response head before the connection closed");
+            let head = self.response_head().await;
             let status = status_of(&head);
             if (100..200).contains(&status) && status != 101 {
                 interim.push(head);
@@ -363,9 +402,9 @@ impl Reply {
 }
 
 /// A hand-written HTTP/1.1 backend on 127.0.0.1:0. `GET /healthz` answers `ok` and closes; every
-/// other request is reported on `requests` and answered with `reply`'s bytes, over as many
-/// requests per connection as the replies allow. A connection that served a request reports its
-/// close on `closed`.
+/// other request is reported on `requests` and then answered with given bytes
+/// ([`RawBackend::start`]) or handed over to the test's own code ([`RawBackend::handing_over`]).
+/// A connection that served a request reports its close on `closed`.
 pub struct RawBackend {
     pub addr: SocketAddr,
     requests: mpsc::UnboundedReceiver<Seen>,
@@ -376,15 +415,60 @@ pub struct RawBackend {
 // === impl RawBackend ===
 
 impl RawBackend {
+    /// Answers every request with `reply`'s bytes.
     pub async fn start<F>(reply: F) -> RawBackend
     where
         F: Fn(&Seen) -> Reply + Send + Sync + 'static,
+    {
+        let reply = Arc::new(reply);
+        RawBackend::serving(move |wire, conn, requests| {
+            answer_each(wire, conn, Arc::clone(&reply), requests)
+        })
+    }
+
+    /// Reads each connection's first request head, reports it, and hands the connection over to
+    /// `serve` with whatever followed the head still buffered in the [`Wire`]: for backends that
+    /// stream, tunnel, hang up mid-request or count their own exchanges.
+    pub async fn handing_over<F, Fut>(serve: F) -> RawBackend
+    where
+        F: Fn(Seen, Wire) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let serve = Arc::new(serve);
+        RawBackend::serving(move |mut wire, conn, requests| {
+            let serve = Arc::clone(&serve);
+            async move {
+                let Some(head) = wire.head().await else {
+                    return false;
+                };
+                if head.starts_with("GET /healthz ") {
+                    let _ = wire.stream.write_all(HEALTHY).await;
+                    return false;
+                }
+                let seen = Seen {
+                    conn,
+                    head,
+                    body: Vec::new(),
+                };
+                let _ = requests.send(seen.clone());
+                serve(seen, wire).await;
+                true
+            }
+        })
+    }
+
+    /// The accept loop: each connection (numbered from 1, health checks included) goes to
+    /// `connection`, which reports the requests it serves and says whether it served one; the
+    /// close of such a connection is reported once `connection` has dropped it.
+    fn serving<H, Fut>(connection: H) -> RawBackend
+    where
+        H: Fn(Wire, usize, mpsc::UnboundedSender<Seen>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
     {
         let listener = super::backend_listener(super::LOOPBACK_ANY);
         let addr = listener.local_addr().unwrap();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let (closed_tx, closed) = mpsc::unbounded_channel();
-        let reply = Arc::new(reply);
         let accept = super::spawn_backend(async move {
             let mut n_conns = 0;
             loop {
@@ -393,49 +477,10 @@ impl RawBackend {
                 };
                 n_conns += 1;
                 let conn = n_conns;
-                let (reply, requests_tx, closed_tx) =
-                    (Arc::clone(&reply), requests_tx.clone(), closed_tx.clone());
+                let served = connection(Wire::new(stream, None), conn, requests_tx.clone());
+                let closed_tx = closed_tx.clone();
                 tokio::spawn(async move {
-                    let mut wire = Wire::new(stream, None);
-                    let mut served = false;
-                    while let Some((head, body)) = wire.request().await {
-                        if head.starts_with("GET /healthz ") {
-                            let _ = wire
-                                .stream
-                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                                .await;
-                            break;
-                        }
-                        served = true;
-                        let seen = Seen { conn, head, body };
-                        let answer = reply(&seen);
-                        // Reported before answering: once the client has the response, the
-                        // request is on the channel.
-                        let _ = requests_tx.send(seen);
-                        let mut failed = false;
-                        for (i, piece) in answer.pieces.iter().enumerate() {
-                            if i > 0 && !answer.pause.is_zero() {
-                                tokio::time::sleep(answer.pause).await;
-                            }
-                            if wire.stream.write_all(piece).await.is_err() {
-                                failed = true;
-                                break;
-                            }
-                        }
-                        if failed {
-                            break;
-                        }
-                        match answer.then {
-                            Then::KeepAlive => {}
-                            Then::Close => break,
-                            Then::CloseAfter(linger) => {
-                                tokio::time::sleep(linger).await;
-                                break;
-                            }
-                        }
-                    }
-                    drop(wire);
-                    if served {
+                    if served.await {
                         let _ = closed_tx.send(conn);
                     }
                 });
@@ -489,6 +534,52 @@ impl Drop for RawBackend {
     fn drop(&mut self) {
         self.accept.abort();
     }
+}
+
+/// What a raw backend answers a health check with, closing the connection after it.
+const HEALTHY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+
+/// [`RawBackend::start`]'s connection: every request reported on `requests` and answered with
+/// `reply`'s bytes, until a reply closes or the peer does; true when it served a request.
+async fn answer_each<F>(
+    mut wire: Wire,
+    conn: usize,
+    reply: Arc<F>,
+    requests: mpsc::UnboundedSender<Seen>,
+) -> bool
+where
+    F: Fn(&Seen) -> Reply + Send + Sync + 'static,
+{
+    let mut served = false;
+    while let Some((head, body)) = wire.request().await {
+        if head.starts_with("GET /healthz ") {
+            let _ = wire.stream.write_all(HEALTHY).await;
+            break;
+        }
+        served = true;
+        let seen = Seen { conn, head, body };
+        let answer = reply(&seen);
+        // Reported before answering: once the client has the response, the request is on the
+        // channel.
+        let _ = requests.send(seen);
+        for (i, piece) in answer.pieces.iter().enumerate() {
+            if i > 0 && !answer.pause.is_zero() {
+                tokio::time::sleep(answer.pause).await;
+            }
+            if wire.stream.write_all(piece).await.is_err() {
+                return served;
+            }
+        }
+        match answer.then {
+            Then::KeepAlive => {}
+            Then::Close => break,
+            Then::CloseAfter(linger) => {
+                tokio::time::sleep(linger).await;
+                break;
+            }
+        }
+    }
+    served
 }
 
 /// Starts lb with one pool `/` over `backends` (`IP:PORT[/url_path]`) and an hour-long check
