@@ -465,7 +465,7 @@ async fn forward(
                 target,
                 &parts.headers,
                 &forwarding,
-                pool.connect_timeout,
+                pool,
             );
             tokio::time::timeout(pool.request_timeout, sent)
                 .await
@@ -491,7 +491,7 @@ async fn forward(
             }
             in_flight = backend.start_request();
             attempt_started = Instant::now();
-            let sent = upstream::send(&backend, upstream, pool.connect_timeout);
+            let sent = upstream::send(&backend, upstream, pool);
             tokio::time::timeout(pool.request_timeout, sent)
                 .await
                 .map(|sent| match sent {

@@ -1,5 +1,5 @@
-//! Keep-alive HTTP/1.1 connections to one backend: connect, send, and keep the idle ones for the
-//! next request. Each [`Backend`] owns its [`IdleConnections`], so they live exactly as long as
+//! Keep-alive HTTP/1.1 connections to one backend: connect (over TLS for a pool with
+//! `backend_tls`: [`Upstream`]), send, and keep the idle ones for the next request. Each [`Backend`] owns its [`IdleConnections`], so they live exactly as long as
 //! the backend does across reloads and close when it leaves the file.
 //!
 //! Why not hyper-util's pooled `Client`: it looks every request up by scheme and authority in a
@@ -10,8 +10,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -19,6 +21,7 @@ use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
@@ -26,7 +29,7 @@ use super::h1;
 use super::h1::backend::ExchangeError;
 use super::h1::wire::{self, ResponseHead};
 use super::headers::{self, Forwarding};
-use crate::topology::Backend;
+use crate::topology::{Backend, Pool};
 
 /// Idle connections kept per backend at most; more are closed when their request ends.
 const MAX_IDLE: usize = 128;
@@ -68,16 +71,126 @@ struct Idle {
 }
 
 struct IdleStream {
-    stream: TcpStream,
+    stream: Upstream,
     since: Instant,
 }
 
-/// Whether an idle socket is still good: it has nothing to read. Readable means the backend
-/// closed it (or sent bytes nobody asked for). tokio answers from the readiness its reactor
-/// recorded, so a quiet socket costs no system call.
-fn is_quiet(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+/// A connection to a backend for lb's own HTTP/1.1 code: plain TCP, or TLS over it for a pool
+/// with `backend_tls`. The TLS state is boxed, so the plain case stays a socket and a tag.
+pub enum Upstream {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS, verified against the pool's `backend_tls` at connect.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Upstream {
+    /// Whether an idle connection is still good: it has nothing to read. Readable means the
+    /// backend closed it (or sent bytes nobody asked for: over TLS, a close_notify). tokio
+    /// answers from the readiness its reactor recorded, so a quiet socket costs no system call.
+    fn is_quiet(&self) -> bool {
+        match self {
+            Upstream::Plain(stream) => {
+                let mut byte = [0u8; 1];
+                matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Upstream::Tls(stream) => {
+                // Peeked, not read: the bytes belong to the TLS session. Nothing is waiting for
+                // this socket while it is idle, so the no-op waker replaces no one.
+                let (tcp, session) = stream.get_ref();
+                let mut byte = [0u8; 1];
+                let mut buf = tokio::io::ReadBuf::new(&mut byte);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                !session.wants_write() && tcp.poll_peek(&mut cx, &mut buf).is_pending()
+            }
+        }
+    }
+
+    /// Resolves when the backend has sent something (or closed) while a request body still goes
+    /// to it: an early answer. Plain TCP only: over TLS the socket's readiness may be a session
+    /// ticket, not an answer, so a TLS backend's answer is read once its body has gone.
+    pub async fn answered(&self) {
+        match self {
+            Upstream::Plain(stream) => {
+                let _ = stream.readable().await;
+            }
+            Upstream::Tls(_) => std::future::pending().await,
+        }
+    }
+
+    /// Writes some of `buf` (at least one byte, or an error) and, over TLS, pushes it out, for a
+    /// body streamed as it comes. On plain TCP it returns `Ok(None)` instead when the backend
+    /// answers first ([`Upstream::answered`]). Cancel safe on plain TCP; over TLS a write may
+    /// have been taken when cancelled, which only a failing deadline does.
+    pub async fn write_some(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        match self {
+            Upstream::Plain(stream) => loop {
+                tokio::select! {
+                    biased;
+                    _ = stream.readable() => return Ok(None),
+                    ready = stream.writable() => {
+                        ready?;
+                        match stream.try_write(buf) {
+                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                            written => return written.map(Some),
+                        }
+                    }
+                }
+            },
+            Upstream::Tls(stream) => {
+                let n = stream.write(buf).await?;
+                stream.flush().await?;
+                Ok(Some(n))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Upstream::Tls(stream) => {
+                // What was written and still waits in the TLS session goes out before an
+                // answer is awaited: a request written whole (`write_all`) may not have left.
+                if let Poll::Ready(Err(error)) = Pin::new(&mut **stream).poll_flush(cx) {
+                    return Poll::Ready(Err(error));
+                }
+                Pin::new(&mut **stream).poll_read(cx, buf)
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_shutdown(cx),
+        }
+    }
 }
 
 impl std::fmt::Debug for IdleConnections {
@@ -145,11 +258,11 @@ impl IdleConnections {
     }
 
     /// An idle plain socket that can take a request now, if there is one.
-    pub(super) fn take_stream(&self) -> Option<TcpStream> {
+    pub(super) fn take_stream(&self) -> Option<Upstream> {
         let queue = self.streams.get()?;
         let idle_timeout = self.idle_timeout();
         while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < idle_timeout && is_quiet(&idle.stream) {
+            if idle.since.elapsed() < idle_timeout && idle.stream.is_quiet() {
                 return Some(idle.stream);
             }
         }
@@ -157,7 +270,7 @@ impl IdleConnections {
     }
 
     /// Keeps a plain socket whose exchange has ended (its response read to the last byte).
-    pub(super) fn put_stream(&self, stream: TcpStream) {
+    pub(super) fn put_stream(&self, stream: Upstream) {
         if self.retired.load(Ordering::Relaxed) {
             return;
         }
@@ -208,7 +321,7 @@ impl IdleConnections {
         if let Some(queue) = self.streams.get() {
             for _ in 0..queue.len() {
                 match queue.pop() {
-                    Some(idle) if is_quiet(&idle.stream) && idle.since.elapsed() < idle_timeout => {
+                    Some(idle) if idle.stream.is_quiet() && idle.since.elapsed() < idle_timeout => {
                         let _ = queue.push(idle);
                     }
                     Some(_) => {}
@@ -291,7 +404,7 @@ impl From<ExchangeError> for SendError {
 /// bytes its body continues from (see [`h1::backend::PlainBody::new`]).
 pub struct PlainResponse {
     pub response: Response<()>,
-    pub upstream: TcpStream,
+    pub upstream: Upstream,
     pub head: ResponseHead,
     /// The response head and whatever body bytes were read behind it.
     pub buffer: Vec<u8>,
@@ -307,7 +420,7 @@ pub async fn send_plain(
     target: &str,
     headers: &HeaderMap,
     forwarding: &Forwarding<'_>,
-    connect_timeout: Duration,
+    pool: &Pool,
 ) -> Result<PlainResponse, SendError> {
     let mut request = Vec::with_capacity(512);
     wire::push_request_line(
@@ -329,7 +442,7 @@ pub async fn send_plain(
         &request,
         &mut buffer,
         head_request,
-        connect_timeout,
+        pool,
         wire::response_parts,
     )
     .await?;
@@ -354,14 +467,14 @@ pub struct SendFailure {
 pub async fn send(
     backend: &Backend,
     mut request: Request<RequestBody>,
-    connect_timeout: Duration,
+    pool: &Pool,
 ) -> Result<(Response<Incoming>, Lease), SendFailure> {
     loop {
         let (mut sender, reused) = match backend.connections.take() {
             Some(sender) => (sender, true),
             // Boxed: connecting and the handshake make a large future that only a new
             // connection needs; inline, every request's future would carry (and move) it.
-            None => match Box::pin(connect(backend.addr.addr, connect_timeout)).await {
+            None => match Box::pin(connect(backend.addr.addr, pool)).await {
                 Ok(sender) => (sender, false),
                 Err(error) => {
                     return Err(SendFailure {
@@ -389,11 +502,8 @@ pub async fn send(
     }
 }
 
-async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<SendRequest<RequestBody>, SendError> {
-    let stream = connect_stream(addr, timeout)
+async fn connect(addr: SocketAddr, pool: &Pool) -> Result<SendRequest<RequestBody>, SendError> {
+    let stream = connect_upstream(addr, pool)
         .await
         .map_err(|source| SendError::Connect { addr, source })?;
     let (sender, connection) = http1::Builder::new()
@@ -410,19 +520,29 @@ async fn connect(
     Ok(sender)
 }
 
-/// A new connection to `addr` with Nagle off; `timeout` shows as [`io::ErrorKind::TimedOut`].
-pub(super) async fn connect_stream(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(connected) => connected?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no connection within {timeout:?}"),
-            ))
+/// A new connection to `addr`, a backend of `pool`: TCP with Nagle off, then the TLS handshake
+/// when the pool has `backend_tls`, all within its `connect_timeout` (which shows as
+/// [`io::ErrorKind::TimedOut`]). A certificate the pool does not trust is a failed connect,
+/// whose message says why.
+pub(super) async fn connect_upstream(addr: SocketAddr, pool: &Pool) -> io::Result<Upstream> {
+    let timeout = pool.connect_timeout;
+    let connect = async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        match &pool.backend_tls {
+            None => Ok(Upstream::Plain(stream)),
+            Some(tls) => Ok(Upstream::Tls(Box::new(
+                tls.handshake(stream, addr.ip()).await?,
+            ))),
         }
     };
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(connected) => connected,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no connection within {timeout:?}"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -430,6 +550,19 @@ mod tests {
     use super::*;
     use crate::config::BackendAddr;
     use http_body_util::BodyExt;
+
+    /// A cleartext pool to connect with (its backends are the test's own).
+    fn pool() -> Pool {
+        Pool {
+            pattern: Arc::from("/"),
+            pool_type: crate::config::PoolType::P2c,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            retries: 0,
+            backend_tls: None,
+            backends: Box::new([]),
+        }
+    }
 
     async fn sample_backend() -> Arc<Backend> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -445,7 +578,7 @@ mod tests {
         request
             .headers_mut()
             .insert(http::header::HOST, "t".parse().unwrap());
-        let Ok((response, lease)) = send(backend, request, Duration::from_secs(5)).await else {
+        let Ok((response, lease)) = send(backend, request, &pool()).await else {
             panic!("the exchange failed");
         };
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -481,8 +614,8 @@ mod tests {
     }
 
     /// A plain socket to `backend`, as `h1::backend` would hand back after an exchange.
-    async fn plain_socket(backend: &Backend) -> TcpStream {
-        TcpStream::connect(backend.addr.addr).await.unwrap()
+    async fn plain_socket(backend: &Backend) -> Upstream {
+        Upstream::Plain(TcpStream::connect(backend.addr.addr).await.unwrap())
     }
 
     #[tokio::test]
@@ -522,7 +655,7 @@ mod tests {
         let backend = Arc::new(Backend::new(addr, true));
         let mut request = Request::new(RequestBody::empty());
         *request.uri_mut() = "/body-stays".parse().unwrap();
-        let Err(failure) = send(&backend, request, Duration::from_secs(5)).await else {
+        let Err(failure) = send(&backend, request, &pool()).await else {
             panic!("a refused connect answered");
         };
         assert!(
