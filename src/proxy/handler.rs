@@ -58,8 +58,10 @@ impl Proxy {
     }
 
     /// With `redirect_https`, lb's answer to a cleartext request, in both protocols: 308 to
-    /// the same host, path and query over HTTPS (the port left out when 443). `None`: the
-    /// request is routed as usual (it came over TLS, no redirect is set, or it names no host).
+    /// the same host, path and query over HTTPS (the port left out when 443), or 400 when the
+    /// request names no host (HTTP/1.0 without `Host`): there is no URL to send it to, and
+    /// serving it in cleartext would defeat the redirect. `None`: the request is routed as usual
+    /// (it came over TLS, or no redirect is set).
     pub(super) fn https_redirect(
         &self,
         https: bool,
@@ -70,7 +72,11 @@ impl Proxy {
         let port = self.redirect_https.filter(|_| !https)?;
         let name = crate::routing::strip_port(host);
         if name.is_empty() {
-            return None;
+            return Some(LocalAnswer {
+                status: StatusCode::BAD_REQUEST,
+                text: "redirect_https: the request names no host to redirect to\n",
+                header: None,
+            });
         }
         let mut location = String::with_capacity(16 + host.len() + path.len());
         location.push_str("https://");
