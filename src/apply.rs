@@ -30,6 +30,7 @@ use crate::config::{self, AdminState, BackendAddr, BackendsSpans, Config, Diagno
 use crate::health::{self, Checkers, ProbeClient};
 use crate::metrics::Global;
 pub use crate::metrics::Status;
+use crate::tls::BackendConnector;
 use crate::topology::{BackendKey, SharedTopology, Topology};
 
 mod snapshot;
@@ -300,6 +301,8 @@ struct FirstProbe {
 struct Unprobed {
     key: BackendKey,
     checks: config::HealthChecks,
+    /// The pool's `backend_tls`, shared by its new backends.
+    tls: Option<Arc<BackendConnector>>,
 }
 
 /// What one round under the writer lock came to.
@@ -406,7 +409,7 @@ impl Applier {
         // Every enabled backend gets its first probe before the first topology, as on a reload:
         // lb announces its listeners with the backends that are up already in rotation.
         let mut state = applier.state.lock().await;
-        let wanted = unprobed(&state.checkers, &config.pools, &Probed::new());
+        let wanted = unprobed(&state.checkers, &config.pools, &Probed::new(), path);
         let probed: Probed = applier.probe_all(wanted).await.into_iter().collect();
         applier.apply(&mut state, (config, spans), &text, &probed, None);
         drop(state);
@@ -542,7 +545,7 @@ impl Applier {
                         diagnostics,
                     }
                 })?;
-            let wanted = unprobed(&state.checkers, &parsed.0.pools, probed);
+            let wanted = unprobed(&state.checkers, &parsed.0.pools, probed, &self.path);
             if may_probe && !wanted.is_empty() {
                 return Ok(Step::Probe(wanted));
             }
@@ -636,12 +639,13 @@ impl Applier {
     async fn probe_all(&self, wanted: Vec<Unprobed>) -> Vec<(BackendKey, FirstProbe)> {
         let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_PROBES));
         let mut probes = tokio::task::JoinSet::new();
-        for Unprobed { key, checks } in wanted {
+        for Unprobed { key, checks, tls } in wanted {
             let (client, limit) = (self.probe_client.clone(), Arc::clone(&limit));
             probes.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let started = std::time::Instant::now();
-                let outcome = health::probe(&client, key.backend.addr, &checks).await;
+                let outcome =
+                    health::probe_over(&client, key.backend.addr, &checks, tls.as_deref()).await;
                 let took = started.elapsed();
                 (key, FirstProbe { outcome, took })
             });
@@ -660,10 +664,19 @@ impl Applier {
 
 /// The backends of `pools` that are new to their pool (no live state yet), enabled (a disabled
 /// one is not checked and starts sick), and not in `probed`.
-fn unprobed(checkers: &Checkers, pools: &[PoolConfig], probed: &Probed) -> Vec<Unprobed> {
+/// `config_path`: the file `pools` come from, whose directory a relative `backend_tls.ca` is
+/// read from.
+fn unprobed(
+    checkers: &Checkers,
+    pools: &[PoolConfig],
+    probed: &Probed,
+    config_path: &Path,
+) -> Vec<Unprobed> {
     let mut wanted = Vec::new();
     for pool in pools {
         let pattern: Arc<str> = Arc::from(pool.pattern.as_str());
+        // Built at the pool's first new backend, then shared by the others.
+        let mut tls = None;
         for declared in &pool.backends {
             let key = BackendKey {
                 pattern: Arc::clone(&pattern),
@@ -673,14 +686,34 @@ fn unprobed(checkers: &Checkers, pools: &[PoolConfig], probed: &Probed) -> Vec<U
                 && checkers.backend(&key).is_none()
                 && !probed.contains_key(&key)
             {
+                if tls.is_none() {
+                    tls = pool.backend_tls.as_ref().map(|settings| {
+                        backend_connector(&pool.pattern, &settings.resolved(config_path))
+                    });
+                }
                 wanted.push(Unprobed {
                     key,
                     checks: pool.health_checks.clone(),
+                    tls: tls.clone(),
                 });
             }
         }
     }
     wanted
+}
+
+/// Pool `pattern`'s `backend_tls` ready for handshakes. A `ca` that cannot be used is logged
+/// here, and every handshake then fails with the same reason, so the pool's backends are sick
+/// saying why. Reads the file: run it off the proxy's workers.
+pub(crate) fn backend_connector(
+    pattern: &str,
+    settings: &config::BackendTls,
+) -> Arc<BackendConnector> {
+    let (connector, error) = BackendConnector::new(settings);
+    if let Some(error) = error {
+        tracing::error!(pool = %pattern, %error, "backend_tls cannot be used; every connection to the pool's backends fails");
+    }
+    Arc::new(connector)
 }
 
 /// Runs `work` on tokio's blocking pool, off the proxy's worker threads: the control path's

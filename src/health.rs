@@ -2,7 +2,8 @@
 //! feeds each [`Backend`] its probe results and closes its expired idle connections; it never
 //! selects backends and never touches lb.toml.
 //!
-//! A check is `GET http://IP:PORT{url_path}`; it passes when, within the pool's `check_timeout`,
+//! A check is `GET http://IP:PORT{url_path}` (over TLS, on a new connection, for a pool with
+//! `backend_tls`: [`probe_over`]); it passes when, within the pool's `check_timeout`,
 //! the status is 2xx and the body with surrounding whitespace trimmed equals one of the healthy
 //! values (the original tool's rule; see `judge`). A probe passes when all its pool's checks
 //! pass; `rise` and `fall` consecutive probes change a backend's state
@@ -18,11 +19,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::JoinHandle;
 
 use crate::config::{BackendAddr, HealthCheck, HealthChecks};
 use crate::errors::error_chain;
+use crate::tls::BackendConnector;
 use crate::topology::{Backend, BackendKey, CheckSettings};
 
 /// Health bodies are small; reading more than this is a misconfiguration, not health.
@@ -50,10 +52,70 @@ pub async fn probe(
     addr: SocketAddr,
     checks: &HealthChecks,
 ) -> Result<(), String> {
+    probe_over(client, addr, checks, None).await
+}
+
+/// [`probe`], over TLS through `tls` when the pool has `backend_tls`: each check on a new
+/// connection, its handshake verified as a request's is, so a certificate the proxy would
+/// refuse makes the backend sick with the same reason.
+pub async fn probe_over(
+    client: &ProbeClient,
+    addr: SocketAddr,
+    checks: &HealthChecks,
+    tls: Option<&BackendConnector>,
+) -> Result<(), String> {
     for check in &checks.checks {
-        probe_one(client, addr, check, checks.timeout).await?;
+        match tls {
+            None => probe_one(client, addr, check, checks.timeout).await?,
+            Some(tls) => probe_tls(tls, addr, check, checks.timeout).await?,
+        }
     }
     Ok(())
+}
+
+/// One check over a new TLS connection, connect and handshake included in `timeout`.
+async fn probe_tls(
+    tls: &BackendConnector,
+    addr: SocketAddr,
+    check: &HealthCheck,
+    timeout: Duration,
+) -> Result<(), String> {
+    let path = &check.url_path;
+    let fetch = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("GET {path}: cannot connect to {addr}: {e}"))?;
+        // Nagle off, as for requests; a failure only costs latency.
+        let _ = tcp.set_nodelay(true);
+        let stream = tls
+            .handshake(tcp, addr.ip())
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
+        // The connection ends with the sender (after this one exchange, or at the timeout).
+        tokio::spawn(connection);
+        let request = http::Request::get(path.as_str())
+            .header(http::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("bad check request {path}: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("GET {path}: reading body: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| format!("GET {path}: no answer within {timeout:?}"))??;
+    judge(check, status, &body)
 }
 
 async fn probe_one(
@@ -219,9 +281,14 @@ impl Checkers {
                 Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
                 previous => {
                     // A new state for the same address: the old one is in no snapshot.
-                    if let Some(previous) = previous.filter(|p| !Arc::ptr_eq(&p.backend, &backend))
-                    {
-                        previous.backend.connections.retire();
+                    if let Some(previous) = &previous {
+                        if !Arc::ptr_eq(&previous.backend, &backend) {
+                            previous.backend.connections.retire();
+                        } else if tls_of(&previous.settings) != tls_of(&settings) {
+                            // Its idle connections were opened with the pool's former
+                            // `backend_tls` (or none): the next requests connect afresh.
+                            backend.connections.close_all();
+                        }
                     }
                     let task = settings.clone().map(|settings| {
                         let key = BackendKey {
@@ -285,6 +352,11 @@ impl Checkers {
     }
 }
 
+/// The `backend_tls` a checker's settings carry.
+fn tls_of(settings: &Option<Arc<CheckSettings>>) -> Option<&BackendConnector> {
+    settings.as_ref().and_then(|s| s.tls.as_deref())
+}
+
 /// Where in the interval the checker of a pool's `rank`-th of `n_backends` backends probes:
 /// spread evenly, so a pool's probes arrive one after another rather than all at the same
 /// instant (HAProxy staggers its first checks by server position the same way).
@@ -338,7 +410,13 @@ async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let outcome = probe(&client, backend.addr.addr, &settings.checks).await;
+        let outcome = probe_over(
+            &client,
+            backend.addr.addr,
+            &settings.checks,
+            settings.tls.as_deref(),
+        )
+        .await;
         record(
             &key,
             &backend,

@@ -1,5 +1,6 @@
-//! idle_connections: owns a backend's idle keep-alive connections ([`IdleConnections`]) and
-//! [`RequestBody`], the body type hyper's client connections to a backend carry. It never
+//! idle_connections: owns a backend's idle keep-alive connections ([`IdleConnections`]), the
+//! connection type lb's own HTTP/1.1 code speaks to a backend over ([`Upstream`]: TCP, or TLS
+//! over it) and [`RequestBody`], the body type hyper's client connections to a backend carry. It never
 //! connects, sends or reads: `proxy` makes the connections and lends them out, `health` closes
 //! the expired ones on its timer. It sits below `topology` (each `Backend` owns its set, so the
 //! connections live exactly as long as the backend across reloads) and below `proxy`, and
@@ -17,6 +18,7 @@ use crossbeam_queue::ArrayQueue;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -60,16 +62,126 @@ struct Idle {
 }
 
 struct IdleStream {
-    stream: TcpStream,
+    stream: Upstream,
     since: Instant,
 }
 
-/// Whether an idle socket is still good: it has nothing to read. Readable means the backend
-/// closed it (or sent bytes nobody asked for). tokio answers from the readiness its reactor
-/// recorded, so a quiet socket costs no system call.
-fn is_quiet(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+/// A connection to a backend for lb's own HTTP/1.1 code: plain TCP, or TLS over it for a pool
+/// with `backend_tls`. The TLS state is boxed, so the plain case stays a socket and a tag.
+pub enum Upstream {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS, verified against the pool's `backend_tls` at connect.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Upstream {
+    /// Whether an idle connection is still good: it has nothing to read. Readable means the
+    /// backend closed it (or sent bytes nobody asked for: over TLS, a close_notify). tokio
+    /// answers from the readiness its reactor recorded, so a quiet socket costs no system call.
+    fn is_quiet(&self) -> bool {
+        match self {
+            Upstream::Plain(stream) => {
+                let mut byte = [0u8; 1];
+                matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Upstream::Tls(stream) => {
+                // Peeked, not read: the bytes belong to the TLS session. Nothing is waiting for
+                // this socket while it is idle, so the no-op waker replaces no one.
+                let (tcp, session) = stream.get_ref();
+                let mut byte = [0u8; 1];
+                let mut buf = tokio::io::ReadBuf::new(&mut byte);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                !session.wants_write() && tcp.poll_peek(&mut cx, &mut buf).is_pending()
+            }
+        }
+    }
+
+    /// Resolves when the backend has sent something (or closed) while a request body still goes
+    /// to it: an early answer. Plain TCP only: over TLS the socket's readiness may be a session
+    /// ticket, not an answer, so a TLS backend's answer is read once its body has gone.
+    pub async fn answered(&self) {
+        match self {
+            Upstream::Plain(stream) => {
+                let _ = stream.readable().await;
+            }
+            Upstream::Tls(_) => std::future::pending().await,
+        }
+    }
+
+    /// Writes some of `buf` (at least one byte, or an error) and, over TLS, pushes it out, for a
+    /// body streamed as it comes. On plain TCP it returns `Ok(None)` instead when the backend
+    /// answers first ([`Upstream::answered`]). Cancel safe on plain TCP; over TLS a write may
+    /// have been taken when cancelled, which only a failing deadline does.
+    pub async fn write_some(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        match self {
+            Upstream::Plain(stream) => loop {
+                tokio::select! {
+                    biased;
+                    _ = stream.readable() => return Ok(None),
+                    ready = stream.writable() => {
+                        ready?;
+                        match stream.try_write(buf) {
+                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                            written => return written.map(Some),
+                        }
+                    }
+                }
+            },
+            Upstream::Tls(stream) => {
+                let n = stream.write(buf).await?;
+                stream.flush().await?;
+                Ok(Some(n))
+            }
+        }
+    }
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Upstream::Tls(stream) => {
+                // What was written and still waits in the TLS session goes out before an
+                // answer is awaited: a request written whole (`write_all`) may not have left.
+                if let Poll::Ready(Err(error)) = Pin::new(&mut **stream).poll_flush(cx) {
+                    return Poll::Ready(Err(error));
+                }
+                Pin::new(&mut **stream).poll_read(cx, buf)
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_shutdown(cx),
+        }
+    }
 }
 
 impl std::fmt::Debug for IdleConnections {
@@ -137,11 +249,11 @@ impl IdleConnections {
     }
 
     /// An idle plain socket that can take a request now, if there is one.
-    pub fn take_stream(&self) -> Option<TcpStream> {
+    pub fn take_stream(&self) -> Option<Upstream> {
         let queue = self.streams.get()?;
         let idle_timeout = self.idle_timeout();
         while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < idle_timeout && is_quiet(&idle.stream) {
+            if idle.since.elapsed() < idle_timeout && idle.stream.is_quiet() {
                 return Some(idle.stream);
             }
         }
@@ -149,7 +261,7 @@ impl IdleConnections {
     }
 
     /// Keeps a plain socket whose exchange has ended (its response read to the last byte).
-    pub fn put_stream(&self, stream: TcpStream) {
+    pub fn put_stream(&self, stream: Upstream) {
         if self.retired.load(Ordering::Relaxed) {
             return;
         }
@@ -200,7 +312,7 @@ impl IdleConnections {
         if let Some(queue) = self.streams.get() {
             for _ in 0..queue.len() {
                 match queue.pop() {
-                    Some(idle) if is_quiet(&idle.stream) && idle.since.elapsed() < idle_timeout => {
+                    Some(idle) if idle.stream.is_quiet() && idle.since.elapsed() < idle_timeout => {
                         let _ = queue.push(idle);
                     }
                     Some(_) => {}

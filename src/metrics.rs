@@ -365,6 +365,7 @@ mod tests {
             pattern: "/a\"b\\c".into(),
             pool_type: PoolType::P2c,
             connect_timeout: Duration::from_secs(1),
+            backend_tls: None,
             request_timeout: Duration::from_secs(1),
             retries: 0,
             backends: Box::new([backend]),

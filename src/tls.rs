@@ -1,8 +1,9 @@
 //! tls: owns the data plane's TLS material — reading and checking the `[tls]` certificate pairs,
 //! choosing a certificate by SNI, the rustls `ServerConfig` a new handshake loads (swapped
 //! whole on reload), watching the certificate files, and the rustls `ClientConfig` of a pool's
-//! `backend_tls`. It never accepts or opens a connection, never reads or writes lb.toml and
-//! never touches the topology: the listener and the upstream connector take what it builds.
+//! `backend_tls` with the client handshake on a connection its caller opened
+//! ([`BackendConnector`]). It never accepts or opens a connection, never reads or writes lb.toml
+//! and never touches the topology: the listener and the upstream connector take what it builds.
 //!
 //! - `Store`: an `ArcSwap` of the built [`ServerConfig`] and what it was built from. A handshake
 //!   loads it once; [`Store::reload`] builds a new one from the files and swaps it in only when
@@ -19,7 +20,7 @@
 mod client;
 mod watch;
 
-pub use client::{backend_client_config, backend_server_name, BackendTlsError};
+pub use client::{backend_client_config, backend_server_name, BackendConnector, BackendTlsError};
 pub use watch::{start as watch, WatchError};
 
 use std::collections::HashMap;

@@ -17,6 +17,7 @@ use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType}
 use crate::idle_connections::IdleConnections;
 use crate::routing::Router;
 use crate::stats::{CheckStats, RequestStats};
+use crate::tls::BackendConnector;
 
 /// The handle the proxy and the control API read, and only `apply` stores into.
 pub type SharedTopology = Arc<ArcSwap<Topology>>;
@@ -65,6 +66,8 @@ pub struct Pool {
     pub request_timeout: Duration,
     /// How many times a failed connect is retried on another backend.
     pub retries: u32,
+    /// `backend_tls`: connections to this pool's backends speak TLS through it.
+    pub backend_tls: Option<Arc<BackendConnector>>,
     /// In file order. Shared with the health checker, which flips `healthy`.
     pub backends: Box<[Arc<Backend>]>,
 }
@@ -335,15 +338,18 @@ pub struct CheckSettings {
     pub checks: HealthChecks,
     /// How long the backend's idle connections are kept; the checker closes them on time.
     pub idle_timeout: Duration,
+    /// `backend_tls`: probes speak TLS through it, as requests do.
+    pub tls: Option<Arc<BackendConnector>>,
 }
 
 impl CheckSettings {
-    /// The checker settings `pool` declares.
-    pub fn of(pool: &PoolConfig) -> CheckSettings {
+    /// The checker settings `pool` declares, with its `backend_tls` built as `tls`.
+    pub fn of(pool: &PoolConfig, tls: Option<Arc<BackendConnector>>) -> CheckSettings {
         CheckSettings {
             interval: pool.interval,
             checks: pool.health_checks.clone(),
             idle_timeout: pool.idle_timeout,
+            tls,
         }
     }
 }

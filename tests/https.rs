@@ -371,3 +371,15 @@ async fn redirect_https_answers_cleartext_requests_with_308_to_the_https_url() {
         support::get(&support::client(), &format!("http://{admin}/status.json")).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn redirect_https_refuses_a_request_without_host_rather_than_serve_it_in_cleartext() {
+    let backend = Backend::start("web").await;
+    let site = start(&backend, "redirect_https = true", "", &[]);
+    let mut wire = support::raw::Wire::connect(&site.lb).await;
+    wire.send(b"GET /a HTTP/1.0\r\n\r\n").await;
+    let head = wire.head().await.expect("response head");
+    assert_eq!(status_of(&head), 400, "{head}");
+    assert_eq!(header(&head, "location"), None, "{head}");
+    assert!(backend.seen().is_empty(), "nothing went to the backend");
+}

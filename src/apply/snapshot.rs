@@ -126,7 +126,11 @@ impl Applier {
     ) -> Arc<Pool> {
         let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
         // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
-        let settings = Arc::new(CheckSettings::of(pool_config));
+        let tls = pool_config
+            .backend_tls
+            .as_ref()
+            .map(|settings| super::backend_connector(&pool_config.pattern, settings));
+        let settings = Arc::new(CheckSettings::of(pool_config, tls.clone()));
         let mut wanted = Vec::with_capacity(pool_config.backends.len());
         let backends = pool_config
             .backends
@@ -176,6 +180,7 @@ impl Applier {
             connect_timeout: pool_config.connect_timeout,
             request_timeout: pool_config.request_timeout,
             retries: pool_config.retries,
+            backend_tls: tls,
             backends,
         })
     }

@@ -55,7 +55,7 @@ impl Applier {
                 Some(i) => edit.parsed.0.pools.get(i..=i).unwrap_or_default(),
                 None => &edit.parsed.0.pools[..],
             };
-            let wanted = unprobed(&state.checkers, pools, probed);
+            let wanted = unprobed(&state.checkers, pools, probed, &self.path);
             if !wanted.is_empty() {
                 if !may_probe {
                     return Err(MutateError::Aborted {

@@ -58,13 +58,7 @@ impl Config {
     /// directory lb was started from. The result is absolute, so resolving twice changes
     /// nothing.
     pub fn resolve_paths(&mut self, config_path: &Path) {
-        let dir = match config_path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        // NOTE: `absolute` only fails when the working directory is gone; the paths are then
-        // left as written and opening them reports the problem.
-        let Ok(dir) = std::path::absolute(dir) else {
+        let Some(dir) = config_dir(config_path) else {
             return;
         };
         let resolve = |path: &mut PathBuf| {
@@ -289,6 +283,31 @@ pub struct BackendTls {
     /// The name checked against the backends' certificates and sent as SNI; the backend's IP
     /// address when `None`.
     pub server_name: Option<String>,
+}
+
+impl BackendTls {
+    /// These settings with `ca` made relative to `config_path`'s directory, as
+    /// [`Config::resolve_paths`] makes it.
+    pub fn resolved(&self, config_path: &Path) -> BackendTls {
+        let mut settings = self.clone();
+        if let (Some(ca), Some(dir)) = (&mut settings.ca, config_dir(config_path)) {
+            if ca.is_relative() {
+                *ca = dir.join(&*ca);
+            }
+        }
+        settings
+    }
+}
+
+/// The absolute directory of the config file, which its relative paths start from. `None` only
+/// when the working directory is gone; the paths are then left as written and opening them
+/// reports the problem.
+fn config_dir(config_path: &Path) -> Option<PathBuf> {
+    let dir = match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::path::absolute(dir).ok()
 }
 
 /// A pool's `type`: how it picks a backend for each request.

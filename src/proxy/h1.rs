@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::ClientStream;
 use tokio::time::{Interval, MissedTickBehavior};
@@ -47,7 +46,7 @@ use self::wire::{
 };
 use super::handler::{is_idempotent, route, Attempts, Failure, Proxy, Replay, Routed};
 use super::stall::{self, AfterHead, Cut, Timeout};
-use super::upstream::SendError;
+use super::upstream::{SendError, Upstream};
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
 use crate::topology::{Backend, Pool};
@@ -635,7 +634,7 @@ enum Forwarded {
     Keep,
     Close,
     /// The backend accepted an upgrade: both sockets are a tunnel from here on.
-    Tunnel(TcpStream, crate::topology::InFlight),
+    Tunnel(Upstream, crate::topology::InFlight),
 }
 
 /// One request's way through a pool, borrowed from its connection.
@@ -719,7 +718,7 @@ impl Exchange<'_> {
             let mut deadline = tokio::time::Instant::now() + pool.request_timeout;
             let sent = tokio::time::timeout_at(
                 deadline,
-                backend::send_request(&backend, &scratch.request, pool.connect_timeout),
+                backend::send_request(&backend, &scratch.request, pool),
             )
             .await;
             let mut upstream = match sent {
@@ -743,7 +742,7 @@ impl Exchange<'_> {
                 scratch.body.clear();
                 let sending = stream_body(
                     client,
-                    &upstream,
+                    &mut upstream,
                     rest,
                     &mut scratch.body_in,
                     &mut scratch.out,
@@ -943,7 +942,7 @@ fn closes_client(http11: bool, framing: Framing) -> bool {
 /// slows the client down.
 async fn stream_body<S: ClientStream>(
     client: &mut S,
-    upstream: &TcpStream,
+    upstream: &mut Upstream,
     rest: &mut Stream,
     body_in: &mut Vec<u8>,
     out: &mut Vec<u8>,
@@ -979,7 +978,7 @@ async fn stream_body<S: ClientStream>(
                 }
                 tokio::select! {
                     biased;
-                    _ = upstream.readable() => return Ok(Streamed::Early),
+                    () = upstream.answered() => return Ok(Streamed::Early),
                     read = client.read_ready(body_in, BODY_READ) => {
                         if !matches!(read, Ok(1..)) {
                             return Err(StreamError::Client);
@@ -992,18 +991,12 @@ async fn stream_body<S: ClientStream>(
         }
         tokio::select! {
             biased;
-            _ = upstream.readable() => return Ok(Streamed::Early),
-            ready = upstream.writable() => {
-                if ready.is_err() {
-                    return Ok(Streamed::Early);
-                }
-                match upstream.try_write(&out[written..]) {
-                    Ok(n) => written += n,
-                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                    // Reading the answer tells what the backend made of it.
-                    Err(_) => return Ok(Streamed::Early),
-                }
-            }
+            sent = upstream.write_some(&out[written..]) => match sent {
+                Ok(Some(n)) => written += n,
+                // An early answer; or a failed write, and reading the answer tells what the
+                // backend made of it.
+                Ok(None) | Err(_) => return Ok(Streamed::Early),
+            },
             () = tokio::time::sleep(backend_idle) => return Err(StreamError::Backend),
         }
     }
@@ -1034,7 +1027,7 @@ impl From<Cut> for Relayed {
 /// (for an HTTP/1.0 client: its data only, ended by the close).
 async fn relay<S: ClientStream>(
     client: &mut S,
-    upstream: &mut TcpStream,
+    upstream: &mut Upstream,
     head: &ResponseHead,
     scratch: &mut Scratch,
     http11: bool,
@@ -1049,7 +1042,7 @@ async fn relay<S: ClientStream>(
 /// [`relay`], with every wait bounded by `after_head`.
 async fn relay_within<S: ClientStream>(
     client: &mut S,
-    upstream: &mut TcpStream,
+    upstream: &mut Upstream,
     head: &ResponseHead,
     scratch: &mut Scratch,
     http11: bool,
@@ -1150,7 +1143,7 @@ async fn relay_within<S: ClientStream>(
 /// Reads the next body bytes into `response` (emptied first); a cut when the backend closed,
 /// failed or was silent past `read_timeout` before the body's end.
 async fn read_body(
-    upstream: &mut TcpStream,
+    upstream: &mut Upstream,
     response: &mut Vec<u8>,
     after_head: &AfterHead,
 ) -> Result<usize, Cut> {

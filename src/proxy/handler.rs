@@ -59,8 +59,10 @@ impl Proxy {
     }
 
     /// With `redirect_https`, lb's answer to a cleartext request, in both protocols: 308 to
-    /// the same host, path and query over HTTPS (the port left out when 443). `None`: the
-    /// request is routed as usual (it came over TLS, no redirect is set, or it names no host).
+    /// the same host, path and query over HTTPS (the port left out when 443), or 400 when the
+    /// request names no host (HTTP/1.0 without `Host`): there is no URL to send it to, and
+    /// serving it in cleartext would defeat the redirect. `None`: the request is routed as usual
+    /// (it came over TLS, or no redirect is set).
     pub(super) fn https_redirect(
         &self,
         https: bool,
@@ -71,7 +73,11 @@ impl Proxy {
         let port = self.redirect_https.filter(|_| !https)?;
         let name = crate::routing::strip_port(host);
         if name.is_empty() {
-            return None;
+            return Some(LocalAnswer {
+                status: StatusCode::BAD_REQUEST,
+                text: "redirect_https: the request names no host to redirect to\n",
+                header: None,
+            });
         }
         let mut location = String::with_capacity(16 + host.len() + path.len());
         location.push_str("https://");
@@ -465,7 +471,7 @@ async fn forward(
                 target,
                 &parts.headers,
                 &forwarding,
-                pool.connect_timeout,
+                pool,
             );
             tokio::time::timeout(pool.request_timeout, sent)
                 .await
@@ -491,7 +497,7 @@ async fn forward(
             }
             in_flight = backend.start_request();
             attempt_started = Instant::now();
-            let sent = upstream::send(&backend, upstream, pool.connect_timeout);
+            let sent = upstream::send(&backend, upstream, pool);
             tokio::time::timeout(pool.request_timeout, sent)
                 .await
                 .map(|sent| match sent {

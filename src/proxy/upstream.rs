@@ -1,5 +1,7 @@
-//! Keep-alive HTTP/1.1 connections to one backend: connect, send, and keep the idle ones for the
-//! next request. Each [`Backend`] owns its [`IdleConnections`](crate::idle_connections::IdleConnections), so they live exactly as long as
+//! Keep-alive HTTP/1.1 connections to one backend: connect (over TLS for a pool with
+//! `backend_tls`: [`Upstream`]), send, and keep the idle ones for the next request. Each
+//! [`Backend`] owns its [`IdleConnections`](crate::idle_connections::IdleConnections), so they
+//! live exactly as long as
 //! the backend does across reloads and close when it leaves the file.
 //!
 //! Why not hyper-util's pooled `Client`: it looks every request up by scheme and authority in a
@@ -11,7 +13,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
@@ -24,7 +25,8 @@ use super::h1;
 use super::h1::backend::ExchangeError;
 use super::h1::wire::{self, ResponseHead};
 use super::headers::{self, Forwarding};
-use crate::topology::Backend;
+pub use crate::idle_connections::Upstream;
+use crate::topology::{Backend, Pool};
 
 /// A connection lent to one exchange; [`Lease::release`] gives it back when the response has
 /// been read to its end, dropping it closes it.
@@ -98,7 +100,7 @@ impl From<ExchangeError> for SendError {
 /// bytes its body continues from (see [`h1::backend::PlainBody::new`]).
 pub struct PlainResponse {
     pub response: Response<()>,
-    pub upstream: TcpStream,
+    pub upstream: Upstream,
     pub head: ResponseHead,
     /// The response head and whatever body bytes were read behind it.
     pub buffer: Vec<u8>,
@@ -114,7 +116,7 @@ pub async fn send_plain(
     target: &str,
     headers: &HeaderMap,
     forwarding: &Forwarding<'_>,
-    connect_timeout: Duration,
+    pool: &Pool,
 ) -> Result<PlainResponse, SendError> {
     let mut request = Vec::with_capacity(512);
     wire::push_request_line(
@@ -136,7 +138,7 @@ pub async fn send_plain(
         &request,
         &mut buffer,
         head_request,
-        connect_timeout,
+        pool,
         wire::response_parts,
     )
     .await?;
@@ -161,14 +163,14 @@ pub struct SendFailure {
 pub async fn send(
     backend: &Backend,
     mut request: Request<RequestBody>,
-    connect_timeout: Duration,
+    pool: &Pool,
 ) -> Result<(Response<Incoming>, Lease), SendFailure> {
     loop {
         let (mut sender, reused) = match backend.connections.take() {
             Some(sender) => (sender, true),
             // Boxed: connecting and the handshake make a large future that only a new
             // connection needs; inline, every request's future would carry (and move) it.
-            None => match Box::pin(connect(backend.addr.addr, connect_timeout)).await {
+            None => match Box::pin(connect(backend.addr.addr, pool)).await {
                 Ok(sender) => (sender, false),
                 Err(error) => {
                     return Err(SendFailure {
@@ -196,11 +198,8 @@ pub async fn send(
     }
 }
 
-async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<SendRequest<RequestBody>, SendError> {
-    let stream = connect_stream(addr, timeout)
+async fn connect(addr: SocketAddr, pool: &Pool) -> Result<SendRequest<RequestBody>, SendError> {
+    let stream = connect_upstream(addr, pool)
         .await
         .map_err(|source| SendError::Connect { addr, source })?;
     let (sender, connection) = http1::Builder::new()
@@ -217,19 +216,29 @@ async fn connect(
     Ok(sender)
 }
 
-/// A new connection to `addr` with Nagle off; `timeout` shows as [`io::ErrorKind::TimedOut`].
-pub(super) async fn connect_stream(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(connected) => connected?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no connection within {timeout:?}"),
-            ))
+/// A new connection to `addr`, a backend of `pool`: TCP with Nagle off, then the TLS handshake
+/// when the pool has `backend_tls`, all within its `connect_timeout` (which shows as
+/// [`io::ErrorKind::TimedOut`]). A certificate the pool does not trust is a failed connect,
+/// whose message says why.
+pub(super) async fn connect_upstream(addr: SocketAddr, pool: &Pool) -> io::Result<Upstream> {
+    let timeout = pool.connect_timeout;
+    let connect = async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        match &pool.backend_tls {
+            None => Ok(Upstream::Plain(stream)),
+            Some(tls) => Ok(Upstream::Tls(Box::new(
+                tls.handshake(stream, addr.ip()).await?,
+            ))),
         }
     };
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(connected) => connected,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no connection within {timeout:?}"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +246,19 @@ mod tests {
     use super::*;
     use crate::config::BackendAddr;
     use http_body_util::BodyExt;
+
+    /// A cleartext pool to connect with (its backends are the test's own).
+    fn pool() -> Pool {
+        Pool {
+            pattern: Arc::from("/"),
+            pool_type: crate::config::PoolType::P2c,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            retries: 0,
+            backend_tls: None,
+            backends: Box::new([]),
+        }
+    }
 
     async fn sample_backend() -> Arc<Backend> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -252,7 +274,7 @@ mod tests {
         request
             .headers_mut()
             .insert(http::header::HOST, "t".parse().unwrap());
-        let Ok((response, lease)) = send(backend, request, Duration::from_secs(5)).await else {
+        let Ok((response, lease)) = send(backend, request, &pool()).await else {
             panic!("the exchange failed");
         };
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -288,8 +310,8 @@ mod tests {
     }
 
     /// A plain socket to `backend`, as `h1::backend` would hand back after an exchange.
-    async fn plain_socket(backend: &Backend) -> TcpStream {
-        TcpStream::connect(backend.addr.addr).await.unwrap()
+    async fn plain_socket(backend: &Backend) -> Upstream {
+        Upstream::Plain(TcpStream::connect(backend.addr.addr).await.unwrap())
     }
 
     #[tokio::test]
@@ -329,7 +351,7 @@ mod tests {
         let backend = Arc::new(Backend::new(addr, true));
         let mut request = Request::new(RequestBody::empty());
         *request.uri_mut() = "/body-stays".parse().unwrap();
-        let Err(failure) = send(&backend, request, Duration::from_secs(5)).await else {
+        let Err(failure) = send(&backend, request, &pool()).await else {
             panic!("a refused connect answered");
         };
         assert!(

@@ -80,3 +80,95 @@ pub fn backend_server_name(
         .and_then(|name| ServerName::try_from(name.to_owned()).ok())
         .unwrap_or(ServerName::IpAddress(backend_ip.into()))
 }
+
+/// A pool's `backend_tls` ready for handshakes: the client config (or why it cannot be built)
+/// and the name to verify. Built when the pool is applied; two are equal when their settings
+/// are, so an unchanged pool keeps its checkers.
+pub struct BackendConnector {
+    settings: BackendTls,
+    /// `Err`: the `ca` could not be used; every handshake fails with this reason, so the
+    /// pool's backends turn sick saying why.
+    connector: Result<tokio_rustls::TlsConnector, String>,
+}
+
+impl std::fmt::Debug for BackendConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendConnector")
+            .field("settings", &self.settings)
+            .field("usable", &self.connector.is_ok())
+            .finish()
+    }
+}
+
+impl PartialEq for BackendConnector {
+    fn eq(&self, other: &BackendConnector) -> bool {
+        self.settings == other.settings
+    }
+}
+
+impl Eq for BackendConnector {}
+
+impl BackendConnector {
+    /// Reads the `ca` bundle (or the system trust store) now. A bundle that cannot be used is
+    /// returned as the error and kept as every handshake's failure.
+    pub fn new(settings: &BackendTls) -> (BackendConnector, Option<BackendTlsError>) {
+        let (connector, error) = match backend_client_config(settings) {
+            Ok(config) => (Ok(tokio_rustls::TlsConnector::from(config)), None),
+            Err(error) => (Err(error.to_string()), Some(error)),
+        };
+        let connector = BackendConnector {
+            settings: settings.clone(),
+            connector,
+        };
+        (connector, error)
+    }
+
+    /// The TLS handshake on `tcp`, a new connection to a backend at `ip`, verifying its
+    /// certificate against the pool's trust and name. A failure is an
+    /// [`std::io::Error`] whose message says why in plain words ("unknown issuer",
+    /// "certificate not valid for name …").
+    pub async fn handshake(
+        &self,
+        tcp: tokio::net::TcpStream,
+        ip: std::net::IpAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let connector = self
+            .connector
+            .as_ref()
+            .map_err(|reason| std::io::Error::other(format!("TLS not usable: {reason}")))?;
+        let name = backend_server_name(&self.settings, ip);
+        connector
+            .connect(name.clone(), tcp)
+            .await
+            .map_err(|error| handshake_error(error, &name))
+    }
+}
+
+/// A failed handshake as an error whose message names the cause: rustls's certificate errors
+/// in words, anything else as rustls or the socket says it.
+fn handshake_error(error: std::io::Error, name: &ServerName<'_>) -> std::io::Error {
+    use rustls::CertificateError;
+    let kind = error.kind();
+    let reason = match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(cause)) => match cause {
+            CertificateError::UnknownIssuer => "unknown issuer".to_owned(),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("certificate not valid for name {}", name.to_str())
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "certificate expired".to_owned()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "certificate not valid yet".to_owned()
+            }
+            CertificateError::Revoked => "certificate revoked".to_owned(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        Some(other) => other.to_string(),
+        None => error.to_string(),
+    };
+    std::io::Error::new(kind, format!("TLS handshake: {reason}"))
+}

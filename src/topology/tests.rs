@@ -10,6 +10,7 @@ fn pool(backends: &[Arc<Backend>]) -> Pool {
         pattern: Arc::from("/"),
         pool_type: PoolType::P2c,
         connect_timeout: Duration::from_secs(1),
+        backend_tls: None,
         request_timeout: Duration::from_secs(1),
         retries: 1,
         backends: backends.to_vec().into_boxed_slice(),

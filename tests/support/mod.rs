@@ -21,6 +21,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod certs;
 pub mod raw;
 
 #[allow(clippy::disallowed_types)]

@@ -7,16 +7,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::super::upstream::{connect_upstream, Upstream};
 use super::chunked::{ChunkError, Decoder, Output};
 use super::wire::{self, BadResponse, FinalHead, Framing, Response, ResponseHead};
-use crate::topology::{Backend, InFlight};
+use crate::topology::{Backend, InFlight, Pool};
 
 /// A backend response head longer than this is a bad gateway (hyper's client default is ~400
 /// KiB).
@@ -53,16 +52,13 @@ pub enum ExchangeError {
     Response(#[from] BadResponse),
 }
 
-/// A connection to `backend`: an idle one (`true`) or a new one.
-pub async fn checkout(
-    backend: &Backend,
-    connect_timeout: Duration,
-) -> Result<(TcpStream, bool), ExchangeError> {
+/// A connection to `backend`, of `pool`: an idle one (`true`) or a new one.
+pub async fn checkout(backend: &Backend, pool: &Pool) -> Result<(Upstream, bool), ExchangeError> {
     if let Some(stream) = backend.connections.take_stream() {
         return Ok((stream, true));
     }
     let addr = backend.addr.addr;
-    let stream = super::super::upstream::connect_stream(addr, connect_timeout)
+    let stream = connect_upstream(addr, pool)
         .await
         .map_err(|source| ExchangeError::Connect { addr, source })?;
     Ok((stream, false))
@@ -77,10 +73,10 @@ pub async fn checkout(
 pub async fn send_request(
     backend: &Backend,
     request: &[u8],
-    connect_timeout: Duration,
-) -> Result<TcpStream, ExchangeError> {
+    pool: &Pool,
+) -> Result<Upstream, ExchangeError> {
     loop {
-        let (mut upstream, reused) = checkout(backend, connect_timeout).await?;
+        let (mut upstream, reused) = checkout(backend, pool).await?;
         match upstream.write_all(request).await {
             Ok(()) => return Ok(upstream),
             Err(_) if reused => {}
@@ -98,10 +94,10 @@ pub async fn exchange<T>(
     request: &[u8],
     response: &mut Vec<u8>,
     head_request: bool,
-    connect_timeout: Duration,
+    pool: &Pool,
     mut emit: impl FnMut(&FinalHead<'_, '_>) -> T,
-) -> Result<(TcpStream, ResponseHead, T), ExchangeError> {
-    let mut upstream = send_request(backend, request, connect_timeout).await?;
+) -> Result<(Upstream, ResponseHead, T), ExchangeError> {
+    let mut upstream = send_request(backend, request, pool).await?;
     response.clear();
     loop {
         match read_head(&mut upstream, response, head_request, false, &mut emit).await? {
@@ -116,7 +112,7 @@ pub async fn exchange<T>(
 /// Reads the next response head at the start of `response` (bytes already there first, then
 /// from `upstream`). `upgrade`: the request asked to switch protocols, so a 101 is a final head.
 pub async fn read_head<T>(
-    upstream: &mut TcpStream,
+    upstream: &mut Upstream,
     response: &mut Vec<u8>,
     head_request: bool,
     upgrade: bool,
@@ -170,7 +166,7 @@ pub enum BodyError {
 /// last byte, with nothing behind it.
 pub struct PlainBody {
     /// `None` once the body ended (the socket went back to the idle set or was closed).
-    upstream: Option<TcpStream>,
+    upstream: Option<Upstream>,
     /// Bytes read and not yet given out.
     buffer: BytesMut,
     state: BodyState,
@@ -189,7 +185,7 @@ enum BodyState {
 impl PlainBody {
     /// The body behind `head`, whose first bytes are `response[head.len..]`.
     pub fn new(
-        upstream: TcpStream,
+        upstream: Upstream,
         head: &ResponseHead,
         response: &[u8],
         in_flight: InFlight,
