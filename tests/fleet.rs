@@ -85,6 +85,11 @@ impl Remote {
 
     /// Starts lb on a fresh clone.
     fn start_lb(&self) -> Lb {
+        self.start_lb_with(&[])
+    }
+
+    /// Starts lb on a fresh clone, with extra arguments.
+    fn start_lb_with(&self, extra: &[&str]) -> Lb {
         let dir = tempfile::tempdir().expect("temp dir");
         git(
             dir.path(),
@@ -98,7 +103,7 @@ impl Remote {
             ],
         );
         let config = dir.path().join("tree").join("lb.toml");
-        Lb::start_at(dir, config, &[])
+        Lb::start_at(dir, config, extra)
     }
 }
 
@@ -135,6 +140,17 @@ async fn add_backend(lb: &Lb, addr: SocketAddr) -> Result<String, tonic::Status>
         })
         .await
         .map(|r| r.into_inner().commit)
+}
+
+/// `http://ADMIN/path` of an lb started with `--admin 127.0.0.1:0`.
+fn admin_url(lb: &Lb, path: &str) -> String {
+    let line = lb.wait_for_log("listener=\"admin\"", PATIENCE);
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("admin addr in the log");
+    format!("http://{addr}{path}")
 }
 
 /// The `retries=N` of every "control API change pushed" line in `lb`'s log.
@@ -337,11 +353,23 @@ async fn a_broken_commit_changes_nothing_and_is_reported_with_its_id() {
     let backend = Backend::start("b0").await;
     let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
     let first = remote.head();
-    let lb = Arc::new(remote.start_lb());
+    let lb = Arc::new(remote.start_lb_with(&["--admin", "127.0.0.1:0"]));
     eventually(PATIENCE, "serving the first commit", || async {
         serving(&lb).await == first
     })
     .await;
+    let client = support::client();
+    let (_, metrics) = support::get(&client, &admin_url(&lb, "/metrics")).await;
+    assert!(
+        metrics.contains(&format!("lb_config_commit_info{{commit=\"{first}\"}} 1\n")),
+        "{metrics}"
+    );
+    let fetched = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lb_sync_last_success_timestamp_seconds "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("lb_sync_last_success_timestamp_seconds");
+    assert!(fetched > 1_700_000_000, "{metrics}");
     let load = Load::start(&lb, 2);
     let broken = human_push_in(
         &remote.human(),
@@ -360,6 +388,18 @@ async fn a_broken_commit_changes_nothing_and_is_reported_with_its_id() {
     )
     .await;
     lb.log_eventually(&broken, PATIENCE).await;
+    let (_, document) = support::get(&client, &admin_url(&lb, "/status.json")).await;
+    let document: serde_json::Value = serde_json::from_str(&document).expect("status.json");
+    assert_eq!(
+        document["sync"]["serving_commit"],
+        first.as_str(),
+        "{document}"
+    );
+    assert_eq!(
+        document["sync"]["remote_head"],
+        broken.as_str(),
+        "{document}"
+    );
     // A change through lb refuses to build on the broken head, and pushes nothing.
     let extra = Backend::start("extra").await;
     let refused = add_backend(&lb, extra.addr)
@@ -433,5 +473,105 @@ async fn a_read_only_follower_refuses_changes_and_follows_the_remote() {
     assert_eq!(
         support::pool_health(&mut client, "/").await.backends.len(),
         2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_is_the_hash_of_the_remote_heads_file() {
+    use sha2::{Digest, Sha256};
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // `git` trims its output; the file ends with one newline.
+    let hash_at_head = || {
+        let text = git(&remote.bare(), &["show", "main:lb.toml"]) + "\n";
+        format!("{:x}", Sha256::digest(text))
+    };
+    let stale = hash_at_head();
+    assert_eq!(
+        stale,
+        control(&lb)
+            .await
+            .status(proto::StatusReq {})
+            .await
+            .expect("Status")
+            .into_inner()
+            .content_hash,
+        "the applied file is the head's"
+    );
+    // A human moves the head; the hash read before no longer matches.
+    human_push_in(
+        &remote.human(),
+        |text| format!("# reviewed\n{text}"),
+        "a comment",
+    );
+    let extra = Backend::start("extra").await;
+    let mut client = control(&lb).await;
+    let request = |hash: String| proto::AddBackendReq {
+        pattern: "/".to_owned(),
+        backend: ip_backend(extra.addr, ""),
+        if_match: Some(proto::Precondition {
+            content_hash: hash,
+            generation: 0,
+        }),
+    };
+    let moved = remote.head();
+    let refused = client
+        .add_backend(request(stale))
+        .await
+        .expect_err("stale if_match");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert_eq!(remote.head(), moved, "nothing pushed");
+    let current = hash_at_head();
+    let commit = client
+        .add_backend(request(current))
+        .await
+        .expect("if_match of the remote head")
+        .into_inner()
+        .commit;
+    assert_eq!(remote.head(), commit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_commits_the_remote_lacks_are_reported_not_discarded() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // Someone commits in this instance's working tree, and someone else pushes.
+    let tree = lb.config.parent().unwrap().to_path_buf();
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    std::fs::write(&lb.config, format!("# local note\n{text}")).unwrap();
+    git(&tree, &["commit", "--quiet", "-am", "a local commit"]);
+    let local = git(&tree, &["rev-parse", "HEAD"]);
+    let pushed = human_push_in(
+        &remote.human(),
+        |text| format!("# pushed note\n{text}"),
+        "a pushed commit",
+    );
+    let (ok, out, err) = support::lbctl(&lb, &["sync"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("has commits that") && err.contains(&local),
+        "{err}"
+    );
+    eventually(PATIENCE, "the divergence is in the status", || async {
+        let status = sync_status(&lb).await;
+        status.remote_head == pushed && status.last_error.contains("nothing was discarded")
+    })
+    .await;
+    assert_eq!(
+        git(&tree, &["rev-parse", "HEAD"]),
+        local,
+        "the local commit is kept"
     );
 }
