@@ -96,6 +96,10 @@ pub struct GitSync {
     top: PathBuf,
     /// lb.toml's path inside the repository, as `git show COMMIT:PATH` takes it.
     file: String,
+    /// `GIT_SSH_COMMAND` for every git call: the operator's (environment), else none when the
+    /// repository sets `core.sshCommand`, else ssh in BatchMode (it fails instead of asking
+    /// for a passphrase or a host key on a terminal no one watches).
+    ssh_command: Option<String>,
     /// Serialises this instance's git work (the periodic fetch, `lbctl sync`, mutations): git
     /// refuses concurrent index and ref updates, and a mutation must see its own head.
     busy: Mutex<()>,
@@ -120,7 +124,16 @@ impl GitSync {
             .await
             .map_err(|e| not_work_tree(e.to_string()))?;
         let file = format!("{}{}", prefix.trim(), name.to_string_lossy());
+        let configured = git(dir, &["config", "--get", "core.sshCommand"], None, &[])
+            .await
+            .is_ok_and(|command| !command.trim().is_empty());
+        let ssh_command = match std::env::var("GIT_SSH_COMMAND") {
+            Ok(command) => Some(command),
+            Err(_) if configured || std::env::var_os("GIT_SSH").is_some() => None,
+            Err(_) => Some("ssh -o BatchMode=yes".to_owned()),
+        };
         let sync = Arc::new(GitSync {
+            ssh_command,
             applier,
             top: PathBuf::from(top.trim()),
             file,
@@ -410,20 +423,20 @@ impl GitSync {
     /// the head there (no `--force`: that refusal is the fleet's compare-and-swap).
     async fn push(&self, commit: &str) -> Result<Pushed, Error> {
         let refspec = format!("{commit}:refs/heads/{}", self.settings.branch);
-        let output = run_git(
-            &self.top,
-            &[
-                "push",
-                "--porcelain",
-                "--quiet",
-                "--",
-                &self.settings.remote,
-                &refspec,
-            ],
-            None,
-            &[],
-        )
-        .await;
+        let output = self
+            .run_git(
+                &[
+                    "push",
+                    "--porcelain",
+                    "--quiet",
+                    "--",
+                    &self.settings.remote,
+                    &refspec,
+                ],
+                None,
+                &[],
+            )
+            .await;
         let unreachable = |reason: String| Error::Unreachable {
             remote: self.settings.remote.clone(),
             reason,
@@ -465,7 +478,23 @@ impl GitSync {
         stdin: Option<&str>,
         env: &[(&str, &str)],
     ) -> Result<String, Error> {
-        git(&self.top, args, stdin, env).await
+        succeeded(args, self.run_git(args, stdin, env).await?)
+    }
+
+    async fn run_git(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Output, Error> {
+        match &self.ssh_command {
+            Some(ssh) => {
+                let mut with_ssh = env.to_vec();
+                with_ssh.push(("GIT_SSH_COMMAND", ssh.as_str()));
+                run_git(&self.top, args, stdin, &with_ssh).await
+            }
+            None => run_git(&self.top, args, stdin, env).await,
+        }
     }
 }
 
@@ -498,14 +527,18 @@ struct Output {
     stderr: String,
 }
 
-/// Runs git in `dir`; `Ok` with its stdout when it exits 0.
+/// Runs git in `dir` (before a [`GitSync`] exists); `Ok` with its stdout when it exits 0.
 async fn git(
     dir: &Path,
     args: &[&str],
     stdin: Option<&str>,
     env: &[(&str, &str)],
 ) -> Result<String, Error> {
-    let output = run_git(dir, args, stdin, env).await?;
+    succeeded(args, run_git(dir, args, stdin, env).await?)
+}
+
+/// The stdout of a git command that exited 0; else its stderr as the error.
+fn succeeded(args: &[&str], output: Output) -> Result<String, Error> {
     if output.success {
         Ok(output.stdout)
     } else {
@@ -533,11 +566,6 @@ async fn run_git(
         .current_dir(dir)
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
-        // ssh must not ask either (a host key or passphrase prompt would wait forever).
-        .env(
-            "GIT_SSH_COMMAND",
-            std::env::var("GIT_SSH_COMMAND").unwrap_or_else(|_| "ssh -o BatchMode=yes".into()),
-        )
         .env(
             "GIT_COMMITTER_NAME",
             std::env::var("GIT_COMMITTER_NAME").unwrap_or_else(|_| "lb".into()),
