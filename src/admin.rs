@@ -125,6 +125,12 @@ impl Admin {
                 .as_ref()
                 .map(|store| store.certificates())
                 .unwrap_or_default(),
+            sync: self
+                .applier
+                .metrics()
+                .sync
+                .load_full()
+                .map(|s| crate::metrics::SyncStatus::clone(&s)),
             pools: topology
                 .pools
                 .iter()
@@ -180,6 +186,9 @@ pub struct StatusDoc {
     pub last_error: Option<String>,
     /// Each `[tls]` certificate: its file, SAN names, validity and whether it is the default.
     pub certificates: Vec<crate::tls::CertificateInfo>,
+    /// `[sync]`: the commit served, the remote head last seen and when; absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::metrics::SyncStatus>,
     /// In file order.
     pub pools: Vec<PoolDoc>,
 }

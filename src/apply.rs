@@ -52,6 +52,8 @@ pub struct Startup {
     pub control: config::Control,
     /// The data plane's `[tls]` at start; `tls::watch` follows its later changes.
     pub tls: Option<config::TlsConfig>,
+    /// `[sync]`: the git remote this instance follows, when set.
+    pub sync: Option<config::SyncConfig>,
 }
 
 /// A change requested through the control API.
@@ -405,6 +407,7 @@ impl Applier {
             server: config.server.clone(),
             control: config.control.clone(),
             tls: config.tls.clone(),
+            sync: config.sync.clone(),
         };
         // Every enabled backend gets its first probe before the first topology, as on a reload:
         // lb announces its listeners with the backends that are up already in rotation.
@@ -632,6 +635,16 @@ impl Applier {
                 Step::Probe(wanted) => probed.extend(self.probe_all(wanted).await),
             }
         }
+    }
+
+    /// One probe of `backend` with `checks`, bounded by the check timeout: what AddBackend
+    /// requires of a backend before it declares it anywhere (`sync` asks it before a push).
+    pub async fn probe_backend(
+        &self,
+        backend: &BackendAddr,
+        checks: &config::HealthChecks,
+    ) -> Result<(), String> {
+        health::probe(&self.probe_client, backend.addr, checks).await
     }
 
     /// Probes each backend in `wanted` once, in parallel (at most [`MAX_PARALLEL_PROBES`] at a

@@ -11,7 +11,7 @@ mod service;
 pub mod tls;
 mod tooling;
 
-pub use service::ControlService;
+pub use service::{ControlService, Writes};
 pub use tls::{ServerTls, TlsError};
 
 use std::path::{Path, PathBuf};
@@ -53,11 +53,14 @@ pub async fn serve(
     token: Option<Token>,
     tls: Option<ServerTls>,
     certificates: Option<Arc<crate::tls::Store>>,
+    writes: Writes,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let auth = Auth { token };
     let service = LoadBalancerServer::with_interceptor(
-        ControlService::new(applier, shutdown.clone()).with_certificates(certificates),
+        ControlService::new(applier, shutdown.clone())
+            .with_certificates(certificates)
+            .with_writes(writes),
         auth.clone(),
     );
     let reflection_v1 = InterceptedService::new(tooling::reflection().build_v1()?, auth.clone());

@@ -307,6 +307,10 @@ pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
         ]
     }));
     out.push_str(&table(&rows));
+    if let Some(sync) = &status.sync {
+        out.push('\n');
+        out.push_str(&render_sync(sync));
+    }
     if !status.certificates.is_empty() {
         let mut rows = vec![vec!["CERTIFICATE".into(), "NAMES".into(), "EXPIRES".into()]];
         rows.extend(status.certificates.iter().map(|c| {
@@ -321,6 +325,58 @@ pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
         out.push_str(&table(&rows));
     }
     out
+}
+
+/// `[sync]`: the remote, the commit served, the remote head last seen and when.
+pub fn render_sync(sync: &proto::SyncStatus) -> String {
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "none".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let lag = if sync.serving_commit.is_empty() || sync.serving_commit != sync.remote_head {
+        " (behind the remote)"
+    } else {
+        ""
+    };
+    let mut out = format!(
+        "sync:        {} {}\ncommit:      {}{lag}\nremote head: {}\nlast fetch:  {}\n",
+        sync.remote,
+        sync.branch,
+        or_none(&sync.serving_commit),
+        or_none(&sync.remote_head),
+        match i64::try_from(sync.last_success_unix) {
+            Ok(unix) if unix > 0 => unix_date(unix),
+            _ => "never".to_owned(),
+        },
+    );
+    if !sync.last_error.is_empty() {
+        out.push_str(&format!("sync error:  {}\n", sync.last_error));
+    }
+    out
+}
+
+/// The `--output json` form of a sync status.
+pub fn sync_json(sync: &proto::SyncStatus) -> serde_json::Value {
+    serde_json::json!({
+        "remote": sync.remote,
+        "branch": sync.branch,
+        "serving_commit": sync.serving_commit,
+        "remote_head": sync.remote_head,
+        "last_success_unix": sync.last_success_unix,
+        "last_error": sync.last_error,
+    })
+}
+
+/// ` in commit ID` after a mutation's line, when `[sync]` pushed it as that commit.
+pub fn in_commit(commit: &str) -> String {
+    if commit.is_empty() {
+        String::new()
+    } else {
+        format!(" in commit {commit}")
+    }
 }
 
 /// A Unix time as an HTTP date (`Wed, 01 Jan 2099 00:00:00 GMT`); before 1970 is shown as is.
@@ -402,6 +458,7 @@ pub fn status_json(status: &proto::StatusResp) -> serde_json::Value {
             "cert": c.cert, "names": c.names, "not_before_unix": c.not_before_unix,
             "not_after_unix": c.not_after_unix, "default": c.is_default,
         })).collect::<Vec<_>>(),
+        "sync": status.sync.as_ref().map(sync_json),
     })
 }
 
@@ -625,6 +682,34 @@ mod tests {
     }
 
     #[test]
+    fn sync_status_says_which_commit_and_whether_it_lags() {
+        let mut sync = proto::SyncStatus {
+            remote: "/srv/lb.git".into(),
+            branch: "main".into(),
+            serving_commit: "aaa".into(),
+            remote_head: "aaa".into(),
+            last_success_unix: 0,
+            last_error: String::new(),
+        };
+        let text = render_sync(&sync);
+        assert!(
+            text.contains("sync:        /srv/lb.git main\ncommit:      aaa\n"),
+            "{text}"
+        );
+        assert!(text.contains("last fetch:  never\n"), "{text}");
+        sync.remote_head = "bbb".into();
+        sync.last_error = "cannot reach".into();
+        let text = render_sync(&sync);
+        assert!(
+            text.contains("commit:      aaa (behind the remote)\n"),
+            "{text}"
+        );
+        assert!(text.contains("sync error:  cannot reach\n"), "{text}");
+        assert_eq!(in_commit(""), "");
+        assert_eq!(in_commit("abc"), " in commit abc");
+    }
+
+    #[test]
     fn status_shows_a_failed_reload_with_its_error() {
         let status = proto::StatusResp {
             config_path: "/etc/lb/lb.toml".into(),
@@ -641,6 +726,7 @@ mod tests {
             }],
             applied_at_unix: 0,
             certificates: Vec::new(),
+            sync: None,
         };
         let text = render_status(&status, false);
         assert!(

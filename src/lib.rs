@@ -22,6 +22,7 @@
 //! - [`access_log`]: one line per request, formatted straight into the log thread's buffer.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
 //! - [`history`]: opt-in git commits of control-API changes.
+//! - [`sync`]: `[sync]`, a fleet sharing one git remote: fetch, fast-forward, push changes.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
 //! - [`watched`]: which directories and names to watch so a path's changes are seen.
 //! - [`log_writer`]: the background thread that writes log lines in batches.
@@ -49,6 +50,7 @@ pub mod pem;
 pub mod proxy;
 pub mod routing;
 pub mod stats;
+pub mod sync;
 pub mod tls;
 pub mod topology;
 pub mod watch;
@@ -114,6 +116,9 @@ pub enum Error {
     /// The `[tls]` certificate files could not be watched.
     #[error(transparent)]
     CertificateWatch(#[from] tls::WatchError),
+    /// `[sync]` cannot work with the directory holding lb.toml.
+    #[error(transparent)]
+    Sync(#[from] sync::Error),
     /// The control API would be open to the network without authentication.
     #[error("refusing to serve the control API on non-loopback {addr} without a token: anyone who can reach it could change the topology. Set [control] token_file = \"/etc/lb/token\" in the config (a file holding a long random secret), or require client certificates with [control] tls_cert, tls_key and client_ca, or pass --insecure-control to accept the risk knowingly")]
     InsecureControl {
@@ -135,6 +140,8 @@ pub struct Lb {
     /// The `[tls]` certificates, checked at start and reloaded by `tls::watch`.
     certificates: Option<Arc<tls::Store>>,
     access_log: access_log::AccessLog,
+    /// `[sync]`: the git remote this instance follows and pushes its changes to.
+    sync: Option<Arc<sync::GitSync>>,
 }
 
 impl Lb {
@@ -194,6 +201,12 @@ impl Lb {
             Some(settings) => Some(Arc::new(tls::Store::load(settings)?)),
             None => None,
         };
+        let sync = match &startup.sync {
+            Some(settings) => {
+                Some(sync::GitSync::open(Arc::clone(&applier), settings.clone()).await?)
+            }
+            None => None,
+        };
         let mut https = Vec::with_capacity(startup.listen.https.len());
         for addr in &startup.listen.https {
             https.push(bind("https", *addr).await?);
@@ -209,6 +222,7 @@ impl Lb {
             tls,
             certificates,
             access_log: options.access_log,
+            sync,
         })
     }
 
@@ -254,8 +268,15 @@ impl Lb {
             self.token,
             self.tls,
             self.certificates.clone(),
+            control::Writes {
+                read_only: self.startup.control.read_only,
+                sync: self.sync.clone(),
+            },
             stopping.clone(),
         ));
+        if let Some(sync) = &self.sync {
+            tokio::spawn(Arc::clone(sync).run(stopping.clone()));
+        }
         if let Some(listener) = self.admin {
             let admin = Arc::new(admin::Admin {
                 applier: Arc::clone(&self.applier),

@@ -62,6 +62,30 @@ pub struct Global {
     pub git_commits_ok: AtomicU64,
     /// Control-API changes whose git commit failed.
     pub git_commits_failed: AtomicU64,
+    /// `[sync]`: what this instance serves of its git remote; `None` without `[sync]`. Kept
+    /// here (written by `sync`) so `admin`, `control` and the metrics read it without
+    /// importing `sync`.
+    pub sync: arc_swap::ArcSwapOption<SyncStatus>,
+    /// `[sync]` pushes refused because the branch had moved, each redone on the new head.
+    pub sync_push_retries: AtomicU64,
+}
+
+/// `[sync]`: the git remote as this instance last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncStatus {
+    /// The remote's URL, as `[sync] remote` has it.
+    pub remote: String,
+    /// The branch followed.
+    pub branch: String,
+    /// The commit whose lb.toml is the applied config; `None` until one is.
+    pub serving_commit: Option<String>,
+    /// The remote branch's head at the last successful fetch.
+    pub remote_head: Option<String>,
+    /// When the last fetch succeeded, in seconds since the Unix epoch.
+    pub last_success_unix: Option<u64>,
+    /// Why the last fetch or follow failed (unreachable remote, broken commit, diverged
+    /// working tree); `None` once one succeeds.
+    pub last_error: Option<String>,
 }
 
 /// The `Content-Type` of what [`render`] writes: the Prometheus text format, version 0.0.4,
@@ -282,6 +306,32 @@ impl Collector for Scrape {
                 ("error", &global.git_commits_failed),
             ],
         )?;
+
+        if let Some(sync) = global.sync.load_full() {
+            let mut family = encoder.encode_descriptor(
+                "lb_config_commit_info",
+                "The git commit whose lb.toml is applied ([sync]); always 1.",
+                None,
+                MetricType::Gauge,
+            )?;
+            if let Some(commit) = &sync.serving_commit {
+                gauge(&mut family, &[("commit", commit.as_str())], 1)?;
+            }
+            let family = encoder.encode_descriptor(
+                "lb_sync_last_success_timestamp_seconds",
+                "When the last fetch of the [sync] remote succeeded (Unix time; 0 before the first).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(sync.last_success_unix.unwrap_or(0)).encode(family)?;
+            let family = encoder.encode_descriptor(
+                "lb_sync_push_retries",
+                "Pushes of control-API changes refused because the branch had moved, then redone.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(global.sync_push_retries.load(Ordering::Relaxed)).encode(family)?;
+        }
 
         let family = encoder.encode_descriptor(
             "lb_pools",

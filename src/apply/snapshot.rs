@@ -21,6 +21,8 @@ pub(super) struct StartOnly {
     token_file: Option<PathBuf>,
     tls: Option<config::ControlTls>,
     log: config::Log,
+    read_only: bool,
+    sync: Option<config::SyncConfig>,
 }
 
 impl StartOnly {
@@ -31,6 +33,8 @@ impl StartOnly {
             token_file: config.control.token_file.clone(),
             tls: config.control.tls.clone(),
             log: config.log.clone(),
+            read_only: config.control.read_only,
+            sync: config.sync.clone(),
         }
     }
 
@@ -86,6 +90,8 @@ impl StartOnly {
             ),
             ("log.access", a.log.access != b.log.access),
             ("log.format", a.log.json != b.log.json),
+            ("control.read_only", a.read_only != b.read_only),
+            ("sync", a.sync != b.sync),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

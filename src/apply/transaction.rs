@@ -109,6 +109,45 @@ impl Applier {
         Ok(Step::Done((generation, git_commit)))
     }
 
+    /// `mutation` applied to `text`, a file that is not (or not yet) this instance's: the new
+    /// text and its validated config. `sync` computes a fleet-wide change from the remote
+    /// head's file with it. The precondition's `content_hash` is checked against `text`; its
+    /// `generation` against what runs here, which must then be `text` itself.
+    pub fn edit_detached(
+        &self,
+        text: &str,
+        mutation: &Mutation,
+        precondition: &Precondition,
+    ) -> Result<(String, Config), MutateError> {
+        if let Some(expected) = &precondition.content_hash {
+            let actual = hex(&sha256(text));
+            if !actual.eq_ignore_ascii_case(expected.trim()) {
+                return Err(MutateError::Aborted {
+                    reason: format!("content sha256 is {actual}, you expected {expected}"),
+                });
+            }
+        }
+        if let Some(expected) = precondition.generation {
+            let status = self.status.load();
+            if status.generation != expected || status.content_hash != hex(&sha256(text)) {
+                return Err(MutateError::Aborted {
+                    reason: format!(
+                        "generation is {}, you expected {expected}, or the remote head is not applied here yet",
+                        status.generation
+                    ),
+                });
+            }
+        }
+        let current = config::parse(text).map_err(|diagnostics| MutateError::FileInvalid {
+            path: self.path.clone(),
+            diagnostics,
+        })?;
+        let edited = edit_text(&current.pools, text, mutation, None)?;
+        let parsed = config::parse(&edited.text)
+            .map_err(|diagnostics| MutateError::Rejected { diagnostics })?;
+        Ok((edited.text, parsed))
+    }
+
     /// `mutation` applied to `text`: the new text and its validated config.
     fn edit_config(
         &self,

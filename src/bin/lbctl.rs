@@ -133,6 +133,8 @@ enum Command {
     Watch,
     /// Show what applying FILE would change on the running lb (pools and backends).
     Plan { file: PathBuf },
+    /// With [sync]: fetch the git remote now, fast-forward and reload; show the sync status.
+    Sync,
 }
 
 #[derive(Subcommand)]
@@ -475,6 +477,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
         Command::Pools => pools(&args).await,
         Command::Watch => watch(&args).await,
         Command::Plan { file } => plan(&args, file).await,
+        Command::Sync => sync(&args).await,
     }
 }
 
@@ -487,8 +490,11 @@ async fn add_pool(args: &Args, pattern: String) -> anyhow::Result<String> {
     let mut client = connect(args).await?;
     let mut request = add_pool_req(&pattern);
     request.if_match = if_match(args);
-    client.add_pool(request).await.map_err(rpc_error)?;
-    Ok(format!("added pool {pattern}\n"))
+    let commit = client.add_pool(request).await.map_err(rpc_error)?;
+    Ok(format!(
+        "added pool {pattern}{}\n",
+        lbctl::in_commit(&commit.get_ref().commit)
+    ))
 }
 
 async fn remove_pool(args: &Args, pattern: String) -> anyhow::Result<String> {
@@ -497,8 +503,11 @@ async fn remove_pool(args: &Args, pattern: String) -> anyhow::Result<String> {
         pattern: pattern.clone(),
         if_match: if_match(args),
     };
-    client.remove_pool(request).await.map_err(rpc_error)?;
-    Ok(format!("removed pool {pattern}\n"))
+    let commit = client.remove_pool(request).await.map_err(rpc_error)?;
+    Ok(format!(
+        "removed pool {pattern}{}\n",
+        lbctl::in_commit(&commit.get_ref().commit)
+    ))
 }
 
 async fn add_backend(args: &Args, pattern: String, backend: BackendAddr) -> anyhow::Result<String> {
@@ -508,8 +517,11 @@ async fn add_backend(args: &Args, pattern: String, backend: BackendAddr) -> anyh
         backend: Some(ip_backend(&backend)),
         if_match: if_match(args),
     };
-    client.add_backend(request).await.map_err(rpc_error)?;
-    Ok(format!("added backend {backend} to pool {pattern}\n"))
+    let commit = client.add_backend(request).await.map_err(rpc_error)?;
+    Ok(format!(
+        "added backend {backend} to pool {pattern}{}\n",
+        lbctl::in_commit(&commit.get_ref().commit)
+    ))
 }
 
 async fn remove_backend(
@@ -523,8 +535,11 @@ async fn remove_backend(
         backend: Some(ip_backend(&backend)),
         if_match: if_match(args),
     };
-    client.remove_backend(request).await.map_err(rpc_error)?;
-    Ok(format!("removed backend {backend} from pool {pattern}\n"))
+    let commit = client.remove_backend(request).await.map_err(rpc_error)?;
+    Ok(format!(
+        "removed backend {backend} from pool {pattern}{}\n",
+        lbctl::in_commit(&commit.get_ref().commit)
+    ))
 }
 
 /// Every backend of the pool, healthy and sick.
@@ -568,7 +583,7 @@ async fn set_state(args: &Args, change: AdminChange) -> anyhow::Result<String> {
     let backend = flag_backend(args, name)?;
     let mut client = connect(args).await?;
     let (p, b, m) = (pattern.clone(), Some(ip_backend(&backend)), if_match(args));
-    match change {
+    let commit = match change {
         AdminChange::Drain => client
             .drain_backend(proto::DrainBackendReq {
                 pattern: p,
@@ -576,7 +591,7 @@ async fn set_state(args: &Args, change: AdminChange) -> anyhow::Result<String> {
                 if_match: m,
             })
             .await
-            .map(drop),
+            .map(|r| r.into_inner().commit),
         AdminChange::Enable => client
             .enable_backend(proto::EnableBackendReq {
                 pattern: p,
@@ -584,7 +599,7 @@ async fn set_state(args: &Args, change: AdminChange) -> anyhow::Result<String> {
                 if_match: m,
             })
             .await
-            .map(drop),
+            .map(|r| r.into_inner().commit),
         AdminChange::Disable => client
             .disable_backend(proto::DisableBackendReq {
                 pattern: p,
@@ -592,10 +607,13 @@ async fn set_state(args: &Args, change: AdminChange) -> anyhow::Result<String> {
                 if_match: m,
             })
             .await
-            .map(drop),
+            .map(|r| r.into_inner().commit),
     }
     .map_err(rpc_error)?;
-    Ok(format!("{done} backend {backend} in pool {pattern}\n"))
+    Ok(format!(
+        "{done} backend {backend} in pool {pattern}{}\n",
+        lbctl::in_commit(&commit)
+    ))
 }
 
 /// Polls PoolHealth every 100 ms until the backend has no request in flight, or `timeout`.
@@ -640,6 +658,21 @@ async fn status(args: &Args) -> anyhow::Result<String> {
     Ok(match args.output {
         Output::Json => lbctl::json_text(&lbctl::status_json(&status)),
         Output::Text => lbctl::render_status(&status, colour(args)),
+    })
+}
+
+async fn sync(args: &Args) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let sync = client
+        .sync(proto::SyncReq {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .sync
+        .unwrap_or_default();
+    Ok(match args.output {
+        Output::Json => lbctl::json_text(&lbctl::sync_json(&sync)),
+        Output::Text => lbctl::render_sync(&sync),
     })
 }
 

@@ -31,6 +31,9 @@ pub struct Config {
     pub control: Control,
     /// `[log]`: where logs go and in what format.
     pub log: Log,
+    /// `[sync]`: the git remote this instance follows and pushes its changes to; `None` without
+    /// a `[sync]` table.
+    pub sync: Option<SyncConfig>,
     /// The data plane's certificates and TLS settings; `None` without a `[tls]` table.
     pub tls: Option<TlsConfig>,
     /// In file order.
@@ -197,6 +200,26 @@ pub struct Control {
     pub git_commit: bool,
     /// TLS for the control listener; plaintext HTTP/2 (h2c) when `None`.
     pub tls: Option<ControlTls>,
+    /// Refuse every mutation (FAILED_PRECONDITION): this instance follows a file changed
+    /// elsewhere (a ConfigMap, a git remote, a deploy tool).
+    pub read_only: bool,
+}
+
+/// `[sync] interval` when the file sets none.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `[sync]`: the directory holding lb.toml is a git working tree that follows `branch` of
+/// `remote`; control-API changes are committed and pushed there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Any URL git accepts (ssh, https, a path); git's own credential setup applies.
+    pub remote: String,
+    /// The branch every instance follows and pushes to.
+    pub branch: String,
+    /// How often the remote is fetched.
+    pub interval: Duration,
+    /// `Name <email>` for the commits of control-API changes; the caller's name when `None`.
+    pub author: Option<String>,
 }
 
 /// `[control] tls_cert`, `tls_key` and `client_ca`: PEM files, read once at start.

@@ -91,6 +91,7 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     log: RawLog,
+    sync: Option<Spanned<RawSync>>,
     tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     pools: BTreeMap<Spanned<String>, RawPool>,
@@ -167,6 +168,17 @@ struct RawControl {
     tls_cert: Option<Spanned<String>>,
     tls_key: Option<Spanned<String>>,
     client_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    remote: Option<Spanned<String>>,
+    branch: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    author: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -319,6 +331,7 @@ pub fn reparse_backends(
         server: old.server.clone(),
         control: old.control.clone(),
         log: old.log.clone(),
+        sync: old.sync.clone(),
         tls: old.tls.clone(),
         pools,
         allow_empty: old.allow_empty,
@@ -437,7 +450,9 @@ impl Validator<'_> {
                 raw.control.tls_key,
                 raw.control.client_ca,
             ),
+            read_only: raw.control.read_only,
         };
+        let sync = raw.sync.and_then(|s| self.sync(s));
 
         let log = Log {
             access: match raw.log.access {
@@ -514,6 +529,7 @@ impl Validator<'_> {
             server,
             control,
             log,
+            sync,
             tls,
             pools,
             allow_empty: raw.allow_empty,
@@ -910,6 +926,69 @@ impl Validator<'_> {
         })
     }
 
+    /// `[sync]`: `remote` and `branch` are required; `author` reads `Name <email>`.
+    fn sync(&mut self, raw: Spanned<RawSync>) -> Option<SyncConfig> {
+        let table = raw.span();
+        let raw = raw.into_inner();
+        let remote = match raw.remote {
+            None => {
+                self.error(
+                    table.clone(),
+                    "[sync] needs remote (a URL git accepts, e.g. \"git@example.com:ops/lb-config.git\" or a path)",
+                );
+                None
+            }
+            Some(r) if r.get_ref().trim().is_empty() => {
+                self.error(r.span(), "sync.remote is empty (a URL git accepts)");
+                None
+            }
+            // git would read a leading dash as an option.
+            Some(r) if r.get_ref().starts_with('-') => {
+                self.error(r.span(), "sync.remote must not start with '-'");
+                None
+            }
+            Some(r) => Some(r.into_inner()),
+        };
+        let branch = match raw.branch {
+            None => {
+                self.error(table, "[sync] needs branch (e.g. branch = \"main\")");
+                None
+            }
+            Some(b) if !valid_branch(b.get_ref()) => {
+                self.error(
+                    b.span(),
+                    format!(
+                        "sync.branch {:?} is not a branch name (letters, digits and . _ - /, not starting with - or /)",
+                        b.get_ref()
+                    ),
+                );
+                None
+            }
+            Some(b) => Some(b.into_inner()),
+        };
+        let interval = self.duration(raw.interval, DEFAULT_SYNC_INTERVAL);
+        let author = match raw.author {
+            None => None,
+            Some(a) if !valid_author(a.get_ref()) => {
+                self.error(
+                    a.span(),
+                    format!(
+                        "sync.author {:?} is not \"Name <email>\" (e.g. \"lb fleet <lb@example.com>\")",
+                        a.get_ref()
+                    ),
+                );
+                None
+            }
+            Some(a) => Some(a.into_inner()),
+        };
+        Some(SyncConfig {
+            remote: remote?,
+            branch: branch?,
+            interval,
+            author,
+        })
+    }
+
     /// A file path value; empty is an error.
     fn file_path(&mut self, raw: Spanned<String>, key: &str) -> Option<PathBuf> {
         if raw.get_ref().trim().is_empty() {
@@ -958,4 +1037,29 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// A branch name git accepts and no command line can take for an option.
+fn valid_branch(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['-', '/'])
+        && !name.ends_with(['/', '.'])
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.ends_with(".lock")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+}
+
+/// `Name <email>`, both parts non-empty, no angle brackets or newlines inside.
+fn valid_author(text: &str) -> bool {
+    let Some((name, rest)) = text.split_once('<') else {
+        return false;
+    };
+    let Some(email) = rest.strip_suffix('>') else {
+        return false;
+    };
+    let clean = |s: &str| !s.contains(['<', '>', '\n', '\r']);
+    !name.trim().is_empty() && !email.trim().is_empty() && clean(name) && clean(email)
 }

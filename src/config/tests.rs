@@ -446,3 +446,56 @@ fn tls_errors_point_at_the_value() {
         "{missing_key:?}"
     );
 }
+
+#[test]
+fn sync_keys_parse_with_defaults() {
+    let config = parse_ok(
+        "[control]\nread_only = true\n\n[sync]\nremote = \"git@example.com:ops/lb.git\"\nbranch = \"main\"\n",
+    );
+    assert!(config.control.read_only);
+    assert_eq!(
+        config.sync,
+        Some(SyncConfig {
+            remote: "git@example.com:ops/lb.git".to_owned(),
+            branch: "main".to_owned(),
+            interval: DEFAULT_SYNC_INTERVAL,
+            author: None,
+        })
+    );
+    let config = parse_ok(
+        "[sync]\nremote = \"/srv/lb.git\"\nbranch = \"fleet/eu\"\ninterval = \"200ms\"\nauthor = \"lb fleet <lb@example.com>\"\n",
+    );
+    let sync = config.sync.expect("[sync]");
+    assert_eq!(sync.interval, std::time::Duration::from_millis(200));
+    assert_eq!(sync.author.as_deref(), Some("lb fleet <lb@example.com>"));
+    assert!(parse_ok("").sync.is_none());
+}
+
+#[test]
+fn sync_errors_point_at_the_key() {
+    assert_eq!(
+        errors("[sync]\nbranch = \"main\"\n"),
+        ["1:1: [sync] needs remote (a URL git accepts, e.g. \"git@example.com:ops/lb-config.git\" or a path)"]
+    );
+    let found = errors(
+        "[sync]\nremote = \"-oProxyCommand=x\"\nbranch = \"a..b\"\ninterval = \"0s\"\nauthor = \"nobody\"\n",
+    );
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        found[0].starts_with("2:10: sync.remote must not start with '-'"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("3:10: sync.branch \"a..b\" is not a branch name"),
+        "{found:?}"
+    );
+    assert!(
+        found[2].starts_with("4:12: duration \"0s\" must be above zero"),
+        "{found:?}"
+    );
+    assert!(
+        found[3].starts_with("5:10: sync.author \"nobody\" is not"),
+        "{found:?}"
+    );
+    assert!(errors("[sync]\nremote = \"x\"\nbranch = \"main\"\nbogus = 1\n")[0].contains("bogus"));
+}

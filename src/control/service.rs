@@ -16,7 +16,9 @@ use crate::admin::pool_status;
 use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Precondition};
 use crate::config::edit::{HealthCheckSpec, PoolSpec};
 use crate::config::{format_duration, AdminState, BackendAddr, DEFAULT_INTERVAL};
+use crate::metrics::SyncStatus;
 use crate::routing::Pattern;
+use crate::sync::{self, GitSync};
 use crate::topology::{Backend, Pool};
 
 /// The control API over one [`Applier`].
@@ -27,6 +29,17 @@ pub struct ControlService {
     shutting_down: CancellationToken,
     /// The data plane's `[tls]` certificates, listed by Status.
     certificates: Option<Arc<crate::tls::Store>>,
+    /// Where mutations go: refused, pushed to the `[sync]` remote, or written to the file.
+    writes: Writes,
+}
+
+/// Where the control API's mutations go.
+#[derive(Clone, Default)]
+pub struct Writes {
+    /// `[control] read_only`: every mutation is refused with FAILED_PRECONDITION.
+    pub read_only: bool,
+    /// `[sync]`: mutations are commits pushed to the remote; `lbctl sync` fetches it.
+    pub sync: Option<Arc<GitSync>>,
 }
 
 impl ControlService {
@@ -36,7 +49,14 @@ impl ControlService {
             applier,
             shutting_down,
             certificates: None,
+            writes: Writes::default(),
         }
+    }
+
+    /// Sends mutations where `writes` says.
+    pub fn with_writes(mut self, writes: Writes) -> ControlService {
+        self.writes = writes;
+        self
     }
 
     /// Lists `store`'s certificates in Status.
@@ -66,6 +86,30 @@ fn status(error: MutateError) -> Status {
         MutateError::Read { .. } => Code::Unavailable,
     };
     Status::new(code, error.to_string())
+}
+
+/// A `[sync]` error as a gRPC status: the change's own refusals keep their codes; an
+/// unreachable remote or a failing git is UNAVAILABLE (retry later), a branch that kept moving
+/// ABORTED (retry now).
+fn sync_status(error: sync::Error) -> Status {
+    let code = match error {
+        sync::Error::Mutate(error) => return status(error),
+        sync::Error::Contended { .. } => Code::Aborted,
+        sync::Error::Unreachable { .. } | sync::Error::Git { .. } => Code::Unavailable,
+        sync::Error::NotWorkTree { .. } => Code::FailedPrecondition,
+    };
+    Status::new(code, crate::errors::error_chain(&error))
+}
+
+fn proto_sync(status: &SyncStatus) -> proto::SyncStatus {
+    proto::SyncStatus {
+        remote: status.remote.clone(),
+        branch: status.branch.clone(),
+        serving_commit: status.serving_commit.clone().unwrap_or_default(),
+        remote_head: status.remote_head.clone().unwrap_or_default(),
+        last_success_unix: status.last_success_unix.unwrap_or(0),
+        last_error: status.last_error.clone().unwrap_or_default(),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -212,12 +256,37 @@ fn pool_health(pool: &Pool, healthy: bool, sick: bool) -> proto::PoolHealth {
 }
 
 impl ControlService {
-    async fn mutate(&self, mutation: Mutation, options: MutateOptions) -> Result<(), Status> {
-        self.applier
-            .mutate(mutation, &options)
-            .await
-            .map(drop)
-            .map_err(status)
+    /// Runs one mutation where [`Writes`] says; with `[sync]`, returns the commit carrying it.
+    async fn mutate(&self, mutation: Mutation, options: MutateOptions) -> Result<String, Status> {
+        if self.writes.read_only {
+            let place = match &self.writes.sync {
+                Some(sync) => format!(
+                    "commit to branch {} of {}",
+                    sync.settings().branch,
+                    sync.settings().remote
+                ),
+                None => {
+                    "edit the file's source (its repository, ConfigMap or deploy tool)".to_owned()
+                }
+            };
+            return Err(Status::failed_precondition(format!(
+                "this instance is read-only ([control] read_only = true in {}); to change the topology, {place}",
+                self.applier.path().display()
+            )));
+        }
+        match &self.writes.sync {
+            Some(sync) => sync
+                .mutate(&mutation, &options)
+                .await
+                .map(|committed| committed.commit)
+                .map_err(sync_status),
+            None => self
+                .applier
+                .mutate(mutation, &options)
+                .await
+                .map(|_| String::new())
+                .map_err(status),
+        }
     }
 
     async fn set_state(
@@ -227,7 +296,7 @@ impl ControlService {
         backend_msg: Option<proto::Backend>,
         if_match: Option<proto::Precondition>,
         state: AdminState,
-    ) -> Result<(), Status> {
+    ) -> Result<String, Status> {
         let mutation = Mutation::SetBackendState {
             pattern: pattern(pattern_text)?,
             backend: backend(backend_msg)?,
@@ -250,9 +319,10 @@ impl LoadBalancer for ControlService {
             pattern: pattern(&request.pattern)?,
             spec: pool_spec(&request)?,
         };
-        self.mutate(mutation, options(&metadata, request.if_match))
+        let commit = self
+            .mutate(mutation, options(&metadata, request.if_match))
             .await?;
-        Ok(Response::new(proto::AddPoolResp {}))
+        Ok(Response::new(proto::AddPoolResp { commit }))
     }
 
     async fn remove_pool(
@@ -263,9 +333,10 @@ impl LoadBalancer for ControlService {
         let mutation = Mutation::RemovePool {
             pattern: pattern(&request.pattern)?,
         };
-        self.mutate(mutation, options(&metadata, request.if_match))
+        let commit = self
+            .mutate(mutation, options(&metadata, request.if_match))
             .await?;
-        Ok(Response::new(proto::RemovePoolResp {}))
+        Ok(Response::new(proto::RemovePoolResp { commit }))
     }
 
     async fn add_backend(
@@ -277,9 +348,10 @@ impl LoadBalancer for ControlService {
             pattern: pattern(&request.pattern)?,
             backend: backend(request.backend)?,
         };
-        self.mutate(mutation, options(&metadata, request.if_match))
+        let commit = self
+            .mutate(mutation, options(&metadata, request.if_match))
             .await?;
-        Ok(Response::new(proto::AddBackendResp {}))
+        Ok(Response::new(proto::AddBackendResp { commit }))
     }
 
     async fn remove_backend(
@@ -291,9 +363,10 @@ impl LoadBalancer for ControlService {
             pattern: pattern(&request.pattern)?,
             backend: backend(request.backend)?,
         };
-        self.mutate(mutation, options(&metadata, request.if_match))
+        let commit = self
+            .mutate(mutation, options(&metadata, request.if_match))
             .await?;
-        Ok(Response::new(proto::RemoveBackendResp {}))
+        Ok(Response::new(proto::RemoveBackendResp { commit }))
     }
 
     async fn pool_health(
@@ -324,15 +397,16 @@ impl LoadBalancer for ControlService {
         request: Request<proto::DrainBackendReq>,
     ) -> Result<Response<proto::DrainBackendResp>, Status> {
         let (metadata, _, r) = request.into_parts();
-        self.set_state(
-            &metadata,
-            &r.pattern,
-            r.backend,
-            r.if_match,
-            AdminState::Drain,
-        )
-        .await?;
-        Ok(Response::new(proto::DrainBackendResp {}))
+        let commit = self
+            .set_state(
+                &metadata,
+                &r.pattern,
+                r.backend,
+                r.if_match,
+                AdminState::Drain,
+            )
+            .await?;
+        Ok(Response::new(proto::DrainBackendResp { commit }))
     }
 
     async fn enable_backend(
@@ -340,15 +414,16 @@ impl LoadBalancer for ControlService {
         request: Request<proto::EnableBackendReq>,
     ) -> Result<Response<proto::EnableBackendResp>, Status> {
         let (metadata, _, r) = request.into_parts();
-        self.set_state(
-            &metadata,
-            &r.pattern,
-            r.backend,
-            r.if_match,
-            AdminState::Enabled,
-        )
-        .await?;
-        Ok(Response::new(proto::EnableBackendResp {}))
+        let commit = self
+            .set_state(
+                &metadata,
+                &r.pattern,
+                r.backend,
+                r.if_match,
+                AdminState::Enabled,
+            )
+            .await?;
+        Ok(Response::new(proto::EnableBackendResp { commit }))
     }
 
     async fn disable_backend(
@@ -356,15 +431,16 @@ impl LoadBalancer for ControlService {
         request: Request<proto::DisableBackendReq>,
     ) -> Result<Response<proto::DisableBackendResp>, Status> {
         let (metadata, _, r) = request.into_parts();
-        self.set_state(
-            &metadata,
-            &r.pattern,
-            r.backend,
-            r.if_match,
-            AdminState::Disabled,
-        )
-        .await?;
-        Ok(Response::new(proto::DisableBackendResp {}))
+        let commit = self
+            .set_state(
+                &metadata,
+                &r.pattern,
+                r.backend,
+                r.if_match,
+                AdminState::Disabled,
+            )
+            .await?;
+        Ok(Response::new(proto::DisableBackendResp { commit }))
     }
 
     async fn status(
@@ -409,6 +485,28 @@ impl LoadBalancer for ControlService {
                     is_default: c.default,
                 })
                 .collect(),
+            sync: self
+                .applier
+                .metrics()
+                .sync
+                .load_full()
+                .map(|status| proto_sync(&status)),
+        }))
+    }
+
+    async fn sync(
+        &self,
+        _request: Request<proto::SyncReq>,
+    ) -> Result<Response<proto::SyncResp>, Status> {
+        let Some(sync) = &self.writes.sync else {
+            return Err(Status::failed_precondition(format!(
+                "{} has no [sync] table: this instance follows no git remote",
+                self.applier.path().display()
+            )));
+        };
+        let status = sync.sync_now().await.map_err(sync_status)?;
+        Ok(Response::new(proto::SyncResp {
+            sync: Some(proto_sync(&status)),
         }))
     }
 

@@ -1,0 +1,610 @@
+//! sync: owns `[sync]`, the git working tree that holds lb.toml and the remote branch a fleet of
+//! instances shares: fetching it on an interval, fast-forwarding the working tree, and turning a
+//! control-API change into one commit pushed to the remote. It never edits lb.toml's text (the
+//! edit is `apply`'s, `Applier::edit_detached`), never builds a topology (every new file goes
+//! through `Applier::reload`, the path a human save takes) and never runs on the proxy's
+//! workers: git runs as a child process awaited by tokio, each call bounded by [`GIT_TIMEOUT`].
+//!
+//! It runs the `git` binary rather than linking a git library, as `history` does: fetch and push
+//! then use the operator's ssh keys, https credential helpers, `insteadOf` rules and proxies
+//! exactly as the `git` they already use on that machine, which libgit2 and gitoxide each
+//! reimplement in part.
+//!
+//! A change reaches the fleet exactly once because the remote's branch is a compare-and-swap:
+//! the commit is made on the head just fetched, and a push that is not a fast-forward is
+//! refused; then the *operation* is redone on the newer head (never the text patch), a bounded
+//! number of times. Only a commit on the remote is ever applied here, through the fast-forward.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Reloaded};
+use crate::config::SyncConfig;
+use crate::metrics::SyncStatus;
+
+/// Every git command is killed after this: a remote that hangs (a firewall dropping packets)
+/// fails a mutation with UNAVAILABLE instead of holding it.
+pub const GIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times a change is redone on a newer remote head when its push is refused.
+const MAX_PUSH_ATTEMPTS: u32 = 8;
+/// Where the remote branch's head is kept in the working tree's repository after each fetch.
+const REMOTE_REF: &str = "refs/lb-sync/remote";
+
+/// Why a sync or a fleet-wide change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The directory holding lb.toml is not a git working tree, or git cannot run there.
+    #[error("[sync] needs the directory holding {path} to be a git working tree (git clone the remote there): {reason}")]
+    NotWorkTree {
+        /// The config file.
+        path: PathBuf,
+        /// What git said.
+        reason: String,
+    },
+    /// The remote could not be reached or refused to talk; nothing was changed.
+    #[error("cannot reach the [sync] remote {remote}; nothing was changed: {reason}")]
+    Unreachable {
+        /// The remote's URL.
+        remote: String,
+        /// What git said.
+        reason: String,
+    },
+    /// The branch moved under every attempt; nothing was changed.
+    #[error("the [sync] branch {branch} of {remote} moved before each of {attempts} pushes; nothing was changed, retry")]
+    Contended {
+        /// The remote's URL.
+        remote: String,
+        /// The branch.
+        branch: String,
+        /// Pushes tried.
+        attempts: u32,
+    },
+    /// A local git command failed.
+    #[error("git {command} failed: {reason}")]
+    Git {
+        /// The git subcommand.
+        command: String,
+        /// What git said.
+        reason: String,
+    },
+    /// The change itself is refused (no such pool, precondition, invalid result...).
+    #[error(transparent)]
+    Mutate(#[from] MutateError),
+}
+
+/// A change that is on the remote: the commit carrying it.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The commit id (hex).
+    pub commit: String,
+    /// Pushes refused because the branch had moved, before this one landed.
+    pub retries: u32,
+}
+
+/// One instance's link to the fleet's remote branch.
+pub struct GitSync {
+    applier: Arc<Applier>,
+    settings: SyncConfig,
+    /// The working tree's top directory (git runs there).
+    top: PathBuf,
+    /// lb.toml's path inside the repository, as `git show COMMIT:PATH` takes it.
+    file: String,
+    /// `GIT_SSH_COMMAND` for every git call: the operator's (environment), else none when the
+    /// repository sets `core.sshCommand`, else ssh in BatchMode (it fails instead of asking
+    /// for a passphrase or a host key on a terminal no one watches).
+    ssh_command: Option<String>,
+    /// Serialises this instance's git work (the periodic fetch, `lbctl sync`, mutations): git
+    /// refuses concurrent index and ref updates, and a mutation must see its own head.
+    busy: Mutex<()>,
+}
+
+impl GitSync {
+    /// Checks that lb.toml lives in a git working tree and publishes the initial sync status.
+    pub async fn open(applier: Arc<Applier>, settings: SyncConfig) -> Result<Arc<GitSync>, Error> {
+        let path = applier.path().to_path_buf();
+        let not_work_tree = |reason: String| Error::NotWorkTree {
+            path: path.clone(),
+            reason,
+        };
+        let real = std::fs::canonicalize(&path).map_err(|e| not_work_tree(e.to_string()))?;
+        let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+            return Err(not_work_tree("the config path has no directory".to_owned()));
+        };
+        let top = git(dir, &["rev-parse", "--show-toplevel"], None, &[])
+            .await
+            .map_err(|e| not_work_tree(e.to_string()))?;
+        let prefix = git(dir, &["rev-parse", "--show-prefix"], None, &[])
+            .await
+            .map_err(|e| not_work_tree(e.to_string()))?;
+        let file = format!("{}{}", prefix.trim(), name.to_string_lossy());
+        let configured = git(dir, &["config", "--get", "core.sshCommand"], None, &[])
+            .await
+            .is_ok_and(|command| !command.trim().is_empty());
+        let ssh_command = match std::env::var("GIT_SSH_COMMAND") {
+            Ok(command) => Some(command),
+            Err(_) if configured || std::env::var_os("GIT_SSH").is_some() => None,
+            Err(_) => Some("ssh -o BatchMode=yes".to_owned()),
+        };
+        let sync = Arc::new(GitSync {
+            ssh_command,
+            applier,
+            top: PathBuf::from(top.trim()),
+            file,
+            busy: Mutex::new(()),
+            settings,
+        });
+        sync.publish(|status| {
+            status.remote.clone_from(&sync.settings.remote);
+            status.branch.clone_from(&sync.settings.branch);
+        });
+        Ok(sync)
+    }
+
+    /// The remote and branch, for messages that say where changes are made.
+    pub fn settings(&self) -> &SyncConfig {
+        &self.settings
+    }
+
+    /// Fetches every `interval` until `stop` is cancelled; the first fetch is immediate.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.settings.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            // Errors are logged and kept in the status by `sync_now`.
+            let _ = self.sync_now().await;
+        }
+    }
+
+    /// Fetches the remote branch, fast-forwards the working tree to it and reloads lb.toml
+    /// through the ordinary path. An unreachable remote, a diverged working tree or a broken
+    /// commit changes nothing that runs; each is logged and kept as the status's `last_error`.
+    pub async fn sync_now(&self) -> Result<SyncStatus, Error> {
+        let _busy = self.busy.lock().await;
+        let result = match self.fetch().await {
+            Ok(head) => self.follow(&head).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            let message = crate::errors::error_chain(error);
+            let changed = self.status().last_error.as_deref() != Some(message.as_str());
+            if changed {
+                tracing::warn!(remote = %self.settings.remote, branch = %self.settings.branch, error = %message, "sync failed; serving the last good topology");
+            }
+            self.publish(|status| status.last_error = Some(message));
+        }
+        result.map(|()| self.status())
+    }
+
+    /// Makes `mutation` on the remote head's lb.toml, commits and pushes it; refused pushes
+    /// (someone pushed first) are redone on the newer head, at most [`MAX_PUSH_ATTEMPTS`]
+    /// times. Returns once the commit is on the remote (and, unless this working tree cannot
+    /// be fast-forwarded, applied here); on any error the file and the remote are untouched.
+    pub async fn mutate(
+        &self,
+        mutation: &Mutation,
+        options: &MutateOptions,
+    ) -> Result<Committed, Error> {
+        let _busy = self.busy.lock().await;
+        let mut probed = false;
+        let mut retries = 0;
+        for _attempt in 0..MAX_PUSH_ATTEMPTS {
+            let head = self.fetch().await?;
+            let text = self.show(&head).await?;
+            let (edited, config) =
+                self.applier
+                    .edit_detached(&text, mutation, &options.precondition)?;
+            if let (Mutation::AddBackend { pattern, backend }, false) = (mutation, probed) {
+                if let Some(pool) = config.pool(pattern) {
+                    self.applier
+                        .probe_backend(backend, &pool.health_checks)
+                        .await
+                        .map_err(|reason| MutateError::BackendUnhealthy {
+                            backend: backend.clone(),
+                            reason,
+                        })?;
+                    probed = true;
+                }
+            }
+            let commit = if edited == text {
+                // Nothing to change (an idempotent state change): the head already carries it.
+                head
+            } else {
+                let commit = self.commit(&head, &edited, mutation, options).await?;
+                match self.push(&commit).await? {
+                    Pushed::Landed => commit,
+                    Pushed::Refused(reason) => {
+                        retries += 1;
+                        self.applier
+                            .metrics()
+                            .sync_push_retries
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(change = %mutation.describe(), retries, %reason, "push refused, the branch moved; redoing the change on its new head");
+                        // Spreads instances that collided apart before they fetch again.
+                        let jitter = fastrand::u64(0..20 * u64::from(retries));
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                        continue;
+                    }
+                }
+            };
+            self.git(&["update-ref", REMOTE_REF, &commit], None, &[])
+                .await?;
+            self.publish(|status| status.remote_head = Some(commit.clone()));
+            tracing::info!(%commit, retries, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), remote = %self.settings.remote, "control API change pushed");
+            if let Err(error) = self.follow(&commit).await {
+                // The change is on the remote: the RPC succeeded; this instance lags until the
+                // working tree is fixed, which the status says.
+                let message = crate::errors::error_chain(&error);
+                tracing::warn!(%commit, error = %message, "change pushed but not applied here");
+                self.publish(|status| status.last_error = Some(message));
+            }
+            return Ok(Committed { commit, retries });
+        }
+        Err(Error::Contended {
+            remote: self.settings.remote.clone(),
+            branch: self.settings.branch.clone(),
+            attempts: MAX_PUSH_ATTEMPTS,
+        })
+    }
+
+    /// The published status.
+    pub fn status(&self) -> SyncStatus {
+        self.applier
+            .metrics()
+            .sync
+            .load_full()
+            .map(|s| SyncStatus::clone(&s))
+            .unwrap_or_default()
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut SyncStatus)) {
+        let mut status = self.status();
+        change(&mut status);
+        self.applier.metrics().sync.store(Some(Arc::new(status)));
+    }
+
+    /// Fetches the branch into [`REMOTE_REF`]; returns its head.
+    async fn fetch(&self) -> Result<String, Error> {
+        let refspec = format!("+refs/heads/{}:{REMOTE_REF}", self.settings.branch);
+        let fetched = self
+            .git(
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--",
+                    &self.settings.remote,
+                    &refspec,
+                ],
+                None,
+                &[],
+            )
+            .await;
+        if let Err(error) = fetched {
+            return Err(Error::Unreachable {
+                remote: self.settings.remote.clone(),
+                reason: error.to_string(),
+            });
+        }
+        let head = self
+            .git(&["rev-parse", "--verify", REMOTE_REF], None, &[])
+            .await?;
+        let head = head.trim().to_owned();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let seen = head.clone();
+        self.publish(|status| {
+            status.remote_head = Some(seen);
+            status.last_success_unix = Some(now);
+        });
+        Ok(head)
+    }
+
+    /// Fast-forwards the working tree to `head` and reloads. A working tree with commits the
+    /// remote lacks is reported, never reset: they are someone's work.
+    async fn follow(&self, head: &str) -> Result<(), Error> {
+        let local = self
+            .git(&["rev-parse", "--verify", "HEAD"], None, &[])
+            .await?;
+        let local = local.trim();
+        if local != head {
+            let behind = self
+                .git(&["merge-base", "--is-ancestor", local, head], None, &[])
+                .await
+                .is_ok();
+            if !behind {
+                return Err(Error::Git {
+                    command: "merge --ff-only".to_owned(),
+                    reason: format!(
+                        "the working tree at {} has commits that {} {} lacks (HEAD {local}, remote {head}); push or rebase them by hand, nothing was discarded",
+                        self.top.display(),
+                        self.settings.remote,
+                        self.settings.branch
+                    ),
+                });
+            }
+            self.git(&["merge", "--ff-only", "--quiet", head], None, &[])
+                .await?;
+        }
+        let expected = hex(&Sha256::digest(self.show(head).await?.as_bytes()).into());
+        let reloaded = self.applier.reload().await;
+        let applied = self.applier.status();
+        if applied.content_hash == expected {
+            if self.status().serving_commit.as_deref() != Some(head) {
+                tracing::info!(commit = %head, generation = applied.generation, "serving commit");
+            }
+            self.publish(|status| {
+                status.serving_commit = Some(head.to_owned());
+                status.last_error = None;
+            });
+            return Ok(());
+        }
+        let reason = match reloaded {
+            Err(error) => crate::errors::error_chain(&error),
+            Ok(Reloaded::StillInvalid) => applied
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "invalid".to_owned()),
+            Ok(_) => "lb.toml in the working tree differs from the commit's".to_owned(),
+        };
+        Err(Error::Git {
+            command: "merge --ff-only".to_owned(),
+            reason: format!(
+                "commit {head} is not applied (the running topology is unchanged): {reason}"
+            ),
+        })
+    }
+
+    /// lb.toml's text at `commit`.
+    async fn show(&self, commit: &str) -> Result<String, Error> {
+        self.git(&["show", &format!("{commit}:{}", self.file)], None, &[])
+            .await
+    }
+
+    /// A commit on `parent` whose lb.toml is `text`, made without touching the working tree or
+    /// its index (a private index file), so a refused push leaves nothing behind to clean.
+    async fn commit(
+        &self,
+        parent: &str,
+        text: &str,
+        mutation: &Mutation,
+        options: &MutateOptions,
+    ) -> Result<String, Error> {
+        let blob = self
+            .git(&["hash-object", "-w", "--stdin"], Some(text), &[])
+            .await?;
+        let git_dir = self
+            .git(&["rev-parse", "--absolute-git-dir"], None, &[])
+            .await?;
+        let index = Path::new(git_dir.trim()).join("lb-sync-index");
+        let index = index.to_string_lossy().into_owned();
+        let env = [("GIT_INDEX_FILE", index.as_str())];
+        self.git(&["read-tree", parent], None, &env).await?;
+        let entry = format!("100644,{},{}", blob.trim(), self.file);
+        self.git(&["update-index", "--cacheinfo", &entry], None, &env)
+            .await?;
+        let tree = self.git(&["write-tree"], None, &env).await?;
+        let actor = options.actor.as_deref().unwrap_or("unknown");
+        let message = format!(
+            "lb: {}\n\nRequested by {actor} through the lb control API.\n",
+            mutation.describe()
+        );
+        let (name, email) = match &self.settings.author {
+            Some(author) => split_author(author),
+            None => (actor.to_owned(), "lb@localhost".to_owned()),
+        };
+        let identity = [
+            ("GIT_AUTHOR_NAME", name.as_str()),
+            ("GIT_AUTHOR_EMAIL", email.as_str()),
+        ];
+        let commit = self
+            .git(
+                &["commit-tree", tree.trim(), "-p", parent, "-F", "-"],
+                Some(&message),
+                &identity,
+            )
+            .await?;
+        Ok(commit.trim().to_owned())
+    }
+
+    /// Pushes `commit` as the branch's new head; the remote refuses it unless it descends from
+    /// the head there (no `--force`: that refusal is the fleet's compare-and-swap).
+    async fn push(&self, commit: &str) -> Result<Pushed, Error> {
+        let refspec = format!("{commit}:refs/heads/{}", self.settings.branch);
+        let output = self
+            .run_git(
+                &[
+                    "push",
+                    "--porcelain",
+                    "--quiet",
+                    "--",
+                    &self.settings.remote,
+                    &refspec,
+                ],
+                None,
+                &[],
+            )
+            .await;
+        let unreachable = |reason: String| Error::Unreachable {
+            remote: self.settings.remote.clone(),
+            reason,
+        };
+        match output {
+            Ok(out) if out.success => Ok(Pushed::Landed),
+            // The remote answered for this ref: it moved (non-fast-forward, fetch first) or
+            // could not take its lock because another push was updating it.
+            Ok(out)
+                if out.stdout.contains("[rejected]")
+                    || out.stdout.contains("[remote rejected]") =>
+            {
+                Ok(Pushed::Refused(out.stdout.trim().to_owned()))
+            }
+            Ok(out) => {
+                // No answer for the ref: the push may still have landed before the connection
+                // dropped, so look before calling it failed (never push a change twice).
+                if self.fetch().await.is_ok()
+                    && self
+                        .git(
+                            &["merge-base", "--is-ancestor", commit, REMOTE_REF],
+                            None,
+                            &[],
+                        )
+                        .await
+                        .is_ok()
+                {
+                    return Ok(Pushed::Landed);
+                }
+                Err(unreachable(out.stderr.trim().to_owned()))
+            }
+            Err(error) => Err(unreachable(error.to_string())),
+        }
+    }
+
+    async fn git(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<String, Error> {
+        succeeded(args, self.run_git(args, stdin, env).await?)
+    }
+
+    async fn run_git(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Output, Error> {
+        match &self.ssh_command {
+            Some(ssh) => {
+                let mut with_ssh = env.to_vec();
+                with_ssh.push(("GIT_SSH_COMMAND", ssh.as_str()));
+                run_git(&self.top, args, stdin, &with_ssh).await
+            }
+            None => run_git(&self.top, args, stdin, env).await,
+        }
+    }
+}
+
+/// What a push came to.
+enum Pushed {
+    Landed,
+    /// The remote kept its head; its answer.
+    Refused(String),
+}
+
+/// `Name <email>` (validated by `config`) as its two parts.
+fn split_author(author: &str) -> (String, String) {
+    match author.split_once('<') {
+        Some((name, email)) => (
+            name.trim().to_owned(),
+            email.trim_end_matches('>').trim().to_owned(),
+        ),
+        None => (author.trim().to_owned(), "lb@localhost".to_owned()),
+    }
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    format!("{:x}", sha2::digest::Output::<Sha256>::from(*hash))
+}
+
+/// A finished git command.
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs git in `dir` (before a [`GitSync`] exists); `Ok` with its stdout when it exits 0.
+async fn git(
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<String, Error> {
+    succeeded(args, run_git(dir, args, stdin, env).await?)
+}
+
+/// The stdout of a git command that exited 0; else its stderr as the error.
+fn succeeded(args: &[&str], output: Output) -> Result<String, Error> {
+    if output.success {
+        Ok(output.stdout)
+    } else {
+        Err(Error::Git {
+            command: args.first().copied().unwrap_or_default().to_owned(),
+            reason: output.stderr.trim().to_owned(),
+        })
+    }
+}
+
+/// Runs git in `dir` with no terminal prompt (a credential it cannot find is an error, not a
+/// hang), killed after [`GIT_TIMEOUT`].
+async fn run_git(
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<Output, Error> {
+    let failed = |reason: String| Error::Git {
+        command: args.first().copied().unwrap_or_default().to_owned(),
+        reason,
+    };
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env(
+            "GIT_COMMITTER_NAME",
+            std::env::var("GIT_COMMITTER_NAME").unwrap_or_else(|_| "lb".into()),
+        )
+        .env(
+            "GIT_COMMITTER_EMAIL",
+            std::env::var("GIT_COMMITTER_EMAIL").unwrap_or_else(|_| "lb@localhost".into()),
+        )
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let run = async {
+        let mut child = command
+            .spawn()
+            .map_err(|e| failed(format!("cannot run git (is it installed?): {e}")))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            pipe.write_all(text.as_bytes())
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        let output = child
+            .wait_with_output()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Output {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    };
+    match tokio::time::timeout(GIT_TIMEOUT, run).await {
+        Ok(result) => result,
+        Err(_) => Err(failed(format!("no answer within {GIT_TIMEOUT:?}"))),
+    }
+}

@@ -1,0 +1,577 @@
+//! `[sync]`: a fleet of lb processes, each with its own clone of one bare repository (a path
+//! remote), sharing the topology through git: changes through any instance land exactly once,
+//! every instance converges on the remote head, and an outage of the remote stops nothing but
+//! the changes.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lb::control::proto;
+use support::{control, eventually, ip_backend, Backend, Lb, Load};
+
+const INTERVAL_MS: u64 = 200;
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs git in `dir` with a fixed identity; panics with its stderr when it fails.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = try_git(dir, args);
+    assert!(out.0, "git {args:?} in {}: {}", dir.display(), out.2);
+    out.1
+}
+
+/// Runs git in `dir`: (success, stdout, stderr).
+fn try_git(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "a human")
+        .env("GIT_AUTHOR_EMAIL", "human@example.com")
+        .env("GIT_COMMITTER_NAME", "a human")
+        .env("GIT_COMMITTER_EMAIL", "human@example.com")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("run git");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A bare repository whose `main` holds `lb.toml`, and a human's clone of it.
+struct Remote {
+    root: tempfile::TempDir,
+}
+
+impl Remote {
+    fn new(config: impl Fn(&Path) -> String) -> Remote {
+        let root = tempfile::tempdir().expect("temp dir");
+        let remote = Remote { root };
+        git(
+            remote.root.path(),
+            &["init", "--quiet", "--bare", "-b", "main", "remote.git"],
+        );
+        git(
+            remote.root.path(),
+            &["clone", "--quiet", remote.bare().to_str().unwrap(), "human"],
+        );
+        std::fs::write(remote.human().join("lb.toml"), config(&remote.bare())).unwrap();
+        git(&remote.human(), &["checkout", "--quiet", "-b", "main"]);
+        git(&remote.human(), &["add", "lb.toml"]);
+        git(
+            &remote.human(),
+            &["commit", "--quiet", "-m", "the first topology"],
+        );
+        git(&remote.human(), &["push", "--quiet", "origin", "main"]);
+        remote
+    }
+
+    fn bare(&self) -> PathBuf {
+        self.root.path().join("remote.git")
+    }
+
+    fn human(&self) -> PathBuf {
+        self.root.path().join("human")
+    }
+
+    fn head(&self) -> String {
+        git(&self.bare(), &["rev-parse", "main"])
+    }
+
+    /// Starts lb on a fresh clone.
+    fn start_lb(&self) -> Lb {
+        self.start_lb_with(&[])
+    }
+
+    /// Starts lb on a fresh clone, with extra arguments.
+    fn start_lb_with(&self, extra: &[&str]) -> Lb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "--quiet",
+                "-b",
+                "main",
+                self.bare().to_str().unwrap(),
+                "tree",
+            ],
+        );
+        let config = dir.path().join("tree").join("lb.toml");
+        Lb::start_at(dir, config, extra)
+    }
+}
+
+fn config_text(remote: &Path, backends: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "{extra}[sync]\nremote = \"{}\"\nbranch = \"main\"\ninterval = \"{INTERVAL_MS}ms\"\n\n{}",
+        remote.display(),
+        support::pool("/", backends, "100ms")
+    )
+}
+
+async fn sync_status(lb: &Lb) -> proto::SyncStatus {
+    let mut client = control(lb).await;
+    client
+        .status(proto::StatusReq {})
+        .await
+        .expect("Status")
+        .into_inner()
+        .sync
+        .expect("Status has sync")
+}
+
+async fn serving(lb: &Lb) -> String {
+    sync_status(lb).await.serving_commit
+}
+
+async fn add_backend(lb: &Lb, addr: SocketAddr) -> Result<String, tonic::Status> {
+    let mut client = control(lb).await;
+    client
+        .add_backend(proto::AddBackendReq {
+            pattern: "/".to_owned(),
+            backend: ip_backend(addr, ""),
+            if_match: None,
+        })
+        .await
+        .map(|r| r.into_inner().commit)
+}
+
+/// `http://ADMIN/path` of an lb started with `--admin 127.0.0.1:0`.
+fn admin_url(lb: &Lb, path: &str) -> String {
+    let line = lb.wait_for_log("listener=\"admin\"", PATIENCE);
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("admin addr in the log");
+    format!("http://{addr}{path}")
+}
+
+/// The `retries=N` of every "control API change pushed" line in `lb`'s log.
+fn push_retries(lb: &Lb) -> Vec<u32> {
+    lb.logs()
+        .iter()
+        .filter(|line| line.contains("control API change pushed"))
+        .filter_map(|line| {
+            let rest = line.split("retries=").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_one_remote_exactly_once() {
+    let serving_backend = Backend::start("b0").await;
+    let mut added = Vec::new();
+    for i in 0..6 {
+        added.push(Backend::start(&format!("added{i}")).await);
+    }
+    let remote = Remote::new(|bare| config_text(bare, &[serving_backend.addr], ""));
+    let first = remote.head();
+    let lbs: Vec<Arc<Lb>> = (0..3).map(|_| Arc::new(remote.start_lb())).collect();
+    for lb in &lbs {
+        eventually(
+            PATIENCE,
+            "each instance serves the first commit",
+            || async { serving(lb).await == first },
+        )
+        .await;
+    }
+    let loads: Vec<Load> = lbs.iter().map(|lb| Load::start(lb, 2)).collect();
+
+    // Two AddBackends through each instance, concurrently across instances, and a human push.
+    let mut changes = tokio::task::JoinSet::new();
+    for (i, lb) in lbs.iter().enumerate() {
+        let lb = Arc::clone(lb);
+        let addrs = [added[2 * i].addr, added[2 * i + 1].addr];
+        changes.spawn(async move {
+            let mut commits = Vec::new();
+            for addr in addrs {
+                let commit = add_backend(&lb, addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("AddBackend {addr} through instance {i}: {e}"));
+                assert_eq!(
+                    commit.len(),
+                    40,
+                    "AddBackend answers its commit: {commit:?}"
+                );
+                commits.push(commit);
+            }
+            (commits, Instant::now())
+        });
+    }
+    let human_dir = remote.human();
+    let human = tokio::task::spawn_blocking(move || {
+        let commit = human_push_in(
+            &human_dir,
+            |text| text.replace("interval = \"100ms\"", "interval = \"150ms\""),
+            "a human changes the check interval",
+        );
+        (commit, Instant::now())
+    });
+    let mut last_push = Instant::now();
+    let mut commits = Vec::new();
+    while let Some(done) = changes.join_next().await {
+        let (mut these, at) = done.expect("change task");
+        commits.append(&mut these);
+        last_push = last_push.max(at);
+    }
+    let (human_commit, at) = human.await.expect("human push");
+    last_push = last_push.max(at);
+    commits.push(human_commit);
+
+    let head = remote.head();
+    let mut convergence = Vec::new();
+    for (i, lb) in lbs.iter().enumerate() {
+        eventually(
+            PATIENCE,
+            "every instance serves the remote head",
+            || async { serving(lb).await == head },
+        )
+        .await;
+        convergence.push((i, last_push.elapsed()));
+    }
+    let retries: Vec<Vec<u32>> = lbs.iter().map(|lb| push_retries(lb)).collect();
+    eprintln!(
+        "fleet: converged on {head} after the last push: {convergence:?} (interval {INTERVAL_MS} ms); push retries per instance: {retries:?}"
+    );
+
+    // Linear history: the first commit, six changes and the human's, each exactly once.
+    let log = git(&remote.bare(), &["log", "--format=%H %s", "main"]);
+    eprintln!("{log}");
+    assert_eq!(git(&remote.bare(), &["rev-list", "--merges", "main"]), "");
+    assert_eq!(log.lines().count(), 8, "{log}");
+    for b in &added {
+        let subject = format!("lb: AddBackend / {}", b.addr);
+        assert_eq!(log.matches(&subject).count(), 1, "{subject} once in\n{log}");
+    }
+    for commit in &commits {
+        assert_eq!(
+            log.matches(commit.as_str()).count(),
+            1,
+            "{commit} in\n{log}"
+        );
+    }
+    let text = git(&remote.bare(), &["show", "main:lb.toml"]);
+    assert!(text.contains("interval = \"150ms\""), "{text}");
+    for b in &added {
+        assert!(text.contains(&b.addr.to_string()), "{} in\n{text}", b.addr);
+    }
+    // Every instance's pool holds all seven backends.
+    for lb in &lbs {
+        let mut client = control(lb).await;
+        let health = support::pool_health(&mut client, "/").await;
+        assert_eq!(health.backends.len(), 7, "{health:?}");
+    }
+
+    // The remote goes away: serving goes on, a change fails cleanly and touches nothing.
+    let away = remote.root.path().join("remote.git.away");
+    std::fs::rename(remote.bare(), &away).unwrap();
+    let extra = Backend::start("extra").await;
+    let before = std::fs::read_to_string(&lbs[0].config).unwrap();
+    let started = Instant::now();
+    let refused = add_backend(&lbs[0], extra.addr)
+        .await
+        .expect_err("AddBackend with the remote gone");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("cannot reach the [sync] remote"),
+        "{refused:?}"
+    );
+    eprintln!(
+        "fleet: AddBackend with the remote gone failed in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(std::fs::read_to_string(&lbs[0].config).unwrap(), before);
+    for lb in &lbs {
+        eventually(PATIENCE, "the outage shows in the status", || async {
+            let status = sync_status(lb).await;
+            status.last_error.contains("cannot reach") && status.serving_commit == head
+        })
+        .await;
+    }
+    std::fs::rename(&away, remote.bare()).unwrap();
+    assert_eq!(remote.head(), head, "the remote is untouched");
+
+    // Back: a change lands and everyone follows.
+    let commit = add_backend(&lbs[1], extra.addr)
+        .await
+        .expect("AddBackend once the remote is back");
+    let back = Instant::now();
+    for lb in &lbs {
+        eventually(
+            PATIENCE,
+            "every instance serves the change made after the outage",
+            || async {
+                let status = sync_status(lb).await;
+                status.serving_commit == commit && status.last_error.is_empty()
+            },
+        )
+        .await;
+    }
+    eprintln!("fleet: after the outage, converged in {:?}", back.elapsed());
+
+    for (i, load) in loads.into_iter().enumerate() {
+        let (ok, failed) = load.finish().await;
+        assert!(ok > 0, "instance {i} served requests");
+        assert_eq!(
+            failed,
+            0,
+            "instance {i}: {failed} failed of {}",
+            ok + failed
+        );
+    }
+}
+
+/// A human's change to lb.toml in the clone `human`, committed and pushed directly (pulling
+/// first, and again when an instance pushed in between). Returns its commit.
+fn human_push_in(human: &Path, change: impl Fn(&str) -> String, message: &str) -> String {
+    for _ in 0..20 {
+        git(human, &["pull", "--quiet", "--rebase", "origin", "main"]);
+        let text = std::fs::read_to_string(human.join("lb.toml")).unwrap();
+        std::fs::write(human.join("lb.toml"), change(&text)).unwrap();
+        git(human, &["commit", "--quiet", "-am", message]);
+        if try_git(human, &["push", "--quiet", "origin", "main"]).0 {
+            return git(human, &["rev-parse", "HEAD"]);
+        }
+        git(human, &["reset", "--quiet", "--hard", "HEAD~1"]);
+    }
+    panic!("the human's push was refused 20 times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_commit_changes_nothing_and_is_reported_with_its_id() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let first = remote.head();
+    let lb = Arc::new(remote.start_lb_with(&["--admin", "127.0.0.1:0"]));
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    let client = support::client();
+    let (_, metrics) = support::get(&client, &admin_url(&lb, "/metrics")).await;
+    assert!(
+        metrics.contains(&format!("lb_config_commit_info{{commit=\"{first}\"}} 1\n")),
+        "{metrics}"
+    );
+    let fetched = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lb_sync_last_success_timestamp_seconds "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("lb_sync_last_success_timestamp_seconds");
+    assert!(fetched > 1_700_000_000, "{metrics}");
+    let load = Load::start(&lb, 2);
+    let broken = human_push_in(
+        &remote.human(),
+        |text| text.replace("backends = [", "backends = [ \"not an address\","),
+        "a broken change",
+    );
+    eventually(
+        PATIENCE,
+        "the broken commit is reported with its id",
+        || async {
+            let status = sync_status(&lb).await;
+            status.remote_head == broken
+                && status.serving_commit == first
+                && status.last_error.contains(&broken)
+        },
+    )
+    .await;
+    lb.log_eventually(&broken, PATIENCE).await;
+    let (_, document) = support::get(&client, &admin_url(&lb, "/status.json")).await;
+    let document: serde_json::Value = serde_json::from_str(&document).expect("status.json");
+    assert_eq!(
+        document["sync"]["serving_commit"],
+        first.as_str(),
+        "{document}"
+    );
+    assert_eq!(
+        document["sync"]["remote_head"],
+        broken.as_str(),
+        "{document}"
+    );
+    // A change through lb refuses to build on the broken head, and pushes nothing.
+    let extra = Backend::start("extra").await;
+    let refused = add_backend(&lb, extra.addr)
+        .await
+        .expect_err("on a broken head");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(remote.head(), broken);
+    let fixed = human_push_in(
+        &remote.human(),
+        |text| text.replace("backends = [ \"not an address\",", "backends = ["),
+        "fix the broken change",
+    );
+    eventually(PATIENCE, "the fix is served", || async {
+        let status = sync_status(&lb).await;
+        status.serving_commit == fixed && status.last_error.is_empty()
+    })
+    .await;
+    let (ok, failed) = load.finish().await;
+    assert!(ok > 0);
+    assert_eq!(failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_follower_refuses_changes_and_follows_the_remote() {
+    let backend = Backend::start("b0").await;
+    let remote =
+        Remote::new(|bare| config_text(bare, &[backend.addr], "[control]\nread_only = true\n\n"));
+    let first = remote.head();
+    let lb = remote.start_lb();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    let extra = Backend::start("extra").await;
+    let refused = add_backend(&lb, extra.addr).await.expect_err("read-only");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("read_only = true")
+            && refused
+                .message()
+                .contains(&format!("branch main of {}", remote.bare().display())),
+        "{refused:?}"
+    );
+    assert_eq!(remote.head(), first);
+    let (ok, out, err) = support::lbctl(&lb, &["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("commit:      {first}")), "{out}");
+    // A human's push is what changes it.
+    let pushed = human_push_in(
+        &remote.human(),
+        |text| {
+            text.replace(
+                "backends = [",
+                &format!("backends = [\n  \"{}\",", extra.addr),
+            )
+        },
+        "add a backend by hand",
+    );
+    let (ok, out, err) = support::lbctl(&lb, &["sync"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("commit:      {pushed}\n")), "{out}");
+    let mut client = control(&lb).await;
+    assert_eq!(
+        support::pool_health(&mut client, "/").await.backends.len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_is_the_hash_of_the_remote_heads_file() {
+    use sha2::{Digest, Sha256};
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // `git` trims its output; the file ends with one newline.
+    let hash_at_head = || {
+        let text = git(&remote.bare(), &["show", "main:lb.toml"]) + "\n";
+        format!("{:x}", Sha256::digest(text))
+    };
+    let stale = hash_at_head();
+    assert_eq!(
+        stale,
+        control(&lb)
+            .await
+            .status(proto::StatusReq {})
+            .await
+            .expect("Status")
+            .into_inner()
+            .content_hash,
+        "the applied file is the head's"
+    );
+    // A human moves the head; the hash read before no longer matches.
+    human_push_in(
+        &remote.human(),
+        |text| format!("# reviewed\n{text}"),
+        "a comment",
+    );
+    let extra = Backend::start("extra").await;
+    let mut client = control(&lb).await;
+    let request = |hash: String| proto::AddBackendReq {
+        pattern: "/".to_owned(),
+        backend: ip_backend(extra.addr, ""),
+        if_match: Some(proto::Precondition {
+            content_hash: hash,
+            generation: 0,
+        }),
+    };
+    let moved = remote.head();
+    let refused = client
+        .add_backend(request(stale))
+        .await
+        .expect_err("stale if_match");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert_eq!(remote.head(), moved, "nothing pushed");
+    let current = hash_at_head();
+    let commit = client
+        .add_backend(request(current))
+        .await
+        .expect("if_match of the remote head")
+        .into_inner()
+        .commit;
+    assert_eq!(remote.head(), commit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_commits_the_remote_lacks_are_reported_not_discarded() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // Someone commits in this instance's working tree, and someone else pushes.
+    let tree = lb.config.parent().unwrap().to_path_buf();
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    std::fs::write(&lb.config, format!("# local note\n{text}")).unwrap();
+    git(&tree, &["commit", "--quiet", "-am", "a local commit"]);
+    let local = git(&tree, &["rev-parse", "HEAD"]);
+    let pushed = human_push_in(
+        &remote.human(),
+        |text| format!("# pushed note\n{text}"),
+        "a pushed commit",
+    );
+    let (ok, out, err) = support::lbctl(&lb, &["sync"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("has commits that") && err.contains(&local),
+        "{err}"
+    );
+    eventually(PATIENCE, "the divergence is in the status", || async {
+        let status = sync_status(&lb).await;
+        status.remote_head == pushed && status.last_error.contains("nothing was discarded")
+    })
+    .await;
+    assert_eq!(
+        git(&tree, &["rev-parse", "HEAD"]),
+        local,
+        "the local commit is kept"
+    );
+}
