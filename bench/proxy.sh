@@ -106,12 +106,13 @@ fi
 # With more cores, give the load generator and the backends every core but the proxy's.
 if [ "$NCPU" -gt 2 ]; then LOAD_CPU="1-$((NCPU - 1))"; fi
 # Idle connections, the 1000-connection runs and the proxies' backend connections need fds.
+MAXCONN=$((IDLE_CONNS + 1000)) # each proxy's connection limit
+# HAProxy wants 2 fds per connection and a few more; nginx the same with its upstreams.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((2 * IDLE_CONNS + 2000)) ]; then
-    echo "proxy.sh: --idle-conns $IDLE_CONNS needs an fd limit of $((2 * IDLE_CONNS + 2000))" >&2
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((2 * MAXCONN + 100)) ]; then
+    echo "proxy.sh: --idle-conns $IDLE_CONNS needs an fd limit of $((2 * MAXCONN + 100))" >&2
     exit 2
 fi
-MAXCONN=$((IDLE_CONNS + 2000)) # each proxy's connection limit
 
 # shellcheck source=bench/lib.sh
 source "$BENCH/lib.sh"
