@@ -1,58 +1,96 @@
 #!/usr/bin/env bash
 # bench/proxy.sh — lb against nginx, HAProxy and no proxy at all, on one core each.
 #
-# Two nginx backends (`return 200`, one worker each) sit on CPU 1 with the load generators; every
-# proxy runs pinned to CPU 0 with one worker/thread. Rounds are interleaved (lb, nginx, haproxy,
-# direct, lb, ...) and the table shows medians over rounds.
+# Two nginx backends (one worker each) sit on CPU 1 with the load generators; every proxy runs
+# pinned to CPU 0 with one worker/thread. Rounds are interleaved (lb, nginx, haproxy, direct,
+# lb, ...) and the tables show medians over rounds with the spread (min-max).
 #
-#   bench/proxy.sh [--rounds N] [--duration S] [--connections C] [--lb PATH] [--no-h2]
-#                  [--no-access-log] [--only lb,nginx,haproxy,direct] [--keep]
+#   bench/proxy.sh [--rounds N] [--duration S] [--connections C] [--lb PATH]
+#                  [--workloads LIST|all] [--logs on|off|both] [--idle-conns N]
+#                  [--only lb,nginx,haproxy,direct] [--keep]
 #
-# Needs: wrk nginx haproxy h2load taskset (Debian: wrk nginx haproxy nghttp2-client util-linux).
-# Installs nothing. Binds 127.0.0.1 only; everything lives in a temp dir removed on exit.
+# Workloads (default h1,h2):
+#   h1        GET, wrk, C keep-alive connections (64)
+#   h2        GET, h2load, h2c prior knowledge, 16 connections x 4 streams
+#   h1-c1000  GET, wrk, 1000 keep-alive connections
+#   chunked   POST of 64 KiB in 16 chunks of 4 KiB (Transfer-Encoding: chunked), wrk, C conns
+#   req1m     POST of a 1 MiB body (Content-Length), wrk, 16 connections
+#   resp1m    GET of a 1 MiB response, wrk, 16 connections
+#   idle-h1   memory per idle HTTP/1.1 connection: N connections (--idle-conns, 2000), one
+#             request each, then idle: (RSS after - RSS before) / N, on freshly started proxies
+#   idle-h2   the same over h2c (one stream each)
+# --logs both runs each proxy twice, with its access log on (to a file) and off.
+# nginx streams request and response bodies (proxy_request_buffering and proxy_buffering off
+# for /upload and /1m); NGX_BUFFERING=on in the environment keeps its buffering defaults.
+#
+# Needs: wrk nginx haproxy h2load taskset python3 (Debian: wrk nginx haproxy nghttp2-client
+# util-linux python3). Installs nothing. Binds 127.0.0.1 only; everything lives in a temp dir
+# removed on exit.
 set -euo pipefail
 
+ARGS="$*"
 ROUNDS=3
 DURATION=5
 CONNS=64
-H2=1
+BIG_CONNS=16    # req1m and resp1m
+MANY_CONNS=1000 # h1-c1000
 H2_CLIENTS=16   # h2load: 16 connections x 4 concurrent streams = 64 requests in flight
 H2_STREAMS=4
-ACCESS_LOG=1
+IDLE_CONNS=2000
+WORKLOADS="h1,h2"
+LOGS="both"
 KEEP=0
 ONLY=",lb,nginx,haproxy,direct,"
 LB_BIN=""
 PROXY_CPU=0
 LOAD_CPU=1
+ALL_WORKLOADS="h1,h2,h1-c1000,chunked,req1m,resp1m,idle-h1,idle-h2"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
         --connections) CONNS="$2"; shift 2 ;;
         --lb) LB_BIN="$2"; shift 2 ;;
-        --no-h2) H2=0; shift ;;
-        --no-access-log) ACCESS_LOG=0; shift ;;
+        --workloads) WORKLOADS="$2"; shift 2 ;;
+        --logs) LOGS="$2"; shift 2 ;;
+        --idle-conns) IDLE_CONNS="$2"; shift 2 ;;
+        --no-h2) WORKLOADS="h1"; shift ;;
+        --no-access-log) LOGS="off"; shift ;;
         --keep) KEEP=1; shift ;;
         --only) ONLY=",$2,"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "proxy.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+[ "$WORKLOADS" = all ] && WORKLOADS="$ALL_WORKLOADS"
+for w in ${WORKLOADS//,/ }; do
+    case ",$ALL_WORKLOADS," in *",$w,"*) ;;
+        *) echo "proxy.sh: unknown workload: $w (known: $ALL_WORKLOADS)" >&2; exit 2 ;;
+    esac
+done
+case "$LOGS" in
+    on|off) LOG_SETTINGS="$LOGS" ;;
+    both) LOG_SETTINGS="off on" ;;
+    *) echo "proxy.sh: --logs takes on, off or both" >&2; exit 2 ;;
+esac
+selected() { case ",$WORKLOADS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+wanted() { case "$ONLY" in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 missing=()
-for tool in wrk nginx haproxy h2load taskset; do
+for tool in wrk nginx haproxy h2load taskset python3; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "proxy.sh: missing: ${missing[*]}" >&2
     echo "install them with:" >&2
-    echo "  sudo apt-get install wrk nginx haproxy nghttp2-client util-linux" >&2
+    echo "  sudo apt-get install wrk nginx haproxy nghttp2-client util-linux python3" >&2
     exit 2
 fi
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$BENCH/.." && pwd)"
 if [ -z "$LB_BIN" ]; then
     LB_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/lb"
 fi
@@ -67,15 +105,18 @@ if [ "$NCPU" -lt 2 ]; then
 fi
 # With more cores, give the load generator and the backends every core but the proxy's.
 if [ "$NCPU" -gt 2 ]; then LOAD_CPU="1-$((NCPU - 1))"; fi
+# Idle connections, the 1000-connection runs and the proxies' backend connections need fds.
+MAXCONN=$((IDLE_CONNS + 1000)) # each proxy's connection limit
+# HAProxy wants 2 fds per connection and a few more; nginx the same with its upstreams.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((2 * MAXCONN + 100)) ]; then
+    echo "proxy.sh: --idle-conns $IDLE_CONNS needs an fd limit of $((2 * MAXCONN + 100))" >&2
+    exit 2
+fi
 
 # shellcheck source=bench/lib.sh
-source "$(dirname "$0")/lib.sh"
+source "$BENCH/lib.sh"
 bench_setup lb-bench
-free_ports 10
-B1=$BASE; B2=$((BASE + 1)); B1_H2=$((BASE + 2))
-LB_HTTP=$((BASE + 3)); LB_GRPC=$((BASE + 4))
-NGX_HTTP=$((BASE + 5)); NGX_H2=$((BASE + 6))
-HAP_HTTP=$((BASE + 7)); HAP_H2=$((BASE + 8))
 
 wait_http() { # port path expect-status [seconds]
     local deadline=$((SECONDS + ${4:-15})) line
@@ -91,12 +132,16 @@ wait_http() { # port path expect-status [seconds]
 }
 
 # ---------------------------------------------------------------- backends (CPU $LOAD_CPU)
-mkdir -p "$TMP/b1" "$TMP/b2" "$TMP/ngx" "$TMP/hap" "$TMP/lb" "$TMP/runs" "$TMP/logs"
+free_ports 3
+B1=$BASE; B2=$((BASE + 1)); B1_H2=$((BASE + 2))
+mkdir -p "$TMP/b1" "$TMP/b2" "$TMP/runs"
+head -c 1048576 /dev/zero >"$TMP/1m.bin"
 backend_conf() { # dir port [h2port]
     cat >"$1/nginx.conf" <<EOF
 daemon off;
 master_process off;
 worker_processes 1;
+worker_rlimit_nofile 8192;
 error_log $1/error.log warn;
 pid $1/nginx.pid;
 events { worker_connections 4096; }
@@ -105,11 +150,26 @@ http {
     client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1;
     uwsgi_temp_path $1; scgi_temp_path $1;
     keepalive_requests 1000000;
+    client_max_body_size 0;
+    sendfile on;
     default_type text/plain;
+    upstream self$2 { server 127.0.0.1:$2; keepalive 64; }
     server {
         listen 127.0.0.1:$2;
         ${3:+listen 127.0.0.1:$3 http2;}
         location / { return 200 "ok\n"; }
+        location = /1m { alias $TMP/1m.bin; }
+        # An upload is read whole (in memory) before the answer, which comes from / by way of
+        # a bodiless request to this same server: \`return\` alone answers before the body is in.
+        location /upload {
+            client_body_buffer_size 2m;
+            proxy_pass http://self$2/;
+            proxy_http_version 1.1;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Transfer-Encoding "";
+            proxy_set_header Connection "";
+        }
     }
 }
 EOF
@@ -122,59 +182,83 @@ taskset -c "$LOAD_CPU" nginx -p "$TMP/b2" -c "$TMP/b2/nginx.conf" 2>>"$TMP/b2/st
 PIDS+=($!)
 wait_http "$B1" / 200
 wait_http "$B2" / 200
+wait_http "$B1" /1m 200
 
 # ---------------------------------------------------------------- proxies (CPU $PROXY_CPU)
-if [ "$ACCESS_LOG" = 1 ]; then
-    NGX_ACCESS="access_log $TMP/ngx/access.log;"
-    HAP_LOG="log stderr format raw local0 info"
-    HAP_HTTPLOG="option httplog"
-    LB_LOG="${LB_RUST_LOG:-info}"
-else
-    NGX_ACCESS="access_log off;"
-    HAP_LOG=""
-    HAP_HTTPLOG="option dontlog-normal"
-    LB_LOG="${LB_RUST_LOG:-info,lb::access=off}"
-fi
+# A set of the three proxies, named TAG, with access logs LOG (on|off). Records each proxy's
+# pid, HTTP/1.1 port and h2c port in PID[TAG.name], PORT[TAG.name], H2PORT[TAG.name].
+declare -A PID PORT H2PORT
+start_set() { # tag log
+    local tag=$1 log=$2 dir="$TMP/$1" ngx_access hap_log hap_httplog lb_access
+    # nginx streams /upload and /1m bodies, as lb (past 64 KiB) and HAProxy do, rather than
+    # buffering them through temp files; NGX_BUFFERING=on keeps nginx's default buffering.
+    local ngx_buffering=${NGX_BUFFERING:-off}
+    free_ports 6
+    local lb_http=$BASE lb_grpc=$((BASE + 1)) ngx_http=$((BASE + 2)) ngx_h2=$((BASE + 3))
+    local hap_http=$((BASE + 4)) hap_h2=$((BASE + 5))
+    mkdir -p "$dir/lb" "$dir/ngx" "$dir/hap"
+    # nginx's worker may run as another user (nobody, when started as root): its temp files
+    # (request bodies and responses it buffers) go in $dir/ngx.
+    chmod 711 "$TMP" "$dir"
+    chmod 1777 "$dir/ngx"
+    if [ "$log" = on ]; then
+        ngx_access="access_log $dir/ngx/access.log;"
+        hap_log="log stderr format raw local0 info"
+        hap_httplog="option httplog"
+        lb_access="$dir/lb/access.log"
+    else
+        ngx_access="access_log off;"
+        hap_log=""
+        hap_httplog="option dontlog-normal"
+        lb_access="off"
+    fi
 
-# lb
-cat >"$TMP/lb/lb.toml" <<EOF
+    cat >"$dir/lb/lb.toml" <<EOF
 [listen]
-http = "127.0.0.1:$LB_HTTP"
-grpc = "127.0.0.1:$LB_GRPC"
+http = "127.0.0.1:$lb_http"
+grpc = "127.0.0.1:$lb_grpc"
 
 [server]
 workers = 1
+max_connections = $MAXCONN
+header_timeout = "30s"
+drain_timeout = "1s"
+
+[log]
+access = "$lb_access"
 
 [pools."/"]
 interval = "10s"
 health_checks = [{ url_path = "/", healthy_values = ["ok"] }]
 backends = ["127.0.0.1:$B1", "127.0.0.1:$B2"]
 EOF
-RUST_LOG="$LB_LOG" taskset -c "$PROXY_CPU" "$LB_BIN" --config "$TMP/lb/lb.toml" \
-    >"$TMP/logs/lb.stdout" 2>"$TMP/logs/lb.log" &
-LB_PID=$!
-PIDS+=($LB_PID)
+    taskset -c "$PROXY_CPU" "$LB_BIN" --config "$dir/lb/lb.toml" \
+        >"$dir/lb/stdout" 2>"$dir/lb/stderr" &
+    PID[$tag.lb]=$!; PORT[$tag.lb]=$lb_http; H2PORT[$tag.lb]=$lb_http
+    PIDS+=($!)
 
-# nginx as a reverse proxy
-cat >"$TMP/ngx/nginx.conf" <<EOF
+    cat >"$dir/ngx/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
-error_log $TMP/ngx/error.log warn;
-pid $TMP/ngx/nginx.pid;
-events { worker_connections 4096; }
+worker_rlimit_nofile $((2 * MAXCONN + 100));
+error_log $dir/ngx/error.log warn;
+pid $dir/ngx/nginx.pid;
+events { worker_connections $((2 * MAXCONN)); }
 http {
-    $NGX_ACCESS
-    client_body_temp_path $TMP/ngx; proxy_temp_path $TMP/ngx; fastcgi_temp_path $TMP/ngx;
-    uwsgi_temp_path $TMP/ngx; scgi_temp_path $TMP/ngx;
+    $ngx_access
+    client_body_temp_path $dir/ngx; proxy_temp_path $dir/ngx; fastcgi_temp_path $dir/ngx;
+    uwsgi_temp_path $dir/ngx; scgi_temp_path $dir/ngx;
     keepalive_requests 1000000;
+    keepalive_timeout 30s;
+    client_max_body_size 0;
     upstream backends {
         server 127.0.0.1:$B1;
         server 127.0.0.1:$B2;
         keepalive 128;
     }
     server {
-        listen 127.0.0.1:$NGX_HTTP;
-        listen 127.0.0.1:$NGX_H2 http2;
+        listen 127.0.0.1:$ngx_http;
+        listen 127.0.0.1:$ngx_h2 http2;
         location / {
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -182,23 +266,39 @@ http {
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
         }
+        location /upload {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_request_buffering $ngx_buffering;
+        }
+        location = /1m {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_buffering $ngx_buffering;
+        }
     }
 }
 EOF
-taskset -c "$PROXY_CPU" nginx -p "$TMP/ngx" -c "$TMP/ngx/nginx.conf" 2>>"$TMP/ngx/stderr" &
-NGX_PID=$!
-PIDS+=($NGX_PID)
+    taskset -c "$PROXY_CPU" nginx -p "$dir/ngx" -c "$dir/ngx/nginx.conf" \
+        2>>"$dir/ngx/stderr" &
+    PID[$tag.nginx]=$!; PORT[$tag.nginx]=$ngx_http; H2PORT[$tag.nginx]=$ngx_h2
+    PIDS+=($!)
 
-# HAProxy
-cat >"$TMP/hap/haproxy.cfg" <<EOF
+    cat >"$dir/hap/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 4096
-    $HAP_LOG
+    maxconn $MAXCONN
+    $hap_log
 defaults
     mode http
     log global
-    $HAP_HTTPLOG
+    $hap_httplog
     option forwardfor
     http-reuse always
     timeout connect 1s
@@ -206,22 +306,35 @@ defaults
     timeout server 30s
     timeout http-keep-alive 30s
 frontend fe
-    bind 127.0.0.1:$HAP_HTTP
-    bind 127.0.0.1:$HAP_H2 proto h2
+    bind 127.0.0.1:$hap_http
+    bind 127.0.0.1:$hap_h2 proto h2
     default_backend be
 backend be
     balance leastconn
     server b1 127.0.0.1:$B1
     server b2 127.0.0.1:$B2
 EOF
-taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/hap/haproxy.cfg" \
-    >"$TMP/hap/stdout" 2>"$TMP/hap/access.log" &
-HAP_PID=$!
-PIDS+=($HAP_PID)
+    taskset -c "$PROXY_CPU" haproxy -db -f "$dir/hap/haproxy.cfg" \
+        >"$dir/hap/stdout" 2>"$dir/hap/access.log" &
+    PID[$tag.haproxy]=$!; PORT[$tag.haproxy]=$hap_http; H2PORT[$tag.haproxy]=$hap_h2
+    PIDS+=($!)
 
-wait_http "$LB_HTTP" / 200 20   # 200 only once a backend passed its first health check
-wait_http "$NGX_HTTP" / 200
-wait_http "$HAP_HTTP" / 200
+    wait_http "$lb_http" / 200 20   # 200 only once a backend passed its first health check
+    wait_http "$ngx_http" / 200
+    wait_http "$hap_http" / 200
+}
+
+stop_set() { # tag
+    local name pid
+    for name in lb nginx haproxy; do
+        pid=${PID[$1.$name]}
+        kill -TERM "$pid" 2>/dev/null || true
+        # Bounded: lb drains for at most its drain_timeout (1 s).
+        timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
+PID[direct]=-; PORT[direct]=$B1; H2PORT[direct]=$B1_H2
 
 # ---------------------------------------------------------------- measurement
 # All processes of a proxy: the main pid and its children (nginx's worker).
@@ -257,25 +370,40 @@ done = function(summary, latency, requests)
     e.status, e.connect + e.read + e.write + e.timeout))
 end
 EOF
+# chunked: 16 chunks of 4 KiB. The request is written whole here, as wrk's own formatting would
+# add a Content-Length.
+{ cat <<'EOF'
+local chunk = string.rep("a", 4096)
+local parts = {}
+for i = 1, 16 do parts[#parts + 1] = string.format("%x\r\n%s\r\n", #chunk, chunk) end
+local upload = "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\n" ..
+  "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+  table.concat(parts) .. "0\r\n\r\n"
+request = function() return upload end
+EOF
+  cat "$TMP/report.lua"; } >"$TMP/chunked.lua"
+{ cat <<'EOF'
+wrk.method = "POST"
+wrk.path = "/upload"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.body = string.rep("a", 1048576)
+EOF
+  cat "$TMP/report.lua"; } >"$TMP/req1m.lua"
 
 RESULTS="$TMP/results.tsv"
+IDLE_RESULTS="$TMP/idle.tsv"
 : >"$RESULTS"
+: >"$IDLE_RESULTS"
 
-# One run: name proto pid(or -) port round
+# One run: workload log name pid(or -) port h2port round
 run_one() {
-    local name=$1 proto=$2 pid=$3 port=$4 round=$5 out="$TMP/runs/$1-$2-$5"
-    local t0=0 t1=0 reqs rps p50 p99 errs rss cpu
+    local workload=$1 log=$2 name=$3 pid=$4 port=$5 h2port=$6 round=$7
+    local out="$TMP/runs/$1-$2-$3-$7" t0=0 t1=0 reqs rps p50 p99 errs rss cpu
+    local script="$TMP/report.lua" conns=$CONNS path=/
     [ "$pid" != - ] && t0=$(cpu_ticks "$pid")
-    if [ "$proto" = h1 ]; then
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s \
-            -s "$TMP/report.lua" "http://127.0.0.1:$port/" >"$out" 2>&1 || true
-        read -r reqs dur_us p50 p99 st sock < <(awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}' "$out")
-        reqs=${reqs:-0}
-        rps=$(awk -v r="$reqs" -v d="${dur_us:-1}" 'BEGIN {printf "%.0f", r / (d / 1e6)}')
-        errs=$(( ${st:-0} + ${sock:-0} ))
-    else
+    if [ "$workload" = h2 ]; then
         taskset -c "$LOAD_CPU" h2load -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$DURATION" \
-            --log-file="$out.log" "http://127.0.0.1:$port/" >"$out" 2>&1 || true
+            --log-file="$out.log" "http://127.0.0.1:$h2port/" >"$out" 2>&1 || true
         reqs=$(awk '/^requests:/ {print $8}' "$out")   # succeeded
         reqs=${reqs:-0}
         rps=$(awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}' "$out")
@@ -291,6 +419,19 @@ run_one() {
                 i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
                 printf "%.4f %.4f\n", v[i50] / 1000, v[i99] / 1000 }')
         rm -f "$out.log"
+    else
+        case "$workload" in
+            h1-c1000) conns=$MANY_CONNS ;;
+            chunked) script="$TMP/chunked.lua" ;;
+            req1m) script="$TMP/req1m.lua"; conns=$BIG_CONNS ;;
+            resp1m) path=/1m; conns=$BIG_CONNS ;;
+        esac
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 5s \
+            -s "$script" "http://127.0.0.1:$port$path" >"$out" 2>&1 || true
+        read -r reqs dur_us p50 p99 st sock < <(awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}' "$out")
+        reqs=${reqs:-0}
+        rps=$(awk -v r="$reqs" -v d="${dur_us:-1}" 'BEGIN {printf "%.0f", r / (d / 1e6)}')
+        errs=$(( ${st:-0} + ${sock:-0} ))
     fi
     if [ "$pid" != - ]; then
         t1=$(cpu_ticks "$pid")
@@ -300,67 +441,159 @@ run_one() {
     else
         rss=-; cpu=-
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$name" "$proto" "$round" "$rps" "$p50" "$p99" "$errs" "$rss" "$cpu" >>"$RESULTS"
-    printf '  %-8s %-3s round %s: %8s req/s  p50 %7.3f ms  p99 %7.3f ms  errors %s  rss %s KiB  cpu %s us/req\n' \
-        "$name" "$proto" "$round" "$rps" "$p50" "$p99" "$errs" "$rss" "$cpu" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$log" "$name" "$round" \
+        "$rps" "${p50:-0}" "${p99:-0}" "$errs" "$rss" "$cpu" >>"$RESULTS"
+    printf '  %-8s %-4s %-3s %-8s round %s: %8s req/s  p50 %7.3f ms  p99 %7.3f ms  errors %s  rss %s KiB  cpu %s us/req\n' \
+        "$workload" "logs" "$log" "$name" "$round" "$rps" "${p50:-0}" "${p99:-0}" "$errs" "$rss" "$cpu" >&2
 }
 
-TARGETS=("lb $LB_PID $LB_HTTP $LB_HTTP" "nginx $NGX_PID $NGX_HTTP $NGX_H2"
-         "haproxy $HAP_PID $HAP_HTTP $HAP_H2" "direct - $B1 $B1_H2")
+# Memory per idle connection: workload (idle-h1|idle-h2) log name pid port round
+idle_one() {
+    local workload=$1 log=$2 name=$3 pid=$4 port=$5 round=$6 proto=${1#idle-}
+    local out="$TMP/runs/$1-$2-$3-$6" before after opened failed holder deadline
+    before=$(rss_kib "$pid")
+    taskset -c "$LOAD_CPU" python3 "$BENCH/idle_conns.py" "$port" "$IDLE_CONNS" "$proto" \
+        >"$out" 2>&1 &
+    holder=$!
+    PIDS+=($holder)
+    deadline=$((SECONDS + 90))
+    while ! grep -q '^READY' "$out" && [ $SECONDS -lt $deadline ] && kill -0 "$holder" 2>/dev/null; do
+        sleep 0.2
+    done
+    read -r _ opened failed < <(grep '^READY' "$out" || echo "READY 0 $IDLE_CONNS")
+    sleep 1 # let the proxy settle (nginx's worker frees request pools after the answer)
+    after=$(rss_kib "$pid")
+    kill -TERM "$holder" 2>/dev/null || true
+    wait "$holder" 2>/dev/null || true
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$log" "$name" "$round" \
+        "$before" "$after" "$opened" "$failed" >>"$IDLE_RESULTS"
+    printf '  %-8s logs %-3s %-8s round %s: RSS %s -> %s KiB with %s idle connections (%s failed)\n' \
+        "$workload" "$log" "$name" "$round" "$before" "$after" "$opened" "$failed" >&2
+}
 
-LB_IDLE_RSS=$(rss_kib "$LB_PID")
-echo "proxy.sh: $ROUNDS rounds x ${DURATION}s, $CONNS connections (h1)," \
-    "h2: $H2_CLIENTS x $H2_STREAMS streams; proxies on CPU $PROXY_CPU, load on CPU $LOAD_CPU;" \
-    "access logs $([ "$ACCESS_LOG" = 1 ] && echo on || echo off)" >&2
-# Warm-up: fill connection pools and caches, untimed.
-for t in "${TARGETS[@]}"; do
-    read -r _ _ port _ <<<"$t"
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
-done
+THROUGHPUT=()
+for w in ${WORKLOADS//,/ }; do case "$w" in idle-*) ;; *) THROUGHPUT+=("$w") ;; esac; done
+IDLE=()
+for w in ${WORKLOADS//,/ }; do case "$w" in idle-*) IDLE+=("$w") ;; esac; done
+
+echo "proxy.sh: workloads $WORKLOADS; access logs $LOGS; $ROUNDS rounds x ${DURATION}s;" \
+    "proxies on CPU $PROXY_CPU, load on CPU $LOAD_CPU" >&2
+
+# Idle connections first, each on freshly started proxies so memory freed by earlier runs
+# does not hide the growth.
 for round in $(seq 1 "$ROUNDS"); do
-    for t in "${TARGETS[@]}"; do
-        read -r name pid port h2port <<<"$t"
-        case "$ONLY" in *",$name,"*) ;; *) continue ;; esac
-        run_one "$name" h1 "$pid" "$port" "$round"
-        if [ "$H2" = 1 ]; then run_one "$name" h2 "$pid" "$h2port" "$round"; fi
+    for workload in "${IDLE[@]}"; do
+        for log in $LOG_SETTINGS; do
+            start_set "idle$round$workload$log" "$log"
+            for name in lb nginx haproxy; do
+                wanted "$name" || continue
+                tag="idle$round$workload$log.$name"
+                port=${PORT[$tag]}; [ "$workload" = idle-h2 ] && port=${H2PORT[$tag]}
+                idle_one "$workload" "$log" "$name" "${PID[$tag]}" "$port" "$round"
+            done
+            stop_set "idle$round$workload$log"
+        done
     done
 done
-LB_END_RSS=$(rss_kib "$LB_PID")
+
+if [ ${#THROUGHPUT[@]} -gt 0 ]; then
+    TARGETS=()
+    for log in $LOG_SETTINGS; do
+        start_set "$log" "$log"
+        for name in lb nginx haproxy; do TARGETS+=("$log $name $log.$name"); done
+    done
+    TARGETS+=("- direct direct")
+    # Warm-up: fill connection pools and caches, untimed.
+    for t in "${TARGETS[@]}"; do
+        read -r _ _ key <<<"$t"
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT[$key]}/" \
+            >/dev/null 2>&1 || true
+    done
+    for round in $(seq 1 "$ROUNDS"); do
+        for workload in "${THROUGHPUT[@]}"; do
+            for t in "${TARGETS[@]}"; do
+                read -r log name key <<<"$t"
+                wanted "$name" || continue
+                run_one "$workload" "$log" "$name" "${PID[$key]}" "${PORT[$key]}" \
+                    "${H2PORT[$key]}" "$round"
+            done
+        done
+    done
+fi
 
 # ---------------------------------------------------------------- report
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-col() { awk -F'\t' -v n="$1" -v p="$2" -v c="$3" '$1 == n && $2 == p {print $c}' "$RESULTS" | median; }
+spread() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else printf "%.0f-%.0f", v[1], v[NR]}'; }
+rows() { awk -F'\t' -v w="$1" -v l="$2" -v n="$3" -v c="$4" \
+    '$1 == w && $2 == l && $3 == n {print $c}' "$RESULTS"; }
+col() { rows "$@" | median; }
 
 echo
+echo "Command: bench/proxy.sh $ARGS"
 echo "Machine: $NCPU x $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr); $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "Rounds: $ROUNDS x ${DURATION}s, interleaved; medians. Proxies pinned to CPU $PROXY_CPU (1 worker), wrk/h2load + 2 nginx backends on CPU $LOAD_CPU."
-echo "h1: wrk -t1 -c$CONNS keep-alive; h2: h2load -c$H2_CLIENTS -m$H2_STREAMS (h2c prior knowledge). Access logs: $([ "$ACCESS_LOG" = 1 ] && echo on || echo off)."
-echo
-echo "| proxy | proto | req/s | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
-PROTOS="h1"; [ "$H2" = 1 ] && PROTOS="h1 h2"
-for proto in $PROTOS; do
-    for name in lb nginx haproxy direct; do
-        case "$ONLY" in *",$name,"*) ;; *) continue ;; esac
-        rps=$(col "$name" "$proto" 4); p50=$(col "$name" "$proto" 5); p99=$(col "$name" "$proto" 6)
-        errs=$(col "$name" "$proto" 7); rss=$(col "$name" "$proto" 8); cpu=$(col "$name" "$proto" 9)
-        rss_mib=$(awk -v r="$rss" 'BEGIN {if (r == "nan" || r == "") print "-"; else printf "%.1f", r / 1024}')
-        [ "$name" = direct ] && { rss_mib="-"; cpu="-"; }
-        printf '| %s | %s | %.0f | %.2f | %.2f | %.0f | %s | %s |\n' \
-            "$name" "$proto" "$rps" "$p50" "$p99" "$errs" "$rss_mib" "$cpu"
+echo "Rounds: $ROUNDS x ${DURATION}s, interleaved; medians, req/s spread min-max. Proxies pinned to CPU $PROXY_CPU (1 worker), wrk/h2load + 2 nginx backends on CPU $LOAD_CPU."
+echo "Connections: h1 and chunked $CONNS (wrk -t1), h2 $H2_CLIENTS x $H2_STREAMS streams (h2load, h2c), h1-c1000 $MANY_CONNS, req1m/resp1m $BIG_CONNS."
+if [ ${#THROUGHPUT[@]} -gt 0 ]; then
+    echo
+    echo "| workload | logs | proxy | req/s | spread | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for workload in "${THROUGHPUT[@]}"; do
+        for t in "${TARGETS[@]}"; do
+            read -r log name _ <<<"$t"
+            wanted "$name" || continue
+            rps=$(col "$workload" "$log" "$name" 5); sp=$(rows "$workload" "$log" "$name" 5 | spread)
+            p50=$(col "$workload" "$log" "$name" 6); p99=$(col "$workload" "$log" "$name" 7)
+            errs=$(col "$workload" "$log" "$name" 8); rss=$(col "$workload" "$log" "$name" 9)
+            cpu=$(col "$workload" "$log" "$name" 10)
+            rss_mib=$(awk -v r="$rss" 'BEGIN {if (r == "nan" || r == "") print "-"; else printf "%.1f", r / 1024}')
+            [ "$name" = direct ] && { rss_mib="-"; cpu="-"; }
+            printf '| %s | %s | %s | %.0f | %s | %.2f | %.2f | %.0f | %s | %s |\n' "$workload" \
+                "$log" "$name" "$rps" "$sp" "$p50" "$p99" "$errs" "$rss_mib" "$cpu"
+        done
     done
-done
-echo
-[ "$ONLY" = ",lb,nginx,haproxy,direct," ] && for proto in $PROTOS; do
-    lb_rps=$(col lb "$proto" 4); lb_p99=$(col lb "$proto" 6)
-    ngx_rps=$(col nginx "$proto" 4); hap_rps=$(col haproxy "$proto" 4)
-    ngx_p99=$(col nginx "$proto" 6); hap_p99=$(col haproxy "$proto" 6)
-    dir_rps=$(col direct "$proto" 4)
-    awk -v p="$proto" -v l="$lb_rps" -v lp="$lb_p99" -v n="$ngx_rps" -v h="$hap_rps" \
-        -v np="$ngx_p99" -v hp="$hap_p99" -v d="$dir_rps" 'BEGIN {
-        best = (n >= h) ? "nginx" : "haproxy"; br = (n >= h) ? n : h; bp = (n >= h) ? np : hp
-        printf "%s: lb vs best peer (%s): req/s x%.2f, p99 x%.2f; lb vs direct: req/s x%.2f\n",
-            p, best, l / br, lp / bp, l / d }'
-done
-echo "lb RSS: $(awk -v r="$LB_IDLE_RSS" 'BEGIN {printf "%.1f", r / 1024}') MiB before the runs, $(awk -v r="$LB_END_RSS" 'BEGIN {printf "%.1f", r / 1024}') MiB after"
+    echo
+    if wanted lb && wanted nginx && wanted haproxy; then
+        for workload in "${THROUGHPUT[@]}"; do
+            for log in $LOG_SETTINGS; do
+                awk -v w="$workload" -v g="$log" \
+                    -v l="$(col "$workload" "$log" lb 5)" -v lp="$(col "$workload" "$log" lb 7)" \
+                    -v lc="$(col "$workload" "$log" lb 10)" \
+                    -v n="$(col "$workload" "$log" nginx 5)" -v np="$(col "$workload" "$log" nginx 7)" \
+                    -v nc="$(col "$workload" "$log" nginx 10)" \
+                    -v h="$(col "$workload" "$log" haproxy 5)" -v hp="$(col "$workload" "$log" haproxy 7)" \
+                    -v hc="$(col "$workload" "$log" haproxy 10)" 'BEGIN {
+                    best = (n >= h) ? "nginx" : "haproxy"; br = (n >= h) ? n : h; bp = (n >= h) ? np : hp
+                    bc = (nc <= hc) ? nc : hc
+                    printf "%s, logs %s: lb vs best peer (%s): req/s x%.2f, p99 x%.2f; CPU/req x%.2f the leaner peer\n",
+                        w, g, best, l / br, lp / bp, lc / bc }'
+            done
+        done
+    fi
+fi
+if [ ${#IDLE[@]} -gt 0 ]; then
+    echo
+    echo "Memory per idle connection: $IDLE_CONNS connections, one request each, then idle; (RSS after - RSS before) / connections, freshly started proxies, medians over rounds."
+    echo
+    echo "| workload | logs | proxy | RSS before MiB | RSS after MiB | KiB/conn | spread | failed |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|"
+    for workload in "${IDLE[@]}"; do
+        for log in $LOG_SETTINGS; do
+            for name in lb nginx haproxy; do
+                wanted "$name" || continue
+                awk -F'\t' -v w="$workload" -v l="$log" -v n="$name" '
+                    $1 == w && $2 == l && $3 == n {
+                        k++; b[k] = $5; a[k] = $6; f += $8
+                        per[k] = ($7 > 0) ? ($6 - $5) / $7 : 0 }
+                    function med(x, m,   i, j, t) {
+                        for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++)
+                            if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+                        return (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2 }
+                    END {
+                        if (k == 0) exit
+                        mb = med(b, k); ma = med(a, k); mp = med(per, k)
+                        printf "| %s | %s | %s | %.1f | %.1f | %.2f | %.2f-%.2f | %d |\n",
+                            w, l, n, mb / 1024, ma / 1024, mp, per[1], per[k], f }' "$IDLE_RESULTS"
+            done
+        done
+    done
+fi
