@@ -108,13 +108,16 @@ async fn the_checker_closes_expired_idle_connections_between_probes() {
         interval: Duration::from_secs(3600),
         checks: HealthChecks::default(),
         idle_timeout: Duration::from_secs(80),
+        tls: None,
     });
     let (events, _) = tokio::sync::broadcast::channel(16);
     let mut checkers = Checkers::new(events);
     let pattern: Arc<str> = Arc::from("/");
     let wanted = vec![(backend_addr, Arc::clone(&backend), Some(settings))];
     checkers.reconcile_pool(&pattern, wanted, &probe_client());
-    backend.connections.put_stream(socket);
+    backend
+        .connections
+        .put_stream(crate::idle_connections::Upstream::Plain(socket));
 
     // The sweep runs every idle_timeout / 8 = 10 s; sleeping on the paused clock lets it run.
     tokio::time::sleep(Duration::from_secs(79)).await;

@@ -243,6 +243,8 @@ pub(super) async fn connect_upstream(addr: SocketAddr, pool: &Pool) -> io::Resul
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::BackendAddr;
     use http_body_util::BodyExt;
