@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loads lb's admin dashboard in headless Chromium under traffic and checks what it shows: every
 # pool with its status badge, its requests/s and p99 sparklines (drawn, with a value), every
-# backend with its health, and the reload history.
+# backend with its health, and the reload history with who made each generation.
 # Saves a screenshot ($SCREENSHOT, else in the temp dir) and checks it is a real picture.
 # Needs Debian's chromium (`apt-get install chromium`), curl and python3; builds lb itself;
 # loopback only. Exit 0 when every check passed.
@@ -88,6 +88,7 @@ ok = re.search(r'<svg data-chart="p99".*?<polyline points="[^"]+"', dom) and re.
 sys.exit(0 if ok else 1)
 PY
 label="the reload history lists generation 2 applied"; check has 'data-generation="2" data-outcome="applied"'
+label="the reload history says a file save made it"; check has '<td data-who="">file save</td>'
 label="the screenshot is a real picture (PNG over 10 KB)"; check python3 - "$shot" <<'PY'
 import os, sys
 data = open(sys.argv[1], "rb").read() if os.path.exists(sys.argv[1]) else b""

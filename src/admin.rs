@@ -119,6 +119,7 @@ impl Admin {
                 .applied_at
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            applied_by: status.applied_by.clone(),
             last_error: status.last_error.clone(),
             certificates: self
                 .certificates
@@ -182,6 +183,9 @@ pub struct StatusDoc {
     pub content_hash: String,
     /// When it was applied, in seconds since the Unix epoch.
     pub applied_at_unix: u64,
+    /// What made the applied generation: `start`, `file` (a save) or the control-API change and
+    /// its actor ([`crate::metrics::Status::applied_by`]).
+    pub applied_by: String,
     /// The last reload error, until the next successful apply.
     pub last_error: Option<String>,
     /// Each `[tls]` certificate: its file, SAN names, validity and whether it is the default.

@@ -384,6 +384,7 @@ impl Applier {
                 generation: 0,
                 content_hash: String::new(),
                 applied_at: SystemTime::now(),
+                applied_by: String::new(),
                 last_error: None,
             }),
             state: Arc::new(Mutex::new(WriterState {
@@ -414,7 +415,15 @@ impl Applier {
         let mut state = applier.state.lock().await;
         let wanted = unprobed(&state.checkers, &config.pools, &Probed::new(), path);
         let probed: Probed = applier.probe_all(wanted).await.into_iter().collect();
-        applier.apply(&mut state, (config, spans), &text, &probed, None);
+        let applied_by = "start".to_owned();
+        applier.apply(
+            &mut state,
+            (config, spans),
+            &text,
+            &probed,
+            None,
+            applied_by,
+        );
         drop(state);
         Ok((applier, startup))
     }
@@ -555,7 +564,7 @@ impl Applier {
             // What is applied now is someone else's file, not lb's last write.
             self.written.store(None);
             Ok(Step::Done(Reloaded::Applied {
-                generation: self.apply(state, parsed, &text, probed, None),
+                generation: self.apply(state, parsed, &text, probed, None, "file".to_owned()),
             }))
         });
         let result = match result {

@@ -32,6 +32,10 @@ pub struct Status {
     pub content_hash: String,
     /// When that generation was applied.
     pub applied_at: std::time::SystemTime,
+    /// What made that generation: `start` (the file as lb started), `file` (a save, seen by the
+    /// watcher or the poll), or the control-API change with its actor when the caller sent one
+    /// (`AddBackend /api/ 10.0.0.1:80 by alice`). Empty before the first load.
+    pub applied_by: String,
     /// The last reload error (every diagnostic as `PATH:LINE:COL: message`), cleared by the
     /// next successful apply.
     pub last_error: Option<String>,
@@ -398,6 +402,7 @@ mod tests {
         Arc::new(Status {
             generation,
             content_hash: String::new(),
+            applied_by: String::new(),
             applied_at: std::time::SystemTime::UNIX_EPOCH,
             last_error: None,
         })

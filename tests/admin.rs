@@ -195,3 +195,49 @@ async fn the_access_log_can_go_to_a_file_as_json_lines() {
         .iter()
         .any(|l| l.starts_with('{') && l.contains("listening")));
 }
+
+/// `/status.json` says what made the applied generation, which the dashboard's reload history
+/// shows as "who": the file at start, a save, or the control-API change and its actor.
+#[tokio::test]
+async fn status_says_who_made_each_generation() {
+    use lb::control::proto;
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let lb = start_with_admin(&support::pool("/", &[a.addr], "1h"));
+    let client = support::client();
+    let applied_by = |generation: u64| {
+        let (client, url) = (client.clone(), admin_url(&lb, "/status.json"));
+        async move {
+            let (_, body) = get(&client, &url).await;
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            (doc["generation"] == generation).then(|| doc["applied_by"].as_str().map(str::to_owned))
+        }
+    };
+    let wait = Duration::from_secs(5);
+    eventually(wait, "generation 1 by start", || async {
+        applied_by(1).await == Some(Some("start".to_owned()))
+    })
+    .await;
+
+    std::fs::write(&lb.config, support::pool("/", &[a.addr], "2h")).unwrap();
+    eventually(wait, "generation 2 by a file save", || async {
+        applied_by(2).await == Some(Some("file".to_owned()))
+    })
+    .await;
+
+    let mut control = support::control(&lb).await;
+    let mut request = tonic::Request::new(proto::AddBackendReq {
+        pattern: "/".into(),
+        backend: support::ip_backend(b.addr, ""),
+        if_match: None,
+    });
+    request
+        .metadata_mut()
+        .insert("x-lb-actor", "alice".parse().unwrap());
+    control.add_backend(request).await.unwrap();
+    let expected = format!("AddBackend / {} by alice", b.addr);
+    eventually(wait, "generation 3 by alice's AddBackend", || async {
+        applied_by(3).await == Some(Some(expected.clone()))
+    })
+    .await;
+}

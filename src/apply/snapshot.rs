@@ -194,7 +194,7 @@ impl Applier {
     /// Builds the next topology from a valid config, swaps it in, and reconciles the checkers.
     /// Backends that stay declared keep their `Arc<Backend>`: health, in-flight and pooled
     /// connections survive. A backend new to its pool starts as its first probe (in `probed`,
-    /// taken a moment ago) said.
+    /// taken a moment ago) said. `applied_by` says what made this generation ([`Status`]).
     pub(super) fn apply(
         &self,
         state: &mut WriterState,
@@ -202,6 +202,7 @@ impl Applier {
         text: &str,
         probed: &Probed,
         only: Option<usize>,
+        applied_by: String,
     ) -> u64 {
         let generation = self.status.load().generation + 1;
         config.resolve_paths(&self.path);
@@ -264,6 +265,7 @@ impl Applier {
             generation,
             content_hash: hex(&hash),
             applied_at: SystemTime::now(),
+            applied_by,
             last_error: None,
         }));
         tracing::info!(generation, path = %self.path.display(), "config applied");

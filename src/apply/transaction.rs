@@ -105,7 +105,11 @@ impl Applier {
                 })
             }));
         let git_commit = edit.parsed.0.control.git_commit;
-        let generation = self.apply(state, edit.parsed, &text, probed, edit.only);
+        let applied_by = match &options.actor {
+            Some(actor) => format!("{} by {actor}", mutation.describe()),
+            None => mutation.describe(),
+        };
+        let generation = self.apply(state, edit.parsed, &text, probed, edit.only, applied_by);
         Ok(Step::Done((generation, git_commit)))
     }
 
