@@ -22,8 +22,8 @@ const SAVING_FOR: Duration = Duration::from_secs(8);
 ///
 /// NOTE: a save can still be lost in one double race (see `config::write`): it lands between
 /// lb's last `stat` and its swap, *and* another save reads lb's file in the microseconds before
-/// lb swaps the first one back. At a save every 0.2-1.5 ms on a loaded 2-core machine that was
-/// seen once in ~3,000 saves; at a person's pace it does not happen.
+/// lb swaps the first one back. At a save every 0.2-1.5 ms on a loaded 2-core machine that shows
+/// about once in ~3,000 saves; at a person's pace it does not happen.
 fn save_continuously(path: std::path::PathBuf, stop: Arc<AtomicBool>) -> usize {
     let tmp = path.with_file_name(".lb.toml.editor");
     let started = Instant::now();

@@ -136,7 +136,7 @@ async fn a_backend_mutation_applies_what_a_full_parse_of_the_file_gives() {
 
 /// The recorded `backends` spans, moved after every splice, are where a full parse of the
 /// written file puts them, so the next edit finds its array without parsing; wrong ones are
-/// not trusted (the edit parses the file, as before) and are replaced by correct ones.
+/// not trusted (the edit parses the file to find its array) and are replaced by correct ones.
 #[tokio::test]
 async fn backend_edits_keep_the_recorded_array_spans_right_and_distrust_wrong_ones() {
     let (a, b, c) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");

@@ -285,7 +285,7 @@ fn edit_backends(
 /// the span the caller recorded for this pool's array when it parsed this very text (the
 /// applier keeps them per applied file, `config::parse_with_spans`, shifted after each splice,
 /// and checks the bytes there hold the applied entries). It is used only when the bytes there
-/// read as `backends = [ … ]`; otherwise the document is parsed as before.
+/// read as `backends = [ … ]`; otherwise the whole document is parsed to find the array.
 fn edit_array_in_place(
     text: &str,
     pattern: &str,

@@ -13,7 +13,7 @@ use crate::config::ControlTls;
 pub use crate::pem::{read_certificates, read_key};
 
 /// A client must finish its TLS handshake within this; one that connects and stalls holds a
-/// task for no longer.
+/// task at most this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the control listener's TLS settings cannot be built.
