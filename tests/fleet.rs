@@ -245,6 +245,23 @@ async fn three_instances_share_one_remote_exactly_once() {
         "fleet: converged on {head} after the last push: {convergence:?} (interval {INTERVAL_MS} ms); push retries per instance: {retries:?}"
     );
 
+    let fleet: Vec<String> = lbs.iter().map(|lb| lb.grpc.unwrap().to_string()).collect();
+    let fleet_args = |lbs: &[Arc<Lb>]| {
+        let mut args = vec!["status".to_owned(), "--fleet".to_owned()];
+        args.extend(fleet.iter().cloned());
+        support::lbctl(
+            &lbs[0],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let (ok, out, err) = fleet_args(&lbs);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with("  ok")).count(),
+        3,
+        "{out}"
+    );
+
     // Linear history: the first commit, six changes and the human's, each exactly once.
     let log = git(&remote.bare(), &["log", "--format=%H %s", "main"]);
     eprintln!("{log}");
@@ -299,6 +316,9 @@ async fn three_instances_share_one_remote_exactly_once() {
         })
         .await;
     }
+    let (ok, out, err) = fleet_args(&lbs);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("LAGS: cannot reach").count(), 3, "{out}");
     std::fs::rename(&away, remote.bare()).unwrap();
     assert_eq!(remote.head(), head, "the remote is untouched");
 
