@@ -595,3 +595,47 @@ async fn local_commits_the_remote_lacks_are_reported_not_discarded() {
         "the local commit is kept"
     );
 }
+
+#[test]
+fn sync_outside_a_git_working_tree_stops_lb_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            Path::new("/nonexistent/remote.git"),
+            &[],
+            "allow_empty = true\n",
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        // Outside any repository, whatever directory holds the test's tempdir.
+        .env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lb");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for lb") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lb kept running without a git working tree"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("[sync] needs the directory holding")
+            && stderr.contains("git working tree"),
+        "{stderr}"
+    );
+}
