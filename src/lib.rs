@@ -197,6 +197,9 @@ impl Lb {
             Some(settings) => Some(Arc::new(tls::Store::load(settings)?)),
             None => None,
         };
+        if startup.sync.is_some() && startup.control.git_commit {
+            tracing::warn!("[control] git_commit has no effect with [sync]: every control-API change is already a commit pushed to the remote");
+        }
         let sync = match &startup.sync {
             Some(settings) => {
                 Some(sync::GitSync::open(Arc::clone(&applier), settings.clone()).await?)

@@ -342,8 +342,12 @@ impl GitSync {
         let reloaded = self.applier.reload().await;
         let applied = self.applier.status();
         if applied.content_hash == expected {
-            if self.status().serving_commit.as_deref() != Some(head) {
+            let before = self.status();
+            if before.serving_commit.as_deref() != Some(head) {
                 tracing::info!(commit = %head, generation = applied.generation, "serving commit");
+            }
+            if before.last_error.is_some() {
+                tracing::info!(commit = %head, remote = %self.settings.remote, "sync recovered");
             }
             self.publish(|status| {
                 status.serving_commit = Some(head.to_owned());

@@ -339,6 +339,9 @@ async fn three_instances_share_one_remote_exactly_once() {
         .await;
     }
     eprintln!("fleet: after the outage, converged in {:?}", back.elapsed());
+    for lb in &lbs {
+        lb.log_eventually("sync recovered", PATIENCE).await;
+    }
 
     for (i, load) in loads.into_iter().enumerate() {
         let (ok, failed) = load.finish().await;
