@@ -105,6 +105,8 @@ pub struct GitSync {
     busy: Mutex<()>,
 }
 
+// === impl GitSync ===
+
 impl GitSync {
     /// Checks that lb.toml lives in a git working tree and publishes the initial sync status.
     pub async fn open(applier: Arc<Applier>, settings: SyncConfig) -> Result<Arc<GitSync>, Error> {
@@ -610,5 +612,22 @@ async fn run_git(
     match tokio::time::timeout(GIT_TIMEOUT, run).await {
         Ok(result) => result,
         Err(_) => Err(failed(format!("no answer within {GIT_TIMEOUT:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_author_splits_into_name_and_email() {
+        assert_eq!(
+            split_author("lb fleet <lb@example.com>"),
+            ("lb fleet".to_owned(), "lb@example.com".to_owned())
+        );
+        assert_eq!(
+            split_author("ops"),
+            ("ops".to_owned(), "lb@localhost".to_owned())
+        );
     }
 }

@@ -558,6 +558,18 @@ async fn if_match_is_the_hash_of_the_remote_heads_file() {
         .into_inner()
         .commit;
     assert_eq!(remote.head(), commit);
+    // lbctl says which commit carries a change.
+    let another = Backend::start("another").await;
+    let (ok, out, err) = support::lbctl(&lb, &["backend", "add", "/", &another.addr.to_string()]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "added backend {} to pool / in commit {}\n",
+            another.addr,
+            remote.head()
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
