@@ -33,7 +33,9 @@ use crate::metrics::SyncStatus;
 /// fails a mutation with UNAVAILABLE instead of holding it.
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a change is redone on a newer remote head when its push is refused.
-const MAX_PUSH_ATTEMPTS: u32 = 8;
+/// Each lost race means another change landed, so with N instances changing at once a change
+/// waits for at most N-1 others per round; 16 covers a busy fleet and still ends.
+const MAX_PUSH_ATTEMPTS: u32 = 16;
 /// Where the remote branch's head is kept in the working tree's repository after each fetch.
 const REMOTE_REF: &str = "refs/lb-sync/remote";
 
@@ -232,8 +234,9 @@ impl GitSync {
                             .sync_push_retries
                             .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(change = %mutation.describe(), retries, %reason, "push refused, the branch moved; redoing the change on its new head");
-                        // Spreads instances that collided apart before they fetch again.
-                        let jitter = fastrand::u64(0..20 * u64::from(retries));
+                        // Spreads instances that collided apart before they fetch again; capped,
+                        // so a change that lost often is not also the slowest to try again.
+                        let jitter = fastrand::u64(0..10 * u64::from(retries.min(5)));
                         tokio::time::sleep(Duration::from_millis(jitter)).await;
                         continue;
                     }
