@@ -68,6 +68,29 @@ pub enum Error {
         /// Pushes tried.
         attempts: u32,
     },
+    /// The working tree has commits the remote lacks; it is left as it is.
+    #[error("the working tree at {} has commits that {remote} {branch} lacks (HEAD {local}, remote {head}); push or rebase them by hand, nothing was discarded", tree.display())]
+    Diverged {
+        /// The working tree's top directory.
+        tree: PathBuf,
+        /// Its HEAD.
+        local: String,
+        /// The remote's URL.
+        remote: String,
+        /// The branch.
+        branch: String,
+        /// The remote branch's head.
+        head: String,
+    },
+    /// The working tree holds the commit, but its lb.toml does not run (invalid, or changed
+    /// in the working tree); the running topology is unchanged.
+    #[error("commit {commit} is not applied (the running topology is unchanged): {reason}")]
+    NotApplied {
+        /// The commit.
+        commit: String,
+        /// Why: the reload's error, or the working tree's difference.
+        reason: String,
+    },
     /// A local git command failed.
     #[error("git {command} failed: {reason}")]
     Git {
@@ -330,14 +353,12 @@ impl GitSync {
                 .await
                 .is_ok();
             if !behind {
-                return Err(Error::Git {
-                    command: "merge --ff-only".to_owned(),
-                    reason: format!(
-                        "the working tree at {} has commits that {} {} lacks (HEAD {local}, remote {head}); push or rebase them by hand, nothing was discarded",
-                        self.top.display(),
-                        self.settings.remote,
-                        self.settings.branch
-                    ),
+                return Err(Error::Diverged {
+                    tree: self.top.clone(),
+                    local: local.to_owned(),
+                    remote: self.settings.remote.clone(),
+                    branch: self.settings.branch.clone(),
+                    head: head.to_owned(),
                 });
             }
             self.git(&["merge", "--ff-only", "--quiet", head], None, &[])
@@ -368,11 +389,9 @@ impl GitSync {
                 .unwrap_or_else(|| "invalid".to_owned()),
             Ok(_) => "lb.toml in the working tree differs from the commit's".to_owned(),
         };
-        Err(Error::Git {
-            command: "merge --ff-only".to_owned(),
-            reason: format!(
-                "commit {head} is not applied (the running topology is unchanged): {reason}"
-            ),
+        Err(Error::NotApplied {
+            commit: head.to_owned(),
+            reason,
         })
     }
 

@@ -596,7 +596,9 @@ async fn local_commits_the_remote_lacks_are_reported_not_discarded() {
     let (ok, out, err) = support::lbctl(&lb, &["sync"]);
     assert!(!ok, "{out}");
     assert!(
-        err.contains("has commits that") && err.contains(&local),
+        err.contains("FAILED_PRECONDITION")
+            && err.contains("has commits that")
+            && err.contains(&local),
         "{err}"
     );
     eventually(PATIENCE, "the divergence is in the status", || async {

@@ -96,7 +96,9 @@ fn sync_status(error: sync::Error) -> Status {
         sync::Error::Mutate(error) => return status(error),
         sync::Error::Contended { .. } => Code::Aborted,
         sync::Error::Unreachable { .. } | sync::Error::Git { .. } => Code::Unavailable,
-        sync::Error::NotWorkTree { .. } => Code::FailedPrecondition,
+        sync::Error::NotWorkTree { .. }
+        | sync::Error::Diverged { .. }
+        | sync::Error::NotApplied { .. } => Code::FailedPrecondition,
     };
     Status::new(code, crate::errors::error_chain(&error))
 }
