@@ -19,6 +19,7 @@
 //! - [`metrics`]: lock-free counters and Prometheus rendering.
 //! - [`access_log`]: one line per request, formatted straight into the log thread's buffer.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
+//! - [`git`]: runs the `git` binary (no prompt, a deadline) for `history` and `sync`.
 //! - [`history`]: opt-in git commits of control-API changes.
 //! - [`sync`]: `[sync]`, a fleet sharing one git remote: fetch, fast-forward, push changes.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod errors;
+pub mod git;
 pub mod health;
 pub mod history;
 pub mod lbctl;

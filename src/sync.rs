@@ -3,7 +3,8 @@
 //! control-API change into one commit pushed to the remote. It never edits lb.toml's text (the
 //! edit is `apply`'s, `Applier::edit_detached`), never builds a topology (every new file goes
 //! through `Applier::reload`, the path a human save takes) and never runs on the proxy's
-//! workers: git runs as a child process awaited by tokio, each call bounded by [`GIT_TIMEOUT`].
+//! workers: git runs as a child process awaited by tokio, each call bounded by
+//! [`git::TIMEOUT`] (a remote that hangs fails a mutation with UNAVAILABLE).
 //!
 //! It runs the `git` binary rather than linking a git library, as `history` does: fetch and push
 //! then use the operator's ssh keys, https credential helpers, `insteadOf` rules and proxies
@@ -21,17 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Reloaded};
 use crate::config::SyncConfig;
+use crate::git::{self, Output};
 use crate::metrics::SyncStatus;
 
-/// Every git command is killed after this: a remote that hangs (a firewall dropping packets)
-/// fails a mutation with UNAVAILABLE instead of holding it.
-pub const GIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a change is redone on a newer remote head when its push is refused.
 /// Each lost race means another change landed, so with N instances changing at once a change
 /// waits for at most N-1 others per round; 16 covers a busy fleet and still ends.
@@ -92,13 +90,8 @@ pub enum Error {
         reason: String,
     },
     /// A local git command failed.
-    #[error("git {command} failed: {reason}")]
-    Git {
-        /// The git subcommand.
-        command: String,
-        /// What git said.
-        reason: String,
-    },
+    #[error(transparent)]
+    Git(#[from] git::Error),
     /// The change itself is refused (no such pool, precondition, invalid result...).
     #[error(transparent)]
     Mutate(#[from] MutateError),
@@ -506,7 +499,7 @@ impl GitSync {
         stdin: Option<&str>,
         env: &[(&str, &str)],
     ) -> Result<String, Error> {
-        succeeded(args, self.run_git(args, stdin, env).await?)
+        Ok(git::checked(args, self.run_git(args, stdin, env).await?)?)
     }
 
     async fn run_git(
@@ -519,9 +512,9 @@ impl GitSync {
             Some(ssh) => {
                 let mut with_ssh = env.to_vec();
                 with_ssh.push(("GIT_SSH_COMMAND", ssh.as_str()));
-                run_git(&self.top, args, stdin, &with_ssh).await
+                Ok(git::run(&self.top, args, stdin, &with_ssh).await?)
             }
-            None => run_git(&self.top, args, stdin, env).await,
+            None => Ok(git::run(&self.top, args, stdin, env).await?),
         }
     }
 }
@@ -548,13 +541,6 @@ fn hex(hash: &[u8; 32]) -> String {
     format!("{:x}", sha2::digest::Output::<Sha256>::from(*hash))
 }
 
-/// A finished git command.
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs git in `dir` (before a [`GitSync`] exists); `Ok` with its stdout when it exits 0.
 async fn git(
     dir: &Path,
@@ -562,79 +548,7 @@ async fn git(
     stdin: Option<&str>,
     env: &[(&str, &str)],
 ) -> Result<String, Error> {
-    succeeded(args, run_git(dir, args, stdin, env).await?)
-}
-
-/// The stdout of a git command that exited 0; else its stderr as the error.
-fn succeeded(args: &[&str], output: Output) -> Result<String, Error> {
-    if output.success {
-        Ok(output.stdout)
-    } else {
-        Err(Error::Git {
-            command: args.first().copied().unwrap_or_default().to_owned(),
-            reason: output.stderr.trim().to_owned(),
-        })
-    }
-}
-
-/// Runs git in `dir` with no terminal prompt (a credential it cannot find is an error, not a
-/// hang), killed after [`GIT_TIMEOUT`].
-async fn run_git(
-    dir: &Path,
-    args: &[&str],
-    stdin: Option<&str>,
-    env: &[(&str, &str)],
-) -> Result<Output, Error> {
-    let failed = |reason: String| Error::Git {
-        command: args.first().copied().unwrap_or_default().to_owned(),
-        reason,
-    };
-    let mut command = Command::new("git");
-    command
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env(
-            "GIT_COMMITTER_NAME",
-            std::env::var("GIT_COMMITTER_NAME").unwrap_or_else(|_| "lb".into()),
-        )
-        .env(
-            "GIT_COMMITTER_EMAIL",
-            std::env::var("GIT_COMMITTER_EMAIL").unwrap_or_else(|_| "lb@localhost".into()),
-        )
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let run = async {
-        let mut child = command
-            .spawn()
-            .map_err(|e| failed(format!("cannot run git (is it installed?): {e}")))?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            pipe.write_all(text.as_bytes())
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-        }
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(Output {
-            success: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
-    };
-    match tokio::time::timeout(GIT_TIMEOUT, run).await {
-        Ok(result) => result,
-        Err(_) => Err(failed(format!("no answer within {GIT_TIMEOUT:?}"))),
-    }
+    Ok(git::stdout(dir, args, stdin, env).await?)
 }
 
 #[cfg(test)]

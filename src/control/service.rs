@@ -95,7 +95,7 @@ fn sync_status(error: sync::Error) -> Status {
     let code = match error {
         sync::Error::Mutate(error) => return status(error),
         sync::Error::Contended { .. } => Code::Aborted,
-        sync::Error::Unreachable { .. } | sync::Error::Git { .. } => Code::Unavailable,
+        sync::Error::Unreachable { .. } | sync::Error::Git(_) => Code::Unavailable,
         sync::Error::NotWorkTree { .. }
         | sync::Error::Diverged { .. }
         | sync::Error::NotApplied { .. } => Code::FailedPrecondition,
