@@ -6,15 +6,16 @@
 //! workers: git runs as a child process awaited by tokio, each call bounded by
 //! [`git::TIMEOUT`] (a remote that hangs fails a mutation with UNAVAILABLE).
 //!
-//! It runs the `git` binary rather than linking a git library, as `history` does: fetch and push
-//! then use the operator's ssh keys, https credential helpers, `insteadOf` rules and proxies
-//! exactly as the `git` they already use on that machine, which libgit2 and gitoxide each
-//! reimplement in part.
+//! It runs the `git` binary (through `git`, as `history` does) rather than linking a git
+//! library: fetch and push then use the operator's ssh keys, https credential helpers,
+//! `insteadOf` rules and proxies exactly as the `git` they already use on that machine, which
+//! libgit2 and gitoxide each reimplement in part.
 //!
 //! A change reaches the fleet exactly once because the remote's branch is a compare-and-swap:
 //! the commit is made on the head just fetched, and a push that is not a fast-forward is
 //! refused; then the *operation* is redone on the newer head (never the text patch), a bounded
-//! number of times. Only a commit on the remote is ever applied here, through the fast-forward.
+//! number of times. A control-API change is applied here only from its commit on the remote,
+//! through the fast-forward, so every instance applies the same text.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
