@@ -2,15 +2,12 @@
 //! It commits lb.toml only — never other staged changes — and never fails a mutation: a failed
 //! commit is logged and counted. It never edits the file.
 //!
-//! It runs the `git` binary rather than linking a git library: operators already have git where
-//! they keep lb.toml in git, hooks and config (signing, identity) then behave as they expect, and
-//! the error when git is absent is one clear line.
+//! It runs the `git` binary through `git` (why the binary: see there).
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use tokio::process::Command;
-
+use crate::git;
 use crate::metrics::Global;
 
 /// Commits the current content of `path` with a message naming the change and the actor.
@@ -31,68 +28,30 @@ async fn try_commit(path: &Path, change: &str, actor: Option<&str>) -> Result<()
     let file = std::fs::canonicalize(path)
         .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
     let dir = file.parent().ok_or("the config has no parent directory")?;
-    let name = file.file_name().ok_or("the config path has no file name")?;
+    let name = file
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or("the config's file name is not UTF-8")?;
     let actor = actor.unwrap_or("unknown");
     let message = format!("lb: {change}\n\nRequested by {actor} through the lb control API.\n");
-    git(
-        dir,
-        &[
-            std::ffi::OsStr::new("add"),
-            std::ffi::OsStr::new("--"),
-            name,
-        ],
-    )
-    .await?;
+    // An author for machines that have none configured (`git::run` sets the committer).
+    let author_name = std::env::var("GIT_AUTHOR_NAME").unwrap_or_else(|_| "lb".into());
+    let author_email = std::env::var("GIT_AUTHOR_EMAIL").unwrap_or_else(|_| "lb@localhost".into());
+    let env = [
+        ("GIT_AUTHOR_NAME", author_name.as_str()),
+        ("GIT_AUTHOR_EMAIL", author_email.as_str()),
+    ];
+    git::stdout(dir, &["add", "--", name], None, &env)
+        .await
+        .map_err(|e| e.to_string())?;
     // `--only` commits just this path's content and leaves anything else staged untouched.
-    git(
+    git::stdout(
         dir,
-        &[
-            std::ffi::OsStr::new("commit"),
-            std::ffi::OsStr::new("--quiet"),
-            std::ffi::OsStr::new("--only"),
-            std::ffi::OsStr::new("-m"),
-            std::ffi::OsStr::new(&message),
-            std::ffi::OsStr::new("--"),
-            name,
-        ],
+        &["commit", "--quiet", "--only", "-m", &message, "--", name],
+        None,
+        &env,
     )
     .await
-}
-
-async fn git(dir: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        // A commit identity for machines that have none configured; an operator's own
-        // configuration (user.name/email) still wins.
-        .env(
-            "GIT_AUTHOR_NAME",
-            std::env::var("GIT_AUTHOR_NAME").unwrap_or_else(|_| "lb".into()),
-        )
-        .env(
-            "GIT_AUTHOR_EMAIL",
-            std::env::var("GIT_AUTHOR_EMAIL").unwrap_or_else(|_| "lb@localhost".into()),
-        )
-        .env(
-            "GIT_COMMITTER_NAME",
-            std::env::var("GIT_COMMITTER_NAME").unwrap_or_else(|_| "lb".into()),
-        )
-        .env(
-            "GIT_COMMITTER_EMAIL",
-            std::env::var("GIT_COMMITTER_EMAIL").unwrap_or_else(|_| "lb@localhost".into()),
-        )
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git (is it installed?): {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "git {} failed: {}",
-            args.first()
-                .map(|a| a.to_string_lossy())
-                .unwrap_or_default(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    .map(drop)
+    .map_err(|e| e.to_string())
 }

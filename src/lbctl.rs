@@ -358,6 +358,92 @@ pub fn render_sync(sync: &proto::SyncStatus) -> String {
     out
 }
 
+/// One instance of `lbctl status --fleet`: its address and its Status, or why there is none.
+pub type FleetRow = (String, Result<proto::StatusResp, String>);
+
+/// The remote head the fleet knows of: the one seen by the most recent successful fetch.
+fn fleet_head(rows: &[FleetRow]) -> Option<&str> {
+    rows.iter()
+        .filter_map(|(_, answer)| answer.as_ref().ok()?.sync.as_ref())
+        .filter(|sync| !sync.remote_head.is_empty())
+        .max_by_key(|sync| sync.last_success_unix)
+        .map(|sync| sync.remote_head.as_str())
+}
+
+/// What one instance of the fleet is: in step, lagging, or why it cannot say.
+fn fleet_state(answer: &Result<proto::StatusResp, String>, head: Option<&str>) -> String {
+    let status = match answer {
+        Ok(status) => status,
+        Err(error) => return format!("unreachable: {error}"),
+    };
+    let Some(sync) = &status.sync else {
+        return "no [sync]".to_owned();
+    };
+    if !sync.last_error.is_empty() {
+        return format!("LAGS: {}", sync.last_error);
+    }
+    match head {
+        Some(head) if sync.serving_commit == head => "ok".to_owned(),
+        Some(head) => format!("LAGS behind {}", short(head)),
+        None => "no fetch yet".to_owned(),
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+/// `lbctl status --fleet`: one row per instance with the commit it serves, the remote head it
+/// last saw, its last fetch, and whether it lags the newest head any of them saw.
+pub fn render_fleet(rows: &[FleetRow]) -> String {
+    let head = fleet_head(rows);
+    let mut table_rows = vec![vec![
+        "INSTANCE".to_owned(),
+        "COMMIT".to_owned(),
+        "REMOTE HEAD".to_owned(),
+        "LAST FETCH".to_owned(),
+        "STATE".to_owned(),
+    ]];
+    for (addr, answer) in rows {
+        let sync = answer
+            .as_ref()
+            .ok()
+            .and_then(|s| s.sync.clone())
+            .unwrap_or_default();
+        let or_dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                short(s).to_owned()
+            }
+        };
+        table_rows.push(vec![
+            addr.clone(),
+            or_dash(&sync.serving_commit),
+            or_dash(&sync.remote_head),
+            match i64::try_from(sync.last_success_unix) {
+                Ok(unix) if unix > 0 => unix_date(unix),
+                _ => "-".to_owned(),
+            },
+            fleet_state(answer, head),
+        ]);
+    }
+    table(&table_rows)
+}
+
+/// The `--output json` form of `status --fleet`.
+pub fn fleet_json(rows: &[FleetRow]) -> serde_json::Value {
+    let head = fleet_head(rows);
+    serde_json::json!({
+        "remote_head": head,
+        "instances": rows.iter().map(|(addr, answer)| serde_json::json!({
+            "instance": addr,
+            "sync": answer.as_ref().ok().and_then(|s| s.sync.as_ref()).map(sync_json),
+            "state": fleet_state(answer, head),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// The `--output json` form of a sync status.
 pub fn sync_json(sync: &proto::SyncStatus) -> serde_json::Value {
     serde_json::json!({
@@ -707,6 +793,41 @@ mod tests {
         assert!(text.contains("sync error:  cannot reach\n"), "{text}");
         assert_eq!(in_commit(""), "");
         assert_eq!(in_commit("abc"), " in commit abc");
+    }
+
+    #[test]
+    fn fleet_status_says_which_instances_lag() {
+        let instance = |serving: &str, head: &str, at: u64, error: &str| {
+            Ok(proto::StatusResp {
+                sync: Some(proto::SyncStatus {
+                    serving_commit: serving.into(),
+                    remote_head: head.into(),
+                    last_success_unix: at,
+                    last_error: error.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let rows: Vec<FleetRow> = vec![
+            ("a:1".into(), instance("bbb", "bbb", 30, "")),
+            ("b:1".into(), instance("aaa", "aaa", 10, "")),
+            ("c:1".into(), instance("aaa", "aaa", 20, "cannot reach")),
+            ("d:1".into(), Err("connection refused".into())),
+        ];
+        // a fetched last: bbb is the newest head seen, and b still serves aaa.
+        let text = render_fleet(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("INSTANCE"), "{text}");
+        assert!(lines[1].ends_with("ok"), "{text}");
+        assert!(lines[2].ends_with("LAGS behind bbb"), "{text}");
+        assert!(lines[3].ends_with("LAGS: cannot reach"), "{text}");
+        assert!(
+            lines[4].ends_with("unreachable: connection refused"),
+            "{text}"
+        );
+        assert_eq!(fleet_json(&rows)["instances"][0]["state"], "ok");
+        assert_eq!(fleet_json(&rows)["remote_head"], "bbb");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! - [`metrics`]: the process-wide counters and the Prometheus rendering of all of them.
 //! - [`access_log`]: one line per request, formatted straight into the log thread's buffer.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status.json` and the dashboard.
+//! - [`git`]: runs the `git` binary (no prompt, a deadline) for `history` and `sync`.
 //! - [`history`]: opt-in git commits of control-API changes.
 //! - [`sync`]: `[sync]`, a fleet sharing one git remote: fetch, fast-forward, push changes.
 //! - [`watch`]: notices file changes and asks `apply` to reload.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod errors;
+pub mod git;
 pub mod health;
 pub mod history;
 pub mod idle_connections;
@@ -201,6 +203,9 @@ impl Lb {
             Some(settings) => Some(Arc::new(tls::Store::load(settings)?)),
             None => None,
         };
+        if startup.sync.is_some() && startup.control.git_commit {
+            tracing::warn!("[control] git_commit has no effect with [sync]: every control-API change is already a commit pushed to the remote");
+        }
         let sync = match &startup.sync {
             Some(settings) => {
                 Some(sync::GitSync::open(Arc::clone(&applier), settings.clone()).await?)

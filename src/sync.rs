@@ -3,17 +3,19 @@
 //! control-API change into one commit pushed to the remote. It never edits lb.toml's text (the
 //! edit is `apply`'s, `Applier::edit_detached`), never builds a topology (every new file goes
 //! through `Applier::reload`, the path a human save takes) and never runs on the proxy's
-//! workers: git runs as a child process awaited by tokio, each call bounded by [`GIT_TIMEOUT`].
+//! workers: git runs as a child process awaited by tokio, each call bounded by
+//! [`git::TIMEOUT`] (a remote that hangs fails a mutation with UNAVAILABLE).
 //!
-//! It runs the `git` binary rather than linking a git library, as `history` does: fetch and push
-//! then use the operator's ssh keys, https credential helpers, `insteadOf` rules and proxies
-//! exactly as the `git` they already use on that machine, which libgit2 and gitoxide each
-//! reimplement in part.
+//! It runs the `git` binary (through `git`, as `history` does) rather than linking a git
+//! library: fetch and push then use the operator's ssh keys, https credential helpers,
+//! `insteadOf` rules and proxies exactly as the `git` they already use on that machine, which
+//! libgit2 and gitoxide each reimplement in part.
 //!
 //! A change reaches the fleet exactly once because the remote's branch is a compare-and-swap:
 //! the commit is made on the head just fetched, and a push that is not a fast-forward is
 //! refused; then the *operation* is redone on the newer head (never the text patch), a bounded
-//! number of times. Only a commit on the remote is ever applied here, through the fast-forward.
+//! number of times. A control-API change is applied here only from its commit on the remote,
+//! through the fast-forward, so every instance applies the same text.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -21,19 +23,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Reloaded};
 use crate::config::SyncConfig;
+use crate::git::{self, Output};
 use crate::metrics::SyncStatus;
 
-/// Every git command is killed after this: a remote that hangs (a firewall dropping packets)
-/// fails a mutation with UNAVAILABLE instead of holding it.
-pub const GIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times a change is redone on a newer remote head when its push is refused.
-const MAX_PUSH_ATTEMPTS: u32 = 8;
+/// Each lost race means another change landed, so with N instances changing at once a change
+/// waits for at most N-1 others per round; 16 covers a busy fleet and still ends.
+const MAX_PUSH_ATTEMPTS: u32 = 16;
 /// Where the remote branch's head is kept in the working tree's repository after each fetch.
 const REMOTE_REF: &str = "refs/lb-sync/remote";
 
@@ -66,14 +67,32 @@ pub enum Error {
         /// Pushes tried.
         attempts: u32,
     },
-    /// A local git command failed.
-    #[error("git {command} failed: {reason}")]
-    Git {
-        /// The git subcommand.
-        command: String,
-        /// What git said.
+    /// The working tree has commits the remote lacks; it is left as it is.
+    #[error("the working tree at {} has commits that {remote} {branch} lacks (HEAD {local}, remote {head}); push or rebase them by hand, nothing was discarded", tree.display())]
+    Diverged {
+        /// The working tree's top directory.
+        tree: PathBuf,
+        /// Its HEAD.
+        local: String,
+        /// The remote's URL.
+        remote: String,
+        /// The branch.
+        branch: String,
+        /// The remote branch's head.
+        head: String,
+    },
+    /// The working tree holds the commit, but its lb.toml does not run (invalid, or changed
+    /// in the working tree); the running topology is unchanged.
+    #[error("commit {commit} is not applied (the running topology is unchanged): {reason}")]
+    NotApplied {
+        /// The commit.
+        commit: String,
+        /// Why: the reload's error, or the working tree's difference.
         reason: String,
     },
+    /// A local git command failed.
+    #[error(transparent)]
+    Git(#[from] git::Error),
     /// The change itself is refused (no such pool, precondition, invalid result...).
     #[error(transparent)]
     Mutate(#[from] MutateError),
@@ -104,6 +123,8 @@ pub struct GitSync {
     /// refuses concurrent index and ref updates, and a mutation must see its own head.
     busy: Mutex<()>,
 }
+
+// === impl GitSync ===
 
 impl GitSync {
     /// Checks that lb.toml lives in a git working tree and publishes the initial sync status.
@@ -230,8 +251,9 @@ impl GitSync {
                             .sync_push_retries
                             .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(change = %mutation.describe(), retries, %reason, "push refused, the branch moved; redoing the change on its new head");
-                        // Spreads instances that collided apart before they fetch again.
-                        let jitter = fastrand::u64(0..20 * u64::from(retries));
+                        // Spreads instances that collided apart before they fetch again; capped,
+                        // so a change that lost often is not also the slowest to try again.
+                        let jitter = fastrand::u64(0..10 * u64::from(retries.min(5)));
                         tokio::time::sleep(Duration::from_millis(jitter)).await;
                         continue;
                     }
@@ -325,14 +347,12 @@ impl GitSync {
                 .await
                 .is_ok();
             if !behind {
-                return Err(Error::Git {
-                    command: "merge --ff-only".to_owned(),
-                    reason: format!(
-                        "the working tree at {} has commits that {} {} lacks (HEAD {local}, remote {head}); push or rebase them by hand, nothing was discarded",
-                        self.top.display(),
-                        self.settings.remote,
-                        self.settings.branch
-                    ),
+                return Err(Error::Diverged {
+                    tree: self.top.clone(),
+                    local: local.to_owned(),
+                    remote: self.settings.remote.clone(),
+                    branch: self.settings.branch.clone(),
+                    head: head.to_owned(),
                 });
             }
             self.git(&["merge", "--ff-only", "--quiet", head], None, &[])
@@ -342,8 +362,12 @@ impl GitSync {
         let reloaded = self.applier.reload().await;
         let applied = self.applier.status();
         if applied.content_hash == expected {
-            if self.status().serving_commit.as_deref() != Some(head) {
+            let before = self.status();
+            if before.serving_commit.as_deref() != Some(head) {
                 tracing::info!(commit = %head, generation = applied.generation, "serving commit");
+            }
+            if before.last_error.is_some() {
+                tracing::info!(commit = %head, remote = %self.settings.remote, "sync recovered");
             }
             self.publish(|status| {
                 status.serving_commit = Some(head.to_owned());
@@ -359,11 +383,9 @@ impl GitSync {
                 .unwrap_or_else(|| "invalid".to_owned()),
             Ok(_) => "lb.toml in the working tree differs from the commit's".to_owned(),
         };
-        Err(Error::Git {
-            command: "merge --ff-only".to_owned(),
-            reason: format!(
-                "commit {head} is not applied (the running topology is unchanged): {reason}"
-            ),
+        Err(Error::NotApplied {
+            commit: head.to_owned(),
+            reason,
         })
     }
 
@@ -478,7 +500,7 @@ impl GitSync {
         stdin: Option<&str>,
         env: &[(&str, &str)],
     ) -> Result<String, Error> {
-        succeeded(args, self.run_git(args, stdin, env).await?)
+        Ok(git::checked(args, self.run_git(args, stdin, env).await?)?)
     }
 
     async fn run_git(
@@ -491,9 +513,9 @@ impl GitSync {
             Some(ssh) => {
                 let mut with_ssh = env.to_vec();
                 with_ssh.push(("GIT_SSH_COMMAND", ssh.as_str()));
-                run_git(&self.top, args, stdin, &with_ssh).await
+                Ok(git::run(&self.top, args, stdin, &with_ssh).await?)
             }
-            None => run_git(&self.top, args, stdin, env).await,
+            None => Ok(git::run(&self.top, args, stdin, env).await?),
         }
     }
 }
@@ -520,13 +542,6 @@ fn hex(hash: &[u8; 32]) -> String {
     format!("{:x}", sha2::digest::Output::<Sha256>::from(*hash))
 }
 
-/// A finished git command.
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs git in `dir` (before a [`GitSync`] exists); `Ok` with its stdout when it exits 0.
 async fn git(
     dir: &Path,
@@ -534,77 +549,22 @@ async fn git(
     stdin: Option<&str>,
     env: &[(&str, &str)],
 ) -> Result<String, Error> {
-    succeeded(args, run_git(dir, args, stdin, env).await?)
+    Ok(git::stdout(dir, args, stdin, env).await?)
 }
 
-/// The stdout of a git command that exited 0; else its stderr as the error.
-fn succeeded(args: &[&str], output: Output) -> Result<String, Error> {
-    if output.success {
-        Ok(output.stdout)
-    } else {
-        Err(Error::Git {
-            command: args.first().copied().unwrap_or_default().to_owned(),
-            reason: output.stderr.trim().to_owned(),
-        })
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Runs git in `dir` with no terminal prompt (a credential it cannot find is an error, not a
-/// hang), killed after [`GIT_TIMEOUT`].
-async fn run_git(
-    dir: &Path,
-    args: &[&str],
-    stdin: Option<&str>,
-    env: &[(&str, &str)],
-) -> Result<Output, Error> {
-    let failed = |reason: String| Error::Git {
-        command: args.first().copied().unwrap_or_default().to_owned(),
-        reason,
-    };
-    let mut command = Command::new("git");
-    command
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env(
-            "GIT_COMMITTER_NAME",
-            std::env::var("GIT_COMMITTER_NAME").unwrap_or_else(|_| "lb".into()),
-        )
-        .env(
-            "GIT_COMMITTER_EMAIL",
-            std::env::var("GIT_COMMITTER_EMAIL").unwrap_or_else(|_| "lb@localhost".into()),
-        )
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let run = async {
-        let mut child = command
-            .spawn()
-            .map_err(|e| failed(format!("cannot run git (is it installed?): {e}")))?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            pipe.write_all(text.as_bytes())
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-        }
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(Output {
-            success: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
-    };
-    match tokio::time::timeout(GIT_TIMEOUT, run).await {
-        Ok(result) => result,
-        Err(_) => Err(failed(format!("no answer within {GIT_TIMEOUT:?}"))),
+    #[test]
+    fn an_author_splits_into_name_and_email() {
+        assert_eq!(
+            split_author("lb fleet <lb@example.com>"),
+            ("lb fleet".to_owned(), "lb@example.com".to_owned())
+        );
+        assert_eq!(
+            split_author("ops"),
+            ("ops".to_owned(), "lb@localhost".to_owned())
+        );
     }
 }

@@ -245,6 +245,23 @@ async fn three_instances_share_one_remote_exactly_once() {
         "fleet: converged on {head} after the last push: {convergence:?} (interval {INTERVAL_MS} ms); push retries per instance: {retries:?}"
     );
 
+    let fleet: Vec<String> = lbs.iter().map(|lb| lb.grpc.unwrap().to_string()).collect();
+    let fleet_args = |lbs: &[Arc<Lb>]| {
+        let mut args = vec!["status".to_owned(), "--fleet".to_owned()];
+        args.extend(fleet.iter().cloned());
+        support::lbctl(
+            &lbs[0],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let (ok, out, err) = fleet_args(&lbs);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with("  ok")).count(),
+        3,
+        "{out}"
+    );
+
     // Linear history: the first commit, six changes and the human's, each exactly once.
     let log = git(&remote.bare(), &["log", "--format=%H %s", "main"]);
     eprintln!("{log}");
@@ -299,6 +316,9 @@ async fn three_instances_share_one_remote_exactly_once() {
         })
         .await;
     }
+    let (ok, out, err) = fleet_args(&lbs);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("LAGS: cannot reach").count(), 3, "{out}");
     std::fs::rename(&away, remote.bare()).unwrap();
     assert_eq!(remote.head(), head, "the remote is untouched");
 
@@ -319,6 +339,9 @@ async fn three_instances_share_one_remote_exactly_once() {
         .await;
     }
     eprintln!("fleet: after the outage, converged in {:?}", back.elapsed());
+    for lb in &lbs {
+        lb.log_eventually("sync recovered", PATIENCE).await;
+    }
 
     for (i, load) in loads.into_iter().enumerate() {
         let (ok, failed) = load.finish().await;
@@ -535,6 +558,18 @@ async fn if_match_is_the_hash_of_the_remote_heads_file() {
         .into_inner()
         .commit;
     assert_eq!(remote.head(), commit);
+    // lbctl says which commit carries a change.
+    let another = Backend::start("another").await;
+    let (ok, out, err) = support::lbctl(&lb, &["backend", "add", "/", &another.addr.to_string()]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "added backend {} to pool / in commit {}\n",
+            another.addr,
+            remote.head()
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,7 +596,9 @@ async fn local_commits_the_remote_lacks_are_reported_not_discarded() {
     let (ok, out, err) = support::lbctl(&lb, &["sync"]);
     assert!(!ok, "{out}");
     assert!(
-        err.contains("has commits that") && err.contains(&local),
+        err.contains("FAILED_PRECONDITION")
+            && err.contains("has commits that")
+            && err.contains(&local),
         "{err}"
     );
     eventually(PATIENCE, "the divergence is in the status", || async {
@@ -573,5 +610,49 @@ async fn local_commits_the_remote_lacks_are_reported_not_discarded() {
         git(&tree, &["rev-parse", "HEAD"]),
         local,
         "the local commit is kept"
+    );
+}
+
+#[test]
+fn sync_outside_a_git_working_tree_stops_lb_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            Path::new("/nonexistent/remote.git"),
+            &[],
+            "allow_empty = true\n",
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        // Outside any repository, whatever directory holds the test's tempdir.
+        .env("GIT_CEILING_DIRECTORIES", dir.path().parent().unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lb");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for lb") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lb kept running without a git working tree"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("[sync] needs the directory holding")
+            && stderr.contains("git working tree"),
+        "{stderr}"
     );
 }

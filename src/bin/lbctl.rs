@@ -126,7 +126,12 @@ enum Command {
         timeout: Duration,
     },
     /// The config file, its generation and hash, the last reload outcome, and every pool.
-    Status,
+    Status {
+        /// With [sync]: these instances side by side (commit served, remote head, last fetch),
+        /// saying which lag.
+        #[arg(long, num_args = 1.., value_name = "ADDR")]
+        fleet: Vec<String>,
+    },
     /// Every pool with every backend's health, admin state and in-flight requests.
     Pools,
     /// Stream health transitions until interrupted (--pattern to filter).
@@ -310,10 +315,15 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<ClientTlsConfig>> {
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Client> {
+    connect_to(args, &args.lb).await
+}
+
+/// A client of the instance at `addr`, with `args`' token and TLS settings.
+async fn connect_to(args: &Args, addr: &str) -> anyhow::Result<Client> {
     // Local problems (a bad --lb, an unreadable token or TLS file) are reported before any
     // network wait.
     let tls = tls_config(args)?;
-    let url = lbctl::endpoint(&args.lb, tls.is_some()).map_err(|e| Usage {
+    let url = lbctl::endpoint(addr, tls.is_some()).map_err(|e| Usage {
         kind: ErrorKind::ArgumentConflict,
         command: None,
         message: e.to_string(),
@@ -321,7 +331,7 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
     let endpoint = Endpoint::from_shared(url).map_err(|_| Usage {
         kind: ErrorKind::ValueValidation,
         command: None,
-        message: format!("--lb {:?} is not HOST:PORT or a URL", args.lb),
+        message: format!("{addr:?} is not HOST:PORT or a URL"),
     })?;
     let endpoint = match tls {
         Some(tls) => endpoint
@@ -343,7 +353,7 @@ async fn connect(args: &Args) -> anyhow::Result<Client> {
         endpoint.timeout(args.rpc_timeout)
     };
     let channel = endpoint.connect().await.map_err(|e| Unreachable {
-        addr: args.lb.clone(),
+        addr: addr.to_owned(),
         reason: error_chain(&e),
     })?;
     let actor = std::env::var("USER")
@@ -473,7 +483,8 @@ async fn run(args: Args) -> anyhow::Result<String> {
             let (pattern, backend) = (pattern("wait")?, flag_backend(&args, "wait")?);
             wait_drained(&args, pattern, backend, *timeout).await
         }
-        Command::Status => status(&args).await,
+        Command::Status { fleet } if fleet.is_empty() => status(&args).await,
+        Command::Status { fleet } => status_fleet(&args, fleet).await,
         Command::Pools => pools(&args).await,
         Command::Watch => watch(&args).await,
         Command::Plan { file } => plan(&args, file).await,
@@ -658,6 +669,27 @@ async fn status(args: &Args) -> anyhow::Result<String> {
     Ok(match args.output {
         Output::Json => lbctl::json_text(&lbctl::status_json(&status)),
         Output::Text => lbctl::render_status(&status, colour(args)),
+    })
+}
+
+/// `status --fleet`: each instance's sync status, asked in turn; an unreachable one is a row
+/// saying so, not a failure of the command.
+async fn status_fleet(args: &Args, fleet: &[String]) -> anyhow::Result<String> {
+    let mut rows = Vec::with_capacity(fleet.len());
+    for addr in fleet {
+        let answer = match connect_to(args, addr).await {
+            Ok(mut client) => client
+                .status(proto::StatusReq {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
+            Err(error) => Err(error_chain(error.as_ref())),
+        };
+        rows.push((addr.clone(), answer));
+    }
+    Ok(match args.output {
+        Output::Json => lbctl::json_text(&lbctl::fleet_json(&rows)),
+        Output::Text => lbctl::render_fleet(&rows),
     })
 }
 

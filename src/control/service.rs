@@ -95,8 +95,10 @@ fn sync_status(error: sync::Error) -> Status {
     let code = match error {
         sync::Error::Mutate(error) => return status(error),
         sync::Error::Contended { .. } => Code::Aborted,
-        sync::Error::Unreachable { .. } | sync::Error::Git { .. } => Code::Unavailable,
-        sync::Error::NotWorkTree { .. } => Code::FailedPrecondition,
+        sync::Error::Unreachable { .. } | sync::Error::Git(_) => Code::Unavailable,
+        sync::Error::NotWorkTree { .. }
+        | sync::Error::Diverged { .. }
+        | sync::Error::NotApplied { .. } => Code::FailedPrecondition,
     };
     Status::new(code, crate::errors::error_chain(&error))
 }
