@@ -18,6 +18,7 @@ use super::h1::wire;
 use super::headers;
 use super::stall::{AfterHead, Timeout};
 use super::upstream::{self, SendError};
+use super::Peer;
 use crate::access_log::{self, AccessLog};
 use crate::config::PoolType;
 use crate::metrics::Global;
@@ -99,10 +100,10 @@ impl Proxy {
 
     /// Serves one HTTP/2 request; `https`: the client came over TLS. Never fails: every problem
     /// becomes a short error response.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        client: Peer<'_>,
         https: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -134,7 +135,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn account(
         &self,
-        client: SocketAddr,
+        client: Peer<'_>,
         method: &Method,
         path: &str,
         status: u16,
@@ -147,7 +148,8 @@ impl Proxy {
             None => self.metrics.local.record(status, elapsed),
         }
         self.access_log.write(&access_log::Line {
-            client,
+            client: client.addr,
+            client_cert: client.cert,
             method,
             path,
             status,
@@ -174,7 +176,7 @@ impl Proxy {
         &self,
         topology: &'t Topology,
         request: Request<Incoming>,
-        client: SocketAddr,
+        client: Peer<'_>,
         https: bool,
     ) -> (
         Response<ResponseBody>,
@@ -205,7 +207,7 @@ impl Proxy {
                 return (response, None, None);
             }
         };
-        let forwarded = forward(pool, request, client, https, &self.metrics).await;
+        let forwarded = forward(pool, request, client.addr, https, &self.metrics).await;
         (forwarded.response, Some(pool), forwarded.backend)
     }
 }
