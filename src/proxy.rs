@@ -28,6 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -298,15 +299,26 @@ async fn serve_tls(
 ) {
     let settings = &engines.settings;
     let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream));
+    let global = &proxy.metrics;
     let mut stream = tokio::select! {
         handshake = handshake => match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::debug!(%client, %error, "TLS handshake failed");
+                let failures = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                    Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)) => {
+                        &global.tls_handshakes_client_certificate
+                    }
+                    Some(_) => &global.tls_handshakes_protocol,
+                    // Not a TLS error: the socket's (a close or reset mid-handshake).
+                    None => &global.tls_handshakes_closed,
+                };
+                failures.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Err(_) => {
                 tracing::debug!(%client, "TLS handshake not finished within the header timeout");
+                global.tls_handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         },

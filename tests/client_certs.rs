@@ -29,6 +29,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 struct Site {
     lb: Lb,
     https: SocketAddr,
+    admin: SocketAddr,
     server_ca: Ca,
 }
 
@@ -44,19 +45,34 @@ fn start(backend: &Backend, clients: &Ca) -> Site {
         support::pool("/", &[backend.addr], "100ms")
     );
     std::fs::write(&config, text).expect("write config");
-    let lb = Lb::start_at(dir, config, &[]);
-    let line = lb.wait_for_log("listener=\"https\"", PATIENCE);
+    let lb = Lb::start_at(dir, config, &["--admin", "127.0.0.1:0"]);
+    Site {
+        https: listener_addr(&lb, "https"),
+        admin: listener_addr(&lb, "admin"),
+        lb,
+        server_ca,
+    }
+}
+
+/// The bound address lb logged for `listener`.
+fn listener_addr(lb: &Lb, listener: &str) -> SocketAddr {
+    let line = lb.wait_for_log(&format!("listener=\"{listener}\""), PATIENCE);
     let start = line.find("addr=").expect("addr") + "addr=".len();
-    let https = line[start..]
+    line[start..]
         .split_whitespace()
         .next()
         .and_then(|a| a.parse().ok())
-        .expect("listener address");
-    Site {
-        lb,
-        https,
-        server_ca,
-    }
+        .expect("listener address")
+}
+
+/// `lb_tls_handshake_failures_total{reason="REASON"}` as /metrics has it now.
+async fn handshake_failures(site: &Site, reason: &str) -> Option<u64> {
+    let url = format!("http://{}/metrics", site.admin);
+    let (_, text) = support::get(&support::client(), &url).await;
+    let sample = format!("lb_tls_handshake_failures_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample.as_str()))
+        .and_then(|n| n.parse().ok())
 }
 
 impl Site {
@@ -147,7 +163,7 @@ async fn a_client_certificate_from_client_ca_is_served_and_its_subject_logged() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_without_a_certificate_or_with_a_foreign_one_is_refused() {
+async fn a_client_without_a_certificate_or_with_a_foreign_one_is_refused_and_counted() {
     let backend = Backend::start("web").await;
     let clients = Ca::new("clients CA");
     let site = start(&backend, &clients);
@@ -171,4 +187,23 @@ async fn a_client_without_a_certificate_or_with_a_foreign_one_is_refused() {
         "{}",
         site.lb.logs().join("\n")
     );
+    support::eventually(
+        PATIENCE,
+        "two refused client certificates counted",
+        || async { handshake_failures(&site, "client_certificate").await == Some(2) },
+    )
+    .await;
+
+    // Cleartext HTTP on the HTTPS listener is no TLS: a protocol failure.
+    let mut tcp = TcpStream::connect(site.https).await.expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: site.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut input = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut input)).await;
+    support::eventually(PATIENCE, "the cleartext request counted", || async {
+        handshake_failures(&site, "protocol").await == Some(1)
+    })
+    .await;
+    assert_eq!(handshake_failures(&site, "timeout").await, Some(0));
 }
