@@ -54,6 +54,9 @@ pub struct Line<'a> {
     /// The `[server]` timeout that cut this response short (a second line for the request, after
     /// the one its head got); `None` on every ordinary line.
     pub timeout: Option<&'a str>,
+    /// Why lb answered itself after a backend failed (the error and its causes, e.g. `cannot
+    /// connect to 10.0.0.5:8443: TLS handshake: unknown issuer`); `None` otherwise.
+    pub error: Option<&'a str>,
 }
 
 impl AccessLog {
@@ -83,7 +86,8 @@ impl AccessLog {
 
 impl Line<'_> {
     /// Text: `TIME  INFO lb::access: client=… method=… path="…" status=… pool="…" backend=…
-    /// duration_ms=…` (then `timeout=…` and `client_cert="…"` when there are such), as
+    /// duration_ms=…` (then `timeout=…`, `error="…"` and `client_cert="…"` when there are
+    /// such), as
     /// `tracing-subscriber`'s default format printed it. JSON: its JSON
     /// format, `{"timestamp":…,"level":"INFO","fields":{…},"target":"lb::access"}`.
     fn format(&self, buf: &mut String, json: bool, now: SystemTime) {
@@ -109,6 +113,10 @@ impl Line<'_> {
                 buf.push_str(",\"timeout\":");
                 push_json_str(buf, timeout);
             }
+            if let Some(error) = self.error {
+                buf.push_str(",\"error\":");
+                push_json_str(buf, error);
+            }
             if let Some(subject) = self.client_cert {
                 buf.push_str(",\"client_cert\":");
                 push_json_str(buf, subject);
@@ -133,6 +141,10 @@ impl Line<'_> {
             if let Some(timeout) = self.timeout {
                 buf.push_str(" timeout=");
                 buf.push_str(timeout);
+            }
+            if let Some(error) = self.error {
+                buf.push_str(" error=");
+                push_quoted(buf, error);
             }
             if let Some(subject) = self.client_cert {
                 buf.push_str(" client_cert=");
@@ -283,6 +295,7 @@ mod tests {
             backend: pool.map(|_| "127.0.0.1:8082"),
             duration: Duration::from_micros(micros),
             timeout: None,
+            error: None,
             client_cert: None,
         }
     }

@@ -241,3 +241,25 @@ async fn a_certificate_refused_at_connect_ejects_the_backend_and_the_request_goe
     );
     assert_eq!(turned.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_no_backend_takes_the_request_the_access_line_says_why() {
+    let ca = Ca::new("backend CA");
+    let only = TlsBackend::start("only", &ca.server(&[NAME]));
+    let lb = start_lb(&ca, Some(NAME), &[only.addr], "1h");
+    let (status, _) = request(&lb, false, "GET", "/", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    // Its certificate turns bad between checks; as the pool's last backend in rotation it
+    // stays there, and the request has nowhere else to go.
+    let addr = only.kill().await;
+    let _turned = TlsBackend::start_on(addr, "turned", &ca.server(&["other.internal"]));
+    let (status, _) = request(&lb, false, "GET", "/after", Vec::new()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let line = lb.wait_for_log("path=\"/after\"", PATIENCE);
+    assert!(
+        line.contains(&format!(
+            "error=\"cannot connect to {addr}: TLS handshake: certificate not valid for name api.internal\""
+        )),
+        "{line}"
+    );
+}

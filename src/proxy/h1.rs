@@ -379,6 +379,7 @@ impl<'p> Connection<'p> {
             None,
             None,
             Duration::ZERO,
+            None,
         );
         let _ = stream.write_all(&self.scratch.out).await;
         linger(stream).await;
@@ -872,10 +873,11 @@ impl Exchange<'_> {
         let close = !body_whole;
         scratch.out.clear();
         self.push_local(&mut scratch.out, failure.status, &[], failure.text, close);
-        self.account(
+        self.account_failed(
             failure.status.as_u16(),
             Some(pool),
             failure.backend.as_ref(),
+            failure.error.as_deref(),
         );
         match client.write_all(&scratch.out).await {
             Ok(()) if !close && !request.close => Forwarded::Keep,
@@ -913,10 +915,22 @@ impl Exchange<'_> {
             backend: Some(backend.authority.as_str()),
             duration: self.started.elapsed(),
             timeout: Some(timeout.key()),
+            error: None,
         });
     }
 
     fn account(&self, status: u16, pool: Option<&Pool>, backend: Option<&Arc<Backend>>) {
+        self.account_failed(status, pool, backend, None);
+    }
+
+    /// [`Exchange::account`] of lb's own answer after a backend failed with `error`.
+    fn account_failed(
+        &self,
+        status: u16,
+        pool: Option<&Pool>,
+        backend: Option<&Arc<Backend>>,
+        error: Option<&str>,
+    ) {
         let request = self.request;
         self.proxy.account(
             self.client,
@@ -926,6 +940,7 @@ impl Exchange<'_> {
             pool,
             backend,
             self.started.elapsed(),
+            error,
         );
     }
 }
