@@ -271,6 +271,9 @@ pub struct Applier {
     /// with it instead of settling, locking and re-hashing for the event lb's own swap
     /// produces. Outside the writer lock so that check never waits for (or delays) a mutation.
     written: ArcSwapOption<Written>,
+    /// The applied config's `[tls]` (paths resolved), for `tls::watch`: a save that changes it
+    /// reaches the certificate store through the same parse as the pools.
+    tls: tokio::sync::watch::Sender<Option<config::TlsConfig>>,
 }
 
 /// The file lb last wrote, as it left it.
@@ -397,6 +400,7 @@ impl Applier {
             metrics: Arc::default(),
             events,
             written: ArcSwapOption::empty(),
+            tls: tokio::sync::watch::Sender::new(config.tls.clone()),
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
         // the first topology.
@@ -424,6 +428,11 @@ impl Applier {
     /// The handle the proxy reads.
     pub fn topology(&self) -> &SharedTopology {
         &self.topology
+    }
+
+    /// The applied config's `[tls]` section, as each apply leaves it (`None`: the file has none).
+    pub fn tls_settings(&self) -> tokio::sync::watch::Receiver<Option<config::TlsConfig>> {
+        self.tls.subscribe()
     }
 
     /// A receiver of health transitions from now on.
