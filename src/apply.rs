@@ -377,6 +377,13 @@ impl Applier {
     /// Loads `path` once; fails when it cannot be read or is invalid.
     pub async fn load(path: &Path) -> Result<(Arc<Applier>, Startup), config::Error> {
         let (config, text, spans) = config::load_with_spans(path)?;
+        let unusable = unusable_backend_cas(&config.pools, None, path);
+        if !unusable.is_empty() {
+            return Err(config::Error::Invalid {
+                path: path.to_path_buf(),
+                diagnostics: unusable,
+            });
+        }
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let applier = Arc::new(Applier {
             path: path.to_path_buf(),
@@ -554,6 +561,15 @@ impl Applier {
                         diagnostics,
                     }
                 })?;
+            // Not remembered as rejected: the fix may be to the CA file, not to lb.toml.
+            let unusable =
+                unusable_backend_cas(&parsed.0.pools, state.applied.as_ref(), &self.path);
+            if !unusable.is_empty() {
+                return Err(config::Error::Invalid {
+                    path: self.path.clone(),
+                    diagnostics: unusable,
+                });
+            }
             let wanted = unprobed(&state.checkers, &parsed.0.pools, probed, &self.path);
             if may_probe && !wanted.is_empty() {
                 return Ok(Step::Probe(wanted));
@@ -709,6 +725,39 @@ fn unprobed(
         }
     }
     wanted
+}
+
+/// The pools of `pools` whose `backend_tls.ca` (relative to `config_path`) cannot be used, as
+/// the file's diagnostics: such a file is refused like a broken one. Pools whose `backend_tls`
+/// is the `applied` config's are not read again. Without `ca` the system trust store is read
+/// when the pool is built, as `lb check` leaves it.
+fn unusable_backend_cas(
+    pools: &[PoolConfig],
+    applied: Option<&Config>,
+    config_path: &Path,
+) -> Vec<Diagnostic> {
+    pools
+        .iter()
+        .filter_map(|pool| {
+            let settings = pool
+                .backend_tls
+                .as_ref()
+                .filter(|t| t.ca.is_some())?
+                .resolved(config_path);
+            let unchanged = applied
+                .and_then(|c| c.pool(&pool.pattern))
+                .and_then(|p| p.backend_tls.as_ref())
+                == Some(&settings);
+            if unchanged {
+                return None;
+            }
+            let error = crate::tls::backend_client_config(&settings).err()?;
+            Some(Diagnostic {
+                position: None,
+                message: format!("pool {:?}: {error}", pool.pattern),
+            })
+        })
+        .collect()
 }
 
 /// Pool `pattern`'s `backend_tls` ready for handshakes. A `ca` that cannot be used is logged

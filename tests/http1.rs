@@ -770,7 +770,7 @@ async fn a_refused_connect_is_retried_elsewhere_with_the_body() {
     let doomed = RawBackend::start(echo_body).await;
     let lb = start(&[doomed.addr.to_string(), good.addr.to_string()]).await;
     // Both passed their first check; now one stops listening.
-    drop(doomed);
+    doomed.kill().await;
     // Until a request has met the dead backend (p2c picks it half the time): every one gets its
     // answer, body included.
     let mut sent = 0;

@@ -475,6 +475,16 @@ impl RawBackend {
     }
 }
 
+impl RawBackend {
+    /// Stops accepting and waits until the listener is closed: a connect after this is refused
+    /// (dropping only asks the backends' runtime to stop it, which may take a moment).
+    pub async fn kill(mut self) {
+        self.accept.abort();
+        let accept = std::mem::replace(&mut self.accept, super::spawn_backend(async {}));
+        let _ = accept.await;
+    }
+}
+
 impl Drop for RawBackend {
     fn drop(&mut self) {
         self.accept.abort();
