@@ -36,6 +36,9 @@ pub struct AccessLog {
 pub struct Line<'a> {
     /// The client's address.
     pub client: SocketAddr,
+    /// The subject of the certificate the client presented over TLS (`[tls] client_ca`),
+    /// verified; `None` without one.
+    pub client_cert: Option<&'a str>,
     /// The request method.
     pub method: &'a Method,
     /// The request path, without the query.
@@ -51,6 +54,9 @@ pub struct Line<'a> {
     /// The `[server]` timeout that cut this response short (a second line for the request, after
     /// the one its head got); `None` on every ordinary line.
     pub timeout: Option<&'a str>,
+    /// Why lb answered itself after a backend failed (the error and its causes, e.g. `cannot
+    /// connect to 10.0.0.5:8443: TLS handshake: unknown issuer`); `None` otherwise.
+    pub error: Option<&'a str>,
 }
 
 impl AccessLog {
@@ -80,7 +86,9 @@ impl AccessLog {
 
 impl Line<'_> {
     /// Text: `TIME  INFO lb::access: client=… method=… path="…" status=… pool="…" backend=…
-    /// duration_ms=…`, as `tracing-subscriber`'s default format printed it. JSON: its JSON
+    /// duration_ms=…` (then `timeout=…`, `error="…"` and `client_cert="…"` when there are
+    /// such), as
+    /// `tracing-subscriber`'s default format printed it. JSON: its JSON
     /// format, `{"timestamp":…,"level":"INFO","fields":{…},"target":"lb::access"}`.
     fn format(&self, buf: &mut String, json: bool, now: SystemTime) {
         let mut numbers = itoa::Buffer::new();
@@ -105,6 +113,14 @@ impl Line<'_> {
                 buf.push_str(",\"timeout\":");
                 push_json_str(buf, timeout);
             }
+            if let Some(error) = self.error {
+                buf.push_str(",\"error\":");
+                push_json_str(buf, error);
+            }
+            if let Some(subject) = self.client_cert {
+                buf.push_str(",\"client_cert\":");
+                push_json_str(buf, subject);
+            }
             buf.push_str("},\"target\":\"lb::access\"}\n");
         } else {
             push_timestamp(buf, now);
@@ -125,6 +141,14 @@ impl Line<'_> {
             if let Some(timeout) = self.timeout {
                 buf.push_str(" timeout=");
                 buf.push_str(timeout);
+            }
+            if let Some(error) = self.error {
+                buf.push_str(" error=");
+                push_quoted(buf, error);
+            }
+            if let Some(subject) = self.client_cert {
+                buf.push_str(" client_cert=");
+                push_quoted(buf, subject);
             }
             buf.push('\n');
         }
@@ -271,6 +295,8 @@ mod tests {
             backend: pool.map(|_| "127.0.0.1:8082"),
             duration: Duration::from_micros(micros),
             timeout: None,
+            error: None,
+            client_cert: None,
         }
     }
 
@@ -331,6 +357,27 @@ mod tests {
         cut.format(&mut buf, true, at(0, 0));
         let json: serde_json::Value = serde_json::from_str(&buf).unwrap();
         assert_eq!(json["fields"]["timeout"], "read_timeout");
+    }
+
+    #[test]
+    fn a_client_certificate_subject_is_named_only_when_present() {
+        let mut buf = String::new();
+        line("/a", Some("/"), 1).format(&mut buf, false, at(0, 0));
+        assert!(!buf.contains("client_cert"), "{buf}");
+        let verified = Line {
+            client_cert: Some("CN=alice, O=\"Ops\""),
+            ..line("/a", Some("/"), 1)
+        };
+        let mut buf = String::new();
+        verified.format(&mut buf, false, at(0, 0));
+        assert!(
+            buf.ends_with(" duration_ms=0.001 client_cert=\"CN=alice, O=\\\"Ops\\\"\"\n"),
+            "{buf}"
+        );
+        let mut buf = String::new();
+        verified.format(&mut buf, true, at(0, 0));
+        let json: serde_json::Value = serde_json::from_str(&buf).unwrap();
+        assert_eq!(json["fields"]["client_cert"], "CN=alice, O=\"Ops\"");
     }
 
     #[test]

@@ -273,6 +273,9 @@ pub struct Applier {
     /// with it instead of settling, locking and re-hashing for the event lb's own swap
     /// produces. Outside the writer lock so that check never waits for (or delays) a mutation.
     written: ArcSwapOption<Written>,
+    /// The applied config's `[tls]` (paths resolved), for `tls::watch`: a save that changes it
+    /// reaches the certificate store through the same parse as the pools.
+    tls: tokio::sync::watch::Sender<Option<config::TlsConfig>>,
 }
 
 /// The file lb last wrote, as it left it.
@@ -376,6 +379,13 @@ impl Applier {
     /// Loads `path` once; fails when it cannot be read or is invalid.
     pub async fn load(path: &Path) -> Result<(Arc<Applier>, Startup), config::Error> {
         let (config, text, spans) = config::load_with_spans(path)?;
+        let unusable = unusable_backend_cas(&config.pools, None, path);
+        if !unusable.is_empty() {
+            return Err(config::Error::Invalid {
+                path: path.to_path_buf(),
+                diagnostics: unusable,
+            });
+        }
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let applier = Arc::new(Applier {
             path: path.to_path_buf(),
@@ -400,6 +410,7 @@ impl Applier {
             metrics: Arc::default(),
             events,
             written: ArcSwapOption::empty(),
+            tls: tokio::sync::watch::Sender::new(config.tls.clone()),
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
         // the first topology.
@@ -436,6 +447,11 @@ impl Applier {
     /// The handle the proxy reads.
     pub fn topology(&self) -> &SharedTopology {
         &self.topology
+    }
+
+    /// The applied config's `[tls]` section, as each apply leaves it (`None`: the file has none).
+    pub fn tls_settings(&self) -> tokio::sync::watch::Receiver<Option<config::TlsConfig>> {
+        self.tls.subscribe()
     }
 
     /// A receiver of health transitions from now on.
@@ -557,6 +573,15 @@ impl Applier {
                         diagnostics,
                     }
                 })?;
+            // Not remembered as rejected: the fix may be to the CA file, not to lb.toml.
+            let unusable =
+                unusable_backend_cas(&parsed.0.pools, state.applied.as_ref(), &self.path);
+            if !unusable.is_empty() {
+                return Err(config::Error::Invalid {
+                    path: self.path.clone(),
+                    diagnostics: unusable,
+                });
+            }
             let wanted = unprobed(&state.checkers, &parsed.0.pools, probed, &self.path);
             if may_probe && !wanted.is_empty() {
                 return Ok(Step::Probe(wanted));
@@ -722,6 +747,39 @@ fn unprobed(
         }
     }
     wanted
+}
+
+/// The pools of `pools` whose `backend_tls.ca` (relative to `config_path`) cannot be used, as
+/// the file's diagnostics: such a file is refused like a broken one. Pools whose `backend_tls`
+/// is the `applied` config's are not read again. Without `ca` the system trust store is read
+/// when the pool is built, as `lb check` leaves it.
+fn unusable_backend_cas(
+    pools: &[PoolConfig],
+    applied: Option<&Config>,
+    config_path: &Path,
+) -> Vec<Diagnostic> {
+    pools
+        .iter()
+        .filter_map(|pool| {
+            let settings = pool
+                .backend_tls
+                .as_ref()
+                .filter(|t| t.ca.is_some())?
+                .resolved(config_path);
+            let unchanged = applied
+                .and_then(|c| c.pool(&pool.pattern))
+                .and_then(|p| p.backend_tls.as_ref())
+                == Some(&settings);
+            if unchanged {
+                return None;
+            }
+            let error = crate::tls::backend_client_config(&settings).err()?;
+            Some(Diagnostic {
+                position: None,
+                message: format!("pool {:?}: {error}", pool.pattern),
+            })
+        })
+        .collect()
 }
 
 /// Pool `pattern`'s `backend_tls` ready for handshakes. A `ca` that cannot be used is logged

@@ -86,13 +86,17 @@ impl Upstream {
                 matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
             Upstream::Tls(stream) => {
-                // Peeked, not read: the bytes belong to the TLS session. Nothing is waiting for
-                // this socket while it is idle, so the no-op waker replaces no one.
+                // The session holds no plaintext nobody asked for and no close_notify (then it
+                // wants to read), has sent all it wrote, and the socket has nothing more:
+                // peeked, not read, as the bytes belong to the session. Nothing waits on an
+                // idle socket, so the no-op waker replaces no one.
                 let (tcp, session) = stream.get_ref();
                 let mut byte = [0u8; 1];
                 let mut buf = tokio::io::ReadBuf::new(&mut byte);
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                !session.wants_write() && tcp.poll_peek(&mut cx, &mut buf).is_pending()
+                session.wants_read()
+                    && !session.wants_write()
+                    && tcp.poll_peek(&mut cx, &mut buf).is_pending()
             }
         }
     }

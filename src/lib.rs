@@ -261,7 +261,7 @@ impl Lb {
         let certificate_watcher = match &self.certificates {
             Some(store) => Some(tokio::spawn(tls::watch(
                 Arc::clone(store),
-                self.applier.path().to_path_buf(),
+                self.applier.tls_settings(),
             )?)),
             None => None,
         };

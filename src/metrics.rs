@@ -62,6 +62,15 @@ pub struct Global {
     pub timeouts_send: AtomicU64,
     /// Closed by `tunnel_idle_timeout`.
     pub timeouts_tunnel_idle: AtomicU64,
+    /// TLS handshakes on `listen.https` not finished within `header_timeout`.
+    pub tls_handshakes_timed_out: AtomicU64,
+    /// TLS handshakes the client closed or reset before they finished.
+    pub tls_handshakes_closed: AtomicU64,
+    /// TLS handshakes refused for the client's certificate (none, or not from `client_ca`).
+    pub tls_handshakes_client_certificate: AtomicU64,
+    /// TLS handshakes that failed otherwise: not TLS, nothing in common (versions, suites),
+    /// or the client's alert (e.g. it refused lb's certificate).
+    pub tls_handshakes_protocol: AtomicU64,
     /// Control-API changes committed to git.
     pub git_commits_ok: AtomicU64,
     /// Control-API changes whose git commit failed.
@@ -301,6 +310,21 @@ impl Collector for Scrape {
         counters_by(
             &mut encoder,
             (
+                "lb_tls_handshake_failures",
+                "TLS handshakes on listen.https that failed, by reason (timeout, closed, client_certificate, protocol).",
+            ),
+            "reason",
+            [
+                ("timeout", &global.tls_handshakes_timed_out),
+                ("closed", &global.tls_handshakes_closed),
+                ("client_certificate", &global.tls_handshakes_client_certificate),
+                ("protocol", &global.tls_handshakes_protocol),
+            ],
+        )?;
+
+        counters_by(
+            &mut encoder,
+            (
                 "lb_git_commits",
                 "Commits of control-API changes ([control] git_commit), by result.",
             ),
@@ -495,6 +519,12 @@ lb_upgrades_open 0
 lb_timeouts_total{kind="read"} 0
 lb_timeouts_total{kind="send"} 2
 lb_timeouts_total{kind="tunnel_idle"} 0
+# HELP lb_tls_handshake_failures_total TLS handshakes on listen.https that failed, by reason (timeout, closed, client_certificate, protocol).
+# TYPE lb_tls_handshake_failures_total counter
+lb_tls_handshake_failures_total{reason="timeout"} 0
+lb_tls_handshake_failures_total{reason="closed"} 0
+lb_tls_handshake_failures_total{reason="client_certificate"} 0
+lb_tls_handshake_failures_total{reason="protocol"} 0
 # HELP lb_git_commits_total Commits of control-API changes ([control] git_commit), by result.
 # TYPE lb_git_commits_total counter
 lb_git_commits_total{result="ok"} 0

@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -112,6 +113,16 @@ impl ClientStream for TlsStream<TcpStream> {
         buf.reserve(room);
         self.read_buf(buf).await
     }
+}
+
+/// A connection's client, as its requests' access lines name it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer<'a> {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The subject of the certificate the client presented over TLS, verified against
+    /// `[tls] client_ca`; `None` without one.
+    pub cert: Option<&'a str>,
 }
 
 /// Largest request head accepted; larger ones get 431.
@@ -259,12 +270,16 @@ async fn serve_plain(
     let settings = &engines.settings;
     match opens_with_h2_preface(&stream, settings, &drain).await {
         Some(false) => {
-            h1::serve(&mut stream, client, &proxy, settings, &drain).await;
+            let peer = Peer {
+                addr: client,
+                cert: None,
+            };
+            h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
             drop(permit);
         }
         Some(true) => {
             let io = ClientIo::new(stream, permit);
-            serve_h2(io, client, proxy, &engines.h2, settings, drain).await;
+            serve_h2(io, client, None, proxy, &engines.h2, settings, drain).await;
         }
         None => {}
     }
@@ -283,26 +298,48 @@ async fn serve_tls(
 ) {
     let settings = &engines.settings;
     let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream));
+    let global = &proxy.metrics;
     let mut stream = tokio::select! {
         handshake = handshake => match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::debug!(%client, %error, "TLS handshake failed");
+                let failures = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                    Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)) => {
+                        &global.tls_handshakes_client_certificate
+                    }
+                    Some(_) => &global.tls_handshakes_protocol,
+                    // Not a TLS error: the socket's (a close or reset mid-handshake).
+                    None => &global.tls_handshakes_closed,
+                };
+                failures.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Err(_) => {
                 tracing::debug!(%client, "TLS handshake not finished within the header timeout");
+                global.tls_handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         },
         () = drain.cancelled() => return,
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let session = stream.get_ref().1;
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    // Verified by the handshake against `client_ca`; its subject goes into the access lines.
+    let cert: Option<Arc<str>> = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::tls::subject_of(leaf))
+        .map(Arc::from);
     if h2 {
         let io = ClientIo::new(stream, permit);
-        serve_h2(io, client, proxy, &engines.h2, settings, drain).await;
+        serve_h2(io, client, cert, proxy, &engines.h2, settings, drain).await;
     } else {
-        h1::serve(&mut stream, client, &proxy, settings, &drain).await;
+        let peer = Peer {
+            addr: client,
+            cert: cert.as_deref(),
+        };
+        h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
         // close_notify, so the client can tell lb's close from a cut (a response that ends at
         // the close needs it); bounded, as a client that reads nothing could hold it.
         let _ = tokio::time::timeout(CLOSE_NOTIFY, stream.shutdown()).await;
@@ -356,6 +393,7 @@ async fn opens_with_h2_preface(
 async fn serve_h2<S>(
     io: ClientIo<S>,
     client: SocketAddr,
+    cert: Option<Arc<str>>,
     proxy: Arc<Proxy>,
     builder: &http2::Builder<TokioExecutor>,
     settings: &ServerSettings,
@@ -368,8 +406,13 @@ async fn serve_h2<S>(
     let service = service_fn(move |request| {
         let handler = Arc::clone(&proxy);
         let active = requests.start();
+        let cert = cert.clone();
         async move {
-            let response = handler.handle(request, client, S::HTTPS).await;
+            let peer = Peer {
+                addr: client,
+                cert: cert.as_deref(),
+            };
+            let response = handler.handle(request, peer, S::HTTPS).await;
             let response = response.map(|body| ReadTimed::new(body, handler));
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
         }

@@ -392,6 +392,15 @@ struct Leaf {
     not_after_text: String,
 }
 
+/// The subject of a certificate as RFC 4514 writes a distinguished name (`CN=alice, O=Ops`),
+/// for the access log of a client that presented it; `None` when it does not parse (the
+/// handshake verified it, so that does not happen) or names nothing.
+pub fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject().to_string();
+    (!subject.is_empty()).then_some(subject)
+}
+
 impl Leaf {
     fn parse(der: &CertificateDer<'_>, path: &Path) -> Result<Leaf, Error> {
         let error = |reason: String| Error::Certificate {

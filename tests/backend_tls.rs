@@ -32,6 +32,8 @@ const NAME: &str = "api.internal";
 struct TlsBackend {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Connections that carried at least one request other than a health check.
+    proxied: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,7 +53,12 @@ impl TlsBackend {
         let listener = backend_listener(addr);
         let addr = listener.local_addr().expect("backend addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let (name, counted) = (Bytes::from(name.to_owned()), Arc::clone(&hits));
+        let proxied = Arc::new(AtomicUsize::new(0));
+        let (name, counted, connections_counted) = (
+            Bytes::from(name.to_owned()),
+            Arc::clone(&hits),
+            Arc::clone(&proxied),
+        );
         let task = spawn_backend(async move {
             // Connections belong to this task: stopping it closes them, as a killed process.
             let mut connections = tokio::task::JoinSet::new();
@@ -60,7 +67,13 @@ impl TlsBackend {
                     continue;
                 };
                 while connections.try_join_next().is_some() {}
-                let (acceptor, name, hits) = (acceptor.clone(), name.clone(), Arc::clone(&counted));
+                let (acceptor, name, hits, proxied) = (
+                    acceptor.clone(),
+                    name.clone(),
+                    Arc::clone(&counted),
+                    Arc::clone(&connections_counted),
+                );
+                let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
                 connections.spawn(async move {
                     // A client that refuses the certificate ends the handshake here.
                     let Ok(stream) = acceptor.accept(stream).await else {
@@ -68,11 +81,15 @@ impl TlsBackend {
                     };
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let (name, hits) = (name.clone(), Arc::clone(&hits));
+                        let (proxied, first) = (Arc::clone(&proxied), Arc::clone(&first));
                         async move {
                             if request.uri().path() == "/healthz" {
                                 return Ok::<_, hyper::Error>(Response::new(Full::new(
                                     Bytes::from_static(b"ok"),
                                 )));
+                            }
+                            if first.swap(false, Ordering::SeqCst) {
+                                proxied.fetch_add(1, Ordering::SeqCst);
                             }
                             let body = request.into_body().collect().await?.to_bytes();
                             hits.fetch_add(1, Ordering::SeqCst);
@@ -86,7 +103,12 @@ impl TlsBackend {
                 });
             }
         });
-        TlsBackend { addr, hits, task }
+        TlsBackend {
+            addr,
+            hits,
+            proxied,
+            task,
+        }
     }
 
     fn hits(&self) -> usize {
@@ -240,4 +262,66 @@ async fn a_certificate_refused_at_connect_ejects_the_backend_and_the_request_goe
         "{line}"
     );
     assert_eq!(turned.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_no_backend_takes_the_request_the_access_line_says_why() {
+    let ca = Ca::new("backend CA");
+    let only = TlsBackend::start("only", &ca.server(&[NAME]));
+    let lb = start_lb(&ca, Some(NAME), &[only.addr], "1h");
+    let (status, _) = request(&lb, false, "GET", "/", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    // Its certificate turns bad between checks; as the pool's last backend in rotation it
+    // stays there, and the request has nowhere else to go.
+    let addr = only.kill().await;
+    let _turned = TlsBackend::start_on(addr, "turned", &ca.server(&["other.internal"]));
+    let (status, _) = request(&lb, false, "GET", "/after", Vec::new()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let line = lb.wait_for_log("path=\"/after\"", PATIENCE);
+    assert!(
+        line.contains(&format!(
+            "error=\"cannot connect to {addr}: TLS handshake: certificate not valid for name api.internal\""
+        )),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_naming_an_unusable_ca_changes_nothing_until_the_file_is_fixed() {
+    let ca = Ca::new("backend CA");
+    let backend = TlsBackend::start("tls-a", &ca.server(&[NAME]));
+    let lb = start_lb(&ca, Some(NAME), &[backend.addr], "100ms");
+    // The save names a CA file that is not there yet: refused, with the file's name.
+    let text = std::fs::read_to_string(&lb.config).expect("read lb.toml");
+    let saved = text.replace("backend-ca.pem", "renewed-ca.pem");
+    std::fs::write(&lb.config, saved).expect("save lb.toml");
+    lb.log_eventually("renewed-ca.pem", PATIENCE).await;
+    assert!(lb.find_log("generation=2").is_none());
+    let (status, body) = request(&lb, false, "GET", "/", Vec::new()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "tls-a 0"));
+    // The file appears: the watcher's next look applies the same save.
+    ca.write(&lb.dir().join("renewed-ca.pem"));
+    lb.log_eventually("generation=2", PATIENCE).await;
+    let (status, body) = request(&lb, false, "GET", "/", Vec::new()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "tls-a 0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_tls_connection_to_the_backend() {
+    let ca = Ca::new("backend CA");
+    let backend = TlsBackend::start("tls-a", &ca.server(&[NAME]));
+    let lb = start_lb(&ca, Some(NAME), &[backend.addr], "100ms");
+    for h2 in [false, true] {
+        for _ in 0..5 {
+            let (status, body) = request(&lb, h2, "GET", "/", Vec::new()).await;
+            assert_eq!(
+                (status, body.as_str()),
+                (StatusCode::OK, "tls-a 0"),
+                "h2={h2}"
+            );
+        }
+    }
+    // lb's HTTP/1.x engine and send_plain share the idle TLS sockets.
+    assert_eq!(backend.hits(), 10);
+    assert_eq!(backend.proxied.load(Ordering::SeqCst), 1);
 }

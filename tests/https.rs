@@ -383,3 +383,31 @@ async fn redirect_https_refuses_a_request_without_host_rather_than_serve_it_in_c
     assert_eq!(header(&head, "location"), None, "{head}");
     assert!(backend.seen().is_empty(), "nothing went to the backend");
 }
+
+#[tokio::test]
+async fn a_saved_tls_section_reaches_new_handshakes_through_the_reload() {
+    let backend = Backend::start("web").await;
+    let site = start(&backend, "", "", &[]);
+    let mut stream = site.connect(None, &[b"http/1.1"]).await;
+    assert_eq!(presented(&stream), site.b.der, "b.test is the default");
+    let (head, _) = http1_get(&mut stream, "b.test", true).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+
+    // A save whose [tls] names a third pair only: once applied, every handshake gets it.
+    let c = site.ca.sign("c.test");
+    write_leaf(site.lb.dir(), "c", &c);
+    let text = std::fs::read_to_string(&site.lb.config).expect("read lb.toml");
+    let start = text.find("[[tls.certificates]]").expect("[tls]");
+    let end = text.find("[pools.").expect("pools");
+    let saved = format!(
+        "{}[[tls.certificates]]\ncert = \"c.pem\"\nkey = \"c.key\"\n\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&site.lb.config, saved).expect("save lb.toml");
+    site.lb
+        .log_eventually("tls certificates reloaded", PATIENCE)
+        .await;
+    let stream = site.connect(Some("c.test"), &[b"http/1.1"]).await;
+    assert_eq!(presented(&stream), c.der);
+}

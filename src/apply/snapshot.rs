@@ -257,6 +257,13 @@ impl Applier {
             routes: Arc::clone(&config.routes),
             pools,
         }));
+        self.tls.send_if_modified(|applied| {
+            let changed = *applied != config.tls;
+            if changed {
+                applied.clone_from(&config.tls);
+            }
+            changed
+        });
         let hash = sha256(text);
         state.applied_hash = Some(hash);
         state.applied = Some(config);

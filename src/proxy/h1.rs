@@ -26,7 +26,6 @@ pub(super) mod backend;
 pub(super) mod chunked;
 pub(super) mod wire;
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,7 +46,7 @@ use self::wire::{
 use super::handler::{is_idempotent, route, Attempts, Failure, Proxy, Replay, Routed};
 use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::{SendError, Upstream};
-use super::{ServerSettings, MAX_HEADER_BYTES};
+use super::{Peer, ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
 use crate::topology::{Backend, Pool};
 
@@ -63,14 +62,14 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Serves `stream` until it closes, a request asks to close, or lb refuses a request.
 pub(super) async fn serve<S: ClientStream>(
     stream: &mut S,
-    client: SocketAddr,
+    client: Peer<'_>,
     proxy: &Proxy,
     settings: &ServerSettings,
     drain: &CancellationToken,
 ) {
     // The client's address as `X-Forwarded-For` gets it, written once per connection.
     let mut client_ip = String::with_capacity(15);
-    crate::access_log::push_ip(&mut client_ip, client.ip());
+    crate::access_log::push_ip(&mut client_ip, client.addr.ip());
     // One coarse tick per connection for the head and idle deadlines, as the HTTP/2 side's
     // watchdog does: no timer is registered per request.
     let step = super::conn::watch_step(settings.header_timeout, settings.idle_timeout);
@@ -285,7 +284,7 @@ impl Scratch {
 }
 
 struct Connection<'p> {
-    client: SocketAddr,
+    client: Peer<'p>,
     proxy: &'p Proxy,
     drain: &'p CancellationToken,
     settings: &'p ServerSettings,
@@ -380,6 +379,7 @@ impl<'p> Connection<'p> {
             None,
             None,
             Duration::ZERO,
+            None,
         );
         let _ = stream.write_all(&self.scratch.out).await;
         linger(stream).await;
@@ -642,7 +642,7 @@ struct Exchange<'a> {
     proxy: &'a Proxy,
     drain: &'a CancellationToken,
     settings: &'a ServerSettings,
-    client: SocketAddr,
+    client: Peer<'a>,
     request: &'a Request<'a>,
     started: Instant,
 }
@@ -873,10 +873,11 @@ impl Exchange<'_> {
         let close = !body_whole;
         scratch.out.clear();
         self.push_local(&mut scratch.out, failure.status, &[], failure.text, close);
-        self.account(
+        self.account_failed(
             failure.status.as_u16(),
             Some(pool),
             failure.backend.as_ref(),
+            failure.error.as_deref(),
         );
         match client.write_all(&scratch.out).await {
             Ok(()) if !close && !request.close => Forwarded::Keep,
@@ -905,7 +906,8 @@ impl Exchange<'_> {
     fn account_timeout(&self, status: u16, pool: &Pool, backend: &Backend, timeout: Timeout) {
         let request = self.request;
         self.proxy.access_log.write(&crate::access_log::Line {
-            client: self.client,
+            client: self.client.addr,
+            client_cert: self.client.cert,
             method: request.method,
             path: request.path,
             status,
@@ -913,10 +915,22 @@ impl Exchange<'_> {
             backend: Some(backend.authority.as_str()),
             duration: self.started.elapsed(),
             timeout: Some(timeout.key()),
+            error: None,
         });
     }
 
     fn account(&self, status: u16, pool: Option<&Pool>, backend: Option<&Arc<Backend>>) {
+        self.account_failed(status, pool, backend, None);
+    }
+
+    /// [`Exchange::account`] of lb's own answer after a backend failed with `error`.
+    fn account_failed(
+        &self,
+        status: u16,
+        pool: Option<&Pool>,
+        backend: Option<&Arc<Backend>>,
+        error: Option<&str>,
+    ) {
         let request = self.request;
         self.proxy.account(
             self.client,
@@ -926,6 +940,7 @@ impl Exchange<'_> {
             pool,
             backend,
             self.started.elapsed(),
+            error,
         );
     }
 }

@@ -18,6 +18,7 @@ use super::h1::wire;
 use super::headers;
 use super::stall::{AfterHead, Timeout};
 use super::upstream::{self, SendError};
+use super::Peer;
 use crate::access_log::{self, AccessLog};
 use crate::balance;
 use crate::config::PoolType;
@@ -100,10 +101,10 @@ impl Proxy {
 
     /// Serves one HTTP/2 request; `https`: the client came over TLS. Never fails: every problem
     /// becomes a short error response.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        client: Peer<'_>,
         https: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -115,7 +116,7 @@ impl Proxy {
         // Boxed once here: inline, the request's future is ~9 KiB (rustc keeps both the
         // unstarted and the running copy of a large awaited future), and hyper moves the service
         // future several times per request (callgrind, unboxed: memcpy is 8% of h1, 17% of h2).
-        let (response, pool, backend) =
+        let (response, pool, backend, error) =
             Box::pin(self.dispatch(&topology, request, client, https)).await;
 
         self.account(
@@ -126,29 +127,33 @@ impl Proxy {
             pool,
             backend.as_ref(),
             started.elapsed(),
+            error.as_deref(),
         );
         response
     }
 
     /// Counts one answered request in its backend's stats (or lb's own, for answers no backend
-    /// gave) and writes its access line.
+    /// gave) and writes its access line; `error`: why lb answered itself after a backend
+    /// failed.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn account(
         &self,
-        client: SocketAddr,
+        client: Peer<'_>,
         method: &Method,
         path: &str,
         status: u16,
         pool: Option<&Pool>,
         backend: Option<&Arc<Backend>>,
         elapsed: Duration,
+        error: Option<&str>,
     ) {
         match backend {
             Some(backend) => backend.stats.record(status, elapsed),
             None => self.metrics.local.record(status, elapsed),
         }
         self.access_log.write(&access_log::Line {
-            client,
+            client: client.addr,
+            client_cert: client.cert,
             method,
             path,
             status,
@@ -156,6 +161,7 @@ impl Proxy {
             backend: backend.map(|b| b.authority.as_str()),
             duration: elapsed,
             timeout: None,
+            error,
         });
     }
 
@@ -175,12 +181,13 @@ impl Proxy {
         &self,
         topology: &'t Topology,
         request: Request<Incoming>,
-        client: SocketAddr,
+        client: Peer<'_>,
         https: bool,
     ) -> (
         Response<ResponseBody>,
         Option<&'t Pool>,
         Option<Arc<Backend>>,
+        Option<Box<str>>,
     ) {
         let host = request
             .headers()
@@ -203,11 +210,16 @@ impl Proxy {
                         response.headers_mut().insert(name, value);
                     }
                 }
-                return (response, None, None);
+                return (response, None, None, None);
             }
         };
-        let forwarded = forward(pool, request, client, https, &self.metrics).await;
-        (forwarded.response, Some(pool), forwarded.backend)
+        let forwarded = forward(pool, request, client.addr, https, &self.metrics).await;
+        (
+            forwarded.response,
+            Some(pool),
+            forwarded.backend,
+            forwarded.error,
+        )
     }
 }
 
@@ -274,6 +286,8 @@ struct Forwarded {
     response: Response<ResponseBody>,
     /// The backend that answered, if any did.
     backend: Option<Arc<Backend>>,
+    /// Why lb answered itself after a backend failed, for the access line.
+    error: Option<Box<str>>,
 }
 
 impl Forwarded {
@@ -287,6 +301,7 @@ impl From<Failure> for Forwarded {
         Forwarded {
             response: local(failure.status, failure.text),
             backend: failure.backend,
+            error: failure.error,
         }
     }
 }
@@ -297,6 +312,8 @@ pub(super) struct Failure {
     pub text: &'static str,
     /// The backend that failed after the request may have reached it, for its stats.
     pub backend: Option<Arc<Backend>>,
+    /// What went wrong with the backend (its error and causes), for the access line.
+    pub error: Option<Box<str>>,
 }
 
 impl Failure {
@@ -305,6 +322,7 @@ impl Failure {
             status,
             text,
             backend: None,
+            error: None,
         }
     }
 
@@ -398,21 +416,28 @@ pub(super) fn attempt_failed(
     replay: Replay,
     metrics: &Global,
 ) -> (bool, Failure) {
+    // Written once: the log line and, if no retry answers, the access line carry it.
+    let reason = crate::errors::error_chain(error);
     if let SendError::Connect { .. } = error {
         if pool.eject(backend) {
             metrics.ejections.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::errors::error_chain(error), "connect failed; backend out of rotation");
+            tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %reason, "connect failed; backend out of rotation");
         }
         let failure = if is_timeout(error) {
             Failure::new(StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n")
         } else {
             Failure::new(StatusCode::BAD_GATEWAY, "backend unavailable\n")
         };
+        let failure = Failure {
+            error: Some(reason.into()),
+            ..failure
+        };
         return (replay.unsent, failure);
     }
-    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %crate::errors::error_chain(error), "backend request failed");
+    tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %reason, "backend request failed");
     let failure = Failure {
         backend: Some(Arc::clone(backend)),
+        error: Some(reason.into()),
         ..Failure::new(StatusCode::BAD_GATEWAY, "backend failed\n")
     };
     (replay.sent, failure)
@@ -518,6 +543,7 @@ async fn forward(
                 return Forwarded {
                     response: Response::from_parts(head, ResponseBody::Plain(body)),
                     backend: Some(backend),
+                    error: None,
                 };
             }
             Ok(Ok(Sent::Hyper(response, lease))) => {
@@ -533,6 +559,7 @@ async fn forward(
                 return Forwarded {
                     response,
                     backend: Some(backend),
+                    error: None,
                 };
             }
             Ok(Err(error)) => {

@@ -410,8 +410,8 @@ async fn a_renewed_file_serves_the_next_handshake_while_the_open_connection_keep
     let files = pair(dir.path(), "a", &first);
     let tls = settings(vec![files.clone()]);
     let store = Arc::new(Store::load(&tls).expect("load"));
-    let config_path = write(dir.path(), "lb.toml", "");
-    let watcher = tokio::spawn(super::watch(Arc::clone(&store), config_path).expect("watch"));
+    let (_applied, applied_tls) = tokio::sync::watch::channel(Some(tls.clone()));
+    let watcher = tokio::spawn(super::watch(Arc::clone(&store), applied_tls).expect("watch"));
     let addr = serve(Arc::clone(&store)).await;
     let config = client(&ca.pem, &[b"http/1.1"]);
     let (mut held, leaf, _) = connect(addr, Arc::clone(&config), "a.test")
@@ -547,9 +547,10 @@ async fn a_kubernetes_secret_swap_and_a_changed_tls_section_are_picked_up() {
         "[[tls.certificates]]\ncert = \"secret/tls.crt\"\nkey = \"secret/tls.key\"\n",
     );
     let (lb_config, _) = crate::config::load(&config_path).expect("lb.toml");
-    let store = Arc::new(Store::load(&lb_config.tls.expect("[tls]")).expect("load"));
-    let watcher =
-        tokio::spawn(super::watch(Arc::clone(&store), config_path.clone()).expect("watch"));
+    let store = Arc::new(Store::load(lb_config.tls.as_ref().expect("[tls]")).expect("load"));
+    // What `apply` hands the watcher: each applied config's `[tls]`.
+    let (applied, applied_tls) = tokio::sync::watch::channel(lb_config.tls.clone());
+    let watcher = tokio::spawn(super::watch(Arc::clone(&store), applied_tls).expect("watch"));
     let addr = serve(Arc::clone(&store)).await;
     let (_, leaf, _) = connect(addr, Arc::clone(&config), "a.test")
         .await
@@ -563,7 +564,7 @@ async fn a_kubernetes_secret_swap_and_a_changed_tls_section_are_picked_up() {
     std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).expect("swap ..data");
     served_eventually(addr, &config, "a.test", &leaf_der(&renewed.0)).await;
 
-    // lb.toml's [tls] now names another pair: the next handshake gets it.
+    // An applied lb.toml whose [tls] names another pair: the next handshake gets it.
     let other = ca.sign(&["a.test", "b.test"]);
     pair(dir.path(), "other", &other);
     std::fs::write(
@@ -571,6 +572,8 @@ async fn a_kubernetes_secret_swap_and_a_changed_tls_section_are_picked_up() {
         "[[tls.certificates]]\ncert = \"other.pem\"\nkey = \"other.key\"\n",
     )
     .expect("rewrite lb.toml");
+    let (lb_config, _) = crate::config::load(&config_path).expect("lb.toml");
+    applied.send(lb_config.tls).expect("the watcher listens");
     served_eventually(addr, &config, "b.test", &leaf_der(&other.0)).await;
     watcher.abort();
 }

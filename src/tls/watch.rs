@@ -1,5 +1,6 @@
-//! tls::watch: owns noticing that a certificate, key or client-CA file, or lb.toml's `[tls]`
-//! section, changed, and reloading the [`Store`] from them. It never writes a file.
+//! tls::watch: owns noticing that a certificate, key or client-CA file, or the applied
+//! config's `[tls]` section, changed, and reloading the [`Store`] from them. It never reads
+//! lb.toml (`apply` hands it each applied `[tls]`) and never writes a file.
 //!
 //! Renewals change the files, not lb.toml: certbot points `live/NAME/*.pem` symlinks at new
 //! files in `archive/`, a Kubernetes Secret volume swaps its `..data` symlink. So, as
@@ -11,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +37,9 @@ pub struct WatchError {
     source: notify::Error,
 }
 
-/// Every file the settings read, and lb.toml (for its `[tls]` section).
-fn watched_files(settings: &TlsConfig, config_path: &Path) -> Vec<PathBuf> {
-    let mut files = vec![config_path.to_path_buf()];
+/// Every file the settings read.
+fn watched_files(settings: &TlsConfig) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     for pair in &settings.certificates {
         files.push(pair.cert.clone());
         files.push(pair.key.clone());
@@ -48,20 +49,20 @@ fn watched_files(settings: &TlsConfig, config_path: &Path) -> Vec<PathBuf> {
 }
 
 /// Starts watching; the returned future reloads `store` on every change until dropped.
-/// `config_path` is lb.toml: a change to its `[tls]` section (in a file that is valid as a
-/// whole) is applied too; a broken lb.toml leaves the certificates as they are.
+/// `applied` carries the `[tls]` of each config `apply` applies (a broken lb.toml is never
+/// applied, so it leaves the certificates as they are; a file without `[tls]` too).
 pub fn start(
     store: Arc<Store>,
-    config_path: PathBuf,
+    applied: tokio::sync::watch::Receiver<Option<TlsConfig>>,
 ) -> Result<impl Future<Output = ()>, WatchError> {
     let (tx, rx) = mpsc::channel::<()>(1);
-    let watcher = watch_files(&watched_files(&store.settings(), &config_path), tx.clone())?;
-    Ok(run(store, config_path, watcher, tx, rx))
+    let watcher = watch_files(&watched_files(&store.settings()), tx.clone())?;
+    Ok(run(store, applied, watcher, tx, rx))
 }
 
 async fn run(
     store: Arc<Store>,
-    config_path: PathBuf,
+    mut applied: tokio::sync::watch::Receiver<Option<TlsConfig>>,
     // Kept alive for as long as this future: dropping it stops the events.
     mut _watcher: notify::RecommendedWatcher,
     tx: mpsc::Sender<()>,
@@ -70,7 +71,12 @@ async fn run(
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
+    // The start's settings are the store's already.
+    applied.mark_unchanged();
+    // Cleared if the applier goes away (only at shutdown): the files are still watched.
+    let mut follow_applied = true;
     loop {
+        let mut settings = None;
         tokio::select! {
             event = rx.recv() => {
                 if event.is_none() {
@@ -79,19 +85,27 @@ async fn run(
                 tokio::time::sleep(DEBOUNCE).await;
                 while rx.try_recv().is_ok() {}
             }
+            changed = applied.changed(), if follow_applied => match changed {
+                Ok(()) => settings = applied.borrow_and_update().clone(),
+                Err(_) => {
+                    follow_applied = false;
+                    continue;
+                }
+            },
             _ = poll.tick() => {}
         }
-        let before = watched_files(&store.settings(), &config_path);
+        // The file's `[tls]` as last applied; the running settings when it has none.
+        let settings = settings.unwrap_or_else(|| store.settings());
+        let before = watched_files(&store.settings());
         // File reads, PEM and X.509 parsing and key loading stay off the proxy's workers.
         let reload = {
             let store = Arc::clone(&store);
-            let config_path = config_path.clone();
-            tokio::task::spawn_blocking(move || reload(&store, &config_path))
+            tokio::task::spawn_blocking(move || reload(&store, &settings))
         };
         if reload.await.is_err() {
             tracing::error!("tls reload task failed; still serving the previous certificates");
         }
-        let after = watched_files(&store.settings(), &config_path);
+        let after = watched_files(&store.settings());
         if after != before {
             match watch_files(&after, tx.clone()) {
                 Ok(new_watcher) => _watcher = new_watcher,
@@ -103,15 +117,9 @@ async fn run(
     }
 }
 
-/// Rebuilds from lb.toml's `[tls]` (when the file is valid and has one) or the running
-/// settings, logging the outcome.
-fn reload(store: &Store, config_path: &Path) {
-    let settings = match crate::config::load(config_path) {
-        Ok((config, _)) => config.tls.unwrap_or_else(|| store.settings()),
-        // `apply` reports a broken lb.toml; the certificate files may still be renewed.
-        Err(_) => store.settings(),
-    };
-    match store.reload_at(&settings, super::now_unix()) {
+/// Rebuilds from `settings`, logging the outcome.
+fn reload(store: &Store, settings: &TlsConfig) {
+    match store.reload_at(settings, super::now_unix()) {
         Ok(true) => tracing::info!("tls certificates reloaded"),
         Ok(false) => {}
         Err(error) => {

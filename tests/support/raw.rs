@@ -521,8 +521,8 @@ impl RawBackend {
 }
 
 impl RawBackend {
-    /// Stops listening and returns once the listener is closed: connects to the address are
-    /// refused from then on.
+    /// Stops accepting and waits until the listener is closed: a connect after this is refused
+    /// (dropping only asks the backends' runtime to stop it, which may take a moment).
     pub async fn kill(mut self) {
         self.accept.abort();
         let accept = std::mem::replace(&mut self.accept, super::spawn_backend(async {}));
