@@ -16,6 +16,7 @@
 #   chunked   POST of 64 KiB in 16 chunks of 4 KiB (Transfer-Encoding: chunked), wrk, C conns
 #   req1m     POST of a 1 MiB body (Content-Length), wrk, 16 connections
 #   resp1m    GET of a 1 MiB response, wrk, 16 connections
+#   h2-req1m  POST of a 1 MiB body over h2c, h2load, 16 connections x 1 stream
 #   idle-h1   memory per idle HTTP/1.1 connection: N connections (--idle-conns, 2000), one
 #             request each, then idle: (RSS after - RSS before) / N, on freshly started proxies
 #   idle-h2   the same over h2c (one stream each)
@@ -44,7 +45,7 @@ ONLY=",lb,nginx,haproxy,direct,"
 LB_BIN=""
 PROXY_CPU=0
 LOAD_CPU=1
-ALL_WORKLOADS="h1,h2,h1-c1000,chunked,req1m,resp1m,idle-h1,idle-h2"
+ALL_WORKLOADS="h1,h2,h1-c1000,chunked,req1m,resp1m,h2-req1m,idle-h1,idle-h2"
 
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -401,9 +402,11 @@ run_one() {
     local out="$TMP/runs/$1-$2-$3-$7" t0=0 t1=0 reqs rps p50 p99 errs rss cpu
     local script="$TMP/report.lua" conns=$CONNS path=/
     [ "$pid" != - ] && t0=$(cpu_ticks "$pid")
-    if [ "$workload" = h2 ]; then
-        taskset -c "$LOAD_CPU" h2load -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$DURATION" \
-            --log-file="$out.log" "http://127.0.0.1:$h2port/" >"$out" 2>&1 || true
+    if [ "$workload" = h2 ] || [ "$workload" = h2-req1m ]; then
+        local h2args=(-c"$H2_CLIENTS" -m"$H2_STREAMS") url="http://127.0.0.1:$h2port/"
+        [ "$workload" = h2-req1m ] && { h2args=(-c"$BIG_CONNS" -m1 -d "$TMP/1m.bin"); url+=upload; }
+        taskset -c "$LOAD_CPU" h2load "${h2args[@]}" -D"$DURATION" \
+            --log-file="$out.log" "$url" >"$out" 2>&1 || true
         reqs=$(awk '/^requests:/ {print $8}' "$out")   # succeeded
         reqs=${reqs:-0}
         rps=$(awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}' "$out")
@@ -532,7 +535,7 @@ echo
 echo "Command: bench/proxy.sh $ARGS"
 echo "Machine: $NCPU x $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr); $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "Rounds: $ROUNDS x ${DURATION}s, interleaved; medians, req/s spread min-max. Proxies pinned to CPU $PROXY_CPU (1 worker), wrk/h2load + 2 nginx backends on CPU $LOAD_CPU."
-echo "Connections: h1 and chunked $CONNS (wrk -t1), h2 $H2_CLIENTS x $H2_STREAMS streams (h2load, h2c), h1-c1000 $MANY_CONNS, req1m/resp1m $BIG_CONNS."
+echo "Connections: h1 and chunked $CONNS (wrk -t1), h2 $H2_CLIENTS x $H2_STREAMS streams (h2load, h2c), h1-c1000 $MANY_CONNS, req1m/resp1m/h2-req1m $BIG_CONNS."
 if [ ${#THROUGHPUT[@]} -gt 0 ]; then
     echo
     echo "| workload | logs | proxy | req/s | spread | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req |"
