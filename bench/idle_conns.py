@@ -2,8 +2,10 @@
 """bench/idle_conns.py — opens N keep-alive client connections to 127.0.0.1:PORT, sends one
 request on each (HTTP/1.1, or h2c with prior knowledge), reads its whole response, and then
 leaves every connection open and idle until the process is signalled (at most IDLE_FOR).
+`h1-slow` asks for /1m instead and stops reading once the response head is in: a stalled
+download the server has to hold.
 
-    python3 bench/idle_conns.py PORT N h1|h2
+    python3 bench/idle_conns.py PORT N h1|h2|h1-slow
 
 Prints `READY <open> <failed>` on stdout once every connection has its answer (or failed), so
 the caller can measure the server's memory with N idle connections; `bench/proxy.sh` uses it.
@@ -32,6 +34,12 @@ def h2_get(authority):
     # table, then :authority as a literal with an indexed name (1).
     block = b"\x82\x86\x84" + bytes([0x41, len(authority)]) + authority
     return h2_frame(H2_HEADERS, H2_END_STREAM | H2_END_HEADERS, 1, block)
+
+
+async def h1_slow_exchange(reader, writer, authority):
+    writer.write(b"GET /1m HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+    await reader.readuntil(b"\r\n\r\n")
+    writer.transport.pause_reading()
 
 
 async def h1_exchange(reader, writer, authority):
@@ -69,7 +77,7 @@ async def open_one(port, proto, gate, held):
                 asyncio.open_connection("127.0.0.1", port), ANSWER_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             return False
-        exchange = h1_exchange if proto == "h1" else h2_exchange
+        exchange = {"h1": h1_exchange, "h2": h2_exchange, "h1-slow": h1_slow_exchange}[proto]
         try:
             await asyncio.wait_for(exchange(reader, writer, authority), ANSWER_TIMEOUT)
             await writer.drain()
@@ -93,6 +101,6 @@ async def main(port, count, proto):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[3] not in ("h1", "h2"):
-        sys.exit("usage: idle_conns.py PORT N h1|h2")
+    if len(sys.argv) != 4 or sys.argv[3] not in ("h1", "h2", "h1-slow"):
+        sys.exit("usage: idle_conns.py PORT N h1|h2|h1-slow")
     asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))

@@ -16,9 +16,12 @@
 #   chunked   POST of 64 KiB in 16 chunks of 4 KiB (Transfer-Encoding: chunked), wrk, C conns
 #   req1m     POST of a 1 MiB body (Content-Length), wrk, 16 connections
 #   resp1m    GET of a 1 MiB response, wrk, 16 connections
+#   h2-req1m  POST of a 1 MiB body over h2c, h2load, 16 connections x 1 stream
 #   idle-h1   memory per idle HTTP/1.1 connection: N connections (--idle-conns, 2000), one
 #             request each, then idle: (RSS after - RSS before) / N, on freshly started proxies
 #   idle-h2   the same over h2c (one stream each)
+#   slow-dl   memory per stalled download: 1000 connections ask for 1 MiB and stop reading after
+#             the response head; (RSS after - RSS before) / 1000, on freshly started proxies
 # --logs both runs each proxy twice, with its access log on (to a file) and off.
 # nginx streams request and response bodies (proxy_request_buffering and proxy_buffering off
 # for /upload and /1m); NGX_BUFFERING=on in the environment keeps its buffering defaults.
@@ -44,7 +47,7 @@ ONLY=",lb,nginx,haproxy,direct,"
 LB_BIN=""
 PROXY_CPU=0
 LOAD_CPU=1
-ALL_WORKLOADS="h1,h2,h1-c1000,chunked,req1m,resp1m,idle-h1,idle-h2"
+ALL_WORKLOADS="h1,h2,h1-c1000,chunked,req1m,resp1m,h2-req1m,idle-h1,idle-h2,slow-dl"
 
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -401,9 +404,11 @@ run_one() {
     local out="$TMP/runs/$1-$2-$3-$7" t0=0 t1=0 reqs rps p50 p99 errs rss cpu
     local script="$TMP/report.lua" conns=$CONNS path=/
     [ "$pid" != - ] && t0=$(cpu_ticks "$pid")
-    if [ "$workload" = h2 ]; then
-        taskset -c "$LOAD_CPU" h2load -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$DURATION" \
-            --log-file="$out.log" "http://127.0.0.1:$h2port/" >"$out" 2>&1 || true
+    if [ "$workload" = h2 ] || [ "$workload" = h2-req1m ]; then
+        local h2args=(-c"$H2_CLIENTS" -m"$H2_STREAMS") url="http://127.0.0.1:$h2port/"
+        [ "$workload" = h2-req1m ] && { h2args=(-c"$BIG_CONNS" -m1 -d "$TMP/1m.bin"); url+=upload; }
+        taskset -c "$LOAD_CPU" h2load "${h2args[@]}" -D"$DURATION" \
+            --log-file="$out.log" "$url" >"$out" 2>&1 || true
         reqs=$(awk '/^requests:/ {print $8}' "$out")   # succeeded
         reqs=${reqs:-0}
         rps=$(awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}' "$out")
@@ -447,12 +452,13 @@ run_one() {
         "$workload" "logs" "$log" "$name" "$round" "$rps" "${p50:-0}" "${p99:-0}" "$errs" "$rss" "$cpu" >&2
 }
 
-# Memory per idle connection: workload (idle-h1|idle-h2) log name pid port round
+# Memory per idle connection: workload (idle-h1|idle-h2|slow-dl) log name pid port round
 idle_one() {
-    local workload=$1 log=$2 name=$3 pid=$4 port=$5 round=$6 proto=${1#idle-}
+    local workload=$1 log=$2 name=$3 pid=$4 port=$5 round=$6 proto=${1#idle-} count=$IDLE_CONNS
     local out="$TMP/runs/$1-$2-$3-$6" before after opened failed holder deadline
+    [ "$workload" = slow-dl ] && { proto=h1-slow; count=$MANY_CONNS; }
     before=$(rss_kib "$pid")
-    taskset -c "$LOAD_CPU" python3 "$BENCH/idle_conns.py" "$port" "$IDLE_CONNS" "$proto" \
+    taskset -c "$LOAD_CPU" python3 "$BENCH/idle_conns.py" "$port" "$count" "$proto" \
         >"$out" 2>&1 &
     holder=$!
     PIDS+=($holder)
@@ -460,7 +466,7 @@ idle_one() {
     while ! grep -q '^READY' "$out" && [ $SECONDS -lt $deadline ] && kill -0 "$holder" 2>/dev/null; do
         sleep 0.2
     done
-    read -r _ opened failed < <(grep '^READY' "$out" || echo "READY 0 $IDLE_CONNS")
+    read -r _ opened failed < <(grep '^READY' "$out" || echo "READY 0 $count")
     sleep 1 # let the proxy settle (nginx's worker frees request pools after the answer)
     after=$(rss_kib "$pid")
     kill -TERM "$holder" 2>/dev/null || true
@@ -472,9 +478,9 @@ idle_one() {
 }
 
 THROUGHPUT=()
-for w in ${WORKLOADS//,/ }; do case "$w" in idle-*) ;; *) THROUGHPUT+=("$w") ;; esac; done
+for w in ${WORKLOADS//,/ }; do case "$w" in idle-*|slow-dl) ;; *) THROUGHPUT+=("$w") ;; esac; done
 IDLE=()
-for w in ${WORKLOADS//,/ }; do case "$w" in idle-*) IDLE+=("$w") ;; esac; done
+for w in ${WORKLOADS//,/ }; do case "$w" in idle-*|slow-dl) IDLE+=("$w") ;; esac; done
 
 echo "proxy.sh: workloads $WORKLOADS; access logs $LOGS; $ROUNDS rounds x ${DURATION}s;" \
     "proxies on CPU $PROXY_CPU, load on CPU $LOAD_CPU" >&2
@@ -532,7 +538,7 @@ echo
 echo "Command: bench/proxy.sh $ARGS"
 echo "Machine: $NCPU x $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -sr); $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "Rounds: $ROUNDS x ${DURATION}s, interleaved; medians, req/s spread min-max. Proxies pinned to CPU $PROXY_CPU (1 worker), wrk/h2load + 2 nginx backends on CPU $LOAD_CPU."
-echo "Connections: h1 and chunked $CONNS (wrk -t1), h2 $H2_CLIENTS x $H2_STREAMS streams (h2load, h2c), h1-c1000 $MANY_CONNS, req1m/resp1m $BIG_CONNS."
+echo "Connections: h1 and chunked $CONNS (wrk -t1), h2 $H2_CLIENTS x $H2_STREAMS streams (h2load, h2c), h1-c1000 $MANY_CONNS, req1m/resp1m/h2-req1m $BIG_CONNS."
 if [ ${#THROUGHPUT[@]} -gt 0 ]; then
     echo
     echo "| workload | logs | proxy | req/s | spread | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req |"
@@ -572,7 +578,7 @@ if [ ${#THROUGHPUT[@]} -gt 0 ]; then
 fi
 if [ ${#IDLE[@]} -gt 0 ]; then
     echo
-    echo "Memory per idle connection: $IDLE_CONNS connections, one request each, then idle; (RSS after - RSS before) / connections, freshly started proxies, medians over rounds."
+    echo "Memory per idle connection: $IDLE_CONNS connections, one request each, then idle (slow-dl: $MANY_CONNS stalled 1 MiB downloads); (RSS after - RSS before) / connections, freshly started proxies, medians over rounds."
     echo
     echo "| workload | logs | proxy | RSS before MiB | RSS after MiB | KiB/conn | spread | failed |"
     echo "|---|---|---|---:|---:|---:|---:|---:|"
