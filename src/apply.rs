@@ -291,6 +291,10 @@ struct Written {
 const MAX_PROBE_ROUNDS: usize = 3;
 /// Probes in flight at once when a save declares many new backends.
 const MAX_PARALLEL_PROBES: usize = 64;
+/// How long one round of first probes may take in all: a file declaring thousands of new
+/// backends that do not answer holds lb's start (or a save) back this long at most, not for
+/// their count times the check timeout.
+const MAX_PROBE_ROUND: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// First-probe results of backends new to a pool, by identity.
 type Probed = HashMap<BackendKey, FirstProbe>;
@@ -682,8 +686,22 @@ impl Applier {
     }
 
     /// Probes each backend in `wanted` once, in parallel (at most [`MAX_PARALLEL_PROBES`] at a
-    /// time), with its pool's checks; each probe is bounded by the check timeout.
+    /// time), with its pool's checks; each probe is bounded by the check timeout, the round by
+    /// [`MAX_PROBE_ROUND`].
     async fn probe_all(&self, wanted: Vec<Unprobed>) -> Vec<(BackendKey, FirstProbe)> {
+        // One probe takes at most its checks times the check timeout; the round waits at least
+        // that long for the slowest, so a lone probe is never cut short.
+        let longest_probe = wanted
+            .iter()
+            .map(|w| {
+                w.checks
+                    .timeout
+                    .saturating_mul(w.checks.checks.len().max(1) as u32)
+            })
+            .max()
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now()
+            + MAX_PROBE_ROUND.max(longest_probe + std::time::Duration::from_secs(1));
         let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_PROBES));
         let mut probes = tokio::task::JoinSet::new();
         for Unprobed { key, checks, tls } in wanted {
@@ -698,7 +716,9 @@ impl Applier {
             });
         }
         let mut results = Vec::with_capacity(probes.len());
-        while let Some(joined) = probes.join_next().await {
+        // Past the deadline the probes still running are dropped: their backends stay
+        // unprobed, start sick and are probed at once by their checkers.
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, probes.join_next()).await {
             // A probe task that panicked leaves its backend unprobed: it is probed again (or,
             // in the last round, starts sick).
             if let Ok(result) = joined {
@@ -722,6 +742,10 @@ fn unprobed(
     let mut wanted = Vec::new();
     for pool in pools {
         let pattern: Arc<str> = Arc::from(pool.pattern.as_str());
+        let speaks = pool
+            .backend_tls
+            .as_ref()
+            .map(|tls| tls.resolved(config_path));
         // Built at the pool's first new backend, then shared by the others.
         let mut tls = None;
         for declared in &pool.backends {
@@ -730,7 +754,7 @@ fn unprobed(
                 backend: declared.addr.clone(),
             };
             if declared.state != AdminState::Disabled
-                && checkers.backend(&key).is_none()
+                && checkers.backend_speaking(&key, speaks.as_ref()).is_none()
                 && !probed.contains_key(&key)
             {
                 if tls.is_none() {

@@ -22,6 +22,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::JoinHandle;
 
+use crate::config::BackendTls;
 use crate::config::{BackendAddr, HealthCheck, HealthChecks};
 use crate::errors::error_chain;
 use crate::tls::BackendConnector;
@@ -252,6 +253,26 @@ impl Checkers {
     /// Where health transitions go.
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// The live state of a declared backend, if it is being checked and lb still speaks to it as
+    /// `tls` says (its pool's resolved `backend_tls`). When the pool changed that, the backend
+    /// gets a new state: it is probed anew the new way, and its old connections (idle, or in
+    /// flight on an older snapshot and handed back later) are retired with the old state, so
+    /// none made the old way is ever reused.
+    pub fn backend_speaking(
+        &self,
+        key: &BackendKey,
+        tls: Option<&BackendTls>,
+    ) -> Option<&Arc<Backend>> {
+        let checker = self.pools.get(&*key.pattern)?.get(&key.backend)?;
+        match &checker.settings {
+            Some(settings) if settings.tls.as_deref().map(BackendConnector::settings) != tls => {
+                None
+            }
+            // A disabled backend's connections are closed and it takes no traffic.
+            _ => Some(&checker.backend),
+        }
     }
 
     /// The live state of a declared backend, if it is being checked.

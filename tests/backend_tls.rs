@@ -325,3 +325,47 @@ async fn sequential_requests_reuse_one_tls_connection_to_the_backend() {
     assert_eq!(backend.hits(), 10);
     assert_eq!(backend.proxied.load(Ordering::SeqCst), 1);
 }
+
+/// A pool switched from cleartext to `backend_tls` speaks to its backend anew: the backend is
+/// probed over TLS before the save applies (a cleartext backend turns sick), and the cleartext
+/// connection a request in flight hands back after the switch is closed, never reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_switched_to_tls_never_reuses_a_cleartext_connection() {
+    let ca = Ca::new("backend CA");
+    let backend = support::Backend::start("plain").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    ca.write(&dir.path().join("backend-ca.pem"));
+    let config = dir.path().join("lb.toml");
+    let plain = support::pool("/", &[backend.addr], "1h");
+    std::fs::write(&config, &plain).expect("write config");
+    let lb = Arc::new(Lb::start_at(dir, config, &[]));
+    // A request in flight on a cleartext connection while the pool switches to TLS.
+    let in_flight = {
+        let lb = Arc::clone(&lb);
+        tokio::spawn(async move { request(&lb, false, "GET", "/slow/1500", Vec::new()).await })
+    };
+    support::eventually(PATIENCE, "the slow request at the backend", || async {
+        backend.started() >= 1
+    })
+    .await;
+    let tls =
+        format!("{plain}backend_tls = {{ ca = \"backend-ca.pem\", server_name = \"{NAME}\" }}\n");
+    std::fs::write(&lb.config, tls).expect("save lb.toml");
+    lb.log_eventually("generation=2", PATIENCE).await;
+    let (status, body) = in_flight.await.expect("in-flight request");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "plain"));
+    // The backend answers only cleartext: the TLS probe made it sick, and no request reaches
+    // it over the connection the slow request handed back.
+    let hits = backend.hits();
+    let (status, _) = request(&lb, false, "GET", "/", Vec::new()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        backend.hits(),
+        hits,
+        "a request went over a cleartext connection"
+    );
+    let sick = lb
+        .find_log("backend sick")
+        .expect("the TLS probe's verdict");
+    assert!(sick.contains("TLS") || sick.contains("tls"), "{sick}");
+}

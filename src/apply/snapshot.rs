@@ -146,7 +146,8 @@ impl Applier {
                     pattern: Arc::clone(&pattern),
                     backend: declared.addr.clone(),
                 };
-                let backend = match checkers.backend(&key) {
+                let speaking = checkers.backend_speaking(&key, pool_config.backend_tls.as_ref());
+                let backend = match speaking {
                     Some(existing) => Arc::clone(existing),
                     // New to the pool: healthy or sick as its first probe said (sick if none).
                     None => {

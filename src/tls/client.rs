@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
+use sha2::Digest;
 
 use crate::config::BackendTls;
 use crate::pem;
@@ -86,6 +87,9 @@ pub fn backend_server_name(
 /// are, so an unchanged pool keeps its checkers.
 pub struct BackendConnector {
     settings: BackendTls,
+    /// SHA-256 of the `ca` file as read: a bundle replaced in place under the same name makes
+    /// a connector that differs, so the checkers verify with what requests verify with.
+    ca_digest: Option<[u8; 32]>,
     /// `Err`: the `ca` could not be used; every handshake fails with this reason, so the
     /// pool's backends turn sick saying why.
     connector: Result<tokio_rustls::TlsConnector, String>,
@@ -102,13 +106,18 @@ impl std::fmt::Debug for BackendConnector {
 
 impl PartialEq for BackendConnector {
     fn eq(&self, other: &BackendConnector) -> bool {
-        self.settings == other.settings
+        self.settings == other.settings && self.ca_digest == other.ca_digest
     }
 }
 
 impl Eq for BackendConnector {}
 
 impl BackendConnector {
+    /// The `backend_tls` settings it was built from.
+    pub fn settings(&self) -> &BackendTls {
+        &self.settings
+    }
+
     /// Reads the `ca` bundle (or the system trust store) now. A bundle that cannot be used is
     /// returned as the error and kept as every handshake's failure.
     pub fn new(settings: &BackendTls) -> (BackendConnector, Option<BackendTlsError>) {
@@ -116,8 +125,14 @@ impl BackendConnector {
             Ok(config) => (Ok(tokio_rustls::TlsConnector::from(config)), None),
             Err(error) => (Err(error.to_string()), Some(error)),
         };
+        let ca_digest = settings
+            .ca
+            .as_ref()
+            .and_then(|path| std::fs::read(path).ok())
+            .map(|bytes| sha2::Sha256::digest(&bytes).into());
         let connector = BackendConnector {
             settings: settings.clone(),
+            ca_digest,
             connector,
         };
         (connector, error)
