@@ -86,21 +86,28 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
         buf: &mut Vec<u8>,
         room: usize,
     ) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Waits until a read would find something (or the connection's end), so a caller can hold
+    /// no buffer until then. On TLS it is ready at once: decrypted bytes may wait inside rustls.
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 impl ClientStream for TcpStream {
     const HTTPS: bool = false;
 
     async fn read_ready(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
-        loop {
-            self.readable().await?;
-            buf.reserve(room);
-            match self.try_read_buf(buf) {
-                // Readiness that was stale: wait again.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                read => return read,
-            }
-        }
+        self.readable().await?;
+        buf.reserve(room);
+        // Through `AsyncRead`, not `try_read_buf`: a read that leaves room in `buf` drained the
+        // socket, and tokio then clears its readiness, so the next `readable()` waits for new
+        // bytes instead of reporting the ones just read (a stale readiness would make
+        // `wait_readable` useless). Readiness that was stale anyway makes this wait, holding
+        // `buf`.
+        self.read_buf(buf).await
+    }
+
+    async fn wait_readable(&self) -> io::Result<()> {
+        self.readable().await
     }
 }
 
@@ -112,6 +119,10 @@ impl ClientStream for TlsStream<TcpStream> {
         // shortcut here.
         buf.reserve(room);
         self.read_buf(buf).await
+    }
+
+    async fn wait_readable(&self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -195,20 +206,24 @@ pub async fn serve(
             (1.., Some(store)) => Some(TlsAcceptor::from(store.server_config())),
             _ => None,
         };
-        connections.spawn(async move {
-            let connection = async {
-                match tls {
-                    None => serve_plain(stream, client, permit, proxy, &engines, drain).await,
-                    Some(acceptor) => {
-                        serve_tls(stream, acceptor, client, permit, proxy, &engines, drain).await
-                    }
+        // A task of its own kind per listener kind, so an idle cleartext connection's task is
+        // sized for the cleartext engine and not for a TLS handshake. Each connection's future
+        // is built in place inside the `select!`: one bound to a variable first would be stored
+        // twice in the task.
+        match tls {
+            None => connections.spawn(async move {
+                tokio::select! {
+                    () = serve_plain(stream, client, permit, proxy, &engines, drain) => {}
+                    () = cut.cancelled() => {}
                 }
-            };
-            tokio::select! {
-                () = connection => {}
-                () = cut.cancelled() => {}
-            }
-        });
+            }),
+            Some(acceptor) => connections.spawn(async move {
+                tokio::select! {
+                    () = serve_tls(stream, acceptor, client, permit, proxy, &engines, drain) => {}
+                    () = cut.cancelled() => {}
+                }
+            }),
+        };
     }
     drop(all);
     tracing::info!(open = connections.len(), "draining client connections");
@@ -265,7 +280,9 @@ async fn serve_plain(
         }
         Some(true) => {
             let io = ClientIo::new(stream, permit);
-            serve_h2(io, client, proxy, &engines.h2, settings, drain).await;
+            // Boxed: hyper's connection state would otherwise sit in every cleartext
+            // connection's task, HTTP/1.x ones included.
+            Box::pin(serve_h2(io, client, proxy, &engines.h2, settings, drain)).await;
         }
         None => {}
     }
