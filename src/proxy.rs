@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use conn::{ClientIo, IdleClock, Tracked};
-use stall::ReadTimed;
+use stall::{ReadTimed, StreamExecutor};
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
@@ -138,7 +138,7 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(StreamExecutor::new(Arc::clone(&proxy)));
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
@@ -243,7 +243,7 @@ pub async fn serve(
 
 /// What every connection's task reads: hyper's HTTP/2 server and the client-side limits.
 struct Engines {
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<StreamExecutor>,
     settings: ServerSettings,
 }
 
@@ -375,7 +375,7 @@ async fn serve_h2<S>(
     io: ClientIo<S>,
     client: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &http2::Builder<TokioExecutor>,
+    builder: &http2::Builder<StreamExecutor>,
     settings: &ServerSettings,
     drain: CancellationToken,
 ) where
