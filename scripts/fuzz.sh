@@ -17,9 +17,9 @@
 #   fuzz/dicts, on stable. No coverage feedback, so it is weaker, but it needs nothing else.
 #   LB_FUZZ_SEED picks the seed (a fixed one by default, so a run is reproducible).
 # - CI does not run this script: the first nightly build of lb with sanitizers takes ~7 minutes on
-#   two cores, and a useful fuzz run minutes more. `cargo test` in CI does not build fuzz/ (it is
-#   not a workspace member). Run this before touching config/ or routing/, and keep each finding
-#   as a unit test next to the code.
+#   two cores, and a useful fuzz run minutes more. CI runs the stable random runner for 5 s per
+#   target instead (.ci/run), a smoke test rather than a search. Run this before touching
+#   config/, routing/ or proxy/h1, and keep each finding as a unit test next to the code.
 #
 # Findings: libFuzzer writes crashing inputs to fuzz/artifacts/TARGET/; replay one with
 # `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...`. The random runner writes to

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use conn::{ClientIo, IdleClock, Tracked};
-use stall::ReadTimed;
+use stall::{ReadTimed, StreamExecutor};
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
@@ -86,21 +86,28 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
         buf: &mut Vec<u8>,
         room: usize,
     ) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Waits until a read would find something (or the connection's end), so a caller can hold
+    /// no buffer until then. On TLS it is ready at once: decrypted bytes may wait inside rustls.
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 impl ClientStream for TcpStream {
     const HTTPS: bool = false;
 
     async fn read_ready(&mut self, buf: &mut Vec<u8>, room: usize) -> io::Result<usize> {
-        loop {
-            self.readable().await?;
-            buf.reserve(room);
-            match self.try_read_buf(buf) {
-                // Readiness that was stale: wait again.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                read => return read,
-            }
-        }
+        self.readable().await?;
+        buf.reserve(room);
+        // Through `AsyncRead`, not `try_read_buf`: a read that leaves room in `buf` drained the
+        // socket, and tokio then clears its readiness, so the next `readable()` waits for new
+        // bytes instead of reporting the ones just read (a stale readiness would make
+        // `wait_readable` useless). Readiness that was stale anyway makes this wait, holding
+        // `buf`.
+        self.read_buf(buf).await
+    }
+
+    async fn wait_readable(&self) -> io::Result<()> {
+        self.readable().await
     }
 }
 
@@ -112,6 +119,10 @@ impl ClientStream for TlsStream<TcpStream> {
         // shortcut here.
         buf.reserve(room);
         self.read_buf(buf).await
+    }
+
+    async fn wait_readable(&self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -137,7 +148,7 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(StreamExecutor::new(Arc::clone(&proxy)));
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
@@ -205,20 +216,24 @@ pub async fn serve(
             (1.., Some(store)) => Some(TlsAcceptor::from(store.server_config())),
             _ => None,
         };
-        connections.spawn(async move {
-            let connection = async {
-                match tls {
-                    None => serve_plain(stream, client, permit, proxy, &engines, drain).await,
-                    Some(acceptor) => {
-                        serve_tls(stream, acceptor, client, permit, proxy, &engines, drain).await
-                    }
+        // A task of its own kind per listener kind, so an idle cleartext connection's task is
+        // sized for the cleartext engine and not for a TLS handshake. Each connection's future
+        // is built in place inside the `select!`: one bound to a variable first would be stored
+        // twice in the task.
+        match tls {
+            None => connections.spawn(async move {
+                tokio::select! {
+                    () = serve_plain(stream, client, permit, proxy, &engines, drain) => {}
+                    () = cut.cancelled() => {}
                 }
-            };
-            tokio::select! {
-                () = connection => {}
-                () = cut.cancelled() => {}
-            }
-        });
+            }),
+            Some(acceptor) => connections.spawn(async move {
+                tokio::select! {
+                    () = serve_tls(stream, acceptor, client, permit, proxy, &engines, drain) => {}
+                    () = cut.cancelled() => {}
+                }
+            }),
+        };
     }
     drop(all);
     tracing::info!(open = connections.len(), "draining client connections");
@@ -238,7 +253,7 @@ pub async fn serve(
 
 /// What every connection's task reads: hyper's HTTP/2 server and the client-side limits.
 struct Engines {
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<StreamExecutor>,
     settings: ServerSettings,
 }
 
@@ -279,7 +294,9 @@ async fn serve_plain(
         }
         Some(true) => {
             let io = ClientIo::new(stream, permit);
-            serve_h2(io, client, None, proxy, &engines.h2, settings, drain).await;
+            // Boxed: hyper's connection state would otherwise sit in every cleartext
+            // connection's task, HTTP/1.x ones included.
+            Box::pin(serve_h2(io, client, None, proxy, &engines.h2, settings, drain)).await;
         }
         None => {}
     }
@@ -395,7 +412,7 @@ async fn serve_h2<S>(
     client: SocketAddr,
     cert: Option<Arc<str>>,
     proxy: Arc<Proxy>,
-    builder: &http2::Builder<TokioExecutor>,
+    builder: &http2::Builder<StreamExecutor>,
     settings: &ServerSettings,
     drain: CancellationToken,
 ) where

@@ -192,6 +192,71 @@ async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
     );
 }
 
+/// The same on an HTTP/2 stream: a client that stops taking the body (its stream window stays
+/// full) has that stream reset after `send_timeout`, the backend's socket closed and the count
+/// made; the connection's other streams go on.
+#[tokio::test]
+async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // 32 MiB: far more than the socket buffers and the stream's 64 KiB window hold.
+    const LEN: usize = 32 << 20;
+    let mut backend = RawBackend::start(|seen| match seen.target() {
+        "/big" => {
+            let mut reply =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").into_bytes();
+            reply.resize(reply.len() + LEN, b'x');
+            Reply::raw(reply)
+        }
+        _ => Reply::ok("small"),
+    })
+    .await;
+    let lb = start(&backend, "send_timeout = \"1s\"\n").await;
+    let stream = timeout(WAIT, TcpStream::connect(lb.http))
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get("http://x.test/big")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = timeout(WAIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = backend.next().await;
+    // The body is not read: its window stays full, and lb gives up on the stream.
+    timeout(Duration::from_secs(10), backend.next_closed())
+        .await
+        .expect("the backend connection closed after send_timeout");
+    let body = timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("the stream ended");
+    assert!(body.is_err(), "a reset stream must not end cleanly");
+    // The connection itself still serves.
+    let request = http::Request::get("http://x.test/small")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = timeout(WAIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .expect("another stream on the same connection");
+    assert_eq!(response.status(), 200);
+    lb.log_eventually("timeout=\"send_timeout\"", WAIT).await;
+    let text = metrics(&lb).await;
+    assert!(
+        text.contains("lb_timeouts_total{kind=\"send\"} 1"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_tunnel_idle_timeout() {
     let mut backend = RawBackend::start(|_| {

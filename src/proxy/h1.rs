@@ -123,21 +123,14 @@ pub(super) async fn serve<S: ClientStream>(
             let read = read_more(
                 stream,
                 &mut conn.input,
+                &mut conn.scratch,
                 &mut conn.tick,
                 Some(draining.as_mut()),
                 deadline,
             );
             match read.await {
                 ClientRead::Bytes => {}
-                ClientRead::Quiet => {
-                    if conn.input.is_empty() {
-                        // Idle for a tick: a kept-alive connection holds no buffers while it
-                        // waits (under load, the next request comes sooner and reuses them).
-                        conn.input = Vec::new();
-                        conn.scratch = Scratch::default();
-                    }
-                    continue;
-                }
+                ClientRead::Quiet => continue,
                 ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return,
             }
             if before == 0 {
@@ -146,7 +139,10 @@ pub(super) async fn serve<S: ClientStream>(
             }
             may_be_whole = conn.input[before..].contains(&b'\n');
         };
-        let Next::Keep { consumed } = conn.serve_request(stream, &head, waiting_since).await else {
+        // Boxed: an exchange's state is most of the engine's, and a connection idle between
+        // requests then holds only what reading the next head needs.
+        let exchange = Box::pin(conn.serve_request(stream, &head, waiting_since));
+        let Next::Keep { consumed } = exchange.await else {
             if head.body != BodyFraming::None {
                 // The client may still be sending a body lb did not read.
                 linger(stream).await;
@@ -160,13 +156,17 @@ pub(super) async fn serve<S: ClientStream>(
         conn.input.drain(..consumed);
         // Bytes read past a streamed body belong to the next request.
         conn.input.append(&mut conn.scratch.body_in);
-        conn.scratch.shrink();
-        // The tick counts from the end of the exchange: `Quiet` then means a whole tick without
-        // a request (a long exchange would otherwise end right on a tick and free the buffers).
-        conn.tick.reset();
-        if conn.input.capacity() > KEEP_CAPACITY {
-            conn.input.shrink_to(READ_ROOM);
+        if conn.input.is_empty() {
+            // Idle: the connection holds no buffer until its client sends again.
+            spare::give(&mut conn.input, &mut conn.scratch);
+        } else {
+            conn.scratch.shrink();
+            if conn.input.capacity() > KEEP_CAPACITY {
+                conn.input.shrink_to(READ_ROOM);
+            }
         }
+        // The tick counts from the end of the exchange, so the idle deadline does too.
+        conn.tick.reset();
         may_be_whole = !conn.input.is_empty();
         waiting_since = Instant::now();
         // The next head is held to the header timeout as well, as hyper's header timer does on
@@ -192,7 +192,8 @@ async fn linger<S: ClientStream>(stream: &mut S) {
         return;
     }
     let deadline = tokio::time::Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would sit in every connection's future, lingering or not.
+    let mut sink = vec![0u8; 4096];
     while let Ok(Ok(1..)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {}
 }
 
@@ -216,10 +217,12 @@ enum ClientRead {
 
 /// Reads more of the client's bytes, giving up at `deadline` (checked on the connection's tick),
 /// or on a drain (when given one) while no request has begun; a tick without bytes returns
-/// [`ClientRead::Quiet`].
+/// [`ClientRead::Quiet`]. A connection that holds no buffers (it was idle) takes them, from this
+/// thread's spares when there are any, once its client has sent something.
 async fn read_more<S: ClientStream>(
     stream: &mut S,
     input: &mut Vec<u8>,
+    scratch: &mut Scratch,
     tick: &mut Interval,
     mut draining: Option<Pin<&mut WaitForCancellationFuture<'_>>>,
     deadline: Instant,
@@ -227,7 +230,13 @@ async fn read_more<S: ClientStream>(
     let drain_watched = draining.is_some() && input.is_empty();
     tokio::select! {
         biased;
-        read = stream.read_ready(input, READ_ROOM) => match read {
+        read = async {
+            if input.capacity() == 0 {
+                stream.wait_readable().await?;
+                spare::take(input, scratch);
+            }
+            stream.read_ready(input, READ_ROOM).await
+        } => match read {
             Ok(1..) => ClientRead::Bytes,
             Ok(0) | Err(_) => ClientRead::Closed,
         },
@@ -265,7 +274,72 @@ struct Scratch {
     out: Vec<u8>,
 }
 
+/// The buffers of idle connections, kept per thread for the next connection that reads: a kept-alive
+/// connection holds no buffer between requests (so an idle one costs its task and socket only),
+/// and under load a request takes warm buffers instead of allocating them.
+mod spare {
+    use std::cell::RefCell;
+
+    use super::Scratch;
+
+    /// Buffer sets kept per thread; more are freed.
+    const MAX_SETS: usize = 32;
+    /// A buffer that grew past this is freed rather than kept.
+    const MAX_CAPACITY: usize = 16 * 1024;
+
+    thread_local! {
+        static SETS: RefCell<Vec<(Vec<u8>, Scratch)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Fills `input` and `scratch` (both empty, with nothing allocated) with a spare set, if
+    /// this thread has one.
+    pub(super) fn take(input: &mut Vec<u8>, scratch: &mut Scratch) {
+        let set = SETS
+            .try_with(|sets| sets.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten();
+        if let Some((spare_input, spare_scratch)) = set {
+            *input = spare_input;
+            *scratch = spare_scratch;
+        }
+    }
+
+    /// Takes the buffers of `input` and `scratch` (their contents dropped), leaving both with
+    /// nothing allocated, and keeps them for this thread's next [`take`] while there is room.
+    pub(super) fn give(input: &mut Vec<u8>, scratch: &mut Scratch) {
+        let mut input = std::mem::take(input);
+        let mut scratch = std::mem::take(scratch);
+        if input.capacity() == 0 {
+            return;
+        }
+        for buffer in scratch.buffers().into_iter().chain([&mut input]) {
+            buffer.clear();
+            if buffer.capacity() > MAX_CAPACITY {
+                *buffer = Vec::new();
+            }
+        }
+        let _ = SETS.try_with(|sets| {
+            if let Ok(mut sets) = sets.try_borrow_mut() {
+                if sets.len() < MAX_SETS {
+                    sets.push((input, scratch));
+                }
+            }
+        });
+    }
+}
+
 impl Scratch {
+    fn buffers(&mut self) -> [&mut Vec<u8>; 6] {
+        [
+            &mut self.headers,
+            &mut self.request,
+            &mut self.body,
+            &mut self.body_in,
+            &mut self.response,
+            &mut self.out,
+        ]
+    }
+
     /// Gives back what one large message grew.
     fn shrink(&mut self) {
         for buffer in [
@@ -294,6 +368,13 @@ struct Connection<'p> {
     rng: fastrand::Rng,
     /// The connection's coarse clock for client deadlines.
     tick: Interval,
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.input.clear();
+        spare::give(&mut self.input, &mut self.scratch);
+    }
 }
 
 /// The request being served, borrowed from the connection's input.
@@ -622,7 +703,15 @@ impl<'p> Connection<'p> {
         stream: &mut S,
         deadline: Instant,
     ) -> Result<(), Option<Refusal>> {
-        match read_more(stream, &mut self.input, &mut self.tick, None, deadline).await {
+        let read = read_more(
+            stream,
+            &mut self.input,
+            &mut self.scratch,
+            &mut self.tick,
+            None,
+            deadline,
+        );
+        match read.await {
             ClientRead::Bytes | ClientRead::Quiet => Ok(()),
             ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => Err(None),
         }

@@ -1,38 +1,12 @@
 //! Header rewriting between client and backend, one set of rules for both protocols: hop-by-hop
 //! removal (and what `Connection` names), `Host` and `X-Forwarded-*`.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the legacy
-/// `Keep-Alive` and `Proxy-Connection`. The bit of each in [`strip_hop_by_hop`]'s mask is its
-/// place here.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// The place of a (lowercase) name in [`HOP_BY_HOP`]. A `match` on the text is a length check
-/// and at most one compare; seven `HeaderName` equalities per header cost ~4x more (callgrind).
-fn hop_by_hop_index(name: &str) -> Option<u32> {
-    Some(match name {
-        "connection" => 0,
-        "keep-alive" => 1,
-        "proxy-connection" => 2,
-        "te" => 3,
-        "trailer" => 4,
-        "transfer-encoding" => 5,
-        "upgrade" => 6,
-        _ => return None,
-    })
-}
-
-/// Whether `name`, in any case, is one of [`HOP_BY_HOP`]: the native HTTP/1.1 path reads names
-/// as the client sent them. The length decides first: most names have none of these lengths.
+/// Whether `name`, in any case, names a field that describes one connection, not the message
+/// (RFC 9110 §7.6.1: `Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), or the legacy
+/// `Keep-Alive` and `Proxy-Connection`. The length decides first: most names have none of these
+/// lengths.
 pub(super) fn is_hop_by_hop_name(name: &[u8]) -> bool {
     match name.len() {
         2 => name.eq_ignore_ascii_case(b"te"),
@@ -44,57 +18,44 @@ pub(super) fn is_hop_by_hop_name(name: &[u8]) -> bool {
     }
 }
 
-/// Removes hop-by-hop headers, including every header a `Connection` field names (all of them:
-/// a message may carry several `Connection` fields).
+/// The hop-by-hop rule, written once for requests and responses of both protocols: whether the
+/// field `name` of a message stops at lb, being one of the [`is_hop_by_hop_name`] fields or one a
+/// `Connection` field of the message names (all of them: a message may carry several).
 ///
-/// NOTE: one pass over the handful of names a message carries finds which hop-by-hop headers are
-/// present; only those are removed. Removing all seven blindly hashed seven names per message,
-/// twice per request (~2.6k instructions a request under wrk, callgrind).
+/// `fields` gives the message's fields each time it is called; `names_others` is
+/// [`connection_names_others`] of them, which spares the usual message (no `Connection`, or one
+/// naming only `keep-alive` or `upgrade`) the look at its `Connection` fields per field.
+pub fn is_hop_by_hop<'f, I>(name: &[u8], fields: impl Fn() -> I, names_others: bool) -> bool
+where
+    I: Iterator<Item = (&'f [u8], &'f [u8])>,
+{
+    is_hop_by_hop_name(name)
+        || (names_others && connection_tokens(fields()).any(|t| t.eq_ignore_ascii_case(name)))
+}
+
+/// Whether a `Connection` field among `fields` names anything but hop-by-hop fields (see
+/// [`is_hop_by_hop`]).
+pub fn connection_names_others<'f>(fields: impl Iterator<Item = (&'f [u8], &'f [u8])>) -> bool {
+    connection_tokens(fields).any(|t| !is_hop_by_hop_name(t))
+}
+
+/// Removes the hop-by-hop fields of a message held as a map (see [`is_hop_by_hop`]). A message
+/// without any (the usual one) is looked at once, name by name, and left alone.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut present = 0u32;
-    for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name.as_str()) {
-            present |= 1 << i;
-        }
+    let fields = || {
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+    };
+    let names_others = connection_names_others(fields());
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name.as_str().as_bytes(), fields, names_others))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
     }
-    if present == 0 {
-        return;
-    }
-    // HOP_BY_HOP[0] is Connection: remove what it names first, while it is still there, one at
-    // a time (finding the next borrows the map). The usual values (`keep-alive`, `close`)
-    // name nothing present, which costs a lookup and no allocation.
-    if present & 1 != 0 {
-        while let Some(name) = next_connection_named(headers) {
-            headers.remove(name.as_str());
-        }
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
-        }
-    }
-}
-
-/// A header present in `headers` that a `Connection` field names, other than the fixed
-/// hop-by-hop ones (removed anyway if present at all).
-fn next_connection_named(headers: &HeaderMap) -> Option<String> {
-    map_connection_tokens(headers)
-        .find(|name| {
-            !is_hop_by_hop_name(name.as_bytes())
-                // A `&str` key is looked up without allocating; an invalid name finds nothing.
-                && headers.contains_key(*name)
-        })
-        .map(str::to_owned)
-}
-
-/// The names listed in every `Connection` field of a map, as sent (any case).
-fn map_connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
 }
 
 /// What a forwarded request says about its client, besides the client's own fields.
@@ -124,7 +85,7 @@ pub fn push_upstream_fields<'f, I>(
 ) where
     I: Iterator<Item = (&'f [u8], &'f [u8])>,
 {
-    let connection_names_others = connection_tokens(fields()).any(|t| !is_hop_by_hop_name(t));
+    let connection_names_others = connection_names_others(fields());
     let client_has_host = fields().any(|(name, _)| name.eq_ignore_ascii_case(b"host"));
     if let (Some(host), false) = (forwarding.host, client_has_host) {
         push_field(out, b"host", host);
@@ -145,13 +106,11 @@ pub fn push_upstream_fields<'f, I>(
             forwarded_for_prior = true;
             continue;
         }
-        let dropped = is_hop_by_hop_name(name)
+        let dropped = is_hop_by_hop(name, &fields, connection_names_others)
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || (connection_names_others
-                && connection_tokens(fields()).any(|t| t.eq_ignore_ascii_case(name)));
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto");
         if !dropped {
             push_field(out, name, value);
         }
@@ -186,7 +145,13 @@ fn connection_tokens<'f>(
 ) -> impl Iterator<Item = &'f [u8]> {
     fields
         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, value)| value.split(|&b| b == b','))
+        .flat_map(|(_, value)| list_tokens(value))
+}
+
+/// The items of a comma-separated field value (RFC 9110 §5.6.1), trimmed, empty ones skipped.
+pub(super) fn list_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
 }
@@ -233,14 +198,21 @@ pub fn upstream_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn hop_by_hop_names_match_in_any_case_and_only_them() {
-        for name in &HOP_BY_HOP {
-            assert!(is_hop_by_hop_name(name.as_str().as_bytes()));
-            assert!(is_hop_by_hop_name(
-                name.as_str().to_ascii_uppercase().as_bytes()
-            ));
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(is_hop_by_hop_name(name.as_bytes()));
+            assert!(is_hop_by_hop_name(name.to_ascii_uppercase().as_bytes()));
         }
         for name in [
             "host",

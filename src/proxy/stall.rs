@@ -6,7 +6,14 @@
 //! Each wait is bounded by its own `tokio::time::timeout`: a read or write that is ready at once
 //! (most of them) never registers a timer, and one that waits registers one entry for as long as
 //! it waits, as nginx's `proxy_read_timeout` and `send_timeout` time each read and write.
+//!
+//! On HTTP/2, hyper pipes a response body to the client in each stream's own task and stops
+//! polling the body while the client's flow-control window is shut, so `send_timeout` is kept
+//! around that task ([`StreamExecutor`], [`SendTimed`]): the body ([`ReadTimed`]) tells the task,
+//! through a task-local [`Turn`], whether the stream waits on the backend or has handed hyper a
+//! frame that the client has not yet made room for.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -18,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{MissedTickBehavior, Sleep};
+use tokio::time::{Instant, MissedTickBehavior, Sleep};
 
 use super::body::BodyError;
 use super::Proxy;
@@ -214,6 +221,113 @@ pub struct ReadTimed<B> {
     waiting: bool,
 }
 
+tokio::task_local! {
+    /// The turn of the HTTP/2 stream whose task runs (see [`SendTimed`]).
+    static TURN: Turn;
+}
+
+/// Who an HTTP/2 stream waits on, written by its response body ([`ReadTimed`]) and read by its
+/// task ([`SendTimed`]).
+#[derive(Default)]
+pub struct Turn {
+    /// Frames the body has handed hyper; a new one means the client made room for the last.
+    frames: Cell<u64>,
+    /// The body handed hyper a frame and was not asked for the next: the client's window decides.
+    on_client: Cell<bool>,
+}
+
+impl Turn {
+    /// Records what the body's poll came to, when it runs in a stream's task.
+    fn record(yielded: bool) {
+        let _ = TURN.try_with(|turn| {
+            if yielded {
+                turn.frames.set(turn.frames.get() + 1);
+            }
+            turn.on_client.set(yielded);
+        });
+    }
+}
+
+/// hyper's executor for the HTTP/2 server: runs each stream's task (hyper's `H2Stream`) held to
+/// `send_timeout` ([`SendTimed`]).
+#[derive(Clone)]
+pub struct StreamExecutor {
+    proxy: Arc<Proxy>,
+}
+
+impl StreamExecutor {
+    pub fn new(proxy: Arc<Proxy>) -> StreamExecutor {
+        StreamExecutor { proxy }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let timed = SendTimed {
+            stream,
+            proxy: Arc::clone(&self.proxy),
+            sleep: None,
+            frames: 0,
+            armed: false,
+        };
+        tokio::spawn(TURN.scope(Turn::default(), timed));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 stream's task, ended when the stream has waited on the client for
+    /// `send_timeout` with no new frame taken: dropping hyper's stream resets it (`RST_STREAM`,
+    /// as h2 does for a stream dropped unfinished), and dropping its body closes the backend's
+    /// connection. The timer is armed only while the stream waits on the client, and boxed only
+    /// for a stream that ever does.
+    pub struct SendTimed<F> {
+        #[pin]
+        stream: F,
+        proxy: Arc<Proxy>,
+        sleep: Option<Pin<Box<Sleep>>>,
+        // `Turn::frames` when the timer was last armed.
+        frames: u64,
+        // The timer runs for the current wait on the client.
+        armed: bool,
+    }
+}
+
+impl<F: Future> Future for SendTimed<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.stream.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let (frames, on_client) = TURN
+            .try_with(|turn| (turn.frames.get(), turn.on_client.get()))
+            .unwrap_or((0, false));
+        if !on_client {
+            *this.armed = false;
+            return Poll::Pending;
+        }
+        let limit = this.proxy.after_head.send;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !*this.armed || frames != *this.frames {
+            sleep.as_mut().reset(Instant::now() + limit);
+            *this.armed = true;
+            *this.frames = frames;
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.proxy.timed_out(Timeout::Send, None);
+        Poll::Ready(())
+    }
+}
+
 impl<B> ReadTimed<B> {
     pub fn new(body: B, proxy: Arc<Proxy>) -> ReadTimed<B> {
         ReadTimed {
@@ -239,8 +353,10 @@ where
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
             this.waiting = false;
+            Turn::record(true);
             return Poll::Ready(frame);
         }
+        Turn::record(false);
         let limit = this.proxy.after_head.read;
         let sleep = this
             .sleep

@@ -11,8 +11,10 @@ use std::time::SystemTime;
 
 use http::{Method, StatusCode};
 
-use super::super::headers::is_hop_by_hop_name as is_hop_by_hop;
 pub use super::super::headers::push_field;
+use super::super::headers::{
+    connection_names_others, is_hop_by_hop, is_hop_by_hop_name, list_tokens,
+};
 use super::super::headers::{push_upstream_fields, Forwarding};
 
 /// Header fields read per head at most, as hyper's default; more is a 431 on the client side,
@@ -179,7 +181,7 @@ pub fn parse_request(
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings.add(field.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(field.value) {
+            for token in list_tokens(field.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -506,9 +508,8 @@ impl<'b> FinalHead<'b, '_> {
                 // The switch itself: the client needs the pair to take the 101.
                 true
             } else {
-                let dropped = is_hop_by_hop(name.as_bytes())
-                    || (self.connection_names_others && named_by_connection(self.fields, name));
-                !dropped
+                let fields = || self.fields.iter().map(|f| (f.name.as_bytes(), f.value));
+                !is_hop_by_hop(name.as_bytes(), fields, self.connection_names_others)
             };
             keep.then_some((name, field.value))
         })
@@ -599,17 +600,15 @@ pub fn parse_response<T>(
             // Several fields form one list; the last coding is what counts.
             last_coding_field = Some(field.value);
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in tokens(field.value) {
+            for token in list_tokens(field.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     backend_close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    if version == 0 {
-                        // HTTP/1.0 keep-alive: rare from a backend; not worth trusting.
-                        backend_close = true;
-                    }
-                } else if !is_hop_by_hop(token) {
-                    connection_names_others = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
+                    // HTTP/1.0 keep-alive: rare from a backend; not worth trusting.
+                    backend_close = true;
                 }
+                // As `headers::connection_names_others`, in the pass this loop makes anyway.
+                connection_names_others |= !is_hop_by_hop_name(token);
             }
         }
     }
@@ -728,8 +727,15 @@ pub fn push_informational(out: &mut Vec<u8>, head: &[u8]) {
     out.push(b' ');
     out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let fields = || {
+        response
+            .headers
+            .iter()
+            .map(|f| (f.name.as_bytes(), f.value))
+    };
+    let names_others = connection_names_others(fields());
     for field in response.headers.iter() {
-        if !is_hop_by_hop(field.name.as_bytes()) {
+        if !is_hop_by_hop(field.name.as_bytes(), fields, names_others) {
             push_field(out, field.name.as_bytes(), field.value);
         }
     }
@@ -826,23 +832,6 @@ fn check_query(query: &[u8]) -> Option<()> {
 fn offset_in(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
     start..start + part.len()
-}
-
-/// The comma-separated tokens of a list header, trimmed, empty ones skipped.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
-/// Whether any `Connection` field among `fields` lists `name`.
-fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
-    fields
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|f| tokens(f.value))
-        .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// A decimal length with no sign or space, as RFC 9110 §8.6 writes it.
@@ -1065,6 +1054,44 @@ mod tests {
             Ok(Some(Response::Final(head, ()))) => head,
             other => panic!("not a final head: {other:?}"),
         }
+    }
+
+    /// The bytes path (`FinalHead::end_to_end`) and the map path (`headers::strip_hop_by_hop`,
+    /// hyper's responses) keep the same fields: one rule.
+    #[test]
+    fn a_response_keeps_the_same_fields_on_both_paths() {
+        let text = "HTTP/1.1 200 OK\r\nConnection: close, X-Named\r\nConnection: upgrade\r\n\
+                    Keep-Alive: timeout=5\r\nX-Named: 1\r\nclose: 2\r\nUpgrade: h2c\r\n\
+                    Proxy-Connection: x\r\nTE: trailers\r\nX-Kept: 3\r\nServer: s\r\n\
+                    Content-Length: 0\r\n\r\n";
+        let parsed = parse_response(text.as_bytes(), false, false, |head| {
+            let kept: Vec<String> = head
+                .end_to_end(false)
+                .map(|(name, _)| name.to_ascii_lowercase())
+                .collect();
+            kept
+        });
+        let Ok(Some(Response::Final(_, bytes_kept))) = parsed else {
+            panic!("not a final head: {parsed:?}");
+        };
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        response.parse(text.as_bytes()).unwrap();
+        let mut map = http::HeaderMap::new();
+        for field in response.headers.iter() {
+            if !field.name.eq_ignore_ascii_case("content-length") {
+                map.append(
+                    http::HeaderName::from_bytes(field.name.as_bytes()).unwrap(),
+                    http::HeaderValue::from_bytes(field.value).unwrap(),
+                );
+            }
+        }
+        super::super::super::headers::strip_hop_by_hop(&mut map);
+        // A map's order after removals is its own; the set is what must agree.
+        let mut map_kept: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        map_kept.sort_unstable();
+        assert_eq!(bytes_kept, ["x-kept", "server"]);
+        assert_eq!(map_kept, ["server", "x-kept"]);
     }
 
     #[test]
