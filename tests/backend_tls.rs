@@ -311,17 +311,42 @@ async fn sequential_requests_reuse_one_tls_connection_to_the_backend() {
     let ca = Ca::new("backend CA");
     let backend = TlsBackend::start("tls-a", &ca.server(&[NAME]));
     let lb = start_lb(&ca, Some(NAME), &[backend.addr], "100ms");
-    for h2 in [false, true] {
-        for _ in 0..5 {
-            let (status, body) = request(&lb, h2, "GET", "/", Vec::new()).await;
-            assert_eq!(
-                (status, body.as_str()),
-                (StatusCode::OK, "tls-a 0"),
-                "h2={h2}"
-            );
-        }
+    // One client connection each, so each response has ended in lb (its backend socket back
+    // in the idle set) before the next request is read.
+    let mut wire = support::raw::Wire::connect(&lb).await;
+    for i in 0..5 {
+        let response = wire
+            .exchange(&format!("GET /h1/{i} HTTP/1.1\r\nhost: t\r\n\r\n"))
+            .await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        assert_eq!(response.text(), "tls-a 0");
     }
-    // lb's HTTP/1.x engine and send_plain share the idle TLS sockets.
+    let tcp = tokio::net::TcpStream::connect(lb.http)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(connection);
+    for i in 0..5 {
+        let request = Request::get(format!("http://t/h2/{i}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+            .await
+            .expect("response in time")
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"tls-a 0");
+    }
+    // lb's HTTP/1.x engine and send_plain (bodiless HTTP/2 requests) share the idle sockets.
     assert_eq!(backend.hits(), 10);
     assert_eq!(backend.proxied.load(Ordering::SeqCst), 1);
 }

@@ -1,7 +1,7 @@
 //! Client certificates on `listen.https` (`[tls] client_ca`) in the real lb: a client holding a
 //! certificate from that CA is served, over HTTP/1.1 and HTTP/2, and its subject is in the
 //! access line; one without a certificate, or with one from another CA, is refused in the
-//! handshake and reaches no backend.
+//! handshake and reaches no backend; every failed handshake is counted by its reason.
 
 mod support;
 
@@ -40,7 +40,8 @@ fn start(backend: &Backend, clients: &Ca) -> Site {
     clients.write(&dir.path().join("clients-ca.pem"));
     let config = dir.path().join("lb.toml");
     let text = format!(
-        "[listen]\nhttps = \"127.0.0.1:0\"\n\n[tls]\nclient_ca = \"clients-ca.pem\"\n\n\
+        "[listen]\nhttps = \"127.0.0.1:0\"\n\n[server]\nheader_timeout = \"500ms\"\n\n\
+         [tls]\nclient_ca = \"clients-ca.pem\"\n\n\
          [[tls.certificates]]\ncert = \"site.pem\"\nkey = \"site.key\"\n\n{}",
         support::pool("/", &[backend.addr], "100ms")
     );
@@ -205,5 +206,24 @@ async fn a_client_without_a_certificate_or_with_a_foreign_one_is_refused_and_cou
         handshake_failures(&site, "protocol").await == Some(1)
     })
     .await;
-    assert_eq!(handshake_failures(&site, "timeout").await, Some(0));
+
+    // A client that closes before its hello, and one that never sends it (closed at
+    // header_timeout).
+    drop(TcpStream::connect(site.https).await.expect("connect"));
+    support::eventually(PATIENCE, "the closed handshake counted", || async {
+        handshake_failures(&site, "closed").await == Some(1)
+    })
+    .await;
+    let mut silent = TcpStream::connect(site.https).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(PATIENCE, silent.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    support::eventually(PATIENCE, "the unfinished handshake counted", || async {
+        handshake_failures(&site, "timeout").await == Some(1)
+    })
+    .await;
+    assert_eq!(
+        handshake_failures(&site, "client_certificate").await,
+        Some(2)
+    );
 }

@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,12 +13,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use support::certs::{Ca, Leaf};
 use support::raw::{header, status_of};
 use support::{eventually, Backend, Lb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,55 +25,6 @@ use tokio_rustls::TlsConnector;
 
 /// Every wait in these tests ends within this.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A certificate authority the test client trusts; it signs lb's certificates.
-struct Ca {
-    der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A leaf certificate as lb reads it (PEM) and as the client sees it (DER).
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Ca {
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn sign(&self, name: &str) -> Leaf {
-        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-}
-
-fn write_leaf(dir: &Path, stem: &str, leaf: &Leaf) {
-    std::fs::write(dir.join(format!("{stem}.pem")), &leaf.cert_pem).expect("write cert");
-    std::fs::write(dir.join(format!("{stem}.key")), &leaf.key_pem).expect("write key");
-}
 
 /// lb with `a.test` and `b.test` (the default) on an HTTPS listener, one pool to `backend`, and
 /// `extra` lb.toml text (e.g. `[server]` limits).
@@ -90,12 +37,12 @@ struct Site {
 }
 
 fn start(backend: &Backend, listen: &str, extra: &str, args: &[&str]) -> Site {
-    let ca = Ca::new();
-    let a = ca.sign("a.test");
-    let b = ca.sign("b.test");
+    let ca = Ca::new("test CA");
+    let a = ca.server(&["a.test"]);
+    let b = ca.server(&["b.test"]);
     let dir = tempfile::tempdir().expect("temp dir");
-    write_leaf(dir.path(), "a", &a);
-    write_leaf(dir.path(), "b", &b);
+    a.write(dir.path(), "a");
+    b.write(dir.path(), "b");
     let config = dir.path().join("lb.toml");
     let text = format!(
         "[listen]\nhttps = \"127.0.0.1:0\"\n{listen}\n{extra}\n\
@@ -261,7 +208,7 @@ async fn a_renewed_certificate_serves_new_handshakes_and_open_connections_keep_w
     let (head, _) = http1_get(&mut held, "a.test", false).await;
     assert_eq!(status_of(&head), 200, "{head}");
 
-    let renewed = site.ca.sign("a.test");
+    let renewed = site.ca.server(&["a.test"]);
     // The key first: until the certificate matches it, lb keeps the old pair.
     std::fs::write(site.lb.dir().join("a.key"), &renewed.key_pem).expect("write key");
     std::fs::write(site.lb.dir().join("a.pem"), &renewed.cert_pem).expect("write cert");
@@ -394,8 +341,8 @@ async fn a_saved_tls_section_reaches_new_handshakes_through_the_reload() {
     assert_eq!(status_of(&head), 200, "{head}");
 
     // A save whose [tls] names a third pair only: once applied, every handshake gets it.
-    let c = site.ca.sign("c.test");
-    write_leaf(site.lb.dir(), "c", &c);
+    let c = site.ca.server(&["c.test"]);
+    c.write(site.lb.dir(), "c");
     let text = std::fs::read_to_string(&site.lb.config).expect("read lb.toml");
     let start = text.find("[[tls.certificates]]").expect("[tls]");
     let end = text.find("[pools.").expect("pools");
