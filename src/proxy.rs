@@ -296,7 +296,16 @@ async fn serve_plain(
             let io = ClientIo::new(stream, permit);
             // Boxed: hyper's connection state would otherwise sit in every cleartext
             // connection's task, HTTP/1.x ones included.
-            Box::pin(serve_h2(io, client, None, proxy, &engines.h2, settings, drain)).await;
+            Box::pin(serve_h2(
+                io,
+                client,
+                None,
+                proxy,
+                &engines.h2,
+                settings,
+                drain,
+            ))
+            .await;
         }
         None => {}
     }
