@@ -14,6 +14,7 @@ use support::raw::{
     header, setup, start, start_with, status_line, status_of, Framing, RawBackend, Reply, Seen,
     Then, Wire,
 };
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 // === helpers ===
@@ -769,8 +770,16 @@ async fn a_refused_connect_is_retried_elsewhere_with_the_body() {
     let mut good = RawBackend::start(echo_body).await;
     let doomed = RawBackend::start(echo_body).await;
     let lb = start(&[doomed.addr.to_string(), good.addr.to_string()]).await;
-    // Both passed their first check; now one stops listening.
+    // Both passed their first check; now one stops listening. The listener closes on the
+    // backends' runtime: until it has, a connection could still land in its backlog and be reset.
+    let doomed_addr = doomed.addr;
     drop(doomed);
+    support::eventually(
+        Duration::from_secs(5),
+        "the doomed backend refuses",
+        || async { TcpStream::connect(doomed_addr).await.is_err() },
+    )
+    .await;
     // Until a request has met the dead backend (p2c picks it half the time): every one gets its
     // answer, body included.
     let mut sent = 0;

@@ -737,6 +737,16 @@ struct Exchange<'a> {
     started: Instant,
 }
 
+/// Why no final response head came from the backend.
+enum HeadWait {
+    /// The backend failed or answered malformed: the retry rules decide.
+    Failed(backend::ExchangeError),
+    /// The backend sent no head within the request timeout.
+    TimedOut,
+    /// The client left while a 1xx went to it.
+    ClientGone,
+}
+
 /// How streaming a request body to the backend ended.
 enum Streamed {
     /// The whole body went.
@@ -782,26 +792,7 @@ impl Exchange<'_> {
                 Ok(backend) => backend,
                 Err(failure) => break failure,
             };
-            scratch.request.clear();
-            wire::push_request_line(
-                &mut scratch.request,
-                request.method,
-                &backend.addr.url_path,
-                request.target,
-            );
-            scratch.request.extend_from_slice(&scratch.headers);
-            if !request.has_host {
-                // An HTTP/1.0 request without a host: name the backend, as HTTP/1.1 requires.
-                wire::push_field(
-                    &mut scratch.request,
-                    b"host",
-                    backend.authority.as_str().as_bytes(),
-                );
-            }
-            scratch.request.extend_from_slice(b"\r\n");
-            if let Some(body) = whole {
-                scratch.request.extend_from_slice(body);
-            }
+            self.push_backend_request(&mut scratch.request, &scratch.headers, &backend, whole);
 
             let in_flight = backend.start_request();
             let attempt_started = Instant::now();
@@ -827,44 +818,18 @@ impl Exchange<'_> {
             };
             if let Some(rest) = streamed.as_mut() {
                 body_started = true;
-                // What a chunked body had framed before it turned out large goes first.
-                std::mem::swap(&mut scratch.out, &mut scratch.body);
-                scratch.body.clear();
-                let sending = stream_body(
-                    client,
-                    &upstream,
-                    rest,
-                    &mut scratch.body_in,
-                    &mut scratch.out,
-                    self.settings.header_timeout,
-                    pool.request_timeout,
-                )
-                .await;
-                match sending {
+                match self
+                    .stream_request_body(client, &upstream, rest, scratch, pool)
+                    .await
+                {
                     Ok(Streamed::Sent) => body_whole = true,
                     Ok(Streamed::Early) => {}
                     Err(error) => {
                         // The backend sees a cut-off request (the socket closes with it).
                         drop(upstream);
                         drop(in_flight);
-                        let status = match error {
-                            StreamError::Malformed => {
-                                let refusal = wire::BAD_CHUNKED;
-                                scratch.out.clear();
-                                self.push_local(
-                                    &mut scratch.out,
-                                    refusal.status,
-                                    &[],
-                                    refusal.text,
-                                    true,
-                                );
-                                let _ = client.write_all(&scratch.out).await;
-                                refusal.status
-                            }
-                            StreamError::Client => StatusCode::BAD_REQUEST,
-                            StreamError::Backend => StatusCode::GATEWAY_TIMEOUT,
-                        };
-                        self.account(status.as_u16(), Some(pool), Some(&backend));
+                        self.answer_stream_error(client, error, scratch, pool, &backend)
+                            .await;
                         return Forwarded::Close;
                     }
                 }
@@ -872,50 +837,14 @@ impl Exchange<'_> {
                 deadline = tokio::time::Instant::now() + pool.request_timeout;
             }
 
-            // The response head, any 1xx before it forwarded to an HTTP/1.1 client.
             let close = request.close || !body_whole;
-            let drain = self.drain;
-            let http11 = request.http11;
-            scratch.response.clear();
-            let got = loop {
-                scratch.out.clear();
-                let Scratch { response, out, .. } = &mut *scratch;
-                let mut emit = |head: &wire::FinalHead<'_, '_>| {
-                    let side = ClientSide {
-                        http11,
-                        // A drain begun while the backend worked closes the connection after
-                        // this response.
-                        close: close || drain.is_cancelled() || closes_client(http11, head.framing),
-                    };
-                    wire::push_client_head(out, head, side)
-                };
-                let read = backend::read_head(
-                    &mut upstream,
-                    response,
-                    request.is_head(),
-                    upgrade,
-                    &mut emit,
-                );
-                match tokio::time::timeout_at(deadline, read).await {
-                    Ok(Ok(Response::Informational { len, status })) => {
-                        if http11 && status != 100 {
-                            out.clear();
-                            wire::push_informational(out, &response[..len]);
-                            if client.write_all(out).await.is_err() {
-                                return Forwarded::Close;
-                            }
-                        }
-                        response.drain(..len);
-                    }
-                    Ok(Ok(Response::Final(head, ()))) => break Ok(head),
-                    Ok(Err(error)) => break Err(Some(error)),
-                    Err(_elapsed) => break Err(None),
-                }
-            };
-            let head = match got {
+            let read =
+                self.read_final_head(client, &mut upstream, scratch, close, upgrade, deadline);
+            let head = match read.await {
                 Ok(head) => head,
-                Err(None) => break Failure::timed_out(pool, backend),
-                Err(Some(error)) => {
+                Err(HeadWait::ClientGone) => return Forwarded::Close,
+                Err(HeadWait::TimedOut) => break Failure::timed_out(pool, backend),
+                Err(HeadWait::Failed(error)) => {
                     let replay = Replay {
                         unsent: false,
                         sent: !body_started && is_idempotent(request.method),
@@ -930,37 +859,197 @@ impl Exchange<'_> {
                 backend.latency.observe(attempt_started.elapsed());
             }
             self.account(head.status, Some(pool), Some(&backend));
-            if head.framing == Framing::Tunnel {
-                let first = &scratch.response[head.len..];
-                scratch.out.extend_from_slice(first);
-                if client.write_all(&scratch.out).await.is_err() {
-                    return Forwarded::Close;
-                }
-                return Forwarded::Tunnel(upstream, in_flight);
-            }
-            let after_head = &self.proxy.after_head;
-            let relayed = relay(client, &mut upstream, &head, scratch, http11, after_head).await;
-            drop(in_flight);
-            return match relayed {
-                Relayed::Whole { reusable } => {
-                    if reusable && head.reusable {
-                        backend.connections.put_stream(upstream);
-                    }
-                    if close || closes_client(http11, head.framing) {
-                        Forwarded::Close
-                    } else {
-                        Forwarded::Keep
-                    }
-                }
-                Relayed::Broken => Forwarded::Close,
-                Relayed::TimedOut(timeout) => {
-                    self.proxy.timed_out(timeout, Some(&backend));
-                    self.account_timeout(head.status, pool, &backend, timeout);
-                    Forwarded::Close
-                }
-            };
+            return self
+                .deliver(
+                    client, upstream, in_flight, &head, scratch, close, pool, &backend,
+                )
+                .await;
         };
-        let close = !body_whole;
+        self.answer_failure(client, &failure, scratch, pool, !body_whole)
+            .await
+    }
+
+    /// Writes into `out` the request `backend` gets: the request line (its `url_path` joined),
+    /// the header lines already written for this request (`headers`), a `Host` for a request
+    /// without one, and a body read whole.
+    fn push_backend_request(
+        &self,
+        out: &mut Vec<u8>,
+        headers: &[u8],
+        backend: &Backend,
+        whole: Option<&[u8]>,
+    ) {
+        let request = self.request;
+        out.clear();
+        wire::push_request_line(out, request.method, &backend.addr.url_path, request.target);
+        out.extend_from_slice(headers);
+        if !request.has_host {
+            // An HTTP/1.0 request without a host: name the backend, as HTTP/1.1 requires.
+            wire::push_field(out, b"host", backend.authority.as_str().as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        if let Some(body) = whole {
+            out.extend_from_slice(body);
+        }
+    }
+
+    /// Streams the rest of a large request body to the backend (see [`stream_body`]).
+    async fn stream_request_body<S: ClientStream>(
+        &self,
+        client: &mut S,
+        upstream: &TcpStream,
+        rest: &mut Stream,
+        scratch: &mut Scratch,
+        pool: &Pool,
+    ) -> Result<Streamed, StreamError> {
+        // What a chunked body had framed before it turned out large goes first.
+        std::mem::swap(&mut scratch.out, &mut scratch.body);
+        scratch.body.clear();
+        stream_body(
+            client,
+            upstream,
+            rest,
+            &mut scratch.body_in,
+            &mut scratch.out,
+            self.settings.header_timeout,
+            pool.request_timeout,
+        )
+        .await
+    }
+
+    /// Answers (a malformed chunked body gets its 400) and accounts for a request whose body
+    /// could not be streamed on; the connection then closes.
+    async fn answer_stream_error<S: ClientStream>(
+        &self,
+        client: &mut S,
+        error: StreamError,
+        scratch: &mut Scratch,
+        pool: &Pool,
+        backend: &Arc<Backend>,
+    ) {
+        let status = match error {
+            StreamError::Malformed => {
+                let refusal = wire::BAD_CHUNKED;
+                scratch.out.clear();
+                self.push_local(&mut scratch.out, refusal.status, &[], refusal.text, true);
+                let _ = client.write_all(&scratch.out).await;
+                refusal.status
+            }
+            StreamError::Client => StatusCode::BAD_REQUEST,
+            StreamError::Backend => StatusCode::GATEWAY_TIMEOUT,
+        };
+        self.account(status.as_u16(), Some(pool), Some(backend));
+    }
+
+    /// Reads the backend's final response head by `deadline`, writing the client's head for it
+    /// into `scratch.out`; a 1xx before it goes on to an HTTP/1.1 client. `close`: the client's
+    /// connection closes after this response.
+    async fn read_final_head<S: ClientStream>(
+        &self,
+        client: &mut S,
+        upstream: &mut TcpStream,
+        scratch: &mut Scratch,
+        close: bool,
+        upgrade: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<ResponseHead, HeadWait> {
+        let request = self.request;
+        let drain = self.drain;
+        let http11 = request.http11;
+        let Scratch { response, out, .. } = scratch;
+        response.clear();
+        loop {
+            out.clear();
+            let mut emit = |head: &wire::FinalHead<'_, '_>| {
+                let side = ClientSide {
+                    http11,
+                    // A drain begun while the backend worked closes the connection after this
+                    // response.
+                    close: close || drain.is_cancelled() || closes_client(http11, head.framing),
+                };
+                wire::push_client_head(out, head, side)
+            };
+            let read =
+                backend::read_head(upstream, response, request.is_head(), upgrade, &mut emit);
+            let read = tokio::time::timeout_at(deadline, read).await;
+            match read
+                .map_err(|_elapsed| HeadWait::TimedOut)?
+                .map_err(HeadWait::Failed)?
+            {
+                Response::Informational { len, status } => {
+                    if http11 && status != 100 {
+                        out.clear();
+                        wire::push_informational(out, &response[..len]);
+                        if client.write_all(out).await.is_err() {
+                            return Err(HeadWait::ClientGone);
+                        }
+                    }
+                    response.drain(..len);
+                }
+                Response::Final(head, ()) => return Ok(head),
+            }
+        }
+    }
+
+    /// Sends the client the response whose head is in `scratch.out`: the body relayed, or the
+    /// connection turned into a tunnel; the backend's connection goes back to its idle set
+    /// when the response ended cleanly on it.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver<S: ClientStream>(
+        &self,
+        client: &mut S,
+        mut upstream: TcpStream,
+        in_flight: crate::topology::InFlight,
+        head: &ResponseHead,
+        scratch: &mut Scratch,
+        close: bool,
+        pool: &Pool,
+        backend: &Arc<Backend>,
+    ) -> Forwarded {
+        let http11 = self.request.http11;
+        if head.framing == Framing::Tunnel {
+            let first = &scratch.response[head.len..];
+            scratch.out.extend_from_slice(first);
+            if client.write_all(&scratch.out).await.is_err() {
+                return Forwarded::Close;
+            }
+            return Forwarded::Tunnel(upstream, in_flight);
+        }
+        let after_head = &self.proxy.after_head;
+        let relayed = relay(client, &mut upstream, head, scratch, http11, after_head)
+            .await
+            .unwrap_or_else(Relayed::from);
+        drop(in_flight);
+        match relayed {
+            Relayed::Whole { reusable } => {
+                if reusable && head.reusable {
+                    backend.connections.put_stream(upstream);
+                }
+                if close || closes_client(http11, head.framing) {
+                    Forwarded::Close
+                } else {
+                    Forwarded::Keep
+                }
+            }
+            Relayed::Broken => Forwarded::Close,
+            Relayed::TimedOut(timeout) => {
+                self.proxy.timed_out(timeout, Some(backend));
+                self.account_timeout(head.status, pool, backend, timeout);
+                Forwarded::Close
+            }
+        }
+    }
+
+    /// Answers a request no backend answered with lb's own response (`failure`); `close`
+    /// closes the connection after it (a request body was not read or sent whole).
+    async fn answer_failure<S: ClientStream>(
+        &self,
+        client: &mut S,
+        failure: &Failure,
+        scratch: &mut Scratch,
+        pool: &Pool,
+        close: bool,
+    ) -> Forwarded {
         scratch.out.clear();
         self.push_local(&mut scratch.out, failure.status, &[], failure.text, close);
         self.account(
@@ -969,7 +1058,7 @@ impl Exchange<'_> {
             failure.backend.as_ref(),
         );
         match client.write_all(&scratch.out).await {
-            Ok(()) if !close && !request.close => Forwarded::Keep,
+            Ok(()) if !close && !self.request.close => Forwarded::Keep,
             _ => Forwarded::Close,
         }
     }
@@ -1121,22 +1210,8 @@ impl From<Cut> for Relayed {
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
 /// says, reading the backend until the body ends. A chunked body is decoded and framed again
 /// (for an HTTP/1.0 client: its data only, ended by the close).
+/// Every wait is bounded by `after_head`; a cut says which side failed or timed out.
 async fn relay<S: ClientStream>(
-    client: &mut S,
-    upstream: &mut TcpStream,
-    head: &ResponseHead,
-    scratch: &mut Scratch,
-    http11: bool,
-    after_head: &AfterHead,
-) -> Relayed {
-    match relay_within(client, upstream, head, scratch, http11, after_head).await {
-        Ok(relayed) => relayed,
-        Err(cut) => cut.into(),
-    }
-}
-
-/// [`relay`], with every wait bounded by `after_head`.
-async fn relay_within<S: ClientStream>(
     client: &mut S,
     upstream: &mut TcpStream,
     head: &ResponseHead,
