@@ -45,12 +45,12 @@ use self::chunked::{Decoder, Output};
 use self::wire::{
     BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
 };
-use super::handler::{is_idempotent, route, Attempts, Failure, Proxy, Replay, Routed};
+use super::handler::{is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed};
 use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::SendError;
 use super::{ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
-use crate::topology::{Backend, Pool};
+use crate::topology::{Backend, Pool, Topology};
 
 /// Room kept free in a buffer before each read.
 const READ_ROOM: usize = 4096;
@@ -89,61 +89,20 @@ pub(super) async fn serve<S: ClientStream>(
     };
     let draining = drain.cancelled();
     tokio::pin!(draining);
-
-    // Until the first byte, a connection gets the header timeout; between requests, the shorter
-    // of the idle and header timeouts; once a head has begun, the header timeout from its first
-    // byte.
-    let mut waiting_since = Instant::now();
-    let mut limit = settings.header_timeout;
-    // Whether the input may hold a whole head: a head ends at a line feed, so a read without
-    // one is not parsed again (a dribbled head costs one parse per line, not per byte).
-    let mut may_be_whole = false;
+    // Until the first byte, a connection gets the header timeout.
+    let mut due = HeadDue {
+        since: Instant::now(),
+        limit: settings.header_timeout,
+        may_be_whole: false,
+    };
     loop {
-        let head = loop {
-            if may_be_whole {
-                match wire::parse_request(
-                    &conn.input,
-                    client_ip.as_bytes(),
-                    S::HTTPS,
-                    &mut conn.scratch.headers,
-                ) {
-                    Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => break head,
-                    Ok(Some(_)) => return conn.refuse(stream, wire::HEAD_TOO_LARGE).await,
-                    Ok(None) => {}
-                    Err(HeadError::LaterMinor(at)) => {
-                        conn.input[at] = b'1';
-                        continue;
-                    }
-                    Err(HeadError::Refused(refusal)) => return conn.refuse(stream, refusal).await,
-                }
-            }
-            if conn.input.len() >= MAX_HEADER_BYTES {
-                return conn.refuse(stream, wire::HEAD_TOO_LARGE).await;
-            }
-            let before = conn.input.len();
-            let deadline = waiting_since + limit;
-            let read = read_more(
-                stream,
-                &mut conn.input,
-                &mut conn.scratch,
-                &mut conn.tick,
-                Some(draining.as_mut()),
-                deadline,
-            );
-            match read.await {
-                ClientRead::Bytes => {}
-                ClientRead::Quiet => continue,
-                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return,
-            }
-            if before == 0 {
-                waiting_since = Instant::now();
-                limit = settings.header_timeout;
-            }
-            may_be_whole = conn.input[before..].contains(&b'\n');
+        let read = conn.read_head(stream, client_ip.as_bytes(), draining.as_mut(), &mut due);
+        let Some(head) = read.await else {
+            return;
         };
         // Boxed: an exchange's state is most of the engine's, and a connection idle between
         // requests then holds only what reading the next head needs.
-        let exchange = Box::pin(conn.serve_request(stream, &head, waiting_since));
+        let exchange = Box::pin(conn.serve_request(stream, &head, due.since));
         let Next::Keep { consumed } = exchange.await else {
             if head.body != BodyFraming::None {
                 // The client may still be sending a body lb did not read.
@@ -155,31 +114,33 @@ pub(super) async fn serve<S: ClientStream>(
         if head.close || drain.is_cancelled() {
             return;
         }
-        conn.input.drain(..consumed);
-        // Bytes read past a streamed body belong to the next request.
-        conn.input.append(&mut conn.scratch.body_in);
-        if conn.input.is_empty() {
-            // Idle: the connection holds no buffer until its client sends again.
-            spare::give(&mut conn.input, &mut conn.scratch);
-        } else {
-            conn.scratch.shrink();
-            if conn.input.capacity() > KEEP_CAPACITY {
-                conn.input.shrink_to(READ_ROOM);
-            }
-        }
-        // The tick counts from the end of the exchange, so the idle deadline does too.
-        conn.tick.reset();
-        may_be_whole = !conn.input.is_empty();
-        waiting_since = Instant::now();
-        // The next head is held to the header timeout as well, as hyper's header timer does on
-        // a kept-alive connection (and HAProxy's `http-keep-alive`, by default); one already
-        // begun (pipelined) has the header timeout alone.
-        limit = if conn.input.is_empty() {
-            settings.header_timeout.min(settings.idle_timeout)
-        } else {
-            settings.header_timeout
+        conn.next_request(consumed);
+        due = HeadDue {
+            since: Instant::now(),
+            // The next head is held to the header timeout as well, as hyper's header timer
+            // does on a kept-alive connection (and HAProxy's `http-keep-alive`, by default); one
+            // already begun (pipelined) has the header timeout alone.
+            limit: if conn.input.is_empty() {
+                settings.header_timeout.min(settings.idle_timeout)
+            } else {
+                settings.header_timeout
+            },
+            may_be_whole: !conn.input.is_empty(),
         };
     }
+}
+
+/// When the next request head is due, and whether the input may hold it already.
+struct HeadDue {
+    /// Since when the connection waits: the end of the last exchange, then the head's first
+    /// byte.
+    since: Instant,
+    /// How long it may wait from `since`: between requests the shorter of the idle and header
+    /// timeouts; once a head has begun, the header timeout.
+    limit: Duration,
+    /// A head ends at a line feed, so a read without one is not parsed again (a dribbled head
+    /// costs one parse per line, not per byte).
+    may_be_whole: bool,
 }
 
 /// How long a closing connection whose client may still be sending is read and drained.
@@ -438,6 +399,81 @@ fn request<'a>(input: &'a [u8], head: &'a RequestHead) -> Request<'a> {
 }
 
 impl<'p> Connection<'p> {
+    /// Reads until the input starts with a whole request head, and parses it (writing the
+    /// backend's header lines into `scratch.headers`). `None`: the connection ends (the client
+    /// closed or was silent past `due`, lb is draining, or a refused head was answered).
+    async fn read_head<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        client_ip: &[u8],
+        mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
+        due: &mut HeadDue,
+    ) -> Option<RequestHead> {
+        loop {
+            if due.may_be_whole {
+                let headers = &mut self.scratch.headers;
+                match wire::parse_request(&self.input, client_ip, S::HTTPS, headers) {
+                    Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => return Some(head),
+                    Ok(Some(_)) => {
+                        self.refuse(stream, wire::HEAD_TOO_LARGE).await;
+                        return None;
+                    }
+                    Ok(None) => {}
+                    Err(HeadError::LaterMinor(at)) => {
+                        self.input[at] = b'1';
+                        continue;
+                    }
+                    Err(HeadError::Refused(refusal)) => {
+                        self.refuse(stream, refusal).await;
+                        return None;
+                    }
+                }
+            }
+            if self.input.len() >= MAX_HEADER_BYTES {
+                self.refuse(stream, wire::HEAD_TOO_LARGE).await;
+                return None;
+            }
+            let before = self.input.len();
+            let read = read_more(
+                stream,
+                &mut self.input,
+                &mut self.scratch,
+                &mut self.tick,
+                Some(draining.as_mut()),
+                due.since + due.limit,
+            );
+            match read.await {
+                ClientRead::Bytes => {}
+                ClientRead::Quiet => continue,
+                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
+            }
+            if before == 0 {
+                due.since = Instant::now();
+                due.limit = self.settings.header_timeout;
+            }
+            due.may_be_whole = self.input[before..].contains(&b'\n');
+        }
+    }
+
+    /// Readies the connection for its next request once an exchange kept it: the served
+    /// request's `consumed` bytes go, and an idle connection gives its buffers back.
+    fn next_request(&mut self, consumed: usize) {
+        self.input.drain(..consumed);
+        // Bytes read past a streamed body belong to the next request.
+        self.input.append(&mut self.scratch.body_in);
+        if self.input.is_empty() {
+            // Idle: the connection holds no buffer until its client sends again.
+            spare::give(&mut self.input, &mut self.scratch);
+        } else {
+            self.scratch.shrink();
+            if self.input.capacity() > KEEP_CAPACITY {
+                self.input.shrink_to(READ_ROOM);
+            }
+        }
+        // The tick counts from the end of the exchange, so the idle deadline does too.
+        self.tick.reset();
+    }
+
     /// Answers a head lb refuses, then the connection closes.
     async fn refuse<S: ClientStream>(&mut self, stream: &mut S, refusal: Refusal) {
         self.scratch.out.clear();
@@ -476,59 +512,9 @@ impl<'p> Connection<'p> {
     ) -> Next {
         let started = Instant::now();
         let topology = self.proxy.topology.load_full();
-        let routed = {
-            let request = request(&self.input, head);
-            // `OPTIONS *` is routed as its host's `/`.
-            let (path, query) = if request.path == "*" {
-                ("/", None)
-            } else {
-                let query = &request.target[request.path.len().min(request.target.len())..];
-                let query = std::str::from_utf8(query)
-                    .ok()
-                    .and_then(|q| q.strip_prefix('?'));
-                (request.path, query)
-            };
-            let redirect = self
-                .proxy
-                .https_redirect(S::HTTPS, request.host, path, query);
-            let routed = match redirect {
-                Some(answer) => Routed::Local(answer),
-                None => route(&topology, request.method, request.host, path, query),
-            };
-            match routed {
-                Routed::Pool(pool) => Ok(pool),
-                Routed::Local(answer) => Err(answer),
-            }
-        };
-        let pool = match routed {
-            Ok(pool) => pool,
-            Err(answer) => {
-                // A body not read yet is not read at all: the connection closes after the answer.
-                let body_in_input = match head.body {
-                    BodyFraming::None => Some(0),
-                    BodyFraming::Length(n) => usize::try_from(n)
-                        .ok()
-                        .filter(|&n| self.input.len() - head.len >= n),
-                    BodyFraming::Chunked => None,
-                };
-                let request = request(&self.input, head);
-                let exchange = self.exchange(&request, started);
-                let out = &mut self.scratch.out;
-                out.clear();
-                let extra: &[(&[u8], &[u8])] = match &answer.header {
-                    Some((name, value)) => &[(name.as_bytes(), value.as_bytes())],
-                    None => &[],
-                };
-                let status = answer.status;
-                exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
-                exchange.account(status.as_u16(), None, None);
-                return match (stream.write_all(out).await, body_in_input) {
-                    (Ok(()), Some(n)) => Next::Keep {
-                        consumed: head.len + n,
-                    },
-                    _ => Next::Close,
-                };
-            }
+        let pool = match self.route::<S>(head, &topology) {
+            Routed::Pool(pool) => pool,
+            Routed::Local(answer) => return self.answer(stream, head, &answer, started).await,
         };
 
         // The body: read whole when small, else streamed from the client during the exchange.
@@ -595,26 +581,93 @@ impl<'p> Connection<'p> {
         match forwarded {
             Forwarded::Keep => Next::Keep { consumed },
             Forwarded::Close => Next::Close,
-            Forwarded::Tunnel(mut upstream, in_flight) => {
-                let early = &self.input[consumed..];
-                if !early.is_empty() && upstream.write_all(early).await.is_err() {
-                    return Next::Close;
-                }
-                let metrics = &self.proxy.metrics;
-                metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
-                let copied =
-                    stall::tunnel(&mut *stream, &mut upstream, &self.proxy.after_head).await;
-                metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
-                let backend = &in_flight.backend().addr;
-                match copied {
-                    Ok((up, down)) => tracing::debug!(%backend, up, down, "tunnel closed"),
-                    Err(Cut::TimedOut(timeout)) => {
-                        self.proxy.timed_out(timeout, Some(in_flight.backend()))
-                    }
-                    Err(Cut::Io) => tracing::debug!(%backend, "tunnel ended with an error"),
-                }
+            Forwarded::Tunnel(upstream, in_flight) => {
+                self.tunnel(stream, upstream, in_flight, consumed).await;
                 Next::Close
             }
+        }
+    }
+
+    /// Where the request whose head is `head` goes: a pool of `topology`, or an answer of lb's
+    /// own (an HTTPS redirect, 404, 405, a route's redirect).
+    fn route<'t, S: ClientStream>(&self, head: &RequestHead, topology: &'t Topology) -> Routed<'t> {
+        let request = request(&self.input, head);
+        // `OPTIONS *` is routed as its host's `/`.
+        let (path, query) = if request.path == "*" {
+            ("/", None)
+        } else {
+            let query = &request.target[request.path.len().min(request.target.len())..];
+            let query = std::str::from_utf8(query)
+                .ok()
+                .and_then(|q| q.strip_prefix('?'));
+            (request.path, query)
+        };
+        match self
+            .proxy
+            .https_redirect(S::HTTPS, request.host, path, query)
+        {
+            Some(answer) => Routed::Local(answer),
+            None => route(topology, request.method, request.host, path, query),
+        }
+    }
+
+    /// Sends lb's own `answer` to the request whose head is `head`. A body not read yet is not
+    /// read at all: the connection closes after the answer.
+    async fn answer<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        head: &RequestHead,
+        answer: &LocalAnswer,
+        started: Instant,
+    ) -> Next {
+        let body_in_input = match head.body {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => usize::try_from(n)
+                .ok()
+                .filter(|&n| self.input.len() - head.len >= n),
+            BodyFraming::Chunked => None,
+        };
+        let request = request(&self.input, head);
+        let exchange = self.exchange(&request, started);
+        let out = &mut self.scratch.out;
+        out.clear();
+        let extra: &[(&[u8], &[u8])] = match &answer.header {
+            Some((name, value)) => &[(name.as_bytes(), value.as_bytes())],
+            None => &[],
+        };
+        let status = answer.status;
+        exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
+        exchange.account(status.as_u16(), None, None);
+        match (stream.write_all(out).await, body_in_input) {
+            (Ok(()), Some(n)) => Next::Keep {
+                consumed: head.len + n,
+            },
+            _ => Next::Close,
+        }
+    }
+
+    /// Carries an accepted upgrade's bytes both ways until either side closes or the tunnel
+    /// idles past `tunnel_idle_timeout`; the client's bytes past `consumed` go first.
+    async fn tunnel<S: ClientStream>(
+        &self,
+        stream: &mut S,
+        mut upstream: TcpStream,
+        in_flight: crate::topology::InFlight,
+        consumed: usize,
+    ) {
+        let early = &self.input[consumed..];
+        if !early.is_empty() && upstream.write_all(early).await.is_err() {
+            return;
+        }
+        let metrics = &self.proxy.metrics;
+        metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
+        let copied = stall::tunnel(&mut *stream, &mut upstream, &self.proxy.after_head).await;
+        metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
+        let backend = &in_flight.backend().addr;
+        match copied {
+            Ok((up, down)) => tracing::debug!(%backend, up, down, "tunnel closed"),
+            Err(Cut::TimedOut(timeout)) => self.proxy.timed_out(timeout, Some(in_flight.backend())),
+            Err(Cut::Io) => tracing::debug!(%backend, "tunnel ended with an error"),
         }
     }
 
