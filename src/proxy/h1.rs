@@ -43,12 +43,12 @@ use self::chunked::{Decoder, Output};
 use self::wire::{
     BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
 };
-use super::handler::{is_idempotent, route, Attempts, Failure, Proxy, Replay, Routed};
+use super::handler::{is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed};
 use super::stall::{self, AfterHead, Cut, Timeout};
 use super::upstream::{SendError, Upstream};
 use super::{Peer, ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
-use crate::topology::{Backend, Pool};
+use crate::topology::{Backend, Pool, Topology};
 
 /// Room kept free in a buffer before each read.
 const READ_ROOM: usize = 4096;
@@ -87,61 +87,20 @@ pub(super) async fn serve<S: ClientStream>(
     };
     let draining = drain.cancelled();
     tokio::pin!(draining);
-
-    // Until the first byte, a connection gets the header timeout; between requests, the shorter
-    // of the idle and header timeouts; once a head has begun, the header timeout from its first
-    // byte.
-    let mut waiting_since = Instant::now();
-    let mut limit = settings.header_timeout;
-    // Whether the input may hold a whole head: a head ends at a line feed, so a read without
-    // one is not parsed again (a dribbled head costs one parse per line, not per byte).
-    let mut may_be_whole = false;
+    // Until the first byte, a connection gets the header timeout.
+    let mut due = HeadDue {
+        since: Instant::now(),
+        limit: settings.header_timeout,
+        may_be_whole: false,
+    };
     loop {
-        let head = loop {
-            if may_be_whole {
-                match wire::parse_request(
-                    &conn.input,
-                    client_ip.as_bytes(),
-                    S::HTTPS,
-                    &mut conn.scratch.headers,
-                ) {
-                    Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => break head,
-                    Ok(Some(_)) => return conn.refuse(stream, wire::HEAD_TOO_LARGE).await,
-                    Ok(None) => {}
-                    Err(HeadError::LaterMinor(at)) => {
-                        conn.input[at] = b'1';
-                        continue;
-                    }
-                    Err(HeadError::Refused(refusal)) => return conn.refuse(stream, refusal).await,
-                }
-            }
-            if conn.input.len() >= MAX_HEADER_BYTES {
-                return conn.refuse(stream, wire::HEAD_TOO_LARGE).await;
-            }
-            let before = conn.input.len();
-            let deadline = waiting_since + limit;
-            let read = read_more(
-                stream,
-                &mut conn.input,
-                &mut conn.scratch,
-                &mut conn.tick,
-                Some(draining.as_mut()),
-                deadline,
-            );
-            match read.await {
-                ClientRead::Bytes => {}
-                ClientRead::Quiet => continue,
-                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return,
-            }
-            if before == 0 {
-                waiting_since = Instant::now();
-                limit = settings.header_timeout;
-            }
-            may_be_whole = conn.input[before..].contains(&b'\n');
+        let read = conn.read_head(stream, client_ip.as_bytes(), draining.as_mut(), &mut due);
+        let Some(head) = read.await else {
+            return;
         };
         // Boxed: an exchange's state is most of the engine's, and a connection idle between
         // requests then holds only what reading the next head needs.
-        let exchange = Box::pin(conn.serve_request(stream, &head, waiting_since));
+        let exchange = Box::pin(conn.serve_request(stream, &head, due.since));
         let Next::Keep { consumed } = exchange.await else {
             if head.body != BodyFraming::None {
                 // The client may still be sending a body lb did not read.
@@ -153,31 +112,33 @@ pub(super) async fn serve<S: ClientStream>(
         if head.close || drain.is_cancelled() {
             return;
         }
-        conn.input.drain(..consumed);
-        // Bytes read past a streamed body belong to the next request.
-        conn.input.append(&mut conn.scratch.body_in);
-        if conn.input.is_empty() {
-            // Idle: the connection holds no buffer until its client sends again.
-            spare::give(&mut conn.input, &mut conn.scratch);
-        } else {
-            conn.scratch.shrink();
-            if conn.input.capacity() > KEEP_CAPACITY {
-                conn.input.shrink_to(READ_ROOM);
-            }
-        }
-        // The tick counts from the end of the exchange, so the idle deadline does too.
-        conn.tick.reset();
-        may_be_whole = !conn.input.is_empty();
-        waiting_since = Instant::now();
-        // The next head is held to the header timeout as well, as hyper's header timer does on
-        // a kept-alive connection (and HAProxy's `http-keep-alive`, by default); one already
-        // begun (pipelined) has the header timeout alone.
-        limit = if conn.input.is_empty() {
-            settings.header_timeout.min(settings.idle_timeout)
-        } else {
-            settings.header_timeout
+        conn.next_request(consumed);
+        due = HeadDue {
+            since: Instant::now(),
+            // The next head is held to the header timeout as well, as hyper's header timer
+            // does on a kept-alive connection (and HAProxy's `http-keep-alive`, by default); one
+            // already begun (pipelined) has the header timeout alone.
+            limit: if conn.input.is_empty() {
+                settings.header_timeout.min(settings.idle_timeout)
+            } else {
+                settings.header_timeout
+            },
+            may_be_whole: !conn.input.is_empty(),
         };
     }
+}
+
+/// When the next request head is due, and whether the input may hold it already.
+struct HeadDue {
+    /// Since when the connection waits: the end of the last exchange, then the head's first
+    /// byte.
+    since: Instant,
+    /// How long it may wait from `since`: between requests the shorter of the idle and header
+    /// timeouts; once a head has begun, the header timeout.
+    limit: Duration,
+    /// A head ends at a line feed, so a read without one is not parsed again (a dribbled head
+    /// costs one parse per line, not per byte).
+    may_be_whole: bool,
 }
 
 /// How long a closing connection whose client may still be sending is read and drained.
@@ -436,6 +397,81 @@ fn request<'a>(input: &'a [u8], head: &'a RequestHead) -> Request<'a> {
 }
 
 impl<'p> Connection<'p> {
+    /// Reads until the input starts with a whole request head, and parses it (writing the
+    /// backend's header lines into `scratch.headers`). `None`: the connection ends (the client
+    /// closed or was silent past `due`, lb is draining, or a refused head was answered).
+    async fn read_head<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        client_ip: &[u8],
+        mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
+        due: &mut HeadDue,
+    ) -> Option<RequestHead> {
+        loop {
+            if due.may_be_whole {
+                let headers = &mut self.scratch.headers;
+                match wire::parse_request(&self.input, client_ip, S::HTTPS, headers) {
+                    Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => return Some(head),
+                    Ok(Some(_)) => {
+                        self.refuse(stream, wire::HEAD_TOO_LARGE).await;
+                        return None;
+                    }
+                    Ok(None) => {}
+                    Err(HeadError::LaterMinor(at)) => {
+                        self.input[at] = b'1';
+                        continue;
+                    }
+                    Err(HeadError::Refused(refusal)) => {
+                        self.refuse(stream, refusal).await;
+                        return None;
+                    }
+                }
+            }
+            if self.input.len() >= MAX_HEADER_BYTES {
+                self.refuse(stream, wire::HEAD_TOO_LARGE).await;
+                return None;
+            }
+            let before = self.input.len();
+            let read = read_more(
+                stream,
+                &mut self.input,
+                &mut self.scratch,
+                &mut self.tick,
+                Some(draining.as_mut()),
+                due.since + due.limit,
+            );
+            match read.await {
+                ClientRead::Bytes => {}
+                ClientRead::Quiet => continue,
+                ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
+            }
+            if before == 0 {
+                due.since = Instant::now();
+                due.limit = self.settings.header_timeout;
+            }
+            due.may_be_whole = self.input[before..].contains(&b'\n');
+        }
+    }
+
+    /// Readies the connection for its next request once an exchange kept it: the served
+    /// request's `consumed` bytes go, and an idle connection gives its buffers back.
+    fn next_request(&mut self, consumed: usize) {
+        self.input.drain(..consumed);
+        // Bytes read past a streamed body belong to the next request.
+        self.input.append(&mut self.scratch.body_in);
+        if self.input.is_empty() {
+            // Idle: the connection holds no buffer until its client sends again.
+            spare::give(&mut self.input, &mut self.scratch);
+        } else {
+            self.scratch.shrink();
+            if self.input.capacity() > KEEP_CAPACITY {
+                self.input.shrink_to(READ_ROOM);
+            }
+        }
+        // The tick counts from the end of the exchange, so the idle deadline does too.
+        self.tick.reset();
+    }
+
     /// Answers a head lb refuses, then the connection closes.
     async fn refuse<S: ClientStream>(&mut self, stream: &mut S, refusal: Refusal) {
         self.scratch.out.clear();
@@ -475,59 +511,9 @@ impl<'p> Connection<'p> {
     ) -> Next {
         let started = Instant::now();
         let topology = self.proxy.topology.load_full();
-        let routed = {
-            let request = request(&self.input, head);
-            // `OPTIONS *` is routed as its host's `/`.
-            let (path, query) = if request.path == "*" {
-                ("/", None)
-            } else {
-                let query = &request.target[request.path.len().min(request.target.len())..];
-                let query = std::str::from_utf8(query)
-                    .ok()
-                    .and_then(|q| q.strip_prefix('?'));
-                (request.path, query)
-            };
-            let redirect = self
-                .proxy
-                .https_redirect(S::HTTPS, request.host, path, query);
-            let routed = match redirect {
-                Some(answer) => Routed::Local(answer),
-                None => route(&topology, request.method, request.host, path, query),
-            };
-            match routed {
-                Routed::Pool(pool) => Ok(pool),
-                Routed::Local(answer) => Err(answer),
-            }
-        };
-        let pool = match routed {
-            Ok(pool) => pool,
-            Err(answer) => {
-                // A body not read yet is not read at all: the connection closes after the answer.
-                let body_in_input = match head.body {
-                    BodyFraming::None => Some(0),
-                    BodyFraming::Length(n) => usize::try_from(n)
-                        .ok()
-                        .filter(|&n| self.input.len() - head.len >= n),
-                    BodyFraming::Chunked => None,
-                };
-                let request = request(&self.input, head);
-                let exchange = self.exchange(&request, started);
-                let out = &mut self.scratch.out;
-                out.clear();
-                let extra: &[(&[u8], &[u8])] = match &answer.header {
-                    Some((name, value)) => &[(name.as_bytes(), value.as_bytes())],
-                    None => &[],
-                };
-                let status = answer.status;
-                exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
-                exchange.account(status.as_u16(), None, None);
-                return match (stream.write_all(out).await, body_in_input) {
-                    (Ok(()), Some(n)) => Next::Keep {
-                        consumed: head.len + n,
-                    },
-                    _ => Next::Close,
-                };
-            }
+        let pool = match self.route::<S>(head, &topology) {
+            Routed::Pool(pool) => pool,
+            Routed::Local(answer) => return self.answer(stream, head, &answer, started).await,
         };
 
         // The body: read whole when small, else streamed from the client during the exchange.
@@ -594,26 +580,93 @@ impl<'p> Connection<'p> {
         match forwarded {
             Forwarded::Keep => Next::Keep { consumed },
             Forwarded::Close => Next::Close,
-            Forwarded::Tunnel(mut upstream, in_flight) => {
-                let early = &self.input[consumed..];
-                if !early.is_empty() && upstream.write_all(early).await.is_err() {
-                    return Next::Close;
-                }
-                let metrics = &self.proxy.metrics;
-                metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
-                let copied =
-                    stall::tunnel(&mut *stream, &mut upstream, &self.proxy.after_head).await;
-                metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
-                let backend = &in_flight.backend().addr;
-                match copied {
-                    Ok((up, down)) => tracing::debug!(%backend, up, down, "tunnel closed"),
-                    Err(Cut::TimedOut(timeout)) => {
-                        self.proxy.timed_out(timeout, Some(in_flight.backend()))
-                    }
-                    Err(Cut::Io) => tracing::debug!(%backend, "tunnel ended with an error"),
-                }
+            Forwarded::Tunnel(upstream, in_flight) => {
+                self.tunnel(stream, upstream, in_flight, consumed).await;
                 Next::Close
             }
+        }
+    }
+
+    /// Where the request whose head is `head` goes: a pool of `topology`, or an answer of lb's
+    /// own (an HTTPS redirect, 404, 405, a route's redirect).
+    fn route<'t, S: ClientStream>(&self, head: &RequestHead, topology: &'t Topology) -> Routed<'t> {
+        let request = request(&self.input, head);
+        // `OPTIONS *` is routed as its host's `/`.
+        let (path, query) = if request.path == "*" {
+            ("/", None)
+        } else {
+            let query = &request.target[request.path.len().min(request.target.len())..];
+            let query = std::str::from_utf8(query)
+                .ok()
+                .and_then(|q| q.strip_prefix('?'));
+            (request.path, query)
+        };
+        match self
+            .proxy
+            .https_redirect(S::HTTPS, request.host, path, query)
+        {
+            Some(answer) => Routed::Local(answer),
+            None => route(topology, request.method, request.host, path, query),
+        }
+    }
+
+    /// Sends lb's own `answer` to the request whose head is `head`. A body not read yet is not
+    /// read at all: the connection closes after the answer.
+    async fn answer<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        head: &RequestHead,
+        answer: &LocalAnswer,
+        started: Instant,
+    ) -> Next {
+        let body_in_input = match head.body {
+            BodyFraming::None => Some(0),
+            BodyFraming::Length(n) => usize::try_from(n)
+                .ok()
+                .filter(|&n| self.input.len() - head.len >= n),
+            BodyFraming::Chunked => None,
+        };
+        let request = request(&self.input, head);
+        let exchange = self.exchange(&request, started);
+        let out = &mut self.scratch.out;
+        out.clear();
+        let extra: &[(&[u8], &[u8])] = match &answer.header {
+            Some((name, value)) => &[(name.as_bytes(), value.as_bytes())],
+            None => &[],
+        };
+        let status = answer.status;
+        exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
+        exchange.account(status.as_u16(), None, None);
+        match (stream.write_all(out).await, body_in_input) {
+            (Ok(()), Some(n)) => Next::Keep {
+                consumed: head.len + n,
+            },
+            _ => Next::Close,
+        }
+    }
+
+    /// Carries an accepted upgrade's bytes both ways until either side closes or the tunnel
+    /// idles past `tunnel_idle_timeout`; the client's bytes past `consumed` go first.
+    async fn tunnel<S: ClientStream>(
+        &self,
+        stream: &mut S,
+        mut upstream: Upstream,
+        in_flight: crate::topology::InFlight,
+        consumed: usize,
+    ) {
+        let early = &self.input[consumed..];
+        if !early.is_empty() && upstream.write_all(early).await.is_err() {
+            return;
+        }
+        let metrics = &self.proxy.metrics;
+        metrics.upgrades_open.fetch_add(1, Ordering::Relaxed);
+        let copied = stall::tunnel(&mut *stream, &mut upstream, &self.proxy.after_head).await;
+        metrics.upgrades_open.fetch_sub(1, Ordering::Relaxed);
+        let backend = &in_flight.backend().addr;
+        match copied {
+            Ok((up, down)) => tracing::debug!(%backend, up, down, "tunnel closed"),
+            Err(Cut::TimedOut(timeout)) => self.proxy.timed_out(timeout, Some(in_flight.backend())),
+            Err(Cut::Io) => tracing::debug!(%backend, "tunnel ended with an error"),
         }
     }
 
@@ -736,6 +789,16 @@ struct Exchange<'a> {
     started: Instant,
 }
 
+/// Why no final response head came from the backend.
+enum HeadWait {
+    /// The backend failed or answered malformed: the retry rules decide.
+    Failed(backend::ExchangeError),
+    /// The backend sent no head within the request timeout.
+    TimedOut,
+    /// The client left while a 1xx went to it.
+    ClientGone,
+}
+
 /// How streaming a request body to the backend ended.
 enum Streamed {
     /// The whole body went.
@@ -781,26 +844,7 @@ impl Exchange<'_> {
                 Ok(backend) => backend,
                 Err(failure) => break failure,
             };
-            scratch.request.clear();
-            wire::push_request_line(
-                &mut scratch.request,
-                request.method,
-                &backend.addr.url_path,
-                request.target,
-            );
-            scratch.request.extend_from_slice(&scratch.headers);
-            if !request.has_host {
-                // An HTTP/1.0 request without a host: name the backend, as HTTP/1.1 requires.
-                wire::push_field(
-                    &mut scratch.request,
-                    b"host",
-                    backend.authority.as_str().as_bytes(),
-                );
-            }
-            scratch.request.extend_from_slice(b"\r\n");
-            if let Some(body) = whole {
-                scratch.request.extend_from_slice(body);
-            }
+            self.push_backend_request(&mut scratch.request, &scratch.headers, &backend, whole);
 
             let in_flight = backend.start_request();
             let attempt_started = Instant::now();
@@ -826,44 +870,18 @@ impl Exchange<'_> {
             };
             if let Some(rest) = streamed.as_mut() {
                 body_started = true;
-                // What a chunked body had framed before it turned out large goes first.
-                std::mem::swap(&mut scratch.out, &mut scratch.body);
-                scratch.body.clear();
-                let sending = stream_body(
-                    client,
-                    &mut upstream,
-                    rest,
-                    &mut scratch.body_in,
-                    &mut scratch.out,
-                    self.settings.header_timeout,
-                    pool.request_timeout,
-                )
-                .await;
-                match sending {
+                match self
+                    .stream_request_body(client, &mut upstream, rest, scratch, pool)
+                    .await
+                {
                     Ok(Streamed::Sent) => body_whole = true,
                     Ok(Streamed::Early) => {}
                     Err(error) => {
                         // The backend sees a cut-off request (the socket closes with it).
                         drop(upstream);
                         drop(in_flight);
-                        let status = match error {
-                            StreamError::Malformed => {
-                                let refusal = wire::BAD_CHUNKED;
-                                scratch.out.clear();
-                                self.push_local(
-                                    &mut scratch.out,
-                                    refusal.status,
-                                    &[],
-                                    refusal.text,
-                                    true,
-                                );
-                                let _ = client.write_all(&scratch.out).await;
-                                refusal.status
-                            }
-                            StreamError::Client => StatusCode::BAD_REQUEST,
-                            StreamError::Backend => StatusCode::GATEWAY_TIMEOUT,
-                        };
-                        self.account(status.as_u16(), Some(pool), Some(&backend));
+                        self.answer_stream_error(client, error, scratch, pool, &backend)
+                            .await;
                         return Forwarded::Close;
                     }
                 }
@@ -871,50 +889,14 @@ impl Exchange<'_> {
                 deadline = tokio::time::Instant::now() + pool.request_timeout;
             }
 
-            // The response head, any 1xx before it forwarded to an HTTP/1.1 client.
             let close = request.close || !body_whole;
-            let drain = self.drain;
-            let http11 = request.http11;
-            scratch.response.clear();
-            let got = loop {
-                scratch.out.clear();
-                let Scratch { response, out, .. } = &mut *scratch;
-                let mut emit = |head: &wire::FinalHead<'_, '_>| {
-                    let side = ClientSide {
-                        http11,
-                        // A drain begun while the backend worked closes the connection after
-                        // this response.
-                        close: close || drain.is_cancelled() || closes_client(http11, head.framing),
-                    };
-                    wire::push_client_head(out, head, side)
-                };
-                let read = backend::read_head(
-                    &mut upstream,
-                    response,
-                    request.is_head(),
-                    upgrade,
-                    &mut emit,
-                );
-                match tokio::time::timeout_at(deadline, read).await {
-                    Ok(Ok(Response::Informational { len, status })) => {
-                        if http11 && status != 100 {
-                            out.clear();
-                            wire::push_informational(out, &response[..len]);
-                            if client.write_all(out).await.is_err() {
-                                return Forwarded::Close;
-                            }
-                        }
-                        response.drain(..len);
-                    }
-                    Ok(Ok(Response::Final(head, ()))) => break Ok(head),
-                    Ok(Err(error)) => break Err(Some(error)),
-                    Err(_elapsed) => break Err(None),
-                }
-            };
-            let head = match got {
+            let read =
+                self.read_final_head(client, &mut upstream, scratch, close, upgrade, deadline);
+            let head = match read.await {
                 Ok(head) => head,
-                Err(None) => break Failure::timed_out(pool, backend),
-                Err(Some(error)) => {
+                Err(HeadWait::ClientGone) => return Forwarded::Close,
+                Err(HeadWait::TimedOut) => break Failure::timed_out(pool, backend),
+                Err(HeadWait::Failed(error)) => {
                     let replay = Replay {
                         unsent: false,
                         sent: !body_started && is_idempotent(request.method),
@@ -929,37 +911,197 @@ impl Exchange<'_> {
                 backend.latency.observe(attempt_started.elapsed());
             }
             self.account(head.status, Some(pool), Some(&backend));
-            if head.framing == Framing::Tunnel {
-                let first = &scratch.response[head.len..];
-                scratch.out.extend_from_slice(first);
-                if client.write_all(&scratch.out).await.is_err() {
-                    return Forwarded::Close;
-                }
-                return Forwarded::Tunnel(upstream, in_flight);
-            }
-            let after_head = &self.proxy.after_head;
-            let relayed = relay(client, &mut upstream, &head, scratch, http11, after_head).await;
-            drop(in_flight);
-            return match relayed {
-                Relayed::Whole { reusable } => {
-                    if reusable && head.reusable {
-                        backend.connections.put_stream(upstream);
-                    }
-                    if close || closes_client(http11, head.framing) {
-                        Forwarded::Close
-                    } else {
-                        Forwarded::Keep
-                    }
-                }
-                Relayed::Broken => Forwarded::Close,
-                Relayed::TimedOut(timeout) => {
-                    self.proxy.timed_out(timeout, Some(&backend));
-                    self.account_timeout(head.status, pool, &backend, timeout);
-                    Forwarded::Close
-                }
-            };
+            return self
+                .deliver(
+                    client, upstream, in_flight, &head, scratch, close, pool, &backend,
+                )
+                .await;
         };
-        let close = !body_whole;
+        self.answer_failure(client, &failure, scratch, pool, !body_whole)
+            .await
+    }
+
+    /// Writes into `out` the request `backend` gets: the request line (its `url_path` joined),
+    /// the header lines already written for this request (`headers`), a `Host` for a request
+    /// without one, and a body read whole.
+    fn push_backend_request(
+        &self,
+        out: &mut Vec<u8>,
+        headers: &[u8],
+        backend: &Backend,
+        whole: Option<&[u8]>,
+    ) {
+        let request = self.request;
+        out.clear();
+        wire::push_request_line(out, request.method, &backend.addr.url_path, request.target);
+        out.extend_from_slice(headers);
+        if !request.has_host {
+            // An HTTP/1.0 request without a host: name the backend, as HTTP/1.1 requires.
+            wire::push_field(out, b"host", backend.authority.as_str().as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        if let Some(body) = whole {
+            out.extend_from_slice(body);
+        }
+    }
+
+    /// Streams the rest of a large request body to the backend (see [`stream_body`]).
+    async fn stream_request_body<S: ClientStream>(
+        &self,
+        client: &mut S,
+        upstream: &mut Upstream,
+        rest: &mut Stream,
+        scratch: &mut Scratch,
+        pool: &Pool,
+    ) -> Result<Streamed, StreamError> {
+        // What a chunked body had framed before it turned out large goes first.
+        std::mem::swap(&mut scratch.out, &mut scratch.body);
+        scratch.body.clear();
+        stream_body(
+            client,
+            upstream,
+            rest,
+            &mut scratch.body_in,
+            &mut scratch.out,
+            self.settings.header_timeout,
+            pool.request_timeout,
+        )
+        .await
+    }
+
+    /// Answers (a malformed chunked body gets its 400) and accounts for a request whose body
+    /// could not be streamed on; the connection then closes.
+    async fn answer_stream_error<S: ClientStream>(
+        &self,
+        client: &mut S,
+        error: StreamError,
+        scratch: &mut Scratch,
+        pool: &Pool,
+        backend: &Arc<Backend>,
+    ) {
+        let status = match error {
+            StreamError::Malformed => {
+                let refusal = wire::BAD_CHUNKED;
+                scratch.out.clear();
+                self.push_local(&mut scratch.out, refusal.status, &[], refusal.text, true);
+                let _ = client.write_all(&scratch.out).await;
+                refusal.status
+            }
+            StreamError::Client => StatusCode::BAD_REQUEST,
+            StreamError::Backend => StatusCode::GATEWAY_TIMEOUT,
+        };
+        self.account(status.as_u16(), Some(pool), Some(backend));
+    }
+
+    /// Reads the backend's final response head by `deadline`, writing the client's head for it
+    /// into `scratch.out`; a 1xx before it goes on to an HTTP/1.1 client. `close`: the client's
+    /// connection closes after this response.
+    async fn read_final_head<S: ClientStream>(
+        &self,
+        client: &mut S,
+        upstream: &mut Upstream,
+        scratch: &mut Scratch,
+        close: bool,
+        upgrade: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<ResponseHead, HeadWait> {
+        let request = self.request;
+        let drain = self.drain;
+        let http11 = request.http11;
+        let Scratch { response, out, .. } = scratch;
+        response.clear();
+        loop {
+            out.clear();
+            let mut emit = |head: &wire::FinalHead<'_, '_>| {
+                let side = ClientSide {
+                    http11,
+                    // A drain begun while the backend worked closes the connection after this
+                    // response.
+                    close: close || drain.is_cancelled() || closes_client(http11, head.framing),
+                };
+                wire::push_client_head(out, head, side)
+            };
+            let read =
+                backend::read_head(upstream, response, request.is_head(), upgrade, &mut emit);
+            let read = tokio::time::timeout_at(deadline, read).await;
+            match read
+                .map_err(|_elapsed| HeadWait::TimedOut)?
+                .map_err(HeadWait::Failed)?
+            {
+                Response::Informational { len, status } => {
+                    if http11 && status != 100 {
+                        out.clear();
+                        wire::push_informational(out, &response[..len]);
+                        if client.write_all(out).await.is_err() {
+                            return Err(HeadWait::ClientGone);
+                        }
+                    }
+                    response.drain(..len);
+                }
+                Response::Final(head, ()) => return Ok(head),
+            }
+        }
+    }
+
+    /// Sends the client the response whose head is in `scratch.out`: the body relayed, or the
+    /// connection turned into a tunnel; the backend's connection goes back to its idle set
+    /// when the response ended cleanly on it.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver<S: ClientStream>(
+        &self,
+        client: &mut S,
+        mut upstream: Upstream,
+        in_flight: crate::topology::InFlight,
+        head: &ResponseHead,
+        scratch: &mut Scratch,
+        close: bool,
+        pool: &Pool,
+        backend: &Arc<Backend>,
+    ) -> Forwarded {
+        let http11 = self.request.http11;
+        if head.framing == Framing::Tunnel {
+            let first = &scratch.response[head.len..];
+            scratch.out.extend_from_slice(first);
+            if client.write_all(&scratch.out).await.is_err() {
+                return Forwarded::Close;
+            }
+            return Forwarded::Tunnel(upstream, in_flight);
+        }
+        let after_head = &self.proxy.after_head;
+        let relayed = relay(client, &mut upstream, head, scratch, http11, after_head)
+            .await
+            .unwrap_or_else(Relayed::from);
+        drop(in_flight);
+        match relayed {
+            Relayed::Whole { reusable } => {
+                if reusable && head.reusable {
+                    backend.connections.put_stream(upstream);
+                }
+                if close || closes_client(http11, head.framing) {
+                    Forwarded::Close
+                } else {
+                    Forwarded::Keep
+                }
+            }
+            Relayed::Broken => Forwarded::Close,
+            Relayed::TimedOut(timeout) => {
+                self.proxy.timed_out(timeout, Some(backend));
+                self.account_timeout(head.status, pool, backend, timeout);
+                Forwarded::Close
+            }
+        }
+    }
+
+    /// Answers a request no backend answered with lb's own response (`failure`); `close`
+    /// closes the connection after it (a request body was not read or sent whole).
+    async fn answer_failure<S: ClientStream>(
+        &self,
+        client: &mut S,
+        failure: &Failure,
+        scratch: &mut Scratch,
+        pool: &Pool,
+        close: bool,
+    ) -> Forwarded {
         scratch.out.clear();
         self.push_local(&mut scratch.out, failure.status, &[], failure.text, close);
         self.account_failed(
@@ -969,7 +1111,7 @@ impl Exchange<'_> {
             failure.error.as_deref(),
         );
         match client.write_all(&scratch.out).await {
-            Ok(()) if !close && !request.close => Forwarded::Keep,
+            Ok(()) if !close && !self.request.close => Forwarded::Keep,
             _ => Forwarded::Close,
         }
     }
@@ -1129,22 +1271,8 @@ impl From<Cut> for Relayed {
 /// Writes the client's head (in `scratch.out`) and the body behind it, as the head's framing
 /// says, reading the backend until the body ends. A chunked body is decoded and framed again
 /// (for an HTTP/1.0 client: its data only, ended by the close).
+/// Every wait is bounded by `after_head`; a cut says which side failed or timed out.
 async fn relay<S: ClientStream>(
-    client: &mut S,
-    upstream: &mut Upstream,
-    head: &ResponseHead,
-    scratch: &mut Scratch,
-    http11: bool,
-    after_head: &AfterHead,
-) -> Relayed {
-    match relay_within(client, upstream, head, scratch, http11, after_head).await {
-        Ok(relayed) => relayed,
-        Err(cut) => cut.into(),
-    }
-}
-
-/// [`relay`], with every wait bounded by `after_head`.
-async fn relay_within<S: ClientStream>(
     client: &mut S,
     upstream: &mut Upstream,
     head: &ResponseHead,

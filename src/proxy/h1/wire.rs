@@ -119,6 +119,123 @@ pub const HEAD_TOO_LARGE: Refusal = TOO_LARGE;
 /// A chunked request body that breaks its framing.
 pub const BAD_CHUNKED: Refusal = Refusal::bad("malformed chunked body\n");
 
+/// What a request head's fields ask of the connection and say of the body, from one pass.
+struct HeadFields<'b> {
+    host: Option<&'b [u8]>,
+    length: Option<u64>,
+    codings: Codings,
+    close: bool,
+    keep_alive: bool,
+    connection_upgrade: bool,
+    upgrade: Option<&'b [u8]>,
+    expect_continue: bool,
+}
+
+impl<'b> HeadFields<'b> {
+    /// Reads `fields`, refusing a repeated or invalid `Host` (a missing one in HTTP/1.1), a
+    /// repeated or invalid `Content-Length` and an expectation other than `100-continue`.
+    fn read(fields: &[httparse::Header<'b>], http11: bool) -> Result<HeadFields<'b>, Refusal> {
+        let mut said = HeadFields {
+            host: None,
+            length: None,
+            codings: Codings::default(),
+            close: false,
+            keep_alive: false,
+            connection_upgrade: false,
+            upgrade: None,
+            expect_continue: false,
+        };
+        for field in fields {
+            let name = field.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"host") {
+                if said.host.is_some() {
+                    return Err(TWO_HOSTS);
+                }
+                said.host = Some(field.value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                // One decimal, once: RFC 9110 §8.6 lets a recipient take a repeated equal
+                // value, and nginx refuses it; lb is the stricter.
+                if said.length.is_some() {
+                    return Err(BAD_LENGTH);
+                }
+                said.length = Some(parse_length(field.value).ok_or(BAD_LENGTH)?);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                said.codings.add(field.value);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in list_tokens(field.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        said.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        said.keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        said.connection_upgrade = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                said.upgrade = said.upgrade.or(Some(field.value));
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                if !field
+                    .value
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"100-continue")
+                {
+                    return Err(BAD_EXPECT);
+                }
+                said.expect_continue = http11;
+            }
+        }
+        match said.host {
+            // An empty `Host` names no host for an `http` target, which always has one (nginx
+            // refuses it too).
+            Some(value) if !is_authority(value) => Err(BAD_HOST),
+            None if http11 => Err(NO_HOST),
+            _ => Ok(said),
+        }
+    }
+
+    /// How the body is framed (RFC 9112 §6.3), or why lb refuses the framing fields.
+    fn body_framing(&self, http11: bool) -> Result<BodyFraming, Refusal> {
+        Ok(match (self.codings.seen, self.length) {
+            (false, None) => BodyFraming::None,
+            (false, Some(n)) => BodyFraming::Length(n),
+            (true, _) if !http11 => return Err(CODING_IN_HTTP10),
+            (true, Some(_)) => return Err(LENGTH_AND_CODING),
+            (true, None) if self.codings.only_chunked() => BodyFraming::Chunked,
+            // Another coding before `chunked`: one lb does not implement (RFC 9112 §6.1).
+            (true, None) if self.codings.chunked_last => return Err(UNKNOWN_CODING),
+            // No `chunked` at the end: the body's length cannot be known (RFC 9112 §6.3).
+            (true, None) => return Err(CODING_NOT_CHUNKED),
+        })
+    }
+}
+
+/// Writes into `headers` the backend's header lines for a request with `fields`: the rules
+/// both protocols share, then the framing lb sends and an accepted `upgrade`.
+fn push_backend_fields(
+    headers: &mut Vec<u8>,
+    fields: &[httparse::Header<'_>],
+    forwarding: &Forwarding<'_>,
+    body: BodyFraming,
+    upgrade: Option<&[u8]>,
+) {
+    headers.clear();
+    let fields = || fields.iter().map(|f| (f.name.as_bytes(), f.value));
+    push_upstream_fields(headers, fields, forwarding);
+    match body {
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            headers.extend_from_slice(b"content-length: ");
+            headers.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            headers.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => headers.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if let Some(protocol) = upgrade {
+        headers.extend_from_slice(b"connection: upgrade\r\n");
+        push_field(headers, b"upgrade", protocol);
+    }
+}
+
 /// Reads a request head from the start of `buf`. On success, `headers` holds the header lines
 /// the backend gets, each ending CRLF, without the request line and the final blank line:
 /// the client's end-to-end fields (hop-by-hop ones, those `Connection` names, `Expect` and the
@@ -155,107 +272,24 @@ pub fn parse_request(
     }
     let target = Target::parse(raw_target.as_bytes(), &method).ok_or(BAD_TARGET)?;
 
-    // First pass: what the head asks of the connection and how its body is framed.
-    let mut host = None;
-    let mut length: Option<u64> = None;
-    let mut codings = Codings::default();
-    let mut close = false;
-    let mut keep_alive = false;
-    let mut connection_upgrade = false;
-    let mut upgrade = None;
-    let mut expect_continue = false;
-    for field in request.headers.iter() {
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"host") {
-            if host.is_some() {
-                return Err(TWO_HOSTS.into());
-            }
-            host = Some(field.value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            // One decimal, once: RFC 9110 §8.6 lets a recipient take a repeated equal value,
-            // and nginx refuses it; lb is the stricter.
-            if length.is_some() {
-                return Err(BAD_LENGTH.into());
-            }
-            length = Some(parse_length(field.value).ok_or(BAD_LENGTH)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            codings.add(field.value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in list_tokens(field.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    connection_upgrade = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = upgrade.or(Some(field.value));
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            if !field
-                .value
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"100-continue")
-            {
-                return Err(BAD_EXPECT.into());
-            }
-            expect_continue = http11;
-        }
-    }
-    if let Some(value) = host {
-        // An empty `Host` names no host for an `http` target, which always has one (nginx
-        // refuses it too).
-        if !is_authority(value) {
-            return Err(BAD_HOST.into());
-        }
-    } else if http11 {
-        return Err(NO_HOST.into());
-    }
+    let said = HeadFields::read(request.headers, http11)?;
     // An absolute-form target's authority replaces `Host` (RFC 9112 §3.2.2).
     let host = target
         .authority
         .clone()
         .map(|a| &raw_target.as_bytes()[a])
-        .or(host);
-    let body = match (codings.seen, length) {
-        (false, None) => BodyFraming::None,
-        (false, Some(n)) => BodyFraming::Length(n),
-        (true, _) if !http11 => return Err(CODING_IN_HTTP10.into()),
-        (true, Some(_)) => return Err(LENGTH_AND_CODING.into()),
-        (true, None) if codings.only_chunked() => BodyFraming::Chunked,
-        // Another coding before `chunked`: one lb does not implement (RFC 9112 §6.1).
-        (true, None) if codings.chunked_last => return Err(UNKNOWN_CODING.into()),
-        // No `chunked` at the end: the body's length cannot be known (RFC 9112 §6.3).
-        (true, None) => return Err(CODING_NOT_CHUNKED.into()),
-    };
+        .or(said.host);
+    let body = said.body_framing(http11)?;
     // `h2c` is HTTP/2's deprecated upgrade (RFC 9113 §3.1): ignored, the request is served as is.
-    let upgrade = upgrade.filter(|protocol| {
-        http11 && connection_upgrade && !protocol.trim_ascii().eq_ignore_ascii_case(b"h2c")
+    let upgrade = said.upgrade.filter(|protocol| {
+        http11 && said.connection_upgrade && !protocol.trim_ascii().eq_ignore_ascii_case(b"h2c")
     });
-
-    // The backend's header lines: the rules both protocols share, then the framing lb sends.
-    headers.clear();
     let forwarding = Forwarding {
         client,
         host,
         https,
     };
-    let fields = || request.headers.iter().map(|f| (f.name.as_bytes(), f.value));
-    push_upstream_fields(headers, fields, &forwarding);
-    match body {
-        BodyFraming::None => {}
-        BodyFraming::Length(n) => {
-            headers.extend_from_slice(b"content-length: ");
-            headers.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            headers.extend_from_slice(b"\r\n");
-        }
-        BodyFraming::Chunked => headers.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    if let Some(protocol) = upgrade {
-        headers.extend_from_slice(b"connection: upgrade\r\n");
-        push_field(headers, b"upgrade", protocol);
-    }
+    push_backend_fields(headers, request.headers, &forwarding, body, upgrade);
 
     let target_in = offset_in(buf, raw_target.as_bytes());
     let rest = target_in.start + target.rest;
@@ -266,9 +300,9 @@ pub fn parse_request(
         target: rest..target_in.end,
         path_end: rest + target.path_len,
         host: host.map(|h| offset_in(buf, h)),
-        close: if http11 { close } else { !keep_alive },
+        close: if http11 { said.close } else { !said.keep_alive },
         body,
-        expect_continue: expect_continue && body != BodyFraming::None,
+        expect_continue: said.expect_continue && body != BodyFraming::None,
         upgrade: upgrade.map(|u| offset_in(buf, u)),
     }))
 }
