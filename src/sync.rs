@@ -228,7 +228,7 @@ impl GitSync {
             if let (Mutation::AddBackend { pattern, backend }, false) = (mutation, probed) {
                 if let Some(pool) = config.pool(pattern) {
                     self.applier
-                        .probe_backend(backend, &pool.health_checks)
+                        .probe_backend(backend, pool)
                         .await
                         .map_err(|reason| MutateError::BackendUnhealthy {
                             backend: backend.clone(),

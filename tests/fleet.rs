@@ -656,3 +656,99 @@ fn sync_outside_a_git_working_tree_stops_lb_at_start() {
         "{stderr}"
     );
 }
+
+/// A TLS backend with `leaf` whose `/healthz` (every path) answers `ok`; stops when dropped.
+struct TlsBackend {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsBackend {
+    fn start(leaf: &support::certs::Leaf) -> TlsBackend {
+        let config = rustls::ServerConfig::builder_with_provider(support::certs::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der.clone()], leaf.key())
+            .expect("backend certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = support::backend_listener(support::LOOPBACK_ANY);
+        let addr = listener.local_addr().expect("backend addr");
+        let task = support::spawn_backend(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                while connections.try_join_next().is_some() {}
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TlsBackend { addr, task }
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_backend_probes_a_tls_pool_over_its_backend_tls() {
+    let ca = support::certs::Ca::new("backend CA");
+    let first = TlsBackend::start(&ca.server(&["127.0.0.1"]));
+    let remote = Remote::new(|bare| {
+        format!(
+            "{}backend_tls = {{ ca = \"backend-ca.pem\" }}\n",
+            config_text(bare, &[first.addr], "")
+        )
+    });
+    ca.write(&remote.human().join("backend-ca.pem"));
+    git(&remote.human(), &["add", "backend-ca.pem"]);
+    git(
+        &remote.human(),
+        &["commit", "--quiet", "-m", "the backends' CA"],
+    );
+    git(&remote.human(), &["push", "--quiet", "origin", "main"]);
+    let lb = remote.start_lb();
+    let head = remote.head();
+    eventually(PATIENCE, "serving the remote head", || async {
+        serving(&lb).await == head
+    })
+    .await;
+
+    // A plaintext listener cannot answer a TLS check: refused, the remote untouched.
+    let plain = Backend::start("plain").await;
+    let refused = add_backend(&lb, plain.addr)
+        .await
+        .expect_err("a plaintext backend in a TLS pool is refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(remote.head(), head, "nothing was pushed");
+
+    // A backend with a certificate from the pool's CA passes and lands.
+    let second = TlsBackend::start(&ca.server(&["127.0.0.1"]));
+    let commit = add_backend(&lb, second.addr)
+        .await
+        .expect("a TLS backend with the pool's CA is added");
+    assert_eq!(remote.head(), commit);
+    let text = git(&remote.bare(), &["show", "main:lb.toml"]);
+    assert!(text.contains(&second.addr.to_string()), "{text}");
+}
