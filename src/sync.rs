@@ -35,6 +35,11 @@ use crate::metrics::SyncStatus;
 /// Each lost race means another change landed, so with N instances changing at once a change
 /// waits for at most N-1 others per round; 16 covers a busy fleet and still ends.
 const MAX_PUSH_ATTEMPTS: u32 = 16;
+/// ssh for git when the operator sets none: it fails instead of asking for a passphrase or a
+/// host key on a terminal no one watches, and gives up on a host that does not answer (10 s)
+/// or stops answering (two unanswered keepalives 5 s apart) within git's deadline.
+const DEFAULT_SSH_COMMAND: &str =
+    "ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=2";
 /// Where the remote branch's head is kept in the working tree's repository after each fetch.
 const REMOTE_REF: &str = "refs/lb-sync/remote";
 
@@ -116,8 +121,7 @@ pub struct GitSync {
     /// lb.toml's path inside the repository, as `git show COMMIT:PATH` takes it.
     file: String,
     /// `GIT_SSH_COMMAND` for every git call: the operator's (environment), else none when the
-    /// repository sets `core.sshCommand`, else ssh in BatchMode (it fails instead of asking
-    /// for a passphrase or a host key on a terminal no one watches).
+    /// repository sets `core.sshCommand`, else [`DEFAULT_SSH_COMMAND`].
     ssh_command: Option<String>,
     /// Serialises this instance's git work (the periodic fetch, `lbctl sync`, mutations): git
     /// refuses concurrent index and ref updates, and a mutation must see its own head.
@@ -151,7 +155,7 @@ impl GitSync {
         let ssh_command = match std::env::var("GIT_SSH_COMMAND") {
             Ok(command) => Some(command),
             Err(_) if configured || std::env::var_os("GIT_SSH").is_some() => None,
-            Err(_) => Some("ssh -o BatchMode=yes".to_owned()),
+            Err(_) => Some(DEFAULT_SSH_COMMAND.to_owned()),
         };
         let sync = Arc::new(GitSync {
             ssh_command,
