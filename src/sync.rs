@@ -98,6 +98,9 @@ pub enum Error {
     /// A local git command failed.
     #[error(transparent)]
     Git(#[from] git::Error),
+    /// lb is shutting down: the git work was stopped before it ended.
+    #[error("lb is shutting down; the [sync] work did not finish")]
+    ShuttingDown,
     /// The change itself is refused (no such pool, precondition, invalid result...).
     #[error(transparent)]
     Mutate(#[from] MutateError),
@@ -186,15 +189,23 @@ impl GitSync {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            // Errors are logged and kept in the status by `sync_now`.
-            let _ = self.sync_now().await;
+            // Errors are logged and kept in the status by `sync_here`.
+            let _ = self.sync_here().await;
         }
     }
 
     /// Fetches the remote branch, fast-forwards the working tree to it and reloads lb.toml
     /// through the ordinary path. An unreachable remote, a diverged working tree or a broken
     /// commit changes nothing that runs; each is logged and kept as the status's `last_error`.
-    pub async fn sync_now(&self) -> Result<SyncStatus, Error> {
+    /// The work is a task of its own: it finishes even when the caller stops waiting (an RPC
+    /// past its deadline), so git is never stopped halfway.
+    pub async fn sync_now(self: &Arc<Self>) -> Result<SyncStatus, Error> {
+        let sync = Arc::clone(self);
+        finished(tokio::spawn(async move { sync.sync_here().await })).await
+    }
+
+    /// [`GitSync::sync_now`], in the caller's task.
+    async fn sync_here(&self) -> Result<SyncStatus, Error> {
         let _busy = self.busy.lock().await;
         let result = match self.fetch().await {
             Ok(head) => self.follow(&head).await,
@@ -215,7 +226,22 @@ impl GitSync {
     /// (someone pushed first) are redone on the newer head, at most [`MAX_PUSH_ATTEMPTS`]
     /// times. Returns once the commit is on the remote (and, unless this working tree cannot
     /// be fast-forwarded, applied here); on any error the file and the remote are untouched.
+    /// The work is a task of its own: it finishes even when the caller stops waiting (an RPC
+    /// past its deadline), so git is never stopped halfway and a push that lands is applied.
     pub async fn mutate(
+        self: &Arc<Self>,
+        mutation: Mutation,
+        options: MutateOptions,
+    ) -> Result<Committed, Error> {
+        let sync = Arc::clone(self);
+        finished(tokio::spawn(async move {
+            sync.mutate_here(&mutation, &options).await
+        }))
+        .await
+    }
+
+    /// [`GitSync::mutate`], in the caller's task.
+    async fn mutate_here(
         &self,
         mutation: &Mutation,
         options: &MutateOptions,
@@ -529,6 +555,17 @@ enum Pushed {
     Landed,
     /// The remote kept its head; its answer.
     Refused(String),
+}
+
+/// What a spawned piece of git work came to; a panic goes on as it started.
+async fn finished<T>(task: tokio::task::JoinHandle<Result<T, Error>>) -> Result<T, Error> {
+    match task.await {
+        Ok(result) => result,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(Error::ShuttingDown),
+        },
+    }
 }
 
 /// `Name <email>` (validated by `config`) as its two parts.

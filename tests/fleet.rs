@@ -752,3 +752,59 @@ async fn add_backend_probes_a_tls_pool_over_its_backend_tls() {
     let text = git(&remote.bare(), &["show", "main:lb.toml"]);
     assert!(text.contains(&second.addr.to_string()), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_caller_gave_up_still_lands_whole() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // The remote takes its time over every push, longer than the caller waits.
+    let hook = remote.bare().join("hooks").join("pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let added = Backend::start("b1").await;
+    let mut client = control(&lb).await;
+    let mut request = tonic::Request::new(proto::AddBackendReq {
+        pattern: "/".to_owned(),
+        backend: ip_backend(added.addr, ""),
+        if_match: None,
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let gave_up = client
+        .add_backend(request)
+        .await
+        .expect_err("the caller's deadline passes during the push");
+    // The client's own timer or the server's deadline, whichever ends first.
+    assert!(
+        matches!(
+            gave_up.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{gave_up:?}"
+    );
+    // The change lands anyway, and this instance applies it.
+    eventually(
+        PATIENCE,
+        "the change is on the remote and served",
+        || async {
+            let head = remote.head();
+            head != first && serving(&lb).await == head
+        },
+    )
+    .await;
+    let text = git(&remote.bare(), &["show", "main:lb.toml"]);
+    assert!(text.contains(&added.addr.to_string()), "{text}");
+    let git_dir = lb.config.parent().unwrap().join(".git");
+    assert!(
+        !git_dir.join("index.lock").exists(),
+        "no lock is left behind"
+    );
+}

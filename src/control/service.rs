@@ -95,7 +95,9 @@ fn sync_status(error: sync::Error) -> Status {
     let code = match error {
         sync::Error::Mutate(error) => return status(error),
         sync::Error::Contended { .. } => Code::Aborted,
-        sync::Error::Unreachable { .. } | sync::Error::Git(_) => Code::Unavailable,
+        sync::Error::Unreachable { .. } | sync::Error::Git(_) | sync::Error::ShuttingDown => {
+            Code::Unavailable
+        }
         sync::Error::NotWorkTree { .. }
         | sync::Error::Diverged { .. }
         | sync::Error::NotApplied { .. } => Code::FailedPrecondition,
@@ -278,7 +280,7 @@ impl ControlService {
         }
         match &self.writes.sync {
             Some(sync) => sync
-                .mutate(&mutation, &options)
+                .mutate(mutation, options)
                 .await
                 .map(|committed| committed.commit)
                 .map_err(sync_status),
