@@ -62,6 +62,17 @@ pub enum Error {
         /// What git said.
         reason: String,
     },
+    /// The remote declined the push for a reason other than a moved branch (a protected
+    /// branch, a hook); nothing was changed.
+    #[error("{remote} declined the push to branch {branch}; nothing was changed: {reason}")]
+    Declined {
+        /// The remote's URL.
+        remote: String,
+        /// The branch.
+        branch: String,
+        /// What git and the remote said.
+        reason: String,
+    },
     /// The branch moved under every attempt; nothing was changed.
     #[error("the [sync] branch {branch} of {remote} moved before each of {attempts} pushes; nothing was changed, retry")]
     Contended {
@@ -495,13 +506,19 @@ impl GitSync {
         };
         match output {
             Ok(out) if out.success => Ok(Pushed::Landed),
-            // The remote answered for this ref: it moved (non-fast-forward, fetch first) or
-            // could not take its lock because another push was updating it.
+            Ok(out) if lost_race(&out.stdout) => Ok(Pushed::Refused(out.stdout.trim().to_owned())),
+            // The remote answered for this ref and will answer the same to a retry.
             Ok(out)
                 if out.stdout.contains("[rejected]")
                     || out.stdout.contains("[remote rejected]") =>
             {
-                Ok(Pushed::Refused(out.stdout.trim().to_owned()))
+                Err(Error::Declined {
+                    remote: self.settings.remote.clone(),
+                    branch: self.settings.branch.clone(),
+                    reason: format!("{}\n{}", out.stdout.trim(), out.stderr.trim())
+                        .trim()
+                        .to_owned(),
+                })
             }
             Ok(out) => {
                 // No answer for the ref: the push may still have landed before the connection
@@ -557,6 +574,26 @@ enum Pushed {
     Refused(String),
 }
 
+/// Whether `push --porcelain`'s answer (its stdout) says the branch moved under the push: it
+/// is no longer an ancestor (`[rejected] (non-fast-forward)`, `(fetch first)`), or another push
+/// held or changed the ref meanwhile (`[remote rejected]` with `cannot lock ref`,
+/// `failed to update ref` or `incorrect old value`). Redoing the change on the new head can
+/// succeed then, and only then.
+fn lost_race(porcelain: &str) -> bool {
+    porcelain.lines().any(|line| {
+        (line.contains("[rejected]")
+            && (line.contains("non-fast-forward") || line.contains("fetch first")))
+            || (line.contains("[remote rejected]")
+                && [
+                    "cannot lock ref",
+                    "failed to update ref",
+                    "incorrect old value",
+                ]
+                .iter()
+                .any(|race| line.contains(race)))
+    })
+}
+
 /// What a spawned piece of git work came to; a panic goes on as it started.
 async fn finished<T>(task: tokio::task::JoinHandle<Result<T, Error>>) -> Result<T, Error> {
     match task.await {
@@ -596,6 +633,28 @@ async fn git(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_moved_branch_is_a_lost_race() {
+        let line =
+            |status: &str| format!("To /srv/lb.git\n!\tabc:refs/heads/main\t{status}\nDone\n");
+        for race in [
+            "[rejected] (non-fast-forward)",
+            "[rejected] (fetch first)",
+            "[remote rejected] (cannot lock ref 'refs/heads/main': is at 1 but expected 2)",
+            "[remote rejected] (failed to update ref)",
+            "[remote rejected] (incorrect old value provided)",
+        ] {
+            assert!(lost_race(&line(race)), "{race}");
+        }
+        for declined in [
+            "[remote rejected] (pre-receive hook declined)",
+            "[remote rejected] (protected branch hook declined)",
+            "[remote rejected] (shallow update not allowed)",
+        ] {
+            assert!(!lost_race(&line(declined)), "{declined}");
+        }
+    }
 
     #[test]
     fn an_author_splits_into_name_and_email() {

@@ -808,3 +808,42 @@ async fn a_change_whose_caller_gave_up_still_lands_whole() {
         "no lock is left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_remote_declines_fails_at_once_with_its_reason() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // A protected branch: the remote declines every push, however often it is redone.
+    let hook = remote.bare().join("hooks").join("pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'main is protected' >&2\nexit 1\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let added = Backend::start("b1").await;
+    let declined = add_backend(&lb, added.addr)
+        .await
+        .expect_err("the remote declines the push");
+    assert_eq!(
+        declined.code(),
+        tonic::Code::FailedPrecondition,
+        "{declined:?}"
+    );
+    assert!(
+        declined.message().contains("pre-receive hook declined")
+            && declined.message().contains("main is protected"),
+        "{declined:?}"
+    );
+    assert_eq!(remote.head(), first, "nothing was pushed");
+    assert!(push_retries(&lb).is_empty(), "nothing landed");
+    assert!(
+        lb.find_log("push refused").is_none(),
+        "a declined push is not redone"
+    );
+}

@@ -100,6 +100,7 @@ fn sync_status(error: sync::Error) -> Status {
         }
         sync::Error::NotWorkTree { .. }
         | sync::Error::Diverged { .. }
+        | sync::Error::Declined { .. }
         | sync::Error::NotApplied { .. } => Code::FailedPrecondition,
     };
     Status::new(code, crate::errors::error_chain(&error))
