@@ -263,9 +263,10 @@ impl GitSync {
         for _attempt in 0..MAX_PUSH_ATTEMPTS {
             let head = self.fetch().await?;
             let text = self.show(&head).await?;
-            let (edited, config) =
-                self.applier
-                    .edit_detached(&text, mutation, &options.precondition)?;
+            let (edited, config) = self
+                .applier
+                .edit_detached(text.clone(), mutation.clone(), options.precondition.clone())
+                .await?;
             if let (Mutation::AddBackend { pattern, backend }, false) = (mutation, probed) {
                 if let Some(pool) = config.pool(pattern) {
                     self.applier
