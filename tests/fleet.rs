@@ -847,3 +847,37 @@ async fn a_push_the_remote_declines_fails_at_once_with_its_reason() {
         "a declined push is not redone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_actor_is_no_actor() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    let added = Backend::start("b1").await;
+    let mut client = control(&lb).await;
+    let mut request = tonic::Request::new(proto::AddBackendReq {
+        pattern: "/".to_owned(),
+        backend: ip_backend(added.addr, ""),
+        if_match: None,
+    });
+    request.metadata_mut().insert(
+        "x-lb-actor",
+        tonic::metadata::MetadataValue::from_static(" "),
+    );
+    let commit = client
+        .add_backend(request)
+        .await
+        .expect("a blank actor does not fail the change")
+        .into_inner()
+        .commit;
+    assert_eq!(remote.head(), commit);
+    assert_eq!(
+        git(&remote.bare(), &["log", "-1", "--format=%an", "main"]),
+        "unknown"
+    );
+}

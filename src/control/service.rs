@@ -196,12 +196,17 @@ fn pool_spec(request: &proto::AddPoolReq) -> Result<PoolSpec, Status> {
     })
 }
 
-/// The caller and precondition of a mutating RPC.
+/// The caller and precondition of a mutating RPC. An actor that is empty or only blanks is
+/// none (git refuses an empty author name).
 fn options(metadata: &MetadataMap, if_match: Option<proto::Precondition>) -> MutateOptions {
     let actor = metadata
         .get("x-lb-actor")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().filter(|c| !c.is_control()).take(128).collect());
+        .map(|v| {
+            let printable: String = v.chars().filter(|c| !c.is_control()).take(128).collect();
+            printable.trim().to_owned()
+        })
+        .filter(|actor| !actor.is_empty());
     let precondition = if_match.map_or_else(Precondition::default, |p| Precondition {
         content_hash: Some(p.content_hash).filter(|h| !h.is_empty()),
         generation: Some(p.generation).filter(|g| *g != 0),
