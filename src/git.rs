@@ -197,7 +197,7 @@ fn subcommand(args: &[&str]) -> String {
     args.first().copied().unwrap_or_default().to_owned()
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
