@@ -99,7 +99,7 @@ fn add_backend(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let started = Instant::now();
-                    lb::health::probe(&probe_client, backend, &checks)
+                    lb::health::probe_over(&probe_client, backend, &checks, None)
                         .await
                         .unwrap();
                     let took = started.elapsed();

@@ -675,14 +675,32 @@ impl Applier {
         }
     }
 
-    /// One probe of `backend` with `checks`, bounded by the check timeout: what AddBackend
-    /// requires of a backend before it declares it anywhere (`sync` asks it before a push).
+    /// One probe of `backend` with `pool`'s checks, over its `backend_tls` when it has one,
+    /// bounded by the check timeout: what AddBackend requires of a backend before it declares
+    /// it anywhere (`sync` asks it before a push). A relative `backend_tls.ca` is read from
+    /// this instance's config directory, off the proxy's workers.
     pub async fn probe_backend(
         &self,
         backend: &BackendAddr,
-        checks: &config::HealthChecks,
+        pool: &PoolConfig,
     ) -> Result<(), String> {
-        health::probe(&self.probe_client, backend.addr, checks).await
+        let tls = match &pool.backend_tls {
+            Some(settings) => {
+                let (pattern, settings) = (pool.pattern.clone(), settings.resolved(&self.path));
+                let connector = off_workers(move || backend_connector(&pattern, &settings))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some(connector)
+            }
+            None => None,
+        };
+        health::probe_over(
+            &self.probe_client,
+            backend.addr,
+            &pool.health_checks,
+            tls.as_deref(),
+        )
+        .await
     }
 
     /// Probes each backend in `wanted` once, in parallel (at most [`MAX_PARALLEL_PROBES`] at a

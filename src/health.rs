@@ -46,19 +46,10 @@ pub fn probe_client() -> ProbeClient {
         .build(connector)
 }
 
-/// Runs every check once against `addr`, each within `checks.timeout`; `Err` says why the
-/// backend is sick.
-pub async fn probe(
-    client: &ProbeClient,
-    addr: SocketAddr,
-    checks: &HealthChecks,
-) -> Result<(), String> {
-    probe_over(client, addr, checks, None).await
-}
-
-/// [`probe`], over TLS through `tls` when the pool has `backend_tls`: each check on a new
-/// connection, its handshake verified as a request's is, so a certificate the proxy would
-/// refuse makes the backend sick with the same reason.
+/// Runs every check once against `addr`, each within `checks.timeout`, over TLS through `tls`
+/// when the pool has `backend_tls`: each check on a new connection, its handshake verified as a
+/// request's is, so a certificate the proxy would refuse makes the backend sick with the same
+/// reason. `Err` says why the backend is sick.
 pub async fn probe_over(
     client: &ProbeClient,
     addr: SocketAddr,

@@ -35,6 +35,11 @@ use crate::metrics::SyncStatus;
 /// Each lost race means another change landed, so with N instances changing at once a change
 /// waits for at most N-1 others per round; 16 covers a busy fleet and still ends.
 const MAX_PUSH_ATTEMPTS: u32 = 16;
+/// ssh for git when the operator sets none: it fails instead of asking for a passphrase or a
+/// host key on a terminal no one watches, and gives up on a host that does not answer (10 s)
+/// or stops answering (two unanswered keepalives 5 s apart) within git's deadline.
+const DEFAULT_SSH_COMMAND: &str =
+    "ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=2";
 /// Where the remote branch's head is kept in the working tree's repository after each fetch.
 const REMOTE_REF: &str = "refs/lb-sync/remote";
 
@@ -55,6 +60,17 @@ pub enum Error {
         /// The remote's URL.
         remote: String,
         /// What git said.
+        reason: String,
+    },
+    /// The remote declined the push for a reason other than a moved branch (a protected
+    /// branch, a hook); nothing was changed.
+    #[error("{remote} declined the push to branch {branch}; nothing was changed: {reason}")]
+    Declined {
+        /// The remote's URL.
+        remote: String,
+        /// The branch.
+        branch: String,
+        /// What git and the remote said.
         reason: String,
     },
     /// The branch moved under every attempt; nothing was changed.
@@ -93,6 +109,9 @@ pub enum Error {
     /// A local git command failed.
     #[error(transparent)]
     Git(#[from] git::Error),
+    /// lb is shutting down: the git work was stopped before it ended.
+    #[error("lb is shutting down; the [sync] work did not finish")]
+    ShuttingDown,
     /// The change itself is refused (no such pool, precondition, invalid result...).
     #[error(transparent)]
     Mutate(#[from] MutateError),
@@ -116,8 +135,7 @@ pub struct GitSync {
     /// lb.toml's path inside the repository, as `git show COMMIT:PATH` takes it.
     file: String,
     /// `GIT_SSH_COMMAND` for every git call: the operator's (environment), else none when the
-    /// repository sets `core.sshCommand`, else ssh in BatchMode (it fails instead of asking
-    /// for a passphrase or a host key on a terminal no one watches).
+    /// repository sets `core.sshCommand`, else [`DEFAULT_SSH_COMMAND`].
     ssh_command: Option<String>,
     /// Serialises this instance's git work (the periodic fetch, `lbctl sync`, mutations): git
     /// refuses concurrent index and ref updates, and a mutation must see its own head.
@@ -151,7 +169,7 @@ impl GitSync {
         let ssh_command = match std::env::var("GIT_SSH_COMMAND") {
             Ok(command) => Some(command),
             Err(_) if configured || std::env::var_os("GIT_SSH").is_some() => None,
-            Err(_) => Some("ssh -o BatchMode=yes".to_owned()),
+            Err(_) => Some(DEFAULT_SSH_COMMAND.to_owned()),
         };
         let sync = Arc::new(GitSync {
             ssh_command,
@@ -182,15 +200,23 @@ impl GitSync {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            // Errors are logged and kept in the status by `sync_now`.
-            let _ = self.sync_now().await;
+            // Errors are logged and kept in the status by `sync_here`.
+            let _ = self.sync_here().await;
         }
     }
 
     /// Fetches the remote branch, fast-forwards the working tree to it and reloads lb.toml
     /// through the ordinary path. An unreachable remote, a diverged working tree or a broken
     /// commit changes nothing that runs; each is logged and kept as the status's `last_error`.
-    pub async fn sync_now(&self) -> Result<SyncStatus, Error> {
+    /// The work is a task of its own: it finishes even when the caller stops waiting (an RPC
+    /// past its deadline), so git is never stopped halfway.
+    pub async fn sync_now(self: &Arc<Self>) -> Result<SyncStatus, Error> {
+        let sync = Arc::clone(self);
+        finished(tokio::spawn(async move { sync.sync_here().await })).await
+    }
+
+    /// [`GitSync::sync_now`], in the caller's task.
+    async fn sync_here(&self) -> Result<SyncStatus, Error> {
         let _busy = self.busy.lock().await;
         let result = match self.fetch().await {
             Ok(head) => self.follow(&head).await,
@@ -211,7 +237,22 @@ impl GitSync {
     /// (someone pushed first) are redone on the newer head, at most [`MAX_PUSH_ATTEMPTS`]
     /// times. Returns once the commit is on the remote (and, unless this working tree cannot
     /// be fast-forwarded, applied here); on any error the file and the remote are untouched.
+    /// The work is a task of its own: it finishes even when the caller stops waiting (an RPC
+    /// past its deadline), so git is never stopped halfway and a push that lands is applied.
     pub async fn mutate(
+        self: &Arc<Self>,
+        mutation: Mutation,
+        options: MutateOptions,
+    ) -> Result<Committed, Error> {
+        let sync = Arc::clone(self);
+        finished(tokio::spawn(async move {
+            sync.mutate_here(&mutation, &options).await
+        }))
+        .await
+    }
+
+    /// [`GitSync::mutate`], in the caller's task.
+    async fn mutate_here(
         &self,
         mutation: &Mutation,
         options: &MutateOptions,
@@ -222,13 +263,14 @@ impl GitSync {
         for _attempt in 0..MAX_PUSH_ATTEMPTS {
             let head = self.fetch().await?;
             let text = self.show(&head).await?;
-            let (edited, config) =
-                self.applier
-                    .edit_detached(&text, mutation, &options.precondition)?;
+            let (edited, config) = self
+                .applier
+                .edit_detached(text.clone(), mutation.clone(), options.precondition.clone())
+                .await?;
             if let (Mutation::AddBackend { pattern, backend }, false) = (mutation, probed) {
                 if let Some(pool) = config.pool(pattern) {
                     self.applier
-                        .probe_backend(backend, &pool.health_checks)
+                        .probe_backend(backend, pool)
                         .await
                         .map_err(|reason| MutateError::BackendUnhealthy {
                             backend: backend.clone(),
@@ -465,13 +507,19 @@ impl GitSync {
         };
         match output {
             Ok(out) if out.success => Ok(Pushed::Landed),
-            // The remote answered for this ref: it moved (non-fast-forward, fetch first) or
-            // could not take its lock because another push was updating it.
+            Ok(out) if lost_race(&out.stdout) => Ok(Pushed::Refused(out.stdout.trim().to_owned())),
+            // The remote answered for this ref and will answer the same to a retry.
             Ok(out)
                 if out.stdout.contains("[rejected]")
                     || out.stdout.contains("[remote rejected]") =>
             {
-                Ok(Pushed::Refused(out.stdout.trim().to_owned()))
+                Err(Error::Declined {
+                    remote: self.settings.remote.clone(),
+                    branch: self.settings.branch.clone(),
+                    reason: format!("{}\n{}", out.stdout.trim(), out.stderr.trim())
+                        .trim()
+                        .to_owned(),
+                })
             }
             Ok(out) => {
                 // No answer for the ref: the push may still have landed before the connection
@@ -527,6 +575,37 @@ enum Pushed {
     Refused(String),
 }
 
+/// Whether `push --porcelain`'s answer (its stdout) says the branch moved under the push: it
+/// is no longer an ancestor (`[rejected] (non-fast-forward)`, `(fetch first)`), or another push
+/// held or changed the ref meanwhile (`[remote rejected]` with `cannot lock ref`,
+/// `failed to update ref` or `incorrect old value`). Redoing the change on the new head can
+/// succeed then, and only then.
+fn lost_race(porcelain: &str) -> bool {
+    porcelain.lines().any(|line| {
+        (line.contains("[rejected]")
+            && (line.contains("non-fast-forward") || line.contains("fetch first")))
+            || (line.contains("[remote rejected]")
+                && [
+                    "cannot lock ref",
+                    "failed to update ref",
+                    "incorrect old value",
+                ]
+                .iter()
+                .any(|race| line.contains(race)))
+    })
+}
+
+/// What a spawned piece of git work came to; a panic goes on as it started.
+async fn finished<T>(task: tokio::task::JoinHandle<Result<T, Error>>) -> Result<T, Error> {
+    match task.await {
+        Ok(result) => result,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(Error::ShuttingDown),
+        },
+    }
+}
+
 /// `Name <email>` (validated by `config`) as its two parts.
 fn split_author(author: &str) -> (String, String) {
     match author.split_once('<') {
@@ -555,6 +634,28 @@ async fn git(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_moved_branch_is_a_lost_race() {
+        let line =
+            |status: &str| format!("To /srv/lb.git\n!\tabc:refs/heads/main\t{status}\nDone\n");
+        for race in [
+            "[rejected] (non-fast-forward)",
+            "[rejected] (fetch first)",
+            "[remote rejected] (cannot lock ref 'refs/heads/main': is at 1 but expected 2)",
+            "[remote rejected] (failed to update ref)",
+            "[remote rejected] (incorrect old value provided)",
+        ] {
+            assert!(lost_race(&line(race)), "{race}");
+        }
+        for declined in [
+            "[remote rejected] (pre-receive hook declined)",
+            "[remote rejected] (protected branch hook declined)",
+            "[remote rejected] (shallow update not allowed)",
+        ] {
+            assert!(!lost_race(&line(declined)), "{declined}");
+        }
+    }
 
     #[test]
     fn an_author_splits_into_name_and_email() {

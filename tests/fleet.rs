@@ -656,3 +656,228 @@ fn sync_outside_a_git_working_tree_stops_lb_at_start() {
         "{stderr}"
     );
 }
+
+/// A TLS backend with `leaf` whose `/healthz` (every path) answers `ok`; stops when dropped.
+struct TlsBackend {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsBackend {
+    fn start(leaf: &support::certs::Leaf) -> TlsBackend {
+        let config = rustls::ServerConfig::builder_with_provider(support::certs::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der.clone()], leaf.key())
+            .expect("backend certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = support::backend_listener(support::LOOPBACK_ANY);
+        let addr = listener.local_addr().expect("backend addr");
+        let task = support::spawn_backend(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                while connections.try_join_next().is_some() {}
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TlsBackend { addr, task }
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_backend_probes_a_tls_pool_over_its_backend_tls() {
+    let ca = support::certs::Ca::new("backend CA");
+    let first = TlsBackend::start(&ca.server(&["127.0.0.1"]));
+    let remote = Remote::new(|bare| {
+        format!(
+            "{}backend_tls = {{ ca = \"backend-ca.pem\" }}\n",
+            config_text(bare, &[first.addr], "")
+        )
+    });
+    ca.write(&remote.human().join("backend-ca.pem"));
+    git(&remote.human(), &["add", "backend-ca.pem"]);
+    git(
+        &remote.human(),
+        &["commit", "--quiet", "-m", "the backends' CA"],
+    );
+    git(&remote.human(), &["push", "--quiet", "origin", "main"]);
+    let lb = remote.start_lb();
+    let head = remote.head();
+    eventually(PATIENCE, "serving the remote head", || async {
+        serving(&lb).await == head
+    })
+    .await;
+
+    // A plaintext listener cannot answer a TLS check: refused, the remote untouched.
+    let plain = Backend::start("plain").await;
+    let refused = add_backend(&lb, plain.addr)
+        .await
+        .expect_err("a plaintext backend in a TLS pool is refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(remote.head(), head, "nothing was pushed");
+
+    // A backend with a certificate from the pool's CA passes and lands.
+    let second = TlsBackend::start(&ca.server(&["127.0.0.1"]));
+    let commit = add_backend(&lb, second.addr)
+        .await
+        .expect("a TLS backend with the pool's CA is added");
+    assert_eq!(remote.head(), commit);
+    let text = git(&remote.bare(), &["show", "main:lb.toml"]);
+    assert!(text.contains(&second.addr.to_string()), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_caller_gave_up_still_lands_whole() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // The remote takes its time over every push, longer than the caller waits.
+    let hook = remote.bare().join("hooks").join("pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let added = Backend::start("b1").await;
+    let mut client = control(&lb).await;
+    let mut request = tonic::Request::new(proto::AddBackendReq {
+        pattern: "/".to_owned(),
+        backend: ip_backend(added.addr, ""),
+        if_match: None,
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let gave_up = client
+        .add_backend(request)
+        .await
+        .expect_err("the caller's deadline passes during the push");
+    // The client's own timer or the server's deadline, whichever ends first.
+    assert!(
+        matches!(
+            gave_up.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{gave_up:?}"
+    );
+    // The change lands anyway, and this instance applies it.
+    eventually(
+        PATIENCE,
+        "the change is on the remote and served",
+        || async {
+            let head = remote.head();
+            head != first && serving(&lb).await == head
+        },
+    )
+    .await;
+    let text = git(&remote.bare(), &["show", "main:lb.toml"]);
+    assert!(text.contains(&added.addr.to_string()), "{text}");
+    let git_dir = lb.config.parent().unwrap().join(".git");
+    assert!(
+        !git_dir.join("index.lock").exists(),
+        "no lock is left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_remote_declines_fails_at_once_with_its_reason() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    // A protected branch: the remote declines every push, however often it is redone.
+    let hook = remote.bare().join("hooks").join("pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'main is protected' >&2\nexit 1\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let added = Backend::start("b1").await;
+    let declined = add_backend(&lb, added.addr)
+        .await
+        .expect_err("the remote declines the push");
+    assert_eq!(
+        declined.code(),
+        tonic::Code::FailedPrecondition,
+        "{declined:?}"
+    );
+    assert!(
+        declined.message().contains("pre-receive hook declined")
+            && declined.message().contains("main is protected"),
+        "{declined:?}"
+    );
+    assert_eq!(remote.head(), first, "nothing was pushed");
+    assert!(push_retries(&lb).is_empty(), "nothing landed");
+    assert!(
+        lb.find_log("push refused").is_none(),
+        "a declined push is not redone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_actor_is_no_actor() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let lb = remote.start_lb();
+    let first = remote.head();
+    eventually(PATIENCE, "serving the first commit", || async {
+        serving(&lb).await == first
+    })
+    .await;
+    let added = Backend::start("b1").await;
+    let mut client = control(&lb).await;
+    let mut request = tonic::Request::new(proto::AddBackendReq {
+        pattern: "/".to_owned(),
+        backend: ip_backend(added.addr, ""),
+        if_match: None,
+    });
+    request.metadata_mut().insert(
+        "x-lb-actor",
+        tonic::metadata::MetadataValue::from_static(" "),
+    );
+    let commit = client
+        .add_backend(request)
+        .await
+        .expect("a blank actor does not fail the change")
+        .into_inner()
+        .commit;
+    assert_eq!(remote.head(), commit);
+    assert_eq!(
+        git(&remote.bare(), &["log", "-1", "--format=%an", "main"]),
+        "unknown"
+    );
+}

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::spans::{known_backends_span, shifted};
 use super::{
-    hex, sha256, unprobed, Applier, MutateError, MutateOptions, Mutation, Precondition, Probed,
-    Stamp, Step, WriterState, Written,
+    hex, off_workers, sha256, unprobed, Applier, MutateError, MutateOptions, Mutation,
+    Precondition, Probed, Stamp, Step, WriterState, Written,
 };
 use crate::config::edit::{self, Edited};
 use crate::config::write::{self, Replaced};
@@ -116,8 +116,25 @@ impl Applier {
     /// `mutation` applied to `text`, a file that is not (or not yet) this instance's: the new
     /// text and its validated config. `sync` computes a fleet-wide change from the remote
     /// head's file with it. The precondition's `content_hash` is checked against `text`; its
-    /// `generation` against what runs here, which must then be `text` itself.
-    pub fn edit_detached(
+    /// `generation` against what runs here, which must then be `text` itself. The parsing and
+    /// hashing run off the proxy's workers.
+    pub async fn edit_detached(
+        self: &Arc<Self>,
+        text: String,
+        mutation: Mutation,
+        precondition: Precondition,
+    ) -> Result<(String, Config), MutateError> {
+        let this = Arc::clone(self);
+        off_workers(move || this.edit_detached_here(&text, &mutation, &precondition))
+            .await
+            .map_err(|source| MutateError::Read {
+                path: self.path.clone(),
+                source,
+            })?
+    }
+
+    /// [`Applier::edit_detached`], on the caller's thread.
+    fn edit_detached_here(
         &self,
         text: &str,
         mutation: &Mutation,

@@ -947,7 +947,16 @@ impl Validator<'_> {
                 self.error(r.span(), "sync.remote must not start with '-'");
                 None
             }
-            Some(r) => Some(r.into_inner()),
+            Some(r) => match credential_in_url(r.get_ref()) {
+                Some(what) => {
+                    self.error(
+                        r.span(),
+                        format!("sync.remote carries {what} in its URL, which logs, errors and /status.json would show: write the URL without it and give git the credential through a credential helper (git config credential.helper) or an ssh key"),
+                    );
+                    None
+                }
+                None => Some(r.into_inner()),
+            },
         };
         let branch = match raw.branch {
             None => {
@@ -1037,6 +1046,22 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// What secret a git URL carries in its userinfo (`scheme://userinfo@host/...`), if any: a
+/// password (`user:password@`), or over http(s) any user name (a token often stands there).
+/// An ssh user (`ssh://git@host/`, `git@host:path`) is no secret.
+fn credential_in_url(remote: &str) -> Option<&'static str> {
+    let (scheme, rest) = remote.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (userinfo, _host) = authority.rsplit_once('@')?;
+    if userinfo.contains(':') {
+        return Some("a password (user:password@)");
+    }
+    let web = ["http", "https", "ftp", "ftps"]
+        .iter()
+        .any(|web| scheme.eq_ignore_ascii_case(web));
+    web.then_some("a user name (over http(s) often a token)")
 }
 
 /// A branch name git accepts and no command line can take for an option.

@@ -472,6 +472,38 @@ fn sync_keys_parse_with_defaults() {
 }
 
 #[test]
+fn a_credential_in_the_sync_remote_is_refused_an_ssh_user_is_not() {
+    for remote in [
+        "https://ops:s3cret@git.example.com/ops/lb.git",
+        "https://ghp_token@github.com/ops/lb.git",
+        "ssh://git:pw@git.example.com/ops/lb.git",
+    ] {
+        let found = errors(&format!(
+            "[sync]\nremote = \"{remote}\"\nbranch = \"main\"\n"
+        ));
+        assert_eq!(found.len(), 1, "{remote}: {found:?}");
+        assert!(
+            found[0].starts_with("2:10: sync.remote carries a ")
+                && found[0].contains("credential helper"),
+            "{found:?}"
+        );
+        assert!(!found[0].contains("s3cret"), "{found:?}");
+    }
+    for remote in [
+        "git@github.com:ops/lb.git",
+        "ssh://git@git.example.com/ops/lb.git",
+        "https://git.example.com/ops/lb.git",
+        "https://git.example.com/ops/a@b.git",
+        "/srv/lb.git",
+    ] {
+        let config = parse_ok(&format!(
+            "[sync]\nremote = \"{remote}\"\nbranch = \"main\"\n"
+        ));
+        assert_eq!(config.sync.map(|s| s.remote).as_deref(), Some(remote));
+    }
+}
+
+#[test]
 fn sync_errors_point_at_the_key() {
     assert_eq!(
         errors("[sync]\nbranch = \"main\"\n"),

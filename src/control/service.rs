@@ -95,9 +95,12 @@ fn sync_status(error: sync::Error) -> Status {
     let code = match error {
         sync::Error::Mutate(error) => return status(error),
         sync::Error::Contended { .. } => Code::Aborted,
-        sync::Error::Unreachable { .. } | sync::Error::Git(_) => Code::Unavailable,
+        sync::Error::Unreachable { .. } | sync::Error::Git(_) | sync::Error::ShuttingDown => {
+            Code::Unavailable
+        }
         sync::Error::NotWorkTree { .. }
         | sync::Error::Diverged { .. }
+        | sync::Error::Declined { .. }
         | sync::Error::NotApplied { .. } => Code::FailedPrecondition,
     };
     Status::new(code, crate::errors::error_chain(&error))
@@ -193,12 +196,17 @@ fn pool_spec(request: &proto::AddPoolReq) -> Result<PoolSpec, Status> {
     })
 }
 
-/// The caller and precondition of a mutating RPC.
+/// The caller and precondition of a mutating RPC. An actor that is empty or only blanks is
+/// none (git refuses an empty author name).
 fn options(metadata: &MetadataMap, if_match: Option<proto::Precondition>) -> MutateOptions {
     let actor = metadata
         .get("x-lb-actor")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().filter(|c| !c.is_control()).take(128).collect());
+        .map(|v| {
+            let printable: String = v.chars().filter(|c| !c.is_control()).take(128).collect();
+            printable.trim().to_owned()
+        })
+        .filter(|actor| !actor.is_empty());
     let precondition = if_match.map_or_else(Precondition::default, |p| Precondition {
         content_hash: Some(p.content_hash).filter(|h| !h.is_empty()),
         generation: Some(p.generation).filter(|g| *g != 0),
@@ -278,7 +286,7 @@ impl ControlService {
         }
         match &self.writes.sync {
             Some(sync) => sync
-                .mutate(&mutation, &options)
+                .mutate(mutation, options)
                 .await
                 .map(|committed| committed.commit)
                 .map_err(sync_status),
