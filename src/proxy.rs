@@ -88,7 +88,7 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
     ) -> impl Future<Output = io::Result<usize>> + Send;
 
     /// Waits until a read would find something (or the connection's end), so a caller can hold
-    /// no buffer until then. On TLS it is ready at once: decrypted bytes may wait inside rustls.
+    /// no buffer until then. On TLS it is ready at once while rustls holds decrypted bytes.
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
@@ -122,6 +122,12 @@ impl ClientStream for TlsStream<TcpStream> {
     }
 
     async fn wait_readable(&self) -> io::Result<()> {
+        let (tcp, tls) = self.get_ref();
+        // rustls wants more bytes only when it holds no decrypted ones (and at most part of a
+        // record): then nothing can be read before the socket turns readable.
+        if tls.wants_read() {
+            tcp.readable().await?;
+        }
         Ok(())
     }
 }

@@ -358,3 +358,36 @@ async fn a_saved_tls_section_reaches_new_handshakes_through_the_reload() {
     let stream = site.connect(Some("c.test"), &[b"http/1.1"]).await;
     assert_eq!(presented(&stream), c.der);
 }
+
+#[tokio::test]
+async fn pipelined_requests_in_separate_tls_records_are_each_answered() {
+    let backend = Backend::start("web").await;
+    let site = start(&backend, "", "", &[]);
+    let mut stream = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    // Three requests, each flushed as its own TLS record before any answer is read: lb must
+    // answer the ones it decrypted early without waiting for the socket to turn readable again.
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET /x HTTP/1.1\r\nhost: a.test\r\n\r\n")
+            .await
+            .expect("write");
+        stream.flush().await.expect("flush");
+    }
+    let mut input = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while String::from_utf8_lossy(&input)
+        .matches("\r\n\r\nweb")
+        .count()
+        < 3
+    {
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf))
+            .await
+            .expect("three answers in time")
+            .expect("read");
+        assert!(read > 0, "closed before three answers: {input:?}");
+        input.extend_from_slice(&buf[..read]);
+    }
+    let text = String::from_utf8_lossy(&input);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+}
