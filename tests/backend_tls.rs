@@ -324,26 +324,10 @@ async fn sequential_requests_reuse_one_tls_connection_to_the_backend() {
     let tcp = tokio::net::TcpStream::connect(lb.http)
         .await
         .expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .expect("h2c handshake");
-    tokio::spawn(connection);
+    let mut sender = support::h2_connection(tcp).await;
     for i in 0..5 {
-        let request = Request::get(format!("http://t/h2/{i}"))
-            .body(http_body_util::Empty::<Bytes>::new())
-            .expect("request");
-        let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
-            .await
-            .expect("response in time")
-            .expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let (status, _, body) = support::h2_get(&mut sender, &format!("http://t/h2/{i}")).await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(&body[..], b"tls-a 0");
     }
     // lb's HTTP/1.x engine and send_plain (bodiless HTTP/2 requests) share the idle sockets.

@@ -9,10 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::StatusCode;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use support::certs::{provider, Ca, Leaf};
@@ -138,25 +135,9 @@ async fn a_client_certificate_from_client_ca_is_served_and_its_subject_logged() 
 
     // HTTP/2 over the same kind of connection: the subject is on its access line too.
     let stream = site.connect(Some(&alice), b"h2").await.expect("handshake");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(connection);
-    let request = Request::get("https://site.test/h2")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
-        .await
-        .expect("response in time")
-        .expect("response");
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let mut sender = support::h2_connection(stream).await;
+    let (status, _, body) = support::h2_get(&mut sender, "https://site.test/h2").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"web");
     let line = site.lb.wait_for_log("path=\"/h2\"", PATIENCE);
     assert!(line.contains(" client_cert=\"CN=alice\""), "{line}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -156,26 +156,10 @@ async fn sni_picks_the_certificate_and_alpn_picks_the_protocol() {
     let stream = site.connect(Some("b.test"), &[b"h2", b"http/1.1"]).await;
     assert_eq!(presented(&stream), site.b.der);
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(connection);
-    let request = Request::get("https://b.test/y")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
-        .await
-        .expect("response in time")
-        .expect("response");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.version(), Version::HTTP_2);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let mut sender = support::h2_connection(stream).await;
+    let (status, version, body) = support::h2_get(&mut sender, "https://b.test/y").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(version, Version::HTTP_2);
     assert_eq!(&body[..], b"web");
 
     // Without SNI: the default certificate.

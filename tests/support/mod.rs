@@ -499,6 +499,44 @@ impl Drop for Backend {
 
 // === HTTP client ===
 
+/// An HTTP/2 client connection over `io` (TLS that negotiated `h2`, or cleartext h2c), with
+/// its connection task spawned.
+pub async fn h2_connection<T>(
+    io: T,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// `GET uri` on an HTTP/2 connection within 10 s: the status, the version and the whole body.
+pub async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    uri: &str,
+) -> (StatusCode, http::Version, Bytes) {
+    let request = Request::get(uri)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let (status, version) = (response.status(), response.version());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, version, body)
+}
+
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> HttpClient {
