@@ -36,7 +36,7 @@ use crate::topology::{BackendKey, SharedTopology, Topology};
 mod snapshot;
 mod spans;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod transaction;
 
 use snapshot::StartOnly;

@@ -7,52 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use support::certs::Ca;
 use support::{Backend, Control, Lb};
 
 // === test PKI ===
-
-/// A certificate authority that can sign server and client certificates.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf certificate for `names` (IP addresses become IP SANs) and its key, as PEM.
-    fn sign(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names.clone()).expect("leaf params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, &names[0]);
-        params.extended_key_usages = vec![usage];
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// Every PEM file a test needs, written into lb's config directory.
 struct Pki {
@@ -70,28 +28,23 @@ impl Pki {
     /// Writes `server.pem` and `server.key` (for 127.0.0.1 and localhost) and the rest.
     fn write(dir: &Path) -> Pki {
         let (ca, other) = (Ca::new("lb test CA"), Ca::new("someone else's CA"));
-        let (server_cert, server_key) = ca.sign(
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) =
-            ca.sign(&["lbctl.test"], ExtendedKeyUsagePurpose::ClientAuth);
-        let (other_cert, other_key) =
-            other.sign(&["intruder.test"], ExtendedKeyUsagePurpose::ClientAuth);
+        let server = ca.server(&["127.0.0.1", "localhost"]);
+        let client = ca.client("lbctl.test");
+        let intruder = other.client("intruder.test");
         let put = |name: &str, text: &str| {
             let path = dir.join(name);
             std::fs::write(&path, text).expect("write PEM");
             path
         };
-        put("server.pem", &server_cert);
-        put("server.key", &server_key);
+        put("server.pem", &server.cert_pem);
+        put("server.key", &server.key_pem);
         Pki {
             ca: put("ca.pem", &ca.pem),
             other_ca: put("other-ca.pem", &other.pem),
-            client_cert: put("client.pem", &client_cert),
-            client_key: put("client.key", &client_key),
-            other_client_cert: put("other-client.pem", &other_cert),
-            other_client_key: put("other-client.key", &other_key),
+            client_cert: put("client.pem", &client.cert_pem),
+            client_key: put("client.key", &client.key_pem),
+            other_client_cert: put("other-client.pem", &intruder.cert_pem),
+            other_client_key: put("other-client.key", &intruder.key_pem),
         }
     }
 }

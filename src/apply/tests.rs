@@ -5,11 +5,11 @@ use super::spans::known_backends_span;
 use super::*;
 use crate::topology::Pool;
 
-const LISTEN: &str = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
+pub(crate) const LISTEN: &str = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
 
 /// An lb.toml of [`LISTEN`] and `pools` in a fresh temporary directory (kept alive by the
 /// returned guard), loaded.
-async fn load_pools(pools: &str) -> (tempfile::TempDir, PathBuf, Arc<Applier>) {
+pub(crate) async fn load_pools(pools: &str) -> (tempfile::TempDir, PathBuf, Arc<Applier>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
     std::fs::write(&path, format!("{LISTEN}{pools}")).unwrap();
@@ -17,7 +17,8 @@ async fn load_pools(pools: &str) -> (tempfile::TempDir, PathBuf, Arc<Applier>) {
     (dir, path, applier)
 }
 
-fn pool(pattern: &str, backends: &[&str]) -> String {
+/// A pool `pattern` over `backends`, checked hourly (only the first probe runs).
+pub(crate) fn pool(pattern: &str, backends: &[&str]) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
     format!(
         "[pools.\"{pattern}\"]\ninterval = \"1h\"\nbackends = [{}]\n\n",

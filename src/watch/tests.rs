@@ -2,28 +2,9 @@
 //! costs no real time), and the watcher in front of a real `Applier` on a temporary file.
 
 use super::*;
+use crate::apply::tests::{load_pools, pool};
 use crate::apply::{MutateOptions, Mutation};
 use crate::config::{AdminState, BackendAddr};
-
-const LISTEN: &str = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n";
-
-/// An lb.toml of [`LISTEN`] and `pools` in a fresh temporary directory (kept alive by the
-/// returned guard), loaded.
-async fn load_pools(pools: &str) -> (tempfile::TempDir, PathBuf, Arc<Applier>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.toml");
-    std::fs::write(&path, format!("{LISTEN}{pools}")).unwrap();
-    let (applier, _) = Applier::load(&path).await.unwrap();
-    (dir, path, applier)
-}
-
-fn pool(pattern: &str, backends: &[&str]) -> String {
-    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
-    format!(
-        "[pools.\"{pattern}\"]\ninterval = \"1h\"\nbackends = [{}]\n\n",
-        list.join(", ")
-    )
-}
 
 /// A file in a fresh temporary directory holding `text`.
 fn file_with(text: &str) -> (tempfile::TempDir, PathBuf) {
