@@ -35,10 +35,20 @@ pub enum BackendTlsError {
 /// operating system's trust store; offering ALPN `http/1.1` (the upstream connector speaks
 /// HTTP/1.1 to backends). The name to verify is [`backend_server_name`]'s.
 pub fn backend_client_config(settings: &BackendTls) -> Result<Arc<ClientConfig>, BackendTlsError> {
+    client_config(settings).map(|(config, _)| config)
+}
+
+/// [`backend_client_config`], with the SHA-256 of the `ca` file it read (none for the system
+/// trust store).
+fn client_config(
+    settings: &BackendTls,
+) -> Result<(Arc<ClientConfig>, Option<[u8; 32]>), BackendTlsError> {
     let mut roots = RootCertStore::empty();
+    let mut ca_digest = None;
     match &settings.ca {
         Some(path) => {
             let bytes = pem::read(path, "backend_tls.ca")?;
+            ca_digest = Some(sha2::Sha256::digest(&bytes).into());
             for cert in pem::certificates_in(&bytes, path, "backend_tls.ca")? {
                 roots.add(cert).map_err(|e| BackendTlsError::Ca {
                     path: path.clone(),
@@ -66,7 +76,7 @@ pub fn backend_client_config(settings: &BackendTls) -> Result<Arc<ClientConfig>,
             .with_root_certificates(roots)
             .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), ca_digest))
 }
 
 /// The name lb sends as SNI and checks the backend's certificate against: `server_name` when
@@ -87,7 +97,7 @@ pub fn backend_server_name(
 /// are, so an unchanged pool keeps its checkers.
 pub struct BackendConnector {
     settings: BackendTls,
-    /// SHA-256 of the `ca` file as read: a bundle replaced in place under the same name makes
+    /// SHA-256 of the `ca` file the trust was built from: a bundle replaced in place under the same name makes
     /// a connector that differs, so the checkers verify with what requests verify with.
     ca_digest: Option<[u8; 32]>,
     /// `Err`: the `ca` could not be used; every handshake fails with this reason, so the
@@ -121,15 +131,10 @@ impl BackendConnector {
     /// Reads the `ca` bundle (or the system trust store) now. A bundle that cannot be used is
     /// returned as the error and kept as every handshake's failure.
     pub fn new(settings: &BackendTls) -> (BackendConnector, Option<BackendTlsError>) {
-        let (connector, error) = match backend_client_config(settings) {
-            Ok(config) => (Ok(tokio_rustls::TlsConnector::from(config)), None),
-            Err(error) => (Err(error.to_string()), Some(error)),
+        let (connector, ca_digest, error) = match client_config(settings) {
+            Ok((config, digest)) => (Ok(tokio_rustls::TlsConnector::from(config)), digest, None),
+            Err(error) => (Err(error.to_string()), None, Some(error)),
         };
-        let ca_digest = settings
-            .ca
-            .as_ref()
-            .and_then(|path| std::fs::read(path).ok())
-            .map(|bytes| sha2::Sha256::digest(&bytes).into());
         let connector = BackendConnector {
             settings: settings.clone(),
             ca_digest,

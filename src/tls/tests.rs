@@ -638,3 +638,22 @@ async fn client_ca_requires_a_client_certificate_from_that_ca() {
         .expect("a client with a certificate from client_ca");
     assert_eq!(alpn, "");
 }
+
+/// A connector is the settings and the CA's bytes: a bundle replaced in place under the same
+/// name makes a connector that differs (so a pool's checkers are rebuilt with it), the same
+/// bytes one that is equal.
+#[test]
+fn a_ca_replaced_in_place_makes_a_different_connector() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = BackendTls {
+        ca: Some(write(dir.path(), "backend-ca.pem", &Ca::new("first").pem)),
+        server_name: Some("api.internal".to_owned()),
+    };
+    let (before, error) = BackendConnector::new(&settings);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(before, BackendConnector::new(&settings).0);
+    write(dir.path(), "backend-ca.pem", &Ca::new("second").pem);
+    let (after, error) = BackendConnector::new(&settings);
+    assert!(error.is_none(), "{error:?}");
+    assert_ne!(before, after);
+}
