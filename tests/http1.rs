@@ -831,6 +831,56 @@ async fn a_large_chunked_upload_streams_and_the_pipelined_request_after_it_is_se
     assert_eq!(backend.next().await.conn, seen.conn);
 }
 
+/// A small chunked body already in lb's own framing (lowercase sizes, no extensions, no
+/// trailer fields) reaches the backend byte for byte as sent; one that is not (uppercase and
+/// zero-padded sizes, extensions, trailer fields, a `Host` trailer) is framed again: extensions
+/// and the `Host` trailer gone, sizes rewritten, the other trailer kept.
+#[tokio::test]
+async fn a_small_chunked_body_goes_on_as_sent_when_canonical_and_framed_again_when_not() {
+    let (framings, mut seen_framing) = tokio::sync::mpsc::unbounded_channel();
+    let backend = RawBackend::handing_over(move |_, mut wire| {
+        let framings = framings.clone();
+        async move {
+            // The framing as it arrived: through the last chunk and the trailer section.
+            let mut raw = Vec::new();
+            loop {
+                raw.push(wire.exact(1).await[0]);
+                if let Some(last) = support::raw::find(&raw, b"\r\n0\r\n") {
+                    if raw[last..].ends_with(b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+            let _ = framings.send(raw);
+            let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut wire.stream, reply).await;
+        }
+    })
+    .await;
+    let lb = start(&[backend.addr.to_string()]).await;
+
+    let canonical = "4\r\nwiki\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+    let other = "04;a=b\r\nwiki\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0;x\r\nX-Sum: 7\r\nHost: evil.test\r\n\r\n";
+    let reframed = "4\r\nwiki\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 7\r\n\r\n";
+    for (sent, expected) in [(canonical, canonical), (other, reframed)] {
+        let mut client = Wire::connect(&lb).await;
+        let request = format!(
+            "POST /up HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n{sent}"
+        );
+        let response = client.exchange(&request).await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        let framing = timeout(WAIT, seen_framing.recv())
+            .await
+            .expect("the backend got the body in time")
+            .expect("the backend is up");
+        assert_eq!(
+            String::from_utf8_lossy(&framing).to_ascii_lowercase(),
+            expected.to_ascii_lowercase(),
+            "sent {sent:?}"
+        );
+    }
+}
+
 /// A chunked body that turns malformed after lb began streaming it: the backend gets a request
 /// cut off before its last chunk (never a complete one), the client a 400, and both connections
 /// close.

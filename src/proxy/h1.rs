@@ -360,9 +360,10 @@ impl Request<'_> {
 
 /// Where a request's body is, once the engine has looked at it.
 enum Body {
-    /// No body, or one read whole: `input[..len]` of its place (`Content-Length`) or
-    /// `scratch.body` (chunked, framed again).
-    Whole { in_input: usize, chunked: bool },
+    /// No body, or one read whole: the `in_input` bytes after its head, sent as they are
+    /// (`Content-Length`, or chunked already in lb's framing), or, when `framed`, `scratch.body`
+    /// (chunked, framed again).
+    Whole { in_input: usize, framed: bool },
     /// Larger: the rest comes from the client while the backend's request is sent.
     Streamed(Stream),
 }
@@ -533,13 +534,13 @@ impl<'p> Connection<'p> {
             }
         };
         let (whole, streamed, consumed) = match body {
-            Body::Whole { in_input, chunked } => {
-                let whole = if chunked {
+            Body::Whole { in_input, framed } => {
+                let whole = if framed {
                     std::mem::take(&mut self.scratch.body)
                 } else {
                     Vec::new()
                 };
-                (Some((whole, chunked, in_input)), None, head.len + in_input)
+                (Some((whole, framed, in_input)), None, head.len + in_input)
             }
             Body::Streamed(rest) => (None, Some(rest), self.input.len()),
         };
@@ -562,9 +563,9 @@ impl<'p> Connection<'p> {
             request: &request,
             started,
         };
-        let body_bytes: Option<&[u8]> = whole.as_ref().map(|(chunk_body, chunked, in_input)| {
-            if *chunked {
-                &chunk_body[..]
+        let body_bytes: Option<&[u8]> = whole.as_ref().map(|(framed_body, framed, in_input)| {
+            if *framed {
+                &framed_body[..]
             } else {
                 &input[head.len..head.len + in_input]
             }
@@ -573,9 +574,9 @@ impl<'p> Connection<'p> {
         let forwarded = exchange
             .forward(stream, pool, scratch, rng, body_bytes, streamed, upgrade)
             .await;
-        if let Some((chunk_body, true, _)) = whole {
+        if let Some((framed_body, true, _)) = whole {
             // The buffer goes back for the next request.
-            self.scratch.body = chunk_body;
+            self.scratch.body = framed_body;
         }
         match forwarded {
             Forwarded::Keep => Next::Keep { consumed },
@@ -701,16 +702,19 @@ impl<'p> Connection<'p> {
         match head.body {
             BodyFraming::None => Ok(Body::Whole {
                 in_input: 0,
-                chunked: false,
+                framed: false,
             }),
             BodyFraming::Length(n) => match usize::try_from(n) {
                 Ok(n) if n <= MAX_BUFFERED_BODY => {
+                    // Room for the whole body at once, not doubled read by read.
+                    let room = head.len + n + READ_ROOM;
+                    self.input.reserve(room.saturating_sub(self.input.len()));
                     while self.input.len() < head.len + n {
                         self.read_body(stream, deadline).await?;
                     }
                     Ok(Body::Whole {
                         in_input: n,
-                        chunked: false,
+                        framed: false,
                     })
                 }
                 _ => {
@@ -723,30 +727,48 @@ impl<'p> Connection<'p> {
                 }
             },
             BodyFraming::Chunked => {
-                let mut decoder = Decoder::new(Output::Chunked);
-                self.scratch.body.clear();
+                // Checked as it arrives, framed again only if it is not already in lb's framing.
+                let mut decoder = Decoder::new(Output::Check);
                 let mut at = head.len;
                 loop {
                     let decoded = decoder
                         .decode(&self.input[at..], &mut self.scratch.body)
                         .map_err(|_| Some(wire::BAD_CHUNKED))?;
                     at += decoded.consumed;
+                    let in_input = at - head.len;
                     if decoded.ended {
-                        return Ok(Body::Whole {
-                            in_input: at - head.len,
-                            chunked: true,
-                        });
+                        let framed = !decoder.verbatim();
+                        if framed {
+                            self.frame_again(head.len, at)?;
+                        }
+                        return Ok(Body::Whole { in_input, framed });
                     }
-                    if self.scratch.body.len() > MAX_BUFFERED_BODY {
+                    if in_input > MAX_BUFFERED_BODY {
                         // Too large to hold: what is framed goes first, the rest streams.
+                        let decoder = self.frame_again(head.len, at)?;
                         self.scratch.body_in.clear();
                         self.scratch.body_in.extend_from_slice(&self.input[at..]);
                         self.input.truncate(at);
                         return Ok(Body::Streamed(Stream::Chunked(decoder)));
                     }
+                    // Room for the whole of a body that may be held, allocated once rather than
+                    // doubled (and copied) read by read.
+                    let room = head.len + MAX_BUFFERED_BODY + READ_ROOM;
+                    self.input.reserve(room.saturating_sub(self.input.len()));
                     self.read_body(stream, deadline).await?;
                 }
             }
+        }
+    }
+
+    /// Frames the chunked body at `input[from..to]` (checked already) again into `scratch.body`;
+    /// returns the decoder, ready for what follows.
+    fn frame_again(&mut self, from: usize, to: usize) -> Result<Decoder, Option<Refusal>> {
+        let mut decoder = Decoder::new(Output::Chunked);
+        self.scratch.body.clear();
+        match decoder.decode(&self.input[from..to], &mut self.scratch.body) {
+            Ok(decoded) if decoded.consumed == to - from => Ok(decoder),
+            _ => Err(Some(wire::BAD_CHUNKED)),
         }
     }
 
@@ -844,14 +866,14 @@ impl Exchange<'_> {
                 Ok(backend) => backend,
                 Err(failure) => break failure,
             };
-            self.push_backend_request(&mut scratch.request, &scratch.headers, &backend, whole);
+            self.push_backend_request(&mut scratch.request, &scratch.headers, &backend);
 
             let in_flight = backend.start_request();
             let attempt_started = Instant::now();
             let mut deadline = tokio::time::Instant::now() + pool.request_timeout;
             let sent = tokio::time::timeout_at(
                 deadline,
-                backend::send_request(&backend, &scratch.request, pool),
+                backend::send_request(&backend, &scratch.request, whole.unwrap_or(&[]), pool),
             )
             .await;
             let mut upstream = match sent {
@@ -921,16 +943,11 @@ impl Exchange<'_> {
             .await
     }
 
-    /// Writes into `out` the request `backend` gets: the request line (its `url_path` joined),
-    /// the header lines already written for this request (`headers`), a `Host` for a request
-    /// without one, and a body read whole.
-    fn push_backend_request(
-        &self,
-        out: &mut Vec<u8>,
-        headers: &[u8],
-        backend: &Backend,
-        whole: Option<&[u8]>,
-    ) {
+    /// Writes into `out` the head of the request `backend` gets: the request line (its
+    /// `url_path` joined), the header lines already written for this request (`headers`), and a
+    /// `Host` for a request without one. A body read whole goes behind it, uncopied
+    /// (`backend::send_request`).
+    fn push_backend_request(&self, out: &mut Vec<u8>, headers: &[u8], backend: &Backend) {
         let request = self.request;
         out.clear();
         wire::push_request_line(out, request.method, &backend.addr.url_path, request.target);
@@ -940,9 +957,6 @@ impl Exchange<'_> {
             wire::push_field(out, b"host", backend.authority.as_str().as_bytes());
         }
         out.extend_from_slice(b"\r\n");
-        if let Some(body) = whole {
-            out.extend_from_slice(body);
-        }
     }
 
     /// Streams the rest of a large request body to the backend (see [`stream_body`]).

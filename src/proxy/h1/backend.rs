@@ -64,25 +64,52 @@ pub async fn checkout(backend: &Backend, pool: &Pool) -> Result<(Upstream, bool)
     Ok((stream, false))
 }
 
-/// Writes `request` (a head, and a body or its first part) on a connection of `backend`. A kept
-/// connection the backend closed just before the request went out leaves it unsent, and it
-/// goes on another connection (a fresh one at the latest, which does not loop). One that took
-/// the request and gave no answer is a failed attempt, which the caller retries by its rules
-/// (so a request the backend drops is not sent once per idle socket). A close while idle is
-/// seen before use (`IdleConnections::take_stream`).
+/// Writes a request (its `head`, and a `body` or its first part, empty for none) on a
+/// connection of `backend`, in one vectored write where the socket takes it: the body is not
+/// copied behind the head first. A kept connection the backend closed just before the request
+/// went out leaves it unsent, and it goes on another connection (a fresh one at the latest,
+/// which does not loop). One that took the request and gave no answer is a failed attempt, which
+/// the caller retries by its rules (so a request the backend drops is not sent once per idle
+/// socket). A close while idle is seen before use (`IdleConnections::take_stream`).
 pub async fn send_request(
     backend: &Backend,
-    request: &[u8],
+    head: &[u8],
+    body: &[u8],
     pool: &Pool,
 ) -> Result<Upstream, ExchangeError> {
     loop {
         let (mut upstream, reused) = checkout(backend, pool).await?;
-        match upstream.write_all(request).await {
+        match write_all_two(&mut upstream, head, body).await {
             Ok(()) => return Ok(upstream),
             Err(_) if reused => {}
             Err(error) => return Err(ExchangeError::Unsent(error)),
         }
     }
+}
+
+/// Writes `first` then `second`, both whole, gathering them into each write while both last.
+async fn write_all_two(
+    upstream: &mut Upstream,
+    mut first: &[u8],
+    mut second: &[u8],
+) -> io::Result<()> {
+    while !first.is_empty() || !second.is_empty() {
+        let written = if first.is_empty() {
+            upstream.write(second).await?
+        } else if second.is_empty() {
+            upstream.write(first).await?
+        } else {
+            let both = [io::IoSlice::new(first), io::IoSlice::new(second)];
+            upstream.write_vectored(&both).await?
+        };
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_first = written.min(first.len());
+        first = &first[from_first..];
+        second = &second[written - from_first..];
+    }
+    Ok(())
 }
 
 /// Sends `request` (head and body, whole) on an idle connection of `backend` or a new one
@@ -97,7 +124,7 @@ pub async fn exchange<T>(
     pool: &Pool,
     mut emit: impl FnMut(&FinalHead<'_, '_>) -> T,
 ) -> Result<(Upstream, ResponseHead, T), ExchangeError> {
-    let mut upstream = send_request(backend, request, pool).await?;
+    let mut upstream = send_request(backend, request, &[], pool).await?;
     response.clear();
     loop {
         match read_head(&mut upstream, response, head_request, false, &mut emit).await? {

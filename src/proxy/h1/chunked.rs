@@ -3,6 +3,9 @@
 //! ([`Output::Chunked`]: the same chunk sizes, no extensions, trailer fields checked) or as plain
 //! data ([`Output::Data`]: for a client that cannot take chunked, or for hyper's HTTP/2 side).
 //! No byte of the sender's framing reaches the other side, so two parsers never have to agree.
+//! [`Output::Check`] writes nothing and says whether the sender's framing is already byte for
+//! byte what [`Output::Chunked`] would write: then the caller may send the bytes it holds as they
+//! are, which is the same thing without the copy.
 //!
 //! Delegated to httparse: chunk-size lines (`httparse::parse_chunk_size`) and trailer fields
 //! (`httparse::parse_headers`). Checked here first, because httparse is lenient there: every line
@@ -29,6 +32,9 @@ pub enum Output {
     Chunked,
     /// The data alone; trailers are dropped.
     Data,
+    /// Nothing: the body is only checked, and [`Decoder::verbatim`] tells whether `Chunked`
+    /// would have written exactly the bytes consumed.
+    Check,
 }
 
 /// Why a chunked body is malformed. Once returned, the rest of the stream cannot be framed.
@@ -60,6 +66,8 @@ pub struct Decoded {
 pub struct Decoder {
     state: State,
     output: Output,
+    /// Every byte consumed so far is what `Output::Chunked` writes for it.
+    verbatim: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +95,14 @@ impl Decoder {
         Decoder {
             state: State::Size,
             output,
+            verbatim: true,
         }
+    }
+
+    /// The bytes consumed so far are exactly what [`Output::Chunked`] writes for them: sizes in
+    /// lowercase hex without leading zeros or extensions, and no trailer field.
+    pub fn verbatim(&self) -> bool {
+        self.verbatim
     }
 
     /// Reads what it can of `input`, appending the body as [`Output`] says to `out`.
@@ -101,6 +116,7 @@ impl Decoder {
                 _ if rest.is_empty() => break false,
                 State::Size => match size_line(rest) {
                     Ok(Some((len, size))) => {
+                        self.verbatim &= is_canonical_size_line(&rest[..len], size);
                         at += len;
                         self.state = if size == 0 {
                             State::Trailers {
@@ -122,7 +138,9 @@ impl Decoder {
                 },
                 State::Data(left) => {
                     let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    out.extend_from_slice(&rest[..take]);
+                    if self.output != Output::Check {
+                        out.extend_from_slice(&rest[..take]);
+                    }
                     at += take;
                     let left = left - take as u64;
                     self.state = if left == 0 {
@@ -149,6 +167,8 @@ impl Decoder {
                     checked,
                 } => match trailer_section(rest, line_start, checked) {
                     Ok(Section::Whole(len)) => {
+                        // Only the final empty line: no trailer field.
+                        self.verbatim &= len == 2;
                         if self.output == Output::Chunked {
                             out.extend_from_slice(b"0\r\n");
                             push_trailers(out, &rest[..len]);
@@ -206,6 +226,15 @@ fn size_line(input: &[u8]) -> Result<Option<(usize, u64)>, ChunkError> {
         Ok(httparse::Status::Complete((len, size))) if len == end + 1 => Ok(Some((len, size))),
         _ => Err(ChunkError::BadSize),
     }
+}
+
+/// A size line exactly as [`push_size`] writes `size`: lowercase hex digits, no leading zero,
+/// no extension, CRLF.
+fn is_canonical_size_line(line: &[u8], size: u64) -> bool {
+    // The line parsed as `size`: if it holds no more than the fewest hex digits `size` needs
+    // (and its CRLF), it has no leading zero and no extension.
+    let digits = (64 - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    line.len() == digits + 2 && !line.iter().any(u8::is_ascii_uppercase)
 }
 
 /// Where the first line of `input` ends (the LF's index), if it has ended; a bare LF or a CR not
@@ -384,6 +413,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!((data, end), (b"hello world".to_vec(), Some(32)));
+    }
+
+    /// `Check` consumes what `Chunked` consumes and writes nothing, however the input is split;
+    /// it calls the input verbatim only when `Chunked` would write it back unchanged, and does
+    /// for lb's own framing. (A trailer field makes it say no: fields are checked one by one
+    /// only when framed again.)
+    #[test]
+    fn check_calls_verbatim_only_the_bodies_reframing_leaves_unchanged() {
+        for (input, verbatim) in [
+            (&b"5\r\nhello\r\n0\r\n\r\n"[..], true),
+            (b"1a\r\nabcdefghijklmnopqrstuvwxyz\r\n1000\r\n", true),
+            (b"0\r\n\r\n", true),
+            (b"1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n", false),
+            (b"05\r\nhello\r\n0\r\n\r\n", false),
+            (b"5;a=b\r\nhello\r\n0\r\n\r\n", false),
+            (b"5\r\nhello\r\n00\r\n\r\n", false),
+            (b"5\r\nhello\r\n0;x\r\n\r\n", false),
+            (b"5\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n", false),
+            (b"5\r\nhello\r\n0\r\nHost: h\r\n\r\n", false),
+        ] {
+            let (out, end) = all(input, Output::Chunked).expect("valid body");
+            for step in [1, 2, 3, 7, input.len()] {
+                let mut decoder = Decoder::new(Output::Check);
+                let mut written = Vec::new();
+                let mut pending = Vec::new();
+                let mut consumed = 0;
+                for piece in input.chunks(step) {
+                    pending.extend_from_slice(piece);
+                    let decoded = decoder.decode(&pending, &mut written).unwrap();
+                    consumed += decoded.consumed;
+                    pending.drain(..decoded.consumed);
+                }
+                assert!(written.is_empty(), "{input:?}");
+                assert_eq!(
+                    decoder.verbatim(),
+                    verbatim,
+                    "{input:?} in pieces of {step}"
+                );
+                if verbatim {
+                    assert_eq!(out, input[..consumed], "{input:?}");
+                }
+                if end.is_some() {
+                    assert_eq!(Some(consumed), end, "{input:?}");
+                }
+            }
+        }
     }
 
     #[test]
