@@ -101,20 +101,6 @@ fi
 source "$BENCH/lib.sh"
 bench_setup lb-https-bench
 
-# lib.sh's free_ports, drawn from below the kernel's ephemeral port range: 2,000 idle clients
-# and the proxies' backend connections hold ephemeral ports a listener then cannot bind.
-EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_ports() {
-    local n=$1 ok i
-    BASE=$((10000 + RANDOM % (EPHEMERAL_LOW > 11000 ? EPHEMERAL_LOW - 11000 : 1000)))
-    while :; do
-        ok=1
-        for ((i = 0; i < n; i++)); do port_free $((BASE + i)) || { ok=0; break; }; done
-        [ "$ok" = 1 ] && return 0
-        BASE=$((BASE + n))
-    done
-}
-
 wait_https() { # port [seconds]: until GET / over TLS answers 200
     local deadline=$((SECONDS + ${2:-15}))
     while [ $SECONDS -lt $deadline ]; do

@@ -20,10 +20,13 @@ bench_cleanup() {
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Sets BASE to the first of $1 consecutive free loopback ports, from a random start.
+# Sets BASE to the first of $1 consecutive free loopback ports, from a random start below the
+# kernel's ephemeral range: thousands of idle clients and the proxies' backend connections hold
+# ephemeral ports, and a listener cannot bind one of those.
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_ports() {
     local n=$1 ok i
-    BASE=$((20000 + RANDOM % 20000))
+    BASE=$((10000 + RANDOM % (EPHEMERAL_LOW > 11000 ? EPHEMERAL_LOW - 11000 : 1000)))
     while :; do
         ok=1
         for ((i = 0; i < n; i++)); do port_free $((BASE + i)) || { ok=0; break; }; done
