@@ -276,7 +276,14 @@ pub struct Applier {
     /// The applied config's `[tls]` (paths resolved), for `tls::watch`: a save that changes it
     /// reaches the certificate store through the same parse as the pools.
     tls: tokio::sync::watch::Sender<Option<config::TlsConfig>>,
+    /// Who is about to put which content in the file (the fleet sync, fast-forwarding to a
+    /// commit): whichever reload applies it, the watcher's or the sync's own, says so in
+    /// `applied_by`.
+    expected: ArcSwapOption<(ContentHash, String)>,
 }
+
+/// A SHA-256 of lb.toml's text.
+pub type ContentHash = [u8; 32];
 
 /// The file lb last wrote, as it left it.
 struct Written {
@@ -414,6 +421,7 @@ impl Applier {
             metrics: Arc::default(),
             events,
             written: ArcSwapOption::empty(),
+            expected: ArcSwapOption::empty(),
             tls: tokio::sync::watch::Sender::new(config.tls.clone()),
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
@@ -490,6 +498,13 @@ impl Applier {
         };
         Stamp::of(&self.path).as_ref() == Some(&written.stamp)
             && std::fs::read(&self.path).is_ok_and(|bytes| bytes == written.text.as_bytes())
+    }
+
+    /// Says that the file is about to hold the text whose SHA-256 is `hash`, put there by `by`
+    /// (e.g. `sync 1a2b3c4d5e6f`): the reload that applies it records `by` as what made the
+    /// generation, not `file`.
+    pub fn expect_content(&self, hash: ContentHash, by: String) {
+        self.expected.store(Some(Arc::new((hash, by))));
     }
 
     /// Re-reads the file and applies it if its content changed. An invalid file changes nothing
@@ -592,8 +607,15 @@ impl Applier {
             }
             // What is applied now is someone else's file, not lb's last write.
             self.written.store(None);
+            let applied_by = match self.expected.load_full() {
+                Some(expected) if expected.0 == hash => {
+                    self.expected.store(None);
+                    expected.1.clone()
+                }
+                _ => "file".to_owned(),
+            };
             Ok(Step::Done(Reloaded::Applied {
-                generation: self.apply(state, parsed, &text, probed, None, "file".to_owned()),
+                generation: self.apply(state, parsed, &text, probed, None, applied_by),
             }))
         });
         let result = match result {

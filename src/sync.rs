@@ -397,10 +397,17 @@ impl GitSync {
                     head: head.to_owned(),
                 });
             }
+        }
+        let digest: crate::apply::ContentHash =
+            Sha256::digest(self.show(head).await?.as_bytes()).into();
+        // Before the file changes: the watcher may see it first.
+        self.applier
+            .expect_content(digest, format!("sync {}", head.get(..12).unwrap_or(head)));
+        if local != head {
             self.git(&["merge", "--ff-only", "--quiet", head], None, &[])
                 .await?;
         }
-        let expected = hex(&Sha256::digest(self.show(head).await?.as_bytes()).into());
+        let expected = hex(&digest);
         let reloaded = self.applier.reload().await;
         let applied = self.applier.status();
         if applied.content_hash == expected {

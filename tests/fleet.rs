@@ -455,7 +455,7 @@ async fn a_read_only_follower_refuses_changes_and_follows_the_remote() {
     let remote =
         Remote::new(|bare| config_text(bare, &[backend.addr], "[control]\nread_only = true\n\n"));
     let first = remote.head();
-    let lb = remote.start_lb();
+    let lb = remote.start_lb_with(&["--admin", "127.0.0.1:0"]);
     eventually(PATIENCE, "serving the first commit", || async {
         serving(&lb).await == first
     })
@@ -496,6 +496,15 @@ async fn a_read_only_follower_refuses_changes_and_follows_the_remote() {
     assert_eq!(
         support::pool_health(&mut client, "/").await.backends.len(),
         2
+    );
+    // The dashboard says the sync made this generation, and which commit, whoever applied it
+    // first (the sync's reload or the watcher's).
+    let (_, document) = support::get(&support::client(), &admin_url(&lb, "/status.json")).await;
+    let document: serde_json::Value = serde_json::from_str(&document).expect("status.json");
+    assert_eq!(
+        document["applied_by"],
+        format!("sync {}", &pushed[..12]).as_str(),
+        "{document}"
     );
 }
 
