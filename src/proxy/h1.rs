@@ -1219,8 +1219,13 @@ async fn stream_body<S: ClientStream>(
                     let take = body_in
                         .len()
                         .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    out.extend_from_slice(&body_in[..take]);
-                    body_in.drain(..take);
+                    if take == body_in.len() {
+                        // All of it is body: the buffers trade places instead of copying.
+                        std::mem::swap(out, body_in);
+                    } else {
+                        out.extend_from_slice(&body_in[..take]);
+                        body_in.drain(..take);
+                    }
                     *left -= take as u64;
                     *left == 0
                 }
