@@ -852,7 +852,9 @@ async fn a_small_chunked_body_goes_on_as_sent_when_canonical_and_framed_again_wh
                 }
             }
             let _ = framings.send(raw);
-            let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            // The connection ends after this answer, and says so: lb must not keep it for the
+            // next POST (which it could not retry on another).
+            let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
             let _ = tokio::io::AsyncWriteExt::write_all(&mut wire.stream, reply).await;
         }
     })
