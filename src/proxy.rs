@@ -90,6 +90,11 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
     /// Waits until a read would find something (or the connection's end), so a caller can hold
     /// no buffer until then. On TLS it is ready at once while rustls holds decrypted bytes.
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// [`ClientStream::wait_readable`] as a poll, for a waiter that keeps no state of its own
+    /// (the socket's reader waker slot holds the task): an idle connection's future stays small.
+    /// Only one task may poll it.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl ClientStream for TcpStream {
@@ -108,6 +113,10 @@ impl ClientStream for TcpStream {
 
     async fn wait_readable(&self) -> io::Result<()> {
         self.readable().await
+    }
+
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
     }
 }
 
@@ -129,6 +138,15 @@ impl ClientStream for TlsStream<TcpStream> {
             tcp.readable().await?;
         }
         Ok(())
+    }
+
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_ref();
+        if tls.wants_read() {
+            tcp.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 }
 

@@ -637,10 +637,10 @@ async fn a_kept_alive_connection_waits_header_timeout_for_its_next_head() {
     );
 }
 
-/// A kept-alive connection idle for several of its ticks (when it gives its buffers back) serves
+/// A kept-alive connection idle for a while (its buffers and request state given back) serves
 /// its next request whole, a large response included.
 #[tokio::test]
-async fn a_connection_idle_for_several_ticks_serves_on() {
+async fn a_connection_idle_for_a_while_serves_on() {
     let big = "b".repeat(100 * 1024);
     let body = big.clone();
     let backend = RawBackend::start(move |seen| {
@@ -651,7 +651,7 @@ async fn a_connection_idle_for_several_ticks_serves_on() {
         }
     })
     .await;
-    // A tick is a quarter of the shorter timeout: 250 ms here; the next head is due within 1 s.
+    // The next head is due within 1 s.
     let lb = start_with(
         "[server]\nheader_timeout = \"1s\"\nidle_timeout = \"4s\"\n\n",
         &[backend.addr.to_string()],
@@ -660,7 +660,7 @@ async fn a_connection_idle_for_several_ticks_serves_on() {
     let mut client = Wire::connect(&lb).await;
     assert_eq!(client.exchange(&get("/big")).await.text(), big);
     for path in ["/after-idle", "/big"] {
-        // NOTE: the idle time is the scenario, not a synchronisation: two ticks pass.
+        // NOTE: the idle time is the scenario, not a synchronisation.
         tokio::time::sleep(Duration::from_millis(600)).await;
         let response = client.exchange(&get(path)).await;
         assert_eq!(response.status, 200, "{}", response.head);

@@ -192,6 +192,37 @@ async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
     );
 }
 
+/// A client that stops reading a large response for a while (lb then holds only the unsent rest
+/// and reads the backend in small steps) and then reads on gets every byte in order, and its
+/// connection serves the next request.
+#[tokio::test]
+async fn a_client_that_pauses_mid_download_gets_the_whole_body() {
+    // Far more than the socket buffers on both sides hold, so lb waits on the client.
+    const LEN: usize = 24 << 20;
+    let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let expected = body.clone();
+    let mut backend = RawBackend::start(move |_| {
+        let mut reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n").into_bytes();
+        reply.extend_from_slice(&body);
+        Reply::raw(reply)
+    })
+    .await;
+    let lb = start(&backend, "send_timeout = \"10s\"\n").await;
+    let mut client = Wire::connect(&lb).await;
+    for _ in 0..2 {
+        client
+            .send(b"GET /big HTTP/1.1\r\nHost: x.test\r\n\r\n")
+            .await;
+        let _ = backend.next().await;
+        let head = client.response_head().await;
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
+        // The pause is the behaviour under test: lb fills the socket buffers and waits.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = client.exact(LEN).await;
+        assert!(got == expected, "the body arrived altered");
+    }
+}
+
 /// The same on an HTTP/2 stream: a client that stops taking the body (its stream window stays
 /// full) has that stream reset after `send_timeout`, the backend's socket closed and the count
 /// made; the connection's other streams go on.

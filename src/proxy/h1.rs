@@ -29,13 +29,13 @@ pub(super) mod wire;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ClientStream;
-use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use self::backend::BODY_READ;
@@ -54,12 +54,18 @@ use crate::topology::{Backend, Pool, Topology};
 const READ_ROOM: usize = 4096;
 /// Request bodies up to this are read whole before a backend is picked; larger ones stream.
 const MAX_BUFFERED_BODY: usize = 64 * 1024;
+/// A response body's reads once its client has made lb wait: what a stalled download holds.
+const SLOW_READ: usize = 4096;
 /// Buffers that grew past this for one large message are shrunk back afterwards.
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// What lb says to a client that waits for it before sending its body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `stream` until it closes, a request asks to close, or lb refuses a request.
+///
+/// A connection waiting for its client holds only this small future: the state that reads and
+/// serves requests (buffers, the exchange, its timers) is boxed per burst of requests, from the
+/// client's first byte until the connection is idle again, and dropped then.
 pub(super) async fn serve<S: ClientStream>(
     stream: &mut S,
     client: Peer<'_>,
@@ -70,21 +76,6 @@ pub(super) async fn serve<S: ClientStream>(
     // The client's address as `X-Forwarded-For` gets it, written once per connection.
     let mut client_ip = String::with_capacity(15);
     crate::access_log::push_ip(&mut client_ip, client.addr.ip());
-    // One coarse tick per connection for the head and idle deadlines, as the HTTP/2 side's
-    // watchdog does: no timer is registered per request.
-    let step = super::conn::watch_step(settings.header_timeout, settings.idle_timeout);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + step, step);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut conn = Connection {
-        client,
-        proxy,
-        drain,
-        settings,
-        input: Vec::new(),
-        scratch: Scratch::default(),
-        rng: fastrand::Rng::new(),
-        tick,
-    };
     let draining = drain.cancelled();
     tokio::pin!(draining);
     // Until the first byte, a connection gets the header timeout.
@@ -94,36 +85,96 @@ pub(super) async fn serve<S: ClientStream>(
         may_be_whole: false,
     };
     loop {
-        let read = conn.read_head(stream, client_ip.as_bytes(), draining.as_mut(), &mut due);
-        let Some(head) = read.await else {
+        if !wait_for_client(stream, draining.as_mut(), due.since + due.limit).await {
+            return;
+        }
+        let burst = Box::pin(serve_burst(
+            stream,
+            client,
+            proxy,
+            settings,
+            drain,
+            client_ip.as_bytes(),
+            draining.as_mut(),
+            due,
+        ));
+        let Some(idle_since) = burst.await else {
             return;
         };
-        // Boxed: an exchange's state is most of the engine's, and a connection idle between
-        // requests then holds only what reading the next head needs.
+        due = HeadDue {
+            since: idle_since,
+            // The next head is held to the header timeout as well, as hyper's header timer
+            // does on a kept-alive connection (and HAProxy's `http-keep-alive`, by default).
+            limit: settings.header_timeout.min(settings.idle_timeout),
+            may_be_whole: false,
+        };
+    }
+}
+
+/// Waits, holding no buffer and one timer, until the client sends something (or closes):
+/// `false` when `deadline` passed first, lb began draining, or the socket failed.
+async fn wait_for_client<S: ClientStream>(
+    stream: &S,
+    draining: Pin<&mut WaitForCancellationFuture<'_>>,
+    deadline: Instant,
+) -> bool {
+    tokio::select! {
+        biased;
+        ready = std::future::poll_fn(|cx| stream.poll_readable(cx)) => ready.is_ok(),
+        () = draining => false,
+        () = tokio::time::sleep_until(deadline.into()) => false,
+    }
+}
+
+/// Serves the requests a client sends from its first byte (`due` as the idle wait had it) until
+/// it has none in flight: `Some(since when it is idle)`, or `None` when the connection ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve_burst<S: ClientStream>(
+    stream: &mut S,
+    client: Peer<'_>,
+    proxy: &Proxy,
+    settings: &ServerSettings,
+    drain: &CancellationToken,
+    client_ip: &[u8],
+    mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
+    mut due: HeadDue,
+) -> Option<Instant> {
+    let mut conn = Connection {
+        client,
+        proxy,
+        drain,
+        settings,
+        input: Vec::new(),
+        scratch: Scratch::default(),
+        rng: fastrand::Rng::new(),
+    };
+    loop {
+        let read = conn.read_head(stream, client_ip, draining.as_mut(), &mut due);
+        let head = read.await?;
+        // Boxed: an exchange's state is most of the engine's, and a connection between a
+        // request's end and the next head then holds only what reading a head needs.
         let exchange = Box::pin(conn.serve_request(stream, &head, due.since));
         let Next::Keep { consumed } = exchange.await else {
             if head.body != BodyFraming::None {
                 // The client may still be sending a body lb did not read.
                 linger(stream).await;
             }
-            return;
+            return None;
         };
         // A drain that began during the exchange made the response say `connection: close`.
         if head.close || drain.is_cancelled() {
-            return;
+            return None;
         }
-        conn.next_request(consumed);
+        if conn.next_request(consumed) {
+            // Idle: the burst's state goes (its buffers to this thread's spares) until the
+            // client sends again.
+            return Some(Instant::now());
+        }
+        // A head already begun (pipelined) has the header timeout alone.
         due = HeadDue {
             since: Instant::now(),
-            // The next head is held to the header timeout as well, as hyper's header timer
-            // does on a kept-alive connection (and HAProxy's `http-keep-alive`, by default); one
-            // already begun (pipelined) has the header timeout alone.
-            limit: if conn.input.is_empty() {
-                settings.header_timeout.min(settings.idle_timeout)
-            } else {
-                settings.header_timeout
-            },
-            may_be_whole: !conn.input.is_empty(),
+            limit: settings.header_timeout,
+            may_be_whole: true,
         };
     }
 }
@@ -169,22 +220,20 @@ enum Next {
 
 enum ClientRead {
     Bytes,
-    /// The connection's tick passed with nothing read and the deadline not reached.
-    Quiet,
     Closed,
     TimedOut,
     Draining,
 }
 
-/// Reads more of the client's bytes, giving up at `deadline` (checked on the connection's tick),
-/// or on a drain (when given one) while no request has begun; a tick without bytes returns
-/// [`ClientRead::Quiet`]. A connection that holds no buffers (it was idle) takes them, from this
-/// thread's spares when there are any, once its client has sent something.
+/// Reads more of the client's bytes, giving up at `deadline`, or on a drain (when given one)
+/// while no request has begun. The deadline's timer is registered only when the read has to
+/// wait: a request that arrives whole costs none. A connection that holds no buffers (it was
+/// idle) takes them, from this thread's spares when there are any, once its client has sent
+/// something.
 async fn read_more<S: ClientStream>(
     stream: &mut S,
     input: &mut Vec<u8>,
     scratch: &mut Scratch,
-    tick: &mut Interval,
     mut draining: Option<Pin<&mut WaitForCancellationFuture<'_>>>,
     deadline: Instant,
 ) -> ClientRead {
@@ -207,13 +256,7 @@ async fn read_more<S: ClientStream>(
                 None => std::future::pending().await,
             }
         }, if drain_watched => ClientRead::Draining,
-        _ = tick.tick() => {
-            if Instant::now() >= deadline {
-                ClientRead::TimedOut
-            } else {
-                ClientRead::Quiet
-            }
-        }
+        () = tokio::time::sleep_until(deadline.into()) => ClientRead::TimedOut,
     }
 }
 
@@ -327,8 +370,6 @@ struct Connection<'p> {
     input: Vec<u8>,
     scratch: Scratch,
     rng: fastrand::Rng,
-    /// The connection's coarse clock for client deadlines.
-    tick: Interval,
 }
 
 impl Drop for Connection<'_> {
@@ -437,13 +478,11 @@ impl<'p> Connection<'p> {
                 stream,
                 &mut self.input,
                 &mut self.scratch,
-                &mut self.tick,
                 Some(draining.as_mut()),
                 due.since + due.limit,
             );
             match read.await {
                 ClientRead::Bytes => {}
-                ClientRead::Quiet => continue,
                 ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
             }
             if before == 0 {
@@ -455,22 +494,20 @@ impl<'p> Connection<'p> {
     }
 
     /// Readies the connection for its next request once an exchange kept it: the served
-    /// request's `consumed` bytes go, and an idle connection gives its buffers back.
-    fn next_request(&mut self, consumed: usize) {
+    /// request's `consumed` bytes go. `true`: nothing of the next request has come yet (the
+    /// connection is idle; its buffers go back when the connection's burst ends).
+    fn next_request(&mut self, consumed: usize) -> bool {
         self.input.drain(..consumed);
         // Bytes read past a streamed body belong to the next request.
         self.input.append(&mut self.scratch.body_in);
         if self.input.is_empty() {
-            // Idle: the connection holds no buffer until its client sends again.
-            spare::give(&mut self.input, &mut self.scratch);
-        } else {
-            self.scratch.shrink();
-            if self.input.capacity() > KEEP_CAPACITY {
-                self.input.shrink_to(READ_ROOM);
-            }
+            return true;
         }
-        // The tick counts from the end of the exchange, so the idle deadline does too.
-        self.tick.reset();
+        self.scratch.shrink();
+        if self.input.capacity() > KEEP_CAPACITY {
+            self.input.shrink_to(READ_ROOM);
+        }
+        false
     }
 
     /// Answers a head lb refuses, then the connection closes.
@@ -778,16 +815,9 @@ impl<'p> Connection<'p> {
         stream: &mut S,
         deadline: Instant,
     ) -> Result<(), Option<Refusal>> {
-        let read = read_more(
-            stream,
-            &mut self.input,
-            &mut self.scratch,
-            &mut self.tick,
-            None,
-            deadline,
-        );
+        let read = read_more(stream, &mut self.input, &mut self.scratch, None, deadline);
         match read.await {
-            ClientRead::Bytes | ClientRead::Quiet => Ok(()),
+            ClientRead::Bytes => Ok(()),
             ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => Err(None),
         }
     }
@@ -1315,11 +1345,21 @@ async fn relay<S: ClientStream>(
             let mut reusable = take == first.len();
             after_head.send(client, out).await?;
             let mut left = length - take as u64;
+            if left > 0 {
+                // The head went, and the rest of a large body is read into `response` alone: a
+                // download the client stalls holds no head buffer.
+                *out = Vec::new();
+            }
+            let mut room = BODY_READ;
             while left > 0 {
-                let read = read_body(upstream, response, after_head).await?;
+                let read = read_body(upstream, response, room, after_head).await?;
                 let take = read.min(usize::try_from(left).unwrap_or(usize::MAX));
                 reusable &= take == read;
-                after_head.send(client, &response[..take]).await?;
+                if !send_or_hold(client, response, take, after_head).await? {
+                    // A client that makes lb wait gets smaller reads from then on, so what a
+                    // stalled download holds stays small.
+                    room = SLOW_READ;
+                }
                 left -= take as u64;
             }
             Ok(Relayed::Whole { reusable })
@@ -1391,17 +1431,76 @@ async fn relay<S: ClientStream>(
     }
 }
 
-/// Reads the next body bytes into `response` (emptied first); a cut when the backend closed,
-/// failed or was silent past `read_timeout` before the body's end.
+/// Reads the next body bytes, at most `room`, into `response` (emptied first); a cut when the
+/// backend closed, failed or was silent past `read_timeout` before the body's end.
 async fn read_body(
     upstream: &mut Upstream,
     response: &mut Vec<u8>,
+    room: usize,
     after_head: &AfterHead,
 ) -> Result<usize, Cut> {
     response.clear();
-    response.reserve(BODY_READ);
+    // Up to the buffer's capacity: a slow client's buffer is `SLOW_READ` long.
+    response.reserve(room);
     match after_head.read(upstream, response).await? {
         0 => Err(Cut::Io),
         n => Ok(n),
+    }
+}
+
+/// Sends `buffer[..len]` to the client; `false` when the client did not take it at once. Then
+/// the unsent rest moves into a buffer of [`SLOW_READ`] (or its own length, when longer) and
+/// the large one is freed: a download the client stalls holds only what it has yet to take.
+async fn send_or_hold<S: ClientStream>(
+    client: &mut S,
+    buffer: &mut Vec<u8>,
+    len: usize,
+    after_head: &AfterHead,
+) -> Result<bool, Cut> {
+    let mut sent = 0;
+    // What the socket takes now, without waiting (a noop waker; the wait below registers the
+    // real one).
+    {
+        let mut now = std::task::Context::from_waker(std::task::Waker::noop());
+        while sent < len {
+            match Pin::new(&mut *client).poll_write(&mut now, &buffer[sent..len]) {
+                Poll::Ready(Ok(0) | Err(_)) => return Err(Cut::Io),
+                Poll::Ready(Ok(n)) => sent += n,
+                Poll::Pending => break,
+            }
+        }
+    }
+    if sent == len {
+        return Ok(true);
+    }
+    let rest = &buffer[sent..len];
+    if buffer.capacity() > SLOW_READ {
+        let mut held = Vec::with_capacity(rest.len().max(SLOW_READ));
+        held.extend_from_slice(rest);
+        *buffer = held;
+    } else {
+        buffer.copy_within(sent..len, 0);
+        buffer.truncate(len - sent);
+    }
+    after_head.send(client, buffer).await?;
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, D, E, F: Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// What an idle HTTP/1 connection's task holds is `serve`'s future alone: the per-request
+    /// state is boxed while a burst of requests lasts (1,216 bytes inline before, 496 after).
+    #[test]
+    fn an_idle_connection_holds_a_small_future() {
+        let serve = future_size(super::serve::<tokio::net::TcpStream>);
+        println!("serve: {serve} bytes");
+        assert!(serve <= 512, "serve's future is {serve} bytes");
     }
 }
