@@ -14,7 +14,7 @@
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -24,7 +24,7 @@ use h2::server::{Builder, SendResponse};
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{CONTENT_LENGTH, DATE};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body::Body;
+use http_body::{Body, Frame};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -104,22 +104,35 @@ pub async fn serve<S>(
     }
 
     let mut streams = FuturesUnordered::new();
+    // `tick` and `drained` have been polled in this loop (the handshake may have needed none).
+    let mut armed = false;
     // `poll_accept` said the connection is over (closed, or GOAWAY sent and no stream left).
     let mut accepting = true;
     let ended = poll_fn(|cx| loop {
         // The streams first: what they queue goes out when the connection is polled below.
         while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
         if !closing {
-            if drained.as_mut().poll(cx).is_ready() {
+            // Once polled, each holds this task's waker until it fires; between firings a flag
+            // is cheaper to read than polling them on every pass.
+            let fired = if armed {
+                drain.is_cancelled()
+            } else {
+                armed = true;
+                let _ = tick.as_mut().poll(cx);
+                drained.as_mut().poll(cx).is_ready()
+            };
+            if fired {
                 closing = true;
             } else {
-                while tick.as_mut().poll(cx).is_ready() {
+                while tick.is_elapsed() {
                     if clock.expired(&activity) {
                         tracing::debug!(%client, "client connection idle; closing");
                         closing = true;
                         break;
                     }
                     tick.as_mut().reset(Instant::now() + clock.step());
+                    // A fired timer keeps no waker: the poll registers it for the new deadline.
+                    let _ = tick.as_mut().poll(cx);
                 }
             }
             if closing {
@@ -163,15 +176,20 @@ pub async fn serve<S>(
 
 /// One stream: the request to the handler, its response to the client. Ends when the response
 /// is sent whole, or the stream is reset (by the client, or by lb on a body error or timeout);
-/// `_active` keeps the connection busy for its idle clock until then.
-async fn exchange(
+/// `active` keeps the connection busy for its idle clock until then.
+///
+/// The request is handed to the handler here, before the stream's future exists, and the
+/// handler's future is boxed: the future that goes into the connection's set then holds neither
+/// the request nor the handler's state inline, so it stays small (a large one made every stream
+/// a slow allocation; callgrind).
+fn exchange<'a>(
     request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-    proxy: &Proxy,
-    peer: Peer<'_>,
+    respond: SendResponse<Bytes>,
+    proxy: &'a Proxy,
+    peer: Peer<'a>,
     https: bool,
-    _active: Active,
-) {
+    active: Active,
+) -> impl Future<Output = ()> + 'a {
     let head_request = request.method() == Method::HEAD;
     let (parts, recv) = request.into_parts();
     // A CONNECT's stream is a tunnel, not a body; lb forwards no tunnel over HTTP/2, and hyper
@@ -181,8 +199,21 @@ async fn exchange(
     } else {
         RequestBody::new(recv, announced_length(&parts.headers))
     };
-    let handled = proxy.handle(Request::from_parts(parts, body), peer, https);
-    let mut handled = pin!(handled);
+    let handled = Box::pin(proxy.handle(Request::from_parts(parts, body), peer, https));
+    answer(handled, respond, head_request, proxy, peer.addr, active)
+}
+
+/// Waits for the handler's response and sends it (see [`exchange`]).
+async fn answer<F>(
+    mut handled: Pin<Box<F>>,
+    mut respond: SendResponse<Bytes>,
+    head_request: bool,
+    proxy: &Proxy,
+    client: SocketAddr,
+    _active: Active,
+) where
+    F: Future<Output = http::Response<ResponseBody>>,
+{
     // The client may reset the stream while the backend is still to answer: then the request
     // is dropped (and its backend connection closed) at once.
     let response = poll_fn(|cx| match handled.as_mut().poll(cx) {
@@ -190,10 +221,11 @@ async fn exchange(
         Poll::Pending => respond.poll_reset(cx).map(|_| None),
     })
     .await;
+    drop(handled);
     let Some(response) = response else {
         return;
     };
-    let (mut head, body) = response.into_parts();
+    let (mut head, mut body) = response.into_parts();
     // Hop-by-hop fields, which h2 refuses to send, are gone already: `handler` strips a
     // backend's, and lb's own answers carry none.
     let bodiless = head_request
@@ -215,10 +247,10 @@ async fn exchange(
         }
     }
     let head = http::Response::from_parts(head, ());
-    let send = match respond.send_response(head, end || bodiless) {
+    let mut send = match respond.send_response(head, end || bodiless) {
         Ok(send) => send,
         Err(error) => {
-            tracing::debug!(client = %peer.addr, %error, "HTTP/2 response head refused");
+            tracing::debug!(%client, %error, "HTTP/2 response head refused");
             respond.send_reset(Reason::INTERNAL_ERROR);
             return;
         }
@@ -227,7 +259,12 @@ async fn exchange(
         // A body not read to its end closes its backend connection when dropped here.
         return;
     }
-    pipe(body, send, proxy).await;
+    match first_frame(&mut body, &mut send).await {
+        Ok(None) => {}
+        // Boxed: only a body that has to wait needs the pipe's state (its timers among it).
+        Ok(Some(step)) => Box::pin(pipe(body, send, step, proxy)).await,
+        Err(stop) => stopped(stop, &mut send, proxy),
+    }
 }
 
 /// The length a request's `content-length` announces; h2 has refused a stream whose field is
@@ -249,15 +286,84 @@ enum Stop {
     SendTimeout,
 }
 
-/// Sends `body` on `send` frame by frame, each DATA frame only once the client's window has
-/// room for part of it, as hyper's `PipeToSendStream` did (so a stream's buffered data is at most
-/// one frame ahead of the client); each wait is timed (see [`Stop`]).
-async fn pipe(mut body: ResponseBody, mut send: SendStream<Bytes>, proxy: &Proxy) {
-    let stopped = match pipe_frames(&mut body, &mut send, proxy).await {
-        Ok(()) => return,
-        Err(stop) => stop,
+/// What one frame of a body came to, once offered to the stream without waiting.
+enum Step {
+    /// Sent (or skipped); the body has more.
+    More,
+    /// The stream is complete.
+    Done,
+    /// A chunk waits for room in the client's window; `true`: it is the body's last.
+    Room(Bytes, bool),
+}
+
+/// Offers `frame` (the body's next, or its end) to the stream: sent at once when it needs no
+/// room in the client's window or there is some, else handed back to wait for it.
+fn offer(
+    frame: Option<Frame<Bytes>>,
+    last: bool,
+    send: &mut SendStream<Bytes>,
+) -> Result<Step, Stop> {
+    let Some(frame) = frame else {
+        // No trailers: an empty DATA frame ends the stream.
+        send.send_data(Bytes::new(), true)
+            .map_err(|_| Stop::Client)?;
+        return Ok(Step::Done);
     };
-    match stopped {
+    let frame = match frame.into_data() {
+        Ok(data) => {
+            if !data.is_empty() {
+                // A claim of one byte rather than the chunk's length: h2 raises it to what is
+                // buffered in `send_data`, and a small claim cannot pin the connection's window
+                // for a stream that is not ready (hyper #4003). The chunk goes only once the
+                // stream has some room, so its buffered data stays at most a chunk ahead of the
+                // client, as with hyper's `PipeToSendStream`.
+                send.reserve_capacity(1);
+                if send.capacity() == 0 {
+                    return Ok(Step::Room(data, last));
+                }
+            }
+            send.send_data(data, last).map_err(|_| Stop::Client)?;
+            return Ok(if last { Step::Done } else { Step::More });
+        }
+        Err(frame) => frame,
+    };
+    if let Ok(trailers) = frame.into_trailers() {
+        // No more DATA: give back any capacity asked for.
+        send.reserve_capacity(0);
+        send.send_trailers(trailers).map_err(|_| Stop::Client)?;
+        return Ok(Step::Done);
+    }
+    // Any other kind of frame has no meaning here and is skipped.
+    Ok(Step::More)
+}
+
+/// Sends a body's first frame if it is ready, without waiting for anything; `None` when that
+/// finished the stream, else where the pipe goes on from. Most bodies are one frame read with
+/// the head, so most responses never need the pipe's state.
+async fn first_frame(
+    body: &mut ResponseBody,
+    send: &mut SendStream<Bytes>,
+) -> Result<Option<Step>, Stop> {
+    let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+    match polled {
+        Poll::Pending => Ok(Some(Step::More)),
+        Poll::Ready(Some(Err(error))) => {
+            tracing::debug!(%error, "backend body failed; resetting the stream");
+            Err(Stop::Backend)
+        }
+        Poll::Ready(frame) => {
+            let frame = frame.and_then(Result::ok);
+            match offer(frame, body.is_end_stream(), send)? {
+                Step::Done => Ok(None),
+                step => Ok(Some(step)),
+            }
+        }
+    }
+}
+
+/// Ends a stream whose body stopped short, counting a send timeout.
+fn stopped(stop: Stop, send: &mut SendStream<Bytes>, proxy: &Proxy) {
+    match stop {
         Stop::Backend => send.send_reset(Reason::INTERNAL_ERROR),
         Stop::SendTimeout => {
             proxy.timed_out(Timeout::Send, None);
@@ -266,90 +372,71 @@ async fn pipe(mut body: ResponseBody, mut send: SendStream<Bytes>, proxy: &Proxy
         }
         Stop::Client => {}
     }
-    // Dropping `body` unfinished closes its backend connection.
+}
+
+/// Sends the rest of `body` on `send` frame by frame from `step` (see [`offer`]), each wait
+/// timed: on the backend's next frame by `read_timeout`, on room in the client's window by
+/// `send_timeout`. A body that stops short resets the stream (see [`Stop`]), and dropping it
+/// unfinished closes its backend connection.
+async fn pipe(mut body: ResponseBody, mut send: SendStream<Bytes>, step: Step, proxy: &Proxy) {
+    if let Err(stop) = pipe_frames(&mut body, &mut send, step, proxy).await {
+        stopped(stop, &mut send, proxy);
+    }
 }
 
 async fn pipe_frames(
     body: &mut ResponseBody,
     send: &mut SendStream<Bytes>,
+    mut step: Step,
     proxy: &Proxy,
 ) -> Result<(), Stop> {
     let limits = &proxy.after_head;
     loop {
-        // The backend's next frame; a client's RST_STREAM ends the wait too.
-        let next = poll_fn(|cx| match std::pin::Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(Ok(frame)),
-            Poll::Pending => match send.poll_reset(cx) {
-                Poll::Ready(_) => Poll::Ready(Err(Stop::Client)),
-                Poll::Pending => Poll::Pending,
-            },
-        });
-        let frame = match within_once(limits.read, next).await {
-            Some(Ok(Some(Ok(frame)))) => frame,
-            Some(Ok(Some(Err(error)))) => {
-                tracing::debug!(%error, "backend body failed; resetting the stream");
-                return Err(Stop::Backend);
-            }
-            Some(Ok(None)) => {
-                // No trailers: an empty DATA frame ends the stream.
-                return send.send_data(Bytes::new(), true).map_err(|_| Stop::Client);
-            }
-            Some(Err(stop)) => return Err(stop),
-            None => {
-                proxy.timed_out(Timeout::Read, None);
-                return Err(Stop::Backend);
-            }
-        };
-        let frame = match frame.into_data() {
-            Ok(data) => {
-                let last = body.is_end_stream();
-                send_chunk(send, data, last, limits.send).await?;
-                if last {
-                    return Ok(());
+        match step {
+            Step::Done => return Ok(()),
+            Step::Room(data, last) => {
+                let room = poll_fn(|cx| loop {
+                    if send.capacity() > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    match send.poll_capacity(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(Ok(_))) => {}
+                        // The stream was reset or the connection ended.
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Err(Stop::Client)),
+                    }
+                });
+                match within_once(limits.send, room).await {
+                    Some(room) => room?,
+                    None => return Err(Stop::SendTimeout),
                 }
-                continue;
+                send.send_data(data, last).map_err(|_| Stop::Client)?;
+                step = if last { Step::Done } else { Step::More };
             }
-            Err(frame) => frame,
-        };
-        if let Ok(trailers) = frame.into_trailers() {
-            // No more DATA: give back any capacity asked for.
-            send.reserve_capacity(0);
-            return send.send_trailers(trailers).map_err(|_| Stop::Client);
-        }
-        // Any other kind of frame has no meaning here and is skipped.
-    }
-}
-
-/// Sends one chunk once the stream has some room in the client's window (h2 keeps the rest
-/// until the window opens, and asks for it); the wait for room is held to `send_timeout`.
-async fn send_chunk(
-    send: &mut SendStream<Bytes>,
-    data: Bytes,
-    last: bool,
-    limit: std::time::Duration,
-) -> Result<(), Stop> {
-    if !data.is_empty() {
-        // A claim of one byte rather than the chunk's length: h2 raises it to what is buffered
-        // in `send_data`, and a small claim cannot pin the connection's window for a stream
-        // that is not ready (hyper #4003).
-        send.reserve_capacity(1);
-        if send.capacity() == 0 {
-            let room = poll_fn(|cx| loop {
-                if send.capacity() > 0 {
-                    return Poll::Ready(Ok(()));
-                }
-                match send.poll_capacity(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(_))) => {}
-                    // The stream was reset or the connection ended.
-                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Err(Stop::Client)),
-                }
-            });
-            match within_once(limit, room).await {
-                Some(room) => room?,
-                None => return Err(Stop::SendTimeout),
+            Step::More => {
+                // The backend's next frame; a client's RST_STREAM ends the wait too.
+                let next = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+                    Poll::Pending => match send.poll_reset(cx) {
+                        Poll::Ready(_) => Poll::Ready(Err(Stop::Client)),
+                        Poll::Pending => Poll::Pending,
+                    },
+                });
+                let frame = match within_once(limits.read, next).await {
+                    Some(Ok(Some(Ok(frame)))) => Some(frame),
+                    Some(Ok(None)) => None,
+                    Some(Ok(Some(Err(error)))) => {
+                        tracing::debug!(%error, "backend body failed; resetting the stream");
+                        return Err(Stop::Backend);
+                    }
+                    Some(Err(stop)) => return Err(stop),
+                    None => {
+                        proxy.timed_out(Timeout::Read, None);
+                        return Err(Stop::Backend);
+                    }
+                };
+                step = offer(frame, body.is_end_stream(), send)?;
             }
         }
     }
-    send.send_data(data, last).map_err(|_| Stop::Client)
 }
