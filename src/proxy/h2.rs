@@ -77,25 +77,30 @@ pub async fn serve<S>(
     // GOAWAY is (or is to be) sent: no idle clock any more, only the in-flight streams.
     let mut closing = false;
 
-    let mut handshake = builder.handshake::<_, Bytes>(io);
-    let mut connection = loop {
-        tokio::select! {
-            biased;
-            done = &mut handshake => match done {
-                Ok(connection) => break connection,
-                Err(error) => {
-                    tracing::debug!(%client, %error, "HTTP/2 handshake failed");
-                    return;
+    // In a block of its own: the handshake's state (the codec, before it moves into the
+    // connection) then shares its room in this future with the serving state instead of
+    // sitting beside it for the connection's life (a KiB per idle connection).
+    let mut connection = {
+        let mut handshake = builder.handshake::<_, Bytes>(io);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut handshake => match done {
+                    Ok(connection) => break connection,
+                    Err(error) => {
+                        tracing::debug!(%client, %error, "HTTP/2 handshake failed");
+                        return;
+                    }
+                },
+                // As hyper did: a drain during the handshake sends GOAWAY once it is done.
+                () = &mut drained, if !closing => closing = true,
+                () = &mut tick, if !closing => {
+                    if clock.expired(&activity) {
+                        tracing::debug!(%client, "client connection idle; closing");
+                        return;
+                    }
+                    tick.as_mut().reset(Instant::now() + clock.step());
                 }
-            },
-            // As hyper did: a drain during the handshake sends GOAWAY once it is done.
-            () = &mut drained, if !closing => closing = true,
-            () = &mut tick, if !closing => {
-                if clock.expired(&activity) {
-                    tracing::debug!(%client, "client connection idle; closing");
-                    return;
-                }
-                tick.as_mut().reset(Instant::now() + clock.step());
             }
         }
     };
@@ -103,7 +108,10 @@ pub async fn serve<S>(
         connection.graceful_shutdown();
     }
 
-    let mut streams = FuturesUnordered::new();
+    // Each stream's future boxed: the set keeps a spare task sized for its future for its whole
+    // life, which an idle connection would otherwise carry inline (half a KiB).
+    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
+        FuturesUnordered::new();
     // `tick` and `drained` have been polled in this loop (the handshake may have needed none).
     let mut armed = false;
     // `poll_accept` said the connection is over (closed, or GOAWAY sent and no stream left).
@@ -144,14 +152,14 @@ pub async fn serve<S>(
         while accepting {
             match connection.poll_accept(cx) {
                 Poll::Ready(Some(Ok((request, respond)))) => {
-                    streams.push(exchange(
+                    streams.push(Box::pin(exchange(
                         request,
                         respond,
                         proxy,
                         peer,
                         S::HTTPS,
                         activity.start(),
-                    ));
+                    )));
                     accepted = true;
                 }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
