@@ -1,10 +1,10 @@
 //! idle_connections: owns a backend's idle keep-alive connections ([`IdleConnections`]), the
 //! connection type lb's own HTTP/1.1 code speaks to a backend over ([`Upstream`]: TCP, or TLS
-//! over it) and [`RequestBody`], the body type hyper's client connections to a backend carry. It never
-//! connects, sends or reads: `proxy` makes the connections and lends them out, `health` closes
-//! the expired ones on its timer. It sits below `topology` (each `Backend` owns its set, so the
-//! connections live exactly as long as the backend across reloads) and below `proxy`, and
-//! imports neither.
+//! over it) and [`RequestBody`], the body type hyper's client connections to a backend carry (an
+//! HTTP/2 client's stream, read through `h2`). It never connects, sends or reads: `proxy` makes
+//! the connections and lends them out, `health` closes the expired ones on its timer. It sits
+//! below `topology` (each `Backend` owns its set, so the connections live exactly as long as the
+//! backend across reloads) and below `proxy`, and imports neither.
 
 use std::io;
 use std::pin::Pin;
@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -345,21 +344,38 @@ impl IdleConnections {
     }
 }
 
-/// A client's request body on its way to a backend through hyper's client.
+/// A client's request body on its way to a backend through hyper's client: an HTTP/2 client's
+/// stream (`proxy::h2` accepts it), read as h2 hands its DATA frames over.
 ///
 /// It is never shared: an attempt owns it, and an attempt that fails before hyper took the
 /// request (a failed connect, an idle connection found closed) hands the whole request back
 /// (`proxy`'s `SendFailure::unsent`), so the next attempt sends the same body. Once hyper has
 /// the request, the body belongs to that attempt and is never replayed.
-pub struct RequestBody(Option<Incoming>);
+pub struct RequestBody(Option<StreamBody>);
+
+/// The body of an HTTP/2 client's stream.
+struct StreamBody {
+    recv: h2::RecvStream,
+    /// What is left of the length the client announced (`content-length`, which h2 has checked
+    /// against the DATA frames); `None` without one. hyper's client frames the body upstream by
+    /// it: a length when known, chunked otherwise.
+    remaining: Option<u64>,
+    /// The DATA frames are over; trailers (if any) come next.
+    data_done: bool,
+}
 
 impl RequestBody {
-    /// Wraps a client body; one that is already at its end counts as none.
-    pub fn new(body: Incoming) -> RequestBody {
-        if body.is_end_stream() {
+    /// Wraps a client stream's body, whose client announced `length`; one already at its end
+    /// (the HEADERS frame ended the stream) counts as none.
+    pub fn new(recv: h2::RecvStream, length: Option<u64>) -> RequestBody {
+        if recv.is_end_stream() {
             RequestBody::empty()
         } else {
-            RequestBody(Some(body))
+            RequestBody(Some(StreamBody {
+                recv,
+                remaining: length,
+                data_done: false,
+            }))
         }
     }
 
@@ -376,26 +392,56 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().0 {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let Some(body) = &mut self.get_mut().0 else {
+            return Poll::Ready(None);
+        };
+        if !body.data_done {
+            match body.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    // Taken off h2's buffer: the client may send as much again (a WINDOW_UPDATE
+                    // once enough is released), so the window follows what the backend takes.
+                    let _ = body.recv.flow_control().release_capacity(data.len());
+                    if let Some(remaining) = &mut body.remaining {
+                        *remaining = remaining.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // RST_STREAM(NO_ERROR) is an early end the client asks for (RFC 9113 §8.1), not
+                // a failure; hyper's server read it the same way.
+                Poll::Ready(Some(Err(error))) if error.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(None)
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => body.data_done = true,
+            }
+        }
+        match body.recv.poll_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(Body::is_end_stream)
+        self.0.as_ref().is_none_or(|body| body.recv.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match &self.0 {
+            None => SizeHint::with_exact(0),
+            Some(StreamBody {
+                remaining: Some(n), ..
+            }) => SizeHint::with_exact(*n),
+            Some(_) => SizeHint::default(),
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! snapshot and backend atomics only; it never parses config or runs health checks.
 //!
 //! A cleartext connection's first bytes choose its engine, once: the HTTP/2 preface (h2c prior
-//! knowledge) goes to hyper's HTTP/2 server, anything else to lb's own HTTP/1.x engine
-//! (`proxy::h1`) for the connection's whole life. A TLS connection (`listen.https`) is chosen by
-//! its negotiated ALPN protocol instead: `h2` goes to hyper, anything else to `proxy::h1`. The
+//! knowledge) goes to lb's HTTP/2 engine (`proxy::h2`, on the `h2` crate's server), anything else
+//! to lb's own HTTP/1.x engine (`proxy::h1`) for the connection's whole life. A TLS connection
+//! (`listen.https`) is chosen by its negotiated ALPN protocol instead: `h2` goes to `proxy::h2`,
+//! anything else to `proxy::h1`. The
 //! handshake uses the certificate store's current `ServerConfig` (`crate::tls`), which this
 //! module only reads.
 
@@ -14,6 +15,7 @@ mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod h2;
 mod handler;
 mod headers;
 mod stall;
@@ -23,7 +25,6 @@ pub use body::{RequestBody, ResponseBody};
 pub use handler::Proxy;
 pub use stall::AfterHead;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -32,9 +33,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,8 +41,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use conn::{ClientIo, IdleClock, Tracked};
-use stall::{ReadTimed, StreamExecutor};
+use conn::ClientIo;
 
 /// Limits and timeouts of the client side.
 #[derive(Debug, Clone)]
@@ -172,12 +169,8 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = http2::Builder::new(StreamExecutor::new(Arc::clone(&proxy)));
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let engines = Arc::new(Engines {
-        h2: builder,
+        h2: h2::builder(),
         settings,
     });
     let settings = &engines.settings;
@@ -275,9 +268,9 @@ pub async fn serve(
     }
 }
 
-/// What every connection's task reads: hyper's HTTP/2 server and the client-side limits.
+/// What every connection's task reads: the HTTP/2 server's settings and the client-side limits.
 struct Engines {
-    h2: http2::Builder<StreamExecutor>,
+    h2: ::h2::server::Builder,
     settings: ServerSettings,
 }
 
@@ -318,13 +311,13 @@ async fn serve_plain(
         }
         Some(true) => {
             let io = ClientIo::new(stream, permit);
-            // Boxed: hyper's connection state would otherwise sit in every cleartext
+            // Boxed: the HTTP/2 connection's state would otherwise sit in every cleartext
             // connection's task, HTTP/1.x ones included.
-            Box::pin(serve_h2(
+            Box::pin(h2::serve(
                 io,
                 client,
                 None,
-                proxy,
+                &proxy,
                 &engines.h2,
                 settings,
                 drain,
@@ -374,16 +367,16 @@ async fn serve_tls(
         () = drain.cancelled() => return,
     };
     let session = stream.get_ref().1;
-    let h2 = session.alpn_protocol() == Some(b"h2");
+    let alpn_h2 = session.alpn_protocol() == Some(b"h2");
     // Verified by the handshake against `client_ca`; its subject goes into the access lines.
     let cert: Option<Arc<str>> = session
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| crate::tls::subject_of(leaf))
         .map(Arc::from);
-    if h2 {
+    if alpn_h2 {
         let io = ClientIo::new(stream, permit);
-        serve_h2(io, client, cert, proxy, &engines.h2, settings, drain).await;
+        h2::serve(io, client, cert, &proxy, &engines.h2, settings, drain).await;
     } else {
         let peer = Peer {
             addr: client,
@@ -435,65 +428,5 @@ async fn opens_with_h2_preface(
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
-    }
-}
-
-/// Serves an HTTP/2 connection with hyper until it ends or `drain` asks it to finish; closes it
-/// once idle past the settings' limits.
-async fn serve_h2<S>(
-    io: ClientIo<S>,
-    client: SocketAddr,
-    cert: Option<Arc<str>>,
-    proxy: Arc<Proxy>,
-    builder: &http2::Builder<StreamExecutor>,
-    settings: &ServerSettings,
-    drain: CancellationToken,
-) where
-    S: ClientStream + 'static,
-{
-    let activity = Arc::clone(io.activity());
-    let requests = Arc::clone(&activity);
-    let service = service_fn(move |request| {
-        let handler = Arc::clone(&proxy);
-        let active = requests.start();
-        let cert = cert.clone();
-        async move {
-            let peer = Peer {
-                addr: client,
-                cert: cert.as_deref(),
-            };
-            // Boxed: hyper moves each stream's future whole into its task, and the handler's
-            // future is large; a box moves one pointer (0.5k fewer instructions per request).
-            let response = Box::pin(handler.handle(request, peer, S::HTTPS)).await;
-            let response = response.map(|body| ReadTimed::new(body, handler));
-            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, active)))
-        }
-    });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    let mut clock = IdleClock::new(settings.header_timeout, settings.idle_timeout);
-    tokio::pin!(connection);
-    let mut ended = None;
-    while ended.is_none() {
-        tokio::select! {
-            result = connection.as_mut() => ended = Some(result),
-            () = drain.cancelled() => break,
-            () = tokio::time::sleep(clock.step()) => {
-                if clock.expired(&activity) {
-                    tracing::debug!(%client, "client connection idle; closing");
-                    break;
-                }
-            }
-        }
-    }
-    let result = match ended {
-        Some(result) => result,
-        None => {
-            // Finish what is in flight, then close (HTTP/2: GOAWAY).
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%client, error = %error, "client connection ended with error");
     }
 }

@@ -1,6 +1,7 @@
-//! One HTTP/2 connection's state outside hyper: the socket wrapper (which notices reads and holds
-//! the connection's `max_connections` permit), the count of responses still being sent, and the
-//! idle clock the connection task consults; and the step of every connection's coarse clock.
+//! One HTTP/2 connection's state outside the protocol (`proxy::h2` and `h2` hold that): the socket
+//! wrapper (which notices reads and holds the connection's `max_connections` permit), the count of
+//! responses still being sent, and the idle clock the connection task consults; and the step of
+//! every connection's coarse clock.
 //!
 //! Everything here is per connection and touched by that connection's task only (plus relaxed
 //! atomics read by its own watchdog), so nothing is shared across connections.
@@ -12,8 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -27,7 +26,8 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// Counts a request as active until the returned guard drops (with its response body).
+    /// Counts a request as active until the returned guard drops (with its stream's future, once
+    /// the response is sent).
     pub fn start(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::Relaxed);
         Active(Arc::clone(self))
@@ -47,8 +47,7 @@ impl Drop for Active {
 }
 
 /// Decides when a connection has idled out. Before its first byte a connection gets
-/// `header_timeout` (hyper's own header timer only starts once bytes arrive); after that,
-/// `idle_timeout` with no request in flight and no byte received.
+/// `header_timeout`; after that, `idle_timeout` with no request in flight and no byte received.
 ///
 /// NOTE: sampled every quarter of the shorter limit rather than timed to the byte, so a
 /// connection closes up to a quarter step late; that keeps it to one timer per connection and one
@@ -106,7 +105,7 @@ pub fn watch_step(header_timeout: Duration, idle_timeout: Duration) -> Duration 
     (header_timeout.min(idle_timeout) / 4).max(Duration::from_millis(10))
 }
 
-/// The client connection (plain TCP, or TLS over it) as hyper sees it.
+/// The client connection (plain TCP, or TLS over it) as `h2` sees it.
 pub struct ClientIo<S> {
     stream: S,
     activity: Arc<Activity>,
@@ -175,44 +174,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-/// A response body that keeps its request counted as [`Active`] until it has been sent.
-pub struct Tracked<B> {
-    body: B,
-    _active: Active,
-}
-
-impl<B> Tracked<B> {
-    pub fn new(body: B, active: Active) -> Tracked<B> {
-        Tracked {
-            body,
-            _active: active,
-        }
-    }
-}
-
-impl<B> Body for Tracked<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

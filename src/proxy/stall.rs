@@ -7,28 +7,18 @@
 //! (most of them) never registers a timer, and one that waits registers one entry for as long as
 //! it waits, as nginx's `proxy_read_timeout` and `send_timeout` time each read and write.
 //!
-//! On HTTP/2, hyper pipes a response body to the client in each stream's own task and stops
-//! polling the body while the client's flow-control window is shut, so `send_timeout` is kept
-//! around that task ([`StreamExecutor`], [`SendTimed`]): the body ([`ReadTimed`]) tells the task,
-//! through a task-local [`Turn`], whether the stream waits on the backend or has handed hyper a
-//! frame that the client has not yet made room for.
+//! On HTTP/2 the engine (`proxy::h2`) pipes each response body itself and times its two waits
+//! with [`within_once`]: the backend's next frame, and room in the client's window.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{Instant, MissedTickBehavior, Sleep};
-
-use super::body::BodyError;
-use super::Proxy;
+use tokio::time::MissedTickBehavior;
 
 use crate::metrics::Global;
 
@@ -206,177 +196,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Touching<'_, T> {
     }
 }
 
-/// A response body hyper sends (the HTTP/2 path, and what hyper serves of HTTP/1.1), held to
-/// `read_timeout`: a timer is armed when the backend's body has nothing ready and disarmed when it
-/// yields, and boxed only for a body that ever waits. On expiry the body ends with an error, so
-/// hyper closes the client's connection (HTTP/1.1) or resets its stream (HTTP/2), and dropping
-/// the backend's body closes its connection.
-pub struct ReadTimed<B> {
-    body: B,
-    /// The request's handle on the proxy (for the limit and the count), moved in rather than
-    /// cloned: the service clones it once per request already.
-    proxy: Arc<Proxy>,
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// The sleep is armed for the current wait.
-    waiting: bool,
-}
-
-tokio::task_local! {
-    /// The turn of the HTTP/2 stream whose task runs (see [`SendTimed`]).
-    static TURN: Turn;
-}
-
-/// Who an HTTP/2 stream waits on, written by its response body ([`ReadTimed`]) and read by its
-/// task ([`SendTimed`]).
-#[derive(Default)]
-pub struct Turn {
-    /// Frames the body has handed hyper; a new one means the client made room for the last.
-    frames: Cell<u64>,
-    /// The body handed hyper a frame and was not asked for the next: the client's window decides.
-    on_client: Cell<bool>,
-}
-
-impl Turn {
-    /// Records what the body's poll came to, when it runs in a stream's task.
-    fn record(yielded: bool) {
-        let _ = TURN.try_with(|turn| {
-            if yielded {
-                turn.frames.set(turn.frames.get() + 1);
-            }
-            turn.on_client.set(yielded);
-        });
-    }
-}
-
-/// hyper's executor for the HTTP/2 server: runs each stream's task (hyper's `H2Stream`) held to
-/// `send_timeout` ([`SendTimed`]).
-#[derive(Clone)]
-pub struct StreamExecutor {
-    proxy: Arc<Proxy>,
-}
-
-impl StreamExecutor {
-    pub fn new(proxy: Arc<Proxy>) -> StreamExecutor {
-        StreamExecutor { proxy }
-    }
-}
-
-impl<F> hyper::rt::Executor<F> for StreamExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, stream: F) {
-        let timed = SendTimed {
-            stream,
-            proxy: Arc::clone(&self.proxy),
-            sleep: None,
-            frames: 0,
-            armed: false,
-        };
-        tokio::spawn(TURN.scope(Turn::default(), timed));
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An HTTP/2 stream's task, ended when the stream has waited on the client for
-    /// `send_timeout` with no new frame taken: dropping hyper's stream resets it (`RST_STREAM`,
-    /// as h2 does for a stream dropped unfinished), and dropping its body closes the backend's
-    /// connection. The timer is armed only while the stream waits on the client, and boxed only
-    /// for a stream that ever does.
-    pub struct SendTimed<F> {
-        #[pin]
-        stream: F,
-        proxy: Arc<Proxy>,
-        sleep: Option<Pin<Box<Sleep>>>,
-        // `Turn::frames` when the timer was last armed.
-        frames: u64,
-        // The timer runs for the current wait on the client.
-        armed: bool,
-    }
-}
-
-impl<F: Future> Future for SendTimed<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.stream.poll(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        let (frames, on_client) = TURN
-            .try_with(|turn| (turn.frames.get(), turn.on_client.get()))
-            .unwrap_or((0, false));
-        if !on_client {
-            *this.armed = false;
-            return Poll::Pending;
-        }
-        let limit = this.proxy.after_head.send;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !*this.armed || frames != *this.frames {
-            sleep.as_mut().reset(Instant::now() + limit);
-            *this.armed = true;
-            *this.frames = frames;
-        }
-        if sleep.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        this.proxy.timed_out(Timeout::Send, None);
-        Poll::Ready(())
-    }
-}
-
-impl<B> ReadTimed<B> {
-    pub fn new(body: B, proxy: Arc<Proxy>) -> ReadTimed<B> {
-        ReadTimed {
-            body,
-            proxy,
-            sleep: None,
-            waiting: false,
-        }
-    }
-}
-
-impl<B> Body for ReadTimed<B>
-where
-    B: Body<Data = Bytes, Error = BodyError> + Unpin,
-{
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            this.waiting = false;
-            Turn::record(true);
-            return Poll::Ready(frame);
-        }
-        Turn::record(false);
-        let limit = this.proxy.after_head.read;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !this.waiting {
-            sleep.as_mut().reset(tokio::time::Instant::now() + limit);
-            this.waiting = true;
-        }
-        if sleep.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        this.proxy.timed_out(Timeout::Read, None);
-        Poll::Ready(Some(Err(Timeout::Read.key().into())))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+/// Runs `wait` to its end, allowing it `limit` once it has to wait: a wait that is over at its
+/// first poll (most are) creates no timer at all. `None`: the limit ran out (the caller counts
+/// and acts). The HTTP/2 engine (`proxy::h2`) times each wait of a response body with it: on
+/// the backend's next frame (`read_timeout`), on the client's window (`send_timeout`).
+pub async fn within_once<F: Future>(limit: Duration, wait: F) -> Option<F::Output> {
+    let mut wait = std::pin::pin!(wait);
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(match wait.as_mut().poll(cx) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    match first {
+        Some(output) => Some(output),
+        None => tokio::time::timeout(limit, wait).await.ok(),
     }
 }

@@ -878,9 +878,21 @@ fn parse_length(text: &[u8]) -> Option<u64> {
 
 /// The current time as an HTTP date, formatted once a second per thread (hyper does the same).
 fn push_http_date(out: &mut Vec<u8>) {
+    with_http_date(|date| out.extend_from_slice(date.as_bytes()));
+}
+
+/// The current time as an HTTP date, for a `date` field of an HTTP/2 response (`proxy::h2`): the
+/// same once-a-second cache, so a clone is a reference count.
+pub fn http_date() -> http::HeaderValue {
+    with_http_date(http::HeaderValue::clone)
+}
+
+/// Calls `f` with the current HTTP date, formatted at most once a second per thread.
+fn with_http_date<T>(f: impl FnOnce(&http::HeaderValue) -> T) -> T {
     use std::cell::RefCell;
     thread_local! {
-        static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static CACHE: RefCell<(u64, http::HeaderValue)> =
+            const { RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
     }
     let now = SystemTime::now();
     let second = now
@@ -889,10 +901,14 @@ fn push_http_date(out: &mut Vec<u8>) {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != second {
-            *cache = (second, httpdate::fmt_http_date(now));
+            // An HTTP date is ASCII letters, digits, spaces, commas and colons: always a valid
+            // field value.
+            if let Ok(value) = http::HeaderValue::try_from(httpdate::fmt_http_date(now)) {
+                *cache = (second, value);
+            }
         }
-        out.extend_from_slice(cache.1.as_bytes());
-    });
+        f(&cache.1)
+    })
 }
 
 #[cfg(test)]
