@@ -539,6 +539,7 @@ async fn forward(
                     backend.latency.observe(attempt_started.elapsed());
                 }
                 let body = PlainBody::new(plain.upstream, &plain.head, &plain.buffer, in_flight);
+                upstream::spare::give(plain.buffer);
                 let (head, ()) = plain.response.into_parts();
                 return Forwarded {
                     response: Response::from_parts(head, ResponseBody::Plain(body)),
