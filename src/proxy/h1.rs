@@ -1,5 +1,5 @@
 //! h1: lb's HTTP/1.x engine, the only one: every HTTP/1.0 and 1.1 request any client sends is
-//! read, checked and forwarded here; hyper serves HTTP/2 alone (`proxy::serve_h2`).
+//! read, checked and forwarded here; HTTP/2 is `proxy::h2`'s.
 //!
 //! One task per client connection reads a request head (httparse, in `h1::wire`, which also
 //! decides everything RFC 9112 leaves to the server: `Host`, targets, framing fields), routes,
