@@ -29,7 +29,6 @@ pub(super) mod wire;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -54,8 +53,6 @@ use crate::topology::{Backend, Pool, Topology};
 const READ_ROOM: usize = 4096;
 /// Request bodies up to this are read whole before a backend is picked; larger ones stream.
 const MAX_BUFFERED_BODY: usize = 64 * 1024;
-/// A response body's reads once its client has made lb wait: what a stalled download holds.
-const SLOW_READ: usize = 4096;
 /// Buffers that grew past this for one large message are shrunk back afterwards.
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// What lb says to a client that waits for it before sending its body.
@@ -1345,21 +1342,11 @@ async fn relay<S: ClientStream>(
             let mut reusable = take == first.len();
             after_head.send(client, out).await?;
             let mut left = length - take as u64;
-            if left > 0 {
-                // The head went, and the rest of a large body is read into `response` alone: a
-                // download the client stalls holds no head buffer.
-                *out = Vec::new();
-            }
-            let mut room = BODY_READ;
             while left > 0 {
-                let read = read_body(upstream, response, room, after_head).await?;
+                let read = read_body(upstream, response, after_head).await?;
                 let take = read.min(usize::try_from(left).unwrap_or(usize::MAX));
                 reusable &= take == read;
-                if !send_or_hold(client, response, take, after_head).await? {
-                    // A client that makes lb wait gets smaller reads from then on, so what a
-                    // stalled download holds stays small.
-                    room = SLOW_READ;
-                }
+                after_head.send(client, &response[..take]).await?;
                 left -= take as u64;
             }
             Ok(Relayed::Whole { reusable })
@@ -1431,59 +1418,19 @@ async fn relay<S: ClientStream>(
     }
 }
 
-/// Reads the next body bytes, at most `room`, into `response` (emptied first); a cut when the
-/// backend closed, failed or was silent past `read_timeout` before the body's end.
+/// Reads the next body bytes into `response` (emptied first); a cut when the backend closed,
+/// failed or was silent past `read_timeout` before the body's end.
 async fn read_body(
     upstream: &mut Upstream,
     response: &mut Vec<u8>,
-    room: usize,
     after_head: &AfterHead,
 ) -> Result<usize, Cut> {
     response.clear();
-    // Up to the buffer's capacity: a slow client's buffer is `SLOW_READ` long.
-    response.reserve(room);
+    response.reserve(BODY_READ);
     match after_head.read(upstream, response).await? {
         0 => Err(Cut::Io),
         n => Ok(n),
     }
-}
-
-/// Sends `buffer[..len]` to the client; `false` when the client did not take it at once. Then
-/// the unsent rest moves into a buffer of [`SLOW_READ`] (or its own length, when longer) and
-/// the large one is freed: a download the client stalls holds only what it has yet to take.
-async fn send_or_hold<S: ClientStream>(
-    client: &mut S,
-    buffer: &mut Vec<u8>,
-    len: usize,
-    after_head: &AfterHead,
-) -> Result<bool, Cut> {
-    let mut sent = 0;
-    // What the socket takes now, without waiting (a noop waker; the wait below registers the
-    // real one).
-    {
-        let mut now = std::task::Context::from_waker(std::task::Waker::noop());
-        while sent < len {
-            match Pin::new(&mut *client).poll_write(&mut now, &buffer[sent..len]) {
-                Poll::Ready(Ok(0) | Err(_)) => return Err(Cut::Io),
-                Poll::Ready(Ok(n)) => sent += n,
-                Poll::Pending => break,
-            }
-        }
-    }
-    if sent == len {
-        return Ok(true);
-    }
-    let rest = &buffer[sent..len];
-    if buffer.capacity() > SLOW_READ {
-        let mut held = Vec::with_capacity(rest.len().max(SLOW_READ));
-        held.extend_from_slice(rest);
-        *buffer = held;
-    } else {
-        buffer.copy_within(sent..len, 0);
-        buffer.truncate(len - sent);
-    }
-    after_head.send(client, buffer).await?;
-    Ok(false)
 }
 
 #[cfg(test)]
