@@ -88,6 +88,26 @@ impl Remote {
         self.start_lb_with(&[])
     }
 
+    /// Starts lb (with extra arguments) on a fresh clone and waits until it serves the remote's
+    /// head; returns it with that commit.
+    async fn start_serving(&self, extra: &[&str]) -> (Lb, String) {
+        let lb = self.start_lb_with(extra);
+        let first = self.head();
+        eventually(PATIENCE, "serving the first commit", || async {
+            serving(&lb).await == first
+        })
+        .await;
+        (lb, first)
+    }
+
+    /// Installs `script` as the remote's pre-receive hook.
+    fn pre_receive(&self, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let hook = self.bare().join("hooks").join("pre-receive");
+        std::fs::write(&hook, script).unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     /// Starts lb on a fresh clone, with extra arguments.
     fn start_lb_with(&self, extra: &[&str]) -> Lb {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -375,12 +395,8 @@ fn human_push_in(human: &Path, change: impl Fn(&str) -> String, message: &str) -
 async fn a_broken_commit_changes_nothing_and_is_reported_with_its_id() {
     let backend = Backend::start("b0").await;
     let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
-    let first = remote.head();
-    let lb = Arc::new(remote.start_lb_with(&["--admin", "127.0.0.1:0"]));
-    eventually(PATIENCE, "serving the first commit", || async {
-        serving(&lb).await == first
-    })
-    .await;
+    let (lb, first) = remote.start_serving(&["--admin", "127.0.0.1:0"]).await;
+    let lb = Arc::new(lb);
     let client = support::client();
     let (_, metrics) = support::get(&client, &admin_url(&lb, "/metrics")).await;
     assert!(
@@ -454,12 +470,7 @@ async fn a_read_only_follower_refuses_changes_and_follows_the_remote() {
     let backend = Backend::start("b0").await;
     let remote =
         Remote::new(|bare| config_text(bare, &[backend.addr], "[control]\nread_only = true\n\n"));
-    let first = remote.head();
-    let lb = remote.start_lb_with(&["--admin", "127.0.0.1:0"]);
-    eventually(PATIENCE, "serving the first commit", || async {
-        serving(&lb).await == first
-    })
-    .await;
+    let (lb, first) = remote.start_serving(&["--admin", "127.0.0.1:0"]).await;
     let extra = Backend::start("extra").await;
     let refused = add_backend(&lb, extra.addr).await.expect_err("read-only");
     assert_eq!(
@@ -513,12 +524,7 @@ async fn if_match_is_the_hash_of_the_remote_heads_file() {
     use sha2::{Digest, Sha256};
     let backend = Backend::start("b0").await;
     let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
-    let lb = remote.start_lb();
-    let first = remote.head();
-    eventually(PATIENCE, "serving the first commit", || async {
-        serving(&lb).await == first
-    })
-    .await;
+    let (lb, _) = remote.start_serving(&[]).await;
     // `git` trims its output; the file ends with one newline.
     let hash_at_head = || {
         let text = git(&remote.bare(), &["show", "main:lb.toml"]) + "\n";
@@ -585,12 +591,7 @@ async fn if_match_is_the_hash_of_the_remote_heads_file() {
 async fn local_commits_the_remote_lacks_are_reported_not_discarded() {
     let backend = Backend::start("b0").await;
     let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
-    let lb = remote.start_lb();
-    let first = remote.head();
-    eventually(PATIENCE, "serving the first commit", || async {
-        serving(&lb).await == first
-    })
-    .await;
+    let (lb, _) = remote.start_serving(&[]).await;
     // Someone commits in this instance's working tree, and someone else pushes.
     let tree = lb.config.parent().unwrap().to_path_buf();
     let text = std::fs::read_to_string(&lb.config).unwrap();
@@ -766,19 +767,9 @@ async fn add_backend_probes_a_tls_pool_over_its_backend_tls() {
 async fn a_change_whose_caller_gave_up_still_lands_whole() {
     let backend = Backend::start("b0").await;
     let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
-    let lb = remote.start_lb();
-    let first = remote.head();
-    eventually(PATIENCE, "serving the first commit", || async {
-        serving(&lb).await == first
-    })
-    .await;
+    let (lb, first) = remote.start_serving(&[]).await;
     // The remote takes its time over every push, longer than the caller waits.
-    let hook = remote.bare().join("hooks").join("pre-receive");
-    std::fs::write(&hook, "#!/bin/sh\nsleep 2\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    remote.pre_receive("#!/bin/sh\nsleep 2\n");
     let added = Backend::start("b1").await;
     let mut client = control(&lb).await;
     let mut request = tonic::Request::new(proto::AddBackendReq {
@@ -822,19 +813,9 @@ async fn a_change_whose_caller_gave_up_still_lands_whole() {
 async fn a_push_the_remote_declines_fails_at_once_with_its_reason() {
     let backend = Backend::start("b0").await;
     let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
-    let lb = remote.start_lb();
-    let first = remote.head();
-    eventually(PATIENCE, "serving the first commit", || async {
-        serving(&lb).await == first
-    })
-    .await;
+    let (lb, first) = remote.start_serving(&[]).await;
     // A protected branch: the remote declines every push, however often it is redone.
-    let hook = remote.bare().join("hooks").join("pre-receive");
-    std::fs::write(&hook, "#!/bin/sh\necho 'main is protected' >&2\nexit 1\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    remote.pre_receive("#!/bin/sh\necho 'main is protected' >&2\nexit 1\n");
     let added = Backend::start("b1").await;
     let declined = add_backend(&lb, added.addr)
         .await
@@ -861,12 +842,7 @@ async fn a_push_the_remote_declines_fails_at_once_with_its_reason() {
 async fn a_blank_actor_is_no_actor() {
     let backend = Backend::start("b0").await;
     let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
-    let lb = remote.start_lb();
-    let first = remote.head();
-    eventually(PATIENCE, "serving the first commit", || async {
-        serving(&lb).await == first
-    })
-    .await;
+    let (lb, _) = remote.start_serving(&[]).await;
     let added = Backend::start("b1").await;
     let mut client = control(&lb).await;
     let mut request = tonic::Request::new(proto::AddBackendReq {
