@@ -64,41 +64,16 @@ done
 selected() { case ",$WORKLOADS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 wanted() { case "$ONLY" in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
-missing=()
-for tool in wrk nginx haproxy h2load openssl curl taskset python3; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "https.sh: missing: ${missing[*]}" >&2
-    echo "install them with:" >&2
-    echo "  sudo apt-get install wrk nginx haproxy nghttp2-client openssl curl util-linux python3" >&2
-    exit 2
-fi
-
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
-if [ -z "$LB_BIN" ]; then
-    LB_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/lb"
-fi
-if [ ! -x "$LB_BIN" ]; then
-    echo "https.sh: no lb binary at $LB_BIN; run 'cargo build --release' (or pass --lb PATH)" >&2
-    exit 2
-fi
-NCPU=$(nproc)
-if [ "$NCPU" -lt 2 ]; then
-    echo "https.sh: needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)" >&2
-    exit 2
-fi
-if [ "$NCPU" -gt 2 ]; then LOAD_CPU="1-$((NCPU - 1))"; fi
-MAXCONN=$((IDLE_CONNS + 1000)) # each proxy's connection limit
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((2 * MAXCONN + 100)) ]; then
-    echo "https.sh: --idle-conns $IDLE_CONNS needs an fd limit of $((2 * MAXCONN + 100))" >&2
-    exit 2
-fi
-
 # shellcheck source=bench/lib.sh
 source "$BENCH/lib.sh"
+require_tools https.sh "wrk nginx haproxy nghttp2-client openssl curl util-linux python3" \
+    wrk nginx haproxy h2load openssl curl taskset python3
+find_lb https.sh
+split_cpus https.sh
+MAXCONN=$((IDLE_CONNS + 1000)) # each proxy's connection limit
+fd_limit_for https.sh "$MAXCONN"
 bench_setup lb-https-bench
 
 wait_https() { # port [seconds]: until GET / over TLS answers 200
