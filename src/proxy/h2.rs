@@ -236,19 +236,15 @@ async fn answer<F>(
     let (mut head, mut body) = response.into_parts();
     // Hop-by-hop fields, which h2 refuses to send, are gone already: `handler` strips a
     // backend's, and lb's own answers carry none.
-    let bodiless = head_request
-        || head.status == StatusCode::NO_CONTENT
-        || head.status == StatusCode::NOT_MODIFIED
-        || head.status.is_informational();
+    // 204 and 304 never have content, so no `content-length` is made up for them either.
+    let no_content =
+        head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
+    let bodiless = head_request || no_content || head.status.is_informational();
     if !head.headers.contains_key(DATE) {
         head.headers.insert(DATE, wire::http_date());
     }
     let end = body.is_end_stream();
-    if !end
-        && head.status != StatusCode::NO_CONTENT
-        && head.status != StatusCode::NOT_MODIFIED
-        && !head.headers.contains_key(CONTENT_LENGTH)
-    {
+    if !end && !no_content && !head.headers.contains_key(CONTENT_LENGTH) {
         if let Some(length) = body.size_hint().exact() {
             head.headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(length));
