@@ -522,7 +522,9 @@ async fn forward(
             }
             in_flight = backend.start_request();
             attempt_started = Instant::now();
-            let sent = upstream::send(&backend, upstream, pool);
+            // Boxed: hyper's exchange is a large future, which inline would make every
+            // request's future (bodiless ones too) that large, and copied with it.
+            let sent = Box::pin(upstream::send(&backend, upstream, pool));
             tokio::time::timeout(pool.request_timeout, sent)
                 .await
                 .map(|sent| match sent {
