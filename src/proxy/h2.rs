@@ -185,54 +185,53 @@ pub async fn serve<S>(
 /// One stream: the request to the handler, its response to the client. Ends when the response
 /// is sent whole, or the stream is reset (by the client, or by lb on a body error or timeout);
 /// `active` keeps the connection busy for its idle clock until then.
-///
-/// The request is handed to the handler here, before the stream's future exists, and the
-/// handler's future is boxed: the future that goes into the connection's set then holds neither
-/// the request nor the handler's state inline, so it stays small (a large one made every stream
-/// a slow allocation; callgrind).
 fn exchange<'a>(
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     proxy: &'a Proxy,
     peer: Peer<'a>,
     https: bool,
     active: Active,
 ) -> impl Future<Output = ()> + 'a {
-    let head_request = request.method() == Method::HEAD;
-    let (parts, recv) = request.into_parts();
+    let (head, recv) = request.into_parts();
     // A CONNECT's stream is a tunnel, not a body; lb forwards no tunnel over HTTP/2, and hyper
     // handed its service no body for it either.
-    let body = if parts.method == Method::CONNECT {
+    let body = if head.method == Method::CONNECT {
         RequestBody::empty()
     } else {
-        RequestBody::new(recv, announced_length(&parts.headers))
+        RequestBody::new(recv, announced_length(&head.headers))
     };
-    let handled = Box::pin(proxy.handle(Request::from_parts(parts, body), peer, https));
-    answer(handled, respond, head_request, proxy, peer.addr, active)
+    // A block, not an `async fn`: an async fn's arguments are moved into a second copy
+    // of themselves inside its future, and this future is copied whole when boxed.
+    async move {
+        let _active = active;
+        let head_request = head.method == Method::HEAD;
+        let response = {
+            // The handler's future lives inside the stream's, borrowing the request's head:
+            // the stream's future is the one allocation a request makes here.
+            let mut handled = pin!(proxy.handle(&head, body, peer, https));
+            // The client may reset the stream while the backend is still to answer: then the
+            // request is dropped (and its backend connection closed) at once, with this block.
+            poll_fn(|cx| match handled.as_mut().poll(cx) {
+                Poll::Ready(response) => Poll::Ready(Some(response)),
+                Poll::Pending => respond.poll_reset(cx).map(|_| None),
+            })
+            .await
+        };
+        if let Some(response) = response {
+            answer(response, respond, head_request, proxy, peer.addr).await;
+        }
+    }
 }
 
-/// Waits for the handler's response and sends it (see [`exchange`]).
-async fn answer<F>(
-    mut handled: Pin<Box<F>>,
+/// Sends the handler's response on the stream (see [`exchange`]).
+async fn answer(
+    response: http::Response<ResponseBody>,
     mut respond: SendResponse<Bytes>,
     head_request: bool,
     proxy: &Proxy,
     client: SocketAddr,
-    _active: Active,
-) where
-    F: Future<Output = http::Response<ResponseBody>>,
-{
-    // The client may reset the stream while the backend is still to answer: then the request
-    // is dropped (and its backend connection closed) at once.
-    let response = poll_fn(|cx| match handled.as_mut().poll(cx) {
-        Poll::Ready(response) => Poll::Ready(Some(response)),
-        Poll::Pending => respond.poll_reset(cx).map(|_| None),
-    })
-    .await;
-    drop(handled);
-    let Some(response) = response else {
-        return;
-    };
+) {
     let (mut head, mut body) = response.into_parts();
     // Hop-by-hop fields, which h2 refuses to send, are gone already: `handler` strips a
     // backend's, and lb's own answers carry none.
