@@ -218,6 +218,13 @@ pub(crate) fn push_ip(buf: &mut String, ip: IpAddr) {
     }
 }
 
+/// An address as `Display` writes it, in a string of its own (see [`push_ip`]).
+pub(crate) fn ip_text(ip: IpAddr) -> String {
+    let mut text = String::with_capacity(15);
+    push_ip(&mut text, ip);
+    text
+}
+
 /// Milliseconds with up to three decimals and no trailing zeros (`0.46`, `12`, `3.005`), as an
 /// `f64` of whole microseconds / 1000 prints.
 fn push_millis(buf: &mut String, duration: Duration) {

@@ -152,6 +152,9 @@ impl ClientStream for TlsStream<TcpStream> {
 pub(crate) struct Peer<'a> {
     /// The client's address.
     pub addr: SocketAddr,
+    /// Its IP as `X-Forwarded-For` gets it, written once per connection rather than per
+    /// request.
+    pub ip: &'a str,
     /// The subject of the certificate the client presented over TLS, verified against
     /// `[tls] client_ca`; `None` without one.
     pub cert: Option<&'a str>,
@@ -302,8 +305,10 @@ async fn serve_plain(
     let settings = &engines.settings;
     match opens_with_h2_preface(&stream, settings, &drain).await {
         Some(false) => {
+            let ip = crate::access_log::ip_text(client.ip());
             let peer = Peer {
                 addr: client,
+                ip: &ip,
                 cert: None,
             };
             h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
@@ -378,8 +383,10 @@ async fn serve_tls(
         let io = ClientIo::new(stream, permit);
         h2::serve(io, client, cert, &proxy, &engines.h2, settings, drain).await;
     } else {
+        let ip = crate::access_log::ip_text(client.ip());
         let peer = Peer {
             addr: client,
+            ip: &ip,
             cert: cert.as_deref(),
         };
         h1::serve(&mut stream, peer, &proxy, settings, &drain).await;

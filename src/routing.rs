@@ -293,10 +293,12 @@ pub(crate) fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.split_once(':') {
+    // Bytes, not `split_once`: a char pattern's searcher costs more than the host is long.
+    let bytes = host.as_bytes();
+    match bytes.iter().position(|&b| b == b':') {
         // Several colons are a bare IPv6 address, which has no port to strip (Go errors out
         // and leaves it unchanged).
-        Some((name, port)) if !port.contains(':') => name,
+        Some(colon) if !bytes[colon + 1..].contains(&b':') => &host[..colon],
         _ => host,
     }
 }

@@ -70,9 +70,6 @@ pub(super) async fn serve<S: ClientStream>(
     settings: &ServerSettings,
     drain: &CancellationToken,
 ) {
-    // The client's address as `X-Forwarded-For` gets it, written once per connection.
-    let mut client_ip = String::with_capacity(15);
-    crate::access_log::push_ip(&mut client_ip, client.addr.ip());
     let draining = drain.cancelled();
     tokio::pin!(draining);
     // Until the first byte, a connection gets the header timeout.
@@ -91,7 +88,7 @@ pub(super) async fn serve<S: ClientStream>(
             proxy,
             settings,
             drain,
-            client_ip.as_bytes(),
+            client.ip.as_bytes(),
             draining.as_mut(),
             due,
         ));

@@ -66,8 +66,10 @@ pub async fn serve<S>(
     S: ClientStream + 'static,
 {
     let activity = Arc::clone(io.activity());
+    let ip = crate::access_log::ip_text(client.ip());
     let peer = Peer {
         addr: client,
+        ip: &ip,
         cert: cert.as_deref(),
     };
     let mut clock = IdleClock::new(settings.header_timeout, settings.idle_timeout);

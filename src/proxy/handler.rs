@@ -2,7 +2,6 @@
 //! request policy both protocols share: the retry and passive-ejection rules ([`Attempts`],
 //! [`attempt_failed`]), lb's own answers ([`Failure`]) and the access line ([`Proxy::account`]).
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,7 +119,7 @@ impl Proxy {
         let (response, pool, backend, error) = match self.dispatch(&topology, head, https) {
             Routed::Local(answer) => (local_answer(answer), None, None, None),
             Routed::Pool(pool) => {
-                let forwarded = forward(pool, head, body, client.addr, https, &self.metrics).await;
+                let forwarded = forward(pool, head, body, client, https, &self.metrics).await;
                 (
                     forwarded.response,
                     Some(pool),
@@ -434,7 +433,7 @@ async fn forward(
     pool: &Pool,
     parts: &request::Parts,
     body: RequestBody,
-    client: SocketAddr,
+    client: Peer<'_>,
     https: bool,
     metrics: &Global,
 ) -> Forwarded {
@@ -444,12 +443,10 @@ async fn forward(
         .get(header::HOST)
         .map(HeaderValue::as_bytes)
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
-    let mut client_ip = String::with_capacity(15);
-    access_log::push_ip(&mut client_ip, client.ip());
     // Each attempt's headers are built from the client's, which stay untouched in `parts` for
     // a retry.
     let forwarding = headers::Forwarding {
-        client: client_ip.as_bytes(),
+        client: client.ip.as_bytes(),
         host,
         https,
     };
@@ -459,6 +456,8 @@ async fn forward(
     let plain = body.is_empty();
     let mut body = Some(body);
     let mut rng = fastrand::Rng::new();
+    // Only P2C-EWMA reads an attempt's latency.
+    let ewma = pool.pool_type == PoolType::P2cEwma;
 
     let mut attempts = Attempts::default();
     loop {
@@ -472,7 +471,7 @@ async fn forward(
         let sent = if plain {
             let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
             in_flight = backend.start_request();
-            attempt_started = Instant::now();
+            attempt_started = ewma.then(Instant::now);
             let sent = upstream::send_plain(
                 &backend,
                 &parts.method,
@@ -504,7 +503,7 @@ async fn forward(
                 }
             }
             in_flight = backend.start_request();
-            attempt_started = Instant::now();
+            attempt_started = ewma.then(Instant::now);
             // Boxed: hyper's exchange is a large future, which inline would make every
             // request's future (bodiless ones too) that large, and copied with it.
             let sent = Box::pin(upstream::send(&backend, upstream, pool));
@@ -520,8 +519,8 @@ async fn forward(
         };
         match sent {
             Ok(Ok(Sent::Plain(plain))) => {
-                if pool.pool_type == PoolType::P2cEwma {
-                    backend.latency.observe(attempt_started.elapsed());
+                if let Some(started) = attempt_started {
+                    backend.latency.observe(started.elapsed());
                 }
                 let body = PlainBody::new(plain.upstream, &plain.head, &plain.buffer, in_flight);
                 upstream::spare::give(plain.buffer);
@@ -533,8 +532,8 @@ async fn forward(
                 };
             }
             Ok(Ok(Sent::Hyper(response, lease))) => {
-                if pool.pool_type == PoolType::P2cEwma {
-                    backend.latency.observe(attempt_started.elapsed());
+                if let Some(started) = attempt_started {
+                    backend.latency.observe(started.elapsed());
                 }
                 let (mut head, body) = response.into_parts();
                 headers::strip_hop_by_hop(&mut head.headers);

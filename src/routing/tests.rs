@@ -1373,3 +1373,17 @@ fn routing_lookup_matches_brute_force() {
         "{n_matched} of {n_lookups} lookups matched"
     );
 }
+
+#[test]
+fn strip_port_takes_off_one_port_and_leaves_addresses_whole() {
+    assert_eq!(strip_port("example.com:8080"), "example.com");
+    assert_eq!(strip_port("example.com"), "example.com");
+    assert_eq!(strip_port("example.com:"), "example.com");
+    assert_eq!(strip_port("127.0.0.1:31022"), "127.0.0.1");
+    assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    assert_eq!(strip_port("[::1"), "[::1");
+    // A bare IPv6 address has no port to strip.
+    assert_eq!(strip_port("::1"), "::1");
+    assert_eq!(strip_port("fe80::1:2"), "fe80::1:2");
+    assert_eq!(strip_port(""), "");
+}
