@@ -170,8 +170,10 @@ pub async fn serve<S>(
             }
         }
         if accepted {
-            // The new streams get their first poll.
-            continue;
+            // The new streams get their first poll, and the connection is not polled again for
+            // them: what they queue for the client wakes this task (h2 registered it with the
+            // flush above), which most (waiting on their backend) do not.
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
         }
         if !accepting && streams.is_empty() {
             return Poll::Ready(Ok(()));
