@@ -893,7 +893,8 @@ impl Exchange<'_> {
             self.push_backend_request(&mut scratch.request, &scratch.headers, &backend);
 
             let in_flight = backend.start_request();
-            let attempt_started = Instant::now();
+            // Only P2C-EWMA reads an attempt's latency.
+            let attempt_started = (pool.pool_type == PoolType::P2cEwma).then(Instant::now);
             let mut deadline = tokio::time::Instant::now() + pool.request_timeout;
             let sent = tokio::time::timeout_at(
                 deadline,
@@ -953,8 +954,8 @@ impl Exchange<'_> {
                     }
                 }
             };
-            if pool.pool_type == PoolType::P2cEwma {
-                backend.latency.observe(attempt_started.elapsed());
+            if let Some(started) = attempt_started {
+                backend.latency.observe(started.elapsed());
             }
             self.account(head.status, Some(pool), Some(&backend));
             return self

@@ -114,11 +114,11 @@ pub async fn serve<S>(
     // life, which an idle connection would otherwise carry inline (half a KiB).
     let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
         FuturesUnordered::new();
-    // `tick` and `drained` have been polled in this loop (the handshake may have needed none).
+    // `tick` and `drained` have been polled here (the handshake may have needed none).
     let mut armed = false;
     // `poll_accept` said the connection is over (closed, or GOAWAY sent and no stream left).
     let mut accepting = true;
-    let ended = poll_fn(|cx| loop {
+    let ended = poll_fn(|cx| {
         // The streams first: what they queue goes out when the connection is polled below.
         while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
         if !closing {
@@ -178,7 +178,7 @@ pub async fn serve<S>(
         if !accepting && streams.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        return Poll::Pending;
+        Poll::Pending
     })
     .await;
     if let Err(error) = ended {
