@@ -199,8 +199,9 @@ fn exchange<'a>(
 ) -> impl Future<Output = ()> + 'a {
     let (head, recv) = request.into_parts();
     // A CONNECT's stream is a tunnel, not a body; lb forwards no tunnel over HTTP/2, and hyper
-    // handed its service no body for it either.
-    let body = if head.method == Method::CONNECT {
+    // handed its service no body for it either. A stream its HEADERS frame ended (a GET, say)
+    // has none either, and its `content-length` is not looked up.
+    let body = if head.method == Method::CONNECT || recv.is_end_stream() {
         RequestBody::empty()
     } else {
         RequestBody::new(recv, announced_length(&head.headers))
