@@ -303,33 +303,23 @@ async fn serve_plain(
     drain: CancellationToken,
 ) {
     let settings = &engines.settings;
-    match opens_with_h2_preface(&stream, settings, &drain).await {
-        Some(false) => {
-            let ip = crate::access_log::ip_text(client.ip());
-            let peer = Peer {
-                addr: client,
-                ip: &ip,
-                cert: None,
-            };
-            h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
-            drop(permit);
-        }
-        Some(true) => {
-            let io = ClientIo::new(stream, permit);
-            // Boxed: the HTTP/2 connection's state would otherwise sit in every cleartext
-            // connection's task, HTTP/1.x ones included.
-            Box::pin(h2::serve(
-                io,
-                client,
-                None,
-                &proxy,
-                &engines.h2,
-                settings,
-                drain,
-            ))
-            .await;
-        }
-        None => {}
+    let Some(h2_preface) = opens_with_h2_preface(&stream, settings, &drain).await else {
+        return;
+    };
+    let ip = crate::access_log::ip_text(client.ip());
+    let peer = Peer {
+        addr: client,
+        ip: &ip,
+        cert: None,
+    };
+    if h2_preface {
+        let io = ClientIo::new(stream, permit);
+        // Boxed: the HTTP/2 connection's state would otherwise sit in every cleartext
+        // connection's task, HTTP/1.x ones included.
+        Box::pin(h2::serve(io, peer, &proxy, &engines.h2, settings, drain)).await;
+    } else {
+        h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
+        drop(permit);
     }
 }
 
@@ -374,21 +364,20 @@ async fn serve_tls(
     let session = stream.get_ref().1;
     let alpn_h2 = session.alpn_protocol() == Some(b"h2");
     // Verified by the handshake against `client_ca`; its subject goes into the access lines.
-    let cert: Option<Arc<str>> = session
+    let cert = session
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .and_then(|leaf| crate::tls::subject_of(leaf))
-        .map(Arc::from);
+        .and_then(|leaf| crate::tls::subject_of(leaf));
+    let ip = crate::access_log::ip_text(client.ip());
+    let peer = Peer {
+        addr: client,
+        ip: &ip,
+        cert: cert.as_deref(),
+    };
     if alpn_h2 {
         let io = ClientIo::new(stream, permit);
-        h2::serve(io, client, cert, &proxy, &engines.h2, settings, drain).await;
+        h2::serve(io, peer, &proxy, &engines.h2, settings, drain).await;
     } else {
-        let ip = crate::access_log::ip_text(client.ip());
-        let peer = Peer {
-            addr: client,
-            ip: &ip,
-            cert: cert.as_deref(),
-        };
         h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
         // close_notify, so the client can tell lb's close from a cut (a response that ends at
         // the close needs it); bounded, as a client that reads nothing could hold it.

@@ -56,8 +56,7 @@ pub fn builder() -> Builder {
 /// in-flight streams finish) or it idles past the settings' limits (the same).
 pub async fn serve<S>(
     io: ClientIo<S>,
-    client: SocketAddr,
-    cert: Option<Arc<str>>,
+    peer: Peer<'_>,
     proxy: &Proxy,
     builder: &Builder,
     settings: &ServerSettings,
@@ -65,13 +64,8 @@ pub async fn serve<S>(
 ) where
     S: ClientStream + 'static,
 {
+    let client = peer.addr;
     let activity = Arc::clone(io.activity());
-    let ip = crate::access_log::ip_text(client.ip());
-    let peer = Peer {
-        addr: client,
-        ip: &ip,
-        cert: cert.as_deref(),
-    };
     let mut clock = IdleClock::new(settings.header_timeout, settings.idle_timeout);
     // One timer and one drain registration for the connection's life, not one per event.
     let mut tick = pin!(tokio::time::sleep(clock.step()));
