@@ -402,6 +402,58 @@ async fn request_timeout_answers_504_with_a_short_body() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Each request of a kept-alive connection gets `request_timeout` from its own start, on both
+/// engines: an earlier request answered in time neither shortens nor stretches the next one's
+/// limit, and a connection whose request timed out serves on with a fresh one.
+#[tokio::test]
+async fn request_timeout_holds_for_each_request_of_a_kept_connection() {
+    let backend = Backend::start("a").await;
+    let lb = start(&[backend.addr], "", "request_timeout = \"500ms\"").await;
+
+    // HTTP/1.1: one connection for every request.
+    let mut client = Wire::connect(&lb).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Two answers of 300 ms each: 600 ms in all, past one limit, within each request's own.
+    for _ in 0..2 {
+        let response = client.exchange(&get("/slow/300")).await;
+        assert_eq!(response.status, 200, "{}", response.head);
+    }
+    let started = Instant::now();
+    let response = client.exchange(&get("/slow/5000")).await;
+    let took = started.elapsed();
+    assert_eq!(response.status, 504, "{}", response.head);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "timed out after {took:?}"
+    );
+    let response = client.exchange(&get("/slow/300")).await;
+    assert_eq!(response.status, 200, "{}", response.head);
+
+    // h2c: sequential streams on one connection, the same way.
+    let h2: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let status = |path: &'static str| {
+        let request = h2.get(lb.url(path).parse().unwrap());
+        async move {
+            let response = timeout(WAIT, request).await.unwrap().unwrap();
+            assert_eq!(response.version(), Version::HTTP_2);
+            response.status()
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(status("/slow/300").await, StatusCode::OK);
+    }
+    let started = Instant::now();
+    assert_eq!(status("/slow/5000").await, StatusCode::GATEWAY_TIMEOUT);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "timed out after {took:?}"
+    );
+    assert_eq!(status("/slow/300").await, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_dribbled_or_silent_request_head_is_cut_off_at_header_timeout() {
     let backend = Backend::start("a").await;
