@@ -19,6 +19,7 @@ mod h2;
 mod handler;
 mod headers;
 mod stall;
+mod timer;
 mod upstream;
 
 pub use body::{RequestBody, ResponseBody};

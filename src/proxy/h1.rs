@@ -26,7 +26,6 @@ pub(super) mod backend;
 pub(super) mod chunked;
 pub(super) mod wire;
 
-use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,6 +45,7 @@ use self::wire::{
 };
 use super::handler::{is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed};
 use super::stall::{self, AfterHead, Cut, Timeout};
+use super::timer::{self, until, within};
 use super::upstream::{SendError, Upstream};
 use super::{Peer, ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
@@ -80,8 +80,9 @@ pub(super) async fn serve<S: ClientStream>(
         limit: settings.header_timeout,
         may_be_whole: false,
     };
-    let mut client_timer = pin!(timer());
-    let mut backend_timer = pin!(timer());
+    // Kept for the connection's life and re-armed for each wait (`proxy::timer`).
+    let mut client_timer = pin!(timer::kept());
+    let mut backend_timer = pin!(timer::kept());
     loop {
         let deadline = due.since + due.limit;
         if !wait_for_client(stream, draining.as_mut(), client_timer.as_mut(), deadline).await {
@@ -130,37 +131,6 @@ async fn wait_for_client<S: ClientStream>(
         ready = std::future::poll_fn(|cx| stream.poll_readable(cx)) => ready.is_ok(),
         () = draining => false,
         () = until(timer, deadline) => false,
-    }
-}
-
-/// A timer a connection keeps for its life, re-armed by [`until`] for each wait on one side
-/// (its client, or its backend). Re-arming a kept timer to a later deadline is an atomic store
-/// in tokio, which files the timer again only when the earlier deadline comes round; a timer
-/// made for each wait is filed in the wheel and taken out again, under the driver's lock each
-/// time (callgrind: ~450 instructions a wait, two waits a request). A wait that ends first
-/// leaves the timer armed: at worst it wakes the connection once, for nothing.
-fn timer() -> Sleep {
-    // Not filed anywhere until the first `until` arms it.
-    tokio::time::sleep(Duration::ZERO)
-}
-
-/// Waits on `timer` (see [`timer`]) until `deadline`; arms it only when first polled, so a
-/// wait that another branch ends at once touches no timer.
-async fn until(mut timer: Pin<&mut Sleep>, deadline: Instant) {
-    timer.as_mut().reset(deadline.into());
-    timer.await
-}
-
-/// Runs `work` until `deadline` on `timer`: `None` when the deadline came first.
-async fn within<F: Future>(
-    timer: Pin<&mut Sleep>,
-    deadline: Instant,
-    work: F,
-) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        done = work => Some(done),
-        () = until(timer, deadline) => None,
     }
 }
 
@@ -398,7 +368,8 @@ struct Connection<'p> {
     input: Vec<u8>,
     scratch: Scratch,
     rng: fastrand::Rng,
-    /// The connection's timers (see [`timer`]): for waits on the client, and on the backend.
+    /// The connection's kept timers (`proxy::timer`): for waits on the client, and on the
+    /// backend.
     client_timer: Pin<&'p mut Sleep>,
     backend_timer: Pin<&'p mut Sleep>,
 }

@@ -32,6 +32,7 @@ use super::body::{RequestBody, ResponseBody};
 use super::conn::{Active, ClientIo, IdleClock};
 use super::h1::wire;
 use super::stall::{within_once, Timeout};
+use super::timer::{self, StreamTimer};
 use super::{ClientStream, Peer, Proxy, ServerSettings, MAX_HEADER_BYTES};
 
 /// h2's server settings, as hyper's HTTP/2 server set them for lb (its defaults, with lb's
@@ -104,9 +105,12 @@ pub async fn serve<S>(
         connection.graceful_shutdown();
     }
 
+    // The streams' kept timers for their backends' answers: each stream's future takes one and
+    // hands it back as its output.
+    let mut timers = timer::Spares::default();
     // Each stream's future boxed: the set keeps a spare task sized for its future for its whole
     // life, which an idle connection would otherwise carry inline (~1.9 KiB).
-    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
+    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = StreamTimer> + Send + '_>>> =
         FuturesUnordered::new();
     // `tick` and `drained` have been polled here (the handshake may have needed none).
     let mut armed = false;
@@ -114,7 +118,9 @@ pub async fn serve<S>(
     let mut accepting = true;
     let ended = poll_fn(|cx| {
         // The streams first: what they queue goes out when the connection is polled below.
-        while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+        while let Poll::Ready(Some(timer)) = streams.poll_next_unpin(cx) {
+            timers.give(timer);
+        }
         if !closing {
             // Once polled, each holds this task's waker until it fires; between firings a flag
             // is cheaper to read than polling them on every pass.
@@ -155,6 +161,7 @@ pub async fn serve<S>(
                         peer,
                         S::HTTPS,
                         activity.start(),
+                        timers.take(),
                     )));
                     accepted = true;
                 }
@@ -167,7 +174,9 @@ pub async fn serve<S>(
             // The new streams get their first poll, and the connection is not polled again for
             // them: what they queue for the client wakes this task (h2 registered it with the
             // flush above), which most (waiting on their backend) do not.
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            while let Poll::Ready(Some(timer)) = streams.poll_next_unpin(cx) {
+                timers.give(timer);
+            }
         }
         if !accepting && streams.is_empty() {
             return Poll::Ready(Ok(()));
@@ -182,7 +191,8 @@ pub async fn serve<S>(
 
 /// One stream: the request to the handler, its response to the client. Ends when the response
 /// is sent whole, or the stream is reset (by the client, or by lb on a body error or timeout);
-/// `active` keeps the connection busy for its idle clock until then.
+/// `active` keeps the connection busy for its idle clock until then. `timer`, a kept timer of
+/// the connection's (`proxy::timer`), times the backend's answer and is handed back at the end.
 fn exchange<'a>(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
@@ -190,7 +200,8 @@ fn exchange<'a>(
     peer: Peer<'a>,
     https: bool,
     active: Active,
-) -> impl Future<Output = ()> + 'a {
+    mut timer: StreamTimer,
+) -> impl Future<Output = StreamTimer> + 'a {
     let (head, recv) = request.into_parts();
     // A CONNECT's stream is a tunnel, not a body; lb forwards no tunnel over HTTP/2, and hyper
     // handed its service no body for it either. A stream its HEADERS frame ended (a GET, say)
@@ -208,7 +219,7 @@ fn exchange<'a>(
         let response = {
             // The handler's future lives inside the stream's, borrowing the request's head:
             // the stream's future is the one allocation a request makes here.
-            let mut handled = pin!(proxy.handle(&head, body, peer, https));
+            let mut handled = pin!(proxy.handle(&head, body, peer, https, timer.as_mut()));
             // The client may reset the stream while the backend is still to answer: then the
             // request is dropped (and its backend connection closed) at once, with this block.
             poll_fn(|cx| match handled.as_mut().poll(cx) {
@@ -220,6 +231,7 @@ fn exchange<'a>(
         if let Some(response) = response {
             answer(response, respond, head_request, proxy, peer.addr).await;
         }
+        timer
     }
 }
 

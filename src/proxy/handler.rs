@@ -2,6 +2,7 @@
 //! request policy both protocols share: the retry and passive-ejection rules ([`Attempts`],
 //! [`attempt_failed`]), lb's own answers ([`Failure`]) and the access line ([`Proxy::account`]).
 
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,12 +11,14 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{request, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use super::body::{HyperBody, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
 use super::h1::wire;
 use super::headers;
 use super::stall::{AfterHead, Timeout};
+use super::timer::within;
 use super::upstream::{self, SendError};
 use super::Peer;
 use crate::access_log::{self, AccessLog};
@@ -100,7 +103,8 @@ impl Proxy {
 
     /// Serves one HTTP/2 request (`proxy::h2` reads it off its stream): `head` is borrowed for
     /// the whole exchange and `body` is the request's body; `https`: the client came over TLS.
-    /// Never fails: every problem becomes a short error response.
+    /// Never fails: every problem becomes a short error response. `timer`: the stream's kept
+    /// timer for the backend's answer (`proxy::timer`).
     ///
     /// Nothing here is boxed and the request is never moved whole: `proxy::h2` boxes the
     /// stream's future once, with this one inside it. A boxed future is copied whole when
@@ -112,6 +116,7 @@ impl Proxy {
         body: RequestBody,
         client: Peer<'_>,
         https: bool,
+        timer: Pin<&mut Sleep>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         // One snapshot for the whole request: a reload mid-request does not change its pool.
@@ -119,7 +124,8 @@ impl Proxy {
         let (response, pool, backend, error) = match self.dispatch(&topology, head, https) {
             Routed::Local(answer) => (local_answer(answer), None, None, None),
             Routed::Pool(pool) => {
-                let forwarded = forward(pool, head, body, client, https, &self.metrics).await;
+                let forwarded =
+                    forward(pool, head, body, client, https, timer, &self.metrics).await;
                 (
                     forwarded.response,
                     Some(pool),
@@ -435,6 +441,7 @@ async fn forward(
     body: RequestBody,
     client: Peer<'_>,
     https: bool,
+    mut timer: Pin<&mut Sleep>,
     metrics: &Global,
 ) -> Forwarded {
     // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
@@ -480,8 +487,9 @@ async fn forward(
                 &forwarding,
                 pool,
             );
-            tokio::time::timeout(pool.request_timeout, sent)
+            within(timer.as_mut(), Instant::now() + pool.request_timeout, sent)
                 .await
+                .ok_or(())
                 .map(|sent| sent.map(Sent::Plain))
         } else {
             let uri = match upstream_uri(&backend, &parts.uri) {
@@ -507,8 +515,9 @@ async fn forward(
             // Boxed: hyper's exchange is a large future, which inline would make every
             // request's future (bodiless ones too) that large, and copied with it.
             let sent = Box::pin(upstream::send(&backend, upstream, pool));
-            tokio::time::timeout(pool.request_timeout, sent)
+            within(timer.as_mut(), Instant::now() + pool.request_timeout, sent)
                 .await
+                .ok_or(())
                 .map(|sent| match sent {
                     Ok((response, lease)) => Ok(Sent::Hyper(response, lease)),
                     Err(failure) => {
@@ -557,7 +566,7 @@ async fn forward(
                     return failure.into();
                 }
             }
-            Err(_elapsed) => return Failure::timed_out(pool, backend).into(),
+            Err(()) => return Failure::timed_out(pool, backend).into(),
         }
     }
 }
