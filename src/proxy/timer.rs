@@ -81,9 +81,13 @@ impl StreamTimer {
 
 /// An HTTP/2 connection's kept timers for its streams' waits on a backend: a stream takes one
 /// when it starts and hands it back when it ends, so a connection keeps as many as it has had
-/// streams at once.
+/// streams at once, up to [`MAX_SPARES`].
 #[derive(Default)]
 pub struct Spares(Vec<StreamTimer>);
+
+/// Spare timers an HTTP/2 connection keeps at most (a timer is ~120 bytes): a connection that
+/// once had 200 streams at once does not keep 200 timers for its whole life.
+pub const MAX_SPARES: usize = 32;
 
 impl Spares {
     /// A spare timer, or a new one.
@@ -95,6 +99,69 @@ impl Spares {
 
     /// Keeps `timer` for the next stream.
     pub fn give(&mut self, timer: StreamTimer) {
-        self.0.push(timer);
+        if self.0.len() < MAX_SPARES {
+            self.0.push(timer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{pending, ready};
+    use std::pin::pin;
+
+    use super::*;
+
+    const STEP: Duration = Duration::from_millis(60);
+
+    /// Runs a wait on `timer` that never finishes, with a deadline `after` from now: the time
+    /// it took to time out.
+    async fn timed_out_after(timer: Pin<&mut Sleep>, after: Duration) -> Duration {
+        let started = Instant::now();
+        let outcome = within(timer, started + after, pending::<()>()).await;
+        assert_eq!(outcome, None);
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn one_kept_timer_times_each_wait_from_its_own_deadline() {
+        let mut timer = pin!(kept());
+        // Work done at once is not timed, even with a deadline already past.
+        assert_eq!(
+            within(timer.as_mut(), Instant::now(), ready(7)).await,
+            Some(7)
+        );
+        // A wait that ends first, then waits with later deadlines (tokio's cheap re-arm), then
+        // one that fired, then an earlier deadline than the one armed last.
+        let far = Instant::now() + 10 * STEP;
+        let quick = within(timer.as_mut(), far, tokio::time::sleep(STEP / 4)).await;
+        assert_eq!(quick, Some(()));
+        for after in [2 * STEP, STEP] {
+            let took = timed_out_after(timer.as_mut(), after).await;
+            assert!(
+                took >= after && took < after + 10 * STEP,
+                "{took:?} for {after:?}"
+            );
+        }
+        // Armed far ahead and left armed, then re-armed to a nearer deadline.
+        let _ = within(timer.as_mut(), Instant::now() + 100 * STEP, ready(())).await;
+        let _ = within(
+            timer.as_mut(),
+            Instant::now() + 100 * STEP,
+            tokio::time::sleep(STEP / 4),
+        )
+        .await;
+        let took = timed_out_after(timer.as_mut(), STEP).await;
+        assert!(took >= STEP && took < 10 * STEP, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_at_most_max_spares_timers() {
+        let mut spares = Spares::default();
+        let lent: Vec<_> = (0..MAX_SPARES + 8).map(|_| spares.take()).collect();
+        for timer in lent {
+            spares.give(timer);
+        }
+        assert_eq!(spares.0.len(), MAX_SPARES);
     }
 }
