@@ -4,7 +4,7 @@
 //!
 //! Why: re-arming a kept tokio timer to a later deadline is an atomic store, and tokio files it
 //! again only when the earlier deadline comes round; a timer made for a wait is filed in the
-//! driver's wheel and taken out again, under the driver's lock each time (callgrind: ~450
+//! driver's wheel and taken out again, under the driver's lock each time (callgrind: 350–500
 //! instructions a wait). A wait that ends first leaves its timer armed: at worst that wakes the
 //! connection once, for nothing, when the old deadline comes.
 //!
