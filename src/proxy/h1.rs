@@ -82,8 +82,8 @@ pub(super) async fn serve<S: ClientStream>(
     };
     // One timer for the connection's life, re-armed for each wait on either side
     // (`proxy::timer`). A second, for the backend alone, would save re-filing it when a wait
-    // for the next head follows a backend's (longer) deadline, but would add its 112 bytes to
-    // every idle connection.
+    // for the next head follows a later backend deadline (`request_timeout` past the header
+    // timeout), but would add its 112 bytes to every idle connection.
     let mut timer = pin!(timer::kept());
     loop {
         let deadline = due.since + due.limit;
@@ -102,7 +102,6 @@ pub(super) async fn serve<S: ClientStream>(
                 rng: fastrand::Rng::new(),
                 timer: timer.as_mut(),
             },
-            client.ip.as_bytes(),
             draining.as_mut(),
             due,
         ));
@@ -143,14 +142,13 @@ async fn wait_for_client<S: ClientStream>(
 async fn serve_burst<S: ClientStream>(
     stream: &mut S,
     mut conn: Connection<'_>,
-    client_ip: &[u8],
     mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
     mut due: HeadDue,
 ) -> Option<Instant> {
     let settings = conn.settings;
     let drain = conn.drain;
     loop {
-        let read = conn.read_head(stream, client_ip, draining.as_mut(), &mut due);
+        let read = conn.read_head(stream, draining.as_mut(), &mut due);
         let head = read.await?;
         // Boxed: an exchange's state is most of the engine's, and a connection between a
         // request's end and the next head then holds only what reading a head needs.
@@ -450,13 +448,13 @@ impl<'p> Connection<'p> {
     async fn read_head<S: ClientStream>(
         &mut self,
         stream: &mut S,
-        client_ip: &[u8],
         mut draining: Pin<&mut WaitForCancellationFuture<'_>>,
         due: &mut HeadDue,
     ) -> Option<RequestHead> {
         loop {
             if due.may_be_whole {
                 let headers = &mut self.scratch.headers;
+                let client_ip = self.client.ip.as_bytes();
                 match wire::parse_request(&self.input, client_ip, S::HTTPS, headers) {
                     Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => return Some(head),
                     Ok(Some(_)) => {
@@ -928,10 +926,9 @@ impl Exchange<'_> {
             let mut deadline = Instant::now() + pool.request_timeout;
             let send =
                 backend::send_request(&backend, &scratch.request, whole.unwrap_or(&[]), pool);
-            let sent = within(timer.as_mut(), deadline, send).await.ok_or(());
-            let mut upstream = match sent {
-                Ok(Ok(upstream)) => upstream,
-                Ok(Err(error)) => {
+            let mut upstream = match within(timer.as_mut(), deadline, send).await {
+                Some(Ok(upstream)) => upstream,
+                Some(Err(error)) => {
                     let replay = Replay {
                         unsent: true,
                         sent: whole.is_some() && is_idempotent(request.method),
@@ -941,7 +938,7 @@ impl Exchange<'_> {
                         None => continue,
                     }
                 }
-                Err(()) => break Failure::timed_out(pool, backend),
+                None => break Failure::timed_out(pool, backend),
             };
             if let Some(rest) = streamed.as_mut() {
                 body_started = true;

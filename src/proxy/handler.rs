@@ -475,6 +475,7 @@ async fn forward(
         // Counted from when the request is on its way (not for a target refused below).
         let in_flight;
         let attempt_started;
+        let deadline = Instant::now() + pool.request_timeout;
         let sent = if plain {
             let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
             in_flight = backend.start_request();
@@ -487,9 +488,8 @@ async fn forward(
                 &forwarding,
                 pool,
             );
-            within(timer.as_mut(), Instant::now() + pool.request_timeout, sent)
+            within(timer.as_mut(), deadline, sent)
                 .await
-                .ok_or(())
                 .map(|sent| sent.map(Sent::Plain))
         } else {
             let uri = match upstream_uri(&backend, &parts.uri) {
@@ -515,9 +515,8 @@ async fn forward(
             // Boxed: hyper's exchange is a large future, which inline would make every
             // request's future (bodiless ones too) that large, and copied with it.
             let sent = Box::pin(upstream::send(&backend, upstream, pool));
-            within(timer.as_mut(), Instant::now() + pool.request_timeout, sent)
+            within(timer.as_mut(), deadline, sent)
                 .await
-                .ok_or(())
                 .map(|sent| match sent {
                     Ok((response, lease)) => Ok(Sent::Hyper(response, lease)),
                     Err(failure) => {
@@ -527,7 +526,7 @@ async fn forward(
                 })
         };
         match sent {
-            Ok(Ok(Sent::Plain(plain))) => {
+            Some(Ok(Sent::Plain(plain))) => {
                 if let Some(started) = attempt_started {
                     backend.latency.observe(started.elapsed());
                 }
@@ -540,7 +539,7 @@ async fn forward(
                     error: None,
                 };
             }
-            Ok(Ok(Sent::Hyper(response, lease))) => {
+            Some(Ok(Sent::Hyper(response, lease))) => {
                 if let Some(started) = attempt_started {
                     backend.latency.observe(started.elapsed());
                 }
@@ -556,7 +555,7 @@ async fn forward(
                     error: None,
                 };
             }
-            Ok(Err(error)) => {
+            Some(Err(error)) => {
                 let body_replayable = plain || body.is_some();
                 let replay = Replay {
                     unsent: body_replayable,
@@ -566,7 +565,7 @@ async fn forward(
                     return failure.into();
                 }
             }
-            Err(()) => return Failure::timed_out(pool, backend).into(),
+            None => return Failure::timed_out(pool, backend).into(),
         }
     }
 }

@@ -143,8 +143,8 @@ mod tests {
                 "{took:?} for {after:?}"
             );
         }
-        // Armed far ahead and left armed, then re-armed to a nearer deadline.
-        let _ = within(timer.as_mut(), Instant::now() + 100 * STEP, ready(())).await;
+        // Armed far ahead and left armed (the work ended first), then re-armed to a nearer
+        // deadline.
         let _ = within(
             timer.as_mut(),
             Instant::now() + 100 * STEP,
