@@ -90,7 +90,6 @@ fn add_backend(c: &mut Criterion) {
         })
     });
 
-    let probe_client = lb::health::probe_client();
     let checks = HealthChecks::default();
     let mut probes = Vec::new();
     group.bench_function("probe_alone", |b| {
@@ -99,7 +98,7 @@ fn add_backend(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let started = Instant::now();
-                    lb::health::probe_over(&probe_client, backend, &checks, None)
+                    lb::health::probe_over(backend, &checks, None)
                         .await
                         .unwrap();
                     let took = started.elapsed();

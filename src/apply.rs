@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use crate::config::edit::{EditError, PoolSpec};
 use crate::config::write::WriteError;
 use crate::config::{self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig};
-use crate::health::{self, Checkers, ProbeClient};
+use crate::health::{self, Checkers};
 use crate::metrics::Global;
 pub use crate::metrics::Status;
 use crate::tls::BackendConnector;
@@ -264,7 +264,6 @@ pub struct Applier {
     /// Never held across a network probe. In an `Arc` so that a round can move its guard onto
     /// a blocking thread (`lock_owned`).
     state: Arc<Mutex<WriterState>>,
-    probe_client: ProbeClient,
     /// Process-wide counters; reload outcomes are recorded here, the proxy records the rest.
     metrics: Arc<Global>,
     /// Health transitions, for `WatchHealth`.
@@ -417,7 +416,6 @@ impl Applier {
                 backends_spans: Vec::new(),
                 rejected_hash: None,
             })),
-            probe_client: health::probe_client(),
             metrics: Arc::default(),
             events,
             written: ArcSwapOption::empty(),
@@ -716,13 +714,7 @@ impl Applier {
             }
             None => None,
         };
-        health::probe_over(
-            &self.probe_client,
-            backend.addr,
-            &pool.health_checks,
-            tls.as_deref(),
-        )
-        .await
+        health::probe_over(backend.addr, &pool.health_checks, tls.as_deref()).await
     }
 
     /// Probes each backend in `wanted` once, in parallel (at most [`MAX_PARALLEL_PROBES`] at a
@@ -745,12 +737,11 @@ impl Applier {
         let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL_PROBES));
         let mut probes = tokio::task::JoinSet::new();
         for Unprobed { key, checks, tls } in wanted {
-            let (client, limit) = (self.probe_client.clone(), Arc::clone(&limit));
+            let limit = Arc::clone(&limit);
             probes.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let started = std::time::Instant::now();
-                let outcome =
-                    health::probe_over(&client, key.backend.addr, &checks, tls.as_deref()).await;
+                let outcome = health::probe_over(key.backend.addr, &checks, tls.as_deref()).await;
                 let took = started.elapsed();
                 (key, FirstProbe { outcome, took })
             });

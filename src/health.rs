@@ -16,10 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::JoinHandle;
 
 use crate::config::BackendTls;
@@ -31,111 +27,36 @@ use crate::topology::{Backend, BackendKey, CheckSettings};
 /// Health bodies are small; reading more than this is a misconfiguration, not health.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The HTTP client health probes go through.
-pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
-
-/// The client for every health probe: no delay on small writes, one idle connection per backend.
-pub fn probe_client() -> ProbeClient {
-    // No connect timeout of its own: each probe is bounded, connect included, by its pool's
-    // `check_timeout`.
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1)
-        .build(connector)
-}
-
 /// Runs every check once against `addr`, each within `checks.timeout`, over TLS through `tls`
-/// when the pool has `backend_tls`: each check on a new connection, its handshake verified as a
-/// request's is, so a certificate the proxy would refuse makes the backend sick with the same
-/// reason. `Err` says why the backend is sick.
+/// when the pool has `backend_tls`: each check on a new connection, with the proxy's own client
+/// and handshake (`proxy::probe`), so a backend is judged by how it answers lb's requests and a
+/// certificate the proxy would refuse makes the backend sick with the same reason. `Err` says
+/// why the backend is sick.
 pub async fn probe_over(
-    client: &ProbeClient,
     addr: SocketAddr,
     checks: &HealthChecks,
     tls: Option<&BackendConnector>,
 ) -> Result<(), String> {
     for check in &checks.checks {
-        match tls {
-            None => probe_one(client, addr, check, checks.timeout).await?,
-            Some(tls) => probe_tls(tls, addr, check, checks.timeout).await?,
-        }
+        probe_one(addr, check, checks.timeout, tls).await?;
     }
     Ok(())
 }
 
-/// One check over a new TLS connection, connect and handshake included in `timeout`.
-async fn probe_tls(
-    tls: &BackendConnector,
+async fn probe_one(
     addr: SocketAddr,
     check: &HealthCheck,
     timeout: Duration,
+    tls: Option<&BackendConnector>,
 ) -> Result<(), String> {
     let path = &check.url_path;
-    let fetch = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("GET {path}: cannot connect to {addr}: {e}"))?;
-        // Nagle off, as for requests; a failure only costs latency.
-        let _ = tcp.set_nodelay(true);
-        let stream = tls
-            .handshake(tcp, addr.ip())
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
-        // The connection ends with the sender (after this one exchange, or at the timeout).
-        tokio::spawn(connection);
-        let request = http::Request::get(path.as_str())
-            .header(http::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("bad check request {path}: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("GET {path}: reading body: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
+    let fetch = crate::proxy::probe(addr, tls, path, MAX_BODY);
     let (status, body) = tokio::time::timeout(timeout, fetch)
         .await
-        .map_err(|_| format!("GET {path}: no answer within {timeout:?}"))??;
-    judge(check, status, &body)
-}
-
-async fn probe_one(
-    client: &ProbeClient,
-    addr: SocketAddr,
-    check: &HealthCheck,
-    timeout: Duration,
-) -> Result<(), String> {
-    let uri = format!("http://{addr}{}", check.url_path);
-    let fetch = async {
-        let uri: http::Uri = uri
-            .parse()
-            .map_err(|e| format!("bad check uri {uri}: {e}"))?;
-        let response = client
-            .get(uri)
-            .await
-            .map_err(|e| format!("GET {}: {}", check.url_path, error_chain(&e)))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("GET {}: reading body: {e}", check.url_path))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(timeout, fetch)
-        .await
-        .map_err(|_| format!("GET {}: no answer within {timeout:?}", check.url_path))??;
+        .map_err(|_| format!("GET {path}: no answer within {timeout:?}"))?
+        .map_err(|e| format!("GET {path}: {}", error_chain(&e)))?;
+    let status = http::StatusCode::from_u16(status)
+        .map_err(|_| format!("GET {path}: answered status {status}"))?;
     judge(check, status, &body)
 }
 
@@ -276,12 +197,7 @@ impl Checkers {
 
     /// Makes pool `pattern`'s checkers exactly `wanted`: keeps unchanged ones (and their state),
     /// restarts those whose settings changed, starts new ones, stops removed ones.
-    pub fn reconcile_pool(
-        &mut self,
-        pattern: &Arc<str>,
-        wanted: Vec<Wanted>,
-        client: &ProbeClient,
-    ) {
+    pub fn reconcile_pool(&mut self, pattern: &Arc<str>, wanted: Vec<Wanted>) {
         let mut running = self.pools.remove(&**pattern).unwrap_or_default();
         let n_wanted = wanted.len();
         let mut next = HashMap::with_capacity(n_wanted);
@@ -313,7 +229,6 @@ impl Checkers {
                             Arc::clone(&backend),
                             settings,
                             phase,
-                            client.clone(),
                             self.events.clone(),
                         ))
                     });
@@ -388,7 +303,6 @@ async fn run(
     backend: Arc<Backend>,
     settings: Arc<CheckSettings>,
     phase: Duration,
-    client: ProbeClient,
     events: Events,
 ) {
     let start = tokio::time::Instant::now();
@@ -422,13 +336,8 @@ async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let outcome = probe_over(
-            &client,
-            backend.addr.addr,
-            &settings.checks,
-            settings.tls.as_deref(),
-        )
-        .await;
+        let outcome =
+            probe_over(backend.addr.addr, &settings.checks, settings.tls.as_deref()).await;
         record(
             &key,
             &backend,

@@ -1,7 +1,6 @@
 //! idle_connections: owns a backend's idle keep-alive connections ([`IdleConnections`]), the
 //! connection type lb's own HTTP/1.1 code speaks to a backend over ([`Upstream`]: TCP, or TLS
-//! over it) and [`RequestBody`], the body type hyper's client connections to a backend carry (an
-//! HTTP/2 client's stream, read through `h2`). It never connects, sends or reads: `proxy` makes
+//! over it). It never connects, sends or reads: `proxy` makes
 //! the connections and lends them out, `health` closes the expired ones on its timer. It sits
 //! below `topology` (each `Backend` owns its set, so the connections live exactly as long as the
 //! backend across reloads) and below `proxy`, and imports neither.
@@ -13,10 +12,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
-use http_body::{Body, Frame, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -26,16 +22,14 @@ const MAX_IDLE: usize = 128;
 
 /// A backend's idle keep-alive connections, ready for a request.
 ///
-/// Two kinds: hyper's client connections (HTTP/2 requests that carry a body)
-/// and plain sockets for lb's own HTTP/1.1 code (`proxy::h1`, `send_plain`), which reads and
-/// writes the bytes itself.
+/// Sockets for lb's own HTTP/1.1 client, which reads and writes the bytes itself for the
+/// requests of both engines.
 ///
 /// A connection idle past the pool's `idle_timeout` is never reused, and the backend's health
 /// checker closes it on a timer ([`IdleConnections::close_expired`]): the backend may have
 /// forgotten it, and an idle fleet of sockets helps nobody.
 pub struct IdleConnections {
     /// Allocated on first use: a file may declare thousands of backends that never see traffic.
-    queue: OnceLock<ArrayQueue<Idle>>,
     streams: OnceLock<ArrayQueue<IdleStream>>,
     /// The pool's `idle_timeout` in milliseconds, set by the checker from the applied config.
     idle_timeout_ms: AtomicU64,
@@ -47,17 +41,11 @@ pub struct IdleConnections {
 impl Default for IdleConnections {
     fn default() -> IdleConnections {
         IdleConnections {
-            queue: OnceLock::new(),
             streams: OnceLock::new(),
             idle_timeout_ms: AtomicU64::new(crate::config::DEFAULT_IDLE_TIMEOUT.as_millis() as u64),
             retired: AtomicBool::new(false),
         }
     }
-}
-
-struct Idle {
-    sender: SendRequest<RequestBody>,
-    since: Instant,
 }
 
 struct IdleStream {
@@ -214,9 +202,9 @@ impl std::fmt::Debug for IdleConnections {
 }
 
 impl IdleConnections {
-    /// Idle connections held now, of both kinds (hyper and plain socket).
+    /// Idle connections held now.
     pub fn len(&self) -> usize {
-        self.queue.get().map_or(0, ArrayQueue::len) + self.streams.get().map_or(0, ArrayQueue::len)
+        self.streams.get().map_or(0, ArrayQueue::len)
     }
 
     /// No idle connection is held.
@@ -233,33 +221,6 @@ impl IdleConnections {
     pub fn set_idle_timeout(&self, timeout: Duration) {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         self.idle_timeout_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// An idle connection that can take a request now, if there is one.
-    pub fn take(&self) -> Option<SendRequest<RequestBody>> {
-        let queue = self.queue.get()?;
-        let idle_timeout = self.idle_timeout();
-        while let Some(idle) = queue.pop() {
-            // Closed by the backend while idle, or idle too long: dropping it closes it.
-            if idle.sender.is_ready() && idle.since.elapsed() < idle_timeout {
-                return Some(idle.sender);
-            }
-        }
-        None
-    }
-
-    /// Keeps a connection whose exchange has ended for the next request.
-    pub fn put(&self, sender: SendRequest<RequestBody>) {
-        if self.retired.load(Ordering::Relaxed) {
-            return;
-        }
-        let queue = self.queue.get_or_init(|| ArrayQueue::new(MAX_IDLE));
-        // Full: this one is closed; the idle set already covers the concurrency seen.
-        let _ = queue.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
-        self.close_if_retired();
     }
 
     /// A connection handed back while [`IdleConnections::retire`] ran is closed all the same.
@@ -296,9 +257,6 @@ impl IdleConnections {
 
     /// Closes every idle connection: a disabled backend takes no request to reuse them for.
     pub fn close_all(&self) {
-        if let Some(queue) = self.queue.get() {
-            while queue.pop().is_some() {}
-        }
         if let Some(queue) = self.streams.get() {
             while queue.pop().is_some() {}
         }
@@ -315,21 +273,8 @@ impl IdleConnections {
     /// timer by the backend's health checker, off the request path.
     pub fn close_expired(&self) {
         let idle_timeout = self.idle_timeout();
-        if let Some(queue) = self.queue.get() {
-            // Each entry is looked at once: popped, and pushed back behind the others if kept
-            // (the queue's order stays oldest first). A request may take one meanwhile.
-            for _ in 0..queue.len() {
-                match queue.pop() {
-                    Some(idle)
-                        if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout =>
-                    {
-                        let _ = queue.push(idle);
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-        }
+        // Each entry is looked at once: popped, and pushed back behind the others if kept
+        // (the queue's order stays oldest first). A request may take one meanwhile.
         if let Some(queue) = self.streams.get() {
             for _ in 0..queue.len() {
                 match queue.pop() {
@@ -340,107 +285,6 @@ impl IdleConnections {
                     None => break,
                 }
             }
-        }
-    }
-}
-
-/// A client's request body on its way to a backend through hyper's client: an HTTP/2 client's
-/// stream (`proxy::h2` accepts it), read as h2 hands its DATA frames over.
-///
-/// It is never shared: an attempt owns it, and an attempt that fails before hyper took the
-/// request (a failed connect, an idle connection found closed) hands the whole request back
-/// (`proxy`'s `SendFailure::unsent`), so the next attempt sends the same body. Once hyper has
-/// the request, the body belongs to that attempt and is never replayed.
-pub struct RequestBody(Option<StreamBody>);
-
-/// The body of an HTTP/2 client's stream.
-struct StreamBody {
-    recv: h2::RecvStream,
-    /// What is left of the length the client announced (`content-length`, which h2 has checked
-    /// against the DATA frames); `None` without one. hyper's client frames the body upstream by
-    /// it: a length when known, chunked otherwise.
-    remaining: Option<u64>,
-    /// The DATA frames are over; trailers (if any) come next.
-    data_done: bool,
-}
-
-impl RequestBody {
-    /// Wraps a client stream's body, whose client announced `length`; one already at its end
-    /// (the HEADERS frame ended the stream) counts as none.
-    pub fn new(recv: h2::RecvStream, length: Option<u64>) -> RequestBody {
-        if recv.is_end_stream() {
-            RequestBody::empty()
-        } else {
-            RequestBody(Some(StreamBody {
-                recv,
-                remaining: length,
-                data_done: false,
-            }))
-        }
-    }
-
-    /// No body at all (a GET, say).
-    pub fn empty() -> RequestBody {
-        RequestBody(None)
-    }
-
-    /// The request has no body at all.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let Some(body) = &mut self.get_mut().0 else {
-            return Poll::Ready(None);
-        };
-        if !body.data_done {
-            match body.recv.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(data))) => {
-                    // Taken off h2's buffer: the client may send as much again (a WINDOW_UPDATE
-                    // once enough is released), so the window follows what the backend takes.
-                    let _ = body.recv.flow_control().release_capacity(data.len());
-                    if let Some(remaining) = &mut body.remaining {
-                        *remaining = remaining.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                // RST_STREAM(NO_ERROR) is an early end the client asks for (RFC 9113 §8.1), not
-                // a failure; hyper's server read it the same way.
-                Poll::Ready(Some(Err(error))) if error.reason() == Some(h2::Reason::NO_ERROR) => {
-                    return Poll::Ready(None)
-                }
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
-                Poll::Ready(None) => body.data_done = true,
-            }
-        }
-        match body.recv.poll_trailers(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|body| body.recv.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            None => SizeHint::with_exact(0),
-            Some(StreamBody {
-                remaining: Some(n), ..
-            }) => SizeHint::with_exact(*n),
-            Some(_) => SizeHint::default(),
         }
     }
 }

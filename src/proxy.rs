@@ -22,9 +22,10 @@ mod stall;
 mod timer;
 mod upstream;
 
-pub use body::{RequestBody, ResponseBody};
+pub use body::ResponseBody;
 pub use handler::Proxy;
 pub use stall::AfterHead;
+pub use upstream::{probe, ProbeError};
 
 use std::future::Future;
 use std::io;

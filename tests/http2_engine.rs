@@ -177,10 +177,11 @@ async fn a_request_body_with_trailers_reaches_the_backend() {
         text.starts_with("70004 bytes, chunked true"),
         "the backend got {text:?}"
     );
-    // NOTE: the trailer fields themselves do not reach the backend: lb drops the client's
-    // `Trailer` field (hop-by-hop), and hyper's HTTP/1 client sends trailers only for the fields
-    // a request's `Trailer` names. The HTTP/2 engine reads them off the stream and hands them on
-    // (`RequestBody`); that was so under hyper's server too.
+    // The trailer section goes on in the chunked body's last chunk.
+    assert!(
+        text.to_ascii_lowercase().contains("x-checksum: 1234"),
+        "the backend got the trailers: {text:?}"
+    );
     let seen = backend.next().await;
     assert!(seen.head.starts_with("POST /upload "), "{}", seen.head);
 }

@@ -180,7 +180,7 @@ impl Applier {
                 backend
             })
             .collect();
-        checkers.reconcile_pool(&pattern, wanted, &self.probe_client);
+        checkers.reconcile_pool(&pattern, wanted);
         Arc::new(Pool {
             pattern,
             pool_type: pool_config.pool_type,

@@ -114,7 +114,7 @@ async fn the_checker_closes_expired_idle_connections_between_probes() {
     let mut checkers = Checkers::new(events);
     let pattern: Arc<str> = Arc::from("/");
     let wanted = vec![(backend_addr, Arc::clone(&backend), Some(settings))];
-    checkers.reconcile_pool(&pattern, wanted, &probe_client());
+    checkers.reconcile_pool(&pattern, wanted);
     backend
         .connections
         .put_stream(crate::idle_connections::Upstream::Plain(socket));

@@ -35,6 +35,7 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
+use super::body::MAX_BUFFERED_BODY;
 use super::ClientStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -46,15 +47,13 @@ use self::wire::{
 use super::handler::{is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed};
 use super::stall::{self, AfterHead, Cut, Timeout};
 use super::timer::{self, until, within};
-use super::upstream::{SendError, Upstream};
+use super::upstream::Upstream;
 use super::{Peer, ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
 use crate::topology::{Backend, Pool, Topology};
 
 /// Room kept free in a buffer before each read.
 const READ_ROOM: usize = 4096;
-/// Request bodies up to this are read whole before a backend is picked; larger ones stream.
-const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Buffers that grew past this for one large message are shrunk back afterwards.
 const KEEP_CAPACITY: usize = 64 * 1024;
 /// What lb says to a client that waits for it before sending its body.
@@ -933,7 +932,7 @@ impl Exchange<'_> {
                         unsent: true,
                         sent: whole.is_some() && is_idempotent(request.method),
                     };
-                    match attempts.failed(pool, backend, &SendError::from(error), replay, metrics) {
+                    match attempts.failed(pool, backend, &error, replay, metrics) {
                         Some(failure) => break failure,
                         None => continue,
                     }
@@ -980,7 +979,7 @@ impl Exchange<'_> {
                         unsent: false,
                         sent: !body_started && is_idempotent(request.method),
                     };
-                    match attempts.failed(pool, backend, &SendError::from(error), replay, metrics) {
+                    match attempts.failed(pool, backend, &error, replay, metrics) {
                         Some(failure) => break failure,
                         None => continue,
                     }

@@ -1,7 +1,6 @@
 //! h2: lb's HTTP/2 server engine, on the `h2` crate's server directly. It owns an HTTP/2 client
 //! connection's life (handshake, accepting streams, GOAWAY on drain or idleness) and each
-//! stream's exchange: the request handed to `Proxy::handle` with its body as a
-//! [`RequestBody`], the response head sent as HTTP/2 wants it (`date`, `content-length`, no body
+//! stream's exchange: the request handed to `Proxy::handle` with its body's stream, the response head sent as HTTP/2 wants it (`date`, `content-length`, no body
 //! for HEAD, 204 and 304), and the body piped with flow control, held to `read_timeout` and
 //! `send_timeout` (`stall::within_once`). It never routes, picks a backend or rewrites a request
 //! (`handler` does, for both engines' policy), and never touches the socket but through `h2`.
@@ -28,7 +27,7 @@ use http_body::{Body, Frame};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::body::{RequestBody, ResponseBody};
+use super::body::ResponseBody;
 use super::conn::{Active, ClientIo, IdleClock};
 use super::h1::wire;
 use super::stall::{within_once, Timeout};
@@ -207,9 +206,9 @@ fn exchange<'a>(
     // handed its service no body for it either. A stream its HEADERS frame ended (a GET, say)
     // has none either, and its `content-length` is not looked up.
     let body = if head.method == Method::CONNECT || recv.is_end_stream() {
-        RequestBody::empty()
+        None
     } else {
-        RequestBody::new(recv, announced_length(&head.headers))
+        Some((recv, announced_length(&head.headers)))
     };
     // A block, not an `async fn`: an async fn's arguments are moved into a second copy
     // of themselves inside its future, and this future is copied whole when boxed.

@@ -7,19 +7,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use h2::RecvStream;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{request, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use http::{request, Method, Response, StatusCode};
 use tokio::time::Sleep;
 
-use super::body::{HyperBody, RequestBody, ResponseBody};
+use super::body::{self, RequestBody, ResponseBody};
 use super::h1::backend::PlainBody;
 use super::h1::wire;
 use super::headers;
 use super::stall::{AfterHead, Timeout};
 use super::timer::within;
-use super::upstream::{self, SendError};
+use super::upstream::{self, ExchangeError};
 use super::Peer;
 use crate::access_log::{self, AccessLog};
 use crate::balance;
@@ -113,7 +113,7 @@ impl Proxy {
     pub(crate) async fn handle(
         &self,
         head: &request::Parts,
-        body: RequestBody,
+        body: Option<(RecvStream, Option<u64>)>,
         client: Peer<'_>,
         https: bool,
         timer: Pin<&mut Sleep>,
@@ -366,7 +366,7 @@ impl Attempts {
         &mut self,
         pool: &Pool,
         backend: Arc<Backend>,
-        error: &SendError,
+        error: &ExchangeError,
         replay: Replay,
         metrics: &Global,
     ) -> Option<Failure> {
@@ -401,13 +401,13 @@ pub(super) struct Replay {
 pub(super) fn attempt_failed(
     pool: &Pool,
     backend: &Arc<Backend>,
-    error: &SendError,
+    error: &ExchangeError,
     replay: Replay,
     metrics: &Global,
 ) -> (bool, Failure) {
     // Written once: the log line and, if no retry answers, the access line carry it.
     let reason = crate::errors::error_chain(error);
-    if let SendError::Connect { .. } = error {
+    if let ExchangeError::Connect { .. } = error {
         if pool.eject(backend) {
             metrics.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %reason, "connect failed; backend out of rotation");
@@ -434,146 +434,116 @@ pub(super) fn attempt_failed(
 
 /// Forwards to a backend of `pool` by the retry rules of [`Attempts`]: a failed connect goes
 /// again, and a failed exchange too when the request is idempotent and its body can be sent
-/// again.
+/// again. The body is read first (whole when small: see [`body::read`]), so a malformed one
+/// reaches no backend.
 async fn forward(
     pool: &Pool,
     parts: &request::Parts,
-    body: RequestBody,
+    body: Option<(RecvStream, Option<u64>)>,
     client: Peer<'_>,
     https: bool,
     mut timer: Pin<&mut Sleep>,
     metrics: &Global,
 ) -> Forwarded {
+    let mut body = match body {
+        None => RequestBody::None,
+        Some((recv, length)) => {
+            let deadline = Instant::now() + pool.request_timeout;
+            match body::read(recv, length, timer.as_mut(), deadline).await {
+                Ok(body) => body,
+                Err(body::ReadError::TimedOut) => {
+                    return Forwarded::local(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request body timed out\n",
+                    )
+                }
+                // `h2` has reset the stream already; this answer is for the access line.
+                Err(error) => {
+                    tracing::debug!(%error, "HTTP/2 request refused before forwarding");
+                    return Forwarded::local(StatusCode::BAD_REQUEST, "malformed request body\n");
+                }
+            }
+        }
+    };
     // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
     let host = parts
         .headers
         .get(header::HOST)
         .map(HeaderValue::as_bytes)
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
-    // Each attempt's headers are built from the client's, which stay untouched in `parts` for
-    // a retry.
     let forwarding = headers::Forwarding {
         client: client.ip.as_bytes(),
         host,
         https,
     };
-    // A bodiless request goes on a plain socket with lb's own HTTP/1.1 code
-    // (`upstream::send_plain`); one with a body through hyper's client. The body is this
-    // function's until an attempt sends it, and comes back from an attempt that did not.
-    let plain = body.is_empty();
-    let mut body = Some(body);
+    let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let head_request = parts.method == Method::HEAD;
     let mut rng = fastrand::Rng::new();
     // Only P2C-EWMA reads an attempt's latency.
     let ewma = pool.pool_type == PoolType::P2cEwma;
+    let mut request = upstream::spare::take();
 
     let mut attempts = Attempts::default();
-    loop {
+    let forwarded = loop {
         let backend = match attempts.pick(pool, &mut rng) {
             Ok(backend) => backend,
-            Err(failure) => return failure.into(),
+            Err(failure) => break failure.into(),
         };
-        // Counted from when the request is on its way (not for a target refused below).
-        let in_flight;
-        let attempt_started;
+        request.clear();
+        let url_path = &backend.addr.url_path;
+        wire::push_request_line(&mut request, &parts.method, url_path, target.as_bytes());
+        if host.is_none() {
+            // A request without a host: name the backend, as HTTP/1.1 requires.
+            wire::push_field(&mut request, b"host", backend.authority.as_str().as_bytes());
+        }
+        let fields = || headers::map_fields(&parts.headers);
+        headers::push_upstream_fields(&mut request, fields, &forwarding);
+        body.push_framing(&mut request);
+        request.extend_from_slice(b"\r\n");
+
+        let in_flight = backend.start_request();
+        let attempt_started = ewma.then(Instant::now);
         let deadline = Instant::now() + pool.request_timeout;
-        let sent = if plain {
-            let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            in_flight = backend.start_request();
-            attempt_started = ewma.then(Instant::now);
-            let sent = upstream::send_plain(
-                &backend,
-                &parts.method,
-                target,
-                &parts.headers,
-                &forwarding,
-                pool,
-            );
-            within(timer.as_mut(), deadline, sent)
-                .await
-                .map(|sent| sent.map(Sent::Plain))
-        } else {
-            let uri = match upstream_uri(&backend, &parts.uri) {
-                Some(uri) => uri,
-                None => return Forwarded::local(StatusCode::BAD_REQUEST, "bad request target\n"),
-            };
-            let mut upstream = Request::new(body.take().unwrap_or_else(RequestBody::empty));
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = uri;
-            *upstream.version_mut() = Version::HTTP_11;
-            let Some(headers) = headers::upstream_headers(&parts.headers, &forwarding) else {
-                return Forwarded::local(StatusCode::BAD_REQUEST, "bad request headers\n");
-            };
-            *upstream.headers_mut() = headers;
-            if host.is_none() {
-                // A request without a host: name the backend, as HTTP/1.1 requires.
-                if let Ok(value) = HeaderValue::from_str(backend.authority.as_str()) {
-                    upstream.headers_mut().insert(header::HOST, value);
-                }
-            }
-            in_flight = backend.start_request();
-            attempt_started = ewma.then(Instant::now);
-            // Boxed: hyper's exchange is a large future, which inline would make every
-            // request's future (bodiless ones too) that large, and copied with it.
-            let sent = Box::pin(upstream::send(&backend, upstream, pool));
-            within(timer.as_mut(), deadline, sent)
-                .await
-                .map(|sent| match sent {
-                    Ok((response, lease)) => Ok(Sent::Hyper(response, lease)),
-                    Err(failure) => {
-                        body = failure.unsent.map(Request::into_body);
-                        Err(failure.error)
-                    }
-                })
-        };
-        match sent {
-            Some(Ok(Sent::Plain(plain))) => {
+        let sent = upstream::exchange(&backend, &request, &mut body, head_request, pool);
+        match within(timer.as_mut(), deadline, sent).await {
+            Some(Ok(answer)) => {
                 if let Some(started) = attempt_started {
                     backend.latency.observe(started.elapsed());
                 }
-                let body = PlainBody::new(plain.upstream, &plain.head, &plain.buffer, in_flight);
-                upstream::spare::give(plain.buffer);
-                let (head, ()) = plain.response.into_parts();
-                return Forwarded {
-                    response: Response::from_parts(head, ResponseBody::Plain(body)),
-                    backend: Some(backend),
-                    error: None,
-                };
-            }
-            Some(Ok(Sent::Hyper(response, lease))) => {
-                if let Some(started) = attempt_started {
-                    backend.latency.observe(started.elapsed());
-                }
-                let (mut head, body) = response.into_parts();
-                headers::strip_hop_by_hop(&mut head.headers);
-                let response = Response::from_parts(
-                    head,
-                    ResponseBody::Hyper(HyperBody::new(body, lease, in_flight)),
+                let response_body = PlainBody::new(
+                    answer.upstream,
+                    &answer.head,
+                    &answer.buffer,
+                    Some(in_flight),
                 );
-                return Forwarded {
-                    response,
+                upstream::spare::give(answer.buffer);
+                let (head, ()) = answer.response.into_parts();
+                break Forwarded {
+                    response: Response::from_parts(head, ResponseBody::Plain(response_body)),
                     backend: Some(backend),
                     error: None,
                 };
+            }
+            Some(Err(ExchangeError::ClientBody(error))) => {
+                // `h2` has reset the stream; the backend saw a cut-off request, on a connection
+                // dropped with this attempt.
+                tracing::debug!(%error, "HTTP/2 request body failed while it streamed");
+                break Forwarded::local(StatusCode::BAD_REQUEST, "malformed request body\n");
             }
             Some(Err(error)) => {
-                let body_replayable = plain || body.is_some();
                 let replay = Replay {
-                    unsent: body_replayable,
-                    sent: body_replayable && is_idempotent(&parts.method),
+                    unsent: body.replayable(),
+                    sent: body.replayable() && is_idempotent(&parts.method),
                 };
                 if let Some(failure) = attempts.failed(pool, backend, &error, replay, metrics) {
-                    return failure.into();
+                    break failure.into();
                 }
             }
-            None => return Failure::timed_out(pool, backend).into(),
+            None => break Failure::timed_out(pool, backend).into(),
         }
-    }
-}
-
-/// A backend's answer to one attempt, by the way it was sent.
-enum Sent {
-    Hyper(Response<Incoming>, upstream::Lease),
-    Plain(upstream::PlainResponse),
+    };
+    upstream::spare::give(request);
+    forwarded
 }
 
 /// Methods that RFC 9110 (section 9.2.2) defines as idempotent: sending one twice has the effect
@@ -600,21 +570,6 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The origin-form target for the backend: its url_path joined in front of the request path
-/// (`wire::push_target`, the join both protocols share), query kept.
-fn upstream_uri(backend: &Backend, original: &Uri) -> Option<Uri> {
-    let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
-    let mut joined = Vec::with_capacity(backend.addr.url_path.len() + path_and_query.len() + 1);
-    wire::push_target(
-        &mut joined,
-        &backend.addr.url_path,
-        path_and_query.as_bytes(),
-    );
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(PathAndQuery::try_from(joined).ok()?);
-    Uri::from_parts(parts).ok()
-}
-
 /// lb's own answer as an HTTP/2 response, with its header if it has one.
 fn local_answer(answer: LocalAnswer) -> Response<ResponseBody> {
     let mut response = local(answer.status, answer.text);
@@ -635,28 +590,4 @@ fn local(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::BackendAddr;
-
-    fn uri_for(backend: &str, request: &str) -> String {
-        let addr: BackendAddr = backend.parse().unwrap();
-        let backend = Backend::new(addr, true);
-        upstream_uri(&backend, &request.parse().unwrap())
-            .unwrap()
-            .to_string()
-    }
-
-    #[test]
-    fn joins_url_path_in_front_and_keeps_the_query() {
-        assert_eq!(uri_for("127.0.0.1:9000/v1/", "/users?a=1"), "/v1/users?a=1");
-        assert_eq!(uri_for("127.0.0.1:9000/v1", "/users"), "/v1/users");
-        assert_eq!(uri_for("127.0.0.1:9000", "/x?q"), "/x?q");
-        assert_eq!(uri_for("[::1]:9000/", "/x"), "/x");
-        // An HTTP/2 request's absolute target becomes origin-form too.
-        assert_eq!(uri_for("127.0.0.1:9000", "http://example.com/y?z"), "/y?z");
-    }
 }

@@ -1,7 +1,9 @@
 //! Header rewriting between client and backend, one set of rules for both protocols: hop-by-hop
 //! removal (and what `Connection` names), `Host` and `X-Forwarded-*`.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
+#[cfg(test)]
+use http::header::{HeaderName, HeaderValue};
 
 /// Whether `name`, in any case, names a field that describes one connection, not the message
 /// (RFC 9110 §7.6.1: `Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), or the legacy
@@ -39,8 +41,10 @@ pub fn connection_names_others<'f>(fields: impl Iterator<Item = (&'f [u8], &'f [
     connection_tokens(fields).any(|t| !is_hop_by_hop_name(t))
 }
 
-/// Removes the hop-by-hop fields of a message held as a map (see [`is_hop_by_hop`]). A message
+/// Removes the hop-by-hop fields of a message held as a map (see [`is_hop_by_hop`]): the rule
+/// the tests hold the bytes paths to. A message
 /// without any (the usual one) is looked at once, name by name, and left alone.
+#[cfg(test)]
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let fields = || {
         headers
@@ -171,9 +175,9 @@ pub fn map_fields(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
         .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
 }
 
-/// The headers an HTTP/2 request with a body goes to its backend with through hyper's client:
-/// [`push_upstream_fields`], read back into a map. `None` if a line does not read back (it
-/// cannot: every byte came from valid fields).
+/// [`push_upstream_fields`] of a map, read back into a map, for the tests. `None` if a line does
+/// not read back (it cannot: every byte came from valid fields).
+#[cfg(test)]
 pub fn upstream_headers(
     client_headers: &HeaderMap,
     forwarding: &Forwarding<'_>,

@@ -1,7 +1,7 @@
 //! The backend side of lb's own HTTP/1.1 code: a plain socket from the backend's idle set (or a
 //! new one), a request written on it, response heads read from it, and a streamed response body
-//! for hyper's HTTP/2 clients. Used by `proxy::h1` for every HTTP/1.x request and, through
-//! `upstream::send_plain`, for the bodiless HTTP/2 requests; knows nothing of the client side.
+//! for HTTP/2 clients. Used by `proxy::h1` for every HTTP/1.x request and, through
+//! `upstream::exchange`, for every HTTP/2 request; knows nothing of the client side.
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,6 +50,11 @@ pub enum ExchangeError {
     HeadTooLarge,
     #[error(transparent)]
     Response(#[from] BadResponse),
+    /// The client's request body failed while it streamed (an HTTP/2 stream reset, or a body
+    /// that broke its announced length): the backend saw a cut-off request. Not the backend's
+    /// fault, so never retried and never an ejection.
+    #[error("the client's request body failed")]
+    ClientBody(#[source] h2::Error),
 }
 
 /// A connection to `backend`, of `pool`: an idle one (`true`) or a new one.
@@ -115,23 +120,19 @@ async fn write_all_two(
     Ok(())
 }
 
-/// Sends `request` (head and body, whole) on an idle connection of `backend` or a new one
-/// and reads the final response head into `response` (emptied first), with whatever body bytes
-/// came behind it; 1xx heads before it are dropped. `emit` makes of the final head what the
-/// caller needs, while it is parsed.
-pub async fn exchange<T>(
-    backend: &Backend,
-    request: &[u8],
+/// Reads the final response head from `upstream` into `response` (emptied first), with
+/// whatever body bytes came behind it; 1xx heads before it are dropped. `emit` makes of the
+/// final head what the caller needs, while it is parsed.
+pub async fn read_final_head<T>(
+    upstream: &mut Upstream,
     response: &mut Vec<u8>,
     head_request: bool,
-    pool: &Pool,
     mut emit: impl FnMut(&FinalHead<'_, '_>) -> T,
-) -> Result<(Upstream, ResponseHead, T), ExchangeError> {
-    let mut upstream = send_request(backend, request, &[], pool).await?;
+) -> Result<(ResponseHead, T), ExchangeError> {
     response.clear();
     loop {
-        match read_head(&mut upstream, response, head_request, false, &mut emit).await? {
-            Response::Final(head, emitted) => return Ok((upstream, head, emitted)),
+        match read_head(upstream, response, head_request, false, &mut emit).await? {
+            Response::Final(head, emitted) => return Ok((head, emitted)),
             Response::Informational { len, .. } => {
                 response.drain(..len);
             }
@@ -190,8 +191,8 @@ pub enum BodyError {
     Chunked(#[from] ChunkError),
 }
 
-/// A backend's response body read from its plain socket, for hyper to send to its client.
-/// Chunked bodies are decoded (hyper frames the body its own way). The in-flight guard lives
+/// A backend's response body read from its plain socket, for an HTTP/2 client's stream.
+/// Chunked bodies are decoded (HTTP/2 frames the body its own way). The in-flight guard lives
 /// as long as the body; the socket goes back to the backend's idle set only after the body's
 /// last byte, with nothing behind it.
 pub struct PlainBody {
@@ -202,7 +203,8 @@ pub struct PlainBody {
     state: BodyState,
     /// The backend connection may take another request after this body.
     reusable: bool,
-    in_flight: InFlight,
+    /// The request's claim on its backend; `None` for a health probe, whose socket is not kept.
+    in_flight: Option<InFlight>,
 }
 
 enum BodyState {
@@ -218,7 +220,7 @@ impl PlainBody {
         upstream: Upstream,
         head: &ResponseHead,
         response: &[u8],
-        in_flight: InFlight,
+        in_flight: Option<InFlight>,
     ) -> PlainBody {
         let state = match head.framing {
             Framing::Empty | Framing::Length(0) => BodyState::Done,
@@ -244,8 +246,10 @@ impl PlainBody {
     fn finish(&mut self) {
         self.state = BodyState::Done;
         if let Some(upstream) = self.upstream.take() {
-            if self.reusable && self.buffer.is_empty() {
-                self.in_flight.backend().connections.put_stream(upstream);
+            if let (true, true, Some(in_flight)) =
+                (self.reusable, self.buffer.is_empty(), &self.in_flight)
+            {
+                in_flight.backend().connections.put_stream(upstream);
             }
         }
     }

@@ -776,8 +776,9 @@ pub fn push_informational(out: &mut Vec<u8>, head: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The response head hyper sends to its client for `head`: its status, the end-to-end headers
-/// and the length. The body goes decoded (`h1::backend::PlainBody`), so no coding is named.
+/// The response head an HTTP/2 client gets for `head`: its status, the end-to-end headers and
+/// the length (HTTP/2 has no reason phrase). The body goes decoded (`h1::backend::PlainBody`),
+/// so no coding is named.
 pub fn response_parts(head: &FinalHead<'_, '_>) -> Result<http::Response<()>, BadResponse> {
     use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
     let mut response = http::Response::new(());
@@ -793,12 +794,6 @@ pub fn response_parts(head: &FinalHead<'_, '_>) -> Result<http::Response<()>, Ba
     }
     if let Some(n) = head.announced_length() {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    // A reason of the backend's own goes on to HTTP/1.1 clients, as hyper's client keeps it.
-    if !head.reason.is_empty() && Some(head.reason) != response.status().canonical_reason() {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.as_bytes()) {
-            response.extensions_mut().insert(reason);
-        }
     }
     Ok(response)
 }
