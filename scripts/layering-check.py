@@ -10,6 +10,12 @@ under `src/NAME/` belong to module NAME. Comments are ignored; the crate root (`
 the binaries (`src/bin/`) are not modules of the order. Every module must be listed, so a new
 one is placed on purpose.
 
+Inside a module, its submodules must not import each other in a circle either: for each module
+with submodules (`src/NAME/CHILD.rs` or `src/NAME/CHILD/`), the submodules' uses of one another
+(`super::CHILD` from a child's own file, `super::super::CHILD` from a grandchild's,
+`crate::NAME::CHILD` from anywhere inside) must form no cycle, at every depth. The module's own
+file (`src/NAME.rs`), which declares and wires its children, is left out, as the crate root is.
+
 Prints each violation and exits 1, or prints the order and exits 0. Needs only python3.
 """
 
@@ -56,6 +62,61 @@ def uses(path, modules):
     return found & modules
 
 
+def strip_comments(text):
+    code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return "\n".join(re.sub(r"//.*", "", line) for line in code.splitlines())
+
+
+def child_of(path, parent):
+    """The child of directory `parent` that `path` belongs to, or None for `parent`'s own file."""
+    rel = path.relative_to(parent)
+    return rel.parts[0].removesuffix(".rs")
+
+
+def submodule_cycles():
+    """Cycles among the sibling submodules of every module directory under src/."""
+    problems = []
+    for parent in sorted(p for p in SRC.rglob("*") if p.is_dir() and p.name != "bin"):
+        children = {c.stem for c in parent.iterdir() if c.suffix == ".rs"}
+        children |= {c.name for c in parent.iterdir() if c.is_dir()}
+        if len(children) < 2:
+            continue
+        module_path = "::".join(parent.relative_to(SRC).parts)
+        edges = {c: set() for c in children}
+        for path in parent.rglob("*.rs"):
+            child = child_of(path, parent)
+            if child not in children:
+                continue
+            depth = len(path.relative_to(parent).parts)  # 1: the child's own file
+            code = strip_comments(path.read_text())
+            ups = "super::" * depth
+            used = set(re.findall(r"(?<!::)\b" + re.escape(ups) + r"([a-z_][a-z0-9_]*)", code))
+            for group in re.findall(r"(?<!::)\b" + re.escape(ups) + r"\{([^}]*)\}", code):
+                used.update(re.findall(r"\b([a-z_][a-z0-9_]*)\b", group))
+            used.update(re.findall(r"\bcrate::" + re.escape(module_path) + r"::([a-z_][a-z0-9_]*)", code))
+            edges[child] |= (used & children) - {child}
+        state = {}
+        stack = []
+
+        def visit(node):
+            state[node] = 1
+            stack.append(node)
+            for nxt in sorted(edges[node]):
+                if state.get(nxt) == 1:
+                    cycle = stack[stack.index(nxt):] + [nxt]
+                    problems.append(f"src/{module_path}: submodules import in a circle: "
+                                    + " → ".join(cycle))
+                elif nxt not in state:
+                    visit(nxt)
+            stack.pop()
+            state[node] = 2
+
+        for node in sorted(edges):
+            if node not in state:
+                visit(node)
+    return problems
+
+
 def main():
     layers = stated_layers()
     rank = {name: i for i, layer in enumerate(layers) for name in layer}
@@ -75,6 +136,7 @@ def main():
                 where = "its own layer" if rank[used] == rank[module] else "a higher layer"
                 rel = path.relative_to(ROOT)
                 problems.append(f"{rel}: `{module}` uses `{used}`, in {where}")
+    problems.extend(submodule_cycles())
     if problems:
         print("\n".join(problems))
         sys.exit(1)

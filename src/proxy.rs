@@ -10,20 +10,20 @@
 //! handshake uses the certificate store's current `ServerConfig` (`crate::tls`), which this
 //! module only reads.
 
-mod body;
 mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
 mod h2;
-mod handler;
 mod headers;
+mod http1;
+mod sequence;
 mod stall;
 mod timer;
 mod upstream;
 
-pub use body::ResponseBody;
-pub use handler::Proxy;
+pub use h2::ResponseBody;
+pub use sequence::Proxy;
 pub use stall::AfterHead;
 pub use upstream::{probe, ProbeError};
 

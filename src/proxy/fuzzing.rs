@@ -2,8 +2,8 @@
 //! head rewrite) behind plain types, for the targets in `fuzz/`. Not an API: hidden from the
 //! docs, it only calls the engine's own functions and adds no behaviour.
 
-use super::h1::chunked::{Decoder, Output};
-use super::h1::wire::{self, BodyFraming, ClientSide, Framing, Response};
+use super::http1::chunked::{Decoder, Output};
+use super::http1::wire::{self, BodyFraming, ClientSide, Framing, Response};
 
 /// What lb made of a request head it takes.
 #[derive(Debug)]

@@ -22,10 +22,6 @@
 //! It owns nothing shared: it reads the topology snapshot and backend atomics, and keeps plain
 //! sockets in each backend's idle set.
 
-pub(super) mod backend;
-pub(super) mod chunked;
-pub(super) mod wire;
-
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,18 +31,19 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use super::body::MAX_BUFFERED_BODY;
 use super::ClientStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use self::backend::BODY_READ;
-use self::chunked::{Decoder, Output};
-use self::wire::{
-    BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
+use super::http1::chunked::{self, Decoder, Output};
+use super::http1::wire::{
+    self, BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
 };
-use super::handler::{is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed};
+use super::sequence::{
+    is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed, MAX_BUFFERED_BODY,
+};
 use super::stall::{self, AfterHead, Cut, Timeout};
 use super::timer::{self, until, within};
+use super::upstream::client::{self as backend, BODY_READ};
 use super::upstream::Upstream;
 use super::{Peer, ServerSettings, MAX_HEADER_BYTES};
 use crate::config::PoolType;
@@ -890,7 +887,7 @@ enum StreamError {
 
 impl Exchange<'_> {
     /// Forwards to a backend of `pool` by the retry rules both protocols share
-    /// (`handler::Attempts`), relays the response and accounts for it. `whole`: a body read
+    /// (`sequence::Attempts`), relays the response and accounts for it. `whole`: a body read
     /// whole (framed as the backend gets it); `streamed`: one that comes from the client as the
     /// exchange goes.
     #[allow(clippy::too_many_arguments)]

@@ -27,12 +27,15 @@ use http_body::{Body, Frame};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::body::ResponseBody;
+mod body;
+mod request;
+
 use super::conn::{Active, ClientIo, IdleClock};
-use super::h1::wire;
+use super::http1::wire;
 use super::stall::{within_once, Timeout};
 use super::timer::{self, StreamTimer};
 use super::{ClientStream, Peer, Proxy, ServerSettings, MAX_HEADER_BYTES};
+pub use body::ResponseBody;
 
 /// h2's server settings, as hyper's HTTP/2 server set them for lb (its defaults, with lb's
 /// header list limit), so clients see the same SETTINGS as before.

@@ -1,6 +1,7 @@
-//! lb's HTTP/1.1 client for HTTP/2 requests, on the same plain sockets as `proxy::h1`'s
-//! (`h1::backend`): connect (over TLS for a pool with `backend_tls`: [`Upstream`]), send the
-//! head and body, read the response head, and keep the idle connections for the next request. Each
+//! lb's HTTP/1.1 client, the one way both engines' requests and the health probes speak to a
+//! backend: connect (over TLS for a pool with `backend_tls`: [`Upstream`]), send a head and
+//! body, read the response head and body (`client`), and keep the idle connections for the
+//! next request. It knows nothing of the client side. Each
 //! [`Backend`] owns its [`IdleConnections`](crate::idle_connections::IdleConnections), so they
 //! live exactly as long as
 //! the backend does across reloads and close when it leaves the file.
@@ -11,142 +12,18 @@
 //! already knows its backend, so a checkout is one lock-free pop, and both engines' requests
 //! (and their retries) speak to a backend the same way.
 
-use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
-use super::body::{push_last_chunk, RequestBody, Streamed};
-use super::h1;
-pub use super::h1::backend::ExchangeError;
-use super::h1::backend::PlainBody;
-use super::h1::chunked;
-use super::h1::wire::{self, ResponseHead};
+pub(super) mod client;
+
+pub use self::client::ExchangeError;
+use self::client::PlainBody;
 pub use crate::idle_connections::Upstream;
 use crate::tls::BackendConnector;
-use crate::topology::{Backend, Pool};
-
-/// What [`exchange`] brought back: the response head for the HTTP/2 client, and the socket and
-/// bytes its body continues from (see [`h1::backend::PlainBody::new`]).
-pub struct PlainResponse {
-    pub response: Response<()>,
-    pub upstream: Upstream,
-    pub head: ResponseHead,
-    /// The response head and whatever body bytes were read behind it.
-    pub buffer: Vec<u8>,
-}
-
-/// Sends an HTTP/2 client's request to `backend`: `request` is its head, as the backend gets
-/// it (framing field included), and `body` goes behind it (in the same write when whole or
-/// begun; a larger body's rest as the client sends it, until the backend answers). Returns the
-/// final response head (1xx heads dropped), parsed into `http` parts.
-pub async fn exchange(
-    backend: &Backend,
-    request: &[u8],
-    body: &mut RequestBody,
-    head_request: bool,
-    pool: &Pool,
-) -> Result<PlainResponse, ExchangeError> {
-    let mut upstream = h1::backend::send_request(backend, request, body.first(), pool).await?;
-    let mut whole = true;
-    if let RequestBody::Streamed(rest) = body {
-        rest.started = true;
-        whole = pump(&mut upstream, rest, pool.request_timeout).await?;
-    }
-    let mut buffer = spare::take();
-    let read = h1::backend::read_final_head(
-        &mut upstream,
-        &mut buffer,
-        head_request,
-        wire::response_parts,
-    );
-    let (mut head, response) = match read.await {
-        Ok(read) => read,
-        Err(error) => {
-            spare::give(buffer);
-            return Err(error);
-        }
-    };
-    // An answer before the request's end leaves the connection mid-request: not reusable.
-    head.reusable &= whole;
-    Ok(PlainResponse {
-        response: response?,
-        upstream,
-        head,
-        buffer,
-    })
-}
-
-/// Sends the rest of a streamed body (`rest.recv`) to the backend, framed as its head said.
-/// `Ok(false)`: the backend answered (or its socket failed) before the end, and the rest is not
-/// sent; reading its answer tells what it made of the request. `backend_idle`: how long the
-/// backend may take no byte of it.
-async fn pump(
-    upstream: &mut Upstream,
-    rest: &mut Streamed,
-    backend_idle: Duration,
-) -> Result<bool, ExchangeError> {
-    let mut out = Vec::new();
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = upstream.answered() => return Ok(false),
-            next = rest.recv.data() => next,
-        };
-        let chunk = match next {
-            Some(Ok(chunk)) => chunk,
-            // RST_STREAM(NO_ERROR): the client asks to end early (RFC 9113 §8.1).
-            Some(Err(error)) if error.reason() == Some(h2::Reason::NO_ERROR) => break,
-            Some(Err(error)) => return Err(ExchangeError::ClientBody(error)),
-            None => break,
-        };
-        let taken = chunk.len();
-        let sent = if rest.chunked {
-            out.clear();
-            chunked::push_chunk(&mut out, &chunk);
-            write_within(upstream, &out, backend_idle).await?
-        } else {
-            write_within(upstream, &chunk, backend_idle).await?
-        };
-        if !sent {
-            return Ok(false);
-        }
-        // The client may send as much again once the backend took it.
-        let _ = rest.recv.flow_control().release_capacity(taken);
-    }
-    let trailers = tokio::select! {
-        biased;
-        () = upstream.answered() => return Ok(false),
-        trailers = rest.recv.trailers() => trailers.map_err(ExchangeError::ClientBody)?,
-    };
-    if rest.chunked {
-        out.clear();
-        push_last_chunk(&mut out, trailers.as_ref());
-        return write_within(upstream, &out, backend_idle).await;
-    }
-    Ok(true)
-}
-
-/// Writes `buf` whole; `Ok(false)` when the backend answered or failed first.
-async fn write_within(
-    upstream: &mut Upstream,
-    mut buf: &[u8],
-    idle: Duration,
-) -> Result<bool, ExchangeError> {
-    while !buf.is_empty() {
-        match tokio::time::timeout(idle, upstream.write_some(buf)).await {
-            Ok(Ok(Some(n))) => buf = &buf[n..],
-            Ok(Ok(None) | Err(_)) => return Ok(false),
-            Err(_) => return Err(ExchangeError::Io(io::ErrorKind::TimedOut.into())),
-        }
-    }
-    Ok(true)
-}
 
 /// The response buffers of [`exchange`], kept per thread for the next request:
 /// under load it takes warm ones instead of allocating, where 64 requests in flight each
@@ -187,34 +64,6 @@ pub mod spare {
     }
 }
 
-/// A new connection to `addr`, a backend of `pool`: TCP with Nagle off, then the TLS handshake
-/// when the pool has `backend_tls`, all within its `connect_timeout` (which shows as
-/// [`io::ErrorKind::TimedOut`]). A certificate the pool does not trust is a failed connect,
-/// whose message says why.
-pub(super) async fn connect_upstream(addr: SocketAddr, pool: &Pool) -> io::Result<Upstream> {
-    let timeout = pool.connect_timeout;
-    let connect = connect(addr, pool.backend_tls.as_deref());
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(connected) => connected,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no connection within {timeout:?}"),
-        )),
-    }
-}
-
-/// TCP with Nagle off, then the TLS handshake through `tls` when there is one.
-async fn connect(addr: SocketAddr, tls: Option<&BackendConnector>) -> io::Result<Upstream> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    match tls {
-        None => Ok(Upstream::Plain(stream)),
-        Some(tls) => Ok(Upstream::Tls(Box::new(
-            tls.handshake(stream, addr.ip()).await?,
-        ))),
-    }
-}
-
 /// Why a health probe got no answer to judge.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -223,7 +72,7 @@ pub enum ProbeError {
     Exchange(#[from] ExchangeError),
     /// The body broke off or broke its framing.
     #[error("reading the body failed")]
-    Body(#[source] super::body::BodyError),
+    Body(#[source] client::BodyError),
     /// A health body is short; this many bytes is a misconfiguration, not health.
     #[error("body over {0} bytes")]
     BodyTooLarge(usize),
@@ -239,7 +88,7 @@ pub async fn probe(
     path: &str,
     limit: usize,
 ) -> Result<(u16, Bytes), ProbeError> {
-    let mut upstream = connect(addr, tls)
+    let mut upstream = client::connect(addr, tls)
         .await
         .map_err(|source| ExchangeError::Connect { addr, source })?;
     let mut request = Vec::with_capacity(64 + path.len());
@@ -253,12 +102,12 @@ pub async fn probe(
         .await
         .map_err(ExchangeError::Unsent)?;
     let mut buffer = Vec::new();
-    let read = h1::backend::read_final_head(&mut upstream, &mut buffer, false, |head| head.status);
+    let read = client::read_final_head(&mut upstream, &mut buffer, false, |head| head.status);
     let (head, status) = read.await?;
     let mut body = PlainBody::new(upstream, &head, &buffer, None);
     let mut collected = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ProbeError::Body(e.into()))?;
+        let frame = frame.map_err(ProbeError::Body)?;
         if let Ok(data) = frame.into_data() {
             if collected.len() + data.len() > limit {
                 return Err(ProbeError::BodyTooLarge(limit));
@@ -274,8 +123,11 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use tokio::net::TcpStream;
+
     use super::*;
     use crate::config::BackendAddr;
+    use crate::topology::{Backend, Pool};
 
     /// A cleartext pool to connect with (its backends are the test's own).
     fn pool() -> Pool {
@@ -297,17 +149,24 @@ mod tests {
         Arc::new(Backend::new(addr, true))
     }
 
-    /// One bodiless exchange through [`exchange`]; the socket goes back as a whole body would.
+    /// One bodiless exchange through the client, its body read to its end.
     async fn get(backend: &Arc<Backend>) -> u16 {
         let request = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
-        let Ok(answer) = exchange(backend, request, &mut RequestBody::None, false, &pool()).await
-        else {
-            panic!("the exchange failed");
-        };
-        answer.response.status().as_u16()
+        let mut upstream = client::send_request(backend, request, &[], &pool())
+            .await
+            .expect("the request goes");
+        let mut buffer = Vec::new();
+        let read = client::read_final_head(&mut upstream, &mut buffer, false, |h| h.status);
+        let (head, status) = read.await.expect("a response head");
+        let in_flight = Some(backend.start_request());
+        let mut body = PlainBody::new(upstream, &head, &buffer, in_flight);
+        while let Some(frame) = body.frame().await {
+            frame.expect("the body");
+        }
+        status
     }
 
-    /// A plain socket to `backend`, as `h1::backend` would hand back after an exchange.
+    /// A plain socket to `backend`, as `upstream::client` would hand back after an exchange.
     async fn plain_socket(backend: &Backend) -> Upstream {
         Upstream::Plain(TcpStream::connect(backend.addr.addr).await.unwrap())
     }
@@ -334,27 +193,5 @@ mod tests {
         backend.connections.put_stream(plain_socket(&backend).await);
         assert_eq!(get(&backend).await, 200);
         assert!(backend.connections.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_refused_connect_is_a_connect_error() {
-        // Bind then drop: nothing listens on the port any more.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: BackendAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let backend = Arc::new(Backend::new(addr, true));
-        let mut body = RequestBody::Whole {
-            framed: b"kept".to_vec(),
-            chunked: false,
-        };
-        let request = b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\n";
-        let Err(error) = exchange(&backend, request, &mut body, false, &pool()).await else {
-            panic!("a refused connect answered");
-        };
-        assert!(matches!(error, ExchangeError::Connect { .. }), "{error:?}");
-        assert!(body.replayable(), "a body that never went can go again");
     }
 }

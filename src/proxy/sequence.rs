@@ -1,32 +1,28 @@
-//! The HTTP/2 request sequence (snapshot → route → pick → rewrite → forward → relay), and the
-//! request policy both protocols share: the retry and passive-ejection rules ([`Attempts`],
-//! [`attempt_failed`]), lb's own answers ([`Failure`]) and the access line ([`Proxy::account`]).
+//! The request policy both engines share, each rule written once: the proxy's context
+//! ([`Proxy`]), routing a request to a pool or to lb's own answer ([`route`],
+//! [`Proxy::https_redirect`]), the retry and passive-ejection rules ([`Attempts`],
+//! [`attempt_failed`]), lb's own answers when no backend answered ([`Failure`]) and the account
+//! of a request (its stats and access line: [`Proxy::account`]). It decides nothing of a
+//! protocol's wire: `proxy::h1` and `proxy::h2` turn their bytes and frames into the calls here.
 
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use h2::RecvStream;
-use http::header::{self, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{request, Method, Response, StatusCode};
-use tokio::time::Sleep;
+use http::{Method, StatusCode};
 
-use super::body::{self, RequestBody, ResponseBody};
-use super::h1::backend::PlainBody;
-use super::h1::wire;
-use super::headers;
 use super::stall::{AfterHead, Timeout};
-use super::timer::within;
-use super::upstream::{self, ExchangeError};
+use super::upstream::ExchangeError;
 use super::Peer;
 use crate::access_log::{self, AccessLog};
 use crate::balance;
-use crate::config::PoolType;
 use crate::metrics::Global;
 use crate::routing::Route;
 use crate::topology::{Backend, Pool, SharedTopology, Topology};
+
+/// Request bodies up to this many bytes are read whole before a backend is picked, in both
+/// engines: a malformed one never reaches a backend, and a failed attempt can send it again.
+pub const MAX_BUFFERED_BODY: usize = 64 * 1024;
 
 /// Everything the request path needs; cheap to share between connections.
 pub struct Proxy {
@@ -101,52 +97,6 @@ impl Proxy {
         })
     }
 
-    /// Serves one HTTP/2 request (`proxy::h2` reads it off its stream): `head` is borrowed for
-    /// the whole exchange and `body` is the request's body; `https`: the client came over TLS.
-    /// Never fails: every problem becomes a short error response. `timer`: the stream's kept
-    /// timer for the backend's answer (`proxy::timer`).
-    ///
-    /// Nothing here is boxed and the request is never moved whole: `proxy::h2` boxes the
-    /// stream's future once, with this one inside it. A boxed future is copied whole when
-    /// boxed, and an owned request is copied at each call it is handed down (264 bytes); with
-    /// a box per layer that was 5 KiB of copying per request (perf probe on `memcpy`).
-    pub(crate) async fn handle(
-        &self,
-        head: &request::Parts,
-        body: Option<(RecvStream, Option<u64>)>,
-        client: Peer<'_>,
-        https: bool,
-        timer: Pin<&mut Sleep>,
-    ) -> Response<ResponseBody> {
-        let started = Instant::now();
-        // One snapshot for the whole request: a reload mid-request does not change its pool.
-        let topology = self.topology.load_full();
-        let (response, pool, backend, error) = match self.dispatch(&topology, head, https) {
-            Routed::Local(answer) => (local_answer(answer), None, None, None),
-            Routed::Pool(pool) => {
-                let forwarded =
-                    forward(pool, head, body, client, https, timer, &self.metrics).await;
-                (
-                    forwarded.response,
-                    Some(pool),
-                    forwarded.backend,
-                    forwarded.error,
-                )
-            }
-        };
-        self.account(
-            client,
-            &head.method,
-            head.uri.path(),
-            response.status().as_u16(),
-            pool,
-            backend.as_ref(),
-            started.elapsed(),
-            error.as_deref(),
-        );
-        response
-    }
-
     /// Counts one answered request in its backend's stats (or lb's own, for answers no backend
     /// gave) and writes its access line; `error`: why lb answered itself after a backend
     /// failed.
@@ -189,26 +139,6 @@ impl Proxy {
             backend,
             "closed both sides after a timeout"
         );
-    }
-
-    /// Where an HTTP/2 request goes: lb's own answer (an HTTPS redirect, 404, ...) or a pool.
-    fn dispatch<'t>(
-        &self,
-        topology: &'t Topology,
-        head: &request::Parts,
-        https: bool,
-    ) -> Routed<'t> {
-        let host = head
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| head.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let uri = &head.uri;
-        match self.https_redirect(https, host, uri.path(), uri.query()) {
-            Some(answer) => Routed::Local(answer),
-            None => route(topology, &head.method, host, uri.path(), uri.query()),
-        }
     }
 }
 
@@ -267,31 +197,6 @@ pub(super) fn route<'t>(
             )),
         }),
         Route::NotFound => not_found(),
-    }
-}
-
-/// What [`forward`] produced.
-struct Forwarded {
-    response: Response<ResponseBody>,
-    /// The backend that answered, if any did.
-    backend: Option<Arc<Backend>>,
-    /// Why lb answered itself after a backend failed, for the access line.
-    error: Option<Box<str>>,
-}
-
-impl Forwarded {
-    fn local(status: StatusCode, text: &'static str) -> Forwarded {
-        Failure::new(status, text).into()
-    }
-}
-
-impl From<Failure> for Forwarded {
-    fn from(failure: Failure) -> Forwarded {
-        Forwarded {
-            response: local(failure.status, failure.text),
-            backend: failure.backend,
-            error: failure.error,
-        }
     }
 }
 
@@ -432,120 +337,6 @@ pub(super) fn attempt_failed(
     (replay.sent, failure)
 }
 
-/// Forwards to a backend of `pool` by the retry rules of [`Attempts`]: a failed connect goes
-/// again, and a failed exchange too when the request is idempotent and its body can be sent
-/// again. The body is read first (whole when small: see [`body::read`]), so a malformed one
-/// reaches no backend.
-async fn forward(
-    pool: &Pool,
-    parts: &request::Parts,
-    body: Option<(RecvStream, Option<u64>)>,
-    client: Peer<'_>,
-    https: bool,
-    mut timer: Pin<&mut Sleep>,
-    metrics: &Global,
-) -> Forwarded {
-    let mut body = match body {
-        None => RequestBody::None,
-        Some((recv, length)) => {
-            let deadline = Instant::now() + pool.request_timeout;
-            match body::read(recv, length, timer.as_mut(), deadline).await {
-                Ok(body) => body,
-                Err(body::ReadError::TimedOut) => {
-                    return Forwarded::local(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request body timed out\n",
-                    )
-                }
-                // `h2` has reset the stream already; this answer is for the access line.
-                Err(error) => {
-                    tracing::debug!(%error, "HTTP/2 request refused before forwarding");
-                    return Forwarded::local(StatusCode::BAD_REQUEST, "malformed request body\n");
-                }
-            }
-        }
-    };
-    // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .map(HeaderValue::as_bytes)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
-    let forwarding = headers::Forwarding {
-        client: client.ip.as_bytes(),
-        host,
-        https,
-    };
-    let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-    let head_request = parts.method == Method::HEAD;
-    let mut rng = fastrand::Rng::new();
-    // Only P2C-EWMA reads an attempt's latency.
-    let ewma = pool.pool_type == PoolType::P2cEwma;
-    let mut request = upstream::spare::take();
-
-    let mut attempts = Attempts::default();
-    let forwarded = loop {
-        let backend = match attempts.pick(pool, &mut rng) {
-            Ok(backend) => backend,
-            Err(failure) => break failure.into(),
-        };
-        request.clear();
-        let url_path = &backend.addr.url_path;
-        wire::push_request_line(&mut request, &parts.method, url_path, target.as_bytes());
-        if host.is_none() {
-            // A request without a host: name the backend, as HTTP/1.1 requires.
-            wire::push_field(&mut request, b"host", backend.authority.as_str().as_bytes());
-        }
-        let fields = || headers::map_fields(&parts.headers);
-        headers::push_upstream_fields(&mut request, fields, &forwarding);
-        body.push_framing(&mut request);
-        request.extend_from_slice(b"\r\n");
-
-        let in_flight = backend.start_request();
-        let attempt_started = ewma.then(Instant::now);
-        let deadline = Instant::now() + pool.request_timeout;
-        let sent = upstream::exchange(&backend, &request, &mut body, head_request, pool);
-        match within(timer.as_mut(), deadline, sent).await {
-            Some(Ok(answer)) => {
-                if let Some(started) = attempt_started {
-                    backend.latency.observe(started.elapsed());
-                }
-                let response_body = PlainBody::new(
-                    answer.upstream,
-                    &answer.head,
-                    &answer.buffer,
-                    Some(in_flight),
-                );
-                upstream::spare::give(answer.buffer);
-                let (head, ()) = answer.response.into_parts();
-                break Forwarded {
-                    response: Response::from_parts(head, ResponseBody::Plain(response_body)),
-                    backend: Some(backend),
-                    error: None,
-                };
-            }
-            Some(Err(ExchangeError::ClientBody(error))) => {
-                // `h2` has reset the stream; the backend saw a cut-off request, on a connection
-                // dropped with this attempt.
-                tracing::debug!(%error, "HTTP/2 request body failed while it streamed");
-                break Forwarded::local(StatusCode::BAD_REQUEST, "malformed request body\n");
-            }
-            Some(Err(error)) => {
-                let replay = Replay {
-                    unsent: body.replayable(),
-                    sent: body.replayable() && is_idempotent(&parts.method),
-                };
-                if let Some(failure) = attempts.failed(pool, backend, &error, replay, metrics) {
-                    break failure.into();
-                }
-            }
-            None => break Failure::timed_out(pool, backend).into(),
-        }
-    };
-    upstream::spare::give(request);
-    forwarded
-}
-
 /// Methods that RFC 9110 (section 9.2.2) defines as idempotent: sending one twice has the effect
 /// of sending it once, so it may be retried after the backend may have seen it.
 pub(super) fn is_idempotent(method: &http::Method) -> bool {
@@ -568,26 +359,4 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         source = cause.source();
     }
     false
-}
-
-/// lb's own answer as an HTTP/2 response, with its header if it has one.
-fn local_answer(answer: LocalAnswer) -> Response<ResponseBody> {
-    let mut response = local(answer.status, answer.text);
-    if let Some((name, value)) = answer.header {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            let name = header::HeaderName::from_static(name);
-            response.headers_mut().insert(name, value);
-        }
-    }
-    response
-}
-
-fn local(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::local(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }

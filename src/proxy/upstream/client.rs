@@ -11,10 +11,12 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-use super::super::upstream::{connect_upstream, Upstream};
-use super::chunked::{ChunkError, Decoder, Output};
-use super::wire::{self, BadResponse, FinalHead, Framing, Response, ResponseHead};
+use super::super::http1::chunked::{ChunkError, Decoder, Output};
+use super::super::http1::wire::{self, BadResponse, FinalHead, Framing, Response, ResponseHead};
+pub use crate::idle_connections::Upstream;
+use crate::tls::BackendConnector;
 use crate::topology::{Backend, InFlight, Pool};
 
 /// A backend response head longer than this is a bad gateway (hyper's client default is ~400
@@ -70,6 +72,34 @@ pub async fn checkout(backend: &Backend, pool: &Pool) -> Result<(Upstream, bool)
         .await
         .map_err(|source| ExchangeError::Connect { addr, source })?;
     Ok((stream, false))
+}
+
+/// A new connection to `addr`, a backend of `pool`: TCP with Nagle off, then the TLS handshake
+/// when the pool has `backend_tls`, all within its `connect_timeout` (which shows as
+/// [`io::ErrorKind::TimedOut`]). A certificate the pool does not trust is a failed connect,
+/// whose message says why.
+async fn connect_upstream(addr: SocketAddr, pool: &Pool) -> io::Result<Upstream> {
+    let timeout = pool.connect_timeout;
+    let connect = connect(addr, pool.backend_tls.as_deref());
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(connected) => connected,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no connection within {timeout:?}"),
+        )),
+    }
+}
+
+/// TCP with Nagle off, then the TLS handshake through `tls` when there is one.
+pub async fn connect(addr: SocketAddr, tls: Option<&BackendConnector>) -> io::Result<Upstream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    match tls {
+        None => Ok(Upstream::Plain(stream)),
+        Some(tls) => Ok(Upstream::Tls(Box::new(
+            tls.handshake(stream, addr.ip()).await?,
+        ))),
+    }
 }
 
 /// Writes a request (its `head`, and a `body` or its first part, empty for none) on a

@@ -10,14 +10,10 @@ use h2::RecvStream;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::h1::backend::PlainBody;
-use super::h1::chunked;
-use super::h1::wire;
-use super::timer::within;
-
-/// Request bodies up to this many bytes are read whole before a backend is picked, in both
-/// engines: a malformed one never reaches a backend, and a failed attempt can send it again.
-pub const MAX_BUFFERED_BODY: usize = 64 * 1024;
+use super::super::http1::{chunked, wire};
+pub use super::super::sequence::MAX_BUFFERED_BODY;
+use super::super::timer::within;
+use super::super::upstream::client::PlainBody;
 
 /// A response to the client: a backend's body read from its socket by lb's own HTTP/1.1 code,
 /// or a short body lb made itself.
@@ -79,7 +75,7 @@ impl Body for ResponseBody {
 /// `h2` checks DATA against `content-length` and the trailers as they arrive, so a malformed
 /// request is refused (the stream reset) before a backend sees a byte of it, as RFC 9113
 /// §8.1.1 requires, and any attempt can send it again. A larger body streams: its first part
-/// goes with the head, the rest as it comes (`upstream::exchange`); once any of it went, it is
+/// goes with the head, the rest as it comes (`h2::request`); once any of it went, it is
 /// the attempt's and is never sent again.
 pub enum RequestBody {
     /// The HEADERS frame ended the stream (a GET, say): no framing field, no body.
@@ -229,7 +225,7 @@ pub fn push_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
     if let Some(trailers) = trailers {
         for (name, value) in trailers {
-            if !super::headers::is_hop_by_hop_name(name.as_str().as_bytes()) {
+            if !super::super::headers::is_hop_by_hop_name(name.as_str().as_bytes()) {
                 wire::push_field(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
