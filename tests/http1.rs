@@ -625,16 +625,43 @@ async fn a_kept_alive_connection_waits_header_timeout_for_its_next_head() {
         "closed after {waited:?}"
     );
 
+    // A head begun and not finished gets 408 Request Timeout, then the close (as HAProxy
+    // answers): the client can tell a timeout from a crash.
     let mut client = Wire::connect(&lb).await;
     assert_eq!(client.exchange(&get("/two")).await.text(), "/two");
     client.send(b"GET /three HTTP/1.1\r\nHost: x\r\n").await;
     let begun = Instant::now();
-    client.expect_close().await;
+    let head = client.head().await.unwrap_or_default();
+    assert_eq!(status_of(&head), 408, "{head}");
+    assert_eq!(
+        header(&head, "connection").as_deref(),
+        Some("close"),
+        "{head}"
+    );
     assert!(
         begun.elapsed() < Duration::from_secs(3),
         "{:?}",
         begun.elapsed()
     );
+}
+
+/// A first head begun on a new connection and not finished within `header_timeout` gets 408
+/// too; a connection that sent nothing is closed without a word (it asked nothing).
+#[tokio::test]
+async fn a_partial_first_head_past_header_timeout_gets_408() {
+    let backend = RawBackend::start(echo_target).await;
+    let lb = start_with(
+        "[server]\nheader_timeout = \"300ms\"\nidle_timeout = \"500ms\"\n\n",
+        &[backend.addr.to_string()],
+    )
+    .await;
+    let mut client = Wire::connect(&lb).await;
+    client.send(b"GET /slow HTTP/1.1\r\nHo").await;
+    let head = client.head().await.unwrap_or_default();
+    assert_eq!(status_of(&head), 408, "{head}");
+
+    let mut silent = Wire::connect(&lb).await;
+    silent.expect_close().await;
 }
 
 /// A kept-alive connection idle for a while (its buffers and request state given back) serves

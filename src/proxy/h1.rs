@@ -483,6 +483,12 @@ impl<'p> Connection<'p> {
             );
             match read.await {
                 ClientRead::Bytes => {}
+                // A head begun and cut off is told why; a connection that asked nothing is
+                // closed without a word.
+                ClientRead::TimedOut if before > 0 => {
+                    self.refuse(stream, wire::HEAD_TIMED_OUT).await;
+                    return None;
+                }
                 ClientRead::Closed | ClientRead::TimedOut | ClientRead::Draining => return None,
             }
             if before == 0 {

@@ -116,6 +116,11 @@ const BAD_EXPECT: Refusal = Refusal {
 };
 /// A head over the size limit.
 pub const HEAD_TOO_LARGE: Refusal = TOO_LARGE;
+/// A head begun and not finished within `header_timeout` (HAProxy answers the same).
+pub const HEAD_TIMED_OUT: Refusal = Refusal {
+    status: StatusCode::REQUEST_TIMEOUT,
+    text: "request head timed out\n",
+};
 /// A chunked request body that breaks its framing.
 pub const BAD_CHUNKED: Refusal = Refusal::bad("malformed chunked body\n");
 
