@@ -1046,3 +1046,25 @@ async fn options_asterisk_is_forwarded() {
     assert_eq!(response.status, 200, "{}", response.head);
     assert_eq!(backend.next().await.request_line(), "OPTIONS * HTTP/1.1");
 }
+
+/// A chunked response whose first size line is malformed (not hex, or ended by a bare LF) is a
+/// bad gateway while nothing of it has reached the client: 502, as for a malformed head, and the
+/// client's connection serves on.
+#[tokio::test]
+async fn a_malformed_first_chunk_is_a_502() {
+    for bad in ["zz\r\nabc\r\n0\r\n\r\n", "3\nabc\r\n0\r\n\r\n"] {
+        let reply = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{bad}");
+        let (_backend, lb) = setup(move |seen| {
+            if seen.target() == "/ok" {
+                Reply::ok("fine")
+            } else {
+                Reply::raw(reply.clone())
+            }
+        })
+        .await;
+        let mut client = Wire::connect(&lb).await;
+        let response = client.exchange(&get("/broken")).await;
+        assert_eq!(response.status, 502, "{bad:?}: {}", response.head);
+        assert_eq!(client.exchange(&get("/ok")).await.text(), "fine");
+    }
+}

@@ -1110,7 +1110,14 @@ impl Exchange<'_> {
                     }
                     response.drain(..len);
                 }
-                Response::Final(head, ()) => return Ok(head),
+                Response::Final(head, ()) => {
+                    let check = backend::check_first_chunk(upstream, response, &head);
+                    let checked = within(timer.as_mut(), deadline, check).await;
+                    checked
+                        .ok_or(HeadWait::TimedOut)?
+                        .map_err(HeadWait::Failed)?;
+                    return Ok(head);
+                }
             }
         }
     }

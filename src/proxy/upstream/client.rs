@@ -52,6 +52,10 @@ pub enum ExchangeError {
     HeadTooLarge,
     #[error(transparent)]
     Response(#[from] BadResponse),
+    /// A chunked body's first size line is malformed: nothing of the response has gone to the
+    /// client yet, so it is a bad gateway like a malformed head.
+    #[error("malformed chunked body from the backend: {0}")]
+    FirstChunk(#[source] ChunkError),
     /// The client's request body failed while it streamed (an HTTP/2 stream reset, or a body
     /// that broke its announced length): the backend saw a cut-off request. Not the backend's
     /// fault, so never retried and never an ejection.
@@ -162,10 +166,48 @@ pub async fn read_final_head<T>(
     response.clear();
     loop {
         match read_head(upstream, response, head_request, false, &mut emit).await? {
-            Response::Final(head, emitted) => return Ok((head, emitted)),
+            Response::Final(head, emitted) => {
+                check_first_chunk(upstream, response, &head).await?;
+                return Ok((head, emitted));
+            }
             Response::Informational { len, .. } => {
                 response.drain(..len);
             }
+        }
+    }
+}
+
+/// For a chunked response whose `head` is at the start of `response`: reads until the body's
+/// first size line is whole and refuses it when it is malformed, so that a broken body is a bad
+/// gateway while nothing has gone to the client yet. The bytes stay in `response` for the relay.
+pub async fn check_first_chunk(
+    upstream: &mut Upstream,
+    response: &mut Vec<u8>,
+    head: &ResponseHead,
+) -> Result<(), ExchangeError> {
+    if head.framing != Framing::Chunked {
+        return Ok(());
+    }
+    loop {
+        let rest = &response[head.len..];
+        // Only the size line: what follows is the relay's to judge (and to cut short).
+        let line = match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => &rest[..=end],
+            None if rest.len() > HEAD_READ => rest,
+            None => &[],
+        };
+        if !line.is_empty() {
+            let mut decoder = Decoder::new(Output::Check);
+            decoder
+                .decode(line, &mut Vec::new())
+                .map_err(ExchangeError::FirstChunk)?;
+            return Ok(());
+        }
+        response.reserve(HEAD_READ);
+        match upstream.read_buf(response).await {
+            Ok(0) => return Err(ExchangeError::Truncated),
+            Ok(_) => {}
+            Err(error) => return Err(ExchangeError::Io(error)),
         }
     }
 }
@@ -205,7 +247,10 @@ impl ExchangeError {
     pub fn is_malformed(&self) -> bool {
         matches!(
             self,
-            ExchangeError::Response(_) | ExchangeError::Truncated | ExchangeError::HeadTooLarge
+            ExchangeError::Response(_)
+                | ExchangeError::FirstChunk(_)
+                | ExchangeError::Truncated
+                | ExchangeError::HeadTooLarge
         )
     }
 }
