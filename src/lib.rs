@@ -13,6 +13,7 @@
 //! - [`topology`]: the immutable snapshot and the per-backend live state it shares.
 //! - [`idle_connections`]: a backend's idle keep-alive connections, below `topology` and `proxy`.
 //! - [`balance`]: power-of-two-choices over a pool's healthy backends.
+//! - [`canary`]: a pool's stable/canary split, per-side window statistics and their verdict.
 //! - [`health`]: active checks; the only writer of health (besides passive ejection).
 //! - [`proxy`]: the HTTP server, the request sequence, the upstream client, draining.
 //! - [`apply`]: the single path from file text to running topology; serialises writers.
@@ -37,6 +38,7 @@ pub mod access_log;
 pub mod admin;
 pub mod apply;
 pub mod balance;
+pub mod canary;
 pub mod config;
 pub mod control;
 pub mod demo;
