@@ -572,33 +572,30 @@ impl Applier {
             }
             let hash = sha256(&text);
             if state.applied_hash == Some(hash) {
+                // A save that puts back what runs ends whatever failure the saves before it
+                // left: the file is again the one being served.
+                state.rejected_hash = None;
+                if self.status.load().last_error.is_some() {
+                    let mut status = Status::clone(&self.status.load());
+                    status.last_error = None;
+                    self.status.store(Arc::new(status));
+                }
                 return Ok(Step::Done(Reloaded::Unchanged));
             }
             if state.rejected_hash == Some(hash) {
                 return Ok(Step::Done(Reloaded::StillInvalid));
             }
-            let running_pools = state.applied.as_ref().is_some_and(|c| !c.pools.is_empty());
-            let parsed = config::parse_with_spans(&text)
-                .and_then(|parsed| match config::refuse_empty(&parsed.0) {
-                    Some(refusal) if running_pools => Err(vec![refusal]),
-                    _ => Ok(parsed),
-                })
-                .map_err(|diagnostics| {
+            let parsed = accept(&text, state.applied.as_ref(), &self.path).map_err(|refused| {
+                // Not remembered when only a CA file is at fault: the fix may be to it, not
+                // to lb.toml.
+                if refused.in_text {
                     state.rejected_hash = Some(hash);
-                    config::Error::Invalid {
-                        path: self.path.clone(),
-                        diagnostics,
-                    }
-                })?;
-            // Not remembered as rejected: the fix may be to the CA file, not to lb.toml.
-            let unusable =
-                unusable_backend_cas(&parsed.0.pools, state.applied.as_ref(), &self.path);
-            if !unusable.is_empty() {
-                return Err(config::Error::Invalid {
+                }
+                config::Error::Invalid {
                     path: self.path.clone(),
-                    diagnostics: unusable,
-                });
-            }
+                    diagnostics: refused.diagnostics,
+                }
+            })?;
             let wanted = unprobed(&state.checkers, &parsed.0.pools, probed, &self.path);
             if may_probe && !wanted.is_empty() {
                 return Ok(Step::Probe(wanted));
@@ -802,6 +799,45 @@ fn unprobed(
         }
     }
     wanted
+}
+
+/// Why [`accept`] refused a file.
+pub(crate) struct Refused {
+    /// Every problem found.
+    pub(crate) diagnostics: Vec<Diagnostic>,
+    /// Whether the text itself is at fault (not a file it names, such as a CA).
+    pub(crate) in_text: bool,
+}
+
+/// The one set of rules a file must pass for lb to apply it, or to compute any change on top
+/// of it: it parses and validates, it does not remove every running pool without saying
+/// `allow_empty = true` ([`config::refuse_empty`]; `applied` is what runs), and every
+/// `backend_tls.ca` it names can be used. A reload, a control-API mutation, a drain or a
+/// sync's redo on the remote head all go through it, so none writes a file computed from one
+/// the reload path refuses. Reads CA files: run it off the proxy's workers.
+pub(crate) fn accept(
+    text: &str,
+    applied: Option<&Config>,
+    config_path: &Path,
+) -> Result<(Config, BackendsSpans), Refused> {
+    let running_pools = applied.is_some_and(|c| !c.pools.is_empty());
+    let parsed = config::parse_with_spans(text)
+        .and_then(|parsed| match config::refuse_empty(&parsed.0) {
+            Some(refusal) if running_pools => Err(vec![refusal]),
+            _ => Ok(parsed),
+        })
+        .map_err(|diagnostics| Refused {
+            diagnostics,
+            in_text: true,
+        })?;
+    let unusable = unusable_backend_cas(&parsed.0.pools, applied, config_path);
+    if !unusable.is_empty() {
+        return Err(Refused {
+            diagnostics: unusable,
+            in_text: false,
+        });
+    }
+    Ok(parsed)
 }
 
 /// The pools of `pools` whose `backend_tls.ca` (relative to `config_path`) cannot be used, as

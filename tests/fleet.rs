@@ -866,3 +866,66 @@ async fn a_blank_actor_is_no_actor() {
         "unknown"
     );
 }
+
+/// A head this instance refuses (every pool removed without `allow_empty`) gets no change
+/// computed on top of it: the redo on the remote head is held to the reload's rules, so the
+/// fleet is not handed a file built from a truncated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_is_pushed_on_top_of_a_head_this_instance_refuses() {
+    let backend = Backend::start("b0").await;
+    let remote = Remote::new(|bare| config_text(bare, &[backend.addr], ""));
+    let (lb, first) = remote.start_serving(&[]).await;
+    let client = support::client();
+    let emptied = human_push_in(
+        &remote.human(),
+        |text| text.split("[pools.").next().unwrap_or_default().to_owned(),
+        "remove every pool by mistake",
+    );
+    eventually(PATIENCE, "the emptied head refused", || async {
+        let status = sync_status(&lb).await;
+        status.remote_head == emptied
+            && status.serving_commit == first
+            && status.last_error.contains("allow_empty = true")
+    })
+    .await;
+    let extra = Backend::start("extra").await;
+    let refused = add_backend(&lb, extra.addr)
+        .await
+        .expect_err("AddBackend on an emptied head");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("allow_empty = true"),
+        "{refused:?}"
+    );
+    let mut control = control(&lb).await;
+    let refused = control
+        .add_pool(proto::AddPoolReq {
+            pattern: "/x/".to_owned(),
+            pool_type: proto::PoolType::PtP2c as i32,
+            health_checks: Some(proto::HealthChecks {
+                health_checks: vec![proto::HealthCheck {
+                    health_check: Some(proto::health_check::HealthCheck::StatusCheck(
+                        proto::StatusCheck {
+                            url_path: "/healthz".to_owned(),
+                            healthy_values: vec!["ok".to_owned()],
+                        },
+                    )),
+                }],
+                interval_secs: 1,
+            }),
+            if_match: None,
+        })
+        .await
+        .expect_err("AddPool on an emptied head");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(remote.head(), emptied, "nothing was pushed");
+    assert_eq!(support::get(&client, &lb.url("/")).await.1, "b0");
+}

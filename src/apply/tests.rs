@@ -346,3 +346,53 @@ async fn a_new_backend_enters_as_its_first_probe_says() {
     assert!(!backends[0].is_healthy(), "{dead} is refused");
     assert!(backends[1].is_healthy(), "{live_addr} answers ok");
 }
+
+/// Sync's redo on the remote head's file holds that file to the rules a reload here applies:
+/// an empty head, or one naming a CA that cannot be used, gets no change computed on top of
+/// it (which would then be pushed to every instance).
+#[tokio::test]
+async fn a_change_on_the_remote_head_is_refused_when_this_instance_would_refuse_the_head() {
+    let (_dir, _path, applier) = load_pools(&pool("/a/", &["127.0.0.1:1"])).await;
+    let add_pool = Mutation::AddPool {
+        pattern: "/x/".to_owned(),
+        spec: crate::config::edit::PoolSpec {
+            pool_type: "p2c".to_owned(),
+            interval: "1h".to_owned(),
+            health_checks: vec![crate::config::edit::HealthCheckSpec {
+                url_path: "/healthz".to_owned(),
+                healthy_values: vec!["ok".to_owned()],
+            }],
+        },
+    };
+    let unusable_ca = format!(
+        "{LISTEN}{}backend_tls = {{ ca = \"no-such-ca.pem\" }}\n",
+        pool("/a/", &["127.0.0.1:1"])
+    );
+    for (head, problem) in [
+        (String::new(), "allow_empty = true"),
+        (LISTEN.to_owned(), "allow_empty = true"),
+        (unusable_ca, "no-such-ca.pem"),
+    ] {
+        let refused = applier
+            .edit_detached(head.clone(), add_pool.clone(), Precondition::default())
+            .await;
+        match refused {
+            Err(MutateError::FileInvalid { diagnostics, .. }) => assert!(
+                diagnostics.iter().any(|d| d.to_string().contains(problem)),
+                "{head:?}: {diagnostics:?}"
+            ),
+            other => panic!("{head:?}: {other:?}"),
+        }
+    }
+    // An empty head that says so is one this instance would apply: the change is computed.
+    let (text, config) = applier
+        .edit_detached(
+            "allow_empty = true\n".to_owned(),
+            add_pool,
+            Precondition::default(),
+        )
+        .await
+        .unwrap();
+    assert!(text.contains("/x/"), "{text}");
+    assert!(config.pool("/x/").is_some());
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::spans::{known_backends_span, shifted};
 use super::{
-    hex, off_workers, sha256, unprobed, Applier, MutateError, MutateOptions, Mutation,
+    accept, hex, off_workers, sha256, unprobed, Applier, MutateError, MutateOptions, Mutation,
     Precondition, Probed, Stamp, Step, WriterState, Written,
 };
 use crate::config::edit::{self, Edited};
@@ -125,12 +125,18 @@ impl Applier {
         precondition: Precondition,
     ) -> Result<(String, Config), MutateError> {
         let this = Arc::clone(self);
-        off_workers(move || this.edit_detached_here(&text, &mutation, &precondition))
-            .await
-            .map_err(|source| MutateError::Read {
-                path: self.path.clone(),
-                source,
-            })?
+        // Under the writer lock only to read what runs, which the remote head's file is
+        // held against; nothing here is written.
+        let state = Arc::clone(&self.state).lock_owned().await;
+        off_workers(move || {
+            let applied = state.applied.as_ref();
+            this.edit_detached_here(&text, &mutation, &precondition, applied)
+        })
+        .await
+        .map_err(|source| MutateError::Read {
+            path: self.path.clone(),
+            source,
+        })?
     }
 
     /// [`Applier::edit_detached`], on the caller's thread.
@@ -139,6 +145,7 @@ impl Applier {
         text: &str,
         mutation: &Mutation,
         precondition: &Precondition,
+        applied: Option<&Config>,
     ) -> Result<(String, Config), MutateError> {
         if let Some(expected) = &precondition.content_hash {
             let actual = hex(&sha256(text));
@@ -159,10 +166,13 @@ impl Applier {
                 });
             }
         }
-        let current = config::parse(text).map_err(|diagnostics| MutateError::FileInvalid {
-            path: self.path.clone(),
-            diagnostics,
-        })?;
+        // The remote head's file is held to the rules this instance would apply it by: a
+        // change computed from a file lb would refuse is never pushed.
+        let (current, _) =
+            accept(text, applied, &self.path).map_err(|refused| MutateError::FileInvalid {
+                path: self.path.clone(),
+                diagnostics: refused.diagnostics,
+            })?;
         let edited = edit_text(&current.pools, text, mutation, None)?;
         let parsed = config::parse(&edited.text)
             .map_err(|diagnostics| MutateError::Rejected { diagnostics })?;
@@ -184,10 +194,10 @@ impl Applier {
                 (applied, &state.backends_spans, true)
             }
             _ => {
-                parsed = config::parse_with_spans(text).map_err(|diagnostics| {
+                parsed = accept(text, state.applied.as_ref(), &self.path).map_err(|refused| {
                     MutateError::FileInvalid {
                         path: self.path.clone(),
-                        diagnostics,
+                        diagnostics: refused.diagnostics,
                     }
                 })?;
                 (&parsed.0, &parsed.1, false)
