@@ -137,9 +137,11 @@ impl Admin {
                 .iter()
                 .map(|pool| {
                     let n_healthy = pool.n_healthy();
+                    let n_in_rotation = pool.backends.iter().filter(|b| b.in_rotation()).count();
                     PoolDoc {
                         pattern: pool.pattern.to_string(),
                         status: pool_status(pool.backends.len(), n_healthy),
+                        state: pool_state(pool.backends.len(), n_healthy, n_in_rotation),
                         healthy: n_healthy,
                         total: pool.backends.len(),
                         backends: pool
@@ -169,6 +171,21 @@ pub fn pool_status(n_backends: usize, n_healthy: usize) -> &'static str {
         "PS_FULL"
     } else {
         "PS_DEGRADED"
+    }
+}
+
+/// What a person reads for a pool: `empty` (no backends), `down` (backends, none in rotation:
+/// every request gets 503), `up` (all healthy) or `degraded`. The wire enum has no `down` (the
+/// original tool's `PS_DEGRADED` covers it), so this is the human-facing word beside it.
+pub fn pool_state(n_backends: usize, n_healthy: usize, n_in_rotation: usize) -> &'static str {
+    if n_backends == 0 {
+        "empty"
+    } else if n_in_rotation == 0 {
+        "down"
+    } else if n_healthy == n_backends {
+        "up"
+    } else {
+        "degraded"
     }
 }
 
@@ -204,6 +221,8 @@ pub struct PoolDoc {
     pub pattern: String,
     /// `PS_EMPTY`, `PS_FULL` or `PS_DEGRADED` ([`pool_status`]).
     pub status: &'static str,
+    /// `empty`, `up`, `degraded` or `down` ([`pool_state`]): what the dashboard shows.
+    pub state: &'static str,
     /// Backends that are healthy.
     pub healthy: usize,
     /// Backends declared.

@@ -17,8 +17,8 @@ pub use model::{
     AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, BackendTls,
     CertificateFiles, Config, Control, ControlTls, HealthCheck, HealthChecks, Listen, Log,
     PoolConfig, PoolType, Server, SyncConfig, TlsConfig, TlsVersion, UnknownSni,
-    DEFAULT_CHECK_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SYNC_INTERVAL,
+    DEFAULT_CHECK_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DOWN_INTERVAL, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SYNC_INTERVAL,
 };
 pub use parse::{
     backends_at, parse, parse_with_spans, refuse_empty, reparse_backends, BackendsSpans, Diagnostic,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::config::BackendTls;
-use crate::config::{BackendAddr, HealthCheck, HealthChecks};
+use crate::config::{AdminState, BackendAddr, HealthCheck, HealthChecks};
 use crate::errors::error_chain;
 use crate::tls::BackendConnector;
 use crate::topology::{Backend, BackendKey, CheckSettings};
@@ -138,6 +138,10 @@ struct Checker {
     backend: Arc<Backend>,
     /// `None` for a disabled backend: kept (with its counters) but not probed.
     settings: Option<Arc<CheckSettings>>,
+    /// The admin state at the last reconcile: a backend enabled since is probed at once.
+    admin: AdminState,
+    /// Wakes the task for a probe now, off its schedule.
+    probe_now: Arc<tokio::sync::Notify>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -205,8 +209,17 @@ impl Checkers {
             if let Some(settings) = &settings {
                 backend.connections.set_idle_timeout(settings.idle_timeout);
             }
+            let admin = backend.admin();
             let checker = match running.remove(&addr) {
-                Some(c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => c,
+                Some(mut c) if c.settings == settings && Arc::ptr_eq(&c.backend, &backend) => {
+                    // Re-enabled (from drain): README promises a probe at once, not at its slot
+                    // of the interval, so a backend that went sick while drained comes back now.
+                    if admin == AdminState::Enabled && c.admin != AdminState::Enabled {
+                        c.probe_now.notify_one();
+                    }
+                    c.admin = admin;
+                    c
+                }
                 previous => {
                     // A new state for the same address: the old one is in no snapshot.
                     if let Some(previous) = &previous {
@@ -218,6 +231,7 @@ impl Checkers {
                             backend.connections.close_all();
                         }
                     }
+                    let probe_now = Arc::new(tokio::sync::Notify::new());
                     let task = settings.clone().map(|settings| {
                         let key = BackendKey {
                             pattern: Arc::clone(pattern),
@@ -230,11 +244,14 @@ impl Checkers {
                             settings,
                             phase,
                             self.events.clone(),
+                            Arc::clone(&probe_now),
                         ))
                     });
                     Checker {
                         backend,
                         settings,
+                        admin,
+                        probe_now,
                         task,
                     }
                 }
@@ -296,14 +313,17 @@ fn phase(rank: usize, n_backends: usize, interval: Duration) -> Duration {
 }
 
 /// Checks one backend every `interval` at `phase` into it, logging each transition. A backend
-/// no probe has judged yet is also probed at once, so it takes traffic as soon as it passes.
-/// Between probes it closes the backend's expired idle connections.
+/// no probe has judged yet is also probed at once, so it takes traffic as soon as it passes;
+/// one out of rotation (sick or ejected) is probed every `down_interval`, so it returns soon
+/// after it recovers; `probe_now` asks for a probe off schedule. Between probes it closes the
+/// backend's expired idle connections.
 async fn run(
     key: BackendKey,
     backend: Arc<Backend>,
     settings: Arc<CheckSettings>,
     phase: Duration,
     events: Events,
+    probe_now: Arc<tokio::sync::Notify>,
 ) {
     let start = tokio::time::Instant::now();
     // A backend probed before it was declared (at start, on a reload) is not probed again at
@@ -325,10 +345,21 @@ async fn run(
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The immediate probe of a new backend, unless its phase is zero and the ticker gives it.
     let mut now = !backend.is_checked() && !phase.is_zero();
+    // When the last probe ended: a backend out of rotation is probed again `down_interval` on.
+    let mut probed_at = start;
     loop {
         if !std::mem::take(&mut now) {
+            let down_probe = probed_at
+                .checked_add(settings.down_interval)
+                .unwrap_or(probed_at);
+            // Only when it would come before the regular tick (down_interval < interval).
+            let down = backend.is_checked()
+                && !backend.is_healthy()
+                && settings.down_interval < settings.interval;
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = tokio::time::sleep_until(down_probe), if down => {}
+                _ = probe_now.notified() => {}
                 _ = sweep.tick() => {
                     backend.connections.close_expired();
                     continue;
@@ -346,6 +377,7 @@ async fn run(
             started.elapsed(),
             &events,
         );
+        probed_at = tokio::time::Instant::now();
     }
 }
 

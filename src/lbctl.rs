@@ -221,6 +221,30 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A pool's status as a person reads it: the wire name, except `down (PS_DEGRADED)` when the
+/// pool has backends but none in rotation (every request gets 503); the wire enum is the
+/// original tool's and has no `down`.
+pub fn pool_status_label(status: i32, total: usize, in_rotation: usize) -> String {
+    let name = pool_status_name(status);
+    if total > 0 && in_rotation == 0 {
+        format!("down ({name})")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// How many of a pool's backends take traffic: healthy and enabled.
+fn in_rotation(health: &proto::PoolHealth) -> usize {
+    health
+        .backends
+        .iter()
+        .filter(|b| {
+            b.status == proto::BackendStatus::BsHealthy as i32
+                && b.admin_state == proto::AdminState::AsEnabled as i32
+        })
+        .count()
+}
+
 /// Wraps a status name in an ANSI colour when `colour` is set (text output on a terminal).
 pub fn paint(text: &str, colour: bool) -> String {
     if !colour {
@@ -230,6 +254,7 @@ pub fn paint(text: &str, colour: bool) -> String {
         "PS_FULL" | "BS_HEALTHY" => "32",
         "PS_DEGRADED" | "AS_DRAIN" => "33",
         "PS_EMPTY" | "BS_SICK" | "AS_DISABLED" => "31",
+        _ if text.starts_with("down") => "31",
         _ => return text.to_owned(),
     };
     format!("\x1b[{code}m{text}\x1b[0m")
@@ -247,7 +272,10 @@ pub fn render_pool_health(pattern: &str, health: &proto::PoolHealth, colour: boo
         vec!["POOL".into(), "STATUS".into()],
         vec![
             pattern.to_owned(),
-            paint(pool_status_name(health.status), colour),
+            paint(
+                &pool_status_label(health.status, health.backends.len(), in_rotation(health)),
+                colour,
+            ),
         ],
     ]);
     out.push('\n');
@@ -301,7 +329,11 @@ pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
     rows.extend(status.pools.iter().map(|p| {
         vec![
             p.pattern.clone(),
-            paint(pool_status_name(p.status), colour),
+            // Status counts healthy backends; a pool with none healthy answers 503.
+            paint(
+                &pool_status_label(p.status, p.total as usize, p.healthy as usize),
+                colour,
+            ),
             format!("{}/{}", p.healthy, p.total),
             p.pool_type.clone(),
         ]
@@ -510,6 +542,7 @@ pub fn pool_json(pattern: &str, health: &proto::PoolHealth) -> serde_json::Value
     serde_json::json!({
         "pattern": pattern,
         "status": pool_status_name(health.status),
+        "down": !health.backends.is_empty() && in_rotation(health) == 0,
         "backends": health.backends.iter().map(backend_json).collect::<Vec<_>>(),
     })
 }
@@ -538,6 +571,7 @@ pub fn status_json(status: &proto::StatusResp) -> serde_json::Value {
         "last_error": status.last_error,
         "pools": status.pools.iter().map(|p| serde_json::json!({
             "pattern": p.pattern, "status": pool_status_name(p.status),
+            "down": p.total > 0 && p.healthy == 0,
             "healthy": p.healthy, "total": p.total, "type": p.pool_type,
         })).collect::<Vec<_>>(),
         "certificates": status.certificates.iter().map(|c| serde_json::json!({

@@ -334,6 +334,9 @@ impl Drop for InFlight {
 pub struct CheckSettings {
     /// Time between two probes of a backend.
     pub interval: Duration,
+    /// Time between two probes of a backend out of rotation (sick or ejected), at most
+    /// `interval`.
+    pub down_interval: Duration,
     /// What a probe checks and how results change a backend's state.
     pub checks: HealthChecks,
     /// How long the backend's idle connections are kept; the checker closes them on time.
@@ -347,6 +350,7 @@ impl CheckSettings {
     pub fn of(pool: &PoolConfig, tls: Option<Arc<BackendConnector>>) -> CheckSettings {
         CheckSettings {
             interval: pool.interval,
+            down_interval: pool.down_interval.min(pool.interval),
             checks: pool.health_checks.clone(),
             idle_timeout: pool.idle_timeout,
             tls,

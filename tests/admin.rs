@@ -241,3 +241,31 @@ async fn status_says_who_made_each_generation() {
     })
     .await;
 }
+
+/// `/status.json` gives each pool the word the dashboard shows: `down` when it has backends but
+/// none in rotation (its wire status stays `PS_DEGRADED`), and the page draws that state.
+#[tokio::test]
+async fn status_json_says_down_for_a_pool_with_no_backend_in_rotation() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    b.set_healthy(false);
+    let lb = start_with_admin(&format!(
+        "{}{}",
+        support::pool("/", &[a.addr], "100ms"),
+        support::pool("/api/", &[b.addr], "100ms")
+    ));
+    let client = support::client();
+    let url = admin_url(&lb, "/status.json");
+    eventually(Duration::from_secs(5), "/api/ down, / up", || async {
+        let (_, body) = get(&client, &url).await;
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        doc["pools"][1]["state"] == "down"
+            && doc["pools"][1]["status"] == "PS_DEGRADED"
+            && doc["pools"][0]["state"] == "up"
+    })
+    .await;
+    let (_, page) = get(&client, &admin_url(&lb, "/")).await;
+    assert!(
+        page.contains("pool.state === \"down\""),
+        "the page ignores state"
+    );
+}

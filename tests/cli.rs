@@ -22,6 +22,35 @@ fn check_accepts_the_repository_example() {
     );
 }
 
+/// `lb check` with no path checks `lb.toml`, the file `lb` serves by default.
+#[test]
+fn check_defaults_to_lb_toml_as_lb_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/lb.toml"),
+        dir.path().join("lb.toml"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("check")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "lb.toml: ok");
+    std::fs::write(dir.path().join("lb.toml"), "[pools.\"/\"]\nrise = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .arg("check")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a broken lb.toml passed");
+}
+
 #[test]
 fn check_reports_every_error_with_line_and_column() {
     let text = "\
@@ -168,6 +197,27 @@ async fn demo_serves_from_both_sample_backends() {
     let (status, body) = support::send(&client, request).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("Hello web from node "), "{body}");
+
+    // The printed command works as printed right after `cargo run --release --bin lb -- demo`,
+    // which builds only lb: it is a cargo command that builds lbctl too, and what it passes to
+    // lbctl works.
+    let drive = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|line| line.starts_with("drive:"))
+        .expect("no drive: line");
+    let command = drive.trim_start_matches("drive:").trim();
+    let lbctl_args = command
+        .strip_prefix("cargo run --release --bin lbctl -- ")
+        .unwrap_or_else(|| panic!("{command:?} needs a binary the demo's command did not build"));
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(lbctl_args.split_whitespace())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("BS_HEALTHY"),
+        "{command}: {printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

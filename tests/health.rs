@@ -546,3 +546,89 @@ async fn a_re_enabled_backend_is_probed_at_once() {
     .await;
     assert_eq!(a.probes().len(), probes + 1);
 }
+
+/// A backend that comes up after lb started is in rotation about a `down_interval` (1 s by
+/// default) later, not at the next tick of a long `interval`.
+#[tokio::test]
+async fn a_sick_backend_is_probed_every_down_interval() {
+    let a = CheckedBackend::start("a", 503, "starting").await;
+    let lb = Lb::start(&pool("/", "interval = \"1h\"\n", &[a.addr]));
+    let client = support::client();
+    eventually(WAIT, "a sick at start", || async { !a.probes().is_empty() }).await;
+    assert_eq!(
+        get(&client, &lb.url("/")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    a.set_health(200, "ok");
+    let up = Instant::now();
+    eventually(WAIT, "a in rotation", || async {
+        get(&client, &lb.url("/")).await.1 == "a"
+    })
+    .await;
+    assert!(
+        up.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        up.elapsed()
+    );
+    // Healthy again: back on the hour-long interval, not probed every second.
+    let probes = a.probes().len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        a.probes().len(),
+        probes,
+        "a healthy backend was probed off its interval"
+    );
+}
+
+/// `down_interval` is a pool key: set longer, a sick backend waits for it.
+#[tokio::test]
+async fn down_interval_is_read_from_the_pool() {
+    let a = CheckedBackend::start("a", 503, "starting").await;
+    let _lb = Lb::start(&pool(
+        "/",
+        "interval = \"1h\"\ndown_interval = \"300ms\"\n",
+        &[a.addr],
+    ));
+    eventually(WAIT, "four probes of a sick backend", || async {
+        answered(&a, 503) >= 4
+    })
+    .await;
+    let probes = a.probes();
+    let spacing = probes[3].0 - probes[1].0;
+    assert!(
+        spacing >= Duration::from_millis(500) && spacing < Duration::from_millis(1500),
+        "two down_intervals took {spacing:?}"
+    );
+}
+
+/// An `enable` of a drained backend that went sick while drained probes it at once, as README
+/// promises, rather than leaving it out until its slot of the interval.
+#[tokio::test]
+async fn enabling_a_drained_backend_probes_it_at_once() {
+    let a = CheckedBackend::start("a", 200, "ok").await;
+    let b = CheckedBackend::start("b", 503, "down").await;
+    let list = |state: &str| {
+        format!(
+            "[pools.\"/\"]\ninterval = \"1h\"\ndown_interval = \"1h\"\nbackends = [\"{}\", {{ addr = \"{}\", state = \"{state}\" }}]\n",
+            a.addr, b.addr
+        )
+    };
+    let lb = Lb::start(&list("drain"));
+    eventually(WAIT, "b probed sick", || async { answered(&b, 503) == 1 }).await;
+    b.set_health(200, "ok");
+    let (ok, _, err) = support::lbctl(
+        &lb,
+        &[
+            "--pattern=/",
+            &format!("--ip={}", b.addr.ip()),
+            &format!("--port={}", b.addr.port()),
+            "enable",
+        ],
+    );
+    assert!(ok, "enable: {err}");
+    let client = support::client();
+    eventually(WAIT, "b takes traffic", || async {
+        get(&client, &lb.url("/")).await.1 == "b"
+    })
+    .await;
+}

@@ -141,3 +141,40 @@ async fn plan_shows_what_a_file_would_change() {
     let (ok, _, err) = support::lbctl(&lb, &["plan", proposal.to_str().unwrap()]);
     assert!(!ok && err.contains("proposal.toml:2:1"), "{err}");
 }
+
+/// A pool with backends but none in rotation answers 503: what a person reads says `down`
+/// (the wire enum stays `PS_DEGRADED`, the original tool's), in `status`, `poolHealth` and JSON.
+#[tokio::test]
+async fn a_pool_with_no_backend_in_rotation_reads_down() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    b.set_healthy(false);
+    let lb = Lb::start(&format!(
+        "{}{}",
+        support::pool("/", &[a.addr], "100ms"),
+        support::pool("/api/", &[b.addr], "100ms")
+    ));
+    eventually(Duration::from_secs(5), "/api/ sick", || async {
+        let (_, out, _) = support::lbctl(&lb, &["--pattern=/api/", "poolHealth"]);
+        out.contains("BS_SICK")
+    })
+    .await;
+    let (ok, out, err) = support::lbctl(&lb, &["status"]);
+    assert!(ok, "{err}");
+    let row = |pattern: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(pattern))
+            .unwrap_or_else(|| panic!("no row for {pattern} in {out}"))
+            .to_owned()
+    };
+    assert!(row("/api/").contains("down (PS_DEGRADED)"), "{out}");
+    assert!(!row("/").contains("down"), "{out}");
+    let (ok, out, err) = support::lbctl(&lb, &["--pattern=/api/", "poolHealth"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("down (PS_DEGRADED)"), "{out}");
+    let (ok, out, err) = support::lbctl(&lb, &["--output=json", "status"]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["pools"][1]["status"], "PS_DEGRADED");
+    assert_eq!(doc["pools"][1]["down"], true);
+    assert_eq!(doc["pools"][0]["down"], false);
+}

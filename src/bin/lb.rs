@@ -46,7 +46,10 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a config file without serving: exit 0 if valid, else print every error.
-    Check { path: PathBuf },
+    Check {
+        /// The file to check [default: --config, i.e. lb.toml].
+        path: Option<PathBuf>,
+    },
     /// Start two sample backends and lb in front of them (never touches ./lb.toml).
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
     };
 
     if let Some(Command::Check { path }) = &args.command {
+        let path = path.as_ref().unwrap_or(&args.config);
         // A file without pools is refused as a reload of a running lb; check says so too.
         let checked = lb::config::load(path).and_then(|(config, text)| {
             match lb::config::refuse_empty(&config) {
@@ -204,8 +208,10 @@ async fn serve(args: Args, access_log: AccessLog) -> Result<(), lb::Error> {
             if let Some(admin) = demo.lb.admin_addr() {
                 println!("watch:  http://{admin}/   (live dashboard; /metrics for Prometheus)");
             }
+            // Only `lb` is built by the one command README gives: the form printed builds and
+            // runs lbctl too, from the same checkout.
             println!(
-                "drive:  lbctl --lb={} --pattern=/ poolHealth",
+                "drive:  cargo run --release --bin lbctl -- --lb={} --pattern=/ poolHealth",
                 demo.lb.grpc_addr()
             );
             println!("stop:   Ctrl-C");

@@ -356,14 +356,26 @@ async fn connect_to(args: &Args, addr: &str) -> anyhow::Result<Client> {
         addr: addr.to_owned(),
         reason: error_chain(&e),
     })?;
-    let actor = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .and_then(|user| user.parse().ok());
+    let actor = os_user().and_then(|user| user.parse().ok());
     Ok(LoadBalancerClient::with_interceptor(
         channel,
         Auth { token: auth, actor },
     ))
+}
+
+/// Who runs lbctl, for the commit's "Requested by": `$USER`, `$LOGNAME`, else the name the
+/// system's user database gives the process's user id (`id -un`), as `git` and `ssh` fall back.
+fn os_user() -> Option<String> {
+    let from_env = ["USER", "LOGNAME"]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.trim().is_empty());
+    from_env.or_else(|| {
+        let out = std::process::Command::new("id").arg("-un").output().ok()?;
+        let name = String::from_utf8(out.stdout).ok()?;
+        let name = name.trim();
+        (out.status.success() && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// The flag `flag` that the original-style `command` cannot run without.

@@ -11,6 +11,9 @@ use crate::routing::Router;
 
 /// A pool's health-check `interval` when the file sets none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// A pool's `down_interval` when the file sets none: a backend out of rotation is probed this
+/// often (HAProxy's `downinter`), so one that comes back takes traffic within about as long.
+pub const DEFAULT_DOWN_INTERVAL: Duration = Duration::from_secs(1);
 /// A pool's `connect_timeout` when the file sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A pool's `request_timeout` when the file sets none.
@@ -410,6 +413,9 @@ pub struct PoolConfig {
     pub pool_type: PoolType,
     /// Time between two health probes of a backend.
     pub interval: Duration,
+    /// Time between two probes of a backend out of rotation (sick or ejected); `interval` when
+    /// that is shorter.
+    pub down_interval: Duration,
     /// What a probe checks and how results change a backend's state.
     pub health_checks: HealthChecks,
     /// In file order.
@@ -504,6 +510,14 @@ pub enum BackendAddrError {
         /// The port part.
         port: String,
     },
+    /// The url_path given apart from the address does not start with `/`.
+    #[error("backend {addr}: url_path {url_path:?} must start with \"/\" (e.g. \"/{url_path}\")")]
+    UrlPathRelative {
+        /// The backend's IP:PORT.
+        addr: SocketAddr,
+        /// The path as given.
+        url_path: String,
+    },
     /// The url_path is not a valid URI path.
     #[error(
         "backend {input:?}: url_path {url_path:?} is not a URL path (visible ASCII a URI path \
@@ -528,7 +542,10 @@ impl BackendAddr {
             });
         }
         if !url_path.is_empty() && !url_path.starts_with('/') {
-            return Err(BackendAddrError::Shape(input));
+            return Err(BackendAddrError::UrlPathRelative {
+                addr: SocketAddr::new(ip, port),
+                url_path: url_path.to_owned(),
+            });
         }
         check_url_path(&input, url_path)?;
         Ok(BackendAddr {

@@ -187,6 +187,7 @@ struct RawPool {
     #[serde(rename = "type")]
     pool_type: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
+    down_interval: Option<Spanned<String>>,
     health_checks: Option<Spanned<Vec<Spanned<RawHealthCheck>>>>,
     check_timeout: Option<Spanned<String>>,
     rise: Option<Spanned<i64>>,
@@ -554,6 +555,7 @@ impl Validator<'_> {
             }
         };
         let interval = self.duration(raw.interval, DEFAULT_INTERVAL);
+        let down_interval = self.duration(raw.down_interval, DEFAULT_DOWN_INTERVAL);
         let checks = match raw.health_checks {
             None => vec![HealthCheck::default()],
             Some(checks) => {
@@ -596,6 +598,7 @@ impl Validator<'_> {
             pattern,
             pool_type,
             interval,
+            down_interval,
             health_checks,
             backends,
             connect_timeout,

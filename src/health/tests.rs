@@ -106,6 +106,7 @@ async fn the_checker_closes_expired_idle_connections_between_probes() {
     let backend = Arc::new(Backend::new(backend_addr.clone(), true));
     let settings = Arc::new(CheckSettings {
         interval: Duration::from_secs(3600),
+        down_interval: Duration::from_secs(3600),
         checks: HealthChecks::default(),
         idle_timeout: Duration::from_secs(80),
         tls: None,
