@@ -2,18 +2,16 @@
 //! log's shape, or JSON lines) and the writer it goes to. It only formats what the proxy hands it;
 //! it never looks at the topology.
 //!
-//! Why not a `tracing` event: formatted by `tracing-subscriber`, one access line costs ~13k
-//! instructions, a fifth of everything lb does for a proxied request (callgrind under wrk). Here
+//! Why not a `tracing` event: formatted by `tracing-subscriber`, one access line costs a large
+//! share of everything lb does for a proxied request (callgrind under wrk; bench/RESULTS.md). Here
 //! the line is written straight into the buffer the log thread receives, in the text and JSON
 //! shapes of `tracing-subscriber`'s formats, so the access lines read like the process log.
 //!
 //! The time is RFC 3339 in UTC. Its date and time of day come from `humantime`, formatted once a
-//! second per thread and reused; each line adds only the microseconds. Measured on a loaded
-//! 2-core Xeon VM (3M iterations, release, three rounds): the timestamp of a line costs 26–42 ns
-//! with this cache whether the once-a-second part is humantime's or hand-written (the runs
-//! overlap); that part alone costs 96–158 ns with humantime against 69–85 ns hand-written, paid
-//! once a second, so the crate costs the request path nothing measurable. Formatting every
-//! line with `humantime::format_rfc3339_micros` instead would cost 115–132 ns a line.
+//! second per thread and reused; each line adds only the microseconds. With this cache the crate
+//! costs the request path nothing measurable against a hand-written formatter, and formatting
+//! every line with `humantime::format_rfc3339_micros` instead would cost several times more
+//! (bench/timestamp; the figures are in bench/RESULTS.md).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -199,7 +197,7 @@ fn push_socket_addr(buf: &mut String, addr: SocketAddr) {
 }
 
 /// An address as `Display` writes it. IPv4 goes without `fmt`: its `Display` runs a `Formatter`
-/// per octet, ~1.3k instructions, and every request formats the client address twice (here and
+/// per octet, and every request formats the client address twice (here and
 /// in `X-Forwarded-For`).
 pub(crate) fn push_ip(buf: &mut String, ip: IpAddr) {
     match ip {

@@ -5,9 +5,11 @@
 //! - `parse`: text -> [`Config`], every error as a [`Diagnostic`] with a position.
 //! - `edit`: smallest-diff text edits used by the control API (toml_edit).
 //! - `write`: atomic replacement of the file on disk.
+//! - `keys`: the key paths the parser accepts, for the reference's test.
 
 mod duration;
 pub mod edit;
+mod keys;
 mod model;
 mod parse;
 pub mod write;
@@ -21,7 +23,8 @@ pub use model::{
     DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SYNC_INTERVAL,
 };
 pub use parse::{
-    backends_at, parse, parse_with_spans, refuse_empty, reparse_backends, BackendsSpans, Diagnostic,
+    backends_at, key_paths, parse, parse_with_spans, refuse_empty, reparse_backends, BackendsSpans,
+    Diagnostic,
 };
 
 use std::fmt;

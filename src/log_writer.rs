@@ -4,7 +4,7 @@
 //!
 //! Why not a writer that wakes its thread per line: with one access line per request, a wake per
 //! line is a context switch per request, which on one core cost more than the proxying itself
-//! (bench/proxy.sh, perf: ~1 context switch and ~3 µs CPU per request). Here the thread sleeps
+//! (bench/proxy.sh under perf; bench/RESULTS.md). Here the thread sleeps
 //! [`BATCH_INTERVAL`] after each batch, so under load lines pile up in the queue and go out in
 //! one `write` each interval; idle, it blocks on the queue and the first line wakes it.
 //!

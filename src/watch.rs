@@ -8,6 +8,10 @@
 //! an event for a file that is still the one lb wrote (by `stat`, then byte for byte) is not
 //! settled or reloaded. A save that lands after lb's write is never taken for it: the `stat` lb
 //! compares with is taken through its own handle on the file it wrote, and the bytes must match.
+//!
+//! A periodic re-read backs notification up on file systems that drop events. `LB_WATCH_POLL=off`
+//! in lb's environment at start turns it off, so tests of the watcher fail when notification
+//! fails instead of passing through the poll.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +28,8 @@ use crate::watched::{relevant_names, watched_dirs};
 const DEBOUNCE: Duration = Duration::from_millis(30);
 /// A safety net for file systems that drop events: re-read this often regardless.
 const POLL: Duration = Duration::from_secs(2);
+/// The environment variable that turns [`POLL`] off when it says `off`.
+const POLL_SWITCH: &str = "LB_WATCH_POLL";
 
 /// Why the config file cannot be watched.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,7 @@ async fn settle(path: &Path) -> Option<Vec<u8>> {
 
 /// Starts watching; the returned future reloads on every change until dropped.
 pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = ()>, Error> {
+    let polling = std::env::var_os(POLL_SWITCH).is_none_or(|value| value != "off");
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let names = relevant_names(applier.path());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -107,11 +114,11 @@ pub fn start(applier: Arc<Applier>) -> Result<impl std::future::Future<Output = 
                     while rx.try_recv().is_ok() {}
                     false
                 }
-                _ = poll.tick() => true,
+                _ = poll.tick(), if polling => true,
             };
             // lb's own write-back (a control-API change) produces events too; when the file is
-            // still the one lb wrote and applied, re-reading 500 KB twice to settle and once
-            // more under the writer lock would only compete with the next change. A save after
+            // still the one lb wrote and applied, re-reading a large file twice to settle and
+            // once more under the writer lock would only compete with the next change. A save after
             // it changes the stat or the bytes; the periodic poll never takes this shortcut.
             if !polled {
                 let own = Arc::clone(&applier);

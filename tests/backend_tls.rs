@@ -301,7 +301,7 @@ async fn a_save_naming_an_unusable_ca_changes_nothing_until_the_file_is_fixed() 
     assert_eq!((status, body.as_str()), (StatusCode::OK, "tls-a 0"));
     // The file appears: the watcher's next look applies the same save.
     ca.write(&lb.dir().join("renewed-ca.pem"));
-    lb.log_eventually("generation=2", PATIENCE).await;
+    support::generation_reached(&lb, 2, PATIENCE).await;
     let (status, body) = request(&lb, false, "GET", "/", Vec::new()).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "tls-a 0"));
 }
@@ -360,7 +360,7 @@ async fn a_pool_switched_to_tls_never_reuses_a_cleartext_connection() {
     let tls =
         format!("{plain}backend_tls = {{ ca = \"backend-ca.pem\", server_name = \"{NAME}\" }}\n");
     std::fs::write(&lb.config, tls).expect("save lb.toml");
-    lb.log_eventually("generation=2", PATIENCE).await;
+    support::generation_reached(&lb, 2, PATIENCE).await;
     let (status, body) = in_flight.await.expect("in-flight request");
     assert_eq!((status, body.as_str()), (StatusCode::OK, "plain"));
     // The backend answers only cleartext: the TLS probe made it sick, and no request reaches

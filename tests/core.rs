@@ -15,12 +15,8 @@ async fn spreads_requests_over_both_backends() {
     let client = support::client();
     eventually(Duration::from_secs(5), "both backends healthy", || async {
         a.hits() + b.hits() == 0
-            && lb
-                .find_log(&format!("backend healthy pool=/ backend={}", b.addr))
-                .is_some()
-            && lb
-                .find_log(&format!("backend healthy pool=/ backend={}", a.addr))
-                .is_some()
+            && support::backend_is_healthy(&lb, "/", b.addr).await
+            && support::backend_is_healthy(&lb, "/", a.addr).await
     })
     .await;
     for _ in 0..200 {

@@ -230,8 +230,7 @@ async fn a_burst_of_refused_connects_never_empties_a_pool() {
     );
     let lb = Lb::start(&pool("/", "interval = \"1h\"\n", &[a.addr, b.addr]));
     for addr in [a.addr, b.addr] {
-        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
-            .await;
+        support::healthy_eventually(&lb, "/", addr, WAIT).await;
     }
     let (a_addr, b_addr) = (a.kill().await, b.kill().await);
     let client = support::client();
@@ -458,7 +457,7 @@ async fn connections_to_a_backend_removed_from_the_file_are_closed() {
     .await;
     let removed_at = Instant::now();
     std::fs::write(&lb.config, pool("/", "interval = \"1h\"\n", &[added.addr])).unwrap();
-    lb.log_eventually("generation=2", WAIT).await;
+    support::generation_reached(&lb, 2, WAIT).await;
     // Well before the slow response (SLOW after it arrived) ends the request's hold on the
     // backend.
     let deadline = SLOW - Duration::from_secs(1);
@@ -496,13 +495,12 @@ async fn health_survives_a_reload_that_changes_the_check_settings() {
         &[a.addr, b.addr],
     )));
     for addr in [a.addr, b.addr] {
-        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
-            .await;
+        support::healthy_eventually(&lb, "/", addr, WAIT).await;
     }
     let load = support::Load::start(&lb, 4);
     let keys = "interval = \"1h\"\nrise = 3\nfall = 3\ncheck_timeout = \"2s\"\n";
     std::fs::write(&lb.config, pool("/", keys, &[a.addr, b.addr])).unwrap();
-    lb.log_eventually("generation=2", WAIT).await;
+    support::generation_reached(&lb, 2, WAIT).await;
     let (ok, failed) = load.finish().await;
     assert_eq!(failed, 0, "{ok} answered");
     let judged = lb
@@ -531,14 +529,13 @@ async fn a_re_enabled_backend_is_probed_at_once() {
     };
     let lb = Lb::start(&list("enabled"));
     for addr in [a.addr, b.addr] {
-        lb.log_eventually(&format!("backend healthy pool=/ backend={addr}"), WAIT)
-            .await;
+        support::healthy_eventually(&lb, "/", addr, WAIT).await;
     }
     std::fs::write(&lb.config, list("disabled")).unwrap();
-    lb.log_eventually("generation=2", WAIT).await;
+    support::generation_reached(&lb, 2, WAIT).await;
     let probes = a.probes().len();
     std::fs::write(&lb.config, list("enabled")).unwrap();
-    lb.log_eventually("generation=3", WAIT).await;
+    support::generation_reached(&lb, 3, WAIT).await;
     let client = support::client();
     eventually(WAIT, "a takes traffic again", || async {
         get(&client, &lb.url("/")).await.1 == "a"

@@ -37,8 +37,7 @@ fn config(backends: &[SocketAddr], server: &str, pool: &str) -> String {
 async fn start(backends: &[SocketAddr], server: &str, pool: &str) -> Lb {
     let lb = Lb::start(&config(backends, server, pool));
     for backend in backends {
-        lb.log_eventually(&format!("backend healthy pool=/ backend={backend}"), WAIT)
-            .await;
+        support::healthy_eventually(&lb, "/", *backend, WAIT).await;
     }
     lb
 }

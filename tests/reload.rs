@@ -35,7 +35,7 @@ async fn wait_serving(lb: &Lb, name: &str) {
 #[tokio::test]
 async fn an_in_place_write_is_applied() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = Lb::start(&config_with(&[a.addr]));
+    let lb = Lb::start_notified(&config_with(&[a.addr]));
     wait_serving(&lb, "a").await;
     std::fs::write(&lb.config, config_with(&[b.addr])).unwrap();
     wait_serving(&lb, "b").await;
@@ -44,7 +44,7 @@ async fn an_in_place_write_is_applied() {
 #[tokio::test]
 async fn a_save_by_rename_is_applied() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = Lb::start(&config_with(&[a.addr]));
+    let lb = Lb::start_notified(&config_with(&[a.addr]));
     wait_serving(&lb, "a").await;
     // What vim, VS Code and `sed -i` do: write a sibling, rename it over the original.
     let tmp = lb.dir().join(".lb.toml.swp");
@@ -69,7 +69,7 @@ async fn a_configmap_symlink_swap_is_applied() {
     symlink("..2026_11_25_v1", root.join("..data")).unwrap();
     symlink("..data/lb.toml", root.join("lb.toml")).unwrap();
     let config = root.join("lb.toml");
-    let lb = Lb::start_at(dir, config, &[]);
+    let lb = Lb::start_at_notified(dir, config);
     wait_serving(&lb, "a").await;
 
     let root: &Path = lb.dir();
@@ -87,19 +87,17 @@ async fn a_configmap_symlink_swap_is_applied() {
 #[tokio::test]
 async fn a_broken_save_changes_nothing_and_the_next_good_one_applies() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = Lb::start(&config_with(&[a.addr]));
+    let lb = Lb::start_notified(&config_with(&[a.addr]));
     wait_serving(&lb, "a").await;
     std::fs::write(
         &lb.config,
         format!("{}\n[pools.\"/x/\"]\nbogus = 1\n", config_with(&[b.addr])),
     )
     .unwrap();
-    let line = lb
-        .log_eventually("unknown field", Duration::from_secs(3))
-        .await;
+    let error = support::reload_error(&lb, Duration::from_secs(3)).await;
     assert!(
-        line.contains("lb.toml:9:1:"),
-        "error must carry line:col: {line}"
+        error.contains("lb.toml:9:1:") && error.contains("unknown field"),
+        "error must carry line:col: {error}"
     );
     // Still the old topology.
     let client = support::client();
@@ -113,7 +111,7 @@ async fn a_broken_save_changes_nothing_and_the_next_good_one_applies() {
 #[tokio::test]
 async fn no_request_fails_through_50_reloads_under_load() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = Arc::new(Lb::start(&config_with(&[a.addr, b.addr])));
+    let lb = Arc::new(Lb::start_notified(&config_with(&[a.addr, b.addr])));
     let client = support::client();
     eventually(Duration::from_secs(5), "both serve", || async {
         get(&client, &lb.url("/")).await;
@@ -130,8 +128,7 @@ async fn no_request_fails_through_50_reloads_under_load() {
             support::pool("/", &[a.addr, b.addr], "100ms")
         );
         std::fs::write(&lb.config, text).unwrap();
-        lb.log_eventually(&format!("generation={} ", i + 2), Duration::from_secs(3))
-            .await;
+        support::generation_reached(&lb, i as u64 + 2, Duration::from_secs(3)).await;
     }
     let (ok, failed) = load.finish().await;
     assert_eq!(failed, 0, "ok={ok}");
@@ -141,7 +138,7 @@ async fn no_request_fails_through_50_reloads_under_load() {
 #[tokio::test]
 async fn an_in_flight_request_to_a_removed_backend_completes() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = Arc::new(Lb::start(&config_with(&[a.addr])));
+    let lb = Arc::new(Lb::start_notified(&config_with(&[a.addr])));
     wait_serving(&lb, "a").await;
     let started = a.started();
     let slow = {
@@ -211,7 +208,7 @@ async fn a_human_save_followed_at_once_by_an_rpc_keeps_both_changes() {
         backends.push(Backend::start(&format!("b{i}")).await);
     }
     let mut text = format!("# human-owned\n{}", support::pool("/", &[root.addr], "1s"));
-    let lb = Lb::start(&text);
+    let lb = Lb::start_notified(&text);
     let mut client = support::control(&lb).await;
     for (i, backend) in backends.iter().enumerate() {
         // Human change: a new pool, appended by hand.
@@ -276,7 +273,7 @@ async fn reload_latency_is_within_the_one_second_limit() {
             support::pool(if path == "/x/" { "/y/" } else { "/x/" }, &[b.addr], "1s")
         )
     };
-    let lb = Lb::start(&version("/x/"));
+    let lb = Lb::start_notified(&version("/x/"));
     let client = support::client();
     eventually(Duration::from_secs(5), "a serving /x/", || async {
         get(&client, &lb.url("/x/")).await.1 == "a"
@@ -318,7 +315,7 @@ async fn reload_latency_is_within_the_one_second_limit() {
 #[tokio::test]
 async fn a_start_only_change_applies_the_pools_and_asks_for_a_restart() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = Lb::start(&config_with(&[a.addr]));
+    let lb = Lb::start_notified(&config_with(&[a.addr]));
     wait_serving(&lb, "a").await;
     std::fs::write(
         &lb.config,
@@ -344,7 +341,7 @@ async fn replacing_every_backend_of_a_pool_fails_no_request_through_50_swaps() {
     let (a1, a2) = (Backend::start("a1").await, Backend::start("a2").await);
     let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
     let sets = [[a1.addr, a2.addr], [b1.addr, b2.addr]];
-    let lb = Arc::new(Lb::start(&config_with(&sets[0])));
+    let lb = Arc::new(Lb::start_notified(&config_with(&sets[0])));
     let client = support::client();
     eventually(Duration::from_secs(5), "a1 and a2 serve", || async {
         get(&client, &lb.url("/")).await;
@@ -356,8 +353,7 @@ async fn replacing_every_backend_of_a_pool_fails_no_request_through_50_swaps() {
     for i in 0..50 {
         let set = &sets[(i + 1) % 2];
         std::fs::write(&lb.config, config_with(set)).unwrap();
-        lb.log_eventually(&format!("generation={} ", i + 2), Duration::from_secs(3))
-            .await;
+        support::generation_reached(&lb, i as u64 + 2, Duration::from_secs(3)).await;
     }
     let (ok, failed) = load.finish().await;
     assert_eq!(failed, 0, "ok={ok}");

@@ -136,7 +136,7 @@ async fn wait_gives_up_with_a_clear_message() {
     let lb = Arc::new(Lb::start(&support::pool("/", &[a.addr], "100ms")));
     let http = support::client();
     eventually(Duration::from_secs(5), "a healthy", || async {
-        lb.find_log("backend healthy").is_some()
+        support::backend_is_healthy(&lb, "/", a.addr).await
     })
     .await;
     let background = {

@@ -23,8 +23,7 @@ fn config(backend: std::net::SocketAddr, drain_timeout: &str) -> String {
 
 async fn started(backend: std::net::SocketAddr, drain_timeout: &str) -> Lb {
     let lb = Lb::start(&config(backend, drain_timeout));
-    lb.log_eventually(&format!("backend healthy pool=/ backend={backend}"), WAIT)
-        .await;
+    support::healthy_eventually(&lb, "/", backend, WAIT).await;
     lb
 }
 

@@ -14,7 +14,7 @@ async fn status_and_pools_show_the_file_generation_and_health() {
     b.set_healthy(false);
     let lb = Lb::start(&support::pool("/", &[a.addr, b.addr], "100ms"));
     eventually(Duration::from_secs(5), "a healthy", || async {
-        lb.find_log("backend healthy").is_some()
+        support::backend_is_healthy(&lb, "/", a.addr).await
     })
     .await;
 
@@ -30,8 +30,7 @@ async fn status_and_pools_show_the_file_generation_and_health() {
 
     // A broken save shows up as the last reload outcome, with its position.
     std::fs::write(&lb.config, "[pools.\"/\"]\nbackends = [\"nope\"]\n").unwrap();
-    lb.log_eventually("reload rejected", Duration::from_secs(3))
-        .await;
+    support::reload_error(&lb, Duration::from_secs(3)).await;
     let (_, out, _) = support::lbctl(&lb, &["status"]);
     assert!(
         out.contains("FAILED") && out.contains("lb.toml:2:"),
@@ -59,7 +58,7 @@ async fn watch_streams_health_transitions() {
     let a = Backend::start("a").await;
     let lb = Lb::start(&support::pool("/", &[a.addr], "100ms"));
     eventually(Duration::from_secs(5), "a healthy", || async {
-        lb.find_log("backend healthy").is_some()
+        support::backend_is_healthy(&lb, "/", a.addr).await
     })
     .await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_lbctl"))

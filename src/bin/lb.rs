@@ -13,7 +13,7 @@ use lb::log_writer::{BatchWriter, FlushGuard};
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// jemalloc rather than the C library's malloc: fewer instructions per request and less memory
-/// kept per idle connection (the figures are in Cargo.toml and bench/RESULTS.md).
+/// kept per idle connection (the figures are in bench/RESULTS.md).
 #[cfg(unix)]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

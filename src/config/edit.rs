@@ -274,14 +274,14 @@ fn edit_backends(
 }
 
 /// The fast form of a `backends` edit: the array's own text is edited as a one-key document and
-/// spliced back, so the rest of a large file is neither made editable nor rendered again (that
-/// cost ~7 ms of a 15 ms edit on a 1,000-pool file). toml_edit renders an array the same
+/// spliced back, so the rest of a large file is neither made editable nor rendered again (on a
+/// large file that was most of an edit's cost). toml_edit renders an array the same
 /// wherever it sits, so the result is the one the whole-document edit gives, and by
 /// construction only the array's bytes change. `None` (use the whole-document path) when the
 /// text has a `\r` (line-ending handling and the mixed-ending refusal live there) or the pool
 /// has no `backends` key.
 ///
-/// `known` skips even the whole-document parse that finds the array (~8 ms on that file): it is
+/// `known` skips even the whole-document parse that finds the array: it is
 /// the span the caller recorded for this pool's array when it parsed this very text (the
 /// applier keeps them per applied file, `config::parse_with_spans`, shifted after each splice,
 /// and checks the bytes there hold the applied entries). It is used only when the bytes there
@@ -774,7 +774,7 @@ fn parse(text: &str) -> Result<Document<String>, EditError> {
     // toml_edit panics ("all items have spans") while reporting some invalid documents, e.g.
     // `==\n.=` (found by the `edit` fuzz target); catch_unwind turns that into a syntax error.
     // (lb only edits text that config::parse accepted, so this never fires there; a pre-parse
-    // with `toml` to avoid the panic message cost 2.7 ms per edit on a 1,000-pool file.)
+    // with `toml` to avoid the panic message would cost a second parse on every edit.)
     std::panic::catch_unwind(|| Document::parse(text.to_owned()))
         .map_err(|_| syntax(&"the TOML parser failed on this text"))?
         .map_err(|e| syntax(&e))

@@ -223,6 +223,17 @@ struct RawHealthCheck {
     healthy_values: Option<Spanned<Vec<String>>>,
 }
 
+/// Every key path the parser accepts, dotted (`listen.http`, `pools.*.backend_tls.ca`; `*` is a
+/// pool's pattern, an array's elements share its path), read off the types above.
+pub fn key_paths() -> Vec<String> {
+    let mut paths = super::keys::field_paths::<RawConfig>("");
+    // An untagged enum hides its table form from the trace: a backend entry's keys.
+    paths.extend(super::keys::field_paths::<RawBackendTable>(
+        "pools.*.backends",
+    ));
+    paths
+}
+
 // === validation ===
 
 /// Parses and validates lb.toml text, reporting every problem found (not just the first).
@@ -293,8 +304,8 @@ struct RawBackends {
 /// entries for that pool, and the new bytes to be exactly one array value (a value ends where
 /// it ends, so the text around it reads as it did). Only that pool's entries can differ, and
 /// they are validated by the same code as in a full parse; pool-to-pool checks (pattern
-/// conflicts) do not look at backends. On a 1,000-pool file this costs a clone of the pools
-/// and a route rebuild instead of ~11 ms of parsing.
+/// conflicts) do not look at backends. On a large file this costs a clone of the pools and
+/// a route rebuild instead of a parse of the whole text.
 ///
 /// `None` whenever any of that does not hold or the new entries are invalid: the caller then
 /// parses in full, which also gives the errors their positions in the file.

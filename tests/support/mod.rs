@@ -125,6 +125,28 @@ impl Lb {
         Lb::spawn(Command::new(env!("CARGO_BIN_EXE_lb")), dir, config, args)
     }
 
+    /// [`Lb::start`] with the watcher's periodic re-read off (`LB_WATCH_POLL=off`): a change
+    /// is seen through file notification or not at all, so a watcher test fails when
+    /// notification fails.
+    pub fn start_notified(config_text: &str) -> Lb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("lb.toml");
+        std::fs::write(&config, config_text).expect("write config");
+        Lb::start_at_notified(dir, config)
+    }
+
+    /// [`Lb::start_at`] with the watcher's periodic re-read off, as [`Lb::start_notified`].
+    pub fn start_at_notified(dir: tempfile::TempDir, config: PathBuf) -> Lb {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command.env("LB_WATCH_POLL", "off");
+        Lb::spawn(
+            command,
+            dir,
+            config,
+            &["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+        )
+    }
+
     /// Starts lb as an unprivileged user (nobody, through `setpriv`) when the tests run as
     /// root, so that file permissions apply to it; `dir` is opened up for that user to read.
     pub fn start_unprivileged(dir: tempfile::TempDir, config: PathBuf) -> Lb {
@@ -627,6 +649,76 @@ pub type Control =
 pub async fn control(lb: &Lb) -> Control {
     let url = format!("http://{}", lb.grpc.expect("grpc listener"));
     Control::connect(url).await.expect("connect to control API")
+}
+
+/// The control API's Status: the applied generation, the last reload's outcome and error.
+pub async fn status(lb: &Lb) -> lb::control::proto::StatusResp {
+    control(lb)
+        .await
+        .status(lb::control::proto::StatusReq::default())
+        .await
+        .expect("Status")
+        .into_inner()
+}
+
+/// Waits (bounded) until Status reports a generation of at least `generation`; returns it.
+pub async fn generation_reached(
+    lb: &Lb,
+    generation: u64,
+    timeout: Duration,
+) -> lb::control::proto::StatusResp {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = status(lb).await;
+        if status.generation >= generation {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "generation {generation} not applied within {timeout:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (bounded) until Status reports a failed last reload; returns its error.
+pub async fn reload_error(lb: &Lb, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = status(lb).await;
+        if !status.last_reload_ok && !status.last_error.is_empty() {
+            return status.last_error;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload within {timeout:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether PoolHealth reports the backend at `addr` of pool `pattern` healthy.
+pub async fn backend_is_healthy(lb: &Lb, pattern: &str, addr: SocketAddr) -> bool {
+    use lb::control::proto::{backend, BackendStatus};
+    let health = pool_health(&mut control(lb).await, pattern).await;
+    health.backends.iter().any(|b| {
+        b.status == BackendStatus::BsHealthy as i32
+            && matches!(
+                b.backend.as_ref().and_then(|b| b.backend.as_ref()),
+                Some(backend::Backend::IpBackend(ip))
+                    if ip.ip == addr.ip().to_string() && ip.port == i32::from(addr.port())
+            )
+    })
+}
+
+/// Waits (bounded) until PoolHealth reports the backend at `addr` of pool `pattern` healthy.
+pub async fn healthy_eventually(lb: &Lb, pattern: &str, addr: SocketAddr, timeout: Duration) {
+    eventually(
+        timeout,
+        &format!("{addr} healthy in pool {pattern}"),
+        || backend_is_healthy(lb, pattern, addr),
+    )
+    .await;
 }
 
 /// `IP:PORT` + url_path as the wire's `Backend` oneof.
