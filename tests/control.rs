@@ -8,29 +8,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 use lb::control::proto;
-use support::{eventually, get, Backend, Lb};
+use support::{add_pool_req, eventually, get, Backend, Lb};
 use tonic::Code;
 
 const HEADER: &str = "# lb.toml under test\n[listen]\nhttp = \"127.0.0.1:0\" # kept\n\n";
-
-fn add_pool_req(pattern: &str) -> proto::AddPoolReq {
-    proto::AddPoolReq {
-        pattern: pattern.to_owned(),
-        pool_type: proto::PoolType::PtP2c as i32,
-        health_checks: Some(proto::HealthChecks {
-            health_checks: vec![proto::HealthCheck {
-                health_check: Some(proto::health_check::HealthCheck::StatusCheck(
-                    proto::StatusCheck {
-                        url_path: "/healthz".to_owned(),
-                        healthy_values: vec!["ok".to_owned()],
-                    },
-                )),
-            }],
-            interval_secs: 1,
-        }),
-        if_match: None,
-    }
-}
 
 fn read(lb: &Lb) -> String {
     std::fs::read_to_string(&lb.config).unwrap()

@@ -903,22 +903,7 @@ async fn no_change_is_pushed_on_top_of_a_head_this_instance_refuses() {
     );
     let mut control = control(&lb).await;
     let refused = control
-        .add_pool(proto::AddPoolReq {
-            pattern: "/x/".to_owned(),
-            pool_type: proto::PoolType::PtP2c as i32,
-            health_checks: Some(proto::HealthChecks {
-                health_checks: vec![proto::HealthCheck {
-                    health_check: Some(proto::health_check::HealthCheck::StatusCheck(
-                        proto::StatusCheck {
-                            url_path: "/healthz".to_owned(),
-                            healthy_values: vec!["ok".to_owned()],
-                        },
-                    )),
-                }],
-                interval_secs: 1,
-            }),
-            if_match: None,
-        })
+        .add_pool(support::add_pool_req("/x/"))
         .await
         .expect_err("AddPool on an emptied head");
     assert_eq!(

@@ -9,28 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lb::control::proto;
-use support::{eventually, get, ip_backend, Backend, Control, Lb};
+use support::{add_pool_req, eventually, get, ip_backend, Backend, Control, Lb};
 
 const PATIENCE: Duration = Duration::from_secs(5);
-
-fn add_pool_req(pattern: &str) -> proto::AddPoolReq {
-    proto::AddPoolReq {
-        pattern: pattern.to_owned(),
-        pool_type: proto::PoolType::PtP2c as i32,
-        health_checks: Some(proto::HealthChecks {
-            health_checks: vec![proto::HealthCheck {
-                health_check: Some(proto::health_check::HealthCheck::StatusCheck(
-                    proto::StatusCheck {
-                        url_path: "/healthz".to_owned(),
-                        healthy_values: vec!["ok".to_owned()],
-                    },
-                )),
-            }],
-            interval_secs: 1,
-        }),
-        if_match: None,
-    }
-}
 
 /// Every kind of mutation, each on a pool and backend the applied config has (AddBackend's
 /// backend is `new`), with its result.

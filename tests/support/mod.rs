@@ -831,3 +831,23 @@ pub fn lb_check(text: &str) -> (bool, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "PATH");
     (out.status.success(), stderr)
 }
+
+/// An `AddPool` request for `pattern`: a P2C pool with one `/healthz` check answering `ok`.
+pub fn add_pool_req(pattern: &str) -> lb::control::proto::AddPoolReq {
+    lb::control::proto::AddPoolReq {
+        pattern: pattern.to_owned(),
+        pool_type: lb::control::proto::PoolType::PtP2c as i32,
+        health_checks: Some(lb::control::proto::HealthChecks {
+            health_checks: vec![lb::control::proto::HealthCheck {
+                health_check: Some(lb::control::proto::health_check::HealthCheck::StatusCheck(
+                    lb::control::proto::StatusCheck {
+                        url_path: "/healthz".to_owned(),
+                        healthy_values: vec!["ok".to_owned()],
+                    },
+                )),
+            }],
+            interval_secs: 1,
+        }),
+        if_match: None,
+    }
+}
