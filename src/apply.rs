@@ -776,7 +776,7 @@ fn unprobed(
             .map(|tls| tls.resolved(config_path));
         // Built at the pool's first new backend, then shared by the others.
         let mut tls = None;
-        for declared in &pool.backends {
+        for declared in pool.backends.iter().chain(pool.canary_backends()) {
             let key = BackendKey {
                 pattern: Arc::clone(&pattern),
                 backend: declared.addr.clone(),

@@ -1,5 +1,6 @@
-//! balance: owns backend selection — power of two choices over a pool's healthy backends. It
-//! reads health and in-flight atomics and never writes them; it does no I/O.
+//! balance: owns backend selection — power of two choices over the healthy backends of one side
+//! of a pool (all of a pool without a canary; which side a request goes to is `canary::split`'s
+//! to say). It reads health and in-flight atomics and never writes them; it does no I/O.
 //!
 //! P2C (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing"; as in Finagle
 //! and tower's `p2c`): pick two distinct backends at random and take the one with fewer requests
@@ -7,34 +8,49 @@
 
 use std::sync::Arc;
 
+use crate::canary::Side;
 use crate::config::PoolType;
 use crate::topology::{Backend, Pool};
 
-/// Picks a backend of `pool` for a new request with the pool's balancing rule.
-pub fn pick_backend<'a>(pool: &'a Pool, rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
-    pick_by_pool_type(pool, rng, Backend::in_rotation)
+/// Picks a backend of `pool`'s `side` for a new request with the pool's balancing rule.
+pub fn pick_backend<'a>(
+    pool: &'a Pool,
+    side: Side,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Backend>> {
+    pick_by_pool_type(pool, side, rng, Backend::in_rotation)
 }
 
-/// Picks for a retry: another backend of `pool` than `failed` when one is in rotation, else
-/// `failed` itself if it still is.
+/// Picks for a retry: another backend of `pool`'s `side` than `failed` when one is in
+/// rotation, else `failed` itself if it still is.
 pub fn pick_other<'a>(
     pool: &'a Pool,
+    side: Side,
     rng: &mut fastrand::Rng,
     failed: &Backend,
 ) -> Option<&'a Arc<Backend>> {
-    pick_by_pool_type(pool, rng, |b| b.in_rotation() && !std::ptr::eq(b, failed))
-        .or_else(|| pick_backend(pool, rng))
+    pick_by_pool_type(pool, side, rng, |b| {
+        b.in_rotation() && !std::ptr::eq(b, failed)
+    })
+    .or_else(|| pick_backend(pool, side, rng))
 }
 
-/// [`pick_among`] with the load `pool`'s type compares.
+/// Whether `pool`'s `side` has a backend in rotation.
+pub fn side_in_rotation(pool: &Pool, side: Side) -> bool {
+    pool.side(side).iter().any(|b| b.in_rotation())
+}
+
+/// [`pick_among`] over `side` with the load `pool`'s type compares.
 fn pick_by_pool_type<'a>(
     pool: &'a Pool,
+    side: Side,
     rng: &mut fastrand::Rng,
     eligible: impl Fn(&Backend) -> bool,
 ) -> Option<&'a Arc<Backend>> {
+    let backends = pool.side(side);
     match pool.pool_type {
-        PoolType::P2c => pick_among(&pool.backends, rng, |b| b.in_flight() as f64, eligible),
-        PoolType::P2cEwma => pick_among(&pool.backends, rng, Backend::ewma_load, eligible),
+        PoolType::P2c => pick_among(backends, rng, |b| b.in_flight() as f64, eligible),
+        PoolType::P2cEwma => pick_among(backends, rng, Backend::ewma_load, eligible),
     }
 }
 

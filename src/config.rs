@@ -16,9 +16,9 @@ pub mod write;
 
 pub use duration::{format_duration, parse_duration};
 pub use model::{
-    AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, BackendTls,
+    AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, BackendTls, CanaryConfig,
     CertificateFiles, Config, Control, ControlTls, HealthCheck, HealthChecks, Listen, Log,
-    PoolConfig, PoolType, Server, SyncConfig, TlsConfig, TlsVersion, UnknownSni,
+    PoolConfig, PoolType, Server, Sticky, SyncConfig, TlsConfig, TlsVersion, UnknownSni,
     DEFAULT_CHECK_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DOWN_INTERVAL, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SYNC_INTERVAL,
 };

@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::canary::{self, stats::Summary, Side};
 use crate::stats::{RequestStats, BUCKETS};
 use crate::topology::{Backend, Topology};
 
@@ -361,6 +362,8 @@ impl Collector for Scrape {
             ConstCounter::new(global.sync_push_retries.load(Ordering::Relaxed)).encode(family)?;
         }
 
+        encode_canaries(&mut encoder, topology)?;
+
         let family = encoder.encode_descriptor(
             "lb_pools",
             "Pools in the applied config.",
@@ -385,6 +388,83 @@ impl Collector for Scrape {
         }
         Ok(())
     }
+}
+
+/// The canary families, for the pools that have one: the weight, the split's fallbacks, and
+/// each side's figures over the last [`canary::COMPARISON_SECONDS`] (gauges: a sliding window
+/// goes down as well as up; the per-backend counters above are the running totals).
+fn encode_canaries(encoder: &mut DescriptorEncoder, topology: &Topology) -> fmt::Result {
+    let canaries: Vec<(&str, &crate::topology::Canary)> = topology
+        .pools
+        .iter()
+        .filter_map(|pool| Some((&*pool.pattern, pool.canary.as_ref()?)))
+        .collect();
+    if canaries.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        "lb_canary_weight_percent",
+        "The canary's share of its pool's requests, in percent.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (pool, c) in &canaries {
+        let percent = f64::from(c.weight.buckets()) / 100.0;
+        gauge(&mut family, &[("pool", *pool)], percent)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "lb_canary_fallbacks",
+        "Requests the split meant for a side (label side) that went to the other, which alone had a backend in rotation.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (pool, c) in &canaries {
+        for side in [Side::Stable, Side::Canary] {
+            let labels = [("pool", *pool), ("side", side.as_str())];
+            counter(&mut family, &labels, c.comparison.fallbacks(side))?;
+        }
+    }
+    let windows: Vec<(&str, [(Side, Summary); 2])> = canaries
+        .iter()
+        .map(|(pool, c)| {
+            let (stable, canary) = c.comparison.summaries(canary::COMPARISON_SECONDS);
+            (*pool, [(Side::Stable, stable), (Side::Canary, canary)])
+        })
+        .collect();
+    type Figure = fn(&Summary) -> Option<f64>;
+    let families: [(&str, &str, Figure); 4] = [
+        (
+            "lb_canary_window_requests",
+            "Requests each side finished in the comparison window.",
+            |s| Some(s.requests as f64),
+        ),
+        (
+            "lb_canary_window_errors",
+            "Each side's errors in the comparison window: 5xx from backends and lb's own 502/503/504.",
+            |s| Some(s.errors() as f64),
+        ),
+        (
+            "lb_canary_window_p50_seconds",
+            "Each side's median time to response head in the comparison window.",
+            |s| s.p50().map(|d| d.as_secs_f64()),
+        ),
+        (
+            "lb_canary_window_p99_seconds",
+            "Each side's 99th percentile time to response head in the comparison window.",
+            |s| s.p99().map(|d| d.as_secs_f64()),
+        ),
+    ];
+    for (name, help, value) in families {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (pool, sides) in &windows {
+            for (side, summary) in sides {
+                if let Some(v) = value(summary) {
+                    gauge(&mut family, &[("pool", *pool), ("side", side.as_str())], v)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One sample of a counter family.
@@ -448,6 +528,8 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             retries: 0,
             backends: Box::new([backend]),
+            n_stable: 1,
+            canary: None,
         }));
         let global = Global::default();
         global.local.record(404, Duration::from_micros(10));

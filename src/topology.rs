@@ -3,7 +3,7 @@
 //! It does no I/O and never probes: the health checker feeds it probe results, whose rules
 //! (`rise`, `fall`) it applies in [`Backend::record_check`]; the proxy reports failed connects
 //! to [`Pool::eject`], which never empties a pool's rotation; `balance` reads the result. It
-//! imports only `config`, `routing`, `stats` and `idle_connections`.
+//! imports only `config`, `routing`, `stats`, `canary` and `idle_connections`.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,9 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType};
+use crate::canary::split::Weight;
+use crate::canary::{Comparison, Side};
+use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType, Sticky};
 use crate::idle_connections::IdleConnections;
 use crate::routing::Router;
 use crate::stats::{CheckStats, RequestStats};
@@ -68,11 +70,52 @@ pub struct Pool {
     pub retries: u32,
     /// `backend_tls`: connections to this pool's backends speak TLS through it.
     pub backend_tls: Option<Arc<BackendConnector>>,
-    /// In file order. Shared with the health checker, which flips `healthy`.
+    /// The stable backends, then the canary's, each in file order. Shared with the health
+    /// checker, which flips `healthy`.
     pub backends: Box<[Arc<Backend>]>,
+    /// How many of `backends` are stable; the rest are the canary's.
+    pub n_stable: usize,
+    /// `[pools."P".canary]`: how requests split between the two sides.
+    pub canary: Option<Canary>,
+}
+
+/// A pool's canary as the request path reads it.
+pub struct Canary {
+    /// The canary's share of the pool's requests.
+    pub weight: Weight,
+    /// What keeps a client on one side.
+    pub sticky: Option<Sticky>,
+    /// The header (lowercase) whose `always` / `never` chooses the side.
+    pub force_header: Option<Box<str>>,
+    /// The split counter and both sides' windows; kept across reloads of the pool.
+    pub comparison: Arc<Comparison>,
 }
 
 impl Pool {
+    /// One side's backends: all of them for a pool without a canary's stable side.
+    pub fn side(&self, side: Side) -> &[Arc<Backend>] {
+        let (stable, canary) = self
+            .backends
+            .split_at(self.n_stable.min(self.backends.len()));
+        match side {
+            Side::Stable => stable,
+            Side::Canary => canary,
+        }
+    }
+
+    /// Which side `backend` is on (by identity), or `None` when it is not this pool's.
+    pub fn side_of(&self, backend: &Backend) -> Option<Side> {
+        let at = self
+            .backends
+            .iter()
+            .position(|b| std::ptr::eq(&**b, backend))?;
+        Some(if at < self.n_stable {
+            Side::Stable
+        } else {
+            Side::Canary
+        })
+    }
+
     /// How many backends are healthy (checks passing, not ejected).
     pub fn n_healthy(&self) -> usize {
         self.backends.iter().filter(|b| b.is_healthy()).count()

@@ -15,16 +15,7 @@ fn start_with_admin(text: &str) -> Lb {
 }
 
 fn admin_url(lb: &Lb, path: &str) -> String {
-    let line = lb.wait_for_log("listener=\"admin\"", Duration::from_secs(5));
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    format!("http://{addr}{path}")
+    lb.admin_url(path)
 }
 
 #[tokio::test]

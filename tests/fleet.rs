@@ -162,15 +162,8 @@ async fn add_backend(lb: &Lb, addr: SocketAddr) -> Result<String, tonic::Status>
         .map(|r| r.into_inner().commit)
 }
 
-/// `http://ADMIN/path` of an lb started with `--admin 127.0.0.1:0`.
 fn admin_url(lb: &Lb, path: &str) -> String {
-    let line = lb.wait_for_log("listener=\"admin\"", PATIENCE);
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("admin addr in the log");
-    format!("http://{addr}{path}")
+    lb.admin_url(path)
 }
 
 /// The `retries=N` of every "control API change pushed" line in `lb`'s log.

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{hex, sha256, Applier, Probed, Status, WriterState};
+use crate::canary::split::Weight;
+use crate::canary::Comparison;
 use crate::config::{self, AdminState, BackendsSpans, Config, PoolConfig};
 use crate::health::{self, Checkers};
-use crate::topology::{Backend, BackendKey, CheckSettings, Pool, Topology};
+use crate::topology::{Backend, BackendKey, Canary, CheckSettings, Pool, Topology};
 
 /// The settings read once at start, as the file has them (before any flag overrides them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +131,7 @@ impl Applier {
         checkers: &mut Checkers,
         pool_config: &PoolConfig,
         probed: &Probed,
+        previous: Option<&Pool>,
     ) -> Arc<Pool> {
         let pattern: Arc<str> = Arc::from(pool_config.pattern.as_str());
         // One per pool, shared by its checkers: 10,000 backends are not 10,000 clones.
@@ -137,10 +140,12 @@ impl Applier {
             .as_ref()
             .map(|settings| super::backend_connector(&pool_config.pattern, settings));
         let settings = Arc::new(CheckSettings::of(pool_config, tls.clone()));
-        let mut wanted = Vec::with_capacity(pool_config.backends.len());
+        let canary_backends = pool_config.canary_backends();
+        let mut wanted = Vec::with_capacity(pool_config.backends.len() + canary_backends.len());
         let backends = pool_config
             .backends
             .iter()
+            .chain(canary_backends)
             .map(|declared| {
                 let key = BackendKey {
                     pattern: Arc::clone(&pattern),
@@ -181,6 +186,17 @@ impl Applier {
             })
             .collect();
         checkers.reconcile_pool(&pattern, wanted);
+        let canary = pool_config.canary.as_ref().map(|canary| Canary {
+            weight: Weight::from_percent(canary.weight),
+            sticky: canary.sticky.clone(),
+            force_header: canary.force_header.as_deref().map(Box::from),
+            // The same comparison while the pool keeps a canary: the split stays exact and the
+            // windows keep their figures through a weight change.
+            comparison: previous.and_then(|p| p.canary.as_ref()).map_or_else(
+                || Arc::new(Comparison::new()),
+                |c| Arc::clone(&c.comparison),
+            ),
+        });
         Arc::new(Pool {
             pattern,
             pool_type: pool_config.pool_type,
@@ -189,6 +205,8 @@ impl Applier {
             retries: pool_config.retries,
             backend_tls: tls,
             backends,
+            n_stable: pool_config.backends.len(),
+            canary,
         })
     }
 
@@ -234,10 +252,13 @@ impl Applier {
             };
         let pools = if let Some(i) = only {
             let mut pools = previous.pools.clone();
-            pools[i] = self.build_pool(&mut state.checkers, &config.pools[i], probed);
+            let before = previous.pools.get(i).map(|p| &**p);
+            pools[i] = self.build_pool(&mut state.checkers, &config.pools[i], probed, before);
             pools
         } else {
             let mut pools = Vec::with_capacity(config.pools.len());
+            let previous_pools: HashMap<&str, &Pool> =
+                previous.pools.iter().map(|p| (&*p.pattern, &**p)).collect();
             for pool_config in &config.pools {
                 if let Some((before, pool)) = carried.get(pool_config.pattern.as_str()) {
                     if *before == pool_config {
@@ -245,7 +266,8 @@ impl Applier {
                         continue;
                     }
                 }
-                pools.push(self.build_pool(&mut state.checkers, pool_config, probed));
+                let before = previous_pools.get(pool_config.pattern.as_str()).copied();
+                pools.push(self.build_pool(&mut state.checkers, pool_config, probed, before));
             }
             let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
             state

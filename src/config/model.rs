@@ -402,6 +402,11 @@ impl PoolConfig {
     pub fn backend(&self, addr: &BackendAddr) -> Option<&BackendConfig> {
         self.backends.iter().find(|b| &b.addr == addr)
     }
+
+    /// The canary's backends; empty without a canary.
+    pub fn canary_backends(&self) -> &[BackendConfig] {
+        self.canary.as_ref().map_or(&[], |c| &c.backends)
+    }
 }
 
 /// One `[pools."PATTERN"]` table.
@@ -430,6 +435,41 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// TLS to this pool's backends; cleartext when `None`.
     pub backend_tls: Option<BackendTls>,
+    /// `[pools."P".canary]`: backends beside the stable ones and the share they take.
+    pub canary: Option<CanaryConfig>,
+}
+
+/// A pool's `[pools."P".canary]` table: its backends (checked, drained and disabled like the
+/// pool's own) and how requests are split between them and the stable `backends`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryConfig {
+    /// In file order; no address is also among the pool's stable `backends`.
+    pub backends: Vec<BackendConfig>,
+    /// Percent of the pool's requests the canary takes, 0..=100.
+    pub weight: u8,
+    /// What keeps one client on one side; `None`: each request is split afresh.
+    pub sticky: Option<Sticky>,
+    /// A request header (lowercase) whose `always` / `never` sends the request to the canary /
+    /// stable whatever the weight.
+    pub force_header: Option<String>,
+}
+
+/// `sticky = "cookie:NAME"` or `"header:NAME"`: the value that keeps a client on one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// A cookie's value (from the `Cookie` fields).
+    Cookie(String),
+    /// A request header's value; the name is lowercase.
+    Header(String),
+}
+
+impl std::fmt::Display for Sticky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sticky::Cookie(name) => write!(f, "cookie:{name}"),
+            Sticky::Header(name) => write!(f, "header:{name}"),
+        }
+    }
 }
 
 /// How a pool's backends are checked: the checks (all must pass), how long one probe may take,

@@ -198,6 +198,16 @@ struct RawPool {
     retries: Option<Spanned<i64>>,
     idle_timeout: Option<Spanned<String>>,
     backend_tls: Option<Spanned<RawBackendTls>>,
+    canary: Option<Spanned<RawCanary>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    weight: Option<Spanned<i64>>,
+    sticky: Option<Spanned<String>>,
+    force_header: Option<Spanned<String>>,
 }
 
 /// `"IP:PORT[/path]"` or `{ addr = "IP:PORT[/path]", state = "drain" }`.
@@ -230,6 +240,9 @@ pub fn key_paths() -> Vec<String> {
     // An untagged enum hides its table form from the trace: a backend entry's keys.
     paths.extend(super::keys::field_paths::<RawBackendTable>(
         "pools.*.backends",
+    ));
+    paths.extend(super::keys::field_paths::<RawBackendTable>(
+        "pools.*.canary.backends",
     ));
     paths
 }
@@ -317,6 +330,11 @@ pub fn reparse_backends(
     old_span: Range<usize>,
 ) -> Option<Config> {
     let index = old.pools.iter().position(|p| p.pattern == pattern)?;
+    // A canary's addresses must stay apart from the stable ones: a check across both arrays
+    // that only the full parse makes.
+    if old.pools[index].canary.is_some() {
+        return None;
+    }
     let before = old_text.get(..old_span.start)?;
     let after = old_text.get(old_span.end..)?;
     if !new_text.starts_with(before) || !new_text.ends_with(after) {
@@ -605,6 +623,7 @@ impl Validator<'_> {
             },
         };
         let backend_tls = raw.backend_tls.map(|t| self.backend_tls(&pattern, t));
+        let canary = raw.canary.map(|c| self.canary(&pattern, c, &backends));
         Some(PoolConfig {
             pattern,
             pool_type,
@@ -617,7 +636,82 @@ impl Validator<'_> {
             retries,
             idle_timeout,
             backend_tls,
+            canary,
         })
+    }
+
+    /// `[pools."P".canary]`: its backends (validated as the pool's, and none of the pool's
+    /// stable ones), a weight of 0..=100, and the optional sticky key and force header.
+    fn canary(
+        &mut self,
+        pattern: &str,
+        raw: Spanned<RawCanary>,
+        stable: &[BackendConfig],
+    ) -> CanaryConfig {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let backends = raw.backends.map_or_else(Vec::new, |entries| {
+            self.backends_apart(pattern, entries.into_inner(), stable)
+        });
+        let weight = match raw.weight {
+            None => {
+                self.error(
+                    span,
+                    "canary needs a weight: the percent of the pool's requests it takes (0-100)",
+                );
+                0
+            }
+            Some(w) => match u8::try_from(*w.get_ref()) {
+                Ok(n) if n <= 100 => n,
+                _ => {
+                    self.error(
+                        w.span(),
+                        "canary weight must be a whole percent from 0 to 100",
+                    );
+                    0
+                }
+            },
+        };
+        let sticky = raw.sticky.and_then(|raw| {
+            let (kind, name) = raw.get_ref().split_once(':').unwrap_or(("", ""));
+            let name = name.trim();
+            let sticky = match kind.trim() {
+                "cookie" if is_cookie_name(name) => Some(Sticky::Cookie(name.to_owned())),
+                "header" if is_header_name(name) => Some(Sticky::Header(name.to_ascii_lowercase())),
+                _ => None,
+            };
+            if sticky.is_none() {
+                self.error(
+                    raw.span(),
+                    format!(
+                        "sticky {:?} is not \"cookie:NAME\" or \"header:NAME\" with a valid name",
+                        raw.get_ref()
+                    ),
+                );
+            }
+            sticky
+        });
+        let force_header = raw.force_header.and_then(|raw| {
+            let name = raw.get_ref().trim();
+            if is_header_name(name) {
+                Some(name.to_ascii_lowercase())
+            } else {
+                self.error(
+                    raw.span(),
+                    format!(
+                        "force_header {:?} is not a valid header name",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        });
+        CanaryConfig {
+            backends,
+            weight,
+            sticky,
+            force_header,
+        }
     }
 
     /// `[listen] https` (one address or a list) and `redirect_https`. An HTTPS listener needs
@@ -808,6 +902,17 @@ impl Validator<'_> {
 
     /// One pool's `backends` entries: each parsed, with its admin state, no address twice.
     fn backends(&mut self, pattern: &str, raw: Vec<Spanned<RawBackend>>) -> Vec<BackendConfig> {
+        self.backends_apart(pattern, raw, &[])
+    }
+
+    /// [`Validator::backends`], refusing also the addresses in `taken` (a canary's entries may
+    /// not be the pool's stable ones).
+    fn backends_apart(
+        &mut self,
+        pattern: &str,
+        raw: Vec<Spanned<RawBackend>>,
+        taken: &[BackendConfig],
+    ) -> Vec<BackendConfig> {
         let mut seen = HashSet::with_capacity(raw.len());
         let mut backends = Vec::with_capacity(raw.len());
         for entry in raw {
@@ -837,6 +942,11 @@ impl Validator<'_> {
                         self.error(
                             span,
                             format!("duplicate backend {addr} in pool {pattern:?}"),
+                        );
+                    } else if taken.iter().any(|t| t.addr == addr) {
+                        self.error(
+                            span,
+                            format!("backend {addr} of pool {pattern:?} is both stable and canary; declare it on one side"),
                         );
                     } else {
                         backends.push(BackendConfig { addr, state });
@@ -1065,6 +1175,20 @@ impl Validator<'_> {
 /// What secret a git URL carries in its userinfo (`scheme://userinfo@host/...`), if any: a
 /// password (`user:password@`), or over http(s) any user name (a token often stands there).
 /// An ssh user (`ssh://git@host/`, `git@host:path`) is no secret.
+/// An HTTP field name: a non-empty token (RFC 9110 §5.1), not a pseudo-header.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_tchar)
+}
+
+/// A cookie name: a token too (RFC 6265 §4.1.1).
+fn is_cookie_name(name: &str) -> bool {
+    is_header_name(name)
+}
+
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 fn credential_in_url(remote: &str) -> Option<&'static str> {
     let (scheme, rest) = remote.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();

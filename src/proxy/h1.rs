@@ -39,7 +39,8 @@ use super::http1::wire::{
     self, BodyFraming, ClientSide, Framing, HeadError, Refusal, RequestHead, Response, ResponseHead,
 };
 use super::sequence::{
-    is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed, MAX_BUFFERED_BODY,
+    is_idempotent, route, Attempts, Failure, Fields, LocalAnswer, Placed, Proxy, Replay, Routed,
+    MAX_BUFFERED_BODY,
 };
 use super::stall::{self, AfterHead, Cut, Timeout};
 use super::timer::{self, until, within};
@@ -380,6 +381,8 @@ impl Drop for Connection<'_> {
 
 /// The request being served, borrowed from the connection's input.
 struct Request<'a> {
+    /// The head's bytes through its blank line, for the few fields read after parsing.
+    head: &'a [u8],
     method: &'a Method,
     /// What the backend's request line gets as its target (see `RequestHead::target`).
     target: &'a [u8],
@@ -395,6 +398,25 @@ struct Request<'a> {
 impl Request<'_> {
     fn is_head(&self) -> bool {
         *self.method == Method::HEAD
+    }
+}
+
+/// The canary split's fields (a sticky key, a force header) are read again from the head's
+/// bytes, by the parser that read them first, only for a pool whose canary asks for one: the
+/// parse that writes the backend's head keeps no field it does not use.
+impl Fields for Request<'_> {
+    fn find<'a, T>(&'a self, name: &str, f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
+        let mut fields = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut fields);
+        match parsed.parse(self.head) {
+            Ok(httparse::Status::Complete(_)) => parsed
+                .headers
+                .iter()
+                .filter(|field| field.name.eq_ignore_ascii_case(name))
+                .map(|field| field.value)
+                .find_map(f),
+            _ => None,
+        }
     }
 }
 
@@ -418,6 +440,7 @@ enum Stream {
 fn request<'a>(input: &'a [u8], head: &'a RequestHead) -> Request<'a> {
     let path = &input[head.target.start..head.path_end];
     Request {
+        head: &input[..head.len],
         method: &head.method,
         target: &input[head.target.clone()],
         // The head's text was checked to be visible ASCII; the fallbacks are never used.
@@ -537,10 +560,8 @@ impl<'p> Connection<'p> {
             &method,
             "-",
             refusal.status.as_u16(),
-            None,
-            None,
+            Placed::nowhere(),
             Duration::ZERO,
-            None,
         );
         let _ = stream.write_all(&self.scratch.out).await;
         linger(stream).await;
@@ -571,7 +592,7 @@ impl<'p> Connection<'p> {
                     out.clear();
                     exchange.push_local(out, refusal.status, &[], refusal.text, true);
                     let _ = stream.write_all(out).await;
-                    exchange.account(refusal.status.as_u16(), Some(pool), None);
+                    exchange.account(refusal.status.as_u16(), Placed::refused(pool));
                 }
                 return Next::Close;
             }
@@ -690,7 +711,7 @@ impl<'p> Connection<'p> {
         };
         let status = answer.status;
         exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
-        exchange.account(status.as_u16(), None, None);
+        exchange.account(status.as_u16(), Placed::nowhere());
         match (stream.write_all(out).await, body_in_input) {
             (Ok(()), Some(n)) => Next::Keep {
                 consumed: head.len + n,
@@ -916,7 +937,7 @@ impl Exchange<'_> {
         let mut body_started = false;
         let mut body_whole = streamed.is_none();
         let failure = loop {
-            let backend = match attempts.pick(pool, rng) {
+            let backend = match attempts.pick(pool, request, rng) {
                 Ok(backend) => backend,
                 Err(failure) => break failure,
             };
@@ -940,7 +961,7 @@ impl Exchange<'_> {
                         None => continue,
                     }
                 }
-                None => break Failure::timed_out(pool, backend),
+                None => break attempts.timed_out(pool, backend),
             };
             if let Some(rest) = streamed.as_mut() {
                 body_started = true;
@@ -954,7 +975,8 @@ impl Exchange<'_> {
                         // The backend sees a cut-off request (the socket closes with it).
                         drop(upstream);
                         drop(in_flight);
-                        self.answer_stream_error(client, error, scratch, pool, &backend)
+                        let placed = Placed::answered(pool, attempts.side(), &backend);
+                        self.answer_stream_error(client, error, scratch, placed)
                             .await;
                         return Forwarded::Close;
                     }
@@ -976,7 +998,7 @@ impl Exchange<'_> {
             let head = match read.await {
                 Ok(head) => head,
                 Err(HeadWait::ClientGone) => return Forwarded::Close,
-                Err(HeadWait::TimedOut) => break Failure::timed_out(pool, backend),
+                Err(HeadWait::TimedOut) => break attempts.timed_out(pool, backend),
                 Err(HeadWait::Failed(error)) => {
                     let replay = Replay {
                         unsent: false,
@@ -991,7 +1013,10 @@ impl Exchange<'_> {
             if let Some(started) = attempt_started {
                 backend.latency.observe(started.elapsed());
             }
-            self.account(head.status, Some(pool), Some(&backend));
+            self.account(
+                head.status,
+                Placed::answered(pool, attempts.side(), &backend),
+            );
             return self
                 .deliver(
                     client, upstream, in_flight, &head, scratch, close, pool, &backend,
@@ -1049,8 +1074,7 @@ impl Exchange<'_> {
         client: &mut S,
         error: StreamError,
         scratch: &mut Scratch,
-        pool: &Pool,
-        backend: &Arc<Backend>,
+        placed: Placed<'_>,
     ) {
         let status = match error {
             StreamError::Malformed => {
@@ -1063,7 +1087,18 @@ impl Exchange<'_> {
             StreamError::Client => StatusCode::BAD_REQUEST,
             StreamError::Backend => StatusCode::GATEWAY_TIMEOUT,
         };
-        self.account(status.as_u16(), Some(pool), Some(backend));
+        // lb's answer either way; only a backend's silence counts against its side.
+        let side = matches!(error, StreamError::Backend)
+            .then_some(placed.side)
+            .flatten();
+        self.account(
+            status.as_u16(),
+            Placed {
+                side,
+                by_lb: true,
+                ..placed
+            },
+        );
     }
 
     /// Reads the backend's final response head by `deadline`, writing the client's head for it
@@ -1183,12 +1218,7 @@ impl Exchange<'_> {
     ) -> Forwarded {
         scratch.out.clear();
         self.push_local(&mut scratch.out, failure.status, &[], failure.text, close);
-        self.account_failed(
-            failure.status.as_u16(),
-            Some(pool),
-            failure.backend.as_ref(),
-            failure.error.as_deref(),
-        );
+        self.account(failure.status.as_u16(), Placed::failed(pool, failure));
         match client.write_all(&scratch.out).await {
             Ok(()) if !close && !self.request.close => Forwarded::Keep,
             _ => Forwarded::Close,
@@ -1229,29 +1259,12 @@ impl Exchange<'_> {
         });
     }
 
-    fn account(&self, status: u16, pool: Option<&Pool>, backend: Option<&Arc<Backend>>) {
-        self.account_failed(status, pool, backend, None);
-    }
-
-    /// [`Exchange::account`] of lb's own answer after a backend failed with `error`.
-    fn account_failed(
-        &self,
-        status: u16,
-        pool: Option<&Pool>,
-        backend: Option<&Arc<Backend>>,
-        error: Option<&str>,
-    ) {
+    fn account(&self, status: u16, placed: Placed<'_>) {
         let request = self.request;
-        self.proxy.account(
-            self.client,
-            request.method,
-            request.path,
-            status,
-            pool,
-            backend,
-            self.started.elapsed(),
-            error,
-        );
+        let elapsed = self.started.elapsed();
+        let (method, path) = (request.method, request.path);
+        self.proxy
+            .account(self.client, method, path, status, placed, elapsed);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The request policy both engines share, each rule written once: the proxy's context
 //! ([`Proxy`]), routing a request to a pool or to lb's own answer ([`route`],
-//! [`Proxy::https_redirect`]), the retry and passive-ejection rules ([`Attempts`],
+//! [`Proxy::https_redirect`]), the two-level selection of a backend (the canary split, then
+//! P2C within the side: [`Attempts::pick`]), the retry and passive-ejection rules ([`Attempts`],
 //! [`attempt_failed`]), lb's own answers when no backend answered ([`Failure`]) and the account
 //! of a request (its stats and access line: [`Proxy::account`]). It decides nothing of a
 //! protocol's wire: `proxy::h1` and `proxy::h2` turn their bytes and frames into the calls here.
@@ -16,6 +17,10 @@ use super::upstream::ExchangeError;
 use super::Peer;
 use crate::access_log::{self, AccessLog};
 use crate::balance;
+use crate::canary::split::{self, force_from_header, Available};
+use crate::canary::stats::Outcome;
+use crate::canary::Side;
+use crate::config::Sticky;
 use crate::metrics::Global;
 use crate::routing::Route;
 use crate::topology::{Backend, Pool, SharedTopology, Topology};
@@ -98,23 +103,29 @@ impl Proxy {
     }
 
     /// Counts one answered request in its backend's stats (or lb's own, for answers no backend
-    /// gave) and writes its access line; `error`: why lb answered itself after a backend
-    /// failed.
-    #[allow(clippy::too_many_arguments)]
+    /// gave) and in its canary side's window, and writes its access line.
     pub(super) fn account(
         &self,
         client: Peer<'_>,
         method: &Method,
         path: &str,
         status: u16,
-        pool: Option<&Pool>,
-        backend: Option<&Arc<Backend>>,
+        placed: Placed<'_>,
         elapsed: Duration,
-        error: Option<&str>,
     ) {
-        match backend {
+        match placed.backend {
             Some(backend) => backend.stats.record(status, elapsed),
             None => self.metrics.local.record(status, elapsed),
+        }
+        if let (Some(pool), Some(side)) = (placed.pool, placed.side) {
+            if let Some(canary) = &pool.canary {
+                let outcome = if placed.by_lb {
+                    Outcome::Lb(status)
+                } else {
+                    Outcome::Backend(status)
+                };
+                canary.comparison.record(side, outcome, elapsed);
+            }
         }
         self.access_log.write(&access_log::Line {
             client: client.addr,
@@ -122,11 +133,11 @@ impl Proxy {
             method,
             path,
             status,
-            pool: pool.map(|p| &*p.pattern),
-            backend: backend.map(|b| b.authority.as_str()),
+            pool: placed.pool.map(|p| &*p.pattern),
+            backend: placed.backend.map(|b| b.authority.as_str()),
             duration: elapsed,
             timeout: None,
-            error,
+            error: placed.error,
         });
     }
 
@@ -139,6 +150,115 @@ impl Proxy {
             backend,
             "closed both sides after a timeout"
         );
+    }
+}
+
+/// Where a request went, for its account: its pool, the side of the pool's canary split
+/// (`None` before a backend was picked), the backend, and whether the answer is lb's own.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Placed<'a> {
+    pub pool: Option<&'a Pool>,
+    pub side: Option<Side>,
+    pub backend: Option<&'a Arc<Backend>>,
+    /// lb answered (a 502, 503, 504 or a refusal), not a backend.
+    pub by_lb: bool,
+    /// Why lb answered itself after a backend failed, for the access line.
+    pub error: Option<&'a str>,
+}
+
+impl<'a> Placed<'a> {
+    /// lb's own answer, before or without a pool.
+    pub fn nowhere() -> Placed<'a> {
+        Placed {
+            by_lb: true,
+            ..Placed::default()
+        }
+    }
+
+    /// lb's own answer for a request of `pool` that reached no backend's side.
+    pub fn refused(pool: &'a Pool) -> Placed<'a> {
+        Placed {
+            pool: Some(pool),
+            by_lb: true,
+            ..Placed::default()
+        }
+    }
+
+    /// A backend's response.
+    pub fn answered(pool: &'a Pool, side: Side, backend: &'a Arc<Backend>) -> Placed<'a> {
+        Placed {
+            pool: Some(pool),
+            side: Some(side),
+            backend: Some(backend),
+            by_lb: false,
+            error: None,
+        }
+    }
+
+    /// lb's answer `failure` for a request of `pool`.
+    pub fn failed(pool: &'a Pool, failure: &'a Failure) -> Placed<'a> {
+        Placed {
+            pool: Some(pool),
+            side: failure.side,
+            backend: failure.backend.as_ref(),
+            by_lb: true,
+            error: failure.error.as_deref(),
+        }
+    }
+}
+
+/// A request's header fields as the canary split reads them, over either protocol's head.
+pub(super) trait Fields {
+    /// The first value of the field `name` (lowercase) for which `f` gives `Some`, the fields
+    /// taken in the order the client sent them.
+    fn find<'a, T>(&'a self, name: &str, f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T>;
+}
+
+/// What the split reads of a request: its sticky key and its force header, by the canary's
+/// settings. A sticky header sent twice is no key (which one would be ambiguous): the request
+/// is split by the counter.
+fn split_request<'a>(
+    canary: &crate::topology::Canary,
+    fields: &'a impl Fields,
+) -> split::Request<'a> {
+    let sticky_key = match &canary.sticky {
+        None => None,
+        Some(Sticky::Cookie(name)) => fields.find("cookie", |value| cookie_value(value, name)),
+        Some(Sticky::Header(name)) => {
+            let (mut first, mut twice) = (None, false);
+            fields.find(name, |value| {
+                twice = first.is_some();
+                first = first.or(Some(value));
+                twice.then_some(())
+            });
+            first.filter(|value: &&[u8]| !twice && !value.is_empty())
+        }
+    };
+    let force = canary
+        .force_header
+        .as_deref()
+        .and_then(|name| fields.find(name, force_from_header));
+    split::Request { sticky_key, force }
+}
+
+/// The value of cookie `name` in one `Cookie` field (`a=1; b=2`, RFC 6265 §5.4), if present and
+/// not empty.
+fn cookie_value<'a>(field: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    field.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let at = pair.iter().position(|&b| b == b'=')?;
+        let (key, value) = (&pair[..at], &pair[at + 1..]);
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        (key == name.as_bytes() && !value.is_empty()).then_some(value)
+    })
+}
+
+impl Fields for http::HeaderMap {
+    fn find<'a, T>(&'a self, name: &str, f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
+        self.get_all(name).iter().map(|v| v.as_bytes()).find_map(f)
     }
 }
 
@@ -208,6 +328,8 @@ pub(super) struct Failure {
     pub backend: Option<Arc<Backend>>,
     /// What went wrong with the backend (its error and causes), for the access line.
     pub error: Option<Box<str>>,
+    /// The side of the pool's canary split the request was on, for its window.
+    pub side: Option<Side>,
 }
 
 impl Failure {
@@ -217,6 +339,7 @@ impl Failure {
             text,
             backend: None,
             error: None,
+            side: None,
         }
     }
 
@@ -226,7 +349,7 @@ impl Failure {
     }
 
     /// `request_timeout` passed before the response head; never retried.
-    pub fn timed_out(pool: &Pool, backend: Arc<Backend>) -> Failure {
+    fn timed_out(pool: &Pool, backend: Arc<Backend>) -> Failure {
         tracing::warn!(pool = %pool.pattern, backend = %backend.addr, timeout = ?pool.request_timeout, "backend timed out");
         Failure {
             backend: Some(backend),
@@ -235,13 +358,21 @@ impl Failure {
     }
 }
 
-/// The retry rule of both protocols: which backend each attempt of a request goes to, and
-/// what a failed one comes to (see [`attempt_failed`]). A retry goes to another backend in
-/// rotation when there is one, else to the same one again, except after a malformed answer:
-/// that backend is not asked again.
+/// The selection and retry rules of both protocols: which backend each attempt of a request
+/// goes to, and what a failed one comes to (see [`attempt_failed`]).
+///
+/// Two levels, as linkerd2-proxy splits traffic: the first attempt chooses the side of a pool
+/// with a canary (`canary::split`: force header, sticky key, or the weighted counter; a side
+/// with no backend in rotation hands the request to the other, counted), then P2C picks within
+/// that side — weights never enter P2C, which would bend them. A retry goes to another
+/// backend of the side in rotation when there is one, else to the same one again, except after
+/// a malformed answer: that backend is not asked again. A side left with nothing in rotation
+/// mid-request (its last backend ejected) hands the retry to the other side.
 #[derive(Default)]
 pub(super) struct Attempts {
     n_retries: u32,
+    /// The side chosen at the first pick; stable for a pool without a canary.
+    side: Option<Side>,
     /// The last failed attempt: its backend is avoided by the retry, and its answer is given
     /// when no backend is left to retry on.
     failed: Option<(Arc<Backend>, Failure)>,
@@ -250,20 +381,50 @@ pub(super) struct Attempts {
 }
 
 impl Attempts {
-    /// The backend for the next attempt, or the answer to give when none is left.
-    pub fn pick(&mut self, pool: &Pool, rng: &mut fastrand::Rng) -> Result<Arc<Backend>, Failure> {
+    /// The backend for the next attempt, or the answer to give when none is left. `fields`:
+    /// the request's header fields, read only for a pool whose canary is sticky or forced.
+    pub fn pick(
+        &mut self,
+        pool: &Pool,
+        fields: &impl Fields,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Arc<Backend>, Failure> {
+        let side = *self.side.get_or_insert_with(|| choose_side(pool, fields));
         let picked = match &self.failed {
-            Some((last, _)) => balance::pick_other(pool, rng, last)
-                .filter(|b| !(self.exclude_failed && Arc::ptr_eq(b, last))),
-            None => balance::pick_backend(pool, rng),
+            Some((last, _)) => {
+                let exclude = |b: &&Arc<Backend>| !(self.exclude_failed && Arc::ptr_eq(b, last));
+                balance::pick_other(pool, side, rng, last)
+                    .filter(exclude)
+                    .map(|b| (side, b))
+                    .or_else(|| {
+                        let other = side.other();
+                        let canary = pool.canary.as_ref()?;
+                        let backend = balance::pick_backend(pool, other, rng).filter(exclude)?;
+                        canary.comparison.record_fallback(side);
+                        Some((other, backend))
+                    })
+            }
+            None => balance::pick_backend(pool, side, rng).map(|b| (side, b)),
         };
         match picked {
-            Some(backend) => Ok(Arc::clone(backend)),
-            None => Err(self
-                .failed
-                .take()
-                .map_or_else(Failure::no_backend, |(_, failure)| failure)),
+            Some((side, backend)) => {
+                self.side = Some(side);
+                Ok(Arc::clone(backend))
+            }
+            None => Err(self.failed.take().map_or_else(
+                || Failure {
+                    side: Some(side),
+                    ..Failure::no_backend()
+                },
+                |(_, failure)| failure,
+            )),
         }
+    }
+
+    /// The side the request is on (stable until the first pick, and for a pool without a
+    /// canary).
+    pub fn side(&self) -> Side {
+        self.side.unwrap_or(Side::Stable)
     }
 
     /// Accounts a failed attempt; `Some` with the answer to give when it is the last one.
@@ -275,7 +436,11 @@ impl Attempts {
         replay: Replay,
         metrics: &Global,
     ) -> Option<Failure> {
-        let (retry, failure) = attempt_failed(pool, &backend, error, replay, metrics);
+        let (retry, mut failure) = attempt_failed(pool, &backend, error, replay, metrics);
+        failure.side = Some(self.side());
+        if let (Some(canary), ExchangeError::Connect { .. }) = (&pool.canary, error) {
+            canary.comparison.record_connect_failure(self.side());
+        }
         if !(retry && self.n_retries < pool.retries) {
             return Some(failure);
         }
@@ -285,6 +450,42 @@ impl Attempts {
         self.failed = Some((backend, failure));
         None
     }
+
+    /// `request_timeout` passed before `backend`'s response head: the answer, never retried.
+    pub fn timed_out(&self, pool: &Pool, backend: Arc<Backend>) -> Failure {
+        if let Some(canary) = &pool.canary {
+            canary.comparison.record_timeout(self.side());
+        }
+        Failure {
+            side: Some(self.side()),
+            ..Failure::timed_out(pool, backend)
+        }
+    }
+}
+
+/// The first level of the selection: the side of `pool` a request goes to (stable for a pool
+/// without a canary).
+fn choose_side(pool: &Pool, fields: &impl Fields) -> Side {
+    let Some(canary) = &pool.canary else {
+        return Side::Stable;
+    };
+    let available = Available {
+        stable: balance::side_in_rotation(pool, Side::Stable),
+        canary: balance::side_in_rotation(pool, Side::Canary),
+    };
+    let request = if canary.sticky.is_some() || canary.force_header.is_some() {
+        split_request(canary, fields)
+    } else {
+        split::Request::default()
+    };
+    let choice = canary
+        .comparison
+        .split
+        .choose(canary.weight, request, available);
+    if choice.fell_back {
+        canary.comparison.record_fallback(choice.side.other());
+    }
+    choice.side
 }
 
 /// Whether a failed attempt may go again on another backend, by what the backend may have seen.

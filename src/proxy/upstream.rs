@@ -139,6 +139,8 @@ mod tests {
             retries: 0,
             backend_tls: None,
             backends: Box::new([]),
+            n_stable: 0,
+            canary: None,
         }
     }
 

@@ -14,6 +14,8 @@ fn pool(backends: &[Arc<Backend>]) -> Pool {
         request_timeout: Duration::from_secs(1),
         retries: 1,
         backends: backends.to_vec().into_boxed_slice(),
+        n_stable: backends.len(),
+        canary: None,
     }
 }
 

@@ -248,6 +248,17 @@ impl Lb {
         format!("http://{}{path}", self.http)
     }
 
+    /// `http://ADMIN/path` of an lb started with `--admin 127.0.0.1:0`: the address it logged.
+    pub fn admin_url(&self, path: &str) -> String {
+        let line = self.wait_for_log("listener=\"admin\"", Duration::from_secs(10));
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("admin addr in the log");
+        format!("http://{addr}{path}")
+    }
+
     pub fn find_log(&self, needle: &str) -> Option<String> {
         self.logs
             .0

@@ -18,7 +18,7 @@ use super::super::headers;
 use super::super::http1::chunked;
 use super::super::http1::wire::{self, ResponseHead};
 use super::super::sequence::{
-    is_idempotent, route, Attempts, Failure, LocalAnswer, Proxy, Replay, Routed,
+    is_idempotent, route, Attempts, Failure, LocalAnswer, Placed, Proxy, Replay, Routed,
 };
 use super::super::timer::within;
 use super::super::upstream::client::{self, PlainBody};
@@ -50,28 +50,28 @@ impl Proxy {
         let started = Instant::now();
         // One snapshot for the whole request: a reload mid-request does not change its pool.
         let topology = self.topology.load_full();
-        let (response, pool, backend, error) = match self.dispatch(&topology, head, https) {
-            Routed::Local(answer) => (local_answer(answer), None, None, None),
-            Routed::Pool(pool) => {
-                let forwarded =
-                    forward(pool, head, body, client, https, timer, &self.metrics).await;
-                (
-                    forwarded.response,
-                    Some(pool),
-                    forwarded.backend,
-                    forwarded.error,
-                )
-            }
+        let (response, pool, backend, error, side, by_lb) =
+            match self.dispatch(&topology, head, https) {
+                Routed::Local(answer) => (local_answer(answer), None, None, None, None, true),
+                Routed::Pool(pool) => {
+                    let f = forward(pool, head, body, client, https, timer, &self.metrics).await;
+                    (f.response, Some(pool), f.backend, f.error, f.side, f.by_lb)
+                }
+            };
+        let placed = Placed {
+            pool,
+            side,
+            backend: backend.as_ref(),
+            by_lb,
+            error: error.as_deref(),
         };
         self.account(
             client,
             &head.method,
             head.uri.path(),
             response.status().as_u16(),
-            pool,
-            backend.as_ref(),
+            placed,
             started.elapsed(),
-            error.as_deref(),
         );
         response
     }
@@ -104,6 +104,10 @@ struct Forwarded {
     backend: Option<Arc<Backend>>,
     /// Why lb answered itself after a backend failed, for the access line.
     error: Option<Box<str>>,
+    /// The side of the pool's canary split, once a backend was picked.
+    side: Option<crate::canary::Side>,
+    /// The answer is lb's own, not a backend's.
+    by_lb: bool,
 }
 
 impl Forwarded {
@@ -118,6 +122,8 @@ impl From<Failure> for Forwarded {
             response: local(failure.status, failure.text),
             backend: failure.backend,
             error: failure.error,
+            side: failure.side,
+            by_lb: true,
         }
     }
 }
@@ -175,7 +181,7 @@ async fn forward(
 
     let mut attempts = Attempts::default();
     let forwarded = loop {
-        let backend = match attempts.pick(pool, &mut rng) {
+        let backend = match attempts.pick(pool, &parts.headers, &mut rng) {
             Ok(backend) => backend,
             Err(failure) => break failure.into(),
         };
@@ -212,6 +218,8 @@ async fn forward(
                     response: Response::from_parts(head, ResponseBody::Plain(response_body)),
                     backend: Some(backend),
                     error: None,
+                    side: Some(attempts.side()),
+                    by_lb: false,
                 };
             }
             Some(Err(ExchangeError::ClientBody(error))) => {
@@ -229,7 +237,7 @@ async fn forward(
                     break failure.into();
                 }
             }
-            None => break Failure::timed_out(pool, backend).into(),
+            None => break attempts.timed_out(pool, backend).into(),
         }
     };
     upstream::spare::give(request);
