@@ -237,9 +237,8 @@ pub async fn serve(
             tracing::debug!(%client, "over max_connections_per_ip; closed");
             continue;
         };
-        let accepted_at = std::time::Instant::now();
         let ticket = tokio::select! {
-            ticket = budget.ticket(admitted, accepted_at) => ticket,
+            ticket = budget.ticket(admitted) => ticket,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
@@ -363,20 +362,33 @@ async fn serve_tls(
 ) {
     let settings = &engines.settings;
     let deadline = tokio::time::Instant::now() + settings.header_timeout;
-    // Until its ClientHello the connection is idle, and may be evicted.
+    // Until its ClientHello the connection is idle, and may be evicted. A peek, not
+    // `readable()`, whose readiness may be spurious (a fresh socket's is).
+    let mut first = [0u8; 1];
     let first = tokio::select! {
-        biased;
-        first = tokio::time::timeout_at(deadline, stream.readable()) => first,
-        () = std::future::poll_fn(|cx| ticket.poll_evicted(cx)) => return,
+        first = until_first_byte(
+            &ticket,
+            tokio::time::timeout_at(deadline, stream.peek(&mut first)),
+        ) => match first {
+            Some(first) => first,
+            None => return,
+        },
         () = drain.cancelled() => return,
     };
     let global = &proxy.metrics;
-    if first.is_err() {
-        tracing::debug!(%client, "no TLS handshake begun within the header timeout");
-        global
-            .tls_handshakes_timed_out
-            .fetch_add(1, Ordering::Relaxed);
-        return;
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => {
+            global.tls_handshakes_closed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "no TLS handshake begun within the header timeout");
+            global
+                .tls_handshakes_timed_out
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
     }
     if !ticket.busy() {
         return;
@@ -431,6 +443,22 @@ async fn serve_tls(
     drop(ticket);
 }
 
+/// Runs `wait` (for a connection's first byte), the connection evictable while it waits: marked
+/// idle once `wait` is pending (not before: a connection whose bytes wait already is not idle,
+/// and one whose task has not run yet may have some). `None`: evicted first. The caller marks
+/// the connection busy (`Ticket::busy`) once bytes came.
+async fn until_first_byte<F: Future>(ticket: &Ticket, wait: F) -> Option<F::Output> {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        ticket.idle_now();
+        ticket.poll_evicted(cx).map(|()| None)
+    })
+    .await
+}
+
 /// How long a TLS connection's closing alert may wait for the client to take it.
 const CLOSE_NOTIFY: Duration = Duration::from_secs(1);
 
@@ -453,9 +481,10 @@ async fn opens_with_h2_preface(
     let mut first = [0u8; H2_PREFACE.len()];
     loop {
         let peeked = tokio::select! {
-            biased;
-            peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
-            () = std::future::poll_fn(|cx| ticket.poll_evicted(cx)) => return None,
+            peeked = until_first_byte(
+                ticket,
+                tokio::time::timeout_at(deadline, stream.peek(&mut first)),
+            ) => peeked?,
             () = drain.cancelled() => return None,
         };
         let n = match peeked {

@@ -155,10 +155,11 @@ impl Budget {
         })
     }
 
-    /// A slot for the admitted connection, idle from `accepted` (until its first byte). When the
-    /// budget is spent, the connections idle longest are asked to close (each counted), and this
-    /// waits for one to go (or for a connection with a request in flight to end). Cancel safe.
-    pub async fn ticket(self: &Arc<Self>, admitted: Admitted, accepted: Instant) -> Ticket {
+    /// A slot for the admitted connection, busy until its task marks it idle (waiting for its
+    /// first byte). When the budget is spent, the connections idle longest are asked to close
+    /// (each counted), and this waits for one to go (or for a connection with a request in flight
+    /// to end). Cancel safe.
+    pub async fn ticket(self: &Arc<Self>, admitted: Admitted) -> Ticket {
         // Connections this wait asked to close: each frees its slot soon (an evicted connection
         // always closes), so no more are asked until one has, however often this wakes.
         let mut asked = 0;
@@ -194,7 +195,6 @@ impl Budget {
         };
         // The ticket now releases the address's count.
         std::mem::forget(admitted);
-        ticket.idle(accepted);
         ticket
     }
 
@@ -267,18 +267,30 @@ impl Ticket {
         &self.budget.slots[self.slot as usize]
     }
 
-    /// The connection waits for its client from `since` (nothing in flight, no head begun): it
-    /// may be evicted from now on.
+    /// The connection waits for its client (nothing in flight, no head begun) since `since`: it
+    /// may be evicted from now on. Only a busy connection turns idle: an idle one keeps its
+    /// stamp, and an eviction already asked for stands. Callers mark a connection idle only once
+    /// a wait for its client has found nothing to read, so bytes already waiting are never lost
+    /// to an eviction.
     pub fn idle(&self, since: Instant) {
-        let stamp = self.budget.stamp(since);
         let state = &self.slot().state;
-        // An eviction already asked for stands.
-        if state.load(Ordering::Relaxed) == EVICTED {
+        if state.load(Ordering::Relaxed) != BUSY {
             return;
         }
-        state.store(stamp, Ordering::SeqCst);
-        if self.budget.wanted.load(Ordering::SeqCst) {
+        let stamp = self.budget.stamp(since);
+        if state
+            .compare_exchange(BUSY, stamp, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+            && self.budget.wanted.load(Ordering::SeqCst)
+        {
             self.budget.changed.notify_one();
+        }
+    }
+
+    /// [`Ticket::idle`] from now, reading the clock only when the connection was busy.
+    pub fn idle_now(&self) {
+        if self.slot().state.load(Ordering::Relaxed) == BUSY {
+            self.idle(Instant::now());
         }
     }
 
@@ -376,9 +388,9 @@ mod tests {
             let budget = Arc::clone(&budget);
             async move {
                 let admitted = budget.admit(A).expect("no per-address limit");
-                budget
-                    .ticket(admitted, start + Duration::from_millis(at))
-                    .await
+                let ticket = budget.ticket(admitted).await;
+                ticket.idle(start + Duration::from_millis(at));
+                ticket
             }
         };
         let busy = ticket(0).await;

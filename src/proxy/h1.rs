@@ -88,9 +88,6 @@ pub(super) async fn serve<S: ClientStream>(
     let mut timer = pin!(timer::kept());
     loop {
         let deadline = due.since + due.limit;
-        // Waiting for a head with nothing begun: the longest such wait goes first when the
-        // budget is spent.
-        ticket.idle(due.since);
         if !wait_for_client(stream, ticket, draining.as_mut(), timer.as_mut(), deadline).await
             || !ticket.busy()
         {
@@ -126,6 +123,8 @@ pub(super) async fn serve<S: ClientStream>(
 
 /// Waits, holding no buffer, until the client sends something (or closes): `false` when
 /// `deadline` passed first, the connection was evicted, lb began draining, or the socket failed.
+/// Once a poll finds nothing to read, the connection is idle for the budget: a head with
+/// nothing of it sent is what the longest waits are evicted for.
 ///
 /// A plain function around one `poll_fn`, not an `async fn` with a `select!`: the future then
 /// holds its four references once, and an idle connection holds this future.
@@ -144,6 +143,7 @@ fn wait_for_client<'a, 'd: 'a, S: ClientStream>(
         if let Poll::Ready(ready) = stream.poll_readable(cx) {
             return Poll::Ready(ready.is_ok());
         }
+        ticket.idle_now();
         if ticket.poll_evicted(cx).is_ready()
             || draining.as_mut().poll(cx).is_ready()
             || timer.as_mut().poll(cx).is_ready()
