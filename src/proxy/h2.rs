@@ -38,6 +38,9 @@ use super::timer::{self, StreamTimer};
 use super::{ClientStream, Peer, Proxy, ServerSettings, MAX_HEADER_BYTES};
 pub use body::ResponseBody;
 
+/// How long an evicted connection's GOAWAY may wait for the client to take it.
+const EVICTED_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// h2's server settings, as hyper's HTTP/2 server set them for lb (its defaults, with lb's
 /// header list limit), so clients see the same SETTINGS as before.
 pub fn builder() -> Builder {
@@ -123,6 +126,9 @@ pub async fn serve<S>(
     let mut accepting = true;
     // No stream open, and the budget told so: the connection may be evicted.
     let mut idle = false;
+    // Evicted: `tick` now bounds the GOAWAY's flush, which a client that reads nothing could
+    // hold; its slot is what a new client waits for.
+    let mut evicted = false;
     let ended = poll_fn(|cx| {
         // The streams first: what they queue goes out when the connection is polled below.
         while let Poll::Ready(Some(timer)) = streams.poll_next_unpin(cx) {
@@ -141,7 +147,13 @@ pub async fn serve<S>(
                 tracing::debug!(%client, "idle client connection evicted for a new one");
                 connection.abrupt_shutdown(Reason::NO_ERROR);
                 closing = true;
+                evicted = true;
+                tick.as_mut().reset(Instant::now() + EVICTED_FLUSH);
             }
+        }
+        if evicted && tick.as_mut().poll(cx).is_ready() {
+            tracing::debug!(%client, "evicted client connection took no GOAWAY; closing");
+            return Poll::Ready(Ok(()));
         }
         if !closing {
             // Once polled, each holds this task's waker until it fires; between firings a flag
