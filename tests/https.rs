@@ -247,6 +247,39 @@ async fn a_connection_silent_before_its_client_hello_gives_way_to_a_new_client()
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
+/// Over TLS too, an HTTP/2 connection with no open stream is idle: closed (GOAWAY) for a new
+/// client when the budget is spent, and its client sees its connection end.
+#[tokio::test]
+async fn an_idle_http2_connection_over_tls_gives_way_to_a_new_client() {
+    let backend = Backend::start("web").await;
+    let site = start(
+        &backend,
+        "",
+        "[server]\nheader_timeout = \"30s\"\nidle_timeout = \"1h\"\nmax_connections = 1\n",
+        &[],
+    );
+    let stream = site.connect(Some("a.test"), &[b"h2"]).await;
+    let mut sender = support::h2_connection(stream).await;
+    let (status, _, _) = support::h2_get(&mut sender, "https://a.test/").await;
+    assert_eq!(status, 200);
+
+    let opened = Instant::now();
+    let mut next = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    let (head, body) = http1_get(&mut next, "a.test", true).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(body, "web");
+    assert!(
+        opened.elapsed() < Duration::from_secs(1),
+        "the new client waited {:?}",
+        opened.elapsed()
+    );
+    // The first client's connection was closed for it.
+    eventually(PATIENCE, "the idle HTTP/2 connection closed", || {
+        std::future::ready(sender.is_closed())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot() {
     let backend = Backend::start("web").await;
