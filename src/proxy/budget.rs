@@ -387,6 +387,17 @@ mod tests {
             .all(|s| s.lock().expect("shard").is_empty()));
     }
 
+    /// docs/config.md says a slot costs about 50 bytes: this one and its place in `free` (a
+    /// sequence stamp and the index, 16 bytes).
+    #[test]
+    fn a_slot_is_small() {
+        assert!(
+            std::mem::size_of::<Slot>() <= 32,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+    }
+
     #[tokio::test]
     async fn a_spent_budget_evicts_the_longest_idle_connection_and_never_a_busy_one() {
         let budget = Budget::new(3, None, Arc::default());
