@@ -318,6 +318,7 @@ impl Lb {
             idle_timeout: self.startup.server.idle_timeout,
             drain_timeout,
             max_connections: self.startup.server.max_connections,
+            max_connections_per_ip: self.startup.server.max_connections_per_ip,
         };
         let listeners = proxy::Listeners {
             http: self.http,

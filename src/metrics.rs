@@ -63,6 +63,12 @@ pub struct Global {
     pub timeouts_send: AtomicU64,
     /// Closed by `tunnel_idle_timeout`.
     pub timeouts_tunnel_idle: AtomicU64,
+    /// Client connections open now (each holding one of `max_connections`).
+    pub connections_open: AtomicU64,
+    /// Idle client connections closed to admit a new one when `max_connections` was spent.
+    pub connections_evicted: AtomicU64,
+    /// Client connections closed at accept: their address had `max_connections_per_ip` open.
+    pub connections_refused_per_ip: AtomicU64,
     /// TLS handshakes on `listen.https` not finished within `header_timeout`.
     pub tls_handshakes_timed_out: AtomicU64,
     /// TLS handshakes the client closed or reset before they finished.
@@ -306,6 +312,32 @@ impl Collector for Scrape {
                 ("send", &global.timeouts_send),
                 ("tunnel_idle", &global.timeouts_tunnel_idle),
             ],
+        )?;
+
+        let family = encoder.encode_descriptor(
+            "lb_client_connections_open",
+            "Client connections open now, of server.max_connections.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(global.connections_open.load(Ordering::Relaxed)).encode(family)?;
+
+        let family = encoder.encode_descriptor(
+            "lb_client_connections_evicted",
+            "Idle client connections closed to admit a new one when server.max_connections was spent.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(global.connections_evicted.load(Ordering::Relaxed)).encode(family)?;
+
+        counters_by(
+            &mut encoder,
+            (
+                "lb_client_connections_refused",
+                "Client connections closed at accept, by reason (per_ip: server.max_connections_per_ip).",
+            ),
+            "reason",
+            [("per_ip", &global.connections_refused_per_ip)],
         )?;
 
         counters_by(
@@ -601,6 +633,15 @@ lb_upgrades_open 0
 lb_timeouts_total{kind="read"} 0
 lb_timeouts_total{kind="send"} 2
 lb_timeouts_total{kind="tunnel_idle"} 0
+# HELP lb_client_connections_open Client connections open now, of server.max_connections.
+# TYPE lb_client_connections_open gauge
+lb_client_connections_open 0
+# HELP lb_client_connections_evicted_total Idle client connections closed to admit a new one when server.max_connections was spent.
+# TYPE lb_client_connections_evicted_total counter
+lb_client_connections_evicted_total 0
+# HELP lb_client_connections_refused_total Client connections closed at accept, by reason (per_ip: server.max_connections_per_ip).
+# TYPE lb_client_connections_refused_total counter
+lb_client_connections_refused_total{reason="per_ip"} 0
 # HELP lb_tls_handshake_failures_total TLS handshakes on listen.https that failed, by reason (timeout, closed, client_certificate, protocol).
 # TYPE lb_tls_handshake_failures_total counter
 lb_tls_handshake_failures_total{reason="timeout"} 0

@@ -10,6 +10,7 @@
 //! handshake uses the certificate store's current `ServerConfig` (`crate::tls`), which this
 //! module only reads.
 
+mod budget;
 mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -37,12 +38,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use budget::{Budget, Ticket};
 use conn::ClientIo;
 
 /// Limits and timeouts of the client side.
@@ -56,8 +57,11 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// After shutdown begins, open connections may finish for this long; then they are closed.
     pub drain_timeout: Duration,
-    /// Client connections served at once; more wait in the listen backlog.
+    /// Client connections served at once; past it, the connections idle longest are closed to
+    /// admit new ones (`proxy::budget`), and while none is idle more wait in the listen backlog.
     pub max_connections: usize,
+    /// Client connections open at once from one address; more are closed at accept.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// The client listeners of the data plane.
@@ -184,9 +188,14 @@ pub async fn serve(
     let drain = CancellationToken::new();
     // Cancelled at the drain deadline: each connection task then drops its connection.
     let cut = CancellationToken::new();
-    // Bounds open client connections: a permit is taken before accept, as mini-redis does, and
-    // travels with the socket's task (through a TLS handshake and an upgrade tunnel too).
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    // Bounds open client connections: each holds a ticket, taken after accept (evicting idle
+    // connections when the budget is spent), which travels with the socket's task (through a
+    // TLS handshake and an upgrade tunnel too).
+    let budget = Budget::new(
+        settings.max_connections,
+        settings.max_connections_per_ip,
+        Arc::clone(&proxy.metrics),
+    );
     let Listeners {
         http,
         https,
@@ -197,9 +206,8 @@ pub async fn serve(
     } else {
         Vec::new()
     };
-    // Listener 0 is `http`; the rest are `https`. One loop takes a permit, then the first
-    // connection of any listener, so a permit never waits on one listener while another has a
-    // client.
+    // Listener 0 is `http`; the rest are `https`. One loop takes the first connection of any
+    // listener, then its ticket; while it waits for a ticket, more clients wait in the backlog.
     let mut all = Vec::with_capacity(1 + https.len());
     all.push(http);
     all.extend(https);
@@ -207,13 +215,6 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (which, accepted) = tokio::select! {
             accepted = std::future::poll_fn(|cx| poll_accept_any(&all, first, cx)) => accepted,
             () = &mut shutdown => break,
@@ -228,6 +229,17 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // Refused before it costs a slot, a handshake or a read: closed without a word, as
+        // HAProxy's `tcp-request connection reject` does (an HTTP answer would need its request
+        // read, and over TLS a whole handshake, for the client that is over its limit).
+        let Some(admitted) = budget.admit(client.ip()) else {
+            tracing::debug!(%client, "over max_connections_per_ip; closed");
+            continue;
+        };
+        let ticket = tokio::select! {
+            ticket = budget.ticket(admitted) => ticket,
+            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
@@ -245,13 +257,13 @@ pub async fn serve(
         match tls {
             None => connections.spawn(async move {
                 tokio::select! {
-                    () = serve_plain(stream, client, permit, proxy, &engines, drain) => {}
+                    () = serve_plain(stream, client, ticket, proxy, &engines, drain) => {}
                     () = cut.cancelled() => {}
                 }
             }),
             Some(acceptor) => connections.spawn(async move {
                 tokio::select! {
-                    () = serve_tls(stream, acceptor, client, permit, proxy, &engines, drain) => {}
+                    () = serve_tls(stream, acceptor, client, ticket, proxy, &engines, drain) => {}
                     () = cut.cancelled() => {}
                 }
             }),
@@ -299,13 +311,13 @@ fn poll_accept_any(
 async fn serve_plain(
     mut stream: TcpStream,
     client: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    ticket: Ticket,
     proxy: Arc<Proxy>,
     engines: &Engines,
     drain: CancellationToken,
 ) {
     let settings = &engines.settings;
-    let Some(h2_preface) = opens_with_h2_preface(&stream, settings, &drain).await else {
+    let Some(h2_preface) = opens_with_h2_preface(&stream, &ticket, settings, &drain).await else {
         return;
     };
     let ip = crate::access_log::ip_text(client.ip());
@@ -315,30 +327,73 @@ async fn serve_plain(
         cert: None,
     };
     if h2_preface {
-        let io = ClientIo::new(stream, permit);
+        let io = ClientIo::new(stream);
         // Boxed: the HTTP/2 connection's state would otherwise sit in every cleartext
         // connection's task, HTTP/1.x ones included.
-        Box::pin(h2::serve(io, peer, &proxy, &engines.h2, settings, drain)).await;
+        Box::pin(h2::serve(
+            io,
+            peer,
+            &ticket,
+            &proxy,
+            &engines.h2,
+            settings,
+            drain,
+        ))
+        .await;
     } else {
-        h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
-        drop(permit);
+        h1::serve(&mut stream, peer, &ticket, &proxy, settings, &drain).await;
+        drop(stream);
     }
+    // The slot goes only after the socket has closed.
+    drop(ticket);
 }
 
 /// Serves a TLS connection: the handshake first, bounded by the header timeout and holding only
-/// the connection's permit; then HTTP/2 when ALPN chose `h2`, HTTP/1.x otherwise.
+/// the connection's ticket (evictable until the client's first byte); then HTTP/2 when ALPN
+/// chose `h2`, HTTP/1.x otherwise.
 async fn serve_tls(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     client: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    ticket: Ticket,
     proxy: Arc<Proxy>,
     engines: &Engines,
     drain: CancellationToken,
 ) {
     let settings = &engines.settings;
-    let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream));
+    let deadline = tokio::time::Instant::now() + settings.header_timeout;
+    // Until its ClientHello the connection is idle, and may be evicted. A peek, not
+    // `readable()`, whose readiness may be spurious (a fresh socket's is).
+    let mut first = [0u8; 1];
+    let first = tokio::select! {
+        first = until_first_byte(
+            &ticket,
+            tokio::time::timeout_at(deadline, stream.peek(&mut first)),
+        ) => match first {
+            Some(first) => first,
+            None => return,
+        },
+        () = drain.cancelled() => return,
+    };
     let global = &proxy.metrics;
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => {
+            global.tls_handshakes_closed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "no TLS handshake begun within the header timeout");
+            global
+                .tls_handshakes_timed_out
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    if !ticket.busy() {
+        return;
+    }
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
     let mut stream = tokio::select! {
         handshake = handshake => match handshake {
             Ok(Ok(stream)) => stream,
@@ -377,15 +432,31 @@ async fn serve_tls(
         cert: cert.as_deref(),
     };
     if alpn_h2 {
-        let io = ClientIo::new(stream, permit);
-        h2::serve(io, peer, &proxy, &engines.h2, settings, drain).await;
+        let io = ClientIo::new(stream);
+        h2::serve(io, peer, &ticket, &proxy, &engines.h2, settings, drain).await;
     } else {
-        h1::serve(&mut stream, peer, &proxy, settings, &drain).await;
+        h1::serve(&mut stream, peer, &ticket, &proxy, settings, &drain).await;
         // close_notify, so the client can tell lb's close from a cut (a response that ends at
         // the close needs it); bounded, as a client that reads nothing could hold it.
         let _ = tokio::time::timeout(CLOSE_NOTIFY, stream.shutdown()).await;
-        drop(permit);
     }
+    drop(ticket);
+}
+
+/// Runs `wait` (for a connection's first byte), the connection evictable while it waits: marked
+/// idle once `wait` is pending (not before: a connection whose bytes wait already is not idle,
+/// and one whose task has not run yet may have some). `None`: evicted first. The caller marks
+/// the connection busy (`Ticket::busy`) once bytes came.
+async fn until_first_byte<F: Future>(ticket: &Ticket, wait: F) -> Option<F::Output> {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        ticket.idle_now();
+        ticket.poll_evicted(cx).map(|()| None)
+    })
+    .await
 }
 
 /// How long a TLS connection's closing alert may wait for the client to take it.
@@ -396,12 +467,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Whether a connection opens with the HTTP/2 preface: looked at with `peek`, so the bytes stay
 /// in the socket for the engine that serves it. `None`: the connection closed, went silent past
-/// the header timeout, or lb is draining.
+/// the header timeout, was evicted before its first byte, or lb is draining.
 ///
 /// NOTE: a preface split across segments (rare: clients write it whole) is peeked again every
 /// few milliseconds until it is whole, since a socket with unread bytes is always readable.
 async fn opens_with_h2_preface(
     stream: &TcpStream,
+    ticket: &Ticket,
     settings: &ServerSettings,
     drain: &CancellationToken,
 ) -> Option<bool> {
@@ -409,13 +481,21 @@ async fn opens_with_h2_preface(
     let mut first = [0u8; H2_PREFACE.len()];
     loop {
         let peeked = tokio::select! {
-            peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
+            peeked = until_first_byte(
+                ticket,
+                tokio::time::timeout_at(deadline, stream.peek(&mut first)),
+            ) => peeked?,
             () = drain.cancelled() => return None,
         };
         let n = match peeked {
             Ok(Ok(n)) if n > 0 => n,
             _ => return None,
         };
+        // The client has begun: no longer evictable (the engine marks it idle again between
+        // requests). `false`: evicted just before.
+        if !ticket.busy() {
+            return None;
+        }
         if first[..n] != H2_PREFACE[..n] {
             return Some(false);
         }

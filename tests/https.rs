@@ -1,7 +1,8 @@
 //! HTTPS on `listen.https` in the real lb: certificates made at test time with rcgen, chosen by
 //! SNI (the default without one), ALPN choosing HTTP/2 or HTTP/1.1, both proxied to a real
 //! backend; a renewed certificate for new handshakes only; a handshake bounded by
-//! `header_timeout` that holds one connection slot; `redirect_https` on the cleartext listener.
+//! `header_timeout` that holds one connection slot, and a connection silent before its
+//! ClientHello that gives its slot to a new client; `redirect_https` on the cleartext listener.
 
 mod support;
 
@@ -210,6 +211,76 @@ async fn a_renewed_certificate_serves_new_handshakes_and_open_connections_keep_w
 }
 
 #[tokio::test]
+async fn a_connection_silent_before_its_client_hello_gives_way_to_a_new_client() {
+    let backend = Backend::start("web").await;
+    let site = start(
+        &backend,
+        "",
+        "[server]\nheader_timeout = \"30s\"\nmax_connections = 1\n",
+        &[],
+    );
+    // TCP only, never a ClientHello: it holds lb's only connection slot, idle.
+    let mut silent = TcpStream::connect(site.https).await.expect("connect");
+    let mut probe = [0u8; 1];
+    // Accepted (lb holds it) before the next client comes: a read that times out says lb
+    // neither answered nor closed it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), silent.peek(&mut probe))
+            .await
+            .is_err()
+    );
+    let opened = Instant::now();
+    let mut stream = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    let (head, body) = http1_get(&mut stream, "a.test", true).await;
+    let served_after = opened.elapsed();
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(body, "web");
+    // Far below the header timeout: the silent one was closed for it, not waited out.
+    assert!(
+        served_after < Duration::from_secs(1),
+        "the second client waited {served_after:?}"
+    );
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE, silent.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// Over TLS too, an HTTP/2 connection with no open stream is idle: closed (GOAWAY) for a new
+/// client when the budget is spent, and its client sees its connection end.
+#[tokio::test]
+async fn an_idle_http2_connection_over_tls_gives_way_to_a_new_client() {
+    let backend = Backend::start("web").await;
+    let site = start(
+        &backend,
+        "",
+        "[server]\nheader_timeout = \"30s\"\nidle_timeout = \"1h\"\nmax_connections = 1\n",
+        &[],
+    );
+    let stream = site.connect(Some("a.test"), &[b"h2"]).await;
+    let mut sender = support::h2_connection(stream).await;
+    let (status, _, _) = support::h2_get(&mut sender, "https://a.test/").await;
+    assert_eq!(status, 200);
+
+    let opened = Instant::now();
+    let mut next = site.connect(Some("a.test"), &[b"http/1.1"]).await;
+    let (head, body) = http1_get(&mut next, "a.test", true).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(body, "web");
+    assert!(
+        opened.elapsed() < Duration::from_secs(1),
+        "the new client waited {:?}",
+        opened.elapsed()
+    );
+    // The first client's connection was closed for it.
+    eventually(PATIENCE, "the idle HTTP/2 connection closed", || {
+        std::future::ready(sender.is_closed())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot() {
     let backend = Backend::start("web").await;
     let site = start(
@@ -218,8 +289,13 @@ async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot
         "[server]\nheader_timeout = \"500ms\"\nmax_connections = 1\n",
         &[],
     );
-    // TCP only, never a ClientHello: it holds lb's only connection slot.
-    let mut silent = TcpStream::connect(site.https).await.expect("connect");
+    // A handshake begun (a ClientHello's first bytes) and never finished: not idle, so it holds
+    // lb's only connection slot until the header timeout.
+    let mut stalled = TcpStream::connect(site.https).await.expect("connect");
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .expect("write");
     let opened = Instant::now();
     // Connected (queued in the backlog) while the slot is taken; served once it is free.
     let mut stream = site.connect(Some("a.test"), &[b"http/1.1"]).await;
@@ -232,9 +308,9 @@ async fn an_unfinished_handshake_is_closed_after_header_timeout_holding_one_slot
         "the second client waited for the slot: {served_after:?}"
     );
 
-    // The silent client was closed at the header timeout.
+    // The stalled client was closed at the header timeout.
     let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(PATIENCE, silent.read(&mut buf))
+    let read = tokio::time::timeout(PATIENCE, stalled.read(&mut buf))
         .await
         .expect("closed in time");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");

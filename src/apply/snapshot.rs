@@ -75,6 +75,10 @@ impl StartOnly {
                 "server.max_connections",
                 a.server.max_connections != b.server.max_connections,
             ),
+            (
+                "server.max_connections_per_ip",
+                a.server.max_connections_per_ip != b.server.max_connections_per_ip,
+            ),
             ("server.workers", a.server.workers != b.server.workers),
             ("control.token_file", a.token_file != b.token_file),
             (

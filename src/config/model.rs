@@ -144,8 +144,11 @@ pub struct Server {
     pub send_timeout: Duration,
     /// An upgrade tunnel may carry no byte either way for this long.
     pub tunnel_idle_timeout: Duration,
-    /// Client connections open at once; more wait in the listen backlog.
+    /// Client connections open at once; past it the idle ones are evicted for new ones, and
+    /// while none is idle more wait in the listen backlog.
     pub max_connections: usize,
+    /// Client connections open at once from one IP address; `None`: no such limit.
+    pub max_connections_per_ip: Option<u32>,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
 }
@@ -160,6 +163,7 @@ impl Default for Server {
             send_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
             max_connections: 10_000,
+            max_connections_per_ip: None,
             workers: None,
         }
     }

@@ -149,6 +149,7 @@ struct RawServer {
     send_timeout: Option<Spanned<String>>,
     tunnel_idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    max_connections_per_ip: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
 }
 
@@ -458,6 +459,19 @@ impl Validator<'_> {
                     }
                 }
             },
+            max_connections_per_ip: raw.server.max_connections_per_ip.and_then(|n| {
+                let span = n.span();
+                match u32::try_from(*n.get_ref()) {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+                    _ => {
+                        self.error(
+                            span,
+                            "server.max_connections_per_ip must be between 1 and 1000000",
+                        );
+                        None
+                    }
+                }
+            }),
             workers: raw.server.workers.and_then(|w| {
                 let span = w.span();
                 match usize::try_from(*w.get_ref()) {

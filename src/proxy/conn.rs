@@ -1,5 +1,5 @@
 //! One HTTP/2 connection's state outside the protocol (`proxy::h2` and `h2` hold that): the socket
-//! wrapper (which notices reads and holds the connection's `max_connections` permit), the count of
+//! wrapper (which notices reads), the count of
 //! responses still being sent, and the idle clock the connection task consults; and the step of
 //! every connection's coarse clock.
 //!
@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::OwnedSemaphorePermit;
 
 /// What the connection's watchdog needs to tell idle from busy.
 #[derive(Debug, Default)]
@@ -109,16 +108,13 @@ pub fn watch_step(header_timeout: Duration, idle_timeout: Duration) -> Duration 
 pub struct ClientIo<S> {
     stream: S,
     activity: Arc<Activity>,
-    /// This connection's share of `max_connections`; it lives as long as the socket.
-    _permit: OwnedSemaphorePermit,
 }
 
 impl<S> ClientIo<S> {
-    pub fn new(stream: S, permit: OwnedSemaphorePermit) -> ClientIo<S> {
+    pub fn new(stream: S) -> ClientIo<S> {
         ClientIo {
             stream,
             activity: Arc::default(),
-            _permit: permit,
         }
     }
 }

@@ -30,12 +30,16 @@ use tokio_util::sync::CancellationToken;
 mod body;
 mod request;
 
+use super::budget::Ticket;
 use super::conn::{Active, ClientIo, IdleClock};
 use super::http1::wire;
 use super::stall::{within_once, Timeout};
 use super::timer::{self, StreamTimer};
 use super::{ClientStream, Peer, Proxy, ServerSettings, MAX_HEADER_BYTES};
 pub use body::ResponseBody;
+
+/// How long an evicted connection's GOAWAY may wait for the client to take it.
+const EVICTED_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// h2's server settings, as hyper's HTTP/2 server set them for lb (its defaults, with lb's
 /// header list limit), so clients see the same SETTINGS as before.
@@ -56,10 +60,12 @@ pub fn builder() -> Builder {
 }
 
 /// Serves an HTTP/2 connection until it ends, `drain` asks it to finish (GOAWAY, then its
-/// in-flight streams finish) or it idles past the settings' limits (the same).
+/// in-flight streams finish) or it idles past the settings' limits (the same), or the budget
+/// evicts it while it has no open stream (`ticket`: GOAWAY, then the close).
 pub async fn serve<S>(
     io: ClientIo<S>,
     peer: Peer<'_>,
+    ticket: &Ticket,
     proxy: &Proxy,
     builder: &Builder,
     settings: &ServerSettings,
@@ -118,10 +124,36 @@ pub async fn serve<S>(
     let mut armed = false;
     // `poll_accept` said the connection is over (closed, or GOAWAY sent and no stream left).
     let mut accepting = true;
+    // No stream open, and the budget told so: the connection may be evicted.
+    let mut idle = false;
+    // Evicted: `tick` now bounds the GOAWAY's flush, which a client that reads nothing could
+    // hold; its slot is what a new client waits for.
+    let mut evicted = false;
     let ended = poll_fn(|cx| {
         // The streams first: what they queue goes out when the connection is polled below.
         while let Poll::Ready(Some(timer)) = streams.poll_next_unpin(cx) {
             timers.give(timer);
+        }
+        if !closing {
+            if streams.is_empty() && !idle {
+                ticket.idle(std::time::Instant::now());
+                idle = true;
+            }
+            if idle && ticket.poll_evicted(cx).is_ready() {
+                // No stream is open: GOAWAY with the last stream processed, at once (no PING
+                // round trip, which a silent client would never answer), then the close. A
+                // request still unread in the socket is above that id, so its client may
+                // retry it elsewhere (RFC 9113 §6.8).
+                tracing::debug!(%client, "idle client connection evicted for a new one");
+                connection.abrupt_shutdown(Reason::NO_ERROR);
+                closing = true;
+                evicted = true;
+                tick.as_mut().reset(Instant::now() + EVICTED_FLUSH);
+            }
+        }
+        if evicted && tick.as_mut().poll(cx).is_ready() {
+            tracing::debug!(%client, "evicted client connection took no GOAWAY; closing");
+            return Poll::Ready(Ok(()));
         }
         if !closing {
             // Once polled, each holds this task's waker until it fires; between firings a flag
@@ -156,6 +188,15 @@ pub async fn serve<S>(
         while accepting {
             match connection.poll_accept(cx) {
                 Poll::Ready(Some(Ok((request, respond)))) => {
+                    if idle {
+                        idle = false;
+                        if !ticket.busy() && !closing {
+                            // Evicted as this stream came: it is served, and the connection
+                            // closes after it.
+                            connection.graceful_shutdown();
+                            closing = true;
+                        }
+                    }
                     streams.push(Box::pin(exchange(
                         request,
                         respond,
