@@ -3,9 +3,11 @@
 //! topology itself.
 //!
 //! - `service`: the RPCs.
+//! - `canary`: the CanaryStatus answer (a pool's two sides and the verdict).
 //! - `tooling`: `grpc.health.v1.Health` and server reflection, for probes and grpcurl.
 //! - `tls`: the listener's (and lbctl's) PEM files and rustls settings.
 
+mod canary;
 pub mod proto;
 mod service;
 pub mod tls;

@@ -7,6 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::control::proto;
 
+mod canary;
+pub use canary::{canary_json, render_canary_status, verdict_name};
+
 /// lbctl's long flags. The original Go tool's `flag` package took them with one dash as well
 /// (`-lb=...`, `-pattern /`), which clap does not, so these are rewritten before parsing. The
 /// first five are the original tool's; the rest are ours, accepted the same way for consistency.

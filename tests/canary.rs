@@ -432,3 +432,122 @@ fn lb_check_refuses_a_bad_canary_with_its_position() {
     let (ok, output) = support::lb_check(&good);
     assert!(ok, "{output}");
 }
+
+/// `lbctl canary status / ARGS` against `lb`: (exit ok, stdout).
+fn canary_status(lb: &Lb, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["canary", "status", "/"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = support::lbctl(lb, &all);
+    (ok, format!("{out}{err}"))
+}
+
+/// Sends `n` GETs over HTTP/1.1 on `lanes` connections; every answer counts, 500s included.
+async fn send_all(lb: &Lb, n: usize, lanes: usize) {
+    let url = lb.url("/");
+    let tasks: Vec<_> = (0..lanes)
+        .map(|lane| {
+            let url = url.clone();
+            let count = n / lanes + usize::from(lane < n % lanes);
+            tokio::spawn(async move {
+                let client = support::client();
+                for _ in 0..count {
+                    let (status, _) = support::get(&client, &url).await;
+                    assert!(
+                        status == StatusCode::OK || status == StatusCode::INTERNAL_SERVER_ERROR
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_status_fails_an_erroring_canary_with_its_figures() {
+    let stable = support::SampleWeb::start(&["--node", "stable"]);
+    let canary = support::SampleWeb::start(&["--node", "canary", "--error-rate", "0.2"]);
+    let lb = Lb::start(&config(stable.addr, canary.addr, 50, ""));
+    healthy_eventually(&lb, "/", stable.addr, WAIT).await;
+    healthy_eventually(&lb, "/", canary.addr, WAIT).await;
+
+    // Before traffic: never a failure, only what is missing.
+    let (ok, out) = canary_status(&lb, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("verdict: not enough data"), "{out}");
+    assert!(
+        out.contains("waiting for 100 more canary and 100 more stable"),
+        "{out}"
+    );
+
+    send_all(&lb, 400, 4).await;
+    let (ok, out) = canary_status(&lb, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("verdict: fail"), "{out}");
+    assert!(
+        out.contains("canary error rate 20.00% (40 of 200) is above the maximum 5.00%"),
+        "{out}"
+    );
+    let canary_row = out
+        .lines()
+        .find(|l| l.starts_with("canary "))
+        .expect("canary row");
+    assert!(
+        canary_row.contains("200") && canary_row.contains("20.00%"),
+        "{canary_row}"
+    );
+    let stable_row = out
+        .lines()
+        .find(|l| l.starts_with("stable "))
+        .expect("stable row");
+    assert!(stable_row.contains("0.00%"), "{stable_row}");
+
+    // JSON carries the same, and looser thresholds pass the same window.
+    let (ok, json) = canary_status(
+        &lb,
+        &[
+            "--output",
+            "json",
+            "--max-error-rate",
+            "0.5",
+            "--max-error-increase",
+            "0.5",
+        ],
+    );
+    assert!(ok, "{json}");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(value["verdict"], "pass", "{json}");
+    assert_eq!(value["canary"]["requests"], 200);
+    assert_eq!(value["canary"]["responses_by_class"][3], 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_status_fails_a_slow_canary_by_its_p99() {
+    let stable = support::SampleWeb::start(&["--node", "stable"]);
+    let canary = support::SampleWeb::start(&["--node", "canary", "--delay", "200ms"]);
+    let lb = Lb::start(&config(stable.addr, canary.addr, 50, ""));
+    healthy_eventually(&lb, "/", stable.addr, WAIT).await;
+    healthy_eventually(&lb, "/", canary.addr, WAIT).await;
+    send_all(&lb, 240, 24).await;
+    let (ok, out) = canary_status(&lb, &["--min-requests", "100"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("verdict: fail"), "{out}");
+    let reason = out
+        .lines()
+        .find(|l| l.contains("canary p99"))
+        .unwrap_or_else(|| panic!("no p99 reason: {out}"));
+    assert!(reason.contains("(maximum 1.50x)"), "{reason}");
+    assert!(!out.contains("error rate 0.00% is"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_status_names_a_pool_without_a_canary() {
+    let backend = Backend::start("only").await;
+    let lb = Lb::start(&support::pool("/", &[backend.addr], "100ms"));
+    let (ok, out) = canary_status(&lb, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("has no canary"), "{out}");
+    let (ok, out, err) = support::lbctl(&lb, &["canary", "status", "/nope/"]);
+    assert!(!ok && err.contains("no pool"), "{out}{err}");
+}

@@ -140,6 +140,33 @@ enum Command {
     Plan { file: PathBuf },
     /// With [sync]: fetch the git remote now, fast-forward and reload; show the sync status.
     Sync,
+    /// A pool's canary: `lbctl canary status POOL`.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
+}
+
+#[derive(Subcommand)]
+enum CanaryCommand {
+    /// Stable and canary side by side over a window (requests, error rate, p50/p95/p99) and
+    /// the verdict: pass, fail with its figures, or not enough data.
+    Status {
+        pattern: String,
+        /// The window compared, up to 300s.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        window: Duration,
+        /// Requests each side needs in the window before anything is judged.
+        #[arg(long, default_value_t = 100)]
+        min_requests: u64,
+        /// The canary's error rate may not exceed this share (0-1).
+        #[arg(long, default_value_t = 0.05)]
+        max_error_rate: f64,
+        /// The canary's error rate may not exceed stable's by more than this share (0-1).
+        #[arg(long, default_value_t = 0.01)]
+        max_error_increase: f64,
+        /// The canary's p99 may not exceed stable's times this.
+        #[arg(long, default_value_t = 1.5)]
+        max_p99_ratio: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -501,6 +528,26 @@ async fn run(args: Args) -> anyhow::Result<String> {
         Command::Watch => watch(&args).await,
         Command::Plan { file } => plan(&args, file).await,
         Command::Sync => sync(&args).await,
+        Command::Canary(CanaryCommand::Status {
+            pattern,
+            window,
+            min_requests,
+            max_error_rate,
+            max_error_increase,
+            max_p99_ratio,
+        }) => {
+            let request = proto::CanaryStatusReq {
+                pattern: pattern.clone(),
+                window_seconds: u32::try_from(window.as_secs()).unwrap_or(u32::MAX).max(1),
+                thresholds: Some(proto::CanaryThresholds {
+                    min_requests: *min_requests,
+                    max_error_rate: *max_error_rate,
+                    max_error_increase: *max_error_increase,
+                    max_p99_ratio: *max_p99_ratio,
+                }),
+            };
+            canary_status(&args, request).await
+        }
     }
 }
 
@@ -577,6 +624,19 @@ async fn fetch_pool_health(
     };
     let response = client.pool_health(request).await.map_err(rpc_error)?;
     Ok(response.into_inner().health.unwrap_or_default())
+}
+
+async fn canary_status(args: &Args, request: proto::CanaryStatusReq) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let status = client
+        .canary_status(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    Ok(match args.output {
+        Output::Json => lbctl::json_text(&lbctl::canary_json(&status)),
+        Output::Text => lbctl::render_canary_status(&status, colour(args)),
+    })
 }
 
 async fn pool_health(args: &Args, pattern: String) -> anyhow::Result<String> {

@@ -504,6 +504,14 @@ impl LoadBalancer for ControlService {
         }))
     }
 
+    async fn canary_status(
+        &self,
+        request: Request<proto::CanaryStatusReq>,
+    ) -> Result<Response<proto::CanaryStatusResp>, Status> {
+        let topology = self.applier.topology().load();
+        super::canary::status(&topology, request.get_ref()).map(Response::new)
+    }
+
     async fn sync(
         &self,
         _request: Request<proto::SyncReq>,

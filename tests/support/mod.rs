@@ -862,3 +862,46 @@ pub fn add_pool_req(pattern: &str) -> lb::control::proto::AddPoolReq {
         if_match: None,
     }
 }
+
+// === sample-web processes ===
+
+/// A `sample-web` process on 127.0.0.1 (port 0), killed when dropped.
+pub struct SampleWeb {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl SampleWeb {
+    /// Starts `sample-web --port 0 ARGS` and waits (bounded) for the address it says it bound.
+    pub fn start(args: &[&str]) -> SampleWeb {
+        let mut child = Command::new(sample_web_bin())
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sample-web");
+        let stderr = child.stderr.take().expect("sample-web stderr");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.rsplit("listening on ").next() {
+                    if let Ok(addr) = addr.trim().parse::<SocketAddr>() {
+                        let _ = sender.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sample-web said where it listens");
+        SampleWeb { child, addr }
+    }
+}
+
+impl Drop for SampleWeb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
