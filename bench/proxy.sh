@@ -13,6 +13,8 @@
 #   h1        GET, wrk, C keep-alive connections (64)
 #   h2        GET, h2load, h2c prior knowledge, 16 connections x 4 streams
 #   h1-c1000  GET, wrk, 1000 keep-alive connections
+#   h1-canary GET as h1, against a second lb whose pool splits stable (backend 1) and a canary
+#             (backend 2) at weight 10, sticky off: the cost of the split beside plain h1 (lb only)
 #   chunked   POST of 64 KiB in 16 chunks of 4 KiB (Transfer-Encoding: chunked), wrk, C conns
 #   req1m     POST of a 1 MiB body (Content-Length), wrk, 16 connections
 #   resp1m    GET of a 1 MiB response, wrk, 16 connections
@@ -47,7 +49,7 @@ ONLY=",lb,nginx,haproxy,direct,"
 LB_BIN=""
 PROXY_CPU=0
 LOAD_CPU=1
-ALL_WORKLOADS="h1,h2,h1-c1000,chunked,req1m,resp1m,h2-req1m,idle-h1,idle-h2,slow-dl"
+ALL_WORKLOADS="h1,h2,h1-c1000,h1-canary,chunked,req1m,resp1m,h2-req1m,idle-h1,idle-h2,slow-dl"
 
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -213,6 +215,20 @@ EOF
     PID[$tag.lb]=$!; PORT[$tag.lb]=$lb_http; H2PORT[$tag.lb]=$lb_http
     PIDS+=($!)
 
+    if selected h1-canary; then
+        # The same lb with the pool's second backend as a canary at weight 10.
+        free_ports 2
+        mkdir -p "$dir/lbc"
+        sed -e "s/127.0.0.1:$lb_http\"/127.0.0.1:$BASE\"/" -e "s/127.0.0.1:$lb_grpc\"/127.0.0.1:$((BASE + 1))\"/" \
+            -e "s|$dir/lb/access.log|$dir/lbc/access.log|" \
+            -e "s/^backends = .*/backends = [\"127.0.0.1:$B1\"]/" "$dir/lb/lb.toml" >"$dir/lbc/lb.toml"
+        printf '\n[pools."/".canary]\nbackends = ["127.0.0.1:%s"]\nweight = 10\n' "$B2" >>"$dir/lbc/lb.toml"
+        taskset -c "$PROXY_CPU" "$LB_BIN" --config "$dir/lbc/lb.toml" \
+            >"$dir/lbc/stdout" 2>"$dir/lbc/stderr" &
+        PID[$tag.lbc]=$!; PORT[$tag.lbc]=$BASE; H2PORT[$tag.lbc]=$BASE
+        PIDS+=($!)
+    fi
+
     cat >"$dir/ngx/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
@@ -298,12 +314,14 @@ EOF
     wait_http "$lb_http" / 200 20   # 200 only once a backend passed its first health check
     wait_http "$ngx_http" / 200
     wait_http "$hap_http" / 200
+    if selected h1-canary; then wait_http "${PORT[$tag.lbc]}" / 200 20; fi
 }
 
 stop_set() { # tag
     local name pid
-    for name in lb nginx haproxy; do
-        pid=${PID[$1.$name]}
+    for name in lb lbc nginx haproxy; do
+        pid=${PID[$1.$name]:-}
+        [ -n "$pid" ] || continue
         kill -TERM "$pid" 2>/dev/null || true
         # Bounded: lb drains for at most its drain_timeout (1 s).
         timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
@@ -493,6 +511,11 @@ if [ ${#THROUGHPUT[@]} -gt 0 ]; then
             for t in "${TARGETS[@]}"; do
                 read -r log name key <<<"$t"
                 wanted "$name" || continue
+                if [ "$workload" = h1-canary ]; then
+                    # lb only, on the lb with the canary.
+                    [ "$name" = lb ] || continue
+                    key="$log.lbc"
+                fi
                 run_one "$workload" "$log" "$name" "${PID[$key]}" "${PORT[$key]}" \
                     "${H2PORT[$key]}" "$round"
             done
@@ -533,6 +556,7 @@ if [ ${#THROUGHPUT[@]} -gt 0 ]; then
     echo
     if wanted lb && wanted nginx && wanted haproxy; then
         for workload in "${THROUGHPUT[@]}"; do
+            [ "$workload" = h1-canary ] && continue # lb only: compared with h1 below
             for log in $LOG_SETTINGS; do
                 awk -v w="$workload" -v g="$log" \
                     -v l="$(col "$workload" "$log" lb 5)" -v lp="$(col "$workload" "$log" lb 7)" \
@@ -546,6 +570,13 @@ if [ ${#THROUGHPUT[@]} -gt 0 ]; then
                     printf "%s, logs %s: lb vs best peer (%s): req/s x%.2f, p99 x%.2f; CPU/req x%.2f the leaner peer\n",
                         w, g, best, l / br, lp / bp, lc / bc }'
             done
+        done
+    fi
+    if selected h1-canary && selected h1 && wanted lb; then
+        for log in $LOG_SETTINGS; do
+            awk -v g="$log" -v c="$(col h1-canary "$log" lb 10)" -v p="$(col h1 "$log" lb 10)" \
+                -v cr="$(col h1-canary "$log" lb 5)" -v pr="$(col h1 "$log" lb 5)" 'BEGIN {
+                if (p > 0 && pr > 0) printf "h1-canary, logs %s: lb with a weight-10 canary vs plain h1: CPU/req x%.3f, req/s x%.3f\n", g, c / p, cr / pr }'
         done
     fi
 fi

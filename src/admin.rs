@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::apply::Applier;
+use crate::canary::{self, Side};
 use crate::metrics::{self, Global};
 use crate::topology::Topology;
 
@@ -144,10 +145,17 @@ impl Admin {
                         state: pool_state(pool.backends.len(), n_healthy, n_in_rotation),
                         healthy: n_healthy,
                         total: pool.backends.len(),
+                        canary: pool.canary.as_ref().map(|canary| canary_doc(pool, canary)),
                         backends: pool
                             .backends
                             .iter()
-                            .map(|b| BackendDoc {
+                            .enumerate()
+                            .map(|(i, b)| BackendDoc {
+                                side: if i < pool.n_stable {
+                                    "stable"
+                                } else {
+                                    "canary"
+                                },
                                 addr: b.addr.host_port(),
                                 url_path: b.addr.url_path.clone(),
                                 healthy: b.is_healthy(),
@@ -227,13 +235,84 @@ pub struct PoolDoc {
     pub healthy: usize,
     /// Backends declared.
     pub total: usize,
-    /// In file order.
+    /// Stable then canary, each in file order.
     pub backends: Vec<BackendDoc>,
+    /// The pool's canary split and both sides' figures; absent without a canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryDoc>,
+}
+
+/// A pool's canary in `/status.json`: the split's settings and each side over the last
+/// [`canary::COMPARISON_SECONDS`].
+#[derive(Serialize)]
+pub struct CanaryDoc {
+    /// The canary's share of the pool's requests, in percent.
+    pub weight_percent: f64,
+    /// `cookie:NAME`, `header:NAME`, or absent.
+    pub sticky: Option<String>,
+    /// The header whose `always` / `never` chooses the side, or absent.
+    pub force_header: Option<String>,
+    /// The window the sides' figures cover.
+    pub window_seconds: u64,
+    /// The pool's `backends`.
+    pub stable: SideDoc,
+    /// The canary's `backends`.
+    pub canary: SideDoc,
+}
+
+/// One side of a canary split in `/status.json`.
+#[derive(Serialize)]
+pub struct SideDoc {
+    /// Backends on the side.
+    pub backends: usize,
+    /// Of those, in rotation.
+    pub in_rotation: usize,
+    /// Requests finished in the window.
+    pub requests: u64,
+    /// Their errors: backend 5xx and lb's own 502/503/504.
+    pub errors: u64,
+    /// `errors / requests`; 0 without requests.
+    pub error_rate: f64,
+    /// Median time to response head, milliseconds; absent with no request in the window.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile time to response head, milliseconds; absent with no request.
+    pub p99_ms: Option<f64>,
+    /// Requests meant for this side that went to the other, since the canary was declared.
+    pub fell_back: u64,
+}
+
+fn canary_doc(pool: &crate::topology::Pool, canary: &crate::topology::Canary) -> CanaryDoc {
+    let window = canary::COMPARISON_SECONDS;
+    let (stable, canary_summary) = canary.comparison.summaries(window);
+    let side = |side: Side, summary: &canary::stats::Summary| {
+        let backends = pool.side(side);
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        SideDoc {
+            backends: backends.len(),
+            in_rotation: backends.iter().filter(|b| b.in_rotation()).count(),
+            requests: summary.requests,
+            errors: summary.errors(),
+            error_rate: summary.error_rate(),
+            p50_ms: ms(summary.p50()),
+            p99_ms: ms(summary.p99()),
+            fell_back: canary.comparison.fallbacks(side),
+        }
+    };
+    CanaryDoc {
+        weight_percent: f64::from(canary.weight.buckets()) / 100.0,
+        sticky: canary.sticky.as_ref().map(ToString::to_string),
+        force_header: canary.force_header.as_deref().map(str::to_owned),
+        window_seconds: window,
+        stable: side(Side::Stable, &stable),
+        canary: side(Side::Canary, &canary_summary),
+    }
 }
 
 /// One backend in `/status.json`.
 #[derive(Serialize)]
 pub struct BackendDoc {
+    /// `stable`, or `canary` for a backend of the pool's canary.
+    pub side: &'static str,
     /// `IP:PORT`.
     pub addr: String,
     /// The path prefixed to each request; empty for none.
