@@ -10,6 +10,7 @@
 //!   in (a round under the lock on the blocking pool; between rounds, probes of backends new to
 //!   a pool, without the lock);
 //! - `transaction`: a mutation's read → check → edit → swap-over-the-text-read transaction;
+//! - `plan`: what a candidate text would change (the diff a reload logs), probes included;
 //! - `snapshot`: the next `Topology` built from a validated config, swapped in, checkers
 //!   reconciled;
 //! - `spans`: the recorded `backends` array spans, behind one invariant.
@@ -33,12 +34,14 @@ pub use crate::metrics::Status;
 use crate::tls::BackendConnector;
 use crate::topology::{BackendKey, SharedTopology, Topology};
 
+mod plan;
 mod snapshot;
 mod spans;
 #[cfg(test)]
 pub(crate) mod tests;
 mod transaction;
 
+pub use plan::{Forecast, Plan, PlanError};
 use snapshot::StartOnly;
 
 /// The parts of the config that only take effect when lb starts.
