@@ -511,21 +511,37 @@ pub fn render_event(event: &proto::HealthEvent, json: bool, colour: bool) -> Str
         backend: event.backend.clone(),
         ..Default::default()
     });
+    let at = rfc3339_ms(event.unix_ms);
+    let cause = match proto::EventCause::try_from(event.cause) {
+        Ok(proto::EventCause::EcCheck) => "check",
+        Ok(proto::EventCause::EcEjection) => "ejection",
+        Ok(proto::EventCause::EcReadmission) => "readmission",
+        _ => "-",
+    };
     if json {
         return serde_json::json!({
-            "unix_ms": event.unix_ms, "pattern": event.pattern, "backend": label,
-            "status": backend_status_name(event.status), "reason": event.reason,
+            "at": at, "unix_ms": event.unix_ms, "pattern": event.pattern, "backend": label,
+            "status": backend_status_name(event.status), "cause": cause, "reason": event.reason,
         })
         .to_string();
     }
     format!(
-        "{}  {}  {}  {}  {}",
-        event.unix_ms,
+        "{at}  {}  {}  {}  {cause}  {}",
         event.pattern,
         label,
         paint(backend_status_name(event.status), colour),
         event.reason
     )
+}
+
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds (`2025-01-02T03:04:05.678Z`); a time
+/// before 1970 reads as the epoch.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let ms = u64::try_from(unix_ms).unwrap_or(0);
+    let at = UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 fn backend_json(b: &proto::BackendHealth) -> serde_json::Value {

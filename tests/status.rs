@@ -96,6 +96,12 @@ async fn watch_streams_health_transitions() {
             && (line.contains("BS_SICK") || line.contains("BS_HEALTHY")),
         "{line}"
     );
+    // The time first, as RFC 3339 in UTC (`2025-01-02T03:04:05.678Z`), not epoch milliseconds.
+    let at = line.split_whitespace().next().unwrap_or_default();
+    assert!(
+        humantime::parse_rfc3339(at).is_ok() && at.ends_with('Z'),
+        "{line}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -135,4 +141,52 @@ async fn a_pool_with_no_backend_in_rotation_reads_down() {
     assert_eq!(doc["pools"][1]["status"], "PS_DEGRADED");
     assert_eq!(doc["pools"][1]["down"], true);
     assert_eq!(doc["pools"][0]["down"], false);
+}
+
+/// `WatchHealth` carries what moves a backend out of rotation and back: a passive ejection (a
+/// request's connect failed) as `BS_SICK` with its cause, and its return through the checks as
+/// `BS_HEALTHY`, a re-admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_passive_ejections_and_their_return() {
+    use lb::control::proto::{BackendStatus, EventCause, WatchHealthReq};
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    // Checks far apart: only a request can notice that a is gone before the down_interval probe.
+    let lb = Lb::start(&support::pool("/", &[a.addr, b.addr], "1h"));
+    support::healthy_eventually(&lb, "/", a.addr, Duration::from_secs(5)).await;
+    support::healthy_eventually(&lb, "/", b.addr, Duration::from_secs(5)).await;
+    // Subscribed once the RPC answers (the service subscribes before it does).
+    let mut events = support::control(&lb)
+        .await
+        .watch_health(WatchHealthReq::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let a_addr = a.kill().await;
+    let client = support::client();
+    for _ in 0..50 {
+        support::get(&client, &lb.url("/")).await;
+        let (_, out, _) = support::lbctl(&lb, &["pools"]);
+        if out.contains(&format!("{a_addr}  BS_SICK")) {
+            break;
+        }
+    }
+    let ejected = next_event(&mut events).await;
+    assert_eq!(ejected.status, BackendStatus::BsSick as i32, "{ejected:?}");
+    assert_eq!(ejected.cause, EventCause::EcEjection as i32, "{ejected:?}");
+    assert!(ejected.reason.contains("connect"), "{ejected:?}");
+    let _back = Backend::start_on(a_addr, "a").await;
+    let back = next_event(&mut events).await;
+    assert_eq!(back.status, BackendStatus::BsHealthy as i32, "{back:?}");
+    assert_eq!(back.cause, EventCause::EcReadmission as i32, "{back:?}");
+}
+
+/// The stream's next event, within 10 s.
+async fn next_event(
+    events: &mut tonic::Streaming<lb::control::proto::HealthEvent>,
+) -> lb::control::proto::HealthEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("stream open")
+        .expect("an event")
 }

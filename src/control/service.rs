@@ -17,6 +17,7 @@ use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Plan, PlanErro
 use crate::config::diff::ChangeKind;
 use crate::config::edit::{HealthCheckSpec, PoolSpec};
 use crate::config::{format_duration, AdminState, BackendAddr, DEFAULT_INTERVAL};
+use crate::health;
 use crate::metrics::SyncStatus;
 use crate::routing::Pattern;
 use crate::sync::{self, GitSync};
@@ -623,6 +624,11 @@ impl LoadBalancer for ControlService {
                     proto::BackendStatus::BsSick
                 } as i32,
                 reason: event.reason,
+                cause: match event.cause {
+                    health::Cause::Check => proto::EventCause::EcCheck,
+                    health::Cause::Ejection => proto::EventCause::EcEjection,
+                    health::Cause::Readmission => proto::EventCause::EcReadmission,
+                } as i32,
                 unix_ms: event
                     .at
                     .duration_since(UNIX_EPOCH)
