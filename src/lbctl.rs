@@ -355,6 +355,16 @@ pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
         }));
         out.push('\n');
         out.push_str(&table(&rows));
+        if status.tls_reload_error.is_empty() {
+            out.push_str("tls reload:  ok\n");
+        } else {
+            let _ = write!(
+                out,
+                "tls reload:  FAILED, still serving the previous certificates (since {})\n{}\n",
+                unix_date(status.tls_reload_failed_since_unix),
+                status.tls_reload_error
+            );
+        }
     }
     out
 }
@@ -595,6 +605,10 @@ pub fn status_json(status: &proto::StatusResp) -> serde_json::Value {
             "not_after_unix": c.not_after_unix, "default": c.is_default,
         })).collect::<Vec<_>>(),
         "sync": status.sync.as_ref().map(sync_json),
+        "tls_reload_ok": status.tls_reload_error.is_empty(),
+        "tls_reload_error": (!status.tls_reload_error.is_empty()).then_some(&status.tls_reload_error),
+        "tls_reload_failed_since_unix": (status.tls_reload_failed_since_unix != 0)
+            .then_some(status.tls_reload_failed_since_unix),
     })
 }
 
@@ -904,6 +918,7 @@ mod tests {
             applied_at_unix: 0,
             certificates: Vec::new(),
             sync: None,
+            ..Default::default()
         };
         let text = render_status(&status, false);
         assert!(

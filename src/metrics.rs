@@ -109,20 +109,19 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// encoder writes the names, `# HELP`/`# TYPE` lines, label escaping and numbers; [`Scrape`]
 /// reads the atomics.
 ///
-/// `certificates` are the served certificates' `(SAN name, notAfter as Unix time)`, one per
-/// name, for `lb_tls_certificate_expiry_seconds` (left out without `[tls]`).
+/// `tls` is the `[tls]` certificate store as a scrape reads it; `None` without `[tls]`.
 pub fn render(
     topology: Arc<Topology>,
     status: Arc<Status>,
     global: Arc<Global>,
-    certificates: Vec<(String, i64)>,
+    tls: Option<TlsMetrics>,
 ) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         topology,
         status,
         global,
-        certificates,
+        tls,
     }));
     let mut out = String::new();
     // Writing to a String cannot fail and `Scrape` returns no error of its own.
@@ -137,7 +136,18 @@ struct Scrape {
     topology: Arc<Topology>,
     status: Arc<Status>,
     global: Arc<Global>,
-    certificates: Vec<(String, i64)>,
+    tls: Option<TlsMetrics>,
+}
+
+/// What `/metrics` shows of the `[tls]` certificate store.
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    /// The served certificates' `(SAN name, notAfter as Unix time)`, one per name.
+    pub certificates: Vec<(String, i64)>,
+    /// The last reload of the certificate files succeeded (or none failed since start).
+    pub reload_ok: bool,
+    /// Reloads of the certificate files refused since start.
+    pub reload_failures: u64,
 }
 
 impl std::fmt::Debug for Scrape {
@@ -369,9 +379,23 @@ impl Collector for Scrape {
         )?;
         ConstGauge::new(topology.pools.len()).encode(family)?;
 
-        if self.certificates.is_empty() {
+        let Some(tls) = &self.tls else {
             return Ok(());
-        }
+        };
+        let family = encoder.encode_descriptor(
+            "lb_tls_last_reload_ok",
+            "1 when the last reload of the [tls] certificate files succeeded, 0 while a refused one (the previous certificates still served) is not fixed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(tls.reload_ok)).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "lb_tls_reload_failures",
+            "Reloads of the [tls] certificate files refused (a pair that does not match, an expired or unreadable file).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(tls.reload_failures).encode(family)?;
         // An alert `lb_tls_certificate_expiry_seconds - time() < 14 * 86400` fires before a
         // name lapses.
         let mut family = encoder.encode_descriptor(
@@ -380,7 +404,7 @@ impl Collector for Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for (name, not_after) in &self.certificates {
+        for (name, not_after) in &tls.certificates {
             gauge(&mut family, &[("name", name.as_str())], *not_after)?;
         }
         Ok(())
@@ -453,7 +477,7 @@ mod tests {
         global.local.record(404, Duration::from_micros(10));
         global.reloads_ok.fetch_add(1, Ordering::Relaxed);
         global.timeouts_send.fetch_add(2, Ordering::Relaxed);
-        render(Arc::new(topology), status(3), Arc::new(global), Vec::new())
+        render(Arc::new(topology), status(3), Arc::new(global), None)
     }
 
     /// Every family, its `# HELP`/`# TYPE` lines, label escaping, cumulative buckets with

@@ -499,6 +499,7 @@ impl LoadBalancer for ControlService {
         _request: Request<proto::StatusReq>,
     ) -> Result<Response<proto::StatusResp>, Status> {
         let applied = self.applier.status();
+        let tls_failure = self.certificates.as_ref().and_then(|s| s.last_failure());
         let topology = self.applier.topology().load();
         let pools = topology
             .pools
@@ -542,6 +543,11 @@ impl LoadBalancer for ControlService {
                 .sync
                 .load_full()
                 .map(|status| proto_sync(&status)),
+            tls_reload_error: tls_failure
+                .as_ref()
+                .map(|f| f.error.clone())
+                .unwrap_or_default(),
+            tls_reload_failed_since_unix: tls_failure.map_or(0, |f| f.since_unix),
         }))
     }
 
