@@ -97,6 +97,7 @@ impl Pool {
             // Once per ejection, never per request: the checker reports it and probes on
             // `down_interval` from now.
             backend.ejections.notify_one();
+            backend.ejected_total.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         backend.ejected.store(false, Ordering::SeqCst);
@@ -133,6 +134,8 @@ pub struct Backend {
     /// Woken by each ejection, for the backend's checker: it streams the event (`WatchHealth`)
     /// and starts probing on `down_interval`.
     ejections: tokio::sync::Notify,
+    /// Ejections since the backend was declared, for `lb_passive_ejections_total`.
+    ejected_total: AtomicU64,
     /// Active check results in a row: passes when positive, failures when negative. Written by
     /// the backend's one checker (and reset by an ejection).
     streak: AtomicI32,
@@ -166,6 +169,7 @@ impl Backend {
             healthy: AtomicBool::new(healthy),
             ejected: AtomicBool::new(false),
             ejections: tokio::sync::Notify::new(),
+            ejected_total: AtomicU64::new(0),
             streak: AtomicI32::new(0),
             checked: AtomicBool::new(healthy),
             in_flight: AtomicU64::new(0),
@@ -205,6 +209,11 @@ impl Backend {
     /// Taken out of rotation by a failed connect ([`Pool::eject`]) and not back yet.
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::SeqCst)
+    }
+
+    /// How many times [`Pool::eject`] has taken it out of rotation.
+    pub fn ejections(&self) -> u64 {
+        self.ejected_total.load(Ordering::Relaxed)
     }
 
     /// Completes after the next ejection (or at once when one happened since the last call).
