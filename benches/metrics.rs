@@ -35,7 +35,7 @@ fn metrics(c: &mut Criterion) {
                 topology.clone(),
                 applier.status(),
                 applier.metrics().clone(),
-                Vec::new(),
+                None,
             ))
         })
     });

@@ -180,9 +180,11 @@ def metrics(admin_port):
     _, text = http_get(admin_port, "/metrics")
     found = {}
     for line in text.splitlines():
-        m = re.match(r'lb_config_reloads_total\{result="(\w+)"\} (\d+)', line)
+        # Summed over the sources (file, api, sync).
+        m = re.match(r'lb_config_reloads_total\{source="\w+",result="(\w+)"\} (\d+)', line)
         if m:
-            found[f"reloads_{m.group(1)}"] = int(m.group(2))
+            key = f"reloads_{m.group(1)}"
+            found[key] = found.get(key, 0) + int(m.group(2))
         m = re.match(r"lb_config_generation (\d+)", line)
         if m:
             found["generation"] = int(m.group(1))

@@ -71,19 +71,22 @@ impl Admin {
             "/metrics" => {
                 let topology = self.applier.topology().load_full();
                 let (status, global) = (self.applier.status(), Arc::clone(&self.global));
-                // Each served certificate's notAfter, by SAN name.
-                let certificates: Vec<(String, i64)> = self
-                    .certificates
-                    .iter()
-                    .flat_map(|store| store.certificates())
-                    .flat_map(|c| {
-                        let not_after = c.not_after_unix;
-                        c.names.into_iter().map(move |name| (name, not_after))
-                    })
-                    .collect();
+                let tls = self.certificates.as_ref().map(|store| metrics::TlsMetrics {
+                    // Each served certificate's notAfter, by SAN name.
+                    certificates: store
+                        .certificates()
+                        .into_iter()
+                        .flat_map(|c| {
+                            let not_after = c.not_after_unix;
+                            c.names.into_iter().map(move |name| (name, not_after))
+                        })
+                        .collect(),
+                    reload_ok: store.last_failure().is_none(),
+                    reload_failures: store.reload_failures(),
+                });
                 // A scrape of 10,000 backends takes tens of milliseconds of CPU: it runs on the
                 // blocking pool so it never holds up a proxy worker.
-                let render = move || metrics::render(topology, status, global, certificates);
+                let render = move || metrics::render(topology, status, global, tls);
                 match tokio::task::spawn_blocking(render).await {
                     Ok(body) => with_type(body, metrics::CONTENT_TYPE),
                     Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n"),
@@ -112,6 +115,7 @@ impl Admin {
     /// The `/status.json` document for `topology`.
     pub fn status(&self, topology: &Topology) -> StatusDoc {
         let status = self.applier.status();
+        let tls_failure = self.certificates.as_ref().and_then(|s| s.last_failure());
         StatusDoc {
             config_path: self.applier.path().display().to_string(),
             generation: status.generation,
@@ -127,6 +131,8 @@ impl Admin {
                 .as_ref()
                 .map(|store| store.certificates())
                 .unwrap_or_default(),
+            tls_reload_error: tls_failure.as_ref().map(|f| f.error.clone()),
+            tls_reload_failed_since_unix: tls_failure.as_ref().map(|f| f.since_unix),
             sync: self
                 .applier
                 .metrics()
@@ -215,6 +221,11 @@ pub struct StatusDoc {
     pub last_error: Option<String>,
     /// Each `[tls]` certificate: its file, SAN names, validity and whether it is the default.
     pub certificates: Vec<crate::tls::CertificateInfo>,
+    /// Why the last reload of the `[tls]` certificate files was refused (the previous ones are
+    /// still served), until one reads good files again; `null` otherwise.
+    pub tls_reload_error: Option<String>,
+    /// Since when (Unix seconds) that reload has been failing this way.
+    pub tls_reload_failed_since_unix: Option<i64>,
     /// `[sync]`: the commit served, the remote head last seen and when; absent without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<crate::metrics::SyncStatus>,

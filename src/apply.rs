@@ -10,13 +10,13 @@
 //!   in (a round under the lock on the blocking pool; between rounds, probes of backends new to
 //!   a pool, without the lock);
 //! - `transaction`: a mutation's read → check → edit → swap-over-the-text-read transaction;
+//! - `plan`: what a candidate text would change (the diff a reload logs), probes included;
 //! - `snapshot`: the next `Topology` built from a validated config, swapped in, checkers
 //!   reconciled;
 //! - `spans`: the recorded `backends` array spans, behind one invariant.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -28,17 +28,19 @@ use crate::config::edit::{EditError, PoolSpec};
 use crate::config::write::WriteError;
 use crate::config::{self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig};
 use crate::health::{self, Checkers};
-use crate::metrics::Global;
 pub use crate::metrics::Status;
+use crate::metrics::{Global, ReloadSource};
 use crate::tls::BackendConnector;
 use crate::topology::{BackendKey, SharedTopology, Topology};
 
+mod plan;
 mod snapshot;
 mod spans;
 #[cfg(test)]
 pub(crate) mod tests;
 mod transaction;
 
+pub use plan::{Forecast, Plan, PlanError};
 use snapshot::StartOnly;
 
 /// The parts of the config that only take effect when lb starts.
@@ -620,10 +622,23 @@ impl Applier {
         };
         match &result {
             Ok(Reloaded::Applied { .. }) => {
-                self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                // The sync names itself in what made the generation (`sync COMMIT`).
+                let by_sync = self.status.load().applied_by.starts_with("sync ");
+                let source = if by_sync {
+                    ReloadSource::Sync
+                } else {
+                    ReloadSource::File
+                };
+                self.metrics.reloads.record(source, true);
             }
             Err(_) => {
-                self.metrics.reloads_error.fetch_add(1, Ordering::Relaxed);
+                // A refused file while the sync waits for its commit's content is the sync's.
+                let source = if self.expected.load().is_some() {
+                    ReloadSource::Sync
+                } else {
+                    ReloadSource::File
+                };
+                self.metrics.reloads.record(source, false);
             }
             Ok(_) => {}
         }
@@ -672,8 +687,15 @@ impl Applier {
                 source,
             })?;
             probed = returned;
+            let step = step.inspect_err(|error| {
+                // Only an edit that would not make a valid config is a refused application.
+                if matches!(error, MutateError::Rejected { .. }) {
+                    self.metrics.reloads.record(ReloadSource::Api, false);
+                }
+            });
             match step? {
                 Step::Done((generation, git_commit)) => {
+                    self.metrics.reloads.record(ReloadSource::Api, true);
                     let (mutation, options) = &*job;
                     tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
                     if git_commit {

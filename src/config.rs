@@ -6,7 +6,9 @@
 //! - `edit`: smallest-diff text edits used by the control API (toml_edit).
 //! - `write`: atomic replacement of the file on disk.
 //! - `keys`: the key paths the parser accepts, for the reference's test.
+//! - `diff`: what differs between two configs, key by key (`lbctl plan`, the reload log).
 
+pub mod diff;
 mod duration;
 pub mod edit;
 mod keys;

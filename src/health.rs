@@ -119,8 +119,21 @@ pub struct HealthEvent {
     pub healthy: bool,
     /// Why, e.g. the failing probe's error.
     pub reason: String,
+    /// What moved it.
+    pub cause: Cause,
     /// When the transition happened.
     pub at: std::time::SystemTime,
+}
+
+/// What moved a backend into or out of rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Its active checks, with `rise` and `fall` applied.
+    Check,
+    /// Passive health: a request could not connect to it ([`crate::topology::Pool::eject`]).
+    Ejection,
+    /// Back in rotation through its checks after an ejection.
+    Readmission,
 }
 
 /// Fan-out of health transitions; sending never blocks and nobody listening is fine.
@@ -360,6 +373,21 @@ async fn run(
                 _ = ticker.tick() => {}
                 _ = tokio::time::sleep_until(down_probe), if down => {}
                 _ = probe_now.notified() => {}
+                _ = backend.ejected() => {
+                    // A stale wake (the backend came back in between) reports nothing.
+                    if backend.is_ejected() {
+                        tracing::debug!(pool = %key.pattern, backend = %key.backend, "ejection reported");
+                        let _ = events.send(HealthEvent {
+                            pattern: Arc::clone(&key.pattern),
+                            backend: key.backend.clone(),
+                            healthy: false,
+                            reason: "ejected: a request could not connect to it".to_owned(),
+                            cause: Cause::Ejection,
+                            at: std::time::SystemTime::now(),
+                        });
+                    }
+                    continue;
+                }
                 _ = sweep.tick() => {
                     backend.connections.close_expired();
                     continue;
@@ -393,17 +421,25 @@ pub fn record(
     events: &Events,
 ) {
     let first = !backend.is_checked();
+    let ejected = backend.is_ejected();
     let passed = outcome.is_ok();
     backend.checks.record(passed, took);
     let (was, healthy) = backend.record_check(passed, checks.rise, checks.fall);
     let reason = match outcome {
+        Ok(()) if healthy && ejected => {
+            tracing::info!(pool = %key.pattern, backend = %key.backend, "backend back in rotation after an ejection");
+            Some((
+                "passed its health check after an ejection".to_owned(),
+                Cause::Readmission,
+            ))
+        }
         Ok(()) if healthy && (!was || first) => {
             tracing::info!(pool = %key.pattern, backend = %key.backend, "backend healthy");
-            Some("passed its health check".to_owned())
+            Some(("passed its health check".to_owned(), Cause::Check))
         }
         Err(reason) if !healthy && (was || first) => {
             tracing::warn!(pool = %key.pattern, backend = %key.backend, %reason, "backend sick");
-            Some(reason.clone())
+            Some((reason.clone(), Cause::Check))
         }
         Err(reason) => {
             tracing::debug!(pool = %key.pattern, backend = %key.backend, %reason, healthy, "check failed");
@@ -411,12 +447,13 @@ pub fn record(
         }
         Ok(()) => None,
     };
-    if let Some(reason) = reason {
+    if let Some((reason, cause)) = reason {
         let _ = events.send(HealthEvent {
             pattern: Arc::clone(&key.pattern),
             backend: key.backend.clone(),
             healthy,
             reason,
+            cause,
             at: std::time::SystemTime::now(),
         });
     }

@@ -358,6 +358,16 @@ pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
         }));
         out.push('\n');
         out.push_str(&table(&rows));
+        if status.tls_reload_error.is_empty() {
+            out.push_str("tls reload:  ok\n");
+        } else {
+            let _ = write!(
+                out,
+                "tls reload:  FAILED, still serving the previous certificates (since {})\n{}\n",
+                unix_date(status.tls_reload_failed_since_unix),
+                status.tls_reload_error
+            );
+        }
     }
     out
 }
@@ -514,21 +524,37 @@ pub fn render_event(event: &proto::HealthEvent, json: bool, colour: bool) -> Str
         backend: event.backend.clone(),
         ..Default::default()
     });
+    let at = rfc3339_ms(event.unix_ms);
+    let cause = match proto::EventCause::try_from(event.cause) {
+        Ok(proto::EventCause::EcCheck) => "check",
+        Ok(proto::EventCause::EcEjection) => "ejection",
+        Ok(proto::EventCause::EcReadmission) => "readmission",
+        _ => "-",
+    };
     if json {
         return serde_json::json!({
-            "unix_ms": event.unix_ms, "pattern": event.pattern, "backend": label,
-            "status": backend_status_name(event.status), "reason": event.reason,
+            "at": at, "unix_ms": event.unix_ms, "pattern": event.pattern, "backend": label,
+            "status": backend_status_name(event.status), "cause": cause, "reason": event.reason,
         })
         .to_string();
     }
     format!(
-        "{}  {}  {}  {}  {}",
-        event.unix_ms,
+        "{at}  {}  {}  {}  {cause}  {}",
         event.pattern,
         label,
         paint(backend_status_name(event.status), colour),
         event.reason
     )
+}
+
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds (`2025-01-02T03:04:05.678Z`); a time
+/// before 1970 reads as the epoch.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let ms = u64::try_from(unix_ms).unwrap_or(0);
+    let at = UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 fn backend_json(b: &proto::BackendHealth) -> serde_json::Value {
@@ -582,6 +608,10 @@ pub fn status_json(status: &proto::StatusResp) -> serde_json::Value {
             "not_after_unix": c.not_after_unix, "default": c.is_default,
         })).collect::<Vec<_>>(),
         "sync": status.sync.as_ref().map(sync_json),
+        "tls_reload_ok": status.tls_reload_error.is_empty(),
+        "tls_reload_error": (!status.tls_reload_error.is_empty()).then_some(&status.tls_reload_error),
+        "tls_reload_failed_since_unix": (status.tls_reload_failed_since_unix != 0)
+            .then_some(status.tls_reload_failed_since_unix),
     })
 }
 
@@ -595,79 +625,85 @@ pub fn json_text(value: &serde_json::Value) -> String {
     )
 }
 
-/// What applying `wanted` would change on the running instance: pools and backends added,
-/// removed or changed (admin state, pool type), one line each, in file order.
-pub fn plan(wanted: &crate::config::Config, running: &proto::ListPoolsResp) -> String {
-    use crate::config::AdminState;
-    let running_pools: Vec<(&str, &proto::PoolHealth)> = running
-        .pools
-        .iter()
-        .filter_map(|p| p.health.as_ref().map(|h| (p.pattern.as_str(), h)))
-        .collect();
-    let admin = |state: AdminState| match state {
-        AdminState::Enabled => "AS_ENABLED",
-        AdminState::Drain => "AS_DRAIN",
-        AdminState::Disabled => "AS_DISABLED",
+/// `lbctl plan`'s text: one line per changed key (`~ KEY: BEFORE -> AFTER`, `+ KEY = VALUE`,
+/// `- KEY = VALUE`, start-only keys marked `(restart needed)`), then each changed health
+/// check's forecast: how many of the pool's backends fail it, and whether the pool would go down.
+pub fn plan(plan: &proto::PlanResp) -> String {
+    if plan.changes.is_empty() {
+        return "no changes: the running lb already matches this file\n".to_owned();
+    }
+    let mut out = String::new();
+    for change in &plan.changes {
+        let line = match proto::ChangeKind::try_from(change.kind) {
+            Ok(proto::ChangeKind::CkAdd) => format!("+ {} = {}", change.key, change.after),
+            Ok(proto::ChangeKind::CkRemove) => format!("- {} = {}", change.key, change.before),
+            _ => format!("~ {}: {} -> {}", change.key, change.before, change.after),
+        };
+        let restart = if change.restart {
+            " (restart needed)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{line}{restart}");
+    }
+    for forecast in &plan.forecasts {
+        let n = forecast.failing.len();
+        let pattern = serde_json::Value::from(forecast.pattern.as_str());
+        let _ = if forecast.pool_down {
+            writeln!(
+                out,
+                "\n! {n} of {} backends would fail the new check: pool {pattern} would go down",
+                forecast.probed
+            )
+        } else {
+            writeln!(
+                out,
+                "\n{n} of {} backends would fail the new check of pool {pattern}",
+                forecast.probed
+            )
+        };
+        for failure in &forecast.failing {
+            let _ = writeln!(out, "  {}: {}", failure.backend, failure.reason);
+        }
+    }
+    let restarts = plan.changes.iter().filter(|c| c.restart).count();
+    let _ = writeln!(
+        out,
+        "\n{} change{}{}",
+        plan.changes.len(),
+        if plan.changes.len() == 1 { "" } else { "s" },
+        if restarts > 0 {
+            format!(", {restarts} of them waiting for a restart of lb")
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// The `--output json` form of a plan.
+pub fn plan_json(plan: &proto::PlanResp) -> serde_json::Value {
+    let kind = |kind: i32| match proto::ChangeKind::try_from(kind) {
+        Ok(proto::ChangeKind::CkAdd) => "add",
+        Ok(proto::ChangeKind::CkRemove) => "remove",
+        _ => "change",
     };
-    let mut lines = Vec::new();
-    for pool in &wanted.pools {
-        match running_pools.iter().find(|(p, _)| *p == pool.pattern) {
-            None => {
-                lines.push(format!("+ pool {}", pool.pattern));
-                for b in &pool.backends {
-                    lines.push(format!("+   backend {} ({})", b.addr, admin(b.state)));
-                }
-            }
-            Some((_, health)) => {
-                let labels: Vec<(String, &str)> = health
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        (
-                            backend_label(b),
-                            proto::AdminState::try_from(b.admin_state)
-                                .map_or("AS_UNKNOWN", |s| s.as_str_name()),
-                        )
-                    })
-                    .collect();
-                let mut changes = Vec::new();
-                for b in &pool.backends {
-                    let label = b.addr.to_string();
-                    match labels.iter().find(|(l, _)| *l == label) {
-                        None => changes.push(format!("+   backend {label} ({})", admin(b.state))),
-                        Some((_, state)) if *state != admin(b.state) => changes.push(format!(
-                            "~   backend {label}: {state} -> {}",
-                            admin(b.state)
-                        )),
-                        Some(_) => {}
-                    }
-                }
-                for (label, _) in &labels {
-                    if !pool.backends.iter().any(|b| &b.addr.to_string() == label) {
-                        changes.push(format!("-   backend {label}"));
-                    }
-                }
-                if !changes.is_empty() {
-                    lines.push(format!("~ pool {}", pool.pattern));
-                    lines.extend(changes);
-                }
-            }
-        }
-    }
-    for (pattern, health) in &running_pools {
-        if wanted.pool(pattern).is_none() {
-            lines.push(format!("- pool {pattern}"));
-            for b in &health.backends {
-                lines.push(format!("-   backend {}", backend_label(b)));
-            }
-        }
-    }
-    if lines.is_empty() {
-        "no changes: the running lb already matches this file\n".to_owned()
-    } else {
-        lines.push(String::new());
-        lines.join("\n")
-    }
+    serde_json::json!({
+        "generation": plan.generation,
+        "content_hash": plan.content_hash,
+        "changes": plan.changes.iter().map(|c| serde_json::json!({
+            "key": c.key, "kind": kind(c.kind),
+            "before": (!c.before.is_empty()).then_some(&c.before),
+            "after": (!c.after.is_empty()).then_some(&c.after),
+            "restart": c.restart,
+        })).collect::<Vec<_>>(),
+        "forecasts": plan.forecasts.iter().map(|f| serde_json::json!({
+            "pattern": f.pattern, "probed": f.probed, "pool_down": f.pool_down,
+            "failing": f.failing.iter().map(|b| serde_json::json!({
+                "backend": b.backend, "reason": b.reason,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]
@@ -885,6 +921,7 @@ mod tests {
             applied_at_unix: 0,
             certificates: Vec::new(),
             sync: None,
+            ..Default::default()
         };
         let text = render_status(&status, false);
         assert!(

@@ -45,10 +45,10 @@ pub struct Status {
 /// Process-wide counters that are not per backend.
 #[derive(Default, Debug)]
 pub struct Global {
-    /// Reloads from the file that applied a new config.
-    pub reloads_ok: AtomicU64,
-    /// Reloads from the file that failed.
-    pub reloads_error: AtomicU64,
+    /// Config applications, by what asked for them and result.
+    pub reloads: Reloads,
+    /// When this process started counting (lb's start), for `process_start_time_seconds`.
+    pub started_at: StartedAt,
     /// Requests answered without a backend (404, 301, 405, 503), by status code.
     pub local: RequestStats,
     /// Requests retried on another backend after a failed attempt.
@@ -90,6 +90,56 @@ pub struct Global {
     pub sync_push_retries: AtomicU64,
 }
 
+/// What asked for a config application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadSource {
+    /// A save of lb.toml, seen by the watcher or the poll.
+    File,
+    /// A control-API change lb wrote itself.
+    Api,
+    /// The fleet sync fast-forwarding to a commit of the remote (a control-API change with
+    /// `[sync]` arrives this way too).
+    Sync,
+}
+
+impl ReloadSource {
+    const ALL: [ReloadSource; 3] = [ReloadSource::File, ReloadSource::Api, ReloadSource::Sync];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadSource::File => "file",
+            ReloadSource::Api => "api",
+            ReloadSource::Sync => "sync",
+        }
+    }
+}
+
+/// Config applications by [`ReloadSource`] and result (`ok`, `error`).
+#[derive(Debug, Default)]
+pub struct Reloads([[AtomicU64; 2]; 3]);
+
+impl Reloads {
+    /// Counts one application that succeeded (`ok`) or was refused.
+    pub fn record(&self, source: ReloadSource, ok: bool) {
+        self.0[source as usize][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count so far.
+    pub fn get(&self, source: ReloadSource, ok: bool) -> u64 {
+        self.0[source as usize][usize::from(!ok)].load(Ordering::Relaxed)
+    }
+}
+
+/// The process's start, taken when its [`Global`] is made (as lb starts).
+#[derive(Debug)]
+pub struct StartedAt(pub std::time::SystemTime);
+
+impl Default for StartedAt {
+    fn default() -> StartedAt {
+        StartedAt(std::time::SystemTime::now())
+    }
+}
+
 /// `[sync]`: the git remote as this instance last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncStatus {
@@ -116,20 +166,19 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// encoder writes the names, `# HELP`/`# TYPE` lines, label escaping and numbers; [`Scrape`]
 /// reads the atomics.
 ///
-/// `certificates` are the served certificates' `(SAN name, notAfter as Unix time)`, one per
-/// name, for `lb_tls_certificate_expiry_seconds` (left out without `[tls]`).
+/// `tls` is the `[tls]` certificate store as a scrape reads it; `None` without `[tls]`.
 pub fn render(
     topology: Arc<Topology>,
     status: Arc<Status>,
     global: Arc<Global>,
-    certificates: Vec<(String, i64)>,
+    tls: Option<TlsMetrics>,
 ) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape {
         topology,
         status,
         global,
-        certificates,
+        tls,
     }));
     let mut out = String::new();
     // Writing to a String cannot fail and `Scrape` returns no error of its own.
@@ -144,7 +193,18 @@ struct Scrape {
     topology: Arc<Topology>,
     status: Arc<Status>,
     global: Arc<Global>,
-    certificates: Vec<(String, i64)>,
+    tls: Option<TlsMetrics>,
+}
+
+/// What `/metrics` shows of the `[tls]` certificate store.
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    /// The served certificates' `(SAN name, notAfter as Unix time)`, one per name.
+    pub certificates: Vec<(String, i64)>,
+    /// The last reload of the certificate files succeeded (or none failed since start).
+    pub reload_ok: bool,
+    /// Reloads of the certificate files refused since start.
+    pub reload_failures: u64,
 }
 
 impl std::fmt::Debug for Scrape {
@@ -250,15 +310,18 @@ impl Collector for Scrape {
             gauge(&mut family, labels, b.checks.last_seconds())?;
         }
 
-        counters_by(
-            &mut encoder,
-            (
-                "lb_config_reloads",
-                "Config applications from the file, by result.",
-            ),
-            "result",
-            [("ok", &global.reloads_ok), ("error", &global.reloads_error)],
+        let mut family = encoder.encode_descriptor(
+            "lb_config_reloads",
+            "Config applications, by source (file: a save; api: a control-API change; sync: a commit the fleet sync followed) and result.",
+            None,
+            MetricType::Counter,
         )?;
+        for source in ReloadSource::ALL {
+            for (result, ok) in [("ok", true), ("error", false)] {
+                let labels = [("source", source.as_str()), ("result", result)];
+                counter(&mut family, &labels, global.reloads.get(source, ok))?;
+            }
+        }
 
         let family = encoder.encode_descriptor(
             "lb_config_generation",
@@ -284,13 +347,25 @@ impl Collector for Scrape {
         )?;
         ConstCounter::new(global.retries.load(Ordering::Relaxed)).encode(family)?;
 
-        let family = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
             "lb_passive_ejections",
-            "Backends taken out of rotation by a failed connect.",
+            "Times a backend was taken out of rotation by a failed connect, by pool and backend.",
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(global.ejections.load(Ordering::Relaxed)).encode(family)?;
+        for (labels, b) in &backends {
+            counter(&mut family, labels, b.ejections())?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "lb_build",
+            "lb's version, as a label; the value is 1.",
+            None,
+            MetricType::Info,
+        )?;
+        family.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+
+        process_metrics(&mut encoder, global)?;
 
         let family = encoder.encode_descriptor(
             "lb_upgrades_open",
@@ -404,18 +479,42 @@ impl Collector for Scrape {
         )?;
         ConstGauge::new(topology.pools.len()).encode(family)?;
 
-        if self.certificates.is_empty() {
+        let Some(tls) = &self.tls else {
             return Ok(());
-        }
+        };
+        let family = encoder.encode_descriptor(
+            "lb_tls_last_reload_ok",
+            "1 when the last reload of the [tls] certificate files succeeded, 0 while a refused one (the previous certificates still served) is not fixed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(tls.reload_ok)).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "lb_tls_reload_failures",
+            "Reloads of the [tls] certificate files refused (a pair that does not match, an expired or unreadable file).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(tls.reload_failures).encode(family)?;
         // An alert `lb_tls_certificate_expiry_seconds - time() < 14 * 86400` fires before a
         // name lapses.
         let mut family = encoder.encode_descriptor(
-            "lb_tls_certificate_expiry_seconds",
+            "lb_tls_certificate_expiry_timestamp_seconds",
             "When each served certificate expires (notAfter, Unix time), by SAN name.",
             None,
             MetricType::Gauge,
         )?;
-        for (name, not_after) in &self.certificates {
+        for (name, not_after) in &tls.certificates {
+            gauge(&mut family, &[("name", name.as_str())], *not_after)?;
+        }
+        // The same, under its former name, for one release (README says so).
+        let mut family = encoder.encode_descriptor(
+            "lb_tls_certificate_expiry_seconds",
+            "Deprecated: lb_tls_certificate_expiry_timestamp_seconds under its former name.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, not_after) in &tls.certificates {
             gauge(&mut family, &[("name", name.as_str())], *not_after)?;
         }
         Ok(())
@@ -499,6 +598,85 @@ fn encode_canaries(encoder: &mut DescriptorEncoder, topology: &Topology) -> fmt:
     Ok(())
 }
 
+/// The process metrics every Prometheus client exports, read from `/proc/self` (Linux; a
+/// figure that cannot be read is left out): CPU seconds, resident memory, open and allowed file
+/// descriptors, and the start time.
+fn process_metrics(encoder: &mut DescriptorEncoder, global: &Global) -> fmt::Result {
+    // Linux reports CPU time in /proc in USER_HZ ticks, 100 a second on every architecture lb
+    // builds for; Prometheus' own procfs library assumes the same.
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // The fields after the command (which may hold spaces), from field 3 (state) on.
+    let fields: Vec<&str> = stat
+        .as_deref()
+        .and_then(|s| s.rsplit_once(')'))
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15: indices 11 and 12 here.
+    if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+        let family = encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new((user + system) as f64 / USER_HZ).encode(family)?;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    if let Some(kib) = rss_kib {
+        let family = encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(kib.saturating_mul(1024)).encode(family)?;
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        let family = encoder.encode_descriptor(
+            "process_open_fds",
+            "Open file descriptors.",
+            None,
+            MetricType::Gauge,
+        )?;
+        // The directory's own descriptor, open while it is read, is not lb's.
+        ConstGauge::new(entries.count().saturating_sub(1) as u64).encode(family)?;
+    }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let max_fds = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(max) = max_fds {
+        let family = encoder.encode_descriptor(
+            "process_max_fds",
+            "The limit on open file descriptors.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(max).encode(family)?;
+    }
+    let family = encoder.encode_descriptor(
+        "process_start_time_seconds",
+        "When the process started, in seconds since the Unix epoch.",
+        None,
+        MetricType::Gauge,
+    )?;
+    let started = global
+        .started_at
+        .0
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    ConstGauge::new(started).encode(family)?;
+    Ok(())
+}
+
 /// One sample of a counter family.
 fn counter(family: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64) -> fmt::Result {
     ConstCounter::new(value).encode(family.encode_family(labels)?)
@@ -565,9 +743,9 @@ mod tests {
         }));
         let global = Global::default();
         global.local.record(404, Duration::from_micros(10));
-        global.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        global.reloads.record(ReloadSource::File, true);
         global.timeouts_send.fetch_add(2, Ordering::Relaxed);
-        render(Arc::new(topology), status(3), Arc::new(global), Vec::new())
+        render(Arc::new(topology), status(3), Arc::new(global), None)
     }
 
     /// Every family, its `# HELP`/`# TYPE` lines, label escaping, cumulative buckets with
@@ -581,6 +759,9 @@ lb_requests_total{pool="/a\"b\\c",backend="127.0.0.1:9001",code="503"} 1
 lb_requests_total{pool="",backend="",code="404"} 1
 # HELP lb_request_duration_seconds Time from request to response head, by pool and backend.
 # TYPE lb_request_duration_seconds histogram
+lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="0.0001"} 0
+lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="0.00025"} 0
+lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="0.0005"} 0
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="0.001"} 0
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="0.0025"} 0
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="0.005"} 1
@@ -592,6 +773,7 @@ lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="0.5"} 1
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="1"} 1
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="2.5"} 1
+lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="5"} 1
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="10"} 1
 lb_request_duration_seconds_bucket{pool="/a\"b\\c",backend="127.0.0.1:9001",le="+Inf"} 2
 lb_request_duration_seconds_sum{pool="/a\"b\\c",backend="127.0.0.1:9001"} 20.003
@@ -609,10 +791,14 @@ lb_health_checks_total{pool="/a\"b\\c",backend="127.0.0.1:9001",result="fail"} 0
 # HELP lb_health_check_duration_seconds How long the last health check took.
 # TYPE lb_health_check_duration_seconds gauge
 lb_health_check_duration_seconds{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0.0015
-# HELP lb_config_reloads_total Config applications from the file, by result.
+# HELP lb_config_reloads_total Config applications, by source (file: a save; api: a control-API change; sync: a commit the fleet sync followed) and result.
 # TYPE lb_config_reloads_total counter
-lb_config_reloads_total{result="ok"} 1
-lb_config_reloads_total{result="error"} 0
+lb_config_reloads_total{source="file",result="ok"} 1
+lb_config_reloads_total{source="file",result="error"} 0
+lb_config_reloads_total{source="api",result="ok"} 0
+lb_config_reloads_total{source="api",result="error"} 0
+lb_config_reloads_total{source="sync",result="ok"} 0
+lb_config_reloads_total{source="sync",result="error"} 0
 # HELP lb_config_generation The generation of the applied config.
 # TYPE lb_config_generation gauge
 lb_config_generation 3
@@ -622,9 +808,12 @@ lb_config_last_reload_ok 1
 # HELP lb_retries_total Requests retried on another backend after a failed connect.
 # TYPE lb_retries_total counter
 lb_retries_total 0
-# HELP lb_passive_ejections_total Backends taken out of rotation by a failed connect.
+# HELP lb_passive_ejections_total Times a backend was taken out of rotation by a failed connect, by pool and backend.
 # TYPE lb_passive_ejections_total counter
-lb_passive_ejections_total 0
+lb_passive_ejections_total{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
+# HELP lb_build_info lb's version, as a label; the value is 1.
+# TYPE lb_build_info gauge
+lb_build_info{version="VERSION"} 1
 # HELP lb_upgrades_open Upgrade tunnels (e.g. WebSocket) open now.
 # TYPE lb_upgrades_open gauge
 lb_upgrades_open 0
@@ -655,7 +844,25 @@ lb_git_commits_total{result="error"} 0
 # HELP lb_pools Pools in the applied config.
 # TYPE lb_pools gauge
 lb_pools 1
-"#;
-        assert_eq!(scrape(), expected);
+"#
+        .replace("VERSION", env!("CARGO_PKG_VERSION"));
+        // The process figures vary from run to run: their presence is checked on its own.
+        let scraped = scrape();
+        let (process, rest): (Vec<&str>, Vec<&str>) = scraped
+            .lines()
+            .partition(|l| l.starts_with("process_") || l.contains(" process_"));
+        assert_eq!(rest.join("\n") + "\n", expected);
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(
+                process.iter().any(|l| l.starts_with(name)),
+                "{name} in {process:?}"
+            );
+        }
     }
 }

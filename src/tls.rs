@@ -28,13 +28,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{CertificateFiles, TlsConfig, TlsVersion, UnknownSni};
 use crate::pem;
@@ -157,6 +158,20 @@ pub struct CertificateInfo {
 /// The data plane's TLS settings as of the last good load; see the module doc.
 pub struct Store {
     current: ArcSwap<Loaded>,
+    /// Why the last reload was refused; cleared by the next one that reads good files (the
+    /// ones being served included), so a fixed renewal no longer reads as failing.
+    failure: ArcSwapOption<ReloadFailure>,
+    /// Reloads refused since start, for `lb_tls_reload_failures_total`.
+    failures: AtomicU64,
+}
+
+/// A refused reload of the certificate files: the previous ones are still served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadFailure {
+    /// Why, naming the file.
+    pub error: String,
+    /// When this error was first seen (Unix seconds); a retry failing the same way keeps it.
+    pub since_unix: i64,
 }
 
 /// One build: the rustls config and what it was made of.
@@ -190,7 +205,19 @@ impl Store {
         log_loaded(&loaded);
         Ok(Store {
             current: ArcSwap::from_pointee(loaded),
+            failure: ArcSwapOption::empty(),
+            failures: AtomicU64::new(0),
         })
+    }
+
+    /// Why the last reload was refused, while no later one has read good files.
+    pub fn last_failure(&self) -> Option<Arc<ReloadFailure>> {
+        self.failure.load_full()
+    }
+
+    /// Reloads refused since start.
+    pub fn reload_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Rebuilds from `settings` and the files as they are now. On any error the running config
@@ -201,7 +228,23 @@ impl Store {
 
     /// [`reload`](Self::reload) at a given time; `true` when a new config was swapped in.
     fn reload_at(&self, settings: &TlsConfig, now: i64) -> Result<bool, Error> {
-        let loaded = build(settings, now)?;
+        let loaded = match build(settings, now) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let error_text = error.to_string();
+                let since_unix = match self.failure.load_full() {
+                    Some(previous) if previous.error == error_text => previous.since_unix,
+                    _ => now,
+                };
+                self.failure.store(Some(Arc::new(ReloadFailure {
+                    error: error_text,
+                    since_unix,
+                })));
+                return Err(error);
+            }
+        };
+        self.failure.store(None);
         if loaded.fingerprint == self.current.load().fingerprint {
             return Ok(false);
         }

@@ -137,6 +137,10 @@ impl Pool {
         if self.backends.iter().any(|b| b.in_rotation()) {
             // `rise` passing checks from now on bring it back.
             backend.streak.store(0, Ordering::Relaxed);
+            // Once per ejection, never per request: the checker reports it and probes on
+            // `down_interval` from now.
+            backend.ejections.notify_one();
+            backend.ejected_total.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         backend.ejected.store(false, Ordering::SeqCst);
@@ -170,6 +174,11 @@ pub struct Backend {
     /// active checks may still call it healthy; cleared by `rise` passing checks in a row. Kept
     /// apart from `healthy` so an ejection never overwrites the checks' verdict.
     ejected: AtomicBool,
+    /// Woken by each ejection, for the backend's checker: it streams the event (`WatchHealth`)
+    /// and starts probing on `down_interval`.
+    ejections: tokio::sync::Notify,
+    /// Ejections since the backend was declared, for `lb_passive_ejections_total`.
+    ejected_total: AtomicU64,
     /// Active check results in a row: passes when positive, failures when negative. Written by
     /// the backend's one checker (and reset by an ejection).
     streak: AtomicI32,
@@ -202,6 +211,8 @@ impl Backend {
             authority,
             healthy: AtomicBool::new(healthy),
             ejected: AtomicBool::new(false),
+            ejections: tokio::sync::Notify::new(),
+            ejected_total: AtomicU64::new(0),
             streak: AtomicI32::new(0),
             checked: AtomicBool::new(healthy),
             in_flight: AtomicU64::new(0),
@@ -236,6 +247,21 @@ impl Backend {
     /// the control API and the metrics call healthy.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::SeqCst)
+    }
+
+    /// Taken out of rotation by a failed connect ([`Pool::eject`]) and not back yet.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::SeqCst)
+    }
+
+    /// How many times [`Pool::eject`] has taken it out of rotation.
+    pub fn ejections(&self) -> u64 {
+        self.ejected_total.load(Ordering::Relaxed)
+    }
+
+    /// Completes after the next ejection (or at once when one happened since the last call).
+    pub async fn ejected(&self) {
+        self.ejections.notified().await;
     }
 
     /// Sets the state outright, not from a probe (a disabled backend is sick until it passes

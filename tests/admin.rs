@@ -85,7 +85,48 @@ async fn metrics_cover_requests_health_and_reloads() {
     assert!(took > 0.0 && took < 1.0, "{took}");
     assert!(metrics.contains("lb_config_generation 1"), "{metrics}");
     assert!(
-        metrics.contains("lb_config_reloads_total{result=\"error\"} 0"),
+        metrics.contains("lb_config_reloads_total{source=\"file\",result=\"error\"} 0"),
+        "{metrics}"
+    );
+    // What an SRE looks for first: the build and the process.
+    assert!(
+        metrics.contains(&format!(
+            "lb_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
+    // CPU time counts in 10 ms ticks: a young lb may have used less.
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(name) > 0.0, "{name} in\n{metrics}");
+    }
+    // Latency buckets start at 100 µs.
+    assert!(
+        metrics.contains(&format!(
+            "lb_request_duration_seconds_bucket{{{a_label},le=\"0.0001\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("lb_passive_ejections_total{{{a_label}}} 0")),
+        "{metrics}"
+    );
+
+    // A control-API change counts as an application by the API.
+    support::control(&lb)
+        .await
+        .add_pool(support::add_pool_req("/x/"))
+        .await
+        .unwrap();
+    let (_, metrics) = get(&client, &admin_url(&lb, "/metrics")).await;
+    assert!(
+        metrics.contains("lb_config_reloads_total{source=\"api\",result=\"ok\"} 1"),
         "{metrics}"
     );
 
@@ -94,7 +135,7 @@ async fn metrics_cover_requests_health_and_reloads() {
         get(&client, &admin_url(&lb, "/metrics"))
             .await
             .1
-            .contains("lb_config_reloads_total{result=\"error\"} 1")
+            .contains("lb_config_reloads_total{source=\"file\",result=\"error\"} 1")
     })
     .await;
 }
@@ -259,4 +300,74 @@ async fn status_json_says_down_for_a_pool_with_no_backend_in_rotation() {
         page.contains("pool.state === \"down\""),
         "the page ignores state"
     );
+}
+
+/// README's metrics table names every family `/metrics` serves, with its type and labels, and
+/// every family it lists without "with `[tls]`" / "with `[sync]`" is served by a plain lb.
+#[tokio::test]
+async fn the_readme_lists_every_metric_with_its_type_and_labels() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let readme = include_str!("../README.md");
+    let table = readme
+        .split("<!-- metrics-table -->")
+        .nth(1)
+        .expect("README has the metrics table");
+    // name -> (type, labels, only with [tls] or [sync])
+    let mut listed: BTreeMap<String, (String, BTreeSet<String>, bool)> = BTreeMap::new();
+    let rows = table.lines().skip_while(|l| !l.starts_with('|')).skip(2);
+    for row in rows.take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let name = cells[0].trim_matches('`').to_owned();
+        let labels = cells[2]
+            .split(',')
+            .map(|l| l.trim().trim_matches('`').to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let optional = cells[3].starts_with("with `[");
+        listed.insert(name, (cells[1].to_owned(), labels, optional));
+    }
+    let a = Backend::start("a").await;
+    let lb = start_with_admin(&support::pool("/", &[a.addr], "100ms"));
+    let client = support::client();
+    eventually(Duration::from_secs(5), "a serving", || async {
+        get(&client, &lb.url("/")).await.0 == StatusCode::OK
+    })
+    .await;
+    let (_, metrics) = get(&client, &admin_url(&lb, "/metrics")).await;
+    let mut served: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            served.insert(name.to_owned(), (kind.to_owned(), BTreeSet::new()));
+        }
+    }
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((sample, labels)) = line.split_once('{') else {
+            continue;
+        };
+        let family = served
+            .keys()
+            .filter(|name| sample.starts_with(name.as_str()))
+            .max_by_key(|name| name.len())
+            .cloned()
+            .unwrap_or_else(|| panic!("no family for {line}"));
+        let names = labels
+            .split(',')
+            .filter_map(|l| l.split_once('=').map(|(n, _)| n.to_owned()))
+            .filter(|n| n != "le");
+        served.get_mut(&family).unwrap().1.extend(names);
+    }
+    for (name, (kind, labels)) in &served {
+        let (listed_kind, listed_labels, _) = listed
+            .get(name)
+            .unwrap_or_else(|| panic!("README does not list {name} ({kind})"));
+        assert_eq!(listed_kind, kind, "{name}'s type");
+        assert_eq!(listed_labels, labels, "{name}'s labels");
+    }
+    for (name, (_, _, optional)) in &listed {
+        assert!(
+            *optional || served.contains_key(name),
+            "README lists {name}, which /metrics does not serve"
+        );
+    }
 }

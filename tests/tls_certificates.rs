@@ -139,12 +139,16 @@ async fn status_and_metrics_show_names_and_expiry_and_follow_renewals() {
     );
     assert_eq!(certificate["not_after_unix"], serde_json::json!(expiry));
     let (_, metrics) = get(&http, &format!("http://{admin}/metrics")).await;
-    assert!(
-        metrics.contains(&format!(
-            "lb_tls_certificate_expiry_seconds{{name=\"*.a.test\"}} {expiry}"
-        )),
-        "{metrics}"
-    );
+    // A timestamp, named as one; the former name stays for one release.
+    for name in [
+        "lb_tls_certificate_expiry_timestamp_seconds",
+        "lb_tls_certificate_expiry_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("{name}{{name=\"*.a.test\"}} {expiry}")),
+            "{metrics}"
+        );
+    }
 
     let (ok, stdout, stderr) = lbctl(&lb, &["status"]);
     assert!(ok, "{stderr}");
@@ -153,13 +157,49 @@ async fn status_and_metrics_show_names_and_expiry_and_follow_renewals() {
         "{stdout}"
     );
 
-    // A broken renewal (a key of another certificate) changes nothing and is reported.
+    let (_, metrics) = get(&http, &format!("http://{admin}/metrics")).await;
+    assert!(metrics.contains("\nlb_tls_last_reload_ok 1\n"), "{metrics}");
+
+    // A broken renewal (a key of another certificate) changes nothing and is reported: in the
+    // log, `lbctl status`, `/status.json` and the metrics.
+    let original = std::fs::read(lb.dir().join("site.pem")).expect("read cert");
     let renewed = self_signed(&["b.test"]);
     std::fs::write(lb.dir().join("site.pem"), &renewed.0).expect("write cert");
     lb.log_eventually("tls reload rejected", Duration::from_secs(10))
         .await;
     let (_, status) = get(&http, &format!("http://{admin}/status.json")).await;
     assert!(status.contains("\"a.test\""), "{status}");
+    let doc: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let error = doc["tls_reload_error"].as_str().unwrap_or_default();
+    assert!(error.contains("site.key"), "{status}");
+    let (_, metrics) = get(&http, &format!("http://{admin}/metrics")).await;
+    assert!(metrics.contains("\nlb_tls_last_reload_ok 0\n"), "{metrics}");
+    assert!(
+        !metrics.contains("\nlb_tls_reload_failures_total 0\n"),
+        "{metrics}"
+    );
+    let (_, stdout, _) = lbctl(&lb, &["status"]);
+    assert!(
+        stdout.contains("tls reload:  FAILED, still serving the previous certificates"),
+        "{stdout}"
+    );
+    let (_, json, _) = lbctl(&lb, &["status", "--output=json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(json["tls_reload_ok"], false, "{json}");
+
+    // Putting back the files being served ends the failure.
+    std::fs::write(lb.dir().join("site.pem"), &original).expect("write cert");
+    eventually(Duration::from_secs(10), "the failure cleared", || async {
+        let (_, stdout, _) = lbctl(&lb, &["status"]);
+        stdout.contains("tls reload:  ok")
+    })
+    .await;
+    let (_, status) = get(&http, &format!("http://{admin}/status.json")).await;
+    let doc: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert!(doc["tls_reload_error"].is_null(), "{status}");
+    let (_, metrics) = get(&http, &format!("http://{admin}/metrics")).await;
+    assert!(metrics.contains("\nlb_tls_last_reload_ok 1\n"), "{metrics}");
+    std::fs::write(lb.dir().join("site.pem"), &renewed.0).expect("write cert");
 
     // The matching key arrives: the renewal is served.
     std::fs::write(lb.dir().join("site.key"), &renewed.1).expect("write key");

@@ -254,6 +254,13 @@ impl Applier {
             } else {
                 HashMap::new()
             };
+        // What changes, key by key, logged as `lbctl plan` shows it (a backend edit: that pool).
+        let changes = match (only, state.applied.as_ref()) {
+            (Some(i), Some(_)) => config::diff::pool_diff(&applied_pools[i], &config.pools[i]),
+            (None, Some(applied)) => config::diff::diff(applied, &config),
+            (_, None) => Vec::new(),
+        };
+        super::plan::log_changes(&changes, generation);
         let pools = if let Some(i) = only {
             let mut pools = previous.pools.clone();
             let before = previous.pools.get(i).map(|p| &**p);

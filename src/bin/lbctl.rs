@@ -136,8 +136,15 @@ enum Command {
     Pools,
     /// Stream health transitions until interrupted (--pattern to filter).
     Watch,
-    /// Show what applying FILE would change on the running lb (pools and backends).
-    Plan { file: PathBuf },
+    /// Show what applying FILE would change on the running lb, key by key, probing a changed
+    /// health check against the pool's backends.
+    Plan {
+        file: PathBuf,
+        /// Exit 0 when nothing would change, 2 when something would, 1 on error (as
+        /// `terraform plan -detailed-exitcode`).
+        #[arg(long = "detailed-exitcode")]
+        detailed_exitcode: bool,
+    },
     /// With [sync]: fetch the git remote now, fast-forward and reload; show the sync status.
     Sync,
     /// A pool's canary: `lbctl canary status POOL`.
@@ -246,10 +253,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
-        Ok(output) => {
+    let detailed = matches!(
+        args.command,
+        Command::Plan {
+            detailed_exitcode: true,
+            ..
+        }
+    );
+    let outcome = runtime.block_on(async {
+        match &args.command {
+            Command::Plan { file, .. } => plan(&args, file).await,
+            _ => run(args).await.map(|text| (text, false)),
+        }
+    });
+    match outcome {
+        Ok((output, changes)) => {
             print!("{output}");
-            ExitCode::SUCCESS
+            if detailed && changes {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(error) => {
             if let Some(usage) = error.downcast_ref::<Usage>() {
@@ -526,7 +550,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
         Command::Status { fleet } => status_fleet(&args, fleet).await,
         Command::Pools => pools(&args).await,
         Command::Watch => watch(&args).await,
-        Command::Plan { file } => plan(&args, file).await,
+        Command::Plan { file, .. } => plan(&args, file).await.map(|(text, _)| text),
         Command::Sync => sync(&args).await,
         Command::Canary(CanaryCommand::Status {
             pattern,
@@ -815,11 +839,12 @@ async fn watch(args: &Args) -> anyhow::Result<String> {
     Ok(String::new())
 }
 
-/// What applying `file` would change on the running lb; the file is validated before connecting.
-async fn plan(args: &Args, file: &Path) -> anyhow::Result<String> {
+/// What applying `file` would change on the running lb, and whether anything would; the file
+/// is validated here first, so its errors carry its own path and positions.
+async fn plan(args: &Args, file: &Path) -> anyhow::Result<(String, bool)> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let wanted = lb::config::parse(&text).map_err(|diagnostics| {
+    lb::config::parse(&text).map_err(|diagnostics| {
         let lines: Vec<String> = diagnostics
             .iter()
             .map(|d| d.display_with(file).to_string())
@@ -827,10 +852,15 @@ async fn plan(args: &Args, file: &Path) -> anyhow::Result<String> {
         anyhow!("{} is invalid:\n{}", file.display(), lines.join("\n"))
     })?;
     let mut client = connect(args).await?;
-    let running = client
-        .list_pools(proto::ListPoolsReq {})
+    let plan = client
+        .plan(proto::PlanReq { config: text })
         .await
         .map_err(rpc_error)?
         .into_inner();
-    Ok(lbctl::plan(&wanted, &running))
+    let text = if args.output == Output::Json {
+        lbctl::json_text(&lbctl::plan_json(&plan))
+    } else {
+        lbctl::plan(&plan)
+    };
+    Ok((text, !plan.changes.is_empty()))
 }

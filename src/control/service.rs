@@ -13,9 +13,11 @@ use tonic::{Code, Request, Response, Status};
 
 use super::proto::{self, load_balancer_server::LoadBalancer};
 use crate::admin::pool_status;
-use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Precondition};
+use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Plan, PlanError, Precondition};
+use crate::config::diff::ChangeKind;
 use crate::config::edit::{HealthCheckSpec, PoolSpec};
 use crate::config::{format_duration, AdminState, BackendAddr, DEFAULT_INTERVAL};
+use crate::health;
 use crate::metrics::SyncStatus;
 use crate::routing::Pattern;
 use crate::sync::{self, GitSync};
@@ -114,6 +116,45 @@ fn proto_sync(status: &SyncStatus) -> proto::SyncStatus {
         remote_head: status.remote_head.clone().unwrap_or_default(),
         last_success_unix: status.last_success_unix.unwrap_or(0),
         last_error: status.last_error.clone().unwrap_or_default(),
+    }
+}
+
+fn proto_plan(plan: Plan) -> proto::PlanResp {
+    proto::PlanResp {
+        changes: plan
+            .changes
+            .into_iter()
+            .map(|change| proto::ConfigChange {
+                kind: match change.kind() {
+                    ChangeKind::Add => proto::ChangeKind::CkAdd,
+                    ChangeKind::Remove => proto::ChangeKind::CkRemove,
+                    ChangeKind::Change => proto::ChangeKind::CkChange,
+                } as i32,
+                key: change.key,
+                before: change.before.unwrap_or_default(),
+                after: change.after.unwrap_or_default(),
+                restart: change.restart,
+            })
+            .collect(),
+        forecasts: plan
+            .forecasts
+            .into_iter()
+            .map(|forecast| proto::CheckForecast {
+                pattern: forecast.pattern,
+                probed: u32::try_from(forecast.probed).unwrap_or(u32::MAX),
+                failing: forecast
+                    .failing
+                    .into_iter()
+                    .map(|(backend, reason)| proto::BackendFailure {
+                        backend: backend.to_string(),
+                        reason,
+                    })
+                    .collect(),
+                pool_down: forecast.pool_down,
+            })
+            .collect(),
+        generation: plan.generation,
+        content_hash: plan.content_hash,
     }
 }
 
@@ -458,6 +499,7 @@ impl LoadBalancer for ControlService {
         _request: Request<proto::StatusReq>,
     ) -> Result<Response<proto::StatusResp>, Status> {
         let applied = self.applier.status();
+        let tls_failure = self.certificates.as_ref().and_then(|s| s.last_failure());
         let topology = self.applier.topology().load();
         let pools = topology
             .pools
@@ -501,6 +543,11 @@ impl LoadBalancer for ControlService {
                 .sync
                 .load_full()
                 .map(|status| proto_sync(&status)),
+            tls_reload_error: tls_failure
+                .as_ref()
+                .map(|f| f.error.clone())
+                .unwrap_or_default(),
+            tls_reload_failed_since_unix: tls_failure.map_or(0, |f| f.since_unix),
         }))
     }
 
@@ -548,6 +595,21 @@ impl LoadBalancer for ControlService {
         }))
     }
 
+    async fn plan(
+        &self,
+        request: Request<proto::PlanReq>,
+    ) -> Result<Response<proto::PlanResp>, Status> {
+        let plan = self
+            .applier
+            .plan(request.into_inner().config)
+            .await
+            .map_err(|error| match error {
+                PlanError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+                PlanError::ShuttingDown => shutting_down(),
+            })?;
+        Ok(Response::new(proto_plan(plan)))
+    }
+
     type WatchHealthStream = HealthStream;
 
     async fn watch_health(
@@ -576,6 +638,11 @@ impl LoadBalancer for ControlService {
                     proto::BackendStatus::BsSick
                 } as i32,
                 reason: event.reason,
+                cause: match event.cause {
+                    health::Cause::Check => proto::EventCause::EcCheck,
+                    health::Cause::Ejection => proto::EventCause::EcEjection,
+                    health::Cause::Readmission => proto::EventCause::EcReadmission,
+                } as i32,
                 unix_ms: event
                     .at
                     .duration_since(UNIX_EPOCH)
