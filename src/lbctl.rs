@@ -289,8 +289,13 @@ pub fn render_pool_health(pattern: &str, health: &proto::PoolHealth, colour: boo
         "IN FLIGHT".into(),
     ]];
     rows.extend(health.backends.iter().map(|b| {
+        let label = backend_label(b);
         vec![
-            backend_label(b),
+            if b.canary {
+                format!("{label} (canary)")
+            } else {
+                label
+            },
             paint(backend_status_name(b.status), colour),
             paint(admin_state_name(b.admin_state), colour),
             b.in_flight.to_string(),
@@ -563,6 +568,7 @@ fn backend_json(b: &proto::BackendHealth) -> serde_json::Value {
         "status": backend_status_name(b.status),
         "admin_state": admin_state_name(b.admin_state),
         "in_flight": b.in_flight,
+        "canary": b.canary,
     })
 }
 
@@ -781,6 +787,7 @@ mod tests {
             status,
             admin_state: proto::AdminState::AsEnabled as i32,
             in_flight: 0,
+            canary: false,
         }
     }
 

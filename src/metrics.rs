@@ -53,8 +53,6 @@ pub struct Global {
     pub local: RequestStats,
     /// Requests retried on another backend after a failed attempt.
     pub retries: AtomicU64,
-    /// Backends taken out of rotation by a failed connect.
-    pub ejections: AtomicU64,
     /// Upgrade tunnels (e.g. WebSocket) open now.
     pub upgrades_open: AtomicU64,
     /// Exchanges and tunnels closed by a timeout after the response head, by `[server]` key.

@@ -513,6 +513,8 @@ async fn canary_status_fails_an_erroring_canary_with_its_figures() {
             "0.5",
             "--max-error-increase",
             "0.5",
+            "--max-p99-ratio",
+            "1000",
         ],
     );
     assert!(ok, "{json}");
@@ -550,4 +552,38 @@ async fn canary_status_names_a_pool_without_a_canary() {
     assert!(out.contains("has no canary"), "{out}");
     let (ok, out, err) = support::lbctl(&lb, &["canary", "status", "/nope/"]);
     assert!(!ok && err.contains("no pool"), "{out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_health_and_status_json_name_each_backend_s_side() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let lb = start(&config(stable.addr, canary.addr, 30, ""), &stable, &canary).await;
+    let (ok, out, err) = support::lbctl(&lb, &["pool", "health", "/"]);
+    assert!(ok, "{err}");
+    let line = |addr: SocketAddr| {
+        out.lines()
+            .find(|l| l.contains(&addr.to_string()))
+            .unwrap_or_else(|| panic!("{addr} not listed: {out}"))
+            .to_owned()
+    };
+    assert!(line(canary.addr).contains("(canary)"), "{out}");
+    assert!(!line(stable.addr).contains("(canary)"), "{out}");
+
+    canary_hits_http1(&lb, &canary, 100, 2).await;
+    let (_, doc) = support::get(&support::client(), &lb.admin_url("/status.json")).await;
+    let doc: serde_json::Value = serde_json::from_str(&doc).expect("status.json");
+    let pool = &doc["pools"][0];
+    assert_eq!(pool["canary"]["weight_percent"], 30.0, "{pool}");
+    assert_eq!(pool["canary"]["canary"]["requests"], 30, "{pool}");
+    assert_eq!(pool["canary"]["stable"]["requests"], 70, "{pool}");
+    let sides: Vec<&str> = pool["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["side"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(sides, ["stable", "canary"]);
 }

@@ -115,6 +115,11 @@ pub enum Verdict {
     },
 }
 
+/// A canary's p99 within this of stable's is never a failure, whatever the ratio: below it the
+/// latency buckets are 1, 2 and 5 ms wide, so one bucket's step is a ratio of 2-2.5x, and a
+/// loaded machine's scheduling moves a millisecond-scale p99 by that much.
+pub const P99_NOISE: Duration = Duration::from_millis(5);
+
 /// Judges `canary` against `stable` (the same window of each side).
 pub fn judge(canary: &Summary, stable: &Summary, thresholds: &Thresholds) -> Verdict {
     let canary_needs = thresholds.min_requests.saturating_sub(canary.requests);
@@ -145,7 +150,7 @@ pub fn judge(canary: &Summary, stable: &Summary, thresholds: &Thresholds) -> Ver
     }
     if let (Some(canary_p99), Some(stable_p99)) = (canary.p99(), stable.p99()) {
         let ratio = canary_p99.as_secs_f64() / stable_p99.as_secs_f64();
-        if ratio > thresholds.max_p99_ratio {
+        if ratio > thresholds.max_p99_ratio && canary_p99 > stable_p99 + P99_NOISE {
             reasons.push(Reason::P99Ratio {
                 canary: canary_p99,
                 stable: stable_p99,
@@ -250,6 +255,25 @@ mod tests {
                 max: 1.5
             }]
         );
+    }
+
+    #[test]
+    fn a_millisecond_scale_p99_is_judged_only_past_the_noise_floor() {
+        let fast = |p99_ms: u64| {
+            let stats = SideStats::new();
+            for i in 0..1000u64 {
+                let ms = if i < 980 { 1 } else { p99_ms };
+                stats.record(i % 60, Outcome::Backend(200), Duration::from_millis(ms));
+            }
+            stats.summary(59, 60)
+        };
+        // 5 ms against 2 ms is 2.5x, one bucket's step: not a failure.
+        assert_eq!(judge(&fast(5), &fast(2), &THRESHOLDS), Verdict::Pass);
+        // 20 ms against 2 ms is past the floor as well as the ratio.
+        assert!(matches!(
+            judge(&fast(20), &fast(2), &THRESHOLDS),
+            Verdict::Fail { .. }
+        ));
     }
 
     #[test]

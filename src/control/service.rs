@@ -288,8 +288,10 @@ fn pool_health(pool: &Pool, healthy: bool, sick: bool) -> proto::PoolHealth {
     let backends = pool
         .backends
         .iter()
-        .filter(|b| if b.is_healthy() { healthy } else { sick })
-        .map(|b| proto::BackendHealth {
+        .enumerate()
+        .filter(|(_, b)| if b.is_healthy() { healthy } else { sick })
+        .map(|(i, b)| proto::BackendHealth {
+            canary: i >= pool.n_stable,
             backend: Some(proto_backend(b)),
             status: if b.is_healthy() {
                 proto::BackendStatus::BsHealthy

@@ -436,7 +436,7 @@ impl Attempts {
         replay: Replay,
         metrics: &Global,
     ) -> Option<Failure> {
-        let (retry, mut failure) = attempt_failed(pool, &backend, error, replay, metrics);
+        let (retry, mut failure) = attempt_failed(pool, &backend, error, replay);
         failure.side = Some(self.side());
         if let (Some(canary), ExchangeError::Connect { .. }) = (&pool.canary, error) {
             canary.comparison.record_connect_failure(self.side());
@@ -509,13 +509,11 @@ pub(super) fn attempt_failed(
     backend: &Arc<Backend>,
     error: &ExchangeError,
     replay: Replay,
-    metrics: &Global,
 ) -> (bool, Failure) {
     // Written once: the log line and, if no retry answers, the access line carry it.
     let reason = crate::errors::error_chain(error);
     if let ExchangeError::Connect { .. } = error {
         if pool.eject(backend) {
-            metrics.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(pool = %pool.pattern, backend = %backend.addr, error = %reason, "connect failed; backend out of rotation");
         }
         let failure = if is_timeout(error) {
