@@ -24,9 +24,11 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::config::edit::{EditError, PoolSpec};
+use crate::config::edit::{EditError, PoolSpec, RolloutEdit};
 use crate::config::write::WriteError;
-use crate::config::{self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig};
+use crate::config::{
+    self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig, RolloutState,
+};
 use crate::health::{self, Checkers};
 pub use crate::metrics::Status;
 use crate::metrics::{Global, ReloadSource};
@@ -96,6 +98,22 @@ pub enum Mutation {
         /// The state to declare.
         state: AdminState,
     },
+    /// A change of a pool's canary or rollout tables: a weight, a rollout started, moved,
+    /// paused, aborted or promoted.
+    Rollout {
+        /// The pool's pattern.
+        pattern: String,
+        /// The edit.
+        change: RolloutEdit,
+        /// The rollout's state and step the change was decided on: when the file no longer
+        /// has them (someone moved the rollout meanwhile) the change is ABORTED, so no step is
+        /// applied twice. `None`: whatever the rollout's progress.
+        expect: Option<(Option<RolloutState>, usize)>,
+        /// One line for logs and the commit's subject (`rollout /: step 2 of 4, weight 25%`).
+        summary: String,
+        /// The commit's body: the figures the change was decided on.
+        details: String,
+    },
 }
 
 impl Mutation {
@@ -106,8 +124,22 @@ impl Mutation {
             | Mutation::RemovePool { pattern }
             | Mutation::AddBackend { pattern, .. }
             | Mutation::RemoveBackend { pattern, .. }
-            | Mutation::SetBackendState { pattern, .. } => pattern,
+            | Mutation::SetBackendState { pattern, .. }
+            | Mutation::Rollout { pattern, .. } => pattern,
         }
+    }
+
+    /// The git commit message of this change made by `actor`.
+    pub fn commit_message(&self, actor: Option<&str>) -> String {
+        let actor = actor.unwrap_or("unknown");
+        let details = match self {
+            Mutation::Rollout { details, .. } if !details.is_empty() => format!("{details}\n\n"),
+            _ => String::new(),
+        };
+        format!(
+            "lb: {}\n\n{details}Requested by {actor} through the lb control API.\n",
+            self.describe()
+        )
     }
 
     /// The RPC-style name, for logs and commit messages.
@@ -131,6 +163,7 @@ impl Mutation {
                 };
                 format!("{verb} {pattern} {backend}")
             }
+            Mutation::Rollout { summary, .. } => summary.clone(),
         }
     }
 }
@@ -281,6 +314,9 @@ pub struct Applier {
     /// commit): whichever reload applies it, the watcher's or the sync's own, says so in
     /// `applied_by`.
     expected: ArcSwapOption<(ContentHash, String)>,
+    /// The applied config's pools that declare a `[pools."P".rollout]`, for the rollout
+    /// controller (which reads them outside the writer lock).
+    rollouts: ArcSwap<Vec<PoolConfig>>,
 }
 
 /// A SHA-256 of lb.toml's text.
@@ -423,6 +459,7 @@ impl Applier {
             written: ArcSwapOption::empty(),
             expected: ArcSwapOption::empty(),
             tls: tokio::sync::watch::Sender::new(config.tls.clone()),
+            rollouts: ArcSwap::from_pointee(Vec::new()),
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
         // the first topology.
@@ -449,6 +486,11 @@ impl Applier {
         );
         drop(state);
         Ok((applier, startup))
+    }
+
+    /// The applied pools that declare a rollout, as the file has them.
+    pub fn rollout_pools(&self) -> Arc<Vec<PoolConfig>> {
+        self.rollouts.load_full()
     }
 
     /// The config file it reads and writes.
@@ -701,8 +743,7 @@ impl Applier {
                     if git_commit {
                         crate::history::commit(
                             &self.path,
-                            &mutation.describe(),
-                            options.actor.as_deref(),
+                            &mutation.commit_message(options.actor.as_deref()),
                             &self.metrics,
                         )
                         .await;

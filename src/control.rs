@@ -9,6 +9,7 @@
 
 mod canary;
 pub mod proto;
+mod rollout;
 mod service;
 pub mod tls;
 mod tooling;

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use crate::git;
 use crate::metrics::Global;
 
-/// Commits the current content of `path` with a message naming the change and the actor.
-pub async fn commit(path: &Path, change: &str, actor: Option<&str>, metrics: &Global) {
-    match try_commit(path, change, actor).await {
+/// Commits the current content of `path` with `message` (`Mutation::commit_message`).
+pub async fn commit(path: &Path, message: &str, metrics: &Global) {
+    match try_commit(path, message).await {
         Ok(()) => {
             metrics.git_commits_ok.fetch_add(1, Ordering::Relaxed);
         }
@@ -23,7 +23,7 @@ pub async fn commit(path: &Path, change: &str, actor: Option<&str>, metrics: &Gl
     }
 }
 
-async fn try_commit(path: &Path, change: &str, actor: Option<&str>) -> Result<(), String> {
+async fn try_commit(path: &Path, message: &str) -> Result<(), String> {
     // Commit the real file, not a symlink to it.
     let file = std::fs::canonicalize(path)
         .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
@@ -32,8 +32,6 @@ async fn try_commit(path: &Path, change: &str, actor: Option<&str>) -> Result<()
         .file_name()
         .and_then(|name| name.to_str())
         .ok_or("the config's file name is not UTF-8")?;
-    let actor = actor.unwrap_or("unknown");
-    let message = format!("lb: {change}\n\nRequested by {actor} through the lb control API.\n");
     // An author for machines that have none configured (`git::run` sets the committer).
     let author_name = std::env::var("GIT_AUTHOR_NAME").unwrap_or_else(|_| "lb".into());
     let author_email = std::env::var("GIT_AUTHOR_EMAIL").unwrap_or_else(|_| "lb@localhost".into());
@@ -47,7 +45,7 @@ async fn try_commit(path: &Path, change: &str, actor: Option<&str>) -> Result<()
     // `--only` commits just this path's content and leaves anything else staged untouched.
     git::stdout(
         dir,
-        &["commit", "--quiet", "--only", "-m", &message, "--", name],
+        &["commit", "--quiet", "--only", "-m", message, "--", name],
         None,
         &env,
     )

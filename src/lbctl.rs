@@ -8,7 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::control::proto;
 
 mod canary;
+mod rollout;
 pub use canary::{canary_json, render_canary_status, verdict_name};
+pub use rollout::{ladder, render_rollout_line, render_rollout_status, rollout_json};
 
 /// lbctl's long flags. The original Go tool's `flag` package took them with one dash as well
 /// (`-lb=...`, `-pattern /`), which clap does not, so these are rewritten before parsing. The

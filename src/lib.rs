@@ -17,6 +17,7 @@
 //! - [`health`]: active checks; the only writer of health (besides passive ejection).
 //! - [`proxy`]: the HTTP server, the request sequence, the upstream client, draining.
 //! - [`apply`]: the single path from file text to running topology; serialises writers.
+//! - [`rollout`]: the controller that moves a canary through its rollout's steps; via `apply`.
 //! - [`control`]: the gRPC control API (`rollout.lb.LoadBalancer`); mutates only via `apply`.
 //! - [`stats`]: the per-backend request and check counters, a leaf that `topology` holds.
 //! - [`metrics`]: the process-wide counters and the Prometheus rendering of all of them.
@@ -52,6 +53,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod pem;
 pub mod proxy;
+pub mod rollout;
 pub mod routing;
 pub mod stats;
 pub mod sync;
@@ -269,16 +271,21 @@ impl Lb {
         };
         // Cancelled once: every listener stops on it.
         let stopping = CancellationToken::new();
+        let writes = control::Writes {
+            read_only: self.startup.control.read_only,
+            sync: self.sync.clone(),
+        };
+        tokio::spawn(
+            rollout::Controller::new(Arc::clone(&self.applier), writes.clone())
+                .run(stopping.clone()),
+        );
         let mut control = tokio::spawn(control::serve(
             self.grpc,
             Arc::clone(&self.applier),
             self.token,
             self.tls,
             self.certificates.clone(),
-            control::Writes {
-                read_only: self.startup.control.read_only,
-                sync: self.sync.clone(),
-            },
+            writes,
             stopping.clone(),
         ));
         if let Some(sync) = &self.sync {

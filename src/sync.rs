@@ -468,10 +468,7 @@ impl GitSync {
             .await?;
         let tree = self.git(&["write-tree"], None, &env).await?;
         let actor = options.actor.as_deref().unwrap_or("unknown");
-        let message = format!(
-            "lb: {}\n\nRequested by {actor} through the lb control API.\n",
-            mutation.describe()
-        );
+        let message = mutation.commit_message(options.actor.as_deref());
         let (name, email) = match &self.settings.author {
             Some(author) => split_author(author),
             None => (actor.to_owned(), "lb@localhost".to_owned()),

@@ -298,6 +298,13 @@ impl Applier {
             }
             changed
         });
+        let rollouts: Vec<PoolConfig> = config
+            .pools
+            .iter()
+            .filter(|p| p.rollout.is_some())
+            .cloned()
+            .collect();
+        self.rollouts.store(Arc::new(rollouts));
         let hash = sha256(text);
         state.applied_hash = Some(hash);
         state.applied = Some(config);

@@ -331,18 +331,30 @@ fn edit_text(
             backend,
             state,
         } => {
-            let declared =
-                pool(pattern)?
-                    .backend(backend)
-                    .ok_or_else(|| MutateError::BackendNotFound {
-                        pattern: pattern.clone(),
-                        backend: backend.clone(),
-                    })?;
+            let pool = pool(pattern)?;
+            let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
+            let canary = pool.canary_backends().iter().find(|b| &b.addr == backend);
+            if let Some(declared) = canary {
+                if declared.state == *state {
+                    return Ok(whole(text.to_owned()));
+                }
+                return Ok(whole(edit::set_canary_backend_state(
+                    text,
+                    pattern,
+                    &matches,
+                    state.as_str(),
+                )?));
+            }
+            let declared = pool
+                .backend(backend)
+                .ok_or_else(|| MutateError::BackendNotFound {
+                    pattern: pattern.clone(),
+                    backend: backend.clone(),
+                })?;
             if declared.state == *state {
                 // Idempotent: nothing to write, and no need to fail a rollout script.
                 return Ok(whole(text.to_owned()));
             }
-            let matches = |entry: &str| entry.parse::<BackendAddr>().as_ref() == Ok(backend);
             Ok(edit::set_backend_state_edit(
                 text,
                 pattern,
@@ -350,6 +362,35 @@ fn edit_text(
                 state.as_str(),
                 known,
             )?)
+        }
+        Mutation::Rollout {
+            pattern,
+            change,
+            expect,
+            ..
+        } => {
+            let pool = pool(pattern)?;
+            if let Some((state, step)) = expect {
+                let now = pool
+                    .rollout
+                    .as_ref()
+                    .map(|r| (r.progress.state, r.progress.step));
+                if now != Some((*state, *step)) {
+                    return Err(MutateError::Aborted {
+                        reason: format!(
+                            "the rollout of {pattern:?} moved since this change was decided (it is {}); nothing was changed",
+                            now.map_or_else(
+                                || "gone".to_owned(),
+                                |(state, step)| format!(
+                                    "{} at step {step}",
+                                    state.map_or("not started", |s| s.as_str())
+                                )
+                            )
+                        ),
+                    });
+                }
+            }
+            Ok(whole(edit::edit_rollout(text, pattern, change)?))
         }
     }
 }

@@ -147,9 +147,63 @@ enum Command {
     },
     /// With [sync]: fetch the git remote now, fast-forward and reload; show the sync status.
     Sync,
-    /// A pool's canary: `lbctl canary status POOL`.
+    /// A pool's canary: `lbctl canary status POOL`, `lbctl canary weight POOL PERCENT`.
     #[command(subcommand)]
     Canary(CanaryCommand),
+    /// Rollouts lb drives itself: `lbctl rollout start|status|pause|resume|promote|abort|watch POOL`.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Start (or restart) POOL's rollout at step 1: the canary takes the first step's weight,
+    /// and lb moves it through the steps, judging each.
+    Start {
+        pattern: String,
+        /// The canary's backends (default: the ones [pools."P".canary] declares).
+        #[arg(long = "canary", value_name = "IP:PORT[/url_path]", num_args = 1..)]
+        canary: Vec<BackendAddr>,
+        /// The canary weight of each step, e.g. 5,25,50,100 (default: the file's, else these).
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<u32>,
+        /// How long each step lasts at least, e.g. 2m (default: the file's, else 1m).
+        #[arg(long, value_parser = parse_duration)]
+        bake: Option<Duration>,
+        /// Requests the canary needs in a step before it is judged (with the thresholds below;
+        /// default: the file's).
+        #[arg(long)]
+        min_requests: Option<u64>,
+        /// The canary's error rate may not exceed this share (0-1).
+        #[arg(long, default_value_t = 0.05, requires = "min_requests")]
+        max_error_rate: f64,
+        /// The canary's error rate may not exceed stable's by more than this share (0-1).
+        #[arg(long, default_value_t = 0.01, requires = "min_requests")]
+        max_error_increase: f64,
+        /// The canary's p99 may not exceed stable's times this.
+        #[arg(long, default_value_t = 1.5, requires = "min_requests")]
+        max_p99_ratio: f64,
+        /// What a failed step does: abort or pause.
+        #[arg(long, value_parser = ["abort", "pause"])]
+        on_failure: Option<String>,
+        /// What passing the last step does: promote or pause.
+        #[arg(long, value_parser = ["promote", "pause"])]
+        on_success: Option<String>,
+    },
+    /// Where POOL's rollout is: step, weight, time in step, the verdict so far with figures,
+    /// and what lb does next.
+    Status { pattern: String },
+    /// Hold POOL's running rollout at its step.
+    Pause { pattern: String },
+    /// Go on with POOL's paused rollout from its step.
+    Resume { pattern: String },
+    /// Skip the remaining steps: the canary's backends become POOL's.
+    Promote { pattern: String },
+    /// Stop POOL's rollout: canary weight 0, its backends drained.
+    Abort { pattern: String },
+    /// Print each change of POOL's rollout as it happens; exits 0 when it is done, 1 when it
+    /// is aborted.
+    Watch { pattern: String },
 }
 
 #[derive(Subcommand)]
@@ -174,6 +228,8 @@ enum CanaryCommand {
         #[arg(long, default_value_t = 1.5)]
         max_p99_ratio: f64,
     },
+    /// Set POOL's canary weight (percent of its requests, 0-100): a one-line edit of lb.toml.
+    Weight { pattern: String, percent: u32 },
 }
 
 #[derive(Subcommand)]
@@ -398,7 +454,10 @@ async fn connect_to(args: &Args, addr: &str) -> anyhow::Result<Client> {
     };
     let endpoint = endpoint.connect_timeout(args.rpc_timeout);
     // Streams (watch) must outlive the per-RPC timeout; unary calls set it per request.
-    let endpoint = if matches!(args.command, Command::Watch) {
+    let endpoint = if matches!(
+        args.command,
+        Command::Watch | Command::Rollout(RolloutCommand::Watch { .. })
+    ) {
         endpoint
     } else {
         endpoint.timeout(args.rpc_timeout)
@@ -572,7 +631,148 @@ async fn run(args: Args) -> anyhow::Result<String> {
             };
             canary_status(&args, request).await
         }
+        Command::Canary(CanaryCommand::Weight { pattern, percent }) => {
+            let mut client = connect(&args).await?;
+            let request = proto::SetCanaryWeightReq {
+                pattern: pattern.clone(),
+                weight_percent: *percent,
+                if_match: if_match(&args),
+            };
+            let commit = client.set_canary_weight(request).await.map_err(rpc_error)?;
+            Ok(format!(
+                "canary of pool {pattern}: weight {percent}%{}\n",
+                lbctl::in_commit(&commit.get_ref().commit)
+            ))
+        }
+        Command::Rollout(command) => rollout(&args, command).await,
     }
+}
+
+async fn rollout(args: &Args, command: &RolloutCommand) -> anyhow::Result<String> {
+    let mut client = connect(args).await?;
+    let action = |pattern: &String| proto::RolloutActionReq {
+        pattern: pattern.clone(),
+        if_match: if_match(args),
+    };
+    let (done, pattern, response) = match command {
+        RolloutCommand::Start {
+            pattern,
+            canary,
+            steps,
+            bake,
+            min_requests,
+            max_error_rate,
+            max_error_increase,
+            max_p99_ratio,
+            on_failure,
+            on_success,
+        } => {
+            let request = proto::RolloutStartReq {
+                pattern: pattern.clone(),
+                canary: canary.iter().map(ip_backend).collect(),
+                steps: steps.clone(),
+                bake_seconds: bake
+                    .map_or(0, |b| u32::try_from(b.as_secs()).unwrap_or(u32::MAX).max(1)),
+                thresholds: min_requests.map(|min_requests| proto::CanaryThresholds {
+                    min_requests,
+                    max_error_rate: *max_error_rate,
+                    max_error_increase: *max_error_increase,
+                    max_p99_ratio: *max_p99_ratio,
+                }),
+                on_failure: on_failure.clone().unwrap_or_default(),
+                on_success: on_success.clone().unwrap_or_default(),
+                if_match: if_match(args),
+            };
+            (
+                "started the rollout of",
+                pattern,
+                client.rollout_start(request).await,
+            )
+        }
+        RolloutCommand::Pause { pattern } => (
+            "paused the rollout of",
+            pattern,
+            client.rollout_pause(action(pattern)).await,
+        ),
+        RolloutCommand::Resume { pattern } => (
+            "resumed the rollout of",
+            pattern,
+            client.rollout_resume(action(pattern)).await,
+        ),
+        RolloutCommand::Promote { pattern } => (
+            "promoted the canary of",
+            pattern,
+            client.rollout_promote(action(pattern)).await,
+        ),
+        RolloutCommand::Abort { pattern } => (
+            "aborted the rollout of",
+            pattern,
+            client.rollout_abort(action(pattern)).await,
+        ),
+        RolloutCommand::Status { pattern } => {
+            let request = proto::RolloutStatusReq {
+                pattern: pattern.clone(),
+            };
+            let status = client
+                .rollout_status(request)
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            return Ok(match args.output {
+                Output::Json => lbctl::json_text(&lbctl::rollout_json(&status)),
+                Output::Text => lbctl::render_rollout_status(&status),
+            });
+        }
+        RolloutCommand::Watch { pattern } => {
+            return rollout_watch(&mut client, args, pattern).await
+        }
+    };
+    let commit = response.map_err(rpc_error)?;
+    Ok(format!(
+        "{done} pool {pattern}{}\n",
+        lbctl::in_commit(&commit.get_ref().commit)
+    ))
+}
+
+/// A rollout that ended aborted, for the exit code of `lbctl rollout watch`.
+#[derive(Debug, thiserror::Error)]
+#[error("the rollout of {pattern} was aborted: {reason}")]
+struct RolloutAborted {
+    pattern: String,
+    reason: String,
+}
+
+async fn rollout_watch(client: &mut Client, args: &Args, pattern: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    let request = proto::RolloutStatusReq {
+        pattern: pattern.to_owned(),
+    };
+    let mut stream = client
+        .watch_rollout(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    while let Some(status) = stream.message().await.map_err(rpc_error)? {
+        let line = match args.output {
+            Output::Json => lbctl::rollout_json(&status).to_string(),
+            Output::Text => lbctl::render_rollout_line(&status),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+        match status.state.as_str() {
+            "done" => return Ok(String::new()),
+            "aborted" => {
+                return Err(RolloutAborted {
+                    pattern: pattern.to_owned(),
+                    reason: status.reason,
+                }
+                .into())
+            }
+            _ => {}
+        }
+    }
+    Ok(String::new())
 }
 
 /// Colour only for text on a terminal.

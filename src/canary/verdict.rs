@@ -166,6 +166,31 @@ pub fn judge(canary: &Summary, stable: &Summary, thresholds: &Thresholds) -> Ver
     }
 }
 
+/// Judges a canary that takes all of its pool's requests (a step of 100%): there is no stable
+/// traffic to compare it with, so only its own error rate counts, once it has served
+/// `min_requests`.
+pub fn judge_alone(canary: &Summary, thresholds: &Thresholds) -> Verdict {
+    let canary_needs = thresholds.min_requests.saturating_sub(canary.requests);
+    if canary_needs > 0 || canary.requests == 0 {
+        return Verdict::NotEnoughData {
+            canary_needs: canary_needs.max(1),
+            stable_needs: 0,
+        };
+    }
+    let rate = canary.error_rate();
+    if rate > thresholds.max_error_rate {
+        return Verdict::Fail {
+            reasons: vec![Reason::ErrorRate {
+                errors: canary.errors(),
+                requests: canary.requests,
+                rate,
+                max: thresholds.max_error_rate,
+            }],
+        };
+    }
+    Verdict::Pass
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +354,33 @@ mod tests {
             judge(&side(200, 0, 0), &side(200, 40, 0), &THRESHOLDS),
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn a_canary_alone_is_judged_on_its_own_error_rate() {
+        let empty = Summary::default();
+        assert!(matches!(
+            judge_alone(&side(99, 0, 0), &THRESHOLDS),
+            Verdict::NotEnoughData {
+                canary_needs: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge_alone(&empty, &THRESHOLDS),
+            Verdict::NotEnoughData { .. }
+        ));
+        assert_eq!(judge_alone(&side(200, 10, 200), &THRESHOLDS), Verdict::Pass);
+        let Verdict::Fail { reasons } = judge_alone(&side(200, 11, 0), &THRESHOLDS) else {
+            panic!("11 errors in 200 is above 5%");
+        };
+        assert!(matches!(
+            reasons[..],
+            [Reason::ErrorRate {
+                errors: 11,
+                requests: 200,
+                ..
+            }]
+        ));
     }
 }

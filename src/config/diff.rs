@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     format_duration, AccessLog, BackendConfig, BackendTls, CanaryConfig, Config, HealthCheck,
-    PoolConfig,
+    OnFailure, OnSuccess, PoolConfig, RolloutConfig, RolloutProgress,
 };
 
 /// One key whose value differs; `before` / `after` are `None` where the key (or the pool, the
@@ -519,6 +519,93 @@ fn pool_diff_into(out: &mut Changes, a: &PoolConfig, b: &PoolConfig) {
             y.as_ref().map(canary_value),
         ),
     }
+    rollout_into(out, &k("rollout"), a.rollout.as_ref(), b.rollout.as_ref());
+}
+
+/// Each key of a pool's `[pools."P".rollout]` that differs, its progress keys included: a
+/// review of a file sees a rollout started, moved, paused or ended.
+fn rollout_into(
+    out: &mut Changes,
+    key: &str,
+    a: Option<&RolloutConfig>,
+    b: Option<&RolloutConfig>,
+) {
+    let (Some(x), Some(y)) = (a, b) else {
+        out.push(key, false, a.map(rollout_value), b.map(rollout_value));
+        return;
+    };
+    let rk = |name: &str| format!("{key}.{name}");
+    let steps = |r: &RolloutConfig| {
+        let steps: Vec<String> = r.steps.iter().map(ToString::to_string).collect();
+        format!("[{}]", steps.join(", "))
+    };
+    out.push(&rk("steps"), false, Some(steps(x)), Some(steps(y)));
+    out.value(&rk("bake"), false, x.bake, y.bake);
+    out.push(
+        &rk("min_requests"),
+        false,
+        Some(x.min_requests.to_string()),
+        Some(y.min_requests.to_string()),
+    );
+    for (name, before, after) in [
+        ("max_error_rate", x.max_error_rate, y.max_error_rate),
+        (
+            "max_error_increase",
+            x.max_error_increase,
+            y.max_error_increase,
+        ),
+        ("max_p99_ratio", x.max_p99_ratio, y.max_p99_ratio),
+    ] {
+        out.push(
+            &rk(name),
+            false,
+            Some(before.0.to_string()),
+            Some(after.0.to_string()),
+        );
+    }
+    let on_failure = |r: &RolloutConfig| {
+        quote(match r.on_failure {
+            OnFailure::Abort => "abort",
+            OnFailure::Pause => "pause",
+        })
+    };
+    out.push(
+        &rk("on_failure"),
+        false,
+        Some(on_failure(x)),
+        Some(on_failure(y)),
+    );
+    let on_success = |r: &RolloutConfig| {
+        quote(match r.on_success {
+            OnSuccess::Promote => "promote",
+            OnSuccess::Pause => "pause",
+        })
+    };
+    out.push(
+        &rk("on_success"),
+        false,
+        Some(on_success(x)),
+        Some(on_success(y)),
+    );
+    let (px, py) = (&x.progress, &y.progress);
+    let state = |p: &RolloutProgress| p.state.map(|s| quote(s.as_str()));
+    out.push(&rk("state"), false, state(px), state(py));
+    out.value(&rk("step"), false, px.step, py.step);
+    let started = |p: &RolloutProgress| {
+        p.step_started
+            .map(|at| quote(&humantime::format_rfc3339_seconds(at).to_string()))
+    };
+    out.push(&rk("step_started"), false, started(px), started(py));
+    out.optional(&rk("reason"), false, px.reason.as_ref(), py.reason.as_ref());
+}
+
+fn rollout_value(rollout: &RolloutConfig) -> String {
+    let state = rollout.progress.state.map_or("new", |s| s.as_str());
+    format!(
+        "{{ steps = {}, state = {} }}",
+        rollout.steps.len(),
+        quote(state)
+    )
 }
 
 fn canary_value(canary: &CanaryConfig) -> String {

@@ -34,6 +34,9 @@ use std::ops::Range;
 
 use toml_edit::{Array, Decor, Document, DocumentMut, Item, Key, RawString, Table, Value};
 
+mod rollout;
+pub use rollout::{edit_rollout, set_canary_backend_state, RolloutEdit};
+
 /// One status check of a new pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckSpec {
@@ -235,16 +238,7 @@ pub fn set_backend_state_edit(
             .iter_mut()
             .find(|v| entry_addr(v).is_some_and(matches))
             .ok_or_else(|| EditError::no_matching_backend(pattern))?;
-        let addr = entry_addr(entry).unwrap_or_default().to_owned();
-        let mut replacement: Value = if state == "enabled" {
-            Value::from(addr.as_str())
-        } else {
-            format!("{{ addr = {}, state = {} }}", quoted(&addr), quoted(state))
-                .parse()
-                .map_err(|e: toml_edit::TomlError| EditError::Syntax(e.to_string()))?
-        };
-        *replacement.decor_mut() = entry.decor().clone();
-        *entry = replacement;
+        *entry = rollout::with_state(entry, state)?;
         Ok(())
     };
     edit_backends(text, pattern, known, &set)

@@ -23,6 +23,17 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// A pool's backend `idle_timeout` when the file sets none.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// A rollout's `bake` when the file sets none.
+pub const DEFAULT_BAKE: Duration = Duration::from_secs(60);
+/// A rollout's `min_requests` when the file sets none: enough for a p99 to mean something.
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
+/// A rollout's `max_error_rate` when the file sets none.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
+/// A rollout's `max_error_increase` when the file sets none.
+pub const DEFAULT_MAX_ERROR_INCREASE: f64 = 0.01;
+/// A rollout's `max_p99_ratio` when the file sets none.
+pub const DEFAULT_MAX_P99_RATIO: f64 = 1.5;
+
 /// A whole, valid lb.toml.
 #[derive(Debug)]
 pub struct Config {
@@ -441,6 +452,8 @@ pub struct PoolConfig {
     pub backend_tls: Option<BackendTls>,
     /// `[pools."P".canary]`: backends beside the stable ones and the share they take.
     pub canary: Option<CanaryConfig>,
+    /// `[pools."P".rollout]`: the steps the canary's weight goes through and where it is.
+    pub rollout: Option<RolloutConfig>,
 }
 
 /// A pool's `[pools."P".canary]` table: its backends (checked, drained and disabled like the
@@ -456,6 +469,117 @@ pub struct CanaryConfig {
     /// A request header (lowercase) whose `always` / `never` sends the request to the canary /
     /// stable whatever the weight.
     pub force_header: Option<String>,
+}
+
+/// A pool's `[pools."P".rollout]` table: the plan a rollout follows (its steps and the rules a
+/// step is judged by) and its progress, which lb writes back as the rollout moves, so a
+/// restarted lb resumes where it was and the file's history is the rollout's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutConfig {
+    /// The canary weight of each step, strictly ascending, each 1..=100.
+    pub steps: Vec<u8>,
+    /// A step lasts at least this long.
+    pub bake: Duration,
+    /// ... and until the canary has served this many requests in it.
+    pub min_requests: u64,
+    /// The canary's error rate may not exceed this share.
+    pub max_error_rate: Share,
+    /// The canary's error rate may not exceed the stable side's by more than this share.
+    pub max_error_increase: Share,
+    /// The canary's p99 may not exceed this multiple of the stable side's.
+    pub max_p99_ratio: Share,
+    /// What a failed step does.
+    pub on_failure: OnFailure,
+    /// What passing the last step does.
+    pub on_success: OnSuccess,
+    /// Where the rollout is.
+    pub progress: RolloutProgress,
+}
+
+/// A non-negative, finite number from the file (the parser refuses anything else), so that it
+/// can be compared for equality.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Share(pub f64);
+
+impl Eq for Share {}
+
+/// `on_failure`: what a step whose verdict fails does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The canary's weight goes to 0, its backends are drained and the rollout stops.
+    Abort,
+    /// The rollout holds at its step for a person to decide.
+    Pause,
+}
+
+/// `on_success`: what passing the last step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSuccess {
+    /// The canary's backends become the pool's backends and the canary table goes.
+    Promote,
+    /// The rollout holds at its last step for a person to promote.
+    Pause,
+}
+
+/// `state` of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutState {
+    /// lb judges each step and moves on by itself.
+    Running,
+    /// Held: nothing moves until `lbctl rollout resume` (or an edit of `state`).
+    Paused,
+    /// Stopped by a failed step or a person: the canary takes no traffic.
+    Aborted,
+    /// Promoted: the canary's backends are the pool's.
+    Done,
+}
+
+impl RolloutState {
+    /// The name the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Aborted => "aborted",
+            RolloutState::Done => "done",
+        }
+    }
+
+    /// Reads the name the file uses; `None` for an unknown one.
+    pub fn parse(text: &str) -> Option<RolloutState> {
+        [
+            RolloutState::Running,
+            RolloutState::Paused,
+            RolloutState::Aborted,
+            RolloutState::Done,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// Where a rollout is: the keys lb writes as it moves (a person may write them too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutProgress {
+    /// `None`: a plan no one has started; lb starts it at step 1 (a plan merged into the file
+    /// is a rollout begun, as with a Kubernetes rollout's spec).
+    pub state: Option<RolloutState>,
+    /// The current step, 1-based; 1 when unset.
+    pub step: usize,
+    /// When the current step began; `None` until lb writes it.
+    pub step_started: Option<std::time::SystemTime>,
+    /// Why the state is what it is (the last verdict, or who paused it).
+    pub reason: Option<String>,
+}
+
+impl RolloutConfig {
+    /// The weight the current step gives the canary.
+    pub fn step_weight(&self) -> u8 {
+        self.steps
+            .get(self.progress.step.saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// `sticky = "cookie:NAME"` or `"header:NAME"`: the value that keeps a client on one side.

@@ -200,6 +200,24 @@ struct RawPool {
     idle_timeout: Option<Spanned<String>>,
     backend_tls: Option<Spanned<RawBackendTls>>,
     canary: Option<Spanned<RawCanary>>,
+    rollout: Option<Spanned<RawRollout>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    steps: Option<Spanned<Vec<Spanned<i64>>>>,
+    bake: Option<Spanned<String>>,
+    min_requests: Option<Spanned<i64>>,
+    max_error_rate: Option<Spanned<f64>>,
+    max_error_increase: Option<Spanned<f64>>,
+    max_p99_ratio: Option<Spanned<f64>>,
+    on_failure: Option<Spanned<String>>,
+    on_success: Option<Spanned<String>>,
+    state: Option<Spanned<String>>,
+    step: Option<Spanned<i64>>,
+    step_started: Option<Spanned<String>>,
+    reason: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -637,7 +655,11 @@ impl Validator<'_> {
             },
         };
         let backend_tls = raw.backend_tls.map(|t| self.backend_tls(&pattern, t));
+        let raw_canary_span = raw.canary.as_ref().map(Spanned::span);
         let canary = raw.canary.map(|c| self.canary(&pattern, c, &backends));
+        let rollout = raw
+            .rollout
+            .map(|r| self.rollout(r, canary.as_ref(), raw_canary_span));
         Some(PoolConfig {
             pattern,
             pool_type,
@@ -651,7 +673,189 @@ impl Validator<'_> {
             idle_timeout,
             backend_tls,
             canary,
+            rollout,
         })
+    }
+
+    /// `[pools."P".rollout]`: strictly ascending steps of 1..=100, the thresholds a step is
+    /// judged by, and the progress keys lb writes. A rollout that has not ended needs a canary
+    /// with backends to roll out.
+    fn rollout(
+        &mut self,
+        raw: Spanned<RawRollout>,
+        canary: Option<&CanaryConfig>,
+        canary_span: Option<Range<usize>>,
+    ) -> RolloutConfig {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let mut steps = Vec::new();
+        match raw.steps {
+            None => self.error(
+                span.clone(),
+                "rollout needs steps: the canary weight of each step, e.g. steps = [5, 25, 50, 100]",
+            ),
+            Some(list) => {
+                let list_span = list.span();
+                let was_empty = list.get_ref().is_empty();
+                for step in list.into_inner() {
+                    match u8::try_from(*step.get_ref()) {
+                        Ok(n @ 1..=100) if steps.last().is_none_or(|last| n > *last) => {
+                            steps.push(n)
+                        }
+                        _ => self.error(
+                            step.span(),
+                            "rollout steps must be whole percents from 1 to 100, each larger than the one before",
+                        ),
+                    }
+                }
+                if was_empty {
+                    self.error(list_span, "rollout steps is empty: give at least one weight");
+                }
+            }
+        }
+        let bake = self.duration(raw.bake, DEFAULT_BAKE);
+        let min_requests = match raw.min_requests {
+            None => DEFAULT_MIN_REQUESTS,
+            Some(n) => match u64::try_from(*n.get_ref()) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    self.error(n.span(), "min_requests must be at least 1");
+                    DEFAULT_MIN_REQUESTS
+                }
+            },
+        };
+        let mut share = |raw: Option<Spanned<f64>>, default: f64, max: f64, key: &str| match raw {
+            None => Share(default),
+            Some(v) => {
+                let value = *v.get_ref();
+                let floor = if max.is_infinite() { 1.0 } else { 0.0 };
+                if value.is_finite() && value >= floor && value <= max {
+                    Share(value)
+                } else if max.is_infinite() {
+                    self.error(v.span(), format!("{key} must be a number of at least 1"));
+                    Share(default)
+                } else {
+                    self.error(
+                        v.span(),
+                        format!("{key} must be a share from 0 to 1 (0.01 is 1%)"),
+                    );
+                    Share(default)
+                }
+            }
+        };
+        let max_error_rate = share(
+            raw.max_error_rate,
+            DEFAULT_MAX_ERROR_RATE,
+            1.0,
+            "max_error_rate",
+        );
+        let max_error_increase = share(
+            raw.max_error_increase,
+            DEFAULT_MAX_ERROR_INCREASE,
+            1.0,
+            "max_error_increase",
+        );
+        let max_p99_ratio = share(
+            raw.max_p99_ratio,
+            DEFAULT_MAX_P99_RATIO,
+            f64::INFINITY,
+            "max_p99_ratio",
+        );
+        let on_failure = match raw
+            .on_failure
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("abort", _)) => OnFailure::Abort,
+            Some(("pause", _)) => OnFailure::Pause,
+            Some((other, span)) => {
+                self.error(
+                    span,
+                    format!("on_failure {other:?} is not \"abort\" or \"pause\""),
+                );
+                OnFailure::Abort
+            }
+        };
+        let on_success = match raw
+            .on_success
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("promote", _)) => OnSuccess::Promote,
+            Some(("pause", _)) => OnSuccess::Pause,
+            Some((other, span)) => {
+                self.error(
+                    span,
+                    format!("on_success {other:?} is not \"promote\" or \"pause\""),
+                );
+                OnSuccess::Promote
+            }
+        };
+        let state = raw.state.as_ref().and_then(|v| {
+            let state = RolloutState::parse(v.get_ref());
+            if state.is_none() {
+                self.error(
+                    v.span(),
+                    format!(
+                        "rollout state {:?} is not \"running\", \"paused\", \"aborted\" or \"done\"",
+                        v.get_ref()
+                    ),
+                );
+            }
+            state
+        });
+        let step = match raw.step {
+            None => 1,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n) if n >= 1 && (steps.is_empty() || n <= steps.len()) => n,
+                _ => {
+                    self.error(
+                        n.span(),
+                        format!(
+                            "rollout step must be from 1 to {} (the number of steps)",
+                            steps.len().max(1)
+                        ),
+                    );
+                    1
+                }
+            },
+        };
+        let step_started = raw.step_started.and_then(|v| {
+            match humantime::parse_rfc3339_weak(v.get_ref().trim()) {
+                Ok(at) => Some(at),
+                Err(_) => {
+                    self.error(
+                        v.span(),
+                        "step_started must be an RFC 3339 time in quotes, e.g. \"2026-12-07T20:00:00Z\"",
+                    );
+                    None
+                }
+            }
+        });
+        let reason = raw.reason.map(Spanned::into_inner);
+        let ended = matches!(state, Some(RolloutState::Done));
+        if !ended && canary.is_none_or(|c| c.backends.is_empty()) {
+            self.error(
+                canary_span.unwrap_or(span),
+                "a rollout needs a canary to roll out: declare [pools.\"P\".canary] with its backends (or set the rollout's state = \"done\")",
+            );
+        }
+        RolloutConfig {
+            steps,
+            bake,
+            min_requests,
+            max_error_rate,
+            max_error_increase,
+            max_p99_ratio,
+            on_failure,
+            on_success,
+            progress: RolloutProgress {
+                state,
+                step,
+                step_started,
+                reason,
+            },
+        }
     }
 
     /// `[pools."P".canary]`: its backends (validated as the pool's, and none of the pool's

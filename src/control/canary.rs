@@ -82,7 +82,7 @@ pub fn status(
     Ok(response)
 }
 
-fn thresholds_from(wire: &proto::CanaryThresholds) -> Result<Thresholds, Status> {
+pub(super) fn thresholds_from(wire: &proto::CanaryThresholds) -> Result<Thresholds, Status> {
     let share = |value: f64, name: &str| {
         if (0.0..=1.0).contains(&value) {
             Ok(value)
@@ -106,7 +106,7 @@ fn thresholds_from(wire: &proto::CanaryThresholds) -> Result<Thresholds, Status>
     })
 }
 
-fn proto_thresholds(thresholds: &Thresholds) -> proto::CanaryThresholds {
+pub(super) fn proto_thresholds(thresholds: &Thresholds) -> proto::CanaryThresholds {
     proto::CanaryThresholds {
         min_requests: thresholds.min_requests,
         max_error_rate: thresholds.max_error_rate,
@@ -115,7 +115,7 @@ fn proto_thresholds(thresholds: &Thresholds) -> proto::CanaryThresholds {
     }
 }
 
-fn proto_side(
+pub(super) fn proto_side(
     pool: &Pool,
     side: Side,
     summary: &Summary,

@@ -12,6 +12,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use super::proto::{self, load_balancer_server::LoadBalancer};
+use super::rollout::Action;
 use crate::admin::pool_status;
 use crate::apply::{Applier, MutateError, MutateOptions, Mutation, Plan, PlanError, Precondition};
 use crate::config::diff::ChangeKind;
@@ -308,11 +309,17 @@ fn pool_health(pool: &Pool, healthy: bool, sick: bool) -> proto::PoolHealth {
     }
 }
 
-impl ControlService {
-    /// Runs one mutation where [`Writes`] says; with `[sync]`, returns the commit carrying it.
-    async fn mutate(&self, mutation: Mutation, options: MutateOptions) -> Result<String, Status> {
-        if self.writes.read_only {
-            let place = match &self.writes.sync {
+impl Writes {
+    /// Runs one mutation of `applier`'s file where these writes go; with `[sync]`, returns
+    /// the commit carrying it. The rollout controller's changes come through here too.
+    pub async fn mutate(
+        &self,
+        applier: &Arc<Applier>,
+        mutation: Mutation,
+        options: MutateOptions,
+    ) -> Result<String, Status> {
+        if self.read_only {
+            let place = match &self.sync {
                 Some(sync) => format!(
                     "commit to branch {} of {}",
                     sync.settings().branch,
@@ -324,22 +331,67 @@ impl ControlService {
             };
             return Err(Status::failed_precondition(format!(
                 "this instance is read-only ([control] read_only = true in {}); to change the topology, {place}",
-                self.applier.path().display()
+                applier.path().display()
             )));
         }
-        match &self.writes.sync {
+        match &self.sync {
             Some(sync) => sync
                 .mutate(mutation, options)
                 .await
                 .map(|committed| committed.commit)
                 .map_err(sync_status),
-            None => self
-                .applier
+            None => applier
                 .mutate(mutation, &options)
                 .await
                 .map(|_| String::new())
                 .map_err(status),
         }
+    }
+}
+
+impl ControlService {
+    /// Runs one mutation where [`Writes`] says; with `[sync]`, returns the commit carrying it.
+    async fn mutate(&self, mutation: Mutation, options: MutateOptions) -> Result<String, Status> {
+        self.writes.mutate(&self.applier, mutation, options).await
+    }
+
+    /// The running pool `pattern`; NOT_FOUND when there is none.
+    fn live_pool(&self, pattern: &str) -> Result<Arc<Pool>, Status> {
+        let topology = self.applier.topology().load();
+        topology
+            .pools
+            .iter()
+            .find(|p| &*p.pattern == pattern)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no pool {pattern:?}")))
+    }
+
+    fn rollout_now(&self, pattern: &str) -> Result<proto::RolloutStatusResp, Status> {
+        rollout_status_of(&self.applier, pattern)
+    }
+
+    async fn rollout_action(
+        &self,
+        request: Request<proto::RolloutActionReq>,
+        action: Action,
+    ) -> Result<Response<proto::RolloutActionResp>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let pattern = pattern(&request.pattern)?;
+        self.live_pool(&pattern)?;
+        let options = options(&metadata, request.if_match);
+        let pools = self.applier.rollout_pools();
+        let pool = pools.iter().find(|p| p.pattern == pattern).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "pool {pattern:?} has no rollout: start one with `lbctl rollout start {pattern}`"
+            ))
+        })?;
+        let actor = options
+            .actor
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned());
+        let mutation = super::rollout::action(pool, action, &actor)?;
+        let commit = self.mutate(mutation, options).await?;
+        Ok(Response::new(proto::RolloutActionResp { commit }))
     }
 
     async fn set_state(
@@ -360,6 +412,22 @@ impl ControlService {
 }
 
 type HealthStream = Pin<Box<dyn Stream<Item = Result<proto::HealthEvent, Status>> + Send>>;
+type RolloutStream = Pin<Box<dyn Stream<Item = Result<proto::RolloutStatusResp, Status>> + Send>>;
+
+/// RolloutStatus of pool `pattern` as `applier` runs it now.
+fn rollout_status_of(applier: &Applier, pattern: &str) -> Result<proto::RolloutStatusResp, Status> {
+    let topology = applier.topology().load();
+    if topology.pool(pattern).is_none() {
+        return Err(Status::not_found(format!("no pool {pattern:?}")));
+    }
+    let pools = applier.rollout_pools();
+    match pools.iter().find(|p| p.pattern == pattern) {
+        Some(pool) => super::rollout::status(pool, &topology, std::time::SystemTime::now()),
+        None => Err(Status::failed_precondition(format!(
+            "pool {pattern:?} has no rollout: start one with `lbctl rollout start {pattern}` or declare [pools.{pattern:?}.rollout]"
+        ))),
+    }
+}
 
 #[tonic::async_trait]
 impl LoadBalancer for ControlService {
@@ -559,6 +627,139 @@ impl LoadBalancer for ControlService {
     ) -> Result<Response<proto::CanaryStatusResp>, Status> {
         let topology = self.applier.topology().load();
         super::canary::status(&topology, request.get_ref()).map(Response::new)
+    }
+
+    async fn set_canary_weight(
+        &self,
+        request: Request<proto::SetCanaryWeightReq>,
+    ) -> Result<Response<proto::SetCanaryWeightResp>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let pattern = pattern(&request.pattern)?;
+        let has_canary = self.live_pool(&pattern)?.canary.is_some();
+        let mutation = super::rollout::set_weight(&pattern, has_canary, request.weight_percent)?;
+        let commit = self
+            .mutate(mutation, options(&metadata, request.if_match))
+            .await?;
+        Ok(Response::new(proto::SetCanaryWeightResp { commit }))
+    }
+
+    async fn rollout_start(
+        &self,
+        request: Request<proto::RolloutStartReq>,
+    ) -> Result<Response<proto::RolloutActionResp>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let pattern = pattern(&request.pattern)?;
+        let has_canary = !self
+            .live_pool(&pattern)?
+            .side(crate::canary::Side::Canary)
+            .is_empty();
+        let canary = request
+            .canary
+            .iter()
+            .map(|b| backend(Some(b.clone())))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let pools = self.applier.rollout_pools();
+        let rollout = pools
+            .iter()
+            .find(|p| p.pattern == pattern)
+            .and_then(|p| p.rollout.as_ref());
+        let mutation = super::rollout::start(&pattern, rollout, has_canary, &request, canary)?;
+        let commit = self
+            .mutate(mutation, options(&metadata, request.if_match.clone()))
+            .await?;
+        Ok(Response::new(proto::RolloutActionResp { commit }))
+    }
+
+    async fn rollout_status(
+        &self,
+        request: Request<proto::RolloutStatusReq>,
+    ) -> Result<Response<proto::RolloutStatusResp>, Status> {
+        self.rollout_now(&request.get_ref().pattern)
+            .map(Response::new)
+    }
+
+    async fn rollout_pause(
+        &self,
+        request: Request<proto::RolloutActionReq>,
+    ) -> Result<Response<proto::RolloutActionResp>, Status> {
+        self.rollout_action(request, Action::Pause).await
+    }
+
+    async fn rollout_resume(
+        &self,
+        request: Request<proto::RolloutActionReq>,
+    ) -> Result<Response<proto::RolloutActionResp>, Status> {
+        self.rollout_action(request, Action::Resume).await
+    }
+
+    async fn rollout_promote(
+        &self,
+        request: Request<proto::RolloutActionReq>,
+    ) -> Result<Response<proto::RolloutActionResp>, Status> {
+        self.rollout_action(request, Action::Promote).await
+    }
+
+    async fn rollout_abort(
+        &self,
+        request: Request<proto::RolloutActionReq>,
+    ) -> Result<Response<proto::RolloutActionResp>, Status> {
+        self.rollout_action(request, Action::Abort).await
+    }
+
+    type WatchRolloutStream = RolloutStream;
+
+    async fn watch_rollout(
+        &self,
+        request: Request<proto::RolloutStatusReq>,
+    ) -> Result<Response<RolloutStream>, Status> {
+        let pattern = request.into_inner().pattern;
+        // The first answer now, so an unknown pool or a pool without rollout fails the call.
+        let first = self.rollout_now(&pattern)?;
+        let applier = Arc::clone(&self.applier);
+        let shutting_down = self.shutting_down.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let key = |s: &proto::RolloutStatusResp| {
+                (
+                    s.state.clone(),
+                    s.step,
+                    s.weight_percent,
+                    s.reason.clone(),
+                    s.next.clone(),
+                    s.verdict,
+                )
+            };
+            let mut last = key(&first);
+            if sender.send(Ok(first)).await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(crate::rollout::TICK);
+            loop {
+                tokio::select! {
+                    () = shutting_down.cancelled() => {
+                        let _ = sender.send(Err(super::service::shutting_down())).await;
+                        return;
+                    }
+                    () = sender.closed() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = rollout_status_of(&applier, &pattern);
+                let ended = match &now {
+                    Ok(status) if key(status) == last => continue,
+                    Ok(status) => {
+                        last = key(status);
+                        false
+                    }
+                    Err(_) => true,
+                };
+                if sender.send(now).await.is_err() || ended {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     async fn sync(

@@ -1,0 +1,369 @@
+//! control::rollout: the rollout RPCs' side of the control API — RolloutStatus's answer from
+//! `rollout::view`, and the `Mutation::Rollout` each of start, pause, resume, promote, abort
+//! and SetCanaryWeight asks for, checked against where the rollout is. It decides nothing a
+//! step's verdict decides (that is `rollout`'s controller) and writes nothing itself.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use toml_edit::Value;
+use tonic::Status;
+
+use super::canary::{proto_side, proto_thresholds, thresholds_from};
+use super::proto;
+use crate::apply::Mutation;
+use crate::canary::verdict::Verdict;
+use crate::canary::Side;
+use crate::config::edit::RolloutEdit;
+use crate::config::{
+    format_duration, BackendAddr, OnFailure, OnSuccess, PoolConfig, RolloutConfig, RolloutState,
+};
+use crate::rollout::{self, Next, View};
+use crate::topology::Topology;
+
+/// A rollout's steps when neither the request nor the file gives any.
+pub const DEFAULT_STEPS: [u8; 4] = [5, 25, 50, 100];
+
+/// RolloutStatus of `pool` (which must declare a rollout) at `now`.
+pub fn status(
+    pool: &PoolConfig,
+    topology: &Topology,
+    now: SystemTime,
+) -> Result<proto::RolloutStatusResp, Status> {
+    let view = rollout::view(pool, topology, now).ok_or_else(|| no_rollout(&pool.pattern))?;
+    let rollout = &view.rollout;
+    let progress = &rollout.progress;
+    let mut response = proto::RolloutStatusResp {
+        pattern: view.pattern.clone(),
+        state: progress
+            .state
+            .map_or("new", RolloutState::as_str)
+            .to_owned(),
+        step: u32::try_from(progress.step).unwrap_or(u32::MAX),
+        steps: rollout.steps.iter().map(|s| u32::from(*s)).collect(),
+        weight_percent: view.weight.map_or(0, u32::from),
+        step_started_unix_ms: progress
+            .step_started
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        in_step_ms: u64::try_from(view.in_step.as_millis()).unwrap_or(u64::MAX),
+        bake_seconds: u32::try_from(rollout.bake.as_secs()).unwrap_or(u32::MAX),
+        reason: progress.reason.clone().unwrap_or_default(),
+        next: next_text(&view),
+        window_seconds: u32::try_from(view.window).unwrap_or(u32::MAX),
+        thresholds: Some(proto_thresholds(&rollout::thresholds(rollout))),
+        on_failure: match rollout.on_failure {
+            OnFailure::Abort => "abort",
+            OnFailure::Pause => "pause",
+        }
+        .to_owned(),
+        on_success: match rollout.on_success {
+            OnSuccess::Promote => "promote",
+            OnSuccess::Pause => "pause",
+        }
+        .to_owned(),
+        ..Default::default()
+    };
+    if let Some((live, canary)) = topology
+        .pool(&pool.pattern)
+        .and_then(|live| live.canary.as_ref().map(|canary| (live, canary)))
+    {
+        response.stable = Some(proto_side(live, Side::Stable, &view.stable, canary));
+        response.canary = Some(proto_side(live, Side::Canary, &view.canary, canary));
+    }
+    match &view.verdict {
+        Verdict::Pass => response.verdict = proto::CanaryVerdict::CvPass as i32,
+        Verdict::Fail { reasons } => {
+            response.verdict = proto::CanaryVerdict::CvFail as i32;
+            response.verdict_reasons = reasons.iter().map(ToString::to_string).collect();
+        }
+        Verdict::NotEnoughData {
+            canary_needs,
+            stable_needs,
+        } => {
+            response.verdict = proto::CanaryVerdict::CvNotEnoughData as i32;
+            response.canary_needs = *canary_needs;
+            response.stable_needs = *stable_needs;
+        }
+    }
+    Ok(response)
+}
+
+/// What the controller does next, as a person reads it.
+fn next_text(view: &View) -> String {
+    let pattern = &view.pattern;
+    match &view.next {
+        Next::Nothing => match view.rollout.progress.state {
+            Some(RolloutState::Paused) => format!("nothing until `lbctl rollout resume {pattern}`"),
+            _ => "nothing: the rollout has ended".to_owned(),
+        },
+        Next::Start => "starting at step 1".to_owned(),
+        Next::TimeStep => "timing the step from now".to_owned(),
+        Next::Bake(left) => format!(
+            "baking: {} left in this step",
+            format_duration(std::time::Duration::from_secs(left.as_secs().max(1)))
+        ),
+        Next::Data {
+            canary_needs,
+            stable_needs,
+        } => {
+            let mut needs = Vec::new();
+            if *canary_needs > 0 {
+                needs.push(format!("{canary_needs} more canary requests"));
+            }
+            if *stable_needs > 0 {
+                needs.push(format!("{stable_needs} more stable requests"));
+            }
+            format!(
+                "holding: waiting for {} before judging the step",
+                needs.join(" and ")
+            )
+        }
+        Next::Advance(step) => format!("step passed: moving to step {step}"),
+        Next::Succeed => "last step passed: finishing".to_owned(),
+        Next::Fail => "step failed: stopping".to_owned(),
+        Next::HandEdited { found, wanted } => {
+            format!("the weight is {found}% where the step wants {wanted}%: pausing")
+        }
+    }
+}
+
+fn no_rollout(pattern: &str) -> Status {
+    Status::failed_precondition(format!(
+        "pool {pattern:?} has no rollout: start one with `lbctl rollout start {pattern}` or declare [pools.{pattern:?}.rollout]"
+    ))
+}
+
+fn now_value() -> Value {
+    Value::from(humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
+}
+
+/// A manual action on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Hold a running rollout.
+    Pause,
+    /// Go on with a paused rollout.
+    Resume,
+    /// Skip the remaining steps.
+    Promote,
+    /// Stop it.
+    Abort,
+}
+
+/// The change `action` on `pool`'s rollout asks for, by `actor`; FAILED_PRECONDITION when
+/// the rollout is not where the action applies.
+pub fn action(pool: &PoolConfig, action: Action, actor: &str) -> Result<Mutation, Status> {
+    let pattern = &pool.pattern;
+    let rollout = pool.rollout.as_ref().ok_or_else(|| no_rollout(pattern))?;
+    let progress = &rollout.progress;
+    let (state, step) = (progress.state, progress.step);
+    let weight = rollout.step_weight();
+    let n = rollout.steps.len();
+    let live = matches!(
+        state,
+        Some(RolloutState::Running | RolloutState::Paused) | None
+    );
+    let refuse = |what: &str| {
+        Err(Status::failed_precondition(format!(
+            "the rollout of {pattern:?} is {}: {what}",
+            state.map_or("not started", RolloutState::as_str)
+        )))
+    };
+    let set_state = |to: RolloutState, reason: String| RolloutEdit {
+        set: vec![
+            ("state", Value::from(to.as_str())),
+            ("reason", Value::from(reason)),
+        ],
+        ..RolloutEdit::default()
+    };
+    let (change, summary) = match action {
+        Action::Pause => {
+            if state != Some(RolloutState::Running) {
+                return refuse("only a running rollout can be paused");
+            }
+            (
+                set_state(
+                    RolloutState::Paused,
+                    format!("paused by {actor} at step {step} ({weight}%)"),
+                ),
+                format!("rollout {pattern}: paused at step {step} of {n}"),
+            )
+        }
+        Action::Resume => {
+            if state != Some(RolloutState::Paused) {
+                return refuse("only a paused rollout can be resumed (start an ended one again with `lbctl rollout start`)");
+            }
+            let change = RolloutEdit {
+                canary_weight: Some(weight),
+                set: vec![
+                    ("state", Value::from(RolloutState::Running.as_str())),
+                    ("step_started", now_value()),
+                ],
+                remove: vec!["reason"],
+                ..RolloutEdit::default()
+            };
+            (
+                change,
+                format!(
+                    "rollout {pattern}: resumed at step {step} of {n}, canary weight {weight}%"
+                ),
+            )
+        }
+        Action::Promote => {
+            if !live {
+                return refuse("there is nothing to promote");
+            }
+            let mut change = set_state(
+                RolloutState::Done,
+                format!("promoted by {actor} at step {step} ({weight}%)"),
+            );
+            change.promote = true;
+            (
+                change,
+                format!("rollout {pattern}: promoted by hand at step {step} of {n}"),
+            )
+        }
+        Action::Abort => {
+            if !live {
+                return refuse("there is nothing to abort");
+            }
+            let mut change = set_state(
+                RolloutState::Aborted,
+                format!("aborted by {actor} at step {step} ({weight}%)"),
+            );
+            change.canary_weight = Some(0);
+            change.canary_state = Some("drain");
+            (
+                change,
+                format!(
+                    "rollout {pattern}: aborted by hand at step {step} of {n}, canary weight 0%"
+                ),
+            )
+        }
+    };
+    Ok(Mutation::Rollout {
+        pattern: pattern.clone(),
+        change,
+        expect: Some((state, step)),
+        summary,
+        details: String::new(),
+    })
+}
+
+/// The change RolloutStart asks for on `pool`: the canary (its backends, enabled, at the
+/// first step's weight), the plan's keys the request sets, and the progress at step 1.
+pub fn start(
+    pattern: &str,
+    rollout: Option<&RolloutConfig>,
+    has_canary: bool,
+    request: &proto::RolloutStartReq,
+    canary: Vec<BackendAddr>,
+) -> Result<Mutation, Status> {
+    if canary.is_empty() && !has_canary {
+        return Err(Status::failed_precondition(format!(
+            "pool {pattern:?} has no canary backends: name them (lbctl rollout start {pattern} --canary IP:PORT)"
+        )));
+    }
+    let steps: Vec<u8> = if request.steps.is_empty() {
+        rollout.map_or_else(|| DEFAULT_STEPS.to_vec(), |r| r.steps.clone())
+    } else {
+        request
+            .steps
+            .iter()
+            .map(|s| u8::try_from(*s).ok().filter(|s| (1..=100).contains(s)))
+            .collect::<Option<Vec<u8>>>()
+            .filter(|steps| steps.windows(2).all(|w| w[0] < w[1]))
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "steps must be whole percents from 1 to 100, each larger than the one before",
+                )
+            })?
+    };
+    let first = steps.first().copied().unwrap_or(0);
+    let mut set = Vec::new();
+    if !request.steps.is_empty() || rollout.is_none() {
+        set.push((
+            "steps",
+            Value::Array(steps.iter().map(|s| i64::from(*s)).collect()),
+        ));
+    }
+    if request.bake_seconds > 0 {
+        let bake = std::time::Duration::from_secs(u64::from(request.bake_seconds));
+        set.push(("bake", Value::from(format_duration(bake))));
+    }
+    if let Some(wire) = &request.thresholds {
+        let thresholds = thresholds_from(wire)?;
+        set.push((
+            "min_requests",
+            Value::from(i64::try_from(thresholds.min_requests).unwrap_or(i64::MAX)),
+        ));
+        set.push(("max_error_rate", Value::from(thresholds.max_error_rate)));
+        set.push((
+            "max_error_increase",
+            Value::from(thresholds.max_error_increase),
+        ));
+        set.push(("max_p99_ratio", Value::from(thresholds.max_p99_ratio)));
+    }
+    for (key, value, allowed) in [
+        ("on_failure", &request.on_failure, ["abort", "pause"]),
+        ("on_success", &request.on_success, ["promote", "pause"]),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        if !allowed.contains(&value.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "{key} must be {:?} or {:?}, not {value:?}",
+                allowed[0], allowed[1]
+            )));
+        }
+        set.push((key, Value::from(value.as_str())));
+    }
+    set.push(("state", Value::from(RolloutState::Running.as_str())));
+    set.push(("step", Value::from(1i64)));
+    set.push(("step_started", now_value()));
+    let change = RolloutEdit {
+        canary_backends: (!canary.is_empty())
+            .then(|| canary.iter().map(ToString::to_string).collect()),
+        canary_weight: Some(first),
+        canary_state: Some("enabled"),
+        set,
+        remove: vec!["reason"],
+        promote: false,
+    };
+    Ok(Mutation::Rollout {
+        pattern: pattern.to_owned(),
+        change,
+        expect: None,
+        summary: format!(
+            "rollout {pattern}: started, step 1 of {}, canary weight {first}%",
+            steps.len()
+        ),
+        details: String::new(),
+    })
+}
+
+/// The change SetCanaryWeight asks for on pool `pattern`, which has a canary or not.
+pub fn set_weight(pattern: &str, has_canary: bool, weight: u32) -> Result<Mutation, Status> {
+    if !has_canary {
+        return Err(Status::failed_precondition(format!(
+            "pool {pattern:?} has no canary: declare [pools.{pattern:?}.canary] in lb.toml"
+        )));
+    }
+    let weight = u8::try_from(weight)
+        .ok()
+        .filter(|w| *w <= 100)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("weight {weight} is not a percent from 0 to 100"))
+        })?;
+    Ok(Mutation::Rollout {
+        pattern: pattern.to_owned(),
+        change: RolloutEdit {
+            canary_weight: Some(weight),
+            ..RolloutEdit::default()
+        },
+        expect: None,
+        summary: format!("canary {pattern}: weight {weight}%"),
+        details: String::new(),
+    })
+}

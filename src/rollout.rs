@@ -1,0 +1,399 @@
+//! rollout: owns the controller that moves a pool's canary through the steps of its
+//! `[pools."P".rollout]` table — judging each step on lb's own per-side windows, then
+//! advancing, holding, pausing, aborting or promoting — and the view of a rollout that the
+//! control API answers with. It runs on the control path (a task of its own, never a proxy
+//! worker) and changes nothing itself: every transition is a `Mutation::Rollout`, an edit of
+//! lb.toml through the same path (and `[sync]` push, and git commit) as any control-API change,
+//! conditional on the progress it was decided on, so no step is applied twice.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use toml_edit::Value;
+
+use crate::apply::{Applier, MutateOptions, Mutation};
+use crate::canary::stats::{Summary, WINDOW_SECONDS};
+use crate::canary::verdict::{self, Thresholds, Verdict};
+use crate::config::edit::RolloutEdit;
+use crate::config::{
+    format_duration, OnFailure, OnSuccess, PoolConfig, RolloutConfig, RolloutState,
+};
+use crate::control::Writes;
+use crate::topology::Topology;
+
+/// How often the controller looks at each running rollout.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// The name the controller's changes carry (`x-lb-actor` of a person's).
+pub const ACTOR: &str = "lb rollout controller";
+
+/// Where a rollout is and what comes next, as of one look at the file and the live windows.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The pool's pattern.
+    pub pattern: String,
+    /// The file's rollout table.
+    pub rollout: RolloutConfig,
+    /// The canary's weight as the file has it (`None`: no canary table).
+    pub weight: Option<u8>,
+    /// How long the current step has run (0 when it has no start time).
+    pub in_step: Duration,
+    /// The seconds of the windows judged: the step's so far, at most the windows' length.
+    pub window: u64,
+    /// The stable side over `window`.
+    pub stable: Summary,
+    /// The canary side over `window`.
+    pub canary: Summary,
+    /// The verdict on them with the rollout's thresholds.
+    pub verdict: Verdict,
+    /// What the controller does next.
+    pub next: Next,
+}
+
+/// What the controller does about a rollout, or waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Not running (paused, aborted, done): a person moves it.
+    Nothing,
+    /// A plan no one has started: start it at step 1.
+    Start,
+    /// Running without a step start time (written by hand): time the step from now.
+    TimeStep,
+    /// The step's bake has this long left.
+    Bake(Duration),
+    /// The bake is over, but the windows are too thin to judge.
+    Data {
+        /// Requests the canary still needs.
+        canary_needs: u64,
+        /// Requests stable still needs.
+        stable_needs: u64,
+    },
+    /// The step passed: go to this step (1-based).
+    Advance(usize),
+    /// The last step passed: do `on_success`.
+    Succeed,
+    /// The step failed: do `on_failure`.
+    Fail,
+    /// The canary's weight in the file is not its step's: a person changed it; pause.
+    HandEdited {
+        /// The file's weight.
+        found: u8,
+        /// The step's.
+        wanted: u8,
+    },
+}
+
+/// The thresholds a rollout's steps are judged by.
+pub fn thresholds(rollout: &RolloutConfig) -> Thresholds {
+    Thresholds {
+        min_requests: rollout.min_requests,
+        max_error_rate: rollout.max_error_rate.0,
+        max_error_increase: rollout.max_error_increase.0,
+        max_p99_ratio: rollout.max_p99_ratio.0,
+    }
+}
+
+/// Looks at the rollout of `pool` (which must declare one) with the live windows `topology`
+/// keeps for it, at `now`.
+pub fn view(pool: &PoolConfig, topology: &Topology, now: SystemTime) -> Option<View> {
+    let rollout = pool.rollout.clone()?;
+    let weight = pool.canary.as_ref().map(|c| c.weight);
+    let progress = &rollout.progress;
+    let in_step = progress
+        .step_started
+        .and_then(|started| now.duration_since(started).ok())
+        .unwrap_or_default();
+    let window = in_step.as_secs().clamp(1, WINDOW_SECONDS);
+    let (stable, canary) = topology
+        .pool(&pool.pattern)
+        .and_then(|p| p.canary.as_ref())
+        .map(|c| c.comparison.summaries(window))
+        .unwrap_or_default();
+    let thresholds = thresholds(&rollout);
+    let verdict = if rollout.step_weight() == 100 {
+        verdict::judge_alone(&canary, &thresholds)
+    } else {
+        verdict::judge(&canary, &stable, &thresholds)
+    };
+    let next = match progress.state {
+        None => Next::Start,
+        Some(RolloutState::Running) => {
+            let wanted = rollout.step_weight();
+            match weight {
+                Some(found) if found != wanted => Next::HandEdited { found, wanted },
+                _ if progress.step_started.is_none() => Next::TimeStep,
+                _ => match &verdict {
+                    Verdict::Fail { .. } => Next::Fail,
+                    _ if in_step < rollout.bake => Next::Bake(rollout.bake - in_step),
+                    Verdict::NotEnoughData {
+                        canary_needs,
+                        stable_needs,
+                    } => Next::Data {
+                        canary_needs: *canary_needs,
+                        stable_needs: *stable_needs,
+                    },
+                    Verdict::Pass if progress.step < rollout.steps.len() => {
+                        Next::Advance(progress.step + 1)
+                    }
+                    Verdict::Pass => Next::Succeed,
+                },
+            }
+        }
+        Some(_) => Next::Nothing,
+    };
+    Some(View {
+        pattern: pool.pattern.clone(),
+        rollout,
+        weight,
+        in_step,
+        window,
+        stable,
+        canary,
+        verdict,
+        next,
+    })
+}
+
+/// One side's figures, for reasons and commit messages.
+pub fn figures(side: &str, summary: &Summary) -> String {
+    let p99 = summary
+        .p99()
+        .map_or_else(|| "-".to_owned(), |p| format!("{p:?}"));
+    format!(
+        "{side} {} requests, {} errors ({:.2}%), p99 {p99}",
+        summary.requests,
+        summary.errors(),
+        summary.error_rate() * 100.0
+    )
+}
+
+/// The verdict's figures on one line: both sides and, for a failure, each reason.
+pub fn verdict_line(view: &View) -> String {
+    let sides = format!(
+        "{}; {} (last {}s)",
+        figures("canary", &view.canary),
+        figures("stable", &view.stable),
+        view.window
+    );
+    match &view.verdict {
+        Verdict::Fail { reasons } => {
+            let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            format!("{}: {sides}", reasons.join("; "))
+        }
+        _ => sides,
+    }
+}
+
+fn now_rfc3339(now: SystemTime) -> Value {
+    Value::from(humantime::format_rfc3339_seconds(now).to_string())
+}
+
+/// The progress keys of a rollout at `step`, begun `now`.
+fn at_step(
+    step: usize,
+    state: RolloutState,
+    now: SystemTime,
+    reason: Option<String>,
+) -> RolloutEdit {
+    let mut set = vec![
+        ("state", Value::from(state.as_str())),
+        ("step", Value::from(step as i64)),
+        ("step_started", now_rfc3339(now)),
+    ];
+    let mut remove = Vec::new();
+    match reason {
+        Some(reason) => set.push(("reason", Value::from(reason))),
+        None => remove.push("reason"),
+    }
+    RolloutEdit {
+        set,
+        remove,
+        ..RolloutEdit::default()
+    }
+}
+
+/// A change of the rollout's `state` and `reason` only.
+fn to_state(state: RolloutState, reason: String) -> RolloutEdit {
+    RolloutEdit {
+        set: vec![
+            ("state", Value::from(state.as_str())),
+            ("reason", Value::from(reason)),
+        ],
+        ..RolloutEdit::default()
+    }
+}
+
+/// The weight of rollout step `step` (1-based).
+fn weight_of(rollout: &RolloutConfig, step: usize) -> u8 {
+    rollout
+        .steps
+        .get(step.saturating_sub(1))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The change the controller makes for `view`, if any.
+pub fn decide(view: &View, now: SystemTime) -> Option<Mutation> {
+    let rollout = &view.rollout;
+    let step = rollout.progress.step;
+    let n = rollout.steps.len();
+    let pattern = &view.pattern;
+    let expect = Some((rollout.progress.state, step));
+    let weight = rollout.step_weight();
+    let line = verdict_line(view);
+    let (change, summary, details) = match &view.next {
+        Next::Nothing | Next::Bake(_) | Next::Data { .. } => return None,
+        Next::Start => {
+            let mut change = at_step(step, RolloutState::Running, now, None);
+            change.canary_weight = Some(weight);
+            (
+                change,
+                format!("rollout {pattern}: started, step {step} of {n}, canary weight {weight}%"),
+                String::new(),
+            )
+        }
+        Next::TimeStep => (
+            RolloutEdit {
+                set: vec![("step_started", now_rfc3339(now))],
+                ..RolloutEdit::default()
+            },
+            format!("rollout {pattern}: step {step} of {n} timed from now"),
+            String::new(),
+        ),
+        Next::Advance(to) => {
+            let to_weight = weight_of(rollout, *to);
+            let reason = format!("step {step} ({weight}%) passed: {line}");
+            let mut change = at_step(*to, RolloutState::Running, now, Some(reason.clone()));
+            change.canary_weight = Some(to_weight);
+            (
+                change,
+                format!("rollout {pattern}: step {to} of {n}, canary weight {to_weight}%"),
+                format!(
+                    "Step {step} ({weight}%) passed after {} in step.\n{line}",
+                    format_duration(view.in_step)
+                ),
+            )
+        }
+        Next::Succeed => {
+            let reason = format!("all {n} steps passed: {line}");
+            match rollout.on_success {
+                OnSuccess::Promote => {
+                    let mut change = to_state(RolloutState::Done, reason);
+                    change.promote = true;
+                    (
+                        change,
+                        format!("rollout {pattern}: promoted, the canary's backends are the pool's"),
+                        format!("All {n} steps passed; the last at {weight}%.\n{line}"),
+                    )
+                }
+                OnSuccess::Pause => (
+                    to_state(
+                        RolloutState::Paused,
+                        format!("{reason}; `lbctl rollout promote {pattern}` finishes it"),
+                    ),
+                    format!("rollout {pattern}: all steps passed, paused for promotion"),
+                    line.clone(),
+                ),
+            }
+        }
+        Next::Fail => {
+            let reason = format!("step {step} ({weight}%) failed: {line}");
+            match rollout.on_failure {
+                OnFailure::Abort => {
+                    let mut change = to_state(RolloutState::Aborted, reason);
+                    change.canary_weight = Some(0);
+                    change.canary_state = Some("drain");
+                    (
+                        change,
+                        format!("rollout {pattern}: aborted at step {step} ({weight}%), canary weight 0%"),
+                        format!("Step {step} ({weight}%) failed.\n{line}"),
+                    )
+                }
+                OnFailure::Pause => (
+                    to_state(RolloutState::Paused, reason),
+                    format!("rollout {pattern}: paused at step {step} ({weight}%), the step failed"),
+                    format!("Step {step} ({weight}%) failed.\n{line}"),
+                ),
+            }
+        }
+        Next::HandEdited { found, wanted } => (
+            to_state(
+                RolloutState::Paused,
+                format!(
+                    "the canary weight was set to {found}% in lb.toml, step {step} wants {wanted}%: paused; `lbctl rollout resume {pattern}` goes on from step {step} at {wanted}%"
+                ),
+            ),
+            format!("rollout {pattern}: paused, the canary weight was edited by hand"),
+            String::new(),
+        ),
+    };
+    Some(Mutation::Rollout {
+        pattern: pattern.clone(),
+        change,
+        expect,
+        summary,
+        details,
+    })
+}
+
+/// The controller: every [`TICK`], each running rollout of the applied file is looked at and
+/// moved when its step is decided. Changes go where the control API's go ([`Writes`]); a
+/// read-only instance never drives a rollout.
+pub struct Controller {
+    applier: Arc<Applier>,
+    writes: Writes,
+}
+
+impl Controller {
+    /// A controller over `applier`'s file, writing through `writes`.
+    pub fn new(applier: Arc<Applier>, writes: Writes) -> Controller {
+        Controller { applier, writes }
+    }
+
+    /// Runs until `stopping` is cancelled.
+    pub async fn run(self, stopping: CancellationToken) {
+        if self.writes.read_only {
+            return;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.look().await;
+        }
+    }
+
+    /// One look at every rollout of the applied file.
+    async fn look(&self) {
+        let pools = self.applier.rollout_pools();
+        for pool in pools.iter() {
+            let topology = self.applier.topology().load_full();
+            let now = SystemTime::now();
+            let Some(view) = view(pool, &topology, now) else {
+                continue;
+            };
+            let Some(mutation) = decide(&view, now) else {
+                continue;
+            };
+            let summary = mutation.describe();
+            let options = MutateOptions {
+                actor: Some(ACTOR.to_owned()),
+                ..MutateOptions::default()
+            };
+            match self.writes.mutate(&self.applier, mutation, options).await {
+                Ok(_) => {
+                    tracing::info!(pattern = %pool.pattern, change = %summary, "rollout moved")
+                }
+                // ABORTED: the file moved since the look (a person, or another instance of
+                // the fleet, got there first); the next look starts from what it is now.
+                Err(status) => {
+                    tracing::warn!(pattern = %pool.pattern, change = %summary, error = %status.message(), "rollout change not made; looking again")
+                }
+            }
+        }
+    }
+}
