@@ -320,3 +320,91 @@ async fn a_person_s_edit_of_the_weight_pauses_the_rollout() {
         "{resumed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lbctl_starts_pauses_aborts_and_promotes_a_rollout_by_hand() {
+    let stable = SampleWeb::start(&["--node", "stable"]);
+    let canary = SampleWeb::start(&["--node", "canary"]);
+    let text = format!(
+        "[control]\ngit_commit = true\n\n[pools.\"/\"]\ninterval = \"100ms\"\nbackends = [\"{}\"]\n",
+        stable.addr
+    );
+    let lb = start(&text, &stable).await;
+    let addr = canary.addr.to_string();
+    let (ok, _, err) = support::lbctl(&lb, &["rollout", "status", "/"]);
+    assert!(!ok && err.contains("has no rollout"), "{err}");
+    let (ok, _, err) = support::lbctl(&lb, &["rollout", "start", "/"]);
+    assert!(!ok && err.contains("--canary"), "no canary named: {err}");
+    let (ok, out, err) = support::lbctl(
+        &lb,
+        &[
+            "rollout", "start", "/", "--canary", &addr, "--steps", "10,60", "--bake", "1h",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let started = file_eventually(&lb, "state = \"running\"", WAIT).await;
+    assert!(
+        started.contains(&format!(
+            "[pools.\"/\".canary]\nbackends = [\"{addr}\"]\nweight = 10\n"
+        )),
+        "{started}"
+    );
+    assert!(
+        started.contains("steps = [10, 60]\nbake = \"1h\"\n"),
+        "{started}"
+    );
+    let (ok, out, err) = support::lbctl(&lb, &["--output", "json", "rollout", "status", "/"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["steps"], serde_json::json!([10, 60]));
+    assert_eq!(status["weight_percent"], 10);
+
+    let (ok, out, err) = support::lbctl(&lb, &["rollout", "pause", "/"]);
+    assert!(ok, "{out}{err}");
+    file_eventually(&lb, "state = \"paused\"", WAIT).await;
+    let (ok, _, err) = support::lbctl(&lb, &["rollout", "pause", "/"]);
+    assert!(!ok && err.contains("only a running rollout"), "{err}");
+    let (ok, out, err) = support::lbctl(&lb, &["canary", "weight", "/", "30"]);
+    assert!(ok, "{out}{err}");
+    file_eventually(&lb, "weight = 30\n", WAIT).await;
+    let (ok, _, err) = support::lbctl(&lb, &["canary", "weight", "/", "101"]);
+    assert!(!ok && err.contains("not a percent"), "{err}");
+
+    let (ok, out, err) = support::lbctl(&lb, &["rollout", "abort", "/"]);
+    assert!(ok, "{out}{err}");
+    let aborted = file_eventually(&lb, "state = \"aborted\"", WAIT).await;
+    assert!(aborted.contains("weight = 0\n"), "{aborted}");
+    assert!(
+        aborted.contains(&format!("{{ addr = \"{addr}\", state = \"drain\" }}")),
+        "{aborted}"
+    );
+    let (ok, _, err) = support::lbctl(&lb, &["rollout", "resume", "/"]);
+    assert!(!ok && err.contains("only a paused rollout"), "{err}");
+
+    // Started again: the drained canary is enabled at the first step's weight.
+    let (ok, out, err) = support::lbctl(&lb, &["rollout", "start", "/"]);
+    assert!(ok, "{out}{err}");
+    let restarted = file_eventually(&lb, "state = \"running\"", WAIT).await;
+    assert!(
+        restarted.contains(&format!("backends = [\"{addr}\"]\nweight = 10\n")),
+        "{restarted}"
+    );
+    let (ok, out, err) = support::lbctl(&lb, &["rollout", "promote", "/"]);
+    assert!(ok, "{out}{err}");
+    let promoted = file_eventually(&lb, "state = \"done\"", WAIT).await;
+    assert!(
+        promoted.contains(&format!("backends = [\"{addr}\"]\n")),
+        "{promoted}"
+    );
+    assert!(!promoted.contains(&stable.addr.to_string()), "{promoted}");
+    let subjects = commit_eventually(&lb, "promoted by hand").await;
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.contains("aborted by hand at step 1 of 2")),
+        "{subjects:?}"
+    );
+    let body = support::get(&support::client(), &lb.url("/")).await.1;
+    assert!(body.contains("canary"), "{body}");
+}
