@@ -116,6 +116,7 @@ impl Admin {
     pub fn status(&self, topology: &Topology) -> StatusDoc {
         let status = self.applier.status();
         let tls_failure = self.certificates.as_ref().and_then(|s| s.last_failure());
+        let (rollouts, now) = (self.applier.rollout_pools(), std::time::SystemTime::now());
         StatusDoc {
             config_path: self.applier.path().display().to_string(),
             generation: status.generation,
@@ -143,6 +144,11 @@ impl Admin {
                 .pools
                 .iter()
                 .map(|pool| {
+                    let rollout = rollouts
+                        .iter()
+                        .find(|p| *p.pattern == *pool.pattern)
+                        .and_then(|p| crate::rollout::view(p, topology, now))
+                        .map(|view| rollout_doc(&view));
                     let n_healthy = pool.n_healthy();
                     let n_in_rotation = pool.backends.iter().filter(|b| b.in_rotation()).count();
                     PoolDoc {
@@ -152,6 +158,7 @@ impl Admin {
                         healthy: n_healthy,
                         total: pool.backends.len(),
                         canary: pool.canary.as_ref().map(|canary| canary_doc(pool, canary)),
+                        rollout,
                         backends: pool
                             .backends
                             .iter()
@@ -251,6 +258,56 @@ pub struct PoolDoc {
     /// The pool's canary split and both sides' figures; absent without a canary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryDoc>,
+    /// The pool's rollout: the step ladder, the verdict on the step so far, what comes next;
+    /// absent without `[pools."P".rollout]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutDoc>,
+}
+
+/// A pool's rollout in `/status.json`.
+#[derive(Serialize)]
+pub struct RolloutDoc {
+    /// `new`, `running`, `paused`, `aborted` or `done`.
+    pub state: &'static str,
+    /// The current step, 1-based.
+    pub step: usize,
+    /// Every step's canary weight.
+    pub steps: Vec<u8>,
+    /// How long the current step has run, seconds.
+    pub in_step_seconds: u64,
+    /// The step's minimum length, seconds.
+    pub bake_seconds: u64,
+    /// `pass`, `fail` or `not enough data`: the step so far.
+    pub verdict: &'static str,
+    /// A failing verdict's reasons, with figures.
+    pub verdict_reasons: Vec<String>,
+    /// What lb does next, in words.
+    pub next: String,
+    /// Why the state is what it is.
+    pub reason: Option<String>,
+}
+
+fn rollout_doc(view: &crate::rollout::View) -> RolloutDoc {
+    use crate::canary::verdict::Verdict;
+    let progress = &view.rollout.progress;
+    let (verdict, verdict_reasons) = match &view.verdict {
+        Verdict::Pass => ("pass", Vec::new()),
+        Verdict::Fail { reasons } => ("fail", reasons.iter().map(ToString::to_string).collect()),
+        Verdict::NotEnoughData { .. } => ("not enough data", Vec::new()),
+    };
+    RolloutDoc {
+        state: progress
+            .state
+            .map_or("new", crate::config::RolloutState::as_str),
+        step: progress.step,
+        steps: view.rollout.steps.clone(),
+        in_step_seconds: view.in_step.as_secs(),
+        bake_seconds: view.rollout.bake.as_secs(),
+        verdict,
+        verdict_reasons,
+        next: crate::rollout::next_text(view),
+        reason: progress.reason.clone(),
+    }
 }
 
 /// A pool's canary in `/status.json`: the split's settings and each side over the last

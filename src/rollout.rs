@@ -155,6 +155,45 @@ pub fn view(pool: &PoolConfig, topology: &Topology, now: SystemTime) -> Option<V
     })
 }
 
+/// What the controller does next, as a person reads it.
+pub fn next_text(view: &View) -> String {
+    let pattern = &view.pattern;
+    match &view.next {
+        Next::Nothing => match view.rollout.progress.state {
+            Some(RolloutState::Paused) => format!("nothing until `lbctl rollout resume {pattern}`"),
+            _ => "nothing: the rollout has ended".to_owned(),
+        },
+        Next::Start => "starting at step 1".to_owned(),
+        Next::TimeStep => "timing the step from now".to_owned(),
+        Next::Bake(left) => format!(
+            "baking: {} left in this step",
+            format_duration(Duration::from_secs(left.as_secs().max(1)))
+        ),
+        Next::Data {
+            canary_needs,
+            stable_needs,
+        } => {
+            let mut needs = Vec::new();
+            if *canary_needs > 0 {
+                needs.push(format!("{canary_needs} more canary requests"));
+            }
+            if *stable_needs > 0 {
+                needs.push(format!("{stable_needs} more stable requests"));
+            }
+            format!(
+                "holding: waiting for {} before judging the step",
+                needs.join(" and ")
+            )
+        }
+        Next::Advance(step) => format!("step passed: moving to step {step}"),
+        Next::Succeed => "last step passed: finishing".to_owned(),
+        Next::Fail => "step failed: stopping".to_owned(),
+        Next::HandEdited { found, wanted } => {
+            format!("the weight is {found}% where the step wants {wanted}%: pausing")
+        }
+    }
+}
+
 /// One side's figures, for reasons and commit messages.
 pub fn figures(side: &str, summary: &Summary) -> String {
     let p99 = summary

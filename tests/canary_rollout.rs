@@ -221,6 +221,13 @@ async fn without_traffic_a_rollout_holds_and_says_what_it_needs() {
         out.contains("waiting for 50 more canary requests")
     })
     .await;
+    let (status, body) = support::get(&support::client(), &lb.admin_url("/status.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("status.json");
+    let rollout = &doc["pools"][0]["rollout"];
+    assert_eq!(rollout["state"], "running", "{body}");
+    assert_eq!(rollout["steps"], serde_json::json!([5, 100]));
+    assert_eq!(rollout["verdict"], "not enough data");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let text = file(&lb);
     assert!(

@@ -17,7 +17,7 @@ use crate::config::edit::RolloutEdit;
 use crate::config::{
     format_duration, BackendAddr, OnFailure, OnSuccess, PoolConfig, RolloutConfig, RolloutState,
 };
-use crate::rollout::{self, Next, View};
+use crate::rollout;
 use crate::topology::Topology;
 
 /// A rollout's steps when neither the request nor the file gives any.
@@ -48,7 +48,7 @@ pub fn status(
         in_step_ms: u64::try_from(view.in_step.as_millis()).unwrap_or(u64::MAX),
         bake_seconds: u32::try_from(rollout.bake.as_secs()).unwrap_or(u32::MAX),
         reason: progress.reason.clone().unwrap_or_default(),
-        next: next_text(&view),
+        next: rollout::next_text(&view),
         window_seconds: u32::try_from(view.window).unwrap_or(u32::MAX),
         thresholds: Some(proto_thresholds(&rollout::thresholds(rollout))),
         on_failure: match rollout.on_failure {
@@ -86,45 +86,6 @@ pub fn status(
         }
     }
     Ok(response)
-}
-
-/// What the controller does next, as a person reads it.
-fn next_text(view: &View) -> String {
-    let pattern = &view.pattern;
-    match &view.next {
-        Next::Nothing => match view.rollout.progress.state {
-            Some(RolloutState::Paused) => format!("nothing until `lbctl rollout resume {pattern}`"),
-            _ => "nothing: the rollout has ended".to_owned(),
-        },
-        Next::Start => "starting at step 1".to_owned(),
-        Next::TimeStep => "timing the step from now".to_owned(),
-        Next::Bake(left) => format!(
-            "baking: {} left in this step",
-            format_duration(std::time::Duration::from_secs(left.as_secs().max(1)))
-        ),
-        Next::Data {
-            canary_needs,
-            stable_needs,
-        } => {
-            let mut needs = Vec::new();
-            if *canary_needs > 0 {
-                needs.push(format!("{canary_needs} more canary requests"));
-            }
-            if *stable_needs > 0 {
-                needs.push(format!("{stable_needs} more stable requests"));
-            }
-            format!(
-                "holding: waiting for {} before judging the step",
-                needs.join(" and ")
-            )
-        }
-        Next::Advance(step) => format!("step passed: moving to step {step}"),
-        Next::Succeed => "last step passed: finishing".to_owned(),
-        Next::Fail => "step failed: stopping".to_owned(),
-        Next::HandEdited { found, wanted } => {
-            format!("the weight is {found}% where the step wants {wanted}%: pausing")
-        }
-    }
 }
 
 fn no_rollout(pattern: &str) -> Status {
