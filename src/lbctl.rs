@@ -788,6 +788,7 @@ mod tests {
             admin_state: proto::AdminState::AsEnabled as i32,
             in_flight: 0,
             canary: false,
+            stats: None,
         }
     }
 
