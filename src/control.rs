@@ -13,6 +13,7 @@ mod service;
 pub mod tls;
 mod tooling;
 
+pub use canary::DEFAULT_THRESHOLDS;
 pub use service::{ControlService, Writes};
 pub use tls::{ServerTls, TlsError};
 
