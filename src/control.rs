@@ -14,6 +14,7 @@ mod service;
 pub mod tls;
 mod tooling;
 
+pub use canary::DEFAULT_THRESHOLDS;
 pub use service::{ControlService, Writes};
 pub use tls::{ServerTls, TlsError};
 

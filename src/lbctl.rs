@@ -1,6 +1,7 @@
 //! lbctl's library half: argv normalisation (Go `flag` style), error lines, and the text and JSON
 //! renderings of control-API answers, kept out of the binary so they can be unit-tested.
-//! It never talks to the network, never exits the process, and has no clap or anyhow in it.
+//! It never talks to the network, never exits the process, and has no clap or anyhow in it;
+//! [`rolling`] drives a rolling upgrade through a trait the binary implements over its client.
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -8,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::control::proto;
 
 mod canary;
+pub mod rolling;
 mod rollout;
 pub use canary::{canary_json, render_canary_status, verdict_name};
 pub use rollout::{ladder, render_rollout_line, render_rollout_status, rollout_json};
@@ -790,6 +792,7 @@ mod tests {
             admin_state: proto::AdminState::AsEnabled as i32,
             in_flight: 0,
             canary: false,
+            stats: None,
         }
     }
 

@@ -150,7 +150,8 @@ enum Command {
     /// A pool's canary: `lbctl canary status POOL`, `lbctl canary weight POOL PERCENT`.
     #[command(subcommand)]
     Canary(CanaryCommand),
-    /// Rollouts lb drives itself: `lbctl rollout start|status|pause|resume|promote|abort|watch POOL`.
+    /// Rollouts: lb-driven canary steps (`lbctl rollout start|status|pause|resume|promote|abort|watch
+    /// POOL`) and the rolling upgrade of a pool's backends (`lbctl rollout rolling POOL --run CMD`).
     #[command(subcommand)]
     Rollout(RolloutCommand),
 }
@@ -204,6 +205,64 @@ enum RolloutCommand {
     /// Print each change of POOL's rollout as it happens; exits 0 when it is done, 1 when it
     /// is aborted.
     Watch { pattern: String },
+    /// Upgrade every backend of POOL in turn: the canaries one at a time, then the rest
+    /// --concurrency at a time. Each is drained, waited for, has CMD run for it (here, by
+    /// `sh -c`, with LB_BACKEND_IP, LB_BACKEND_PORT, LB_BACKEND and LB_POOL set), must pass a
+    /// health check, is enabled, then baked: its traffic over --bake against the rest of the
+    /// pool's. A failed canary stops the rollout; so do more than --max-failures failures. A
+    /// failed backend stays drained. Exit 0 only when every backend was upgraded.
+    Rolling(RollingArgs),
+}
+
+#[derive(clap::Args)]
+struct RollingArgs {
+    /// The pool's pattern.
+    pattern: String,
+    /// The upgrade command, run by `sh -c` on this machine for each backend while it is drained;
+    /// exit 0 means upgraded.
+    #[arg(long = "run", value_name = "CMD")]
+    run: String,
+    /// Backends upgraded first, one at a time; any failure among them stops the rollout.
+    #[arg(long, default_value_t = 1)]
+    canaries: usize,
+    /// Backends upgraded at once after the canaries.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// Failures tolerated after the canaries; one more stops the rollout.
+    #[arg(long, default_value_t = 2)]
+    max_failures: usize,
+    /// How long each enabled backend's traffic is watched and compared with the rest of the pool.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    bake: Duration,
+    /// The bound on each backend's drain, command and health wait together.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Requests each side needs in the bake before it is judged (fewer: a pass, said so).
+    #[arg(long, default_value_t = lb::control::DEFAULT_THRESHOLDS.min_requests)]
+    min_requests: u64,
+    /// The backend's error rate over the bake may not exceed this share (0-1).
+    #[arg(long, default_value_t = lb::control::DEFAULT_THRESHOLDS.max_error_rate, value_parser = parse_share)]
+    max_error_rate: f64,
+    /// Its error rate may not exceed the rest of the pool's by more than this share (0-1).
+    #[arg(long, default_value_t = lb::control::DEFAULT_THRESHOLDS.max_error_increase, value_parser = parse_share)]
+    max_error_increase: f64,
+    /// Its p99 may not exceed the rest of the pool's times this (at least 1).
+    #[arg(long, default_value_t = lb::control::DEFAULT_THRESHOLDS.max_p99_ratio, value_parser = parse_ratio)]
+    max_p99_ratio: f64,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if ratio.is_finite() && ratio >= 1.0 => Ok(ratio),
+        _ => Err(format!("{text:?} is not a ratio of at least 1")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -723,6 +782,7 @@ async fn rollout(args: &Args, command: &RolloutCommand) -> anyhow::Result<String
                 Output::Text => lbctl::render_rollout_status(&status),
             });
         }
+        RolloutCommand::Rolling(rolling) => return rollout_rolling(args, rolling).await,
         RolloutCommand::Watch { pattern } => {
             return rollout_watch(&mut client, args, pattern).await
         }
@@ -1063,4 +1123,138 @@ async fn plan(args: &Args, file: &Path) -> anyhow::Result<(String, bool)> {
         lbctl::plan(&plan)
     };
     Ok((text, !plan.changes.is_empty()))
+}
+
+/// lbctl's side of a rolling upgrade: the control API through its client, the command on this
+/// machine, progress on stdout (stderr with `--output json`, whose stdout is the summary).
+struct Rolling {
+    client: Client,
+    pattern: String,
+    command: String,
+    json: bool,
+}
+
+impl Rolling {
+    fn error(status: tonic::Status) -> lbctl::rolling::ControlError {
+        lbctl::rolling::ControlError(format!("{:#}", rpc_error(status)))
+    }
+}
+
+impl lbctl::rolling::Control for Rolling {
+    async fn pool_health(&self) -> Result<proto::PoolHealth, lbctl::rolling::ControlError> {
+        fetch_pool_health(&mut self.client.clone(), &self.pattern)
+            .await
+            .map_err(|e| lbctl::rolling::ControlError(format!("{e:#}")))
+    }
+
+    async fn drain(&self, backend: &BackendAddr) -> Result<String, lbctl::rolling::ControlError> {
+        let request = proto::DrainBackendReq {
+            pattern: self.pattern.clone(),
+            backend: Some(ip_backend(backend)),
+            if_match: None,
+        };
+        let response = self.client.clone().drain_backend(request).await;
+        response
+            .map(|r| r.into_inner().commit)
+            .map_err(Rolling::error)
+    }
+
+    async fn enable(&self, backend: &BackendAddr) -> Result<String, lbctl::rolling::ControlError> {
+        let request = proto::EnableBackendReq {
+            pattern: self.pattern.clone(),
+            backend: Some(ip_backend(backend)),
+            if_match: None,
+        };
+        let response = self.client.clone().enable_backend(request).await;
+        response
+            .map(|r| r.into_inner().commit)
+            .map_err(Rolling::error)
+    }
+
+    async fn run(
+        &self,
+        backend: &BackendAddr,
+        timeout: Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), lbctl::rolling::CommandError> {
+        let env = [
+            ("LB_BACKEND_IP", backend.addr.ip().to_string()),
+            ("LB_BACKEND_PORT", backend.addr.port().to_string()),
+            ("LB_BACKEND", backend.to_string()),
+            ("LB_POOL", self.pattern.clone()),
+        ];
+        let prefix = format!("{backend}| ");
+        lbctl::rolling::run_command(&self.command, &env, &prefix, self.json, timeout, cancel).await
+    }
+
+    fn say(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+/// `rollout rolling`: runs the workflow, prints its report, and fails unless every backend was
+/// upgraded. Ctrl-C stops it where it is (nothing new starts, nothing is undone).
+async fn rollout_rolling(args: &Args, rolling: &RollingArgs) -> anyhow::Result<String> {
+    if args.if_match.is_some() {
+        return Err(Usage {
+            kind: ErrorKind::ArgumentConflict,
+            command: None,
+            message:
+                "--if-match does not apply to rollout rolling: each of its steps changes lb.toml"
+                    .to_owned(),
+        }
+        .into());
+    }
+    let settings = lbctl::rolling::Settings {
+        pattern: rolling.pattern.clone(),
+        command: rolling.run.clone(),
+        canaries: rolling.canaries,
+        concurrency: usize::try_from(rolling.concurrency).unwrap_or(usize::MAX),
+        max_failures: rolling.max_failures,
+        bake: rolling.bake,
+        timeout: rolling.timeout,
+        thresholds: lb::canary::verdict::Thresholds {
+            min_requests: rolling.min_requests.max(1),
+            max_error_rate: rolling.max_error_rate,
+            max_error_increase: rolling.max_error_increase,
+            max_p99_ratio: rolling.max_p99_ratio,
+        },
+    };
+    let control = Rolling {
+        client: connect(args).await?,
+        pattern: rolling.pattern.clone(),
+        command: rolling.run.clone(),
+        json: args.output == Output::Json,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let interrupt = cancel.clone();
+    let on_ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("lbctl: interrupted: no new backend starts; each is left as it is");
+            interrupt.cancel();
+        }
+    });
+    let report = lbctl::rolling::run(&control, &settings, &cancel).await;
+    on_ctrl_c.abort();
+    let report = report.map_err(|e| anyhow!("{e}"))?;
+    if control.json {
+        print!("{}", lbctl::json_text(&report.json()));
+    } else {
+        print!("\n{}", report.render());
+    }
+    if report.complete() {
+        return Ok(String::new());
+    }
+    Err(anyhow!(
+        "the rolling upgrade of pool {} is incomplete: {}",
+        report.pattern,
+        report
+            .stopped
+            .clone()
+            .unwrap_or_else(|| format!("{} backend(s) failed", report.failures()))
+    ))
 }

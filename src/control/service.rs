@@ -285,6 +285,33 @@ fn proto_pool_status(n_backends: usize, n_healthy: usize) -> proto::PoolStatus {
     }
 }
 
+/// A backend's cumulative counters as the wire has them. Each counter is read on its own
+/// (relaxed), so a reading taken while requests finish may be off by those few.
+fn backend_stats(backend: &Backend) -> proto::BackendStats {
+    let mut classes = [0u64; 4];
+    for (code, count) in backend.stats.codes() {
+        let class = match code {
+            100..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        classes[class] += count;
+    }
+    let buckets = backend.stats.bucket_counts();
+    // Counted last by `record`, so read last; a reading's skew is what saturates here.
+    let requests = backend.stats.count();
+    let slower = requests.saturating_sub(buckets.iter().sum());
+    proto::BackendStats {
+        requests,
+        responses_by_class: classes.to_vec(),
+        latency_bounds_seconds: crate::stats::BUCKETS.to_vec(),
+        latency_counts: buckets.iter().copied().chain([slower]).collect(),
+        checks_passed: backend.checks.passed(),
+        checks_failed: backend.checks.failed(),
+    }
+}
+
 fn pool_health(pool: &Pool, healthy: bool, sick: bool) -> proto::PoolHealth {
     let backends = pool
         .backends
@@ -301,6 +328,7 @@ fn pool_health(pool: &Pool, healthy: bool, sick: bool) -> proto::PoolHealth {
             } as i32,
             admin_state: admin_state(b.admin()) as i32,
             in_flight: b.in_flight(),
+            stats: Some(backend_stats(b)),
         })
         .collect();
     proto::PoolHealth {
