@@ -10,6 +10,7 @@
 mod canary;
 pub mod proto;
 mod rollout;
+pub use rollout::start_mutation as rollout_start_mutation;
 mod service;
 pub mod tls;
 mod tooling;

@@ -255,3 +255,60 @@ fn workers_follow_the_cpus_lb_may_run_on() {
         .expect("a 'runtime started' line");
     assert!(line.contains("workers=1"), "{line}");
 }
+
+#[tokio::test]
+async fn demo_rollout_starts_a_rollout_lbctl_can_follow() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args([
+            "demo",
+            "--rollout",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let follow = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(20)).ok())
+        .find(|line| line.starts_with("follow:"))
+        .expect("no follow: line");
+    let command = follow.trim_start_matches("follow:").trim();
+    let lbctl_args: Vec<&str> = command
+        .strip_prefix("cargo run --release --bin lbctl -- ")
+        .unwrap_or_else(|| panic!("{command:?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(lbctl_args[1..], ["rollout", "watch", "/"], "{command}");
+    // The watch runs until the rollout ends; its first line says where the rollout is.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .args(&lbctl_args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watch_out = watch.stdout.take().unwrap();
+    let (wtx, wrx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(watch_out).lines().map_while(Result::ok) {
+            let _ = wtx.send(line);
+        }
+    });
+    let line = std::iter::from_fn(|| wrx.recv_timeout(Duration::from_secs(20)).ok())
+        .find(|line| line.contains("running step 1/3 weight 10%"))
+        .expect("the rollout running at its first step");
+    assert!(line.starts_with("/ running"), "{line}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+}

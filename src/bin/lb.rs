@@ -58,6 +58,10 @@ enum Command {
         grpc: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// Add two new versions and roll them out: v2 goes through every step and is
+        /// promoted, then v3 (30% errors) is aborted by lb itself; the demo sends the traffic.
+        #[arg(long)]
+        rollout: bool,
     },
 }
 
@@ -194,8 +198,13 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args, access_log: AccessLog) -> Result<(), lb::Error> {
     match args.command {
-        Some(Command::Demo { http, grpc, admin }) => {
-            let demo = lb::demo::start(http, grpc, admin, access_log).await?;
+        Some(Command::Demo {
+            http,
+            grpc,
+            admin,
+            rollout,
+        }) => {
+            let demo = lb::demo::start(http, grpc, admin, access_log, rollout).await?;
             let addr = demo.lb.http_addr();
             println!(
                 "lb demo: balancing http://{addr}/ over sample backends {} and {}",
@@ -214,6 +223,21 @@ async fn serve(args: Args, access_log: AccessLog) -> Result<(), lb::Error> {
                 "drive:  cargo run --release --bin lbctl -- --lb={} --pattern=/ poolHealth",
                 demo.lb.grpc_addr()
             );
+            if let [good, bad] = demo.versions[..] {
+                println!(
+                    "rollout: version v2 ({good}) goes 10% > 50% > 100% and is promoted, 15 s a step at least; then v3 ({bad}, 30% errors) starts and lb aborts it. The demo sends the traffic; the dashboard shows the steps."
+                );
+                println!(
+                    "follow: cargo run --release --bin lbctl -- --lb={} rollout watch /",
+                    demo.lb.grpc_addr()
+                );
+                println!("history: cat {}", demo.config_path.display());
+                tokio::spawn(lb::demo::traffic(addr));
+                tokio::spawn(lb::demo::second_rollout(
+                    std::sync::Arc::clone(demo.lb.applier()),
+                    bad,
+                ));
+            }
             println!("stop:   Ctrl-C");
             demo.lb.run(lb::shutdown_signal()).await
         }

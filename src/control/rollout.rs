@@ -328,3 +328,23 @@ pub fn set_weight(pattern: &str, has_canary: bool, weight: u32) -> Result<Mutati
         details: String::new(),
     })
 }
+
+/// The change `lbctl rollout start PATTERN --canary CANARY --steps STEPS` asks for.
+pub fn start_mutation(pattern: &str, steps: &[u32], canary: BackendAddr) -> Mutation {
+    let request = proto::RolloutStartReq {
+        pattern: pattern.to_owned(),
+        steps: steps.to_vec(),
+        ..Default::default()
+    };
+    match start(pattern, None, true, &request, vec![canary]) {
+        Ok(mutation) => mutation,
+        // Unreachable with valid steps; the mutation then fails validation, changing nothing.
+        Err(_) => Mutation::Rollout {
+            pattern: pattern.to_owned(),
+            change: RolloutEdit::default(),
+            expect: None,
+            summary: format!("rollout {pattern}: not started"),
+            details: String::new(),
+        },
+    }
+}
