@@ -231,7 +231,6 @@ async fn serve(args: Args, access_log: AccessLog) -> Result<(), lb::Error> {
                     "follow: cargo run --release --bin lbctl -- --lb={} rollout watch /",
                     demo.lb.grpc_addr()
                 );
-                println!("history: cat {}", demo.config_path.display());
                 tokio::spawn(lb::demo::traffic(addr));
                 tokio::spawn(lb::demo::second_rollout(
                     std::sync::Arc::clone(demo.lb.applier()),
