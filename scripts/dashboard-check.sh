@@ -24,10 +24,24 @@ wait_for() {
 pids+=("$!")
 wait_for "$work/backend.log" listening
 backend=$(sed -n 's/.*listening on //p' "$work/backend.log")
+# Pool /c/ has a canary (on a dead address, so its share falls back) and a rollout that holds.
+canary_pool='[pools."/c/"]
+interval = "200ms"
+backends = ["'"$backend"'"]
+
+[pools."/c/".canary]
+backends = ["127.0.0.1:9"]
+weight = 10
+
+[pools."/c/".rollout]
+steps = [10, 100]
+bake = "1h"'
 cat > "$work/lb.toml" <<TOML
 [pools."/"]
 interval = "200ms"
 backends = ["$backend", "127.0.0.1:9"]
+
+$canary_pool
 TOML
 "$target/debug/lb" --config "$work/lb.toml" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --admin 127.0.0.1:0 2>"$work/lb.log" &
 pids+=("$!")
@@ -36,13 +50,15 @@ admin=$(sed -n 's/.*listener="admin" addr=\([^ ]*\).*/\1/p' "$work/lb.log")
 http=$(sed -n 's/.*listener="http" addr=\([^ ]*\).*/\1/p' "$work/lb.log")
 wait_for "$work/lb.log" "backend healthy pool=/ backend=$backend"
 
-# A second save (generation 2), for the reload history.
-printf '# saved again\n[pools."/"]\ninterval = "200ms"\nbackends = ["%s", "127.0.0.1:9"]\n' "$backend" > "$work/lb.toml.new"
+# A save after that (generation 3), for the reload history.
+# lb has started the rollout by now or will: keep whatever it wrote, add a comment on top.
+wait_for "$work/lb.log" 'rollout moved'
+{ echo '# saved again'; cat "$work/lb.toml"; } > "$work/lb.toml.new"
 mv "$work/lb.toml.new" "$work/lb.toml"
-wait_for "$work/lb.log" 'generation=2'
+wait_for "$work/lb.log" 'generation=3'
 
 # Steady traffic while the page samples (bounded: the loop ends with the script).
-( end=$((SECONDS + 30)); while [ $SECONDS -lt $end ]; do curl -s -o /dev/null "http://$http/" || true; done ) &
+( end=$((SECONDS + 30)); while [ $SECONDS -lt $end ]; do curl -s -o /dev/null "http://$http/" || true; curl -s -o /dev/null "http://$http/c/" || true; done ) &
 pids+=("$!")
 
 chrome() {
@@ -51,7 +67,8 @@ chrome() {
     --user-data-dir="$work/chrome" --run-all-compositor-stages-before-draw \
     --virtual-time-budget=6000 "$@" 2>>"$work/chrome.log"
 }
-# The page's reload history starts when it opens: it sees generation 2 applied.
+# The page's reload history starts when it opens: it sees generation 3 applied (1: the file at
+# start, 2: the rollout started by lb, 3: the save).
 chrome --dump-dom "http://$admin/" > "$work/dom.html"
 shot="${SCREENSHOT:-$work/dashboard.png}"
 chrome --window-size=1100,800 --screenshot="$shot" "http://$admin/" || true
@@ -65,7 +82,7 @@ label="the live backend is listed";                 check has "data-backend=\"$b
 label="a backend shows BS_HEALTHY";                 check has 'BS_HEALTHY'
 label="the dead backend is listed";                 check has 'data-backend="127.0.0.1:9"'
 label="a backend shows BS_SICK";                    check has 'BS_SICK'
-label="the generation is shown";                    check has 'generation 2'
+label="the generation is shown";                    check has 'generation 3'
 label="a requests/s sparkline is drawn";            check python3 - "$work/dom.html" <<'PY'
 import re, sys
 dom = open(sys.argv[1]).read()
@@ -87,7 +104,16 @@ dom = open(sys.argv[1]).read()
 ok = re.search(r'<svg data-chart="p99".*?<polyline points="[^"]+"', dom) and re.search(r'data-value="p99">[0-9.]+ ms<', dom)
 sys.exit(0 if ok else 1)
 PY
-label="the reload history lists generation 2 applied"; check has 'data-generation="2" data-outcome="applied"'
+label="the reload history lists generation 3 applied"; check has 'data-generation="3" data-outcome="applied"'
+label="the canary's weight is shown";               check has 'data-value="weight">10%'
+label="stable and canary share the req/s chart";    check python3 - "$work/dom.html" <<'PY'
+import re, sys
+dom = open(sys.argv[1]).read()
+chart = re.search(r'<svg data-chart="canary-rps".*?</svg>', dom)
+ok = chart and 'data-side="stable"' in chart.group(0) and 'data-side="canary"' in chart.group(0)
+sys.exit(0 if ok else 1)
+PY
+label="the rollout's ladder marks its running step"; check has '<span class="step current">10%</span>'
 label="the reload history says a file save made it"; check has '<td data-who="">file save</td>'
 label="the screenshot is a real picture (PNG over 10 KB)"; check python3 - "$shot" <<'PY'
 import os, sys
