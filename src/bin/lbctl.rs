@@ -1132,6 +1132,10 @@ struct Rolling {
     pattern: String,
     command: String,
     json: bool,
+    /// One drain or enable at a time, though a wave's backends go on together: lb commits a
+    /// change to git (`git_commit = true`) after applying it, outside its writer lock, so two
+    /// changes at once could land in one commit and the log would lose a step.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Rolling {
@@ -1153,6 +1157,7 @@ impl lbctl::rolling::Control for Rolling {
             backend: Some(ip_backend(backend)),
             if_match: None,
         };
+        let _one_at_a_time = self.changes.lock().await;
         let response = self.client.clone().drain_backend(request).await;
         response
             .map(|r| r.into_inner().commit)
@@ -1165,6 +1170,7 @@ impl lbctl::rolling::Control for Rolling {
             backend: Some(ip_backend(backend)),
             if_match: None,
         };
+        let _one_at_a_time = self.changes.lock().await;
         let response = self.client.clone().enable_backend(request).await;
         response
             .map(|r| r.into_inner().commit)
@@ -1229,6 +1235,7 @@ async fn rollout_rolling(args: &Args, rolling: &RollingArgs) -> anyhow::Result<S
         pattern: rolling.pattern.clone(),
         command: rolling.run.clone(),
         json: args.output == Output::Json,
+        changes: tokio::sync::Mutex::new(()),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let interrupt = cancel.clone();

@@ -897,6 +897,11 @@ impl SampleWeb {
             .expect("sample-web said where it listens");
         SampleWeb { child, addr }
     }
+
+    /// The process id, for a test's script that stops it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for SampleWeb {
