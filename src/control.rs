@@ -10,7 +10,7 @@
 mod canary;
 pub mod proto;
 mod rollout;
-pub use rollout::start_mutation as rollout_start_mutation;
+pub use rollout::{start_mutation as rollout_start_mutation, Controller as RolloutController};
 mod service;
 pub mod tls;
 mod tooling;

@@ -17,7 +17,7 @@
 //! - [`health`]: active checks; the only writer of health (besides passive ejection).
 //! - [`proxy`]: the HTTP server, the request sequence, the upstream client, draining.
 //! - [`apply`]: the single path from file text to running topology; serialises writers.
-//! - [`rollout`]: the controller that moves a canary through its rollout's steps; via `apply`.
+//! - [`rollout`]: a rollout's view and its next move (the controller is `control`'s).
 //! - [`control`]: the gRPC control API (`rollout.lb.LoadBalancer`); mutates only via `apply`.
 //! - [`stats`]: the per-backend request and check counters, a leaf that `topology` holds.
 //! - [`metrics`]: the process-wide counters and the Prometheus rendering of all of them.
@@ -276,7 +276,7 @@ impl Lb {
             sync: self.sync.clone(),
         };
         tokio::spawn(
-            rollout::Controller::new(Arc::clone(&self.applier), writes.clone())
+            control::RolloutController::new(Arc::clone(&self.applier), writes.clone())
                 .run(stopping.clone()),
         );
         let mut control = tokio::spawn(control::serve(

@@ -1,25 +1,22 @@
-//! rollout: owns the controller that moves a pool's canary through the steps of its
-//! `[pools."P".rollout]` table — judging each step on lb's own per-side windows, then
-//! advancing, holding, pausing, aborting or promoting — and the view of a rollout that the
-//! control API answers with. It runs on the control path (a task of its own, never a proxy
-//! worker) and changes nothing itself: every transition is a `Mutation::Rollout`, an edit of
-//! lb.toml through the same path (and `[sync]` push, and git commit) as any control-API change,
-//! conditional on the progress it was decided on, so no step is applied twice.
+//! rollout: owns the judgement of a pool's rollout — where it is and what comes next
+//! ([`view`]: the `[pools."P".rollout]` table of the applied file with the canary's live
+//! windows over the step) and the move that follows ([`decide`]: start, advance, promote,
+//! abort, pause, or nothing yet) as a `Mutation::Rollout`, conditional on the progress it was
+//! decided on so no step is applied twice. Pure apart from reading the windows: it never
+//! writes; `control::rollout::Controller` runs it once a second and sends the moves through
+//! the control API's own writes.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio_util::sync::CancellationToken;
 use toml_edit::Value;
 
-use crate::apply::{Applier, MutateOptions, Mutation};
+use crate::apply::Mutation;
 use crate::canary::stats::{Summary, WINDOW_SECONDS};
 use crate::canary::verdict::{self, Thresholds, Verdict};
 use crate::config::edit::RolloutEdit;
 use crate::config::{
     format_duration, OnFailure, OnSuccess, PoolConfig, RolloutConfig, RolloutState,
 };
-use crate::control::Writes;
 use crate::topology::Topology;
 
 /// How often the controller looks at each running rollout.
@@ -374,65 +371,4 @@ pub fn decide(view: &View, now: SystemTime) -> Option<Mutation> {
         summary,
         details,
     })
-}
-
-/// The controller: every [`TICK`], each running rollout of the applied file is looked at and
-/// moved when its step is decided. Changes go where the control API's go ([`Writes`]); a
-/// read-only instance never drives a rollout.
-pub struct Controller {
-    applier: Arc<Applier>,
-    writes: Writes,
-}
-
-impl Controller {
-    /// A controller over `applier`'s file, writing through `writes`.
-    pub fn new(applier: Arc<Applier>, writes: Writes) -> Controller {
-        Controller { applier, writes }
-    }
-
-    /// Runs until `stopping` is cancelled.
-    pub async fn run(self, stopping: CancellationToken) {
-        if self.writes.read_only {
-            return;
-        }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stopping.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            self.look().await;
-        }
-    }
-
-    /// One look at every rollout of the applied file.
-    async fn look(&self) {
-        let pools = self.applier.rollout_pools();
-        for pool in pools.iter() {
-            let topology = self.applier.topology().load_full();
-            let now = SystemTime::now();
-            let Some(view) = view(pool, &topology, now) else {
-                continue;
-            };
-            let Some(mutation) = decide(&view, now) else {
-                continue;
-            };
-            let summary = mutation.describe();
-            let options = MutateOptions {
-                actor: Some(ACTOR.to_owned()),
-                ..MutateOptions::default()
-            };
-            match self.writes.mutate(&self.applier, mutation, options).await {
-                Ok(_) => {
-                    tracing::info!(pattern = %pool.pattern, change = %summary, "rollout moved")
-                }
-                // ABORTED: the file moved since the look (a person, or another instance of
-                // the fleet, got there first); the next look starts from what it is now.
-                Err(status) => {
-                    tracing::warn!(pattern = %pool.pattern, change = %summary, error = %status.message(), "rollout change not made; looking again")
-                }
-            }
-        }
-    }
 }

@@ -1,16 +1,21 @@
-//! control::rollout: the rollout RPCs' side of the control API — RolloutStatus's answer from
-//! `rollout::view`, and the `Mutation::Rollout` each of start, pause, resume, promote, abort
-//! and SetCanaryWeight asks for, checked against where the rollout is. It decides nothing a
-//! step's verdict decides (that is `rollout`'s controller) and writes nothing itself.
+//! control::rollout: the rollout's side of the control API — RolloutStatus's answer from
+//! `rollout::view`, the `Mutation::Rollout` each of start, pause, resume, promote, abort and
+//! SetCanaryWeight asks for (checked against where the rollout is), and the [`Controller`]
+//! task that moves running rollouts by `rollout::decide`, through the same [`Writes`] as the
+//! RPCs (never on a proxy worker; a read-only instance drives nothing).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
 
 use toml_edit::Value;
 use tonic::Status;
 
 use super::canary::{proto_side, proto_thresholds, thresholds_from};
 use super::proto;
-use crate::apply::Mutation;
+use super::Writes;
+use crate::apply::{Applier, MutateOptions, Mutation};
 use crate::canary::verdict::Verdict;
 use crate::canary::Side;
 use crate::config::edit::RolloutEdit;
@@ -346,5 +351,66 @@ pub fn start_mutation(pattern: &str, steps: &[u32], canary: BackendAddr) -> Muta
             summary: format!("rollout {pattern}: not started"),
             details: String::new(),
         },
+    }
+}
+
+/// The controller: every [`rollout::TICK`], each running rollout of the applied file is looked at and
+/// moved when its step is decided. Changes go where the control API's go ([`Writes`]); a
+/// read-only instance never drives a rollout.
+pub struct Controller {
+    applier: Arc<Applier>,
+    writes: Writes,
+}
+
+impl Controller {
+    /// A controller over `applier`'s file, writing through `writes`.
+    pub fn new(applier: Arc<Applier>, writes: Writes) -> Controller {
+        Controller { applier, writes }
+    }
+
+    /// Runs until `stopping` is cancelled.
+    pub async fn run(self, stopping: CancellationToken) {
+        if self.writes.read_only {
+            return;
+        }
+        let mut tick = tokio::time::interval(rollout::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.look().await;
+        }
+    }
+
+    /// One look at every rollout of the applied file.
+    async fn look(&self) {
+        let pools = self.applier.rollout_pools();
+        for pool in pools.iter() {
+            let topology = self.applier.topology().load_full();
+            let now = SystemTime::now();
+            let Some(view) = rollout::view(pool, &topology, now) else {
+                continue;
+            };
+            let Some(mutation) = rollout::decide(&view, now) else {
+                continue;
+            };
+            let summary = mutation.describe();
+            let options = MutateOptions {
+                actor: Some(rollout::ACTOR.to_owned()),
+                ..MutateOptions::default()
+            };
+            match self.writes.mutate(&self.applier, mutation, options).await {
+                Ok(_) => {
+                    tracing::info!(pattern = %pool.pattern, change = %summary, "rollout moved")
+                }
+                // ABORTED: the file moved since the look (a person, or another instance of
+                // the fleet, got there first); the next look starts from what it is now.
+                Err(status) => {
+                    tracing::warn!(pattern = %pool.pattern, change = %summary, error = %status.message(), "rollout change not made; looking again")
+                }
+            }
+        }
     }
 }
