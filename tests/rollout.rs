@@ -1,6 +1,6 @@
 //! Rollout-grade operations: drain/disable/enable kept in the file, waiting for a drain,
-//! optimistic concurrency, latency-aware balancing, git history, and a rolling restart under
-//! load that fails no request.
+//! optimistic concurrency, latency-aware balancing and git history. The rolling upgrade built
+//! on them (`lbctl rollout rolling`) is tests/rolling.rs.
 
 mod support;
 
@@ -408,66 +408,4 @@ async fn git_history_commits_only_lb_toml_with_the_actor() {
         "other.txt",
         "other staged changes must stay staged"
     );
-}
-
-/// drain → wait → restart → enable, one backend at a time, under steady load: no request fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_three_backends_fails_no_request() {
-    let mut backends = vec![
-        Backend::start("b0").await,
-        Backend::start("b1").await,
-        Backend::start("b2").await,
-    ];
-    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
-    let lb = Arc::new(Lb::start(&support::pool("/", &addrs, "100ms")));
-    let mut client = support::control(&lb).await;
-    eventually(Duration::from_secs(5), "all healthy", || async {
-        lb.logs()
-            .iter()
-            .filter(|l| l.contains("backend healthy"))
-            .count()
-            == 3
-    })
-    .await;
-
-    let load = support::Load::start(&lb, 3);
-    for (i, &addr) in addrs.iter().enumerate() {
-        client
-            .drain_backend(proto::DrainBackendReq {
-                pattern: "/".into(),
-                backend: support::ip_backend(addr, ""),
-                if_match: None,
-            })
-            .await
-            .unwrap();
-        eventually(Duration::from_secs(5), "drained", || {
-            let mut client = client.clone();
-            async move { backend_state(&mut client, addr).await.in_flight == 0 }
-        })
-        .await;
-        // "Upgrade": stop the process and start the new version on the same port.
-        let old = backends.remove(i);
-        old.kill().await;
-        backends.insert(i, Backend::start_on(addr, &format!("b{i}v2")).await);
-        client
-            .enable_backend(proto::EnableBackendReq {
-                pattern: "/".into(),
-                backend: support::ip_backend(addr, ""),
-                if_match: None,
-            })
-            .await
-            .unwrap();
-        eventually(Duration::from_secs(5), "healthy again", || {
-            let mut client = client.clone();
-            async move {
-                backend_state(&mut client, addr).await.status
-                    == proto::BackendStatus::BsHealthy as i32
-            }
-        })
-        .await;
-    }
-    let (ok, failed) = load.finish().await;
-    assert_eq!(failed, 0, "ok={ok}");
-    assert!(ok > 30);
-    assert!(backends.iter().all(|b| b.name.ends_with("v2")));
 }
