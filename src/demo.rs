@@ -154,7 +154,13 @@ pub async fn second_rollout(applier: std::sync::Arc<crate::apply::Applier>, bad:
     let Ok(backend) = crate::config::BackendAddr::new(bad.ip(), bad.port(), "") else {
         return;
     };
-    let mutation = crate::control::rollout_start_mutation("/", &[10, 50, 100], backend);
+    let mutation = match crate::control::rollout_start_mutation("/", &[10, 50, 100], backend) {
+        Ok(mutation) => mutation,
+        Err(status) => {
+            tracing::warn!(error = %status.message(), "the demo's second rollout did not start");
+            return;
+        }
+    };
     let options = crate::apply::MutateOptions {
         actor: Some("lb demo".to_owned()),
         ..Default::default()

@@ -260,15 +260,6 @@ fn to_state(state: RolloutState, reason: String) -> RolloutEdit {
     }
 }
 
-/// The weight of rollout step `step` (1-based).
-fn weight_of(rollout: &RolloutConfig, step: usize) -> u8 {
-    rollout
-        .steps
-        .get(step.saturating_sub(1))
-        .copied()
-        .unwrap_or(0)
-}
-
 /// The change the controller makes for `view`, if any.
 pub fn decide(view: &View, now: SystemTime) -> Option<Mutation> {
     let rollout = &view.rollout;
@@ -298,7 +289,7 @@ pub fn decide(view: &View, now: SystemTime) -> Option<Mutation> {
             String::new(),
         ),
         Next::Advance(to) => {
-            let to_weight = weight_of(rollout, *to);
+            let to_weight = rollout.weight_at(*to);
             let reason = format!("step {step} ({weight}%) passed: {line}");
             let mut change = at_step(*to, RolloutState::Running, now, Some(reason.clone()));
             change.canary_weight = Some(to_weight);

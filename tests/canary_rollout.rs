@@ -367,6 +367,26 @@ async fn lbctl_starts_pauses_aborts_and_promotes_a_rollout_by_hand() {
     assert_eq!(status["steps"], serde_json::json!([10, 60]));
     assert_eq!(status["weight_percent"], 10);
 
+    // DrainBackend and EnableBackend reach a canary backend: one line of the canary's array.
+    let port = canary.addr.port().to_string();
+    let flags = ["--pattern=/", "--ip=127.0.0.1", &format!("--port={port}")];
+    let (ok, out, err) = support::lbctl(&lb, &[&flags[..], &["drain"]].concat());
+    assert!(ok, "{out}{err}");
+    let drained = file_eventually(
+        &lb,
+        &format!("{{ addr = \"{addr}\", state = \"drain\" }}"),
+        WAIT,
+    )
+    .await;
+    assert!(drained.contains("weight = 10\n"), "{drained}");
+    let (ok, out, err) = support::lbctl(&lb, &[&flags[..], &["enable"]].concat());
+    assert!(ok, "{out}{err}");
+    file_eventually(
+        &lb,
+        &format!("backends = [\"{addr}\"]\nweight = 10\n"),
+        WAIT,
+    )
+    .await;
     let (ok, out, err) = support::lbctl(&lb, &["rollout", "pause", "/"]);
     assert!(ok, "{out}{err}");
     file_eventually(&lb, "state = \"paused\"", WAIT).await;

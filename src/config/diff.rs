@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     format_duration, AccessLog, BackendConfig, BackendTls, CanaryConfig, Config, HealthCheck,
-    OnFailure, OnSuccess, PoolConfig, RolloutConfig, RolloutProgress,
+    PoolConfig, RolloutConfig, RolloutProgress,
 };
 
 /// One key whose value differs; `before` / `after` are `None` where the key (or the pool, the
@@ -563,24 +563,14 @@ fn rollout_into(
             Some(after.0.to_string()),
         );
     }
-    let on_failure = |r: &RolloutConfig| {
-        quote(match r.on_failure {
-            OnFailure::Abort => "abort",
-            OnFailure::Pause => "pause",
-        })
-    };
+    let on_failure = |r: &RolloutConfig| quote(r.on_failure.as_str());
     out.push(
         &rk("on_failure"),
         false,
         Some(on_failure(x)),
         Some(on_failure(y)),
     );
-    let on_success = |r: &RolloutConfig| {
-        quote(match r.on_success {
-            OnSuccess::Promote => "promote",
-            OnSuccess::Pause => "pause",
-        })
-    };
+    let on_success = |r: &RolloutConfig| quote(r.on_success.as_str());
     out.push(
         &rk("on_success"),
         false,

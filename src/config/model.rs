@@ -512,6 +512,16 @@ pub enum OnFailure {
     Pause,
 }
 
+impl OnFailure {
+    /// The name the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Abort => "abort",
+            OnFailure::Pause => "pause",
+        }
+    }
+}
+
 /// `on_success`: what passing the last step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnSuccess {
@@ -519,6 +529,16 @@ pub enum OnSuccess {
     Promote,
     /// The rollout holds at its last step for a person to promote.
     Pause,
+}
+
+impl OnSuccess {
+    /// The name the file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnSuccess::Promote => "promote",
+            OnSuccess::Pause => "pause",
+        }
+    }
 }
 
 /// `state` of a rollout.
@@ -575,10 +595,12 @@ pub struct RolloutProgress {
 impl RolloutConfig {
     /// The weight the current step gives the canary.
     pub fn step_weight(&self) -> u8 {
-        self.steps
-            .get(self.progress.step.saturating_sub(1))
-            .copied()
-            .unwrap_or(0)
+        self.weight_at(self.progress.step)
+    }
+
+    /// The weight step `step` (1-based) gives the canary; 0 past the last.
+    pub fn weight_at(&self, step: usize) -> u8 {
+        self.steps.get(step.saturating_sub(1)).copied().unwrap_or(0)
     }
 }
 

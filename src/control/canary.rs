@@ -64,22 +64,45 @@ pub fn status(
         thresholds: Some(proto_thresholds(&thresholds)),
         ..Default::default()
     };
-    match judged {
-        Verdict::Pass => response.verdict = proto::CanaryVerdict::CvPass as i32,
+    let wire = wire_verdict(&judged);
+    response.verdict = wire.verdict;
+    response.reasons = wire.reasons;
+    response.canary_needs = wire.canary_needs;
+    response.stable_needs = wire.stable_needs;
+    Ok(response)
+}
+
+/// A verdict as the wire carries it, in CanaryStatus and RolloutStatus alike.
+pub(super) struct WireVerdict {
+    pub verdict: i32,
+    pub reasons: Vec<String>,
+    pub canary_needs: u64,
+    pub stable_needs: u64,
+}
+
+pub(super) fn wire_verdict(verdict: &Verdict) -> WireVerdict {
+    let mut wire = WireVerdict {
+        verdict: proto::CanaryVerdict::CvPass as i32,
+        reasons: Vec::new(),
+        canary_needs: 0,
+        stable_needs: 0,
+    };
+    match verdict {
+        Verdict::Pass => {}
         Verdict::Fail { reasons } => {
-            response.verdict = proto::CanaryVerdict::CvFail as i32;
-            response.reasons = reasons.iter().map(ToString::to_string).collect();
+            wire.verdict = proto::CanaryVerdict::CvFail as i32;
+            wire.reasons = reasons.iter().map(ToString::to_string).collect();
         }
         Verdict::NotEnoughData {
             canary_needs,
             stable_needs,
         } => {
-            response.verdict = proto::CanaryVerdict::CvNotEnoughData as i32;
-            response.canary_needs = canary_needs;
-            response.stable_needs = stable_needs;
+            wire.verdict = proto::CanaryVerdict::CvNotEnoughData as i32;
+            wire.canary_needs = *canary_needs;
+            wire.stable_needs = *stable_needs;
         }
     }
-    Ok(response)
+    wire
 }
 
 pub(super) fn thresholds_from(wire: &proto::CanaryThresholds) -> Result<Thresholds, Status> {

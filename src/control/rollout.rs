@@ -12,16 +12,13 @@ use tokio_util::sync::CancellationToken;
 use toml_edit::Value;
 use tonic::Status;
 
-use super::canary::{proto_side, proto_thresholds, thresholds_from};
+use super::canary::{proto_side, proto_thresholds, thresholds_from, wire_verdict};
 use super::proto;
 use super::Writes;
 use crate::apply::{Applier, MutateOptions, Mutation};
-use crate::canary::verdict::Verdict;
 use crate::canary::Side;
 use crate::config::edit::RolloutEdit;
-use crate::config::{
-    format_duration, BackendAddr, OnFailure, OnSuccess, PoolConfig, RolloutConfig, RolloutState,
-};
+use crate::config::{format_duration, BackendAddr, PoolConfig, RolloutConfig, RolloutState};
 use crate::rollout;
 use crate::topology::Topology;
 
@@ -56,16 +53,8 @@ pub fn status(
         next: rollout::next_text(&view),
         window_seconds: u32::try_from(view.window).unwrap_or(u32::MAX),
         thresholds: Some(proto_thresholds(&rollout::thresholds(rollout))),
-        on_failure: match rollout.on_failure {
-            OnFailure::Abort => "abort",
-            OnFailure::Pause => "pause",
-        }
-        .to_owned(),
-        on_success: match rollout.on_success {
-            OnSuccess::Promote => "promote",
-            OnSuccess::Pause => "pause",
-        }
-        .to_owned(),
+        on_failure: rollout.on_failure.as_str().to_owned(),
+        on_success: rollout.on_success.as_str().to_owned(),
         ..Default::default()
     };
     if let Some((live, canary)) = topology
@@ -75,21 +64,11 @@ pub fn status(
         response.stable = Some(proto_side(live, Side::Stable, &view.stable, canary));
         response.canary = Some(proto_side(live, Side::Canary, &view.canary, canary));
     }
-    match &view.verdict {
-        Verdict::Pass => response.verdict = proto::CanaryVerdict::CvPass as i32,
-        Verdict::Fail { reasons } => {
-            response.verdict = proto::CanaryVerdict::CvFail as i32;
-            response.verdict_reasons = reasons.iter().map(ToString::to_string).collect();
-        }
-        Verdict::NotEnoughData {
-            canary_needs,
-            stable_needs,
-        } => {
-            response.verdict = proto::CanaryVerdict::CvNotEnoughData as i32;
-            response.canary_needs = *canary_needs;
-            response.stable_needs = *stable_needs;
-        }
-    }
+    let wire = wire_verdict(&view.verdict);
+    response.verdict = wire.verdict;
+    response.verdict_reasons = wire.reasons;
+    response.canary_needs = wire.canary_needs;
+    response.stable_needs = wire.stable_needs;
     Ok(response)
 }
 
@@ -335,23 +314,17 @@ pub fn set_weight(pattern: &str, has_canary: bool, weight: u32) -> Result<Mutati
 }
 
 /// The change `lbctl rollout start PATTERN --canary CANARY --steps STEPS` asks for.
-pub fn start_mutation(pattern: &str, steps: &[u32], canary: BackendAddr) -> Mutation {
+pub fn start_mutation(
+    pattern: &str,
+    steps: &[u32],
+    canary: BackendAddr,
+) -> Result<Mutation, Status> {
     let request = proto::RolloutStartReq {
         pattern: pattern.to_owned(),
         steps: steps.to_vec(),
         ..Default::default()
     };
-    match start(pattern, None, true, &request, vec![canary]) {
-        Ok(mutation) => mutation,
-        // Unreachable with valid steps; the mutation then fails validation, changing nothing.
-        Err(_) => Mutation::Rollout {
-            pattern: pattern.to_owned(),
-            change: RolloutEdit::default(),
-            expect: None,
-            summary: format!("rollout {pattern}: not started"),
-            details: String::new(),
-        },
-    }
+    start(pattern, None, true, &request, vec![canary])
 }
 
 /// The controller: every [`rollout::TICK`], each running rollout of the applied file is looked at and
