@@ -717,11 +717,11 @@ impl Applier {
             let may_probe = round < MAX_PROBE_ROUNDS;
             let state = Arc::clone(&self.state).lock_owned().await;
             let (this, round_job) = (Arc::clone(self), Arc::clone(&job));
-            let (step, returned) = off_workers(move || {
+            let (step, returned, state) = off_workers(move || {
                 let mut state = state;
                 let (mutation, options) = &*round_job;
                 let step = this.mutate_locked(&mut state, mutation, options, &probed, may_probe);
-                (step, probed)
+                (step, probed, state)
             })
             .await
             .map_err(|source| MutateError::Read {
@@ -740,6 +740,8 @@ impl Applier {
                     self.metrics.reloads.record(ReloadSource::Api, true);
                     let (mutation, options) = &*job;
                     tracing::info!(generation, change = %mutation.describe(), actor = options.actor.as_deref().unwrap_or("-"), "control API change applied");
+                    // Still under the writer lock: the commit holds exactly this change, in
+                    // the order the changes were applied, and no later one rides along.
                     if git_commit {
                         crate::history::commit(
                             &self.path,
@@ -748,9 +750,14 @@ impl Applier {
                         )
                         .await;
                     }
+                    drop(state);
                     return Ok(generation);
                 }
-                Step::Probe(wanted) => probed.extend(self.probe_all(wanted).await),
+                Step::Probe(wanted) => {
+                    // Probes run without the writer lock (see above).
+                    drop(state);
+                    probed.extend(self.probe_all(wanted).await);
+                }
             }
         }
     }

@@ -409,3 +409,72 @@ async fn git_history_commits_only_lb_toml_with_the_actor() {
         "other staged changes must stay staged"
     );
 }
+
+/// Changes made at once each get a commit of their own, holding exactly that change, in the
+/// order they were applied: the commit is made under the writer lock, before the RPC answers.
+#[tokio::test]
+async fn concurrent_changes_commit_one_each_before_they_answer() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("git is not installed; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_git = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run_git(dir.path(), &["init", "-q"]);
+    let config = dir.path().join("lb.toml");
+    std::fs::write(
+        &config,
+        "[control]\ngit_commit = true\n\n[pools.\"/\"]\nbackends = [\n]\n",
+    )
+    .unwrap();
+    run_git(dir.path(), &["add", "lb.toml"]);
+    run_git(dir.path(), &["commit", "-qm", "initial"]);
+    let lb = Lb::start_at(dir, config, &[]);
+    const N: usize = 8;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let mut client = support::control(&lb).await;
+        tasks.push(tokio::spawn(async move {
+            client
+                .add_pool(support::add_pool_req(&format!("/p{i}/")))
+                .await
+                .map(drop)
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("AddPool");
+    }
+    // No waiting: every change answered, so every commit is made.
+    let log = run_git(lb.dir(), &["log", "--format=%H"]);
+    let commits: Vec<&str> = log.lines().collect();
+    assert_eq!(commits.len(), N + 1, "one commit per change:\n{log}");
+    for commit in &commits[..N] {
+        let message = run_git(lb.dir(), &["log", "-1", "--format=%s", commit]);
+        let diff = run_git(lb.dir(), &["show", "--format=", "-U0", commit]);
+        let added: Vec<&str> = diff.lines().filter(|l| l.starts_with("+[pools.")).collect();
+        assert_eq!(added.len(), 1, "{commit} adds one pool:\n{diff}");
+        let pattern = added[0]
+            .trim_start_matches("+[pools.\"")
+            .trim_end_matches("\"]");
+        assert!(
+            message.contains(pattern),
+            "{commit}'s message {message:?} names the pool it adds, {pattern}"
+        );
+    }
+}
