@@ -708,6 +708,16 @@ async fn run(args: Args) -> anyhow::Result<String> {
 }
 
 async fn rollout(args: &Args, command: &RolloutCommand) -> anyhow::Result<String> {
+    if matches!(command, RolloutCommand::Rolling(_)) && args.if_match.is_some() {
+        return Err(Usage {
+            kind: ErrorKind::ArgumentConflict,
+            command: None,
+            message:
+                "--if-match does not apply to rollout rolling: each of its steps changes lb.toml"
+                    .to_owned(),
+        }
+        .into());
+    }
     let mut client = connect(args).await?;
     let action = |pattern: &String| proto::RolloutActionReq {
         pattern: pattern.clone(),
@@ -782,7 +792,7 @@ async fn rollout(args: &Args, command: &RolloutCommand) -> anyhow::Result<String
                 Output::Text => lbctl::render_rollout_status(&status),
             });
         }
-        RolloutCommand::Rolling(rolling) => return rollout_rolling(args, rolling).await,
+        RolloutCommand::Rolling(rolling) => return rollout_rolling(args, rolling, client).await,
         RolloutCommand::Watch { pattern } => {
             return rollout_watch(&mut client, args, pattern).await
         }
@@ -1132,10 +1142,6 @@ struct Rolling {
     pattern: String,
     command: String,
     json: bool,
-    /// One drain or enable at a time, though a wave's backends go on together: lb commits a
-    /// change to git (`git_commit = true`) after applying it, outside its writer lock, so two
-    /// changes at once could land in one commit and the log would lose a step.
-    changes: tokio::sync::Mutex<()>,
 }
 
 impl Rolling {
@@ -1157,7 +1163,6 @@ impl lbctl::rolling::Control for Rolling {
             backend: Some(ip_backend(backend)),
             if_match: None,
         };
-        let _one_at_a_time = self.changes.lock().await;
         let response = self.client.clone().drain_backend(request).await;
         response
             .map(|r| r.into_inner().commit)
@@ -1170,7 +1175,6 @@ impl lbctl::rolling::Control for Rolling {
             backend: Some(ip_backend(backend)),
             if_match: None,
         };
-        let _one_at_a_time = self.changes.lock().await;
         let response = self.client.clone().enable_backend(request).await;
         response
             .map(|r| r.into_inner().commit)
@@ -1204,17 +1208,11 @@ impl lbctl::rolling::Control for Rolling {
 
 /// `rollout rolling`: runs the workflow, prints its report, and fails unless every backend was
 /// upgraded. Ctrl-C stops it where it is (nothing new starts, nothing is undone).
-async fn rollout_rolling(args: &Args, rolling: &RollingArgs) -> anyhow::Result<String> {
-    if args.if_match.is_some() {
-        return Err(Usage {
-            kind: ErrorKind::ArgumentConflict,
-            command: None,
-            message:
-                "--if-match does not apply to rollout rolling: each of its steps changes lb.toml"
-                    .to_owned(),
-        }
-        .into());
-    }
+async fn rollout_rolling(
+    args: &Args,
+    rolling: &RollingArgs,
+    client: Client,
+) -> anyhow::Result<String> {
     let settings = lbctl::rolling::Settings {
         pattern: rolling.pattern.clone(),
         command: rolling.run.clone(),
@@ -1231,11 +1229,10 @@ async fn rollout_rolling(args: &Args, rolling: &RollingArgs) -> anyhow::Result<S
         },
     };
     let control = Rolling {
-        client: connect(args).await?,
+        client,
         pattern: rolling.pattern.clone(),
         command: rolling.run.clone(),
         json: args.output == Output::Json,
-        changes: tokio::sync::Mutex::new(()),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let interrupt = cancel.clone();
