@@ -977,7 +977,8 @@ fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-/// A SHA-256 as lowercase hex, through the digest's own `LowerHex`.
-fn hex(hash: &[u8; 32]) -> String {
+/// A SHA-256 as lowercase hex, through the digest's own `LowerHex`: how a content hash is
+/// shown (status, `if_match`, sync's check of what it applied).
+pub(crate) fn hex(hash: &[u8; 32]) -> String {
     format!("{:x}", sha2::digest::Output::<Sha256>::from(*hash))
 }

@@ -407,7 +407,7 @@ impl GitSync {
             self.git(&["merge", "--ff-only", "--quiet", head], None, &[])
                 .await?;
         }
-        let expected = hex(&digest);
+        let expected = crate::apply::hex(&digest);
         let reloaded = self.applier.reload().await;
         let applied = self.applier.status();
         if applied.content_hash == expected {
@@ -619,10 +619,6 @@ fn split_author(author: &str) -> (String, String) {
         ),
         None => (author.trim().to_owned(), "lb@localhost".to_owned()),
     }
-}
-
-fn hex(hash: &[u8; 32]) -> String {
-    format!("{:x}", sha2::digest::Output::<Sha256>::from(*hash))
 }
 
 /// Runs git in `dir` (before a [`GitSync`] exists); `Ok` with its stdout when it exits 0.
