@@ -705,6 +705,8 @@ pub fn render_event(event: &proto::HealthEvent, json: bool, colour: bool) -> Str
         Ok(proto::EventCause::EcCheck) => "check",
         Ok(proto::EventCause::EcEjection) => "ejection",
         Ok(proto::EventCause::EcReadmission) => "readmission",
+        Ok(proto::EventCause::EcAdmin) => "admin",
+        Ok(proto::EventCause::EcReload) => "reload",
         _ => "-",
     };
     if json {

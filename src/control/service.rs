@@ -896,6 +896,8 @@ impl LoadBalancer for ControlService {
                     health::Cause::Check => proto::EventCause::EcCheck,
                     health::Cause::Ejection => proto::EventCause::EcEjection,
                     health::Cause::Readmission => proto::EventCause::EcReadmission,
+                    health::Cause::Admin => proto::EventCause::EcAdmin,
+                    health::Cause::Reload => proto::EventCause::EcReload,
                 } as i32,
                 unix_ms: event
                     .at
