@@ -134,6 +134,29 @@ pub enum Cause {
     Ejection,
     /// Back in rotation through its checks after an ejection.
     Readmission,
+    /// Its administrative state changed (drain, enable, disable), by the file or the API.
+    Admin,
+    /// A reload added it to its pool or removed it from the file.
+    Reload,
+}
+
+/// Sends one [`HealthEvent`] about `backend` now: its health as it is, or sick when it left
+/// its pool (`in_pool` false).
+pub fn announce(
+    events: &Events,
+    pattern: &Arc<str>,
+    (backend, in_pool): (&crate::topology::Backend, bool),
+    cause: Cause,
+    reason: String,
+) {
+    let _ = events.send(HealthEvent {
+        pattern: Arc::clone(pattern),
+        backend: backend.addr.clone(),
+        healthy: in_pool && backend.is_healthy(),
+        reason,
+        cause,
+        at: std::time::SystemTime::now(),
+    });
 }
 
 /// Fan-out of health transitions; sending never blocks and nobody listening is fine.

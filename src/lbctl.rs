@@ -151,6 +151,65 @@ pub fn tls_hint(line: &str, tls: bool, client_cert: bool) -> Option<&'static str
     }
 }
 
+/// Whether a failed call's error line is one a probe of the address can explain: the
+/// connection spoke something else than lb's control API (an HTTP/1 answer read as gRPC, a
+/// dropped connection, a TLS record where plaintext was expected or the reverse). An answer
+/// from lb itself (NOT_FOUND, FAILED_PRECONDITION…) and a refused or timed-out connection are
+/// not.
+pub fn worth_a_probe(line: &str) -> bool {
+    [
+        "protocol error",
+        "transport error",
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+        "corrupt message",
+        "InvalidContentType",
+        "compression flag",
+        "frame with invalid size",
+        "invalid HTTP version",
+        "unexpected EOF",
+        "Unexpected EOF",
+    ]
+    .iter()
+    .any(|needle| line.contains(needle))
+}
+
+/// What the address is, from its answer to a plain `GET /status.json HTTP/1.1` (`answer`, the
+/// first bytes read back): lb's admin port, another HTTP/1 server such as lb's data port, a TLS
+/// listener, or (when lbctl dialled TLS) a plaintext one. `None` when the answer does not say.
+pub fn diagnosis(addr: &str, answer: &[u8], tls: bool) -> Option<String> {
+    let control = "point --lb at lb's control listener ([control] listen, or lb's --grpc)";
+    if answer.starts_with(b"HTTP/1.") {
+        let status_line = answer
+            .split(|&b| b == b'\r' || b == b'\n')
+            .next()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(answer);
+        let admin = text.contains("\"generation\"") && text.contains("\"pools\"");
+        return Some(if admin {
+            format!(
+                "{addr} is lb's admin port (it serves /status.json over HTTP/1), not its control API: {control}"
+            )
+        } else {
+            format!(
+                "{addr} answered in HTTP/1 ({status_line}): it is an HTTP server such as lb's data port, not lb's control API (gRPC): {control}"
+            )
+        });
+    }
+    let tls_record = answer.len() >= 2 && matches!(answer[0], 0x15 | 0x16) && answer[1] == 0x03;
+    match (tls_record, tls) {
+        (true, false) => Some(format!(
+            "{addr} serves TLS and lbctl spoke plaintext: pass --tls-ca PATH (the CA that signed lb's control certificate)"
+        )),
+        (false, true) => Some(format!(
+            "{addr} does not serve TLS (it answered in plaintext) and lbctl spoke TLS: drop --tls-ca, --tls-cert and --tls-key, or point --lb at lb's TLS control listener"
+        )),
+        _ => None,
+    }
+}
+
 /// The uppercase gRPC code name, as people search for it.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -415,17 +474,59 @@ pub fn render_sync(sync: &proto::SyncStatus) -> String {
 /// One instance of `lbctl status --fleet`: its address and its Status, or why there is none.
 pub type FleetRow = (String, Result<proto::StatusResp, String>);
 
-/// The remote head the fleet knows of: the one seen by the most recent successful fetch.
-fn fleet_head(rows: &[FleetRow]) -> Option<&str> {
-    rows.iter()
+/// The commits `lbctl status --fleet` asks every instance to place against its remote head
+/// (`StatusReq.commits`): each remote head and served commit the first round of answers named.
+pub fn fleet_commits(rows: &[FleetRow]) -> Vec<String> {
+    let mut commits: Vec<String> = Vec::new();
+    for sync in rows
+        .iter()
         .filter_map(|(_, answer)| answer.as_ref().ok()?.sync.as_ref())
-        .filter(|sync| !sync.remote_head.is_empty())
-        .max_by_key(|sync| sync.last_success_unix)
-        .map(|sync| sync.remote_head.as_str())
+    {
+        for commit in [&sync.remote_head, &sync.serving_commit] {
+            if !commit.is_empty() && !commits.contains(commit) {
+                commits.push(commit.clone());
+            }
+        }
+    }
+    commits
 }
 
-/// What one instance of the fleet is: in step, lagging, or why it cannot say.
-fn fleet_state(answer: &Result<proto::StatusResp, String>, head: Option<&str>) -> String {
+/// The fleet's remote head: the remote head of an instance that holds every other instance's
+/// remote head as itself or an ancestor (its `places`), whenever each fetched. `None` when no
+/// instance has fetched, or when the heads diverged (a branch rewritten under part of the fleet).
+fn fleet_head(rows: &[FleetRow]) -> Option<&proto::SyncStatus> {
+    let syncs: Vec<&proto::SyncStatus> = rows
+        .iter()
+        .filter_map(|(_, answer)| answer.as_ref().ok()?.sync.as_ref())
+        .filter(|sync| !sync.remote_head.is_empty())
+        .collect();
+    syncs.iter().copied().find(|candidate| {
+        syncs.iter().all(|sync| {
+            sync.remote_head == candidate.remote_head
+                || contains(candidate, &sync.remote_head) == Some(true)
+        })
+    })
+}
+
+/// Whether `commit` is `head`'s remote head or an ancestor of it, as that instance answered;
+/// `None` when it was not asked.
+fn contains(head: &proto::SyncStatus, commit: &str) -> Option<bool> {
+    if head.remote_head == commit {
+        return Some(true);
+    }
+    head.places
+        .iter()
+        .find(|place| place.commit == commit)
+        .map(|place| place.in_remote_head)
+}
+
+/// What one instance of the fleet is: in step, behind the fleet's head, off it, or why it
+/// cannot say.
+fn fleet_state(
+    answer: &Result<proto::StatusResp, String>,
+    head: Option<&proto::SyncStatus>,
+    heads_known: bool,
+) -> String {
     let status = match answer {
         Ok(status) => status,
         Err(error) => return format!("unreachable: {error}"),
@@ -436,10 +537,22 @@ fn fleet_state(answer: &Result<proto::StatusResp, String>, head: Option<&str>) -
     if !sync.last_error.is_empty() {
         return format!("LAGS: {}", sync.last_error);
     }
-    match head {
-        Some(head) if sync.serving_commit == head => "ok".to_owned(),
-        Some(head) => format!("LAGS behind {}", short(head)),
-        None => "no fetch yet".to_owned(),
+    let Some(head) = head else {
+        return if heads_known {
+            "unknown: the instances' remote heads diverged".to_owned()
+        } else {
+            "no fetch yet".to_owned()
+        };
+    };
+    let head_id = short(&head.remote_head);
+    if sync.serving_commit == head.remote_head {
+        "ok".to_owned()
+    } else if sync.serving_commit.is_empty() {
+        format!("LAGS behind {head_id}: serves no commit yet")
+    } else if contains(head, &sync.serving_commit) == Some(false) {
+        format!("OFF {head_id}: serves a commit the remote head does not contain")
+    } else {
+        format!("LAGS behind {head_id}")
     }
 }
 
@@ -447,13 +560,51 @@ fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
-/// `lbctl status --fleet`: one row per instance with the commit it serves, the remote head it
-/// last saw, its last fetch, and whether it lags the newest head any of them saw.
-pub fn render_fleet(rows: &[FleetRow]) -> String {
+/// How long ago `unix` was, from `now`, in its largest whole unit (`45s`, `12m`, `3h`, `9d`).
+pub fn age(unix: i64, now: i64) -> String {
+    let secs = now.saturating_sub(unix).max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86_399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// A subject for a table cell: its first 48 characters.
+fn subject_cell(subject: &str) -> String {
+    let mut chars = subject.chars();
+    let head: String = chars.by_ref().take(48).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// `lbctl status --fleet`: the fleet's remote head with its subject and age, then one row per
+/// instance with the commit it serves (subject, age), the remote head it last saw, its last
+/// fetch, and whether it serves the fleet's head. `now` is the Unix time ages are counted from.
+pub fn render_fleet(rows: &[FleetRow], now: i64) -> String {
     let head = fleet_head(rows);
+    let heads_known = !fleet_commits(rows).is_empty();
+    let mut out = String::new();
+    if let Some(head) = head {
+        let info = head.remote_head_info.clone().unwrap_or_default();
+        let _ = write!(out, "remote head: {}", short(&head.remote_head));
+        if !info.subject.is_empty() {
+            let _ = write!(out, " {}", info.subject);
+        }
+        if info.committed_unix > 0 {
+            let _ = write!(out, " (committed {})", age(info.committed_unix, now));
+        }
+        out.push('\n');
+    }
     let mut table_rows = vec![vec![
         "INSTANCE".to_owned(),
         "COMMIT".to_owned(),
+        "SUBJECT".to_owned(),
+        "AGE".to_owned(),
         "REMOTE HEAD".to_owned(),
         "LAST FETCH".to_owned(),
         "STATE".to_owned(),
@@ -468,32 +619,44 @@ pub fn render_fleet(rows: &[FleetRow]) -> String {
             if s.is_empty() {
                 "-".to_owned()
             } else {
-                short(s).to_owned()
+                s.to_owned()
             }
         };
+        let serving = sync.serving.clone().unwrap_or_default();
         table_rows.push(vec![
             addr.clone(),
-            or_dash(&sync.serving_commit),
-            or_dash(&sync.remote_head),
+            or_dash(short(&sync.serving_commit)),
+            or_dash(&subject_cell(&serving.subject)),
+            if serving.committed_unix > 0 {
+                age(serving.committed_unix, now)
+            } else {
+                "-".to_owned()
+            },
+            or_dash(short(&sync.remote_head)),
             match i64::try_from(sync.last_success_unix) {
                 Ok(unix) if unix > 0 => unix_date(unix),
                 _ => "-".to_owned(),
             },
-            fleet_state(answer, head),
+            fleet_state(answer, head, heads_known),
         ]);
     }
-    table(&table_rows)
+    out.push_str(&table(&table_rows));
+    out
 }
 
 /// The `--output json` form of `status --fleet`.
 pub fn fleet_json(rows: &[FleetRow]) -> serde_json::Value {
     let head = fleet_head(rows);
+    let heads_known = !fleet_commits(rows).is_empty();
+    let head_info = head.and_then(|h| h.remote_head_info.clone());
     serde_json::json!({
-        "remote_head": head,
+        "remote_head": head.map(|h| h.remote_head.as_str()),
+        "remote_head_subject": head_info.as_ref().map(|i| i.subject.as_str()),
+        "remote_head_committed_unix": head_info.as_ref().map(|i| i.committed_unix),
         "instances": rows.iter().map(|(addr, answer)| serde_json::json!({
             "instance": addr,
             "sync": answer.as_ref().ok().and_then(|s| s.sync.as_ref()).map(sync_json),
-            "state": fleet_state(answer, head),
+            "state": fleet_state(answer, head, heads_known),
         })).collect::<Vec<_>>(),
     })
 }
@@ -507,6 +670,10 @@ pub fn sync_json(sync: &proto::SyncStatus) -> serde_json::Value {
         "remote_head": sync.remote_head,
         "last_success_unix": sync.last_success_unix,
         "last_error": sync.last_error,
+        "serving_subject": sync.serving.as_ref().map(|c| c.subject.as_str()),
+        "serving_committed_unix": sync.serving.as_ref().map(|c| c.committed_unix),
+        "remote_head_subject": sync.remote_head_info.as_ref().map(|c| c.subject.as_str()),
+        "remote_head_committed_unix": sync.remote_head_info.as_ref().map(|c| c.committed_unix),
     })
 }
 
@@ -538,6 +705,8 @@ pub fn render_event(event: &proto::HealthEvent, json: bool, colour: bool) -> Str
         Ok(proto::EventCause::EcCheck) => "check",
         Ok(proto::EventCause::EcEjection) => "ejection",
         Ok(proto::EventCause::EcReadmission) => "readmission",
+        Ok(proto::EventCause::EcAdmin) => "admin",
+        Ok(proto::EventCause::EcReload) => "reload",
         _ => "-",
     };
     if json {
@@ -861,6 +1030,7 @@ mod tests {
             remote_head: "aaa".into(),
             last_success_unix: 0,
             last_error: String::new(),
+            ..Default::default()
         };
         let text = render_sync(&sync);
         assert!(
@@ -882,37 +1052,117 @@ mod tests {
 
     #[test]
     fn fleet_status_says_which_instances_lag() {
-        let instance = |serving: &str, head: &str, at: u64, error: &str| {
+        let instance = |serving: &str, head: &str, at: u64, error: &str, contains: &[&str]| {
+            let places = ["aaa", "bbb", "ccc"]
+                .iter()
+                .map(|commit| proto::CommitPlace {
+                    commit: (*commit).into(),
+                    in_remote_head: contains.contains(commit),
+                })
+                .collect();
             Ok(proto::StatusResp {
                 sync: Some(proto::SyncStatus {
                     serving_commit: serving.into(),
                     remote_head: head.into(),
                     last_success_unix: at,
                     last_error: error.into(),
+                    serving: Some(proto::CommitInfo {
+                        commit: serving.into(),
+                        subject: format!("subject of {serving}"),
+                        committed_unix: 1_000,
+                    }),
+                    remote_head_info: Some(proto::CommitInfo {
+                        commit: head.into(),
+                        subject: format!("subject of {head}"),
+                        committed_unix: 1_000,
+                    }),
+                    places,
                     ..Default::default()
                 }),
                 ..Default::default()
             })
         };
         let rows: Vec<FleetRow> = vec![
-            ("a:1".into(), instance("bbb", "bbb", 30, "")),
-            ("b:1".into(), instance("aaa", "aaa", 10, "")),
-            ("c:1".into(), instance("aaa", "aaa", 20, "cannot reach")),
+            // Pushed bbb right after fetching at 10: its fetch is older than b's.
+            (
+                "a:1".into(),
+                instance("bbb", "bbb", 10, "", &["aaa", "bbb"]),
+            ),
+            // Fetched later, before the push landed: still at aaa.
+            ("b:1".into(), instance("aaa", "aaa", 30, "", &["aaa"])),
+            (
+                "c:1".into(),
+                instance("aaa", "aaa", 30, "cannot reach", &["aaa"]),
+            ),
             ("d:1".into(), Err("connection refused".into())),
+            // Has fetched bbb but still serves aaa.
+            (
+                "e:1".into(),
+                instance("aaa", "bbb", 20, "", &["aaa", "bbb"]),
+            ),
         ];
-        // a fetched last: bbb is the newest head seen, and b still serves aaa.
-        let text = render_fleet(&rows);
+        let text = render_fleet(&rows, 1_000 + 125);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("INSTANCE"), "{text}");
-        assert!(lines[1].ends_with("ok"), "{text}");
-        assert!(lines[2].ends_with("LAGS behind bbb"), "{text}");
-        assert!(lines[3].ends_with("LAGS: cannot reach"), "{text}");
+        assert_eq!(
+            lines[0],
+            "remote head: bbb subject of bbb (committed 2m ago)"
+        );
+        assert!(lines[1].starts_with("INSTANCE"), "{text}");
+        assert!(lines[2].ends_with("  ok"), "{text}");
+        assert!(lines[2].contains("subject of bbb  2m ago"), "{text}");
+        assert!(lines[3].ends_with("LAGS behind bbb"), "{text}");
+        assert!(lines[4].ends_with("LAGS: cannot reach"), "{text}");
         assert!(
-            lines[4].ends_with("unreachable: connection refused"),
+            lines[5].ends_with("unreachable: connection refused"),
             "{text}"
         );
+        assert!(lines[6].ends_with("LAGS behind bbb"), "{text}");
         assert_eq!(fleet_json(&rows)["instances"][0]["state"], "ok");
         assert_eq!(fleet_json(&rows)["remote_head"], "bbb");
+        assert_eq!(fleet_json(&rows)["remote_head_subject"], "subject of bbb");
+        assert_eq!(fleet_commits(&rows), ["bbb", "aaa"]);
+    }
+
+    #[test]
+    fn fleet_status_says_when_heads_diverged_or_a_commit_is_off_the_head() {
+        let instance = |serving: &str, head: &str, places: &[(&str, bool)]| {
+            Ok(proto::StatusResp {
+                sync: Some(proto::SyncStatus {
+                    serving_commit: serving.into(),
+                    remote_head: head.into(),
+                    last_success_unix: 1,
+                    places: places
+                        .iter()
+                        .map(|(commit, inside)| proto::CommitPlace {
+                            commit: (*commit).into(),
+                            in_remote_head: *inside,
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        // A rewritten branch: neither head holds the other.
+        let rows: Vec<FleetRow> = vec![
+            ("a:1".into(), instance("aaa", "aaa", &[("bbb", false)])),
+            ("b:1".into(), instance("bbb", "bbb", &[("aaa", false)])),
+        ];
+        let text = render_fleet(&rows, 0);
+        assert!(
+            text.lines().all(|l| !l.starts_with("remote head")),
+            "{text}"
+        );
+        assert!(text.contains("remote heads diverged"), "{text}");
+        // One instance serves a local commit the remote lacks.
+        let rows: Vec<FleetRow> = vec![
+            ("a:1".into(), instance("aaa", "bbb", &[("aaa", false)])),
+            ("b:1".into(), instance("bbb", "bbb", &[("aaa", false)])),
+        ];
+        let text = render_fleet(&rows, 0);
+        assert!(text.contains("OFF bbb"), "{text}");
+        assert_eq!(age(0, 59), "59s ago");
+        assert_eq!(age(0, 3 * 86_400), "3d ago");
     }
 
     #[test]
@@ -985,6 +1235,30 @@ mod tests {
         );
         let error = endpoint("https://h:1", false).unwrap_err();
         assert!(error.to_string().contains("--tls-ca PATH"), "{error}");
+    }
+
+    #[test]
+    fn a_probe_answer_names_what_listens_there() {
+        let admin = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"generation\":3,\"pools\":[]}";
+        let said = diagnosis("h:1", admin, false).unwrap();
+        assert!(said.contains("admin port"), "{said}");
+        let data = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        let said = diagnosis("h:1", data, true).unwrap();
+        assert!(said.contains("HTTP/1 (HTTP/1.1 404 Not Found)"), "{said}");
+        assert!(said.contains("data port"), "{said}");
+        let alert = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32];
+        assert!(diagnosis("h:1", &alert, false)
+            .unwrap()
+            .contains("--tls-ca"));
+        assert_eq!(diagnosis("h:1", &alert, true), None);
+        assert!(diagnosis("h:1", b"", true)
+            .unwrap()
+            .contains("does not serve TLS"));
+        assert_eq!(diagnosis("h:1", b"", false), None);
+        assert!(worth_a_probe(
+            "lbctl: error: INTERNAL: protocol error: received message with invalid compression flag: 72"
+        ));
+        assert!(!worth_a_probe("lbctl: error: NOT_FOUND: no pool \"/x\""));
     }
 
     #[test]

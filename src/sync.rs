@@ -126,6 +126,31 @@ pub struct Committed {
     pub retries: u32,
 }
 
+/// How many commits of one [`GitSync::commits`] question are looked up.
+pub const MAX_PLACED_COMMITS: usize = 64;
+
+/// A commit as `git log` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The commit id (hex).
+    pub commit: String,
+    /// Its subject line.
+    pub subject: String,
+    /// Its committer time, in seconds since the Unix epoch.
+    pub committed_unix: i64,
+}
+
+/// The answer of [`GitSync::commits`].
+#[derive(Debug, Clone, Default)]
+pub struct Commits {
+    /// The served commit, when this repository has one.
+    pub serving: Option<CommitInfo>,
+    /// The remote head last fetched.
+    pub remote_head: Option<CommitInfo>,
+    /// Each commit asked about, in order, and whether it is the remote head or an ancestor.
+    pub places: Vec<(String, bool)>,
+}
+
 /// One instance's link to the fleet's remote branch.
 pub struct GitSync {
     applier: Arc<Applier>,
@@ -318,6 +343,52 @@ impl GitSync {
             remote: self.settings.remote.clone(),
             branch: self.settings.branch.clone(),
             attempts: MAX_PUSH_ATTEMPTS,
+        })
+    }
+
+    /// The served commit and the remote head as `git log` shows them, and where each of
+    /// `asked` (other instances' heads and served commits, as `lbctl status --fleet` sends
+    /// them) stands against this instance's remote head: what lets the fleet view find the
+    /// newest head by ancestry instead of by fetch time. Read-only git, so it does not wait for
+    /// a fetch or a change in progress; a commit that is not hex, or beyond the first
+    /// [`MAX_PLACED_COMMITS`], is not looked up.
+    pub async fn commits(&self, asked: &[String]) -> Commits {
+        let status = self.status();
+        let mut commits = Commits::default();
+        if let Some(serving) = &status.serving_commit {
+            commits.serving = self.describe(serving).await;
+        }
+        if let Some(head) = &status.remote_head {
+            commits.remote_head = self.describe(head).await;
+        }
+        for commit in asked.iter().take(MAX_PLACED_COMMITS) {
+            let in_remote_head = match &status.remote_head {
+                Some(head) if commit == head => true,
+                Some(head) if is_commit_id(commit) => self
+                    .git(&["merge-base", "--is-ancestor", commit, head], None, &[])
+                    .await
+                    .is_ok(),
+                _ => false,
+            };
+            commits.places.push((commit.clone(), in_remote_head));
+        }
+        commits
+    }
+
+    /// `commit`'s subject and committer time, when this repository has it.
+    async fn describe(&self, commit: &str) -> Option<CommitInfo> {
+        if !is_commit_id(commit) {
+            return None;
+        }
+        let line = self
+            .git(&["log", "-1", "--format=%ct%x1f%s", commit], None, &[])
+            .await
+            .ok()?;
+        let (time, subject) = line.trim_end().split_once('\x1f')?;
+        Some(CommitInfo {
+            commit: commit.to_owned(),
+            subject: subject.to_owned(),
+            committed_unix: time.parse().ok()?,
         })
     }
 
@@ -619,6 +690,11 @@ fn split_author(author: &str) -> (String, String) {
         ),
         None => (author.trim().to_owned(), "lb@localhost".to_owned()),
     }
+}
+
+/// A full or abbreviated commit id: what may be handed to git as a revision (never an option).
+fn is_commit_id(text: &str) -> bool {
+    (4..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Runs git in `dir` (before a [`GitSync`] exists); `Ok` with its stdout when it exits 0.

@@ -37,7 +37,7 @@ async fn an_empty_save_is_refused_and_an_explicit_one_applies() {
         let mut control = control.clone();
         async move {
             control
-                .status(proto::StatusReq {})
+                .status(proto::StatusReq::default())
                 .await
                 .unwrap()
                 .into_inner()

@@ -138,7 +138,7 @@ fn config_text(remote: &Path, backends: &[SocketAddr], extra: &str) -> String {
 async fn sync_status(lb: &Lb) -> proto::SyncStatus {
     let mut client = control(lb).await;
     client
-        .status(proto::StatusReq {})
+        .status(proto::StatusReq::default())
         .await
         .expect("Status")
         .into_inner()
@@ -528,7 +528,7 @@ async fn if_match_is_the_hash_of_the_remote_heads_file() {
         stale,
         control(&lb)
             .await
-            .status(proto::StatusReq {})
+            .status(proto::StatusReq::default())
             .await
             .expect("Status")
             .into_inner()
@@ -906,4 +906,110 @@ async fn no_change_is_pushed_on_top_of_a_head_this_instance_refuses() {
     );
     assert_eq!(remote.head(), emptied, "nothing was pushed");
     assert_eq!(support::get(&client, &lb.url("/")).await.1, "b0");
+}
+
+/// `lbctl status --fleet` finds the fleet's head by ancestry, not by fetch time: right after a
+/// push, the instance that made it has fetched *before* another instance that has not seen it
+/// yet. The view names the one behind, and shows each served commit's subject and age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_finds_the_head_by_ancestry_not_by_fetch_time() {
+    let backend = Backend::start("b0").await;
+    // No periodic fetch: each one below is the test's.
+    let remote = Remote::new(|bare| {
+        format!(
+            "[sync]\nremote = \"{}\"\nbranch = \"main\"\ninterval = \"1h\"\n\n{}",
+            bare.display(),
+            support::pool("/", &[backend.addr], "100ms")
+        )
+    });
+    let (pusher, first) = remote.start_serving(&[]).await;
+    let (other, _) = remote.start_serving(&[]).await;
+    // The remote holds every push until the test lets it land.
+    let gate = remote.root.path().join("gate");
+    let entered = remote.root.path().join("entered");
+    remote.pre_receive(&format!(
+        "#!/bin/sh\ntouch '{}'\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done\n",
+        entered.display(),
+        gate.display()
+    ));
+    let added = Backend::start("b1").await;
+    let push = {
+        let url = format!("http://{}", pusher.grpc.expect("grpc listener"));
+        let addr = added.addr;
+        tokio::spawn(async move {
+            let mut client = support::Control::connect(url).await.expect("connect");
+            client
+                .add_backend(proto::AddBackendReq {
+                    pattern: "/".to_owned(),
+                    backend: ip_backend(addr, ""),
+                    if_match: None,
+                })
+                .await
+                .map(|r| r.into_inner().commit)
+        })
+    };
+    eventually(PATIENCE, "the push reaches the remote's hook", || async {
+        entered.exists()
+    })
+    .await;
+    let pushed_fetch = sync_status(&pusher).await.last_success_unix;
+    // The other instance fetches later (by the clock's second) and still sees the first commit.
+    eventually(PATIENCE, "a later second", || async {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            > pushed_fetch
+    })
+    .await;
+    let (ok, _, err) = support::lbctl(&other, &["sync"]);
+    assert!(ok, "{err}");
+    assert_eq!(sync_status(&other).await.remote_head, first);
+    std::fs::write(&gate, "").unwrap();
+    let commit = push.await.unwrap().expect("AddBackend lands");
+    assert_eq!(serving(&pusher).await, commit);
+    let (pusher_at, other_at) = (sync_status(&pusher).await, sync_status(&other).await);
+    assert!(
+        pusher_at.last_success_unix < other_at.last_success_unix,
+        "{pusher_at:?} {other_at:?}"
+    );
+
+    let fleet = [
+        pusher.grpc.unwrap().to_string(),
+        other.grpc.unwrap().to_string(),
+    ];
+    let (ok, out, err) = support::lbctl(&pusher, &["status", "--fleet", &fleet[0], &fleet[1]]);
+    assert!(ok, "{err}");
+    let row = |addr: &str| {
+        out.lines()
+            .find(|line| line.starts_with(addr))
+            .unwrap_or_else(|| panic!("a row for {addr} in\n{out}"))
+            .to_owned()
+    };
+    assert!(row(&fleet[0]).ends_with("  ok"), "{out}");
+    assert!(
+        row(&fleet[1]).ends_with(&format!("LAGS behind {}", &commit[..12])),
+        "{out}"
+    );
+    // The subject of each served commit, and its age.
+    let subject = format!("lb: AddBackend / {}", added.addr);
+    assert!(row(&fleet[0]).contains(&subject), "{out}");
+    assert!(row(&fleet[1]).contains("the first topology"), "{out}");
+    assert!(row(&fleet[0]).contains(" ago"), "{out}");
+    assert!(
+        out.contains(&format!("remote head: {}", &commit[..12])),
+        "{out}"
+    );
+
+    let (ok, out, err) = support::lbctl(
+        &pusher,
+        &[
+            "status", "--output", "json", "--fleet", &fleet[0], &fleet[1],
+        ],
+    );
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["remote_head"], commit.as_str(), "{json}");
+    assert_eq!(json["remote_head_subject"], subject.as_str(), "{json}");
+    assert_eq!(json["instances"][0]["state"], "ok", "{json}");
 }

@@ -92,3 +92,64 @@ async fn the_actor_falls_back_to_the_os_user_name() {
         "{message}"
     );
 }
+
+/// Runs lbctl `status` against `addr` with extra flags: (ok, stderr).
+fn lbctl_status_at(addr: &str, flags: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg(format!("--lb={addr}"))
+        .args(flags)
+        .arg("status")
+        .env_remove("LB_TLS_CA")
+        .env_remove("LB_TOKEN")
+        .output()
+        .expect("run lbctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--lb` at the data port or the admin port is named as such (an HTTP/1 answer), not a gRPC
+/// "invalid compression flag" or a TLS hint; `--tls-ca` against the plaintext control port
+/// says it is plaintext, not that lb wants client certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lbctl_names_the_listener_it_reached_by_mistake() {
+    let b = Backend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.toml");
+    std::fs::write(&config, support::pool("/", &[b.addr], "1h")).unwrap();
+    let lb = Lb::start_at(dir, config, &["--admin", "127.0.0.1:0"]);
+    let admin = lb.admin_url("");
+    let admin = admin.trim_start_matches("http://");
+
+    let (ok, err) = lbctl_status_at(&lb.http.to_string(), &[]);
+    assert!(!ok);
+    assert!(
+        err.starts_with(&format!(
+            "lbctl: error: {} answered in HTTP/1 (HTTP/1.1 ",
+            lb.http
+        )) && err.contains("data port")
+            && !err.contains("--tls-ca"),
+        "{err}"
+    );
+
+    let (ok, err) = lbctl_status_at(admin, &[]);
+    assert!(!ok);
+    assert!(
+        err.starts_with(&format!("lbctl: error: {admin} is lb's admin port"))
+            && !err.contains("--tls-ca PATH"),
+        "{err}"
+    );
+
+    let ca = support::certs::Ca::new("some CA");
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), &ca.pem).unwrap();
+    let grpc = lb.grpc.unwrap().to_string();
+    let (ok, err) = lbctl_status_at(&grpc, &[&format!("--tls-ca={}", ca_file.path().display())]);
+    assert!(!ok);
+    assert!(
+        err.starts_with(&format!("lbctl: error: {grpc} does not serve TLS"))
+            && !err.contains("client certificates"),
+        "{err}"
+    );
+}

@@ -90,7 +90,7 @@ async fn every_mutation(
 async fn status(control: &Control) -> proto::StatusResp {
     control
         .clone()
-        .status(proto::StatusReq {})
+        .status(proto::StatusReq::default())
         .await
         .expect("Status")
         .into_inner()

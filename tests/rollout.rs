@@ -224,7 +224,7 @@ async fn a_stale_precondition_aborts_and_changes_nothing() {
     let lb = Lb::start(&support::pool("/", &[a.addr], "100ms"));
     let mut client = support::control(&lb).await;
     let status = client
-        .status(proto::StatusReq {})
+        .status(proto::StatusReq::default())
         .await
         .unwrap()
         .into_inner();

@@ -150,7 +150,7 @@ async fn no_human_save_is_lost_while_control_changes_run() {
         let expected = expected.clone();
         async move {
             let status = control
-                .status(proto::StatusReq {})
+                .status(proto::StatusReq::default())
                 .await
                 .unwrap()
                 .into_inner();

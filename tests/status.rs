@@ -190,3 +190,83 @@ async fn next_event(
         .expect("stream open")
         .expect("an event")
 }
+
+/// Every move of a backend into or out of rotation is in the stream, not only the checks':
+/// a drain and an enable (EC_ADMIN, health unchanged), a backend added by a save and one
+/// removed by the next (EC_RELOAD), each with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_admin_state_changes_and_reloads() {
+    use lb::control::proto::{BackendStatus, EventCause, WatchHealthReq};
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = Lb::start(&support::pool("/", &[a.addr], "1h"));
+    support::healthy_eventually(&lb, "/", a.addr, Duration::from_secs(5)).await;
+    let mut events = support::control(&lb)
+        .await
+        .watch_health(WatchHealthReq::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let a_arg = format!("--ip=127.0.0.1 --port={}", a.addr.port());
+    let a_flags: Vec<&str> = a_arg.split(' ').collect();
+    let lbctl = |verb: &str| {
+        let mut args = vec!["--pattern=/"];
+        args.extend(&a_flags);
+        args.push(verb);
+        let (ok, _, err) = support::lbctl(&lb, &args);
+        assert!(ok, "{verb}: {err}");
+    };
+
+    lbctl("drain");
+    let drained = next_event(&mut events).await;
+    assert_eq!(drained.cause, EventCause::EcAdmin as i32, "{drained:?}");
+    assert_eq!(
+        drained.status,
+        BackendStatus::BsHealthy as i32,
+        "{drained:?}"
+    );
+    assert!(
+        drained
+            .reason
+            .starts_with("enabled -> drain: out of rotation"),
+        "{drained:?}"
+    );
+    lbctl("enable");
+    let enabled = next_event(&mut events).await;
+    assert_eq!(enabled.cause, EventCause::EcAdmin as i32, "{enabled:?}");
+    assert!(
+        enabled
+            .reason
+            .starts_with("drain -> enabled: back in rotation"),
+        "{enabled:?}"
+    );
+
+    // A save adding b: its first probe's judgement, and the reload that added it.
+    std::fs::write(&lb.config, support::pool("/", &[a.addr, b.addr], "1h")).unwrap();
+    let mut added = Vec::new();
+    while added.len() < 2 {
+        let event = next_event(&mut events).await;
+        assert_eq!(port_of(&event), Some(b.addr.port()), "{event:?}");
+        added.push(event);
+    }
+    assert!(
+        added.iter().any(|e| e.cause == EventCause::EcReload as i32
+            && e.reason.starts_with("added to the pool")
+            && e.status == BackendStatus::BsHealthy as i32),
+        "{added:?}"
+    );
+    // A save removing it again.
+    std::fs::write(&lb.config, support::pool("/", &[a.addr], "1h")).unwrap();
+    let removed = next_event(&mut events).await;
+    assert_eq!(removed.cause, EventCause::EcReload as i32, "{removed:?}");
+    assert_eq!(removed.status, BackendStatus::BsSick as i32, "{removed:?}");
+    assert_eq!(removed.reason, "removed from the pool", "{removed:?}");
+    assert_eq!(port_of(&removed), Some(b.addr.port()));
+}
+
+/// The port of the backend an event is about.
+fn port_of(event: &lb::control::proto::HealthEvent) -> Option<u16> {
+    use lb::control::proto::backend::Backend as Kind;
+    match event.backend.as_ref()?.backend.as_ref()? {
+        Kind::IpBackend(ip) => u16::try_from(ip.port).ok(),
+    }
+}

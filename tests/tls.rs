@@ -195,6 +195,11 @@ async fn plaintext_and_untrusted_clients_are_refused() {
         err.starts_with("lbctl: ") && err.contains("--tls-ca"),
         "{err}"
     );
+    // Said as what it is: a TLS listener that lbctl spoke plaintext to.
+    assert!(
+        err.contains("serves TLS and lbctl spoke plaintext"),
+        "{err}"
+    );
 
     let (ok, _, err) = lbctl(
         &lb,

@@ -157,7 +157,29 @@ impl Applier {
                 };
                 let speaking = checkers.backend_speaking(&key, pool_config.backend_tls.as_ref());
                 let backend = match speaking {
-                    Some(existing) => Arc::clone(existing),
+                    Some(existing) => {
+                        let before = existing.admin();
+                        if before != declared.state {
+                            let rotation = match declared.state {
+                                AdminState::Enabled if existing.is_healthy() => "back in rotation",
+                                AdminState::Enabled => "in rotation once its checks pass",
+                                AdminState::Drain => "out of rotation, requests in flight finish",
+                                AdminState::Disabled => "out of rotation, not checked",
+                            };
+                            health::announce(
+                                checkers.events(),
+                                &pattern,
+                                (existing, true),
+                                health::Cause::Admin,
+                                format!(
+                                    "{} -> {}: {rotation}",
+                                    before.as_str(),
+                                    declared.state.as_str()
+                                ),
+                            );
+                        }
+                        Arc::clone(existing)
+                    }
                     // New to the pool: healthy or sick as its first probe said (sick if none).
                     None => {
                         let backend = Backend::new(declared.addr.clone(), false);
@@ -170,6 +192,17 @@ impl Applier {
                                 &probe.outcome,
                                 probe.took,
                                 checkers.events(),
+                            );
+                        }
+                        // Only a pool that ran before gains it by a reload; the first load adds
+                        // every backend.
+                        if previous.is_some() {
+                            health::announce(
+                                checkers.events(),
+                                &pattern,
+                                (&backend, true),
+                                health::Cause::Reload,
+                                format!("added to the pool, {}", declared.state.as_str()),
                             );
                         }
                         Arc::new(backend)
@@ -189,6 +222,21 @@ impl Applier {
                 backend
             })
             .collect();
+        if let Some(previous) = previous {
+            for gone in previous
+                .backends
+                .iter()
+                .filter(|b| !wanted.iter().any(|(addr, _, _)| *addr == b.addr))
+            {
+                health::announce(
+                    checkers.events(),
+                    &pattern,
+                    (gone, false),
+                    health::Cause::Reload,
+                    "removed from the pool".to_owned(),
+                );
+            }
+        }
         checkers.reconcile_pool(&pattern, wanted);
         let canary = pool_config.canary.as_ref().map(|canary| Canary {
             weight: Weight::from_percent(canary.weight),
@@ -281,6 +329,21 @@ impl Applier {
                 pools.push(self.build_pool(&mut state.checkers, pool_config, probed, before));
             }
             let declared: HashSet<&str> = config.pools.iter().map(|p| p.pattern.as_str()).collect();
+            for gone in previous
+                .pools
+                .iter()
+                .filter(|p| !declared.contains(&*p.pattern))
+            {
+                for backend in gone.backends.iter() {
+                    health::announce(
+                        state.checkers.events(),
+                        &gone.pattern,
+                        (backend, false),
+                        health::Cause::Reload,
+                        "its pool was removed".to_owned(),
+                    );
+                }
+            }
             state
                 .checkers
                 .retain_pools(|pattern| declared.contains(pattern));

@@ -358,6 +358,7 @@ struct Unreachable {
 fn main() -> ExitCode {
     let args = Args::parse_from(lbctl::normalise_args(std::env::args()));
     let (tls, client_cert) = (args.tls_ca.is_some(), args.tls_cert.is_some());
+    let target = args.lb.clone();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -398,13 +399,54 @@ fn main() -> ExitCode {
                 Some(unreachable) => format!("lbctl: {unreachable}"),
                 None => format!("lbctl: error: {error:#}"),
             };
-            match lbctl::tls_hint(&line, tls, client_cert) {
-                Some(hint) => eprintln!("{line} ({hint})"),
-                None => eprintln!("{line}"),
+            let probed = if lbctl::worth_a_probe(&line) {
+                runtime.block_on(diagnose(&target, tls))
+            } else {
+                None
+            };
+            match (probed, lbctl::tls_hint(&line, tls, client_cert)) {
+                (Some(cause), _) => {
+                    eprintln!("lbctl: error: {cause}\n  (the call failed with: {line})")
+                }
+                (None, Some(hint)) => eprintln!("{line} ({hint})"),
+                (None, None) => eprintln!("{line}"),
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// What listens at `lb` when a call failed on the wire: one plain `GET /status.json` over
+/// HTTP/1, whose first bytes (an HTTP/1 status line, a TLS alert, or nothing lbctl knows) say
+/// whether it is lb's admin or data port, a TLS listener or a plaintext one. Bounded to 2 s.
+async fn diagnose(lb: &str, tls: bool) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = lb
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    let (mut answer, mut connected) = (Vec::new(), false);
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        connected = true;
+        let request =
+            format!("GET /status.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut chunk = [0u8; 4096];
+        while answer.len() < 64 * 1024 {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Some(())
+    };
+    // A listener that keeps the connection open answers with what it sent within the bound.
+    let _ = tokio::time::timeout(Duration::from_secs(2), exchange).await;
+    if !connected {
+        return None;
+    }
+    lbctl::diagnosis(addr, &answer, tls)
 }
 
 /// Prints a usage error in clap's format, with the subcommand's usage line, and exits 2.
@@ -1028,7 +1070,7 @@ async fn wait_drained(
 async fn status(args: &Args) -> anyhow::Result<String> {
     let mut client = connect(args).await?;
     let status = client
-        .status(proto::StatusReq {})
+        .status(proto::StatusReq::default())
         .await
         .map_err(rpc_error)?
         .into_inner();
@@ -1039,13 +1081,35 @@ async fn status(args: &Args) -> anyhow::Result<String> {
 }
 
 /// `status --fleet`: each instance's sync status, asked in turn; an unreachable one is a row
-/// saying so, not a failure of the command.
+/// saying so, not a failure of the command. A second round asks each instance where the heads
+/// and served commits of the first stand against its own remote head, which is how the fleet's
+/// head is found (by ancestry: the one holding all the others).
 async fn status_fleet(args: &Args, fleet: &[String]) -> anyhow::Result<String> {
+    let first = fleet_round(args, fleet, Vec::new()).await;
+    let commits = lbctl::fleet_commits(&first);
+    let rows = if commits.is_empty() {
+        first
+    } else {
+        fleet_round(args, fleet, commits).await
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    Ok(match args.output {
+        Output::Json => lbctl::json_text(&lbctl::fleet_json(&rows)),
+        Output::Text => lbctl::render_fleet(&rows, now),
+    })
+}
+
+/// One Status of every instance, with `commits` to place.
+async fn fleet_round(args: &Args, fleet: &[String], commits: Vec<String>) -> Vec<lbctl::FleetRow> {
     let mut rows = Vec::with_capacity(fleet.len());
     for addr in fleet {
         let answer = match connect_to(args, addr).await {
             Ok(mut client) => client
-                .status(proto::StatusReq {})
+                .status(proto::StatusReq {
+                    commits: commits.clone(),
+                })
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
@@ -1053,10 +1117,7 @@ async fn status_fleet(args: &Args, fleet: &[String]) -> anyhow::Result<String> {
         };
         rows.push((addr.clone(), answer));
     }
-    Ok(match args.output {
-        Output::Json => lbctl::json_text(&lbctl::fleet_json(&rows)),
-        Output::Text => lbctl::render_fleet(&rows),
-    })
+    rows
 }
 
 async fn sync(args: &Args) -> anyhow::Result<String> {

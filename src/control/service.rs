@@ -117,6 +117,15 @@ fn proto_sync(status: &SyncStatus) -> proto::SyncStatus {
         remote_head: status.remote_head.clone().unwrap_or_default(),
         last_success_unix: status.last_success_unix.unwrap_or(0),
         last_error: status.last_error.clone().unwrap_or_default(),
+        ..proto::SyncStatus::default()
+    }
+}
+
+fn proto_commit(info: sync::CommitInfo) -> proto::CommitInfo {
+    proto::CommitInfo {
+        commit: info.commit,
+        subject: info.subject,
+        committed_unix: info.committed_unix,
     }
 }
 
@@ -594,8 +603,27 @@ impl LoadBalancer for ControlService {
 
     async fn status(
         &self,
-        _request: Request<proto::StatusReq>,
+        request: Request<proto::StatusReq>,
     ) -> Result<Response<proto::StatusResp>, Status> {
+        let mut sync_status = self
+            .applier
+            .metrics()
+            .sync
+            .load_full()
+            .map(|status| proto_sync(&status));
+        if let (Some(proto_status), Some(sync)) = (&mut sync_status, &self.writes.sync) {
+            let commits = sync.commits(&request.get_ref().commits).await;
+            proto_status.serving = commits.serving.map(proto_commit);
+            proto_status.remote_head_info = commits.remote_head.map(proto_commit);
+            proto_status.places = commits
+                .places
+                .into_iter()
+                .map(|(commit, in_remote_head)| proto::CommitPlace {
+                    commit,
+                    in_remote_head,
+                })
+                .collect();
+        }
         let applied = self.applier.status();
         let tls_failure = self.certificates.as_ref().and_then(|s| s.last_failure());
         let topology = self.applier.topology().load();
@@ -635,12 +663,7 @@ impl LoadBalancer for ControlService {
                     is_default: c.default,
                 })
                 .collect(),
-            sync: self
-                .applier
-                .metrics()
-                .sync
-                .load_full()
-                .map(|status| proto_sync(&status)),
+            sync: sync_status,
             tls_reload_error: tls_failure
                 .as_ref()
                 .map(|f| f.error.clone())
@@ -873,6 +896,8 @@ impl LoadBalancer for ControlService {
                     health::Cause::Check => proto::EventCause::EcCheck,
                     health::Cause::Ejection => proto::EventCause::EcEjection,
                     health::Cause::Readmission => proto::EventCause::EcReadmission,
+                    health::Cause::Admin => proto::EventCause::EcAdmin,
+                    health::Cause::Reload => proto::EventCause::EcReload,
                 } as i32,
                 unix_ms: event
                     .at
