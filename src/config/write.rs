@@ -17,7 +17,8 @@
 //! prevent is a *second* save that reads the file in the microseconds lb's file is visible
 //! before a first save (landed between lb's last `stat` and its swap) is swapped back: that
 //! second save, based on lb's text, then replaces the first. The `stat` right before the swap
-//! and the identity check right after it keep that window to a few syscalls.
+//! and the identity check right after it keep that window to a few syscalls, and the first save
+//! is then kept beside the file as `<file>.superseded-<unix ms>` (logged), so nothing is lost.
 //!
 //! Where the exchange is not available (not Linux, or a filesystem that answers `EINVAL`), the
 //! file is re-read just before a plain rename: the guarantee is then weaker, as a save landing
@@ -188,13 +189,21 @@ fn replace_in(
 /// Another save may land at `target` between the two swaps: then *it* comes back out, and it is
 /// newer than what went in, so it is swapped in again in turn, until what comes out is what lb
 /// put in last (lb's file, or an older save that a newer one supersedes).
+///
+/// When what comes out last is not lb's file but an older save, the newer one may have been
+/// based on lb's text (read in the moment it was visible) and so lack what the older one
+/// changed: the older save is kept beside the file ([`keep_superseded`]), never removed.
 fn put_back(temp: NamedTempFile, target: &Path) -> io::Result<()> {
+    let ours = identity(&temp.as_file().metadata()?);
     // What `target` holds if nobody saved since the last swap.
-    let mut put_in = identity(&temp.as_file().metadata()?);
+    let mut put_in = ours;
     for _ in 0..MAX_PUT_BACK {
         let going_in = identity(&fs::symlink_metadata(temp.path())?);
         exchange(temp.path(), target)?;
         if identity(&fs::symlink_metadata(temp.path())?) == put_in {
+            if put_in != ours {
+                keep_superseded(temp, target)?;
+            }
             return Ok(());
         }
         put_in = going_in;
@@ -205,6 +214,23 @@ fn put_back(temp: NamedTempFile, target: &Path) -> io::Result<()> {
         "the file kept changing while lb put a save back; the newest save is at {}",
         kept.display()
     )))
+}
+
+/// Keeps the save `temp` designates, superseded while lb put it back, as
+/// `<file>.superseded-<unix ms>` beside `target`, and says so: a person merges it by hand if
+/// the newer save lacks what it changed.
+fn keep_superseded(temp: NamedTempFile, target: &Path) -> io::Result<()> {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".superseded-{millis}"));
+    let kept = target.with_file_name(name);
+    temp.into_temp_path()
+        .persist_noclobber(&kept)
+        .map_err(|e| e.error)?;
+    tracing::warn!(file = %target.display(), kept = %kept.display(), "a save landed while lb was putting back an earlier one; the earlier save is kept beside the file in case the newer one lacks its change");
+    Ok(())
 }
 
 /// The fallback where files cannot be swapped: compare, then rename. NOTE: a save landing
@@ -359,6 +385,44 @@ mod tests {
 
     fn is_symlink(path: &Path) -> bool {
         fs::symlink_metadata(path).unwrap().file_type().is_symlink()
+    }
+
+    /// The double race, step by step: save S1 is swapped out by lb's file, save S2 is made
+    /// over lb's file before lb puts S1 back. S2, the newest, stays in place; S1 is kept
+    /// beside it, not removed.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn a_save_superseded_while_it_is_put_back_is_kept_beside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        fs::write(&path, "S1: a person's save").unwrap();
+        let mut lbs = tempfile::Builder::new()
+            .prefix(".lb.toml.")
+            .tempfile_in(dir.path())
+            .unwrap();
+        lbs.write_all(b"lb's edit").unwrap();
+        exchange(lbs.path(), &path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "lb's edit");
+        let editor = dir.path().join(".lb.toml.editor");
+        fs::write(&editor, "lb's edit\nS2: a save based on lb's text").unwrap();
+        fs::rename(&editor, &path).unwrap();
+
+        put_back(lbs, &path).unwrap();
+
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "lb's edit\nS2: a save based on lb's text"
+        );
+        let kept: Vec<String> = names(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with("lb.toml.superseded-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{:?}", names(dir.path()));
+        assert_eq!(
+            fs::read_to_string(dir.path().join(&kept[0])).unwrap(),
+            "S1: a person's save"
+        );
+        assert_eq!(names(dir.path()).len(), 2, "nothing else left behind");
     }
 
     #[test]
