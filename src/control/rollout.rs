@@ -479,3 +479,83 @@ impl Controller {
         self.looks.record(SystemTime::now(), looked);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n\
+        [pools.\"/\"]\ninterval = \"1h\"\nbackends = [\"127.0.0.1:1\"]\n\n\
+        [pools.\"/\".canary]\nbackends = [\"127.0.0.1:2\"]\nweight = 10\n\n\
+        [pools.\"/\".rollout]\nsteps = [10, 100]\nbake = \"1s\"\nmin_requests = 1\n\
+        state = \"running\"\nstep = 1\nstep_started = \"2026-01-01T00:00:00Z\"\ndriver = \"a\"\n";
+
+    fn rollout_pool(applier: &Applier) -> PoolConfig {
+        applier.rollout_pools()[0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_takeover_and_the_old_driver_s_move_cannot_both_land() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, FILE).expect("write");
+        let (applier, _) = Applier::load(&path).await.expect("load");
+        let seen = rollout_pool(&applier);
+
+        // b was sent `resume` on what a drives: a takeover, step and start time kept.
+        assert!(
+            action(&seen, Action::Resume, "alice", Some("a")).is_err(),
+            "the driver itself has nothing to resume"
+        );
+        let takeover = action(&seen, Action::Resume, "alice", Some("b")).expect("takeover");
+        // Meanwhile a decided to advance, on the same view of the file.
+        let (stable, canary) = (
+            crate::canary::stats::Summary {
+                requests: 5,
+                classes: [5, 0, 0, 0],
+                ..Default::default()
+            },
+            crate::canary::stats::Summary {
+                requests: 5,
+                classes: [5, 0, 0, 0],
+                ..Default::default()
+            },
+        );
+        let windows = rollout::Windows {
+            stable,
+            canary,
+            peers: rollout::Peers::default(),
+        };
+        let now = SystemTime::now();
+        let view = rollout::view(&seen, windows, Some("a"), now).expect("view");
+        assert_eq!(view.next, rollout::Next::Advance(2));
+        let advance = rollout::decide(&view, now).expect("a's move");
+
+        let options = MutateOptions::default();
+        applier
+            .mutate(takeover, &options)
+            .await
+            .expect("the takeover lands");
+        let after = rollout_pool(&applier);
+        let progress = &after.rollout.as_ref().expect("rollout").progress;
+        assert_eq!(progress.driver.as_deref(), Some("b"));
+        assert_eq!(
+            (progress.state, progress.step),
+            (seen.rollout.as_ref().unwrap().progress.state, 1)
+        );
+        assert_eq!(
+            progress.step_started,
+            seen.rollout.as_ref().unwrap().progress.step_started
+        );
+        let refused = applier
+            .mutate(advance, &options)
+            .await
+            .expect_err("a's move was decided on a's driving");
+        assert!(refused.to_string().contains("driven by b"), "{refused}");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.contains("step = 1\n") && text.contains("driver = \"b\""),
+            "{text}"
+        );
+    }
+}
