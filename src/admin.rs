@@ -1,6 +1,7 @@
 //! admin: owns the operator-facing listener — `/metrics` (Prometheus), `/healthz`, `/readyz`,
-//! `/status.json` and the live dashboard at `/`. It only reads the topology, health and
-//! counters; it never changes them.
+//! `/status.json`, the live dashboard at `/`, and `/rollout/windows`, a pool's canary
+//! comparison windows as this instance counted them (what a fleet's rollout driver sums). It
+//! only reads the topology, health and counters; it never changes them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,6 +32,28 @@ pub struct Admin {
     pub global: Arc<Global>,
     /// The `[tls]` certificates, for their names and expiry; `None` without `[tls]`.
     pub certificates: Option<Arc<crate::tls::Store>>,
+    /// This instance's name (`lb --instance`).
+    pub instance: Arc<str>,
+    /// Whether this instance is one of a `[sync]` fleet (a rollout's `driver` applies).
+    pub fleet: bool,
+    /// The rollout controller's last looks, the fleet's windows included.
+    pub looks: Arc<crate::rollout::Looks>,
+}
+
+/// `GET /rollout/windows?pool=PATTERN&seconds=N`: one pool's windows as this instance counted
+/// them, for a fleet's rollout driver to add up.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct WindowsDoc {
+    /// The answering instance's name: the driver skips its own.
+    pub instance: String,
+    /// The pool's pattern.
+    pub pool: String,
+    /// The window's length, seconds (at most the windows' 300).
+    pub seconds: u64,
+    /// The stable side over the window.
+    pub stable: canary::stats::Summary,
+    /// The canary side over the window.
+    pub canary: canary::stats::Summary,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
@@ -108,16 +131,64 @@ impl Admin {
                 with_type(body, "application/json")
             }
             "/" => with_type(DASHBOARD.to_owned(), "text/html; charset=utf-8"),
+            "/rollout/windows" => self.windows(request.uri().query().unwrap_or_default()),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
+    /// `/rollout/windows`: `pool` (percent-encoded) and `seconds` (1 to 300, default 60).
+    fn windows(&self, query: &str) -> Response<Full<Bytes>> {
+        let (mut pool, mut seconds) = (None, canary::COMPARISON_SECONDS);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match (key, percent_decode(value)) {
+                ("pool", Some(value)) => pool = Some(value),
+                ("seconds", Some(value)) => match value.parse::<u64>() {
+                    Ok(n @ 1..=canary::stats::WINDOW_SECONDS) => seconds = n,
+                    _ => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "seconds must be a whole number from 1 to 300\n",
+                        )
+                    }
+                },
+                _ => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "the query takes pool=PATTERN (percent-encoded) and seconds=N\n",
+                    )
+                }
+            }
+        }
+        let Some(pool) = pool else {
+            return text(StatusCode::BAD_REQUEST, "pool=PATTERN is required\n");
+        };
+        let topology = self.applier.topology().load();
+        if topology.pool(&pool).is_none() {
+            return text(StatusCode::NOT_FOUND, "no such pool\n");
+        }
+        let (stable, canary) = crate::rollout::local_windows(&pool, &topology, seconds);
+        let doc = WindowsDoc {
+            instance: self.instance.to_string(),
+            pool,
+            seconds,
+            stable,
+            canary,
+        };
+        with_type(
+            serde_json::to_string(&doc).unwrap_or_default(),
+            "application/json",
+        )
+    }
+
     /// The `/status.json` document for `topology`.
     pub fn status(&self, topology: &Topology) -> StatusDoc {
+        let me = self.fleet.then_some(&*self.instance);
         let status = self.applier.status();
         let tls_failure = self.certificates.as_ref().and_then(|s| s.last_failure());
         let (rollouts, now) = (self.applier.rollout_pools(), std::time::SystemTime::now());
         StatusDoc {
+            instance: self.instance.to_string(),
             config_path: self.applier.path().display().to_string(),
             generation: status.generation,
             content_hash: status.content_hash.clone(),
@@ -147,7 +218,9 @@ impl Admin {
                     let rollout = rollouts
                         .iter()
                         .find(|p| *p.pattern == *pool.pattern)
-                        .and_then(|p| crate::rollout::view(p, topology, now))
+                        .and_then(|p| {
+                            crate::rollout::status_view(p, topology, &self.looks, me, now)
+                        })
                         .map(|view| rollout_doc(&view));
                     let n_healthy = pool.n_healthy();
                     let n_in_rotation = pool.backends.iter().filter(|b| b.in_rotation()).count();
@@ -213,6 +286,8 @@ pub fn pool_state(n_backends: usize, n_healthy: usize, n_in_rotation: usize) -> 
 /// The `/status.json` document: what is applied and every pool's health.
 #[derive(Serialize)]
 pub struct StatusDoc {
+    /// This instance's name (`lb --instance`, `LB_INSTANCE`, else the hostname).
+    pub instance: String,
     /// The config file lb reads.
     pub config_path: String,
     /// The applied generation.
@@ -285,6 +360,18 @@ pub struct RolloutDoc {
     pub next: String,
     /// Why the state is what it is.
     pub reason: Option<String>,
+    /// With `[sync]`: the instance that moves the rollout; absent when none has claimed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The canary's weight the file declares now, percent.
+    pub weight_percent: Option<u8>,
+    /// On the driver: the peers whose windows are in the verdict, those down and those
+    /// unreachable, as of the controller's last look.
+    pub peers_summed: Vec<String>,
+    /// Peers where nothing listens.
+    pub peers_down: Vec<String>,
+    /// Peers that did not answer.
+    pub peers_unreachable: Vec<String>,
 }
 
 fn rollout_doc(view: &crate::rollout::View) -> RolloutDoc {
@@ -307,6 +394,16 @@ fn rollout_doc(view: &crate::rollout::View) -> RolloutDoc {
         verdict_reasons,
         next: crate::rollout::next_text(view),
         reason: progress.reason.clone(),
+        driver: progress.driver.clone(),
+        weight_percent: view.weight,
+        peers_summed: view.peers.summed.clone(),
+        peers_down: view.peers.down.iter().map(|u| u.peer.clone()).collect(),
+        peers_unreachable: view
+            .peers
+            .unreachable
+            .iter()
+            .map(|u| u.peer.clone())
+            .collect(),
     }
 }
 
@@ -395,6 +492,28 @@ pub struct BackendDoc {
     pub requests: u64,
 }
 
+/// Decodes `%XX` escapes and `+` (a space, as forms send it); `None` for a broken escape or
+/// text that is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(&hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
@@ -407,4 +526,23 @@ fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> 
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn a_pattern_comes_back_from_its_percent_encoding() {
+        assert_eq!(percent_decode("%2F").as_deref(), Some("/"));
+        assert_eq!(
+            percent_decode("GET+example.com%2Fapi%2F%7Bid%7D").as_deref(),
+            Some("GET example.com/api/{id}")
+        );
+        assert_eq!(percent_decode("%E2%9C%93").as_deref(), Some("\u{2713}"));
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
+    }
 }

@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use crate::config::edit::{EditError, PoolSpec, RolloutEdit};
 use crate::config::write::WriteError;
 use crate::config::{
-    self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig, RolloutState,
+    self, AdminState, BackendAddr, BackendsSpans, Config, Diagnostic, PoolConfig, RolloutAt,
 };
 use crate::health::{self, Checkers};
 pub use crate::metrics::Status;
@@ -105,10 +105,10 @@ pub enum Mutation {
         pattern: String,
         /// The edit.
         change: RolloutEdit,
-        /// The rollout's state and step the change was decided on: when the file no longer
-        /// has them (someone moved the rollout meanwhile) the change is ABORTED, so no step is
-        /// applied twice. `None`: whatever the rollout's progress.
-        expect: Option<(Option<RolloutState>, usize)>,
+        /// The rollout's state, step and driver the change was decided on: when the file no
+        /// longer has them (someone moved or took over the rollout meanwhile) the change is
+        /// ABORTED, so no step is applied twice. `None`: whatever the rollout's progress.
+        expect: Option<RolloutAt>,
         /// One line for logs and the commit's subject (`rollout /: step 2 of 4, weight 25%`).
         summary: String,
         /// The commit's body: the figures the change was decided on.
@@ -317,6 +317,8 @@ pub struct Applier {
     /// The applied config's pools that declare a `[pools."P".rollout]`, for the rollout
     /// controller (which reads them outside the writer lock).
     rollouts: ArcSwap<Vec<PoolConfig>>,
+    /// The applied config's `[sync] peers`, for the rollout driver.
+    peers: ArcSwap<Vec<String>>,
 }
 
 /// A SHA-256 of lb.toml's text.
@@ -460,6 +462,7 @@ impl Applier {
             expected: ArcSwapOption::empty(),
             tls: tokio::sync::watch::Sender::new(config.tls.clone()),
             rollouts: ArcSwap::from_pointee(Vec::new()),
+            peers: ArcSwap::from_pointee(Vec::new()),
         });
         // Settings that only take effect at start are returned to the caller; the pools go into
         // the first topology.
@@ -491,6 +494,11 @@ impl Applier {
     /// The applied pools that declare a rollout, as the file has them.
     pub fn rollout_pools(&self) -> Arc<Vec<PoolConfig>> {
         self.rollouts.load_full()
+    }
+
+    /// The applied config's `[sync] peers` (empty without `[sync]`).
+    pub fn sync_peers(&self) -> Arc<Vec<String>> {
+        self.peers.load_full()
     }
 
     /// The config file it reads and writes.

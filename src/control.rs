@@ -4,10 +4,13 @@
 //!
 //! - `service`: the RPCs.
 //! - `canary`: the CanaryStatus answer (a pool's two sides and the verdict).
+//! - `rollout`: RolloutStatus, the rollout actions and the rollout controller task.
+//! - `peers`: the fleet's windows, fetched from `[sync] peers` for the rollout driver.
 //! - `tooling`: `grpc.health.v1.Health` and server reflection, for probes and grpcurl.
 //! - `tls`: the listener's (and lbctl's) PEM files and rustls settings.
 
 mod canary;
+mod peers;
 pub mod proto;
 mod rollout;
 pub use rollout::{start_mutation as rollout_start_mutation, Controller as RolloutController};
@@ -29,7 +32,6 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::apply::Applier;
 use proto::load_balancer_server::LoadBalancerServer;
 
 /// Why the control server stopped with an error.
@@ -43,7 +45,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves the control API on `listener` until `shutdown` is cancelled, then stops accepting,
+/// Serves the control API (`service`, built over the applier with the same `shutdown`) on
+/// `listener` until `shutdown` is cancelled, then stops accepting,
 /// ends open health watches (`UNAVAILABLE` for `WatchHealth`, `NOT_SERVING` and a clean end for
 /// `grpc.health.v1.Health`) and lets RPCs in flight finish (the caller bounds how long).
 ///
@@ -54,20 +57,13 @@ pub enum ServeError {
 /// when it is mutual, each client must present a certificate signed by the configured CA.
 pub async fn serve(
     listener: TcpListener,
-    applier: Arc<Applier>,
+    service: ControlService,
     token: Option<Token>,
     tls: Option<ServerTls>,
-    certificates: Option<Arc<crate::tls::Store>>,
-    writes: Writes,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let auth = Auth { token };
-    let service = LoadBalancerServer::with_interceptor(
-        ControlService::new(applier, shutdown.clone())
-            .with_certificates(certificates)
-            .with_writes(writes),
-        auth.clone(),
-    );
+    let service = LoadBalancerServer::with_interceptor(service, auth.clone());
     let reflection_v1 = InterceptedService::new(tooling::reflection().build_v1()?, auth.clone());
     let reflection_v1alpha = InterceptedService::new(tooling::reflection().build_v1alpha()?, auth);
     let mut server = tonic::transport::Server::builder();

@@ -97,6 +97,7 @@ pub async fn start(
         grpc: None,
         admin: None,
         insecure_control: false,
+        instance: Some("demo".to_owned()),
         access_log,
     })
     .await?;

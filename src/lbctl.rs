@@ -381,7 +381,8 @@ pub fn render_pools(pools: &proto::ListPoolsResp, colour: bool) -> String {
 /// `lbctl status`: the file, its generation and hash, the last reload, then one row per pool.
 pub fn render_status(status: &proto::StatusResp, colour: bool) -> String {
     let mut out = format!(
-        "config:      {}\ngeneration:  {}\nsha256:      {}\nlast reload: {}\n\n",
+        "instance:    {}\nconfig:      {}\ngeneration:  {}\nsha256:      {}\nlast reload: {}\n\n",
+        status.instance,
         status.config_path,
         status.generation,
         status.content_hash,
@@ -772,6 +773,7 @@ pub fn pools_json(pools: &proto::ListPoolsResp) -> serde_json::Value {
 /// The `--output json` form of Status.
 pub fn status_json(status: &proto::StatusResp) -> serde_json::Value {
     serde_json::json!({
+        "instance": status.instance,
         "config_path": status.config_path,
         "generation": status.generation,
         "content_hash": status.content_hash,

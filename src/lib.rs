@@ -86,6 +86,9 @@ pub struct Options {
     pub admin: Option<SocketAddr>,
     /// Serve the control API on a non-loopback address without a token, knowingly.
     pub insecure_control: bool,
+    /// This instance's name in a fleet (a rollout's `driver`); `None`: the machine's hostname,
+    /// else the admin listener's address, else the control listener's.
+    pub instance: Option<String>,
     /// Where the access log goes (off by default; the binary sets it from `[log]`).
     pub access_log: access_log::AccessLog,
 }
@@ -148,6 +151,8 @@ pub struct Lb {
     access_log: access_log::AccessLog,
     /// `[sync]`: the git remote this instance follows and pushes its changes to.
     sync: Option<Arc<sync::GitSync>>,
+    /// This instance's name ([`Options::instance`], resolved).
+    instance: Arc<str>,
 }
 
 impl Lb {
@@ -220,6 +225,20 @@ impl Lb {
         for addr in &startup.listen.https {
             https.push(bind("https", *addr).await?);
         }
+        let instance: Arc<str> = match options.instance.filter(|n| !n.trim().is_empty()) {
+            Some(name) => Arc::from(name.trim()),
+            None => hostname()
+                .or_else(|| {
+                    admin
+                        .as_ref()
+                        .and_then(|l| l.local_addr().ok())
+                        .map(|a| a.to_string())
+                })
+                .or_else(|| grpc.local_addr().ok().map(|a| a.to_string()))
+                .unwrap_or_else(|| "lb".to_owned())
+                .into(),
+        };
+        tracing::info!(%instance, "instance name");
         Ok(Lb {
             applier,
             startup,
@@ -232,7 +251,13 @@ impl Lb {
             certificates,
             access_log: options.access_log,
             sync,
+            instance,
         })
+    }
+
+    /// This instance's name (`--instance`, else the hostname or a listener's address).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The proxy listener's bound address (the real port when the config asks for port 0).
@@ -274,18 +299,26 @@ impl Lb {
         let writes = control::Writes {
             read_only: self.startup.control.read_only,
             sync: self.sync.clone(),
+            instance: Arc::clone(&self.instance),
         };
+        let looks = Arc::new(rollout::Looks::default());
         tokio::spawn(
-            control::RolloutController::new(Arc::clone(&self.applier), writes.clone())
-                .run(stopping.clone()),
+            control::RolloutController::new(
+                Arc::clone(&self.applier),
+                writes.clone(),
+                Arc::clone(&looks),
+            )
+            .run(stopping.clone()),
         );
+        let service = control::ControlService::new(Arc::clone(&self.applier), stopping.clone())
+            .with_certificates(self.certificates.clone())
+            .with_writes(writes)
+            .with_looks(Arc::clone(&looks));
         let mut control = tokio::spawn(control::serve(
             self.grpc,
-            Arc::clone(&self.applier),
+            service,
             self.token,
             self.tls,
-            self.certificates.clone(),
-            writes,
             stopping.clone(),
         ));
         if let Some(sync) = &self.sync {
@@ -296,6 +329,9 @@ impl Lb {
                 applier: Arc::clone(&self.applier),
                 global: Arc::clone(self.applier.metrics()),
                 certificates: self.certificates.clone(),
+                instance: Arc::clone(&self.instance),
+                fleet: self.sync.is_some(),
+                looks,
             });
             tokio::spawn(admin::serve(
                 listener,
@@ -365,6 +401,17 @@ impl Lb {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The machine's hostname (the kernel's, as `hostname` prints it), when it has one.
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| {
+            let name = std::fs::read_to_string(path).ok()?;
+            let name = name.trim();
+            (!name.is_empty() && name != "(none)").then(|| name.to_owned())
+        })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {

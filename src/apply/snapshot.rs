@@ -36,7 +36,11 @@ impl StartOnly {
             tls: config.control.tls.clone(),
             log: config.log.clone(),
             read_only: config.control.read_only,
-            sync: config.sync.clone(),
+            // `peers` is read on every reload (the rollout driver's), not at start.
+            sync: config.sync.clone().map(|sync| config::SyncConfig {
+                peers: Vec::new(),
+                ..sync
+            }),
         }
     }
 
@@ -368,6 +372,10 @@ impl Applier {
             .cloned()
             .collect();
         self.rollouts.store(Arc::new(rollouts));
+        let peers = config.sync.as_ref().map(|s| s.peers.clone());
+        if **self.peers.load() != peers.clone().unwrap_or_default() {
+            self.peers.store(Arc::new(peers.unwrap_or_default()));
+        }
         let hash = sha256(text);
         state.applied_hash = Some(hash);
         state.applied = Some(config);

@@ -370,22 +370,13 @@ fn edit_text(
             ..
         } => {
             let pool = pool(pattern)?;
-            if let Some((state, step)) = expect {
-                let now = pool
-                    .rollout
-                    .as_ref()
-                    .map(|r| (r.progress.state, r.progress.step));
-                if now != Some((*state, *step)) {
+            if let Some(expected) = expect {
+                let now = pool.rollout.as_ref().map(|r| r.progress.at());
+                if now.as_ref() != Some(expected) {
                     return Err(MutateError::Aborted {
                         reason: format!(
                             "the rollout of {pattern:?} moved since this change was decided (it is {}); nothing was changed",
-                            now.map_or_else(
-                                || "gone".to_owned(),
-                                |(state, step)| format!(
-                                    "{} at step {step}",
-                                    state.map_or("not started", |s| s.as_str())
-                                )
-                            )
+                            now.map_or_else(|| "gone".to_owned(), |at| at.to_string())
                         ),
                     });
                 }

@@ -39,6 +39,10 @@ struct Args {
     /// Allow the control API on a non-loopback address without [control] token_file.
     #[arg(long)]
     insecure_control: bool,
+    /// This instance's name in a [sync] fleet: what a rollout's `driver` key names [default:
+    /// the hostname, else the admin listen address].
+    #[arg(long, env = "LB_INSTANCE")]
+    instance: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -247,6 +251,7 @@ async fn serve(args: Args, access_log: AccessLog) -> Result<(), lb::Error> {
                 grpc: args.grpc,
                 admin: args.admin,
                 insecure_control: args.insecure_control,
+                instance: args.instance,
                 access_log,
             })
             .await?;

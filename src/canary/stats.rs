@@ -213,8 +213,10 @@ fn latency_bucket(latency: Duration) -> usize {
         .unwrap_or(LATENCY_BOUNDS_MS.len())
 }
 
-/// One side's sums over a window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// One side's sums over a window. Plain counters and histogram buckets, so the summaries of
+/// several instances over the same window add up to the fleet's ([`Summary::add`]); serialised
+/// as the admin listener's `/rollout/windows` answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// The window's length in seconds.
     pub seconds: u64,
@@ -230,6 +232,34 @@ pub struct Summary {
     pub timeouts: u64,
     /// Requests per latency bucket (bounds [`LATENCY_BOUNDS_MS`], then the overflow).
     pub latency: [u64; LATENCY_BUCKETS],
+}
+
+impl std::ops::AddAssign<&Summary> for Summary {
+    fn add_assign(&mut self, other: &Summary) {
+        self.seconds = self.seconds.max(other.seconds);
+        self.requests += other.requests;
+        for (total, n) in self.classes.iter_mut().zip(&other.classes) {
+            *total += n;
+        }
+        for (total, n) in self.own.iter_mut().zip(&other.own) {
+            *total += n;
+        }
+        self.connect_failures += other.connect_failures;
+        self.timeouts += other.timeouts;
+        for (total, n) in self.latency.iter_mut().zip(&other.latency) {
+            *total += n;
+        }
+    }
+}
+
+impl std::ops::Add<&Summary> for Summary {
+    type Output = Summary;
+
+    /// Both summaries' counters and buckets added (the window is the longer of the two).
+    fn add(mut self, other: &Summary) -> Summary {
+        self += other;
+        self
+    }
 }
 
 impl Summary {
@@ -358,6 +388,36 @@ mod tests {
             Some(ms(10_000)),
             "the overflow reads as the last bound"
         );
+    }
+
+    #[test]
+    fn summaries_add_counter_by_counter_and_bucket_by_bucket() {
+        let (a, b) = (SideStats::new(), SideStats::new());
+        for _ in 0..90 {
+            a.record(3, Outcome::Backend(200), ms(4));
+        }
+        for _ in 0..9 {
+            b.record(3, Outcome::Backend(500), ms(180));
+        }
+        b.record(3, Outcome::Lb(503), Duration::from_secs(30));
+        b.record_timeout(3);
+        let sum = a.summary(3, 10) + &b.summary(3, 20);
+        assert_eq!(sum.seconds, 20);
+        assert_eq!(sum.requests, 100);
+        assert_eq!(sum.classes, [90, 0, 0, 9]);
+        assert_eq!(sum.own, [0, 1, 0]);
+        assert_eq!((sum.connect_failures, sum.timeouts), (0, 1));
+        assert_eq!(sum.errors(), 10);
+        assert_eq!(sum.p50(), Some(ms(5)));
+        assert_eq!(
+            sum.p95(),
+            Some(ms(200)),
+            "the buckets add: 90 fast, 10 slow"
+        );
+        let mut folded = Summary::default();
+        folded += &a.summary(3, 10);
+        folded += &b.summary(3, 20);
+        assert_eq!(folded, sum);
     }
 
     #[test]

@@ -296,6 +296,11 @@ fn globals(out: &mut Changes, a: &Config, b: &Config) {
             out.value("sync.branch", true, &x.branch, &y.branch);
             out.value("sync.interval", true, x.interval, y.interval);
             out.optional("sync.author", true, x.author.as_ref(), y.author.as_ref());
+            let peers = |s: &super::SyncConfig| {
+                let quoted: Vec<String> = s.peers.iter().map(|p| quote(p)).collect();
+                format!("[{}]", quoted.join(", "))
+            };
+            out.push("sync.peers", false, Some(peers(x)), Some(peers(y)));
         }
         (x, y) => {
             let summary = |s: &super::SyncConfig| format!("{{ remote = {} }}", quote(&s.remote));
@@ -587,6 +592,7 @@ fn rollout_into(
     };
     out.push(&rk("step_started"), false, started(px), started(py));
     out.optional(&rk("reason"), false, px.reason.as_ref(), py.reason.as_ref());
+    out.optional(&rk("driver"), false, px.driver.as_ref(), py.driver.as_ref());
 }
 
 fn rollout_value(rollout: &RolloutConfig) -> String {

@@ -238,6 +238,9 @@ pub struct SyncConfig {
     pub interval: Duration,
     /// `Name <email>` for the commits of control-API changes; the caller's name when `None`.
     pub author: Option<String>,
+    /// The admin listeners (`HOST:PORT`) of every instance of the fleet, this one's may be
+    /// among them: a rollout's driver sums their windows. Read on every reload.
+    pub peers: Vec<String>,
 }
 
 /// `[control] tls_cert`, `tls_key` and `client_ca`: PEM files, read once at start.
@@ -590,6 +593,44 @@ pub struct RolloutProgress {
     pub step_started: Option<std::time::SystemTime>,
     /// Why the state is what it is (the last verdict, or who paused it).
     pub reason: Option<String>,
+    /// With `[sync]`: the instance (`lb --instance`) whose controller moves the rollout; the
+    /// others follow the file. `None`: no instance has claimed it.
+    pub driver: Option<String>,
+}
+
+/// The progress a change to a rollout was decided on: state, step and driver. A change made
+/// on it is refused when the file no longer has it, so a step is never applied twice and a
+/// takeover and a move of the old driver cannot both land.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutAt {
+    /// `state`; `None`: not started.
+    pub state: Option<RolloutState>,
+    /// `step`.
+    pub step: usize,
+    /// `driver`.
+    pub driver: Option<String>,
+}
+
+impl RolloutProgress {
+    /// Where the rollout is, as a change's condition.
+    pub fn at(&self) -> RolloutAt {
+        RolloutAt {
+            state: self.state,
+            step: self.step,
+            driver: self.driver.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.map_or("not started", RolloutState::as_str);
+        write!(f, "{state} at step {}", self.step)?;
+        if let Some(driver) = &self.driver {
+            write!(f, ", driven by {driver}")?;
+        }
+        Ok(())
+    }
 }
 
 impl RolloutConfig {

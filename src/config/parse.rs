@@ -180,6 +180,7 @@ struct RawSync {
     branch: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     author: Option<Spanned<String>>,
+    peers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +219,7 @@ struct RawRollout {
     step: Option<Spanned<i64>>,
     step_started: Option<Spanned<String>>,
     reason: Option<Spanned<String>>,
+    driver: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -833,6 +835,16 @@ impl Validator<'_> {
             }
         });
         let reason = raw.reason.map(Spanned::into_inner);
+        let driver = match raw.driver {
+            Some(d) if d.get_ref().trim().is_empty() => {
+                self.error(
+                    d.span(),
+                    "rollout driver is empty: the name of the instance that drives it (lb --instance)",
+                );
+                None
+            }
+            d => d.map(Spanned::into_inner),
+        };
         let ended = matches!(state, Some(RolloutState::Done));
         if !ended && canary.is_none_or(|c| c.backends.is_empty()) {
             self.error(
@@ -854,6 +866,7 @@ impl Validator<'_> {
                 step,
                 step_started,
                 reason,
+                driver,
             },
         }
     }
@@ -1332,11 +1345,32 @@ impl Validator<'_> {
             }
             Some(a) => Some(a.into_inner()),
         };
+        let mut peers: Vec<String> = Vec::new();
+        for peer in raw.peers.map(Spanned::into_inner).unwrap_or_default() {
+            let text = peer.get_ref().trim();
+            if !valid_peer(text) {
+                self.error(
+                    peer.span(),
+                    format!(
+                        "sync.peers entry {:?} is not HOST:PORT (an instance's admin listener, e.g. \"lb-2.internal:9090\" or \"10.0.0.7:9090\")",
+                        peer.get_ref()
+                    ),
+                );
+            } else if peers.iter().any(|p| p == text) {
+                self.error(
+                    peer.span(),
+                    format!("sync.peers lists {text:?} twice: its windows would count twice"),
+                );
+            } else {
+                peers.push(text.to_owned());
+            }
+        }
         Some(SyncConfig {
             remote: remote?,
             branch: branch?,
             interval,
             author,
+            peers,
         })
     }
 
@@ -1431,6 +1465,32 @@ fn valid_branch(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+}
+
+/// `HOST:PORT` for a peer's admin listener: an IP address (IPv6 in brackets) or a DNS name,
+/// and a port from 1 to 65535.
+fn valid_peer(text: &str) -> bool {
+    if text
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.port() != 0)
+    {
+        return true;
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    port_ok && name_ok
 }
 
 /// `Name <email>`, both parts non-empty, no angle brackets or newlines inside.

@@ -460,6 +460,7 @@ fn sync_keys_parse_with_defaults() {
             branch: "main".to_owned(),
             interval: DEFAULT_SYNC_INTERVAL,
             author: None,
+            peers: Vec::new(),
         })
     );
     let config = parse_ok(
@@ -469,6 +470,33 @@ fn sync_keys_parse_with_defaults() {
     assert_eq!(sync.interval, std::time::Duration::from_millis(200));
     assert_eq!(sync.author.as_deref(), Some("lb fleet <lb@example.com>"));
     assert!(parse_ok("").sync.is_none());
+}
+
+#[test]
+fn sync_peers_are_host_port_each_once() {
+    let config = parse_ok(
+        "[sync]\nremote = \"/srv/lb.git\"\nbranch = \"main\"\npeers = [\"10.0.0.7:9090\", \"lb-2.internal:9090\", \"[::1]:9090\"]\n",
+    );
+    assert_eq!(
+        config.sync.expect("[sync]").peers,
+        ["10.0.0.7:9090", "lb-2.internal:9090", "[::1]:9090"]
+    );
+    let found = errors(
+        "[sync]\nremote = \"/srv/lb.git\"\nbranch = \"main\"\npeers = [\"a:1\", \"nohost\", \"a:1\", \"b:0\"]\n",
+    );
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].starts_with("4:17: sync.peers entry \"nohost\" is not HOST:PORT"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("4:27: sync.peers lists \"a:1\" twice"),
+        "{found:?}"
+    );
+    assert!(
+        found[2].starts_with("4:34: sync.peers entry \"b:0\""),
+        "{found:?}"
+    );
 }
 
 #[test]

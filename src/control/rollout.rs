@@ -2,7 +2,9 @@
 //! `rollout::view`, the `Mutation::Rollout` each of start, pause, resume, promote, abort and
 //! SetCanaryWeight asks for (checked against where the rollout is), and the [`Controller`]
 //! task that moves running rollouts by `rollout::decide`, through the same [`Writes`] as the
-//! RPCs (never on a proxy worker; a read-only instance drives nothing).
+//! RPCs (never on a proxy worker; a read-only instance drives nothing). With `[sync]` the
+//! controller moves only the rollouts this instance drives, judged on the fleet's windows
+//! (`control::peers`), and `resume` on another instance takes a rollout over.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,13 +27,19 @@ use crate::topology::Topology;
 /// A rollout's steps when neither the request nor the file gives any.
 pub const DEFAULT_STEPS: [u8; 4] = [5, 25, 50, 100];
 
-/// RolloutStatus of `pool` (which must declare a rollout) at `now`.
+/// RolloutStatus of `pool` (which must declare a rollout) at `now`, answered by instance
+/// `instance`, one of a fleet when `fleet`: the controller's last look when recent, else
+/// this instance's own windows.
 pub fn status(
     pool: &PoolConfig,
     topology: &Topology,
+    looks: &rollout::Looks,
+    (instance, fleet): (&str, bool),
     now: SystemTime,
 ) -> Result<proto::RolloutStatusResp, Status> {
-    let view = rollout::view(pool, topology, now).ok_or_else(|| no_rollout(&pool.pattern))?;
+    let me = fleet.then_some(instance);
+    let view = rollout::status_view(pool, topology, looks, me, now)
+        .ok_or_else(|| no_rollout(&pool.pattern))?;
     let rollout = &view.rollout;
     let progress = &rollout.progress;
     let mut response = proto::RolloutStatusResp {
@@ -55,6 +63,16 @@ pub fn status(
         thresholds: Some(proto_thresholds(&rollout::thresholds(rollout))),
         on_failure: rollout.on_failure.as_str().to_owned(),
         on_success: rollout.on_success.as_str().to_owned(),
+        driver: progress.driver.clone().unwrap_or_default(),
+        instance: instance.to_owned(),
+        peers_summed: view.peers.summed.clone(),
+        peers_down: view.peers.down.iter().map(|u| u.peer.clone()).collect(),
+        peers_unreachable: view
+            .peers
+            .unreachable
+            .iter()
+            .map(|u| u.peer.clone())
+            .collect(),
         ..Default::default()
     };
     if let Some((live, canary)) = topology
@@ -95,13 +113,22 @@ pub enum Action {
     Abort,
 }
 
-/// The change `action` on `pool`'s rollout asks for, by `actor`; FAILED_PRECONDITION when
-/// the rollout is not where the action applies.
-pub fn action(pool: &PoolConfig, action: Action, actor: &str) -> Result<Mutation, Status> {
+/// The change `action` on `pool`'s rollout asks for, by `actor`, sent to instance `me` (its
+/// name with `[sync]`, `None` alone); FAILED_PRECONDITION when the rollout is not where the
+/// action applies. With `[sync]`, resume makes `me` the driver: of a paused rollout, or of a
+/// running one another instance drives (a takeover, its step and its start time kept).
+pub fn action(
+    pool: &PoolConfig,
+    action: Action,
+    actor: &str,
+    me: Option<&str>,
+) -> Result<Mutation, Status> {
     let pattern = &pool.pattern;
     let rollout = pool.rollout.as_ref().ok_or_else(|| no_rollout(pattern))?;
     let progress = &rollout.progress;
     let (state, step) = (progress.state, progress.step);
+    let takeover = state == Some(RolloutState::Running)
+        && me.is_some_and(|me| progress.driver.as_deref() != Some(me));
     let weight = rollout.step_weight();
     let n = rollout.steps.len();
     let live = matches!(
@@ -134,16 +161,43 @@ pub fn action(pool: &PoolConfig, action: Action, actor: &str) -> Result<Mutation
                 format!("rollout {pattern}: paused at step {step} of {n}"),
             )
         }
+        Action::Resume if takeover => {
+            let me = me.unwrap_or_default();
+            let from = progress
+                .driver
+                .as_deref()
+                .map_or_else(|| "no instance".to_owned(), |d| format!("instance {d}"));
+            let change = RolloutEdit {
+                set: vec![
+                    ("driver", Value::from(me)),
+                    (
+                        "reason",
+                        Value::from(format!(
+                            "taken over by {actor} on instance {me} from {from} at step {step} ({weight}%)"
+                        )),
+                    ),
+                ],
+                ..RolloutEdit::default()
+            };
+            (
+                change,
+                format!("rollout {pattern}: driven by {me} from step {step} of {n} (taken over from {from})"),
+            )
+        }
         Action::Resume => {
             if state != Some(RolloutState::Paused) {
                 return refuse("only a paused rollout can be resumed (start an ended one again with `lbctl rollout start`)");
             }
+            let mut set = vec![
+                ("state", Value::from(RolloutState::Running.as_str())),
+                ("step_started", now_value()),
+            ];
+            if let Some(me) = me {
+                set.push(("driver", Value::from(me)));
+            }
             let change = RolloutEdit {
                 canary_weight: Some(weight),
-                set: vec![
-                    ("state", Value::from(RolloutState::Running.as_str())),
-                    ("step_started", now_value()),
-                ],
+                set,
                 remove: vec!["reason"],
                 ..RolloutEdit::default()
             };
@@ -189,13 +243,14 @@ pub fn action(pool: &PoolConfig, action: Action, actor: &str) -> Result<Mutation
     Ok(Mutation::Rollout {
         pattern: pattern.clone(),
         change,
-        expect: Some((state, step)),
+        expect: Some(progress.at()),
         summary,
         details: String::new(),
     })
 }
 
-/// The change RolloutStart asks for on `pool`: the canary (its backends, enabled, at the
+/// The change RolloutStart asks for on `pool`, sent to instance `me` (its name with
+/// `[sync]`, which becomes the driver; `None` alone): the canary (its backends, enabled, at the
 /// first step's weight), the plan's keys the request sets, and the progress at step 1.
 pub fn start(
     pattern: &str,
@@ -203,6 +258,7 @@ pub fn start(
     has_canary: bool,
     request: &proto::RolloutStartReq,
     canary: Vec<BackendAddr>,
+    me: Option<&str>,
 ) -> Result<Mutation, Status> {
     if canary.is_empty() && !has_canary {
         return Err(Status::failed_precondition(format!(
@@ -267,13 +323,18 @@ pub fn start(
     set.push(("state", Value::from(RolloutState::Running.as_str())));
     set.push(("step", Value::from(1i64)));
     set.push(("step_started", now_value()));
+    let mut remove = vec!["reason"];
+    match me {
+        Some(me) => set.push(("driver", Value::from(me))),
+        None => remove.push("driver"),
+    }
     let change = RolloutEdit {
         canary_backends: (!canary.is_empty())
             .then(|| canary.iter().map(ToString::to_string).collect()),
         canary_weight: Some(first),
         canary_state: Some("enabled"),
         set,
-        remove: vec!["reason"],
+        remove,
         promote: false,
     };
     Ok(Mutation::Rollout {
@@ -324,21 +385,28 @@ pub fn start_mutation(
         steps: steps.to_vec(),
         ..Default::default()
     };
-    start(pattern, None, true, &request, vec![canary])
+    start(pattern, None, true, &request, vec![canary], None)
 }
 
-/// The controller: every [`rollout::TICK`], each running rollout of the applied file is looked at and
-/// moved when its step is decided. Changes go where the control API's go ([`Writes`]); a
-/// read-only instance never drives a rollout.
+/// The controller: every [`rollout::TICK`], each running rollout of the applied file that
+/// this instance drives is looked at and moved when its step is decided. Changes go where the
+/// control API's go ([`Writes`]); a read-only instance never drives a rollout. With `[sync]`
+/// the look sums the windows of `[sync] peers` ([`super::peers`]).
 pub struct Controller {
     applier: Arc<Applier>,
     writes: Writes,
+    looks: Arc<rollout::Looks>,
 }
 
 impl Controller {
-    /// A controller over `applier`'s file, writing through `writes`.
-    pub fn new(applier: Arc<Applier>, writes: Writes) -> Controller {
-        Controller { applier, writes }
+    /// A controller over `applier`'s file, writing through `writes`, keeping its looks in
+    /// `looks` for the status answers.
+    pub fn new(applier: Arc<Applier>, writes: Writes, looks: Arc<rollout::Looks>) -> Controller {
+        Controller {
+            applier,
+            writes,
+            looks,
+        }
     }
 
     /// Runs until `stopping` is cancelled.
@@ -357,16 +425,39 @@ impl Controller {
         }
     }
 
-    /// One look at every rollout of the applied file.
+    /// One look at every rollout of the applied file this instance may move.
     async fn look(&self) {
         let pools = self.applier.rollout_pools();
+        let me = self.writes.fleet_name();
+        let mut looked = Vec::new();
         for pool in pools.iter() {
+            let Some(plan) = &pool.rollout else { continue };
+            if !rollout::drives(plan, me) {
+                continue;
+            }
             let topology = self.applier.topology().load_full();
             let now = SystemTime::now();
-            let Some(view) = rollout::view(pool, &topology, now) else {
+            let (_, seconds) = rollout::timing(plan, now);
+            let local = rollout::local_windows(&pool.pattern, &topology, seconds);
+            let peers = self.applier.sync_peers();
+            let windows = match me {
+                // Only a running step is judged; a plan is started without figures.
+                Some(me) if plan.progress.state.is_some() && !peers.is_empty() => {
+                    super::peers::fleet_windows(&peers, me, &pool.pattern, seconds, local).await
+                }
+                _ => rollout::Windows {
+                    stable: local.0,
+                    canary: local.1,
+                    peers: rollout::Peers::default(),
+                },
+            };
+            let now = SystemTime::now();
+            let Some(view) = rollout::view(pool, windows, me, now) else {
                 continue;
             };
-            let Some(mutation) = rollout::decide(&view, now) else {
+            let decided = rollout::decide(&view, now);
+            looked.push(view);
+            let Some(mutation) = decided else {
                 continue;
             };
             let summary = mutation.describe();
@@ -385,5 +476,86 @@ impl Controller {
                 }
             }
         }
+        self.looks.record(SystemTime::now(), looked);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "[listen]\nhttp = \"127.0.0.1:0\"\ngrpc = \"127.0.0.1:0\"\n\n\
+        [pools.\"/\"]\ninterval = \"1h\"\nbackends = [\"127.0.0.1:1\"]\n\n\
+        [pools.\"/\".canary]\nbackends = [\"127.0.0.1:2\"]\nweight = 10\n\n\
+        [pools.\"/\".rollout]\nsteps = [10, 100]\nbake = \"1s\"\nmin_requests = 1\n\
+        state = \"running\"\nstep = 1\nstep_started = \"2026-01-01T00:00:00Z\"\ndriver = \"a\"\n";
+
+    fn rollout_pool(applier: &Applier) -> PoolConfig {
+        applier.rollout_pools()[0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_takeover_and_the_old_driver_s_move_cannot_both_land() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, FILE).expect("write");
+        let (applier, _) = Applier::load(&path).await.expect("load");
+        let seen = rollout_pool(&applier);
+
+        // b was sent `resume` on what a drives: a takeover, step and start time kept.
+        assert!(
+            action(&seen, Action::Resume, "alice", Some("a")).is_err(),
+            "the driver itself has nothing to resume"
+        );
+        let takeover = action(&seen, Action::Resume, "alice", Some("b")).expect("takeover");
+        // Meanwhile a decided to advance, on the same view of the file.
+        let (stable, canary) = (
+            crate::canary::stats::Summary {
+                requests: 5,
+                classes: [5, 0, 0, 0],
+                ..Default::default()
+            },
+            crate::canary::stats::Summary {
+                requests: 5,
+                classes: [5, 0, 0, 0],
+                ..Default::default()
+            },
+        );
+        let windows = rollout::Windows {
+            stable,
+            canary,
+            peers: rollout::Peers::default(),
+        };
+        let now = SystemTime::now();
+        let view = rollout::view(&seen, windows, Some("a"), now).expect("view");
+        assert_eq!(view.next, rollout::Next::Advance(2));
+        let advance = rollout::decide(&view, now).expect("a's move");
+
+        let options = MutateOptions::default();
+        applier
+            .mutate(takeover, &options)
+            .await
+            .expect("the takeover lands");
+        let after = rollout_pool(&applier);
+        let progress = &after.rollout.as_ref().expect("rollout").progress;
+        assert_eq!(progress.driver.as_deref(), Some("b"));
+        assert_eq!(
+            (progress.state, progress.step),
+            (seen.rollout.as_ref().unwrap().progress.state, 1)
+        );
+        assert_eq!(
+            progress.step_started,
+            seen.rollout.as_ref().unwrap().progress.step_started
+        );
+        let refused = applier
+            .mutate(advance, &options)
+            .await
+            .expect_err("a's move was decided on a's driving");
+        assert!(refused.to_string().contains("driven by b"), "{refused}");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.contains("step = 1\n") && text.contains("driver = \"b\""),
+            "{text}"
+        );
     }
 }

@@ -34,6 +34,8 @@ pub struct ControlService {
     certificates: Option<Arc<crate::tls::Store>>,
     /// Where mutations go: refused, pushed to the `[sync]` remote, or written to the file.
     writes: Writes,
+    /// The rollout controller's last looks, for RolloutStatus.
+    looks: Arc<crate::rollout::Looks>,
 }
 
 /// Where the control API's mutations go.
@@ -43,6 +45,8 @@ pub struct Writes {
     pub read_only: bool,
     /// `[sync]`: mutations are commits pushed to the remote; `lbctl sync` fetches it.
     pub sync: Option<Arc<GitSync>>,
+    /// This instance's name (`lb --instance`): with `[sync]`, what a rollout's `driver` names.
+    pub instance: Arc<str>,
 }
 
 impl ControlService {
@@ -53,7 +57,14 @@ impl ControlService {
             shutting_down,
             certificates: None,
             writes: Writes::default(),
+            looks: Arc::default(),
         }
+    }
+
+    /// Answers RolloutStatus from the rollout controller's `looks` where they are recent.
+    pub fn with_looks(mut self, looks: Arc<crate::rollout::Looks>) -> ControlService {
+        self.looks = looks;
+        self
     }
 
     /// Sends mutations where `writes` says.
@@ -347,6 +358,12 @@ fn pool_health(pool: &Pool, healthy: bool, sick: bool) -> proto::PoolHealth {
 }
 
 impl Writes {
+    /// This instance's name when it is one of a `[sync]` fleet (where a rollout's `driver`
+    /// applies); `None` alone.
+    pub fn fleet_name(&self) -> Option<&str> {
+        self.sync.as_ref().map(|_| &*self.instance)
+    }
+
     /// Runs one mutation of `applier`'s file where these writes go; with `[sync]`, returns
     /// the commit carrying it. The rollout controller's changes come through here too.
     pub async fn mutate(
@@ -404,7 +421,7 @@ impl ControlService {
     }
 
     fn rollout_now(&self, pattern: &str) -> Result<proto::RolloutStatusResp, Status> {
-        rollout_status_of(&self.applier, pattern)
+        rollout_status_of(&self.applier, &self.looks, &self.writes, pattern)
     }
 
     async fn rollout_action(
@@ -426,7 +443,7 @@ impl ControlService {
             .actor
             .clone()
             .unwrap_or_else(|| "unknown".to_owned());
-        let mutation = super::rollout::action(pool, action, &actor)?;
+        let mutation = super::rollout::action(pool, action, &actor, self.writes.fleet_name())?;
         let commit = self.mutate(mutation, options).await?;
         Ok(Response::new(proto::RolloutActionResp { commit }))
     }
@@ -451,15 +468,27 @@ impl ControlService {
 type HealthStream = Pin<Box<dyn Stream<Item = Result<proto::HealthEvent, Status>> + Send>>;
 type RolloutStream = Pin<Box<dyn Stream<Item = Result<proto::RolloutStatusResp, Status>> + Send>>;
 
-/// RolloutStatus of pool `pattern` as `applier` runs it now.
-fn rollout_status_of(applier: &Applier, pattern: &str) -> Result<proto::RolloutStatusResp, Status> {
+/// RolloutStatus of pool `pattern` as `applier` runs it now (the controller's recent `looks`
+/// where there are any), answered by the instance `writes` names.
+fn rollout_status_of(
+    applier: &Applier,
+    looks: &crate::rollout::Looks,
+    writes: &Writes,
+    pattern: &str,
+) -> Result<proto::RolloutStatusResp, Status> {
     let topology = applier.topology().load();
     if topology.pool(pattern).is_none() {
         return Err(Status::not_found(format!("no pool {pattern:?}")));
     }
     let pools = applier.rollout_pools();
     match pools.iter().find(|p| p.pattern == pattern) {
-        Some(pool) => super::rollout::status(pool, &topology, std::time::SystemTime::now()),
+        Some(pool) => super::rollout::status(
+            pool,
+            &topology,
+            looks,
+            (&writes.instance, writes.sync.is_some()),
+            std::time::SystemTime::now(),
+        ),
         None => Err(Status::failed_precondition(format!(
             "pool {pattern:?} has no rollout: start one with `lbctl rollout start {pattern}` or declare [pools.{pattern:?}.rollout]"
         ))),
@@ -669,6 +698,7 @@ impl LoadBalancer for ControlService {
                 .map(|f| f.error.clone())
                 .unwrap_or_default(),
             tls_reload_failed_since_unix: tls_failure.map_or(0, |f| f.since_unix),
+            instance: self.writes.instance.to_string(),
         }))
     }
 
@@ -714,7 +744,14 @@ impl LoadBalancer for ControlService {
             .iter()
             .find(|p| p.pattern == pattern)
             .and_then(|p| p.rollout.as_ref());
-        let mutation = super::rollout::start(&pattern, rollout, has_canary, &request, canary)?;
+        let mutation = super::rollout::start(
+            &pattern,
+            rollout,
+            has_canary,
+            &request,
+            canary,
+            self.writes.fleet_name(),
+        )?;
         let commit = self
             .mutate(mutation, options(&metadata, request.if_match.clone()))
             .await?;
@@ -767,6 +804,7 @@ impl LoadBalancer for ControlService {
         // The first answer now, so an unknown pool or a pool without rollout fails the call.
         let first = self.rollout_now(&pattern)?;
         let applier = Arc::clone(&self.applier);
+        let (looks, writes) = (Arc::clone(&self.looks), self.writes.clone());
         let shutting_down = self.shutting_down.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -794,7 +832,7 @@ impl LoadBalancer for ControlService {
                     () = sender.closed() => return,
                     _ = tick.tick() => {}
                 }
-                let now = rollout_status_of(&applier, &pattern);
+                let now = rollout_status_of(&applier, &looks, &writes, &pattern);
                 let ended = match &now {
                     Ok(status) if key(status) == last => continue,
                     Ok(status) => {

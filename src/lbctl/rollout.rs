@@ -42,6 +42,32 @@ pub fn render_rollout_status(status: &proto::RolloutStatusResp) -> String {
         status.weight_percent
     );
     out.push_str(&format!("steps: {}\n", ladder(status)));
+    if !status.driver.is_empty() {
+        let here = if status.driver == status.instance {
+            " (this instance)".to_owned()
+        } else {
+            format!(" (this is {})", status.instance)
+        };
+        out.push_str(&format!("driver: {}{here}\n", status.driver));
+    }
+    if !(status.peers_summed.is_empty()
+        && status.peers_down.is_empty()
+        && status.peers_unreachable.is_empty())
+    {
+        let list = |peers: &[String]| {
+            if peers.is_empty() {
+                "-".to_owned()
+            } else {
+                peers.join(", ")
+            }
+        };
+        out.push_str(&format!(
+            "fleet: summed {}; down {}; unreachable {}\n",
+            list(&status.peers_summed),
+            list(&status.peers_down),
+            list(&status.peers_unreachable)
+        ));
+    }
     out.push_str(&format!(
         "in step: {}s of a {}s bake (judged over the last {}s)\n",
         status.in_step_ms / 1000,
@@ -122,6 +148,11 @@ pub fn rollout_json(status: &proto::RolloutStatusResp) -> serde_json::Value {
         "reason": status.reason,
         "on_failure": status.on_failure,
         "on_success": status.on_success,
+        "driver": status.driver,
+        "instance": status.instance,
+        "peers_summed": status.peers_summed,
+        "peers_down": status.peers_down,
+        "peers_unreachable": status.peers_unreachable,
         "thresholds": {
             "min_requests": thresholds.min_requests,
             "max_error_rate": thresholds.max_error_rate,

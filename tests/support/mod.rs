@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub mod certs;
 pub mod raw;
+pub mod remote;
 
 #[allow(clippy::disallowed_types)]
 type Mutex<T> = std::sync::Mutex<T>;
