@@ -117,6 +117,23 @@ async fn metrics_cover_requests_health_and_reloads() {
         metrics.contains(&format!("lb_passive_ejections_total{{{a_label}}} 0")),
         "{metrics}"
     );
+    // Retries are counted against the backend whose attempt failed; open connections by the
+    // listener that accepted them (the client's keep-alive one may still be open).
+    assert!(
+        metrics.contains(&format!("lb_retries_total{{{a_label}}} 0")),
+        "{metrics}"
+    );
+    let http = lb
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        value(&format!(
+            "lb_listener_connections_open{{listener=\"{http}\"}}"
+        )) >= 0.0,
+        "{metrics}"
+    );
 
     // A control-API change counts as an application by the API.
     support::control(&lb)
@@ -370,4 +387,120 @@ async fn the_readme_lists_every_metric_with_its_type_and_labels() {
             "README lists {name}, which /metrics does not serve"
         );
     }
+}
+
+/// lb keeps the last minutes per pool and backend: after traffic, `/history.json` holds it,
+/// one sample a second in a ring of bounded size, and `/status.json` has what an operator
+/// looks for first (codes, errors, the last check and its reason, down-since, uptime).
+#[tokio::test]
+async fn history_json_keeps_the_last_minutes_and_status_has_the_operators_fields() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    b.set_healthy(false);
+    let lb = start_with_admin(&support::pool("/", &[a.addr, b.addr], "100ms"));
+    let client = support::client();
+    eventually(Duration::from_secs(5), "a serving", || async {
+        get(&client, &lb.url("/")).await.0 == StatusCode::OK
+    })
+    .await;
+    for _ in 0..19 {
+        assert_eq!(get(&client, &lb.url("/")).await.0, StatusCode::OK);
+    }
+    let a_addr = a.addr.to_string();
+    let b_addr = b.addr.to_string();
+    let history = |seconds: Option<u32>| {
+        let url = match seconds {
+            Some(n) => admin_url(&lb, &format!("/history.json?seconds={n}")),
+            None => admin_url(&lb, "/history.json"),
+        };
+        let client = client.clone();
+        async move {
+            let (status, body) = get(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let total = |series: &serde_json::Value, field: &str| -> u64 {
+        series[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    // Every request lands in the second it finished: once the sampler has passed it, the
+    // samples add up to all 20, the pool's and the backend's alike.
+    eventually(
+        Duration::from_secs(5),
+        "20 requests in the history",
+        || async {
+            let doc = history(None).await;
+            let pool = &doc["pools"][0];
+            total(pool, "requests") == 20 && total(&pool["backends"][0], "requests") == 20
+        },
+    )
+    .await;
+    let doc = history(None).await;
+    assert_eq!(doc["capacity"], 900);
+    let times = doc["times_unix_ms"].as_array().unwrap();
+    assert!(!times.is_empty() && times.len() <= 900, "{doc}");
+    let pool = &doc["pools"][0];
+    assert_eq!(pool["pattern"], "/");
+    assert_eq!(pool["backends"][0]["addr"], a_addr.as_str());
+    assert_eq!(pool["backends"][1]["addr"], b_addr.as_str());
+    // Each series ends with the newest sample, no longer than the times.
+    for series in [pool, &pool["backends"][0], &pool["backends"][1]] {
+        let n = series["requests"].as_array().unwrap().len();
+        assert!(n >= 1 && n <= times.len(), "{series}");
+        assert_eq!(series["p99_ms"].as_array().unwrap().len(), n);
+        assert_eq!(series["in_rotation"].as_array().unwrap().len(), n);
+    }
+    assert_eq!(total(pool, "errors"), 0);
+    assert_eq!(pool["healthy"].as_array().unwrap().last().unwrap(), 1);
+    assert_eq!(
+        pool["backends"][1]["healthy"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        0
+    );
+    let p99 = pool["p99_ms"].as_array().unwrap();
+    assert!(
+        p99.iter()
+            .any(|v| v.as_f64().is_some_and(|ms| ms > 0.0 && ms <= 10_000.0)),
+        "{doc}"
+    );
+    // The window asked for, at most.
+    let short = history(Some(2)).await;
+    assert!(
+        short["times_unix_ms"].as_array().unwrap().len() <= 2,
+        "{short}"
+    );
+    assert!(short["pools"][0]["requests"].as_array().unwrap().len() <= 2);
+
+    let (_, body) = get(&client, &admin_url(&lb, "/status.json")).await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["started_at_unix"].as_u64().unwrap() > 0);
+    assert!(status["uptime_seconds"].is_u64());
+    assert!(status["connections_open"].is_u64());
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 1);
+    let backends = &status["pools"][0]["backends"];
+    let (up, sick) = (&backends[0], &backends[1]);
+    assert_eq!(up["codes"]["200"], 20, "{up}");
+    assert_eq!(up["errors"], 0);
+    assert_eq!(up["retries"], 0);
+    assert_eq!(up["ejections"], 0);
+    assert_eq!(up["last_check"]["result"], "pass", "{up}");
+    assert!(up["down_since_unix_ms"].is_null());
+    assert_eq!(sick["last_check"]["result"], "fail", "{sick}");
+    assert!(
+        sick["last_check"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{sick}"
+    );
+    assert!(sick["checks_failed"].as_u64().unwrap() >= 1);
+    let down_since = sick["down_since_unix_ms"].as_u64().expect("down since");
+    assert!(down_since >= status["started_at_unix"].as_u64().unwrap() * 1000);
 }
