@@ -122,6 +122,12 @@ dom, backend = open(sys.argv[1]).read(), sys.argv[2]
 row = re.search(r'<tr data-backend="%s">.*?</tr>' % re.escape(backend), dom)
 sys.exit(0 if row and re.search(r'data-class="2xx"[^>]*>2xx [1-9][0-9]*<', row.group(0)) else 1)
 PY
+label="the live backend's bytes out and in are counted"; check python3 - "$work/dom.html" "$backend" <<'PY'
+import re, sys
+dom, backend = open(sys.argv[1]).read(), sys.argv[2]
+row = re.search(r'<tr data-backend="%s">.*?</tr>' % re.escape(backend), dom)
+sys.exit(0 if row and re.search(r'data-bytes="">[1-9][0-9.]* (B|KiB|MiB) / [1-9][0-9.]* (B|KiB|MiB)<', row.group(0)) else 1)
+PY
 label="the dead backend's last check failed, with its reason and down-since"; check python3 - "$work/dom.html" <<'PY'
 import re, sys
 dom = open(sys.argv[1]).read()

@@ -236,6 +236,8 @@ fn backend_doc(b: &crate::topology::Backend, stable: bool) -> BackendDoc {
         errors: b.stats.errors(),
         retries: b.retries(),
         ejections: b.ejections(),
+        bytes_sent: b.traffic.sent(),
+        bytes_received: b.traffic.received(),
         checks_passed: b.checks.passed(),
         checks_failed: b.checks.failed(),
         last_check,
@@ -504,6 +506,10 @@ pub struct BackendDoc {
     pub retries: u64,
     /// Times a failed connect took it out of rotation.
     pub ejections: u64,
+    /// Bytes lb sent to it on request connections (HTTP bytes; probes not counted).
+    pub bytes_sent: u64,
+    /// Bytes lb received from it on request connections.
+    pub bytes_received: u64,
     /// Active checks passed since it was declared.
     pub checks_passed: u64,
     /// Active checks failed since it was declared.

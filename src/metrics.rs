@@ -311,6 +311,26 @@ impl Collector for Scrape {
         }
 
         let mut family = encoder.encode_descriptor(
+            "lb_backend_sent_bytes",
+            "Bytes lb sent to the backend on request connections (HTTP bytes; health checks not counted).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, b) in &backends {
+            counter(&mut family, labels, b.traffic.sent())?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "lb_backend_received_bytes",
+            "Bytes lb received from the backend on request connections (HTTP bytes; health checks not counted).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, b) in &backends {
+            counter(&mut family, labels, b.traffic.received())?;
+        }
+
+        let mut family = encoder.encode_descriptor(
             "lb_health_checks",
             "Active health checks, by pool, backend and result.",
             None,
@@ -820,6 +840,12 @@ lb_backend_healthy{pool="/a\"b\\c",backend="127.0.0.1:9001"} 1
 # HELP lb_backend_in_flight Requests (and upgrade tunnels) open to the backend.
 # TYPE lb_backend_in_flight gauge
 lb_backend_in_flight{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
+# HELP lb_backend_sent_bytes_total Bytes lb sent to the backend on request connections (HTTP bytes; health checks not counted).
+# TYPE lb_backend_sent_bytes_total counter
+lb_backend_sent_bytes_total{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
+# HELP lb_backend_received_bytes_total Bytes lb received from the backend on request connections (HTTP bytes; health checks not counted).
+# TYPE lb_backend_received_bytes_total counter
+lb_backend_received_bytes_total{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
 # HELP lb_health_checks_total Active health checks, by pool, backend and result.
 # TYPE lb_health_checks_total counter
 lb_health_checks_total{pool="/a\"b\\c",backend="127.0.0.1:9001",result="pass"} 1

@@ -109,6 +109,37 @@ impl RequestStats {
     }
 }
 
+/// The bytes lb's HTTP/1.1 client sent to and received from one backend on request
+/// connections (HTTP bytes: under TLS, the plaintext; health probes are not counted). Shared
+/// by the backend and each of its connections, counted as each read or write completes.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts bytes written to the backend.
+    pub fn add_sent(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts bytes read from the backend.
+    pub fn add_received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes written to the backend so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from the backend so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
 /// Active health-check outcomes of one backend, how long its last probe took, and what the
 /// last probe found (for the dashboard and `/status.json`).
 #[derive(Debug, Default)]

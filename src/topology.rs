@@ -18,7 +18,7 @@ use crate::canary::{Comparison, Side};
 use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType, Sticky};
 use crate::idle_connections::IdleConnections;
 use crate::routing::Router;
-use crate::stats::{CheckStats, RequestStats};
+use crate::stats::{CheckStats, RequestStats, Traffic};
 use crate::tls::BackendConnector;
 
 /// The handle the proxy and the control API read, and only `apply` stores into.
@@ -203,6 +203,9 @@ pub struct Backend {
     pub stats: RequestStats,
     /// Active health-check outcomes; survive reloads with the backend.
     pub checks: CheckStats,
+    /// Bytes sent to it and received from it on request connections (each connection holds
+    /// it too); survive reloads with the backend.
+    pub traffic: Arc<Traffic>,
     /// Keep-alive connections waiting for the next request; survive reloads with the backend.
     pub connections: IdleConnections,
 }
@@ -229,6 +232,7 @@ impl Backend {
             latency: PeakEwma::default(),
             stats: RequestStats::default(),
             checks: CheckStats::default(),
+            traffic: Arc::default(),
             connections: IdleConnections::default(),
         }
     }

@@ -488,6 +488,18 @@ async fn history_json_keeps_the_last_minutes_and_status_has_the_operators_fields
     let backends = &status["pools"][0]["backends"];
     let (up, sick) = (&backends[0], &backends[1]);
     assert_eq!(up["codes"]["200"], 20, "{up}");
+    // 20 requests and their answers crossed lb's connections to a; nothing went to b.
+    let (sent, received) = (
+        up["bytes_sent"].as_u64().unwrap(),
+        up["bytes_received"].as_u64().unwrap(),
+    );
+    assert!(sent >= 20 * 16 && received >= 20 * 16, "{up}");
+    assert_eq!(
+        total(&pool["backends"][0], "bytes_received"),
+        received,
+        "{doc}"
+    );
+    assert_eq!(sick["bytes_sent"], 0);
     assert_eq!(up["errors"], 0);
     assert_eq!(up["retries"], 0);
     assert_eq!(up["ejections"], 0);

@@ -51,6 +51,10 @@ struct Sample {
     ejections: u32,
     /// Requests (and tunnels) open to the backend(s).
     in_flight: u32,
+    /// Bytes sent to the backend(s) (saturating at `u32::MAX` a second).
+    bytes_sent: u32,
+    /// Bytes received from the backend(s).
+    bytes_received: u32,
     /// Backends healthy (a backend's series: 0 or 1).
     healthy: u16,
     /// Backends in rotation: healthy and enabled.
@@ -67,6 +71,8 @@ struct Totals {
     buckets: [u64; BUCKETS.len()],
     retries: u64,
     ejections: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
 }
 
 impl Totals {
@@ -77,6 +83,8 @@ impl Totals {
             buckets: backend.stats.bucket_counts(),
             retries: backend.retries(),
             ejections: backend.ejections(),
+            bytes_sent: backend.traffic.sent(),
+            bytes_received: backend.traffic.received(),
         }
     }
 
@@ -89,6 +97,8 @@ impl Totals {
             buckets: std::array::from_fn(|i| d(self.buckets[i], before.buckets[i])),
             retries: d(self.retries, before.retries),
             ejections: d(self.ejections, before.ejections),
+            bytes_sent: d(self.bytes_sent, before.bytes_sent),
+            bytes_received: d(self.bytes_received, before.bytes_received),
         }
     }
 
@@ -100,6 +110,8 @@ impl Totals {
         }
         self.retries += other.retries;
         self.ejections += other.ejections;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
     }
 }
 
@@ -135,6 +147,8 @@ fn sample_of(delta: &Totals, in_flight: u64, healthy: usize, in_rotation: usize)
         retries: small(delta.retries),
         ejections: small(delta.ejections),
         in_flight: small(in_flight),
+        bytes_sent: small(delta.bytes_sent),
+        bytes_received: small(delta.bytes_received),
         healthy: u16::try_from(healthy).unwrap_or(u16::MAX),
         in_rotation: u16::try_from(in_rotation).unwrap_or(u16::MAX),
     }
@@ -357,6 +371,8 @@ fn columns(ring: &Ring<Sample>, seconds: usize) -> Series {
         retries: column(|s| s.retries),
         ejections: column(|s| s.ejections),
         in_flight: column(|s| s.in_flight),
+        bytes_sent: column(|s| s.bytes_sent),
+        bytes_received: column(|s| s.bytes_received),
         healthy: column(|s| u32::from(s.healthy)),
         in_rotation: column(|s| u32::from(s.in_rotation)),
     }
@@ -416,6 +432,10 @@ pub struct Series {
     pub ejections: Vec<u32>,
     /// Requests open to the backend(s) at the sample.
     pub in_flight: Vec<u32>,
+    /// Bytes sent to the backend(s) in the second.
+    pub bytes_sent: Vec<u32>,
+    /// Bytes received from the backend(s) in the second.
+    pub bytes_received: Vec<u32>,
     /// Backends healthy (a backend: 0 or 1).
     pub healthy: Vec<u32>,
     /// Backends in rotation (healthy and enabled).
@@ -561,8 +581,8 @@ mod tests {
 
     #[test]
     fn the_memory_bound_is_stated() {
-        // docs/observability say: at most 1,024 series of 900 samples of 28 bytes (about 26 MB).
-        assert_eq!(std::mem::size_of::<Sample>(), 28);
-        assert_eq!(MAX_BYTES, 1024 * 900 * 28);
+        // README says: at most 1,024 series of 900 samples of 36 bytes (about 33 MB).
+        assert_eq!(std::mem::size_of::<Sample>(), 36);
+        assert_eq!(MAX_BYTES, 1024 * 900 * 36);
     }
 }
