@@ -516,3 +516,67 @@ async fn history_json_keeps_the_last_minutes_and_status_has_the_operators_fields
     let down_since = sick["down_since_unix_ms"].as_u64().expect("down since");
     assert!(down_since >= status["started_at_unix"].as_u64().unwrap() * 1000);
 }
+
+/// A refused connect is retried on the other backend and ejects the first: the retry is
+/// counted against the backend that failed, in `/metrics`, `/status.json` and the history.
+#[tokio::test]
+async fn a_retry_and_an_ejection_are_counted_against_the_backend_that_failed() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = start_with_admin(&support::pool("/", &[a.addr, b.addr], "10s"));
+    let client = support::client();
+    for backend in [a.addr, b.addr] {
+        support::healthy_eventually(&lb, "/", backend, Duration::from_secs(5)).await;
+    }
+    let a_addr = a.kill().await;
+    // P2C picks either; until a is picked once, b answers directly.
+    let ejected = format!("connect failed; backend out of rotation pool=/ backend={a_addr}");
+    let mut sent = 0;
+    while lb.find_log(&ejected).is_none() {
+        assert!(sent < 60, "a was never picked and ejected");
+        assert_eq!(
+            get(&client, &lb.url("/")).await,
+            (StatusCode::OK, "b".to_owned())
+        );
+        sent += 1;
+    }
+    let a_label = format!("pool=\"/\",backend=\"{a_addr}\"");
+    let b_label = format!("pool=\"/\",backend=\"{}\"", b.addr);
+    let (_, metrics) = get(&client, &admin_url(&lb, "/metrics")).await;
+    for expected in [
+        format!("lb_retries_total{{{a_label}}} 1"),
+        format!("lb_retries_total{{{b_label}}} 0"),
+        format!("lb_passive_ejections_total{{{a_label}}} 1"),
+    ] {
+        assert!(metrics.contains(&expected), "{expected} in\n{metrics}");
+    }
+    let (_, body) = get(&client, &admin_url(&lb, "/status.json")).await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first = &status["pools"][0]["backends"][0];
+    assert_eq!(first["addr"], a_addr.to_string());
+    assert_eq!(first["retries"], 1, "{first}");
+    assert_eq!(first["ejections"], 1, "{first}");
+    assert_eq!(first["ejected"], true, "{first}");
+    assert!(first["down_since_unix_ms"].as_u64().is_some(), "{first}");
+    eventually(
+        Duration::from_secs(5),
+        "the retry in the history",
+        || async {
+            let (_, body) = get(&client, &admin_url(&lb, "/history.json")).await;
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let sum = |series: &serde_json::Value, field: &str| -> u64 {
+                series[field]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|v| v.as_u64())
+                    .sum()
+            };
+            let pool = &doc["pools"][0];
+            sum(pool, "retries") == 1
+                && sum(pool, "ejections") == 1
+                && sum(&pool["backends"][0], "retries") == 1
+                && pool["in_rotation"].as_array().unwrap().last() == Some(&1.into())
+        },
+    )
+    .await;
+}
