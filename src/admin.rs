@@ -1,7 +1,10 @@
 //! admin: owns the operator-facing listener — `/metrics` (Prometheus), `/healthz`, `/readyz`,
-//! `/status.json`, the live dashboard at `/`, and `/rollout/windows`, a pool's canary
-//! comparison windows as this instance counted them (what a fleet's rollout driver sums). It
-//! only reads the topology, health and counters; it never changes them.
+//! `/status.json`, `/history.json` (the last minutes, kept by [`recent`]), the live dashboard
+//! at `/`, and `/rollout/windows`, a pool's canary comparison windows as this instance counted
+//! them (what a fleet's rollout driver sums). It only reads the topology, health and counters;
+//! it never changes them.
+
+pub mod recent;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,6 +41,8 @@ pub struct Admin {
     pub fleet: bool,
     /// The rollout controller's last looks, the fleet's windows included.
     pub looks: Arc<crate::rollout::Looks>,
+    /// The last minutes per pool and backend, filled by [`recent::run`].
+    pub recent: Arc<recent::Recorder>,
 }
 
 /// `GET /rollout/windows?pool=PATTERN&seconds=N`: one pool's windows as this instance counted
@@ -130,6 +135,20 @@ impl Admin {
                 let body = serde_json::to_string(&self.status(&topology)).unwrap_or_default();
                 with_type(body, "application/json")
             }
+            "/history.json" => {
+                let seconds = history_seconds(request.uri().query());
+                let topology = self.applier.topology().load_full();
+                let recent = Arc::clone(&self.recent);
+                // Serialising every ring takes a while for thousands of backends: on the
+                // blocking pool, as the sampler's writes are.
+                let document = move || {
+                    serde_json::to_string(&recent.document(&topology, seconds)).unwrap_or_default()
+                };
+                match tokio::task::spawn_blocking(document).await {
+                    Ok(body) => with_type(body, "application/json"),
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "history unavailable\n"),
+                }
+            }
             "/" => with_type(DASHBOARD.to_owned(), "text/html; charset=utf-8"),
             "/rollout/windows" => self.windows(request.uri().query().unwrap_or_default()),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -187,8 +206,27 @@ impl Admin {
         let status = self.applier.status();
         let tls_failure = self.certificates.as_ref().and_then(|s| s.last_failure());
         let (rollouts, now) = (self.applier.rollout_pools(), std::time::SystemTime::now());
+        let global = &self.global;
+        let started = global.started_at.0;
         StatusDoc {
             instance: self.instance.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+            started_at_unix: started
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            uptime_seconds: now.duration_since(started).map_or(0, |d| d.as_secs()),
+            connections_open: global
+                .connections_open
+                .load(std::sync::atomic::Ordering::Relaxed),
+            listeners: global
+                .listeners
+                .load()
+                .iter()
+                .map(|l| ListenerDoc {
+                    addr: l.addr.clone(),
+                    connections_open: l.open.load(std::sync::atomic::Ordering::Relaxed),
+                })
+                .collect(),
             config_path: self.applier.path().display().to_string(),
             generation: status.generation,
             content_hash: status.content_hash.clone(),
@@ -236,25 +274,59 @@ impl Admin {
                             .backends
                             .iter()
                             .enumerate()
-                            .map(|(i, b)| BackendDoc {
-                                side: if i < pool.n_stable {
-                                    "stable"
-                                } else {
-                                    "canary"
-                                },
-                                addr: b.addr.host_port(),
-                                url_path: b.addr.url_path.clone(),
-                                healthy: b.is_healthy(),
-                                admin: b.admin().as_str(),
-                                in_flight: b.in_flight(),
-                                requests: b.stats.count(),
-                            })
+                            .map(|(i, b)| backend_doc(b, i < pool.n_stable))
                             .collect(),
                     }
                 })
                 .collect(),
         }
     }
+}
+
+fn backend_doc(b: &crate::topology::Backend, stable: bool) -> BackendDoc {
+    let last_check = b.checks.last_at_ms().map(|at| {
+        let failure = b.checks.last_failure();
+        LastCheckDoc {
+            result: if failure.is_some() { "fail" } else { "pass" },
+            reason: failure.map(|r| r.to_string()),
+            at_unix_ms: at,
+            duration_ms: b.checks.last_seconds() * 1000.0,
+        }
+    });
+    BackendDoc {
+        side: if stable { "stable" } else { "canary" },
+        addr: b.addr.host_port(),
+        url_path: b.addr.url_path.clone(),
+        healthy: b.is_healthy(),
+        ejected: b.is_ejected(),
+        admin: b.admin().as_str(),
+        in_flight: b.in_flight(),
+        requests: b.stats.count(),
+        codes: b
+            .stats
+            .codes()
+            .map(|(code, n)| (code.to_string(), n))
+            .collect(),
+        errors: b.stats.errors(),
+        retries: b.retries(),
+        ejections: b.ejections(),
+        bytes_sent: b.traffic.sent(),
+        bytes_received: b.traffic.received(),
+        checks_passed: b.checks.passed(),
+        checks_failed: b.checks.failed(),
+        last_check,
+        down_since_unix_ms: b.down_since_ms(),
+    }
+}
+
+/// `/history.json?seconds=N`: the last N samples (at least 1); all that is kept without it
+/// or with a value that is not a number.
+fn history_seconds(query: Option<&str>) -> usize {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("seconds=")?.parse::<usize>().ok())
+        .map_or(recent::RING_SECONDS, |n| n.clamp(1, recent::RING_SECONDS))
 }
 
 /// `PS_EMPTY` with no backends, `PS_FULL` when all are healthy, else `PS_DEGRADED`.
@@ -288,6 +360,16 @@ pub fn pool_state(n_backends: usize, n_healthy: usize, n_in_rotation: usize) -> 
 pub struct StatusDoc {
     /// This instance's name (`lb --instance`, `LB_INSTANCE`, else the hostname).
     pub instance: String,
+    /// lb's version.
+    pub version: &'static str,
+    /// When this process started, Unix seconds.
+    pub started_at_unix: u64,
+    /// Seconds since then.
+    pub uptime_seconds: u64,
+    /// Client connections open now, of `max_connections`.
+    pub connections_open: u64,
+    /// Each client listener (`listen.http`, then `listen.https`) and its open connections.
+    pub listeners: Vec<ListenerDoc>,
     /// The config file lb reads.
     pub config_path: String,
     /// The applied generation.
@@ -473,6 +555,28 @@ fn canary_doc(pool: &crate::topology::Pool, canary: &crate::topology::Canary) ->
     }
 }
 
+/// One client listener in `/status.json`.
+#[derive(Serialize)]
+pub struct ListenerDoc {
+    /// Its bound address.
+    pub addr: String,
+    /// Client connections it accepted that are open now.
+    pub connections_open: u64,
+}
+
+/// A backend's last active health check in `/status.json`.
+#[derive(Serialize)]
+pub struct LastCheckDoc {
+    /// `pass` or `fail`.
+    pub result: &'static str,
+    /// Why it failed; absent when it passed.
+    pub reason: Option<String>,
+    /// When it ended, Unix milliseconds.
+    pub at_unix_ms: u64,
+    /// How long it took, milliseconds.
+    pub duration_ms: f64,
+}
+
 /// One backend in `/status.json`.
 #[derive(Serialize)]
 pub struct BackendDoc {
@@ -490,6 +594,29 @@ pub struct BackendDoc {
     pub in_flight: u64,
     /// Requests it has answered since lb started.
     pub requests: u64,
+    /// Taken out of rotation by a failed connect and not back yet (`healthy` is false then).
+    pub ejected: bool,
+    /// Those requests by status code (`"0"`: a code outside 100..=599), codes seen only.
+    pub codes: std::collections::BTreeMap<String, u64>,
+    /// Of those, errors: 5xx (a backend's, or lb's own 502/504 after it failed) and code 0.
+    pub errors: u64,
+    /// Attempts here that failed and were retried on another backend.
+    pub retries: u64,
+    /// Times a failed connect took it out of rotation.
+    pub ejections: u64,
+    /// Bytes lb sent to it on request connections (HTTP bytes; probes not counted).
+    pub bytes_sent: u64,
+    /// Bytes lb received from it on request connections.
+    pub bytes_received: u64,
+    /// Active checks passed since it was declared.
+    pub checks_passed: u64,
+    /// Active checks failed since it was declared.
+    pub checks_failed: u64,
+    /// The last active check; absent before the first.
+    pub last_check: Option<LastCheckDoc>,
+    /// Since when it has been out of health (sick or ejected), Unix milliseconds; absent while
+    /// healthy.
+    pub down_since_unix_ms: Option<u64>,
 }
 
 /// Decodes `%XX` escapes and `+` (a space, as forms send it); `None` for a broken escape or

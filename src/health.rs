@@ -447,6 +447,9 @@ pub fn record(
     let ejected = backend.is_ejected();
     let passed = outcome.is_ok();
     backend.checks.record(passed, took);
+    backend
+        .checks
+        .record_failure(outcome.as_ref().err().map(String::as_str));
     let (was, healthy) = backend.record_check(passed, checks.rise, checks.fall);
     let reason = match outcome {
         Ok(()) if healthy && ejected => {

@@ -1,6 +1,7 @@
 //! idle_connections: owns a backend's idle keep-alive connections ([`IdleConnections`]), the
 //! connection type lb's own HTTP/1.1 code speaks to a backend over ([`Upstream`]: TCP, or TLS
-//! over it). It never connects, sends or reads: `proxy` makes
+//! over it), which counts its bytes into its backend's `stats::Traffic`. It never connects,
+//! sends or reads: `proxy` makes
 //! the connections and lends them out, `health` closes the expired ones on its timer. It sits
 //! below `topology` (each `Backend` owns its set, so the connections live exactly as long as the
 //! backend across reloads) and below `proxy`, and imports neither.
@@ -8,7 +9,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use crossbeam_queue::ArrayQueue;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::stats::Traffic;
 
 /// Idle connections kept per backend at most; more are closed when their request ends.
 const MAX_IDLE: usize = 128;
@@ -54,8 +57,15 @@ struct IdleStream {
 }
 
 /// A connection to a backend for lb's own HTTP/1.1 code: plain TCP, or TLS over it for a pool
-/// with `backend_tls`. The TLS state is boxed, so the plain case stays a socket and a tag.
-pub enum Upstream {
+/// with `backend_tls`, and where its bytes are counted (a request connection counts into its
+/// backend's [`Traffic`]; a probe's counts nowhere).
+pub struct Upstream {
+    io: Io,
+    traffic: Option<Arc<Traffic>>,
+}
+
+/// The TLS state is boxed, so the plain case stays a socket and a tag.
+enum Io {
     /// Cleartext.
     Plain(TcpStream),
     /// TLS, verified against the pool's `backend_tls` at connect.
@@ -63,16 +73,43 @@ pub enum Upstream {
 }
 
 impl Upstream {
+    /// A cleartext connection, its bytes not counted yet.
+    pub fn plain(stream: TcpStream) -> Upstream {
+        Upstream {
+            io: Io::Plain(stream),
+            traffic: None,
+        }
+    }
+
+    /// A TLS connection (verified against the pool's `backend_tls`), its bytes not counted yet.
+    pub fn tls(stream: tokio_rustls::client::TlsStream<TcpStream>) -> Upstream {
+        Upstream {
+            io: Io::Tls(Box::new(stream)),
+            traffic: None,
+        }
+    }
+
+    /// Counts the connection's bytes from now on into `traffic` (its backend's).
+    pub fn count_into(&mut self, traffic: &Arc<Traffic>) {
+        self.traffic = Some(Arc::clone(traffic));
+    }
+
+    fn sent(&self, n: usize) {
+        if let Some(traffic) = &self.traffic {
+            traffic.add_sent(n);
+        }
+    }
+
     /// Whether an idle connection is still good: it has nothing to read. Readable means the
     /// backend closed it (or sent bytes nobody asked for: over TLS, a close_notify). tokio
     /// answers from the readiness its reactor recorded, so a quiet socket costs no system call.
     fn is_quiet(&self) -> bool {
-        match self {
-            Upstream::Plain(stream) => {
+        match &self.io {
+            Io::Plain(stream) => {
                 let mut byte = [0u8; 1];
                 matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
-            Upstream::Tls(stream) => {
+            Io::Tls(stream) => {
                 // The session holds no plaintext nobody asked for and no close_notify (then it
                 // wants to read), has sent all it wrote, and the socket has nothing more:
                 // peeked, not read, as the bytes belong to the session. Nothing waits on an
@@ -92,11 +129,11 @@ impl Upstream {
     /// to it: an early answer. Plain TCP only: over TLS the socket's readiness may be a session
     /// ticket, not an answer, so a TLS backend's answer is read once its body has gone.
     pub async fn answered(&self) {
-        match self {
-            Upstream::Plain(stream) => {
+        match &self.io {
+            Io::Plain(stream) => {
                 let _ = stream.readable().await;
             }
-            Upstream::Tls(_) => std::future::pending().await,
+            Io::Tls(_) => std::future::pending().await,
         }
     }
 
@@ -105,8 +142,8 @@ impl Upstream {
     /// answers first ([`Upstream::answered`]). Cancel safe on plain TCP; over TLS a write may
     /// have been taken when cancelled, which only a failing deadline does.
     pub async fn write_some(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
-        match self {
-            Upstream::Plain(stream) => loop {
+        let written = match &mut self.io {
+            Io::Plain(stream) => loop {
                 tokio::select! {
                     biased;
                     _ = stream.readable() => return Ok(None),
@@ -114,17 +151,19 @@ impl Upstream {
                         ready?;
                         match stream.try_write(buf) {
                             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                            written => return written.map(Some),
+                            written => break written?,
                         }
                     }
                 }
             },
-            Upstream::Tls(stream) => {
+            Io::Tls(stream) => {
                 let n = stream.write(buf).await?;
                 stream.flush().await?;
-                Ok(Some(n))
+                n
             }
-        }
+        };
+        self.sent(written);
+        Ok(Some(written))
     }
 }
 
@@ -134,9 +173,11 @@ impl AsyncRead for Upstream {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Upstream::Tls(stream) => {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = match &mut this.io {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => {
                 // What was written and still waits in the TLS session goes out before an
                 // answer is awaited: a request written whole (`write_all`) may not have left.
                 if let Poll::Ready(Err(error)) = Pin::new(&mut **stream).poll_flush(cx) {
@@ -144,7 +185,11 @@ impl AsyncRead for Upstream {
                 }
                 Pin::new(&mut **stream).poll_read(cx, buf)
             }
+        };
+        if let (Poll::Ready(Ok(())), Some(traffic)) = (&read, &this.traffic) {
+            traffic.add_received(buf.filled().len().saturating_sub(before));
         }
+        read
     }
 }
 
@@ -154,10 +199,15 @@ impl AsyncWrite for Upstream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upstream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_write(cx, buf),
+        let this = self.get_mut();
+        let written = match &mut this.io {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(&mut **stream).poll_write(cx, buf),
+        };
+        if let Poll::Ready(Ok(n)) = written {
+            this.sent(n);
         }
+        written
     }
 
     fn poll_write_vectored(
@@ -165,30 +215,35 @@ impl AsyncWrite for Upstream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upstream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_write_vectored(cx, bufs),
+        let this = self.get_mut();
+        let written = match &mut this.io {
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(&mut **stream).poll_write_vectored(cx, bufs),
+        };
+        if let Poll::Ready(Ok(n)) = written {
+            this.sent(n);
         }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Upstream::Plain(stream) => stream.is_write_vectored(),
-            Upstream::Tls(stream) => stream.is_write_vectored(),
+        match &self.io {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(&mut **stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Upstream::Tls(stream) => Pin::new(&mut **stream).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(&mut **stream).poll_shutdown(cx),
         }
     }
 }

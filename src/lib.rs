@@ -325,6 +325,13 @@ impl Lb {
             tokio::spawn(Arc::clone(sync).run(stopping.clone()));
         }
         if let Some(listener) = self.admin {
+            let recent = Arc::new(admin::recent::Recorder::default());
+            tokio::spawn(admin::recent::run(
+                Arc::clone(&recent),
+                Arc::clone(&self.applier),
+                Arc::clone(self.applier.metrics()),
+                stopping.clone(),
+            ));
             let admin = Arc::new(admin::Admin {
                 applier: Arc::clone(&self.applier),
                 global: Arc::clone(self.applier.metrics()),
@@ -332,6 +339,7 @@ impl Lb {
                 instance: Arc::clone(&self.instance),
                 fleet: self.sync.is_some(),
                 looks,
+                recent,
             });
             tokio::spawn(admin::serve(
                 listener,

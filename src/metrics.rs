@@ -51,8 +51,6 @@ pub struct Global {
     pub started_at: StartedAt,
     /// Requests answered without a backend (404, 301, 405, 503), by status code.
     pub local: RequestStats,
-    /// Requests retried on another backend after a failed attempt.
-    pub retries: AtomicU64,
     /// Upgrade tunnels (e.g. WebSocket) open now.
     pub upgrades_open: AtomicU64,
     /// Exchanges and tunnels closed by a timeout after the response head, by `[server]` key.
@@ -63,6 +61,9 @@ pub struct Global {
     pub timeouts_tunnel_idle: AtomicU64,
     /// Client connections open now (each holding one of `max_connections`).
     pub connections_open: AtomicU64,
+    /// Each client listener (`listen.http`, then every `listen.https`) with its open
+    /// connections, set once by `proxy::serve` before it accepts.
+    pub listeners: arc_swap::ArcSwap<Box<[ListenerStats]>>,
     /// Idle client connections closed to admit a new one when `max_connections` was spent.
     pub connections_evicted: AtomicU64,
     /// Client connections closed at accept: their address had `max_connections_per_ip` open.
@@ -86,6 +87,29 @@ pub struct Global {
     pub sync: arc_swap::ArcSwapOption<SyncStatus>,
     /// `[sync]` pushes refused because the branch had moved, each redone on the new head.
     pub sync_push_retries: AtomicU64,
+}
+
+/// One client listener and what it holds now.
+#[derive(Debug)]
+pub struct ListenerStats {
+    /// Its bound address, the `listener` label.
+    pub addr: String,
+    /// Client connections it accepted that are open now.
+    pub open: AtomicU64,
+}
+
+impl Global {
+    /// Declares the client listeners, in the order `proxy::serve` indexes them.
+    pub fn set_listeners(&self, addrs: impl IntoIterator<Item = String>) {
+        let listeners = addrs
+            .into_iter()
+            .map(|addr| ListenerStats {
+                addr,
+                open: AtomicU64::new(0),
+            })
+            .collect();
+        self.listeners.store(Arc::new(listeners));
+    }
 }
 
 /// What asked for a config application.
@@ -287,6 +311,26 @@ impl Collector for Scrape {
         }
 
         let mut family = encoder.encode_descriptor(
+            "lb_backend_sent_bytes",
+            "Bytes lb sent to the backend on request connections (HTTP bytes; health checks not counted).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, b) in &backends {
+            counter(&mut family, labels, b.traffic.sent())?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "lb_backend_received_bytes",
+            "Bytes lb received from the backend on request connections (HTTP bytes; health checks not counted).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, b) in &backends {
+            counter(&mut family, labels, b.traffic.received())?;
+        }
+
+        let mut family = encoder.encode_descriptor(
             "lb_health_checks",
             "Active health checks, by pool, backend and result.",
             None,
@@ -337,13 +381,15 @@ impl Collector for Scrape {
         )?;
         ConstGauge::new(u64::from(status.last_error.is_none())).encode(family)?;
 
-        let family = encoder.encode_descriptor(
+        let mut family = encoder.encode_descriptor(
             "lb_retries",
-            "Requests retried on another backend after a failed connect.",
+            "Requests retried on another backend after a failed attempt, by the pool and the backend that failed.",
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(global.retries.load(Ordering::Relaxed)).encode(family)?;
+        for (labels, b) in &backends {
+            counter(&mut family, labels, b.retries())?;
+        }
 
         let mut family = encoder.encode_descriptor(
             "lb_passive_ejections",
@@ -394,6 +440,17 @@ impl Collector for Scrape {
             MetricType::Gauge,
         )?;
         ConstGauge::new(global.connections_open.load(Ordering::Relaxed)).encode(family)?;
+
+        let mut family = encoder.encode_descriptor(
+            "lb_listener_connections_open",
+            "Client connections open now, by the listener that accepted them.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for listener in global.listeners.load().iter() {
+            let labels = [("listener", listener.addr.as_str())];
+            gauge(&mut family, &labels, listener.open.load(Ordering::Relaxed))?;
+        }
 
         let family = encoder.encode_descriptor(
             "lb_client_connections_evicted",
@@ -743,6 +800,7 @@ mod tests {
         global.local.record(404, Duration::from_micros(10));
         global.reloads.record(ReloadSource::File, true);
         global.timeouts_send.fetch_add(2, Ordering::Relaxed);
+        global.set_listeners(["127.0.0.1:8080".to_owned()]);
         render(Arc::new(topology), status(3), Arc::new(global), None)
     }
 
@@ -782,6 +840,12 @@ lb_backend_healthy{pool="/a\"b\\c",backend="127.0.0.1:9001"} 1
 # HELP lb_backend_in_flight Requests (and upgrade tunnels) open to the backend.
 # TYPE lb_backend_in_flight gauge
 lb_backend_in_flight{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
+# HELP lb_backend_sent_bytes_total Bytes lb sent to the backend on request connections (HTTP bytes; health checks not counted).
+# TYPE lb_backend_sent_bytes_total counter
+lb_backend_sent_bytes_total{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
+# HELP lb_backend_received_bytes_total Bytes lb received from the backend on request connections (HTTP bytes; health checks not counted).
+# TYPE lb_backend_received_bytes_total counter
+lb_backend_received_bytes_total{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
 # HELP lb_health_checks_total Active health checks, by pool, backend and result.
 # TYPE lb_health_checks_total counter
 lb_health_checks_total{pool="/a\"b\\c",backend="127.0.0.1:9001",result="pass"} 1
@@ -803,9 +867,9 @@ lb_config_generation 3
 # HELP lb_config_last_reload_ok Whether the last reload attempt succeeded.
 # TYPE lb_config_last_reload_ok gauge
 lb_config_last_reload_ok 1
-# HELP lb_retries_total Requests retried on another backend after a failed connect.
+# HELP lb_retries_total Requests retried on another backend after a failed attempt, by the pool and the backend that failed.
 # TYPE lb_retries_total counter
-lb_retries_total 0
+lb_retries_total{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
 # HELP lb_passive_ejections_total Times a backend was taken out of rotation by a failed connect, by pool and backend.
 # TYPE lb_passive_ejections_total counter
 lb_passive_ejections_total{pool="/a\"b\\c",backend="127.0.0.1:9001"} 0
@@ -823,6 +887,9 @@ lb_timeouts_total{kind="tunnel_idle"} 0
 # HELP lb_client_connections_open Client connections open now, of server.max_connections.
 # TYPE lb_client_connections_open gauge
 lb_client_connections_open 0
+# HELP lb_listener_connections_open Client connections open now, by the listener that accepted them.
+# TYPE lb_listener_connections_open gauge
+lb_listener_connections_open{listener="127.0.0.1:8080"} 0
 # HELP lb_client_connections_evicted_total Idle client connections closed to admit a new one when server.max_connections was spent.
 # TYPE lb_client_connections_evicted_total counter
 lb_client_connections_evicted_total 0

@@ -211,6 +211,10 @@ pub async fn serve(
     let mut all = Vec::with_capacity(1 + https.len());
     all.push(http);
     all.extend(https);
+    proxy.metrics.set_listeners(all.iter().map(|l| {
+        l.local_addr()
+            .map_or_else(|_| "-".to_owned(), |a| a.to_string())
+    }));
     let mut first = 0;
     tokio::pin!(shutdown);
 
@@ -233,7 +237,7 @@ pub async fn serve(
         // Refused before it costs a slot, a handshake or a read: closed without a word, as
         // HAProxy's `tcp-request connection reject` does (an HTTP answer would need its request
         // read, and over TLS a whole handshake, for the client that is over its limit).
-        let Some(admitted) = budget.admit(client.ip()) else {
+        let Some(admitted) = budget.admit(client.ip(), which) else {
             tracing::debug!(%client, "over max_connections_per_ip; closed");
             continue;
         };

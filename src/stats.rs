@@ -4,7 +4,17 @@
 //! `health` record into them, `metrics` renders them. It renders nothing and decides nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+/// Now, in milliseconds since the Unix epoch (0 for a clock before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Upper bounds (seconds) of the request-duration histogram buckets: 100 µs to 10 s on a
 /// 1-2.5-5 ladder, so a backend on the same host (well under a millisecond) is resolved too.
@@ -71,6 +81,18 @@ impl RequestStats {
         })
     }
 
+    /// Responses that count as errors: 5xx (a backend's, or lb's own 502/504 after a backend
+    /// failed) and codes outside 100..=599.
+    pub fn errors(&self) -> u64 {
+        let server = self.codes.get(500 - 99..=599 - 99).unwrap_or_default();
+        let other = self.codes.first().map_or(0, |c| c.load(Ordering::Relaxed));
+        other
+            + server
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>()
+    }
+
     /// How many requests are recorded.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -87,12 +109,49 @@ impl RequestStats {
     }
 }
 
-/// Active health-check outcomes of one backend and how long its last probe took.
+/// The bytes lb's HTTP/1.1 client sent to and received from one backend on request
+/// connections (HTTP bytes: under TLS, the plaintext; health probes are not counted). Shared
+/// by the backend and each of its connections, counted as each read or write completes.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts bytes written to the backend.
+    pub fn add_sent(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts bytes read from the backend.
+    pub fn add_received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes written to the backend so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from the backend so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// Active health-check outcomes of one backend, how long its last probe took, and what the
+/// last probe found (for the dashboard and `/status.json`).
 #[derive(Debug, Default)]
 pub struct CheckStats {
     passed: AtomicU64,
     failed: AtomicU64,
     last_micros: AtomicU64,
+    /// When the last probe ended, milliseconds since the Unix epoch; 0 before the first.
+    last_at_ms: AtomicU64,
+    /// Why the last probe failed; `None` when it passed (or none ran). Written by the
+    /// backend's one checker, only when the reason changes.
+    last_failure: ArcSwapOption<String>,
 }
 
 impl CheckStats {
@@ -102,6 +161,27 @@ impl CheckStats {
         counter.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.last_micros.store(micros, Ordering::Relaxed);
+        self.last_at_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// Keeps why the last probe failed (`None`: it passed); a reason equal to the one kept is
+    /// not copied again.
+    pub fn record_failure(&self, reason: Option<&str>) {
+        let kept = self.last_failure.load();
+        if kept.as_deref().map(String::as_str) != reason {
+            self.last_failure
+                .store(reason.map(|r| Arc::new(r.to_owned())));
+        }
+    }
+
+    /// Why the last probe failed; `None` when it passed or none ran yet.
+    pub fn last_failure(&self) -> Option<Arc<String>> {
+        self.last_failure.load_full()
+    }
+
+    /// When the last probe ended, milliseconds since the Unix epoch; `None` before the first.
+    pub fn last_at_ms(&self) -> Option<u64> {
+        Some(self.last_at_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
     }
 
     /// Probes that passed.

@@ -18,7 +18,7 @@ use crate::canary::{Comparison, Side};
 use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType, Sticky};
 use crate::idle_connections::IdleConnections;
 use crate::routing::Router;
-use crate::stats::{CheckStats, RequestStats};
+use crate::stats::{CheckStats, RequestStats, Traffic};
 use crate::tls::BackendConnector;
 
 /// The handle the proxy and the control API read, and only `apply` stores into.
@@ -141,6 +141,7 @@ impl Pool {
             // `down_interval` from now.
             backend.ejections.notify_one();
             backend.ejected_total.fetch_add(1, Ordering::Relaxed);
+            backend.note_health();
             return true;
         }
         backend.ejected.store(false, Ordering::SeqCst);
@@ -179,6 +180,12 @@ pub struct Backend {
     ejections: tokio::sync::Notify,
     /// Ejections since the backend was declared, for `lb_passive_ejections_total`.
     ejected_total: AtomicU64,
+    /// Requests whose attempt here failed and went on to another backend, for
+    /// `lb_retries_total`.
+    retried: AtomicU64,
+    /// Since when [`Backend::is_healthy`] has been false, milliseconds since the Unix epoch; 0
+    /// while healthy (or never judged). Kept by the writers of health, never by a request.
+    down_since_ms: AtomicU64,
     /// Active check results in a row: passes when positive, failures when negative. Written by
     /// the backend's one checker (and reset by an ejection).
     streak: AtomicI32,
@@ -196,6 +203,9 @@ pub struct Backend {
     pub stats: RequestStats,
     /// Active health-check outcomes; survive reloads with the backend.
     pub checks: CheckStats,
+    /// Bytes sent to it and received from it on request connections (each connection holds
+    /// it too); survive reloads with the backend.
+    pub traffic: Arc<Traffic>,
     /// Keep-alive connections waiting for the next request; survive reloads with the backend.
     pub connections: IdleConnections,
 }
@@ -213,6 +223,8 @@ impl Backend {
             ejected: AtomicBool::new(false),
             ejections: tokio::sync::Notify::new(),
             ejected_total: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            down_since_ms: AtomicU64::new(0),
             streak: AtomicI32::new(0),
             checked: AtomicBool::new(healthy),
             in_flight: AtomicU64::new(0),
@@ -220,6 +232,7 @@ impl Backend {
             latency: PeakEwma::default(),
             stats: RequestStats::default(),
             checks: CheckStats::default(),
+            traffic: Arc::default(),
             connections: IdleConnections::default(),
         }
     }
@@ -259,6 +272,32 @@ impl Backend {
         self.ejected_total.load(Ordering::Relaxed)
     }
 
+    /// Counts a failed attempt here that was retried on another backend.
+    pub fn count_retry(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Attempts here retried on another backend since it was declared.
+    pub fn retries(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+
+    /// Since when (milliseconds since the Unix epoch) the backend has been out of health: sick
+    /// by its checks or ejected; `None` while healthy.
+    pub fn down_since_ms(&self) -> Option<u64> {
+        Some(self.down_since_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// Keeps `down_since_ms` in step with [`Backend::is_healthy`], after each change of it.
+    fn note_health(&self) {
+        if self.is_healthy() {
+            self.down_since_ms.store(0, Ordering::Relaxed);
+        } else if self.down_since_ms.load(Ordering::Relaxed) == 0 {
+            self.down_since_ms
+                .store(crate::stats::unix_ms(), Ordering::Relaxed);
+        }
+    }
+
     /// Completes after the next ejection (or at once when one happened since the last call).
     pub async fn ejected(&self) {
         self.ejections.notified().await;
@@ -274,6 +313,7 @@ impl Backend {
         self.ejected.store(false, Ordering::SeqCst);
         self.streak.store(0, Ordering::Relaxed);
         self.checked.store(false, Ordering::Relaxed);
+        self.note_health();
         was
     }
 
@@ -301,6 +341,7 @@ impl Backend {
         } else if !passed && (first || streak.unsigned_abs() >= fall) {
             self.healthy.store(false, Ordering::Relaxed);
         }
+        self.note_health();
         (was, self.is_healthy())
     }
 

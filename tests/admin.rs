@@ -117,6 +117,23 @@ async fn metrics_cover_requests_health_and_reloads() {
         metrics.contains(&format!("lb_passive_ejections_total{{{a_label}}} 0")),
         "{metrics}"
     );
+    // Retries are counted against the backend whose attempt failed; open connections by the
+    // listener that accepted them (the client's keep-alive one may still be open).
+    assert!(
+        metrics.contains(&format!("lb_retries_total{{{a_label}}} 0")),
+        "{metrics}"
+    );
+    let http = lb
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        value(&format!(
+            "lb_listener_connections_open{{listener=\"{http}\"}}"
+        )) >= 0.0,
+        "{metrics}"
+    );
 
     // A control-API change counts as an application by the API.
     support::control(&lb)
@@ -370,4 +387,196 @@ async fn the_readme_lists_every_metric_with_its_type_and_labels() {
             "README lists {name}, which /metrics does not serve"
         );
     }
+}
+
+/// lb keeps the last minutes per pool and backend: after traffic, `/history.json` holds it,
+/// one sample a second in a ring of bounded size, and `/status.json` has what an operator
+/// looks for first (codes, errors, the last check and its reason, down-since, uptime).
+#[tokio::test]
+async fn history_json_keeps_the_last_minutes_and_status_has_the_operators_fields() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    b.set_healthy(false);
+    let lb = start_with_admin(&support::pool("/", &[a.addr, b.addr], "100ms"));
+    let client = support::client();
+    eventually(Duration::from_secs(5), "a serving", || async {
+        get(&client, &lb.url("/")).await.0 == StatusCode::OK
+    })
+    .await;
+    for _ in 0..19 {
+        assert_eq!(get(&client, &lb.url("/")).await.0, StatusCode::OK);
+    }
+    let a_addr = a.addr.to_string();
+    let b_addr = b.addr.to_string();
+    let history = |seconds: Option<u32>| {
+        let url = match seconds {
+            Some(n) => admin_url(&lb, &format!("/history.json?seconds={n}")),
+            None => admin_url(&lb, "/history.json"),
+        };
+        let client = client.clone();
+        async move {
+            let (status, body) = get(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let total = |series: &serde_json::Value, field: &str| -> u64 {
+        series[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    // Every request lands in the second it finished: once the sampler has passed it, the
+    // samples add up to all 20, the pool's and the backend's alike.
+    eventually(
+        Duration::from_secs(5),
+        "20 requests in the history",
+        || async {
+            let doc = history(None).await;
+            let pool = &doc["pools"][0];
+            total(pool, "requests") == 20 && total(&pool["backends"][0], "requests") == 20
+        },
+    )
+    .await;
+    let doc = history(None).await;
+    assert_eq!(doc["capacity"], 900);
+    let times = doc["times_unix_ms"].as_array().unwrap();
+    assert!(!times.is_empty() && times.len() <= 900, "{doc}");
+    let pool = &doc["pools"][0];
+    assert_eq!(pool["pattern"], "/");
+    assert_eq!(pool["backends"][0]["addr"], a_addr.as_str());
+    assert_eq!(pool["backends"][1]["addr"], b_addr.as_str());
+    // Each series ends with the newest sample, no longer than the times.
+    for series in [pool, &pool["backends"][0], &pool["backends"][1]] {
+        let n = series["requests"].as_array().unwrap().len();
+        assert!(n >= 1 && n <= times.len(), "{series}");
+        assert_eq!(series["p99_ms"].as_array().unwrap().len(), n);
+        assert_eq!(series["in_rotation"].as_array().unwrap().len(), n);
+    }
+    assert_eq!(total(pool, "errors"), 0);
+    assert_eq!(pool["healthy"].as_array().unwrap().last().unwrap(), 1);
+    assert_eq!(
+        pool["backends"][1]["healthy"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        0
+    );
+    let p99 = pool["p99_ms"].as_array().unwrap();
+    assert!(
+        p99.iter()
+            .any(|v| v.as_f64().is_some_and(|ms| ms > 0.0 && ms <= 10_000.0)),
+        "{doc}"
+    );
+    // The window asked for, at most.
+    let short = history(Some(2)).await;
+    assert!(
+        short["times_unix_ms"].as_array().unwrap().len() <= 2,
+        "{short}"
+    );
+    assert!(short["pools"][0]["requests"].as_array().unwrap().len() <= 2);
+
+    let (_, body) = get(&client, &admin_url(&lb, "/status.json")).await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["started_at_unix"].as_u64().unwrap() > 0);
+    assert!(status["uptime_seconds"].is_u64());
+    assert!(status["connections_open"].is_u64());
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 1);
+    let backends = &status["pools"][0]["backends"];
+    let (up, sick) = (&backends[0], &backends[1]);
+    assert_eq!(up["codes"]["200"], 20, "{up}");
+    // 20 requests and their answers crossed lb's connections to a; nothing went to b.
+    let (sent, received) = (
+        up["bytes_sent"].as_u64().unwrap(),
+        up["bytes_received"].as_u64().unwrap(),
+    );
+    assert!(sent >= 20 * 16 && received >= 20 * 16, "{up}");
+    assert_eq!(
+        total(&pool["backends"][0], "bytes_received"),
+        received,
+        "{doc}"
+    );
+    assert_eq!(sick["bytes_sent"], 0);
+    assert_eq!(up["errors"], 0);
+    assert_eq!(up["retries"], 0);
+    assert_eq!(up["ejections"], 0);
+    assert_eq!(up["last_check"]["result"], "pass", "{up}");
+    assert!(up["down_since_unix_ms"].is_null());
+    assert_eq!(sick["last_check"]["result"], "fail", "{sick}");
+    assert!(
+        sick["last_check"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{sick}"
+    );
+    assert!(sick["checks_failed"].as_u64().unwrap() >= 1);
+    let down_since = sick["down_since_unix_ms"].as_u64().expect("down since");
+    assert!(down_since >= status["started_at_unix"].as_u64().unwrap() * 1000);
+}
+
+/// A refused connect is retried on the other backend and ejects the first: the retry is
+/// counted against the backend that failed, in `/metrics`, `/status.json` and the history.
+#[tokio::test]
+async fn a_retry_and_an_ejection_are_counted_against_the_backend_that_failed() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = start_with_admin(&support::pool("/", &[a.addr, b.addr], "10s"));
+    let client = support::client();
+    for backend in [a.addr, b.addr] {
+        support::healthy_eventually(&lb, "/", backend, Duration::from_secs(5)).await;
+    }
+    let a_addr = a.kill().await;
+    // P2C picks either; until a is picked once, b answers directly.
+    let ejected = format!("connect failed; backend out of rotation pool=/ backend={a_addr}");
+    let mut sent = 0;
+    while lb.find_log(&ejected).is_none() {
+        assert!(sent < 60, "a was never picked and ejected");
+        assert_eq!(
+            get(&client, &lb.url("/")).await,
+            (StatusCode::OK, "b".to_owned())
+        );
+        sent += 1;
+    }
+    let a_label = format!("pool=\"/\",backend=\"{a_addr}\"");
+    let b_label = format!("pool=\"/\",backend=\"{}\"", b.addr);
+    let (_, metrics) = get(&client, &admin_url(&lb, "/metrics")).await;
+    for expected in [
+        format!("lb_retries_total{{{a_label}}} 1"),
+        format!("lb_retries_total{{{b_label}}} 0"),
+        format!("lb_passive_ejections_total{{{a_label}}} 1"),
+    ] {
+        assert!(metrics.contains(&expected), "{expected} in\n{metrics}");
+    }
+    let (_, body) = get(&client, &admin_url(&lb, "/status.json")).await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first = &status["pools"][0]["backends"][0];
+    assert_eq!(first["addr"], a_addr.to_string());
+    assert_eq!(first["retries"], 1, "{first}");
+    assert_eq!(first["ejections"], 1, "{first}");
+    assert_eq!(first["ejected"], true, "{first}");
+    assert!(first["down_since_unix_ms"].as_u64().is_some(), "{first}");
+    eventually(
+        Duration::from_secs(5),
+        "the retry in the history",
+        || async {
+            let (_, body) = get(&client, &admin_url(&lb, "/history.json")).await;
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let sum = |series: &serde_json::Value, field: &str| -> u64 {
+                series[field]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|v| v.as_u64())
+                    .sum()
+            };
+            let pool = &doc["pools"][0];
+            sum(pool, "retries") == 1
+                && sum(pool, "ejections") == 1
+                && sum(&pool["backends"][0], "retries") == 1
+                && pool["in_rotation"].as_array().unwrap().last() == Some(&1.into())
+        },
+    )
+    .await;
 }

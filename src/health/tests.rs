@@ -118,7 +118,7 @@ async fn the_checker_closes_expired_idle_connections_between_probes() {
     checkers.reconcile_pool(&pattern, wanted);
     backend
         .connections
-        .put_stream(crate::idle_connections::Upstream::Plain(socket));
+        .put_stream(crate::idle_connections::Upstream::plain(socket));
 
     // The sweep runs every idle_timeout / 8 = 10 s; sleeping on the paused clock lets it run.
     tokio::time::sleep(Duration::from_secs(79)).await;

@@ -25,7 +25,7 @@ async fn close_expired_keeps_a_socket_until_its_idle_timeout_and_closes_it_after
         connections.idle_timeout(),
         crate::config::DEFAULT_IDLE_TIMEOUT
     );
-    connections.put_stream(Upstream::Plain(stream));
+    connections.put_stream(Upstream::plain(stream));
 
     tokio::time::advance(Duration::from_secs(89)).await;
     connections.close_expired();
@@ -40,7 +40,7 @@ async fn close_expired_keeps_a_socket_until_its_idle_timeout_and_closes_it_after
 async fn a_shorter_idle_timeout_applies_to_the_sockets_already_held() {
     let (_listener, stream) = quiet_socket().await;
     let connections = IdleConnections::default();
-    connections.put_stream(Upstream::Plain(stream));
+    connections.put_stream(Upstream::plain(stream));
     tokio::time::advance(Duration::from_secs(5)).await;
 
     connections.set_idle_timeout(Duration::from_secs(10));
@@ -57,7 +57,7 @@ async fn take_stream_never_hands_out_a_socket_idle_past_the_timeout() {
     let (_listener, stream) = quiet_socket().await;
     let connections = IdleConnections::default();
     connections.set_idle_timeout(Duration::from_secs(1));
-    connections.put_stream(Upstream::Plain(stream));
+    connections.put_stream(Upstream::plain(stream));
     tokio::time::advance(Duration::from_millis(1001)).await;
     assert!(connections.take_stream().is_none());
     assert!(
@@ -66,7 +66,7 @@ async fn take_stream_never_hands_out_a_socket_idle_past_the_timeout() {
     );
 
     let (_listener, stream) = quiet_socket().await;
-    connections.put_stream(Upstream::Plain(stream));
+    connections.put_stream(Upstream::plain(stream));
     tokio::time::advance(Duration::from_millis(999)).await;
     assert!(
         connections.take_stream().is_some(),
@@ -80,7 +80,7 @@ async fn a_socket_the_peer_closed_is_neither_kept_nor_handed_out() {
     let connections = IdleConnections::default();
     // The peer end: accepted and dropped, which closes the connection.
     drop(listener.accept().await.unwrap());
-    connections.put_stream(Upstream::Plain(stream));
+    connections.put_stream(Upstream::plain(stream));
     // The close reaches the socket's readiness asynchronously; wait for it, bounded.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !connections.is_empty() && std::time::Instant::now() < deadline {

@@ -147,7 +147,9 @@ impl Budget {
     /// Counts a new connection from `ip` against `max_connections_per_ip`: `None` (counted as
     /// refused) when that address has its limit open already: the connection is to be closed at
     /// once.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+    /// `listener` is the listener's index in `Global::listeners`, whose open count the
+    /// connection's ticket holds.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, listener: usize) -> Option<Admitted> {
         if let Some(per_ip) = &self.per_ip {
             if !per_ip.admit(ip) {
                 self.metrics
@@ -159,6 +161,7 @@ impl Budget {
         Some(Admitted {
             budget: Arc::clone(self),
             ip,
+            listener: u16::try_from(listener).unwrap_or(u16::MAX),
         })
     }
 
@@ -195,10 +198,19 @@ impl Budget {
         self.metrics
             .connections_open
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(listener) = self
+            .metrics
+            .listeners
+            .load()
+            .get(usize::from(admitted.listener))
+        {
+            listener.open.fetch_add(1, Ordering::Relaxed);
+        }
         let ticket = Ticket {
             budget: Arc::clone(&admitted.budget),
             slot,
             ip: admitted.ip,
+            listener: admitted.listener,
         };
         // The ticket now releases the address's count.
         std::mem::forget(admitted);
@@ -251,6 +263,7 @@ impl Budget {
 pub(crate) struct Admitted {
     budget: Arc<Budget>,
     ip: IpAddr,
+    listener: u16,
 }
 
 impl Drop for Admitted {
@@ -267,6 +280,8 @@ pub(crate) struct Ticket {
     budget: Arc<Budget>,
     slot: u32,
     ip: IpAddr,
+    /// The listener that accepted it (`Global::listeners`).
+    listener: u16,
 }
 
 impl Ticket {
@@ -342,6 +357,14 @@ impl Drop for Ticket {
             .metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(listener) = budget
+            .metrics
+            .listeners
+            .load()
+            .get(usize::from(self.listener))
+        {
+            listener.open.fetch_sub(1, Ordering::Relaxed);
+        }
         self.slot().state.store(BUSY, Ordering::Relaxed);
         // Taken from `free`, so there is room for it.
         let _ = budget.free.push(self.slot);
@@ -365,9 +388,9 @@ mod tests {
     #[test]
     fn an_address_over_its_limit_is_refused_until_one_of_its_connections_closes() {
         let budget = Budget::new(10, Some(2), Arc::default());
-        let one = budget.admit(A).expect("first");
-        let two = budget.admit(A).expect("second");
-        assert!(budget.admit(A).is_none());
+        let one = budget.admit(A, 0).expect("first");
+        let two = budget.admit(A, 0).expect("second");
+        assert!(budget.admit(A, 0).is_none());
         assert_eq!(
             budget
                 .metrics
@@ -375,9 +398,9 @@ mod tests {
                 .load(Ordering::Relaxed),
             1
         );
-        let other = budget.admit(B).expect("another address");
+        let other = budget.admit(B, 0).expect("another address");
         drop(one);
-        let three = budget.admit(A).expect("after a close");
+        let three = budget.admit(A, 0).expect("after a close");
         drop((two, three, other));
         // Entries go with their last connection: the map stays bounded by open connections.
         let per_ip = budget.per_ip.as_ref().expect("limit set");
@@ -405,7 +428,7 @@ mod tests {
         let ticket = |at: u64| {
             let budget = Arc::clone(&budget);
             async move {
-                let admitted = budget.admit(A).expect("no per-address limit");
+                let admitted = budget.admit(A, 0).expect("no per-address limit");
                 let ticket = budget.ticket(admitted).await;
                 ticket.idle(start + Duration::from_millis(at));
                 ticket

@@ -951,7 +951,6 @@ impl Exchange<'_> {
         upgrade: bool,
     ) -> Forwarded {
         let request = self.request;
-        let metrics = &self.proxy.metrics;
         let mut attempts = Attempts::default();
         // Bytes of a streamed body were sent: the request cannot go again, and the client's
         // connection closes unless the body was sent whole.
@@ -977,7 +976,7 @@ impl Exchange<'_> {
                         unsent: true,
                         sent: whole.is_some() && is_idempotent(request.method),
                     };
-                    match attempts.failed(pool, backend, &error, replay, metrics) {
+                    match attempts.failed(pool, backend, &error, replay) {
                         Some(failure) => break failure,
                         None => continue,
                     }
@@ -1025,7 +1024,7 @@ impl Exchange<'_> {
                         unsent: false,
                         sent: !body_started && is_idempotent(request.method),
                     };
-                    match attempts.failed(pool, backend, &error, replay, metrics) {
+                    match attempts.failed(pool, backend, &error, replay) {
                         Some(failure) => break failure,
                         None => continue,
                     }

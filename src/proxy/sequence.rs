@@ -6,7 +6,6 @@
 //! of a request (its stats and access line: [`Proxy::account`]). It decides nothing of a
 //! protocol's wire: `proxy::h1` and `proxy::h2` turn their bytes and frames into the calls here.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -434,7 +433,6 @@ impl Attempts {
         backend: Arc<Backend>,
         error: &ExchangeError,
         replay: Replay,
-        metrics: &Global,
     ) -> Option<Failure> {
         let (retry, mut failure) = attempt_failed(pool, &backend, error, replay);
         failure.side = Some(self.side());
@@ -445,7 +443,7 @@ impl Attempts {
             return Some(failure);
         }
         self.n_retries += 1;
-        metrics.retries.fetch_add(1, Ordering::Relaxed);
+        backend.count_retry();
         self.exclude_failed = error.is_malformed();
         self.failed = Some((backend, failure));
         None

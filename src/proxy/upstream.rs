@@ -170,7 +170,7 @@ mod tests {
 
     /// A plain socket to `backend`, as `upstream::client` would hand back after an exchange.
     async fn plain_socket(backend: &Backend) -> Upstream {
-        Upstream::Plain(TcpStream::connect(backend.addr.addr).await.unwrap())
+        Upstream::plain(TcpStream::connect(backend.addr.addr).await.unwrap())
     }
 
     #[tokio::test]

@@ -26,7 +26,6 @@ use super::super::upstream::{self, ExchangeError, Upstream};
 use super::super::Peer;
 use super::body::{self, push_last_chunk, RequestBody, ResponseBody, Streamed};
 use crate::config::PoolType;
-use crate::metrics::Global;
 use crate::topology::{Backend, Pool, Topology};
 
 impl Proxy {
@@ -54,7 +53,7 @@ impl Proxy {
             match self.dispatch(&topology, head, https) {
                 Routed::Local(answer) => (local_answer(answer), None, None, None, None, true),
                 Routed::Pool(pool) => {
-                    let f = forward(pool, head, body, client, https, timer, &self.metrics).await;
+                    let f = forward(pool, head, body, client, https, timer).await;
                     (f.response, Some(pool), f.backend, f.error, f.side, f.by_lb)
                 }
             };
@@ -139,7 +138,6 @@ async fn forward(
     client: Peer<'_>,
     https: bool,
     mut timer: Pin<&mut Sleep>,
-    metrics: &Global,
 ) -> Forwarded {
     let mut body = match body {
         None => RequestBody::None,
@@ -233,7 +231,7 @@ async fn forward(
                     unsent: body.replayable(),
                     sent: body.replayable() && is_idempotent(&parts.method),
                 };
-                if let Some(failure) = attempts.failed(pool, backend, &error, replay, metrics) {
+                if let Some(failure) = attempts.failed(pool, backend, &error, replay) {
                     break failure.into();
                 }
             }

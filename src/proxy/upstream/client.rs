@@ -72,9 +72,10 @@ pub async fn checkout(backend: &Backend, pool: &Pool) -> Result<(Upstream, bool)
     // Boxed: a connect (with its TLS handshake) is ~1.5 KiB of future, which inline would
     // make every request's future that large, and be copied with it, for a path that kept
     // connections rarely take (print-type-sizes; memcpy was ~5 KiB an HTTP/2 request).
-    let stream = Box::pin(connect_upstream(addr, pool))
+    let mut stream = Box::pin(connect_upstream(addr, pool))
         .await
         .map_err(|source| ExchangeError::Connect { addr, source })?;
+    stream.count_into(&backend.traffic);
     Ok((stream, false))
 }
 
@@ -99,10 +100,8 @@ pub async fn connect(addr: SocketAddr, tls: Option<&BackendConnector>) -> io::Re
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     match tls {
-        None => Ok(Upstream::Plain(stream)),
-        Some(tls) => Ok(Upstream::Tls(Box::new(
-            tls.handshake(stream, addr.ip()).await?,
-        ))),
+        None => Ok(Upstream::plain(stream)),
+        Some(tls) => Ok(Upstream::tls(tls.handshake(stream, addr.ip()).await?)),
     }
 }
 
