@@ -426,7 +426,7 @@ pub fn verdict_line(view: &View) -> String {
 }
 
 fn now_rfc3339(now: SystemTime) -> Value {
-    Value::from(humantime::format_rfc3339_seconds(now).to_string())
+    Value::from(humantime::format_rfc3339_millis(now).to_string())
 }
 
 /// The progress keys of a rollout at `step`, begun `now`.

@@ -249,11 +249,12 @@ async fn a_restarted_lb_resumes_the_rollout_at_its_step() {
     let text = config(
         &stable,
         &canary,
-        "steps = [10, 50, 100]\nbake = \"1s\"\nmin_requests = 20\nmax_p99_ratio = 1000\nmax_error_increase = 1\n",
+        "steps = [10, 50, 100]\nbake = \"3s\"\nmin_requests = 20\nmax_p99_ratio = 1000\nmax_error_increase = 1\n",
     );
     let lb = start(&text, &stable).await;
     let client = support::client();
-    // Traffic until step 2 is reached, then none: the rollout holds at step 2.
+    // Traffic until step 2 is reached, then none: the rollout holds at step 2. (The bake is
+    // long enough that the requests sent before this loop sees the step cannot pass it.)
     let deadline = tokio::time::Instant::now() + WAIT;
     while !file(&lb).contains("step = 2\n") {
         assert!(

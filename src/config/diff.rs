@@ -588,7 +588,7 @@ fn rollout_into(
     out.value(&rk("step"), false, px.step, py.step);
     let started = |p: &RolloutProgress| {
         p.step_started
-            .map(|at| quote(&humantime::format_rfc3339_seconds(at).to_string()))
+            .map(|at| quote(&humantime::format_rfc3339_millis(at).to_string()))
     };
     out.push(&rk("step_started"), false, started(px), started(py));
     out.optional(&rk("reason"), false, px.reason.as_ref(), py.reason.as_ref());

@@ -97,7 +97,7 @@ fn no_rollout(pattern: &str) -> Status {
 }
 
 fn now_value() -> Value {
-    Value::from(humantime::format_rfc3339_seconds(SystemTime::now()).to_string())
+    Value::from(humantime::format_rfc3339_millis(SystemTime::now()).to_string())
 }
 
 /// A manual action on a rollout.
