@@ -80,6 +80,10 @@ impl StartOnly {
                 a.server.max_connections_per_ip != b.server.max_connections_per_ip,
             ),
             ("server.workers", a.server.workers != b.server.workers),
+            (
+                "server.trusted_proxies",
+                a.server.trusted_proxies != b.server.trusted_proxies,
+            ),
             ("control.token_file", a.token_file != b.token_file),
             (
                 "control.tls_cert",
