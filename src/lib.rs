@@ -53,6 +53,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod pem;
 pub mod proxy;
+pub mod rate_limit;
 pub mod rollout;
 pub mod routing;
 pub mod stats;
