@@ -319,6 +319,9 @@ impl Lb {
         if let (true, Some(https)) = (self.startup.listen.redirect_https, https_port) {
             proxy.redirect_to_https(https.port());
         }
+        if let Some(networks) = &self.startup.server.trusted_proxies {
+            proxy.trust_proxies(networks.clone());
+        }
         let proxy = Arc::new(proxy);
         let drain_timeout = self.startup.server.drain_timeout;
         let settings = ServerSettings {

@@ -13,7 +13,7 @@ use crate::canary::split::Weight;
 use crate::canary::Comparison;
 use crate::config::{self, AdminState, BackendsSpans, Config, PoolConfig};
 use crate::health::{self, Checkers};
-use crate::topology::{Backend, BackendKey, Canary, CheckSettings, Pool, Topology};
+use crate::topology::{Backend, BackendKey, Canary, CheckSettings, Pool, RateLimit, Topology};
 
 /// The settings read once at start, as the file has them (before any flag overrides them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +205,11 @@ impl Applier {
                 |c| Arc::clone(&c.comparison),
             ),
         });
+        // The same buckets while the limit is unchanged: a reload gives no client a fresh burst.
+        let rate_limit = pool_config
+            .rate_limit
+            .as_ref()
+            .map(|limit| RateLimit::of(limit, previous.and_then(|p| p.rate_limit.as_ref())));
         Arc::new(Pool {
             pattern,
             pool_type: pool_config.pool_type,
@@ -215,6 +220,7 @@ impl Applier {
             backends,
             n_stable: pool_config.backends.len(),
             canary,
+            rate_limit,
         })
     }
 

@@ -495,7 +495,9 @@ impl<'p> Connection<'p> {
             if due.may_be_whole {
                 let headers = &mut self.scratch.headers;
                 let client_ip = self.client.ip.as_bytes();
-                match wire::parse_request(&self.input, client_ip, S::HTTPS, headers) {
+                let trust = self.proxy.peer_trust(self.client.addr.ip());
+                let keep = trust.keeps_forwarded_for();
+                match wire::parse_request(&self.input, client_ip, keep, S::HTTPS, headers) {
                     Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => return Some(head),
                     Ok(Some(_)) => {
                         self.refuse(stream, wire::HEAD_TOO_LARGE).await;
@@ -599,8 +601,22 @@ impl<'p> Connection<'p> {
         let topology = self.proxy.topology.load_full();
         let pool = match self.route::<S>(head, &topology) {
             Routed::Pool(pool) => pool,
-            Routed::Local(answer) => return self.answer(stream, head, &answer, started).await,
+            Routed::Local(answer) => {
+                return self
+                    .answer(stream, head, &answer, started, Placed::nowhere())
+                    .await
+            }
         };
+        if pool.rate_limit.is_some() {
+            let fields = request(&self.input, head);
+            let limited = self
+                .proxy
+                .over_rate_limit(pool, self.client, &fields, started);
+            if let Some(answer) = limited {
+                let placed = Placed::refused(pool);
+                return self.answer(stream, head, &answer, started, placed).await;
+            }
+        }
 
         // The body: read whole when small, else streamed from the client during the exchange.
         let body = match self.take_body(stream, head, head_started).await {
@@ -706,14 +722,15 @@ impl<'p> Connection<'p> {
         }
     }
 
-    /// Sends lb's own `answer` to the request whose head is `head`. A body not read yet is not
-    /// read at all: the connection closes after the answer.
+    /// Sends lb's own `answer` to the request whose head is `head`, accounted as `placed` says.
+    /// A body not read yet is not read at all: the connection closes after the answer.
     async fn answer<S: ClientStream>(
         &mut self,
         stream: &mut S,
         head: &RequestHead,
         answer: &LocalAnswer,
         started: Instant,
+        placed: Placed<'_>,
     ) -> Next {
         let body_in_input = match head.body {
             BodyFraming::None => Some(0),
@@ -732,7 +749,7 @@ impl<'p> Connection<'p> {
         };
         let status = answer.status;
         exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
-        exchange.account(status.as_u16(), Placed::nowhere());
+        exchange.account(status.as_u16(), placed);
         match (stream.write_all(out).await, body_in_input) {
             (Ok(()), Some(n)) => Next::Keep {
                 consumed: head.len + n,
