@@ -427,17 +427,36 @@ impl Request<'_> {
 /// parse that writes the backend's head keeps no field it does not use.
 impl Fields for Request<'_> {
     fn find<'a, T>(&'a self, name: &str, f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
-        let mut fields = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut fields);
-        match parsed.parse(self.head) {
-            Ok(httparse::Status::Complete(_)) => parsed
-                .headers
-                .iter()
-                .filter(|field| field.name.eq_ignore_ascii_case(name))
-                .map(|field| field.value)
-                .find_map(f),
-            _ => None,
-        }
+        find_in_head(self.head, name, f)
+    }
+}
+
+/// A request head's bytes (through its blank line) read as [`Fields`], for the policy that
+/// reads fields before the request's other parts are wanted (a pool's `rate_limit`).
+struct HeadFields<'h>(&'h [u8]);
+
+impl Fields for HeadFields<'_> {
+    fn find<'a, T>(&'a self, name: &str, f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
+        find_in_head(self.0, name, f)
+    }
+}
+
+/// [`Fields::find`] over a head's bytes, parsed again.
+fn find_in_head<'a, T>(
+    head: &'a [u8],
+    name: &str,
+    f: impl FnMut(&'a [u8]) -> Option<T>,
+) -> Option<T> {
+    let mut fields = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => parsed
+            .headers
+            .iter()
+            .filter(|field| field.name.eq_ignore_ascii_case(name))
+            .map(|field| field.value)
+            .find_map(f),
+        _ => None,
     }
 }
 
@@ -608,7 +627,8 @@ impl<'p> Connection<'p> {
             }
         };
         if pool.rate_limit.is_some() {
-            let fields = request(&self.input, head);
+            // Only the head's bytes: a key read from the fields parses them, `ip` does not.
+            let fields = HeadFields(&self.input[..head.len]);
             let limited = self
                 .proxy
                 .over_rate_limit(pool, self.client, &fields, started);
