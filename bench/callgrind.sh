@@ -4,7 +4,10 @@
 # warm-up and dumped after the measured requests, so start-up and shutdown are left out.
 #
 #   bench/callgrind.sh [--proto h1|h2] [--requests N] [--logs on|off] [--lb PATH] [--top K]
-#                      [--keep]
+#                      [--rate-limit] [--keep]
+#
+# --rate-limit gives the pool a rate_limit far above the load (1000000/s, burst 1000, key "ip"),
+# to count what the check costs.
 #
 # Prints the instructions per request and the K functions with the highest self cost; the
 # callgrind file stays in the work directory with --keep (read it with callgrind_annotate).
@@ -18,6 +21,7 @@ LOG=off
 TOP=25
 KEEP=0
 LB_BIN=""
+RATE_LIMIT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --proto) PROTO="$2"; shift 2 ;;
@@ -25,8 +29,9 @@ while [ $# -gt 0 ]; do
         --logs) LOG="$2"; shift 2 ;;
         --lb) LB_BIN="$2"; shift 2 ;;
         --top) TOP="$2"; shift 2 ;;
+        --rate-limit) RATE_LIMIT='rate_limit = { requests_per_second = 1000000, burst = 1000, key = "ip" }'; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "callgrind.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -82,6 +87,7 @@ access = "$ACCESS"
 interval = "10s"
 health_checks = [{ url_path = "/", healthy_values = ["ok"] }]
 backends = ["127.0.0.1:$BACKEND"]
+$RATE_LIMIT
 EOF
 OUT="$TMP/callgrind.out"
 taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT" \

@@ -15,6 +15,8 @@
 #   h1-c1000  GET, wrk, 1000 keep-alive connections
 #   h1-canary GET as h1, against a second lb whose pool splits stable (backend 1) and a canary
 #             (backend 2) at weight 10, sticky off: the cost of the split beside plain h1 (lb only)
+#   h1-limit  GET as h1, against a second lb whose pool has a rate_limit far above the load
+#             (1000000/s, burst 1000, key "ip"): the cost of the check beside plain h1 (lb only)
 #   chunked   POST of 64 KiB in 16 chunks of 4 KiB (Transfer-Encoding: chunked), wrk, C conns
 #   req1m     POST of a 1 MiB body (Content-Length), wrk, 16 connections
 #   resp1m    GET of a 1 MiB response, wrk, 16 connections
@@ -49,9 +51,9 @@ ONLY=",lb,nginx,haproxy,direct,"
 LB_BIN=""
 PROXY_CPU=0
 LOAD_CPU=1
-ALL_WORKLOADS="h1,h2,h1-c1000,h1-canary,chunked,req1m,resp1m,h2-req1m,idle-h1,idle-h2,slow-dl"
+ALL_WORKLOADS="h1,h2,h1-c1000,h1-canary,h1-limit,chunked,req1m,resp1m,h2-req1m,idle-h1,idle-h2,slow-dl"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
@@ -228,6 +230,19 @@ EOF
         PID[$tag.lbc]=$!; PORT[$tag.lbc]=$BASE; H2PORT[$tag.lbc]=$BASE
         PIDS+=($!)
     fi
+    if selected h1-limit; then
+        # The same lb with a rate limit on the pool that the load never reaches (every request
+        # comes from 127.0.0.1: one key, one bucket).
+        free_ports 2
+        mkdir -p "$dir/lbl"
+        sed -e "s/127.0.0.1:$lb_http\"/127.0.0.1:$BASE\"/" -e "s/127.0.0.1:$lb_grpc\"/127.0.0.1:$((BASE + 1))\"/" \
+            -e "s|$dir/lb/access.log|$dir/lbl/access.log|" "$dir/lb/lb.toml" >"$dir/lbl/lb.toml"
+        printf 'rate_limit = { requests_per_second = 1000000, burst = 1000, key = "ip" }\n' >>"$dir/lbl/lb.toml"
+        taskset -c "$PROXY_CPU" "$LB_BIN" --config "$dir/lbl/lb.toml" \
+            >"$dir/lbl/stdout" 2>"$dir/lbl/stderr" &
+        PID[$tag.lbl]=$!; PORT[$tag.lbl]=$BASE; H2PORT[$tag.lbl]=$BASE
+        PIDS+=($!)
+    fi
 
     cat >"$dir/ngx/nginx.conf" <<EOF
 daemon off;
@@ -315,11 +330,12 @@ EOF
     wait_http "$ngx_http" / 200
     wait_http "$hap_http" / 200
     if selected h1-canary; then wait_http "${PORT[$tag.lbc]}" / 200 20; fi
+    if selected h1-limit; then wait_http "${PORT[$tag.lbl]}" / 200 20; fi
 }
 
 stop_set() { # tag
     local name pid
-    for name in lb lbc nginx haproxy; do
+    for name in lb lbc lbl nginx haproxy; do
         pid=${PID[$1.$name]:-}
         [ -n "$pid" ] || continue
         kill -TERM "$pid" 2>/dev/null || true
@@ -516,6 +532,11 @@ if [ ${#THROUGHPUT[@]} -gt 0 ]; then
                     [ "$name" = lb ] || continue
                     key="$log.lbc"
                 fi
+                if [ "$workload" = h1-limit ]; then
+                    # lb only, on the lb with the rate limit.
+                    [ "$name" = lb ] || continue
+                    key="$log.lbl"
+                fi
                 run_one "$workload" "$log" "$name" "${PID[$key]}" "${PORT[$key]}" \
                     "${H2PORT[$key]}" "$round"
             done
@@ -556,7 +577,7 @@ if [ ${#THROUGHPUT[@]} -gt 0 ]; then
     echo
     if wanted lb && wanted nginx && wanted haproxy; then
         for workload in "${THROUGHPUT[@]}"; do
-            [ "$workload" = h1-canary ] && continue # lb only: compared with h1 below
+            case "$workload" in h1-canary|h1-limit) continue ;; esac # lb only: compared with h1 below
             for log in $LOG_SETTINGS; do
                 awk -v w="$workload" -v g="$log" \
                     -v l="$(col "$workload" "$log" lb 5)" -v lp="$(col "$workload" "$log" lb 7)" \
@@ -577,6 +598,13 @@ if [ ${#THROUGHPUT[@]} -gt 0 ]; then
             awk -v g="$log" -v c="$(col h1-canary "$log" lb 10)" -v p="$(col h1 "$log" lb 10)" \
                 -v cr="$(col h1-canary "$log" lb 5)" -v pr="$(col h1 "$log" lb 5)" 'BEGIN {
                 if (p > 0 && pr > 0) printf "h1-canary, logs %s: lb with a weight-10 canary vs plain h1: CPU/req x%.3f, req/s x%.3f\n", g, c / p, cr / pr }'
+        done
+    fi
+    if selected h1-limit && selected h1 && wanted lb; then
+        for log in $LOG_SETTINGS; do
+            awk -v g="$log" -v c="$(col h1-limit "$log" lb 10)" -v p="$(col h1 "$log" lb 10)" \
+                -v cr="$(col h1-limit "$log" lb 5)" -v pr="$(col h1 "$log" lb 5)" 'BEGIN {
+                if (p > 0 && pr > 0) printf "h1-limit, logs %s: lb with a rate limit above the load vs plain h1: CPU/req x%.3f, req/s x%.3f\n", g, c / p, cr / pr }'
         done
     fi
 fi

@@ -270,6 +270,12 @@ impl Admin {
                         total: pool.backends.len(),
                         canary: pool.canary.as_ref().map(|canary| canary_doc(pool, canary)),
                         rollout,
+                        rate_limit: pool.rate_limit.as_ref().map(|limit| RateLimitDoc {
+                            requests_per_second: limit.config.requests_per_second.0,
+                            burst: limit.config.burst,
+                            key: limit.key.to_string(),
+                            limited: limit.limited(),
+                        }),
                         backends: pool
                             .backends
                             .iter()
@@ -419,6 +425,22 @@ pub struct PoolDoc {
     /// absent without `[pools."P".rollout]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutDoc>,
+    /// The pool's `rate_limit` and the requests it answered 429; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitDoc>,
+}
+
+/// A pool's `rate_limit` in `/status.json`.
+#[derive(Serialize)]
+pub struct RateLimitDoc {
+    /// The rate each key's bucket refills at.
+    pub requests_per_second: f64,
+    /// Requests a key may make at once beyond the rate.
+    pub burst: u32,
+    /// `ip` or `header:NAME`.
+    pub key: String,
+    /// Requests answered 429 (`lb_rate_limited_total`).
+    pub limited: u64,
 }
 
 /// A pool's rollout in `/status.json`.

@@ -19,12 +19,13 @@ pub mod write;
 pub use duration::{format_duration, parse_duration};
 pub use model::{
     AccessLog, AdminState, BackendAddr, BackendAddrError, BackendConfig, BackendTls, CanaryConfig,
-    CertificateFiles, Config, Control, ControlTls, HealthCheck, HealthChecks, Listen, Log,
-    OnFailure, OnSuccess, PoolConfig, PoolType, RolloutAt, RolloutConfig, RolloutProgress,
-    RolloutState, Server, Share, Sticky, SyncConfig, TlsConfig, TlsVersion, UnknownSni,
-    DEFAULT_BAKE, DEFAULT_CHECK_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DOWN_INTERVAL,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_ERROR_INCREASE, DEFAULT_MAX_ERROR_RATE,
-    DEFAULT_MAX_P99_RATIO, DEFAULT_MIN_REQUESTS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SYNC_INTERVAL,
+    CertificateFiles, Cidr, CidrError, Config, Control, ControlTls, HealthCheck, HealthChecks,
+    Listen, Log, OnFailure, OnSuccess, PoolConfig, PoolType, RateLimitConfig, RateLimitKey,
+    RolloutAt, RolloutConfig, RolloutProgress, RolloutState, Server, Share, Sticky, SyncConfig,
+    TlsConfig, TlsVersion, UnknownSni, DEFAULT_BAKE, DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_DOWN_INTERVAL, DEFAULT_IDLE_TIMEOUT, DEFAULT_INTERVAL,
+    DEFAULT_MAX_ERROR_INCREASE, DEFAULT_MAX_ERROR_RATE, DEFAULT_MAX_P99_RATIO,
+    DEFAULT_MIN_REQUESTS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SYNC_INTERVAL,
 };
 pub use parse::{
     backends_at, key_paths, parse, parse_with_spans, refuse_empty, reparse_backends, BackendsSpans,

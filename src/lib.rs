@@ -53,6 +53,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod pem;
 pub mod proxy;
+pub mod rate_limit;
 pub mod rollout;
 pub mod routing;
 pub mod stats;
@@ -361,6 +362,9 @@ impl Lb {
         let https_port = self.https.first().and_then(|l| l.local_addr().ok());
         if let (true, Some(https)) = (self.startup.listen.redirect_https, https_port) {
             proxy.redirect_to_https(https.port());
+        }
+        if let Some(networks) = &self.startup.server.trusted_proxies {
+            proxy.trust_proxies(networks.clone());
         }
         let proxy = Arc::new(proxy);
         let drain_timeout = self.startup.server.drain_timeout;

@@ -525,6 +525,7 @@ impl Collector for Scrape {
         }
 
         encode_canaries(&mut encoder, topology)?;
+        encode_rate_limits(&mut encoder, topology)?;
 
         let family = encoder.encode_descriptor(
             "lb_pools",
@@ -574,6 +575,28 @@ impl Collector for Scrape {
         }
         Ok(())
     }
+}
+
+/// `lb_rate_limited_total`, for the pools with a `rate_limit`.
+fn encode_rate_limits(encoder: &mut DescriptorEncoder, topology: &Topology) -> fmt::Result {
+    let mut limited = topology
+        .pools
+        .iter()
+        .filter_map(|pool| Some((&*pool.pattern, pool.rate_limit.as_ref()?.limited())))
+        .peekable();
+    if limited.peek().is_none() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        "lb_rate_limited",
+        "Requests answered 429 by the pool's rate_limit, by pool.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (pool, n) in limited {
+        counter(&mut family, &[("pool", pool)], n)?;
+    }
+    Ok(())
 }
 
 /// The canary families, for the pools that have one: the weight, the split's fallbacks, and
@@ -795,6 +818,7 @@ mod tests {
             backends: Box::new([backend]),
             n_stable: 1,
             canary: None,
+            rate_limit: None,
         }));
         let global = Global::default();
         global.local.record(404, Duration::from_micros(10));

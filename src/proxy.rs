@@ -166,6 +166,28 @@ pub(crate) struct Peer<'a> {
     pub cert: Option<&'a str>,
 }
 
+/// What lb makes of a peer's `X-Forwarded-For` (`[server] trusted_proxies`):
+/// [`Proxy::peer_trust`]. Asked per request rather than kept in [`Peer`], which every idle
+/// connection's future holds: without `trusted_proxies` it is one branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerTrust {
+    /// No `trusted_proxies`: the field goes on with the peer appended, and is never read.
+    Unset,
+    /// The peer is a trusted proxy: the field goes on with the peer appended, and a
+    /// `rate_limit` keyed by `"ip"` reads the client from it.
+    Trusted,
+    /// The peer is not one: the field is replaced by the peer's address.
+    Untrusted,
+}
+
+impl PeerTrust {
+    /// Whether the client's `X-Forwarded-For` goes on to the backend (with the peer appended)
+    /// rather than being replaced by the peer's address.
+    pub fn keeps_forwarded_for(self) -> bool {
+        self != PeerTrust::Untrusted
+    }
+}
+
 /// Largest request head accepted; larger ones get 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 

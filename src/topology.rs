@@ -3,7 +3,7 @@
 //! It does no I/O and never probes: the health checker feeds it probe results, whose rules
 //! (`rise`, `fall`) it applies in [`Backend::record_check`]; the proxy reports failed connects
 //! to [`Pool::eject`], which never empties a pool's rotation; `balance` reads the result. It
-//! imports only `config`, `routing`, `stats`, `canary` and `idle_connections`.
+//! imports only `config`, `routing`, `stats`, `canary`, `rate_limit` and `idle_connections`.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -15,8 +15,12 @@ use http::uri::Authority;
 
 use crate::canary::split::Weight;
 use crate::canary::{Comparison, Side};
-use crate::config::{AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType, Sticky};
+use crate::config::{
+    AdminState, BackendAddr, HealthChecks, PoolConfig, PoolType, RateLimitConfig, RateLimitKey,
+    Sticky,
+};
 use crate::idle_connections::IdleConnections;
+use crate::rate_limit::Limiter;
 use crate::routing::Router;
 use crate::stats::{CheckStats, RequestStats, Traffic};
 use crate::tls::BackendConnector;
@@ -77,6 +81,43 @@ pub struct Pool {
     pub n_stable: usize,
     /// `[pools."P".canary]`: how requests split between the two sides.
     pub canary: Option<Canary>,
+    /// `rate_limit`: the buckets of the pool's clients; `None` without a limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A pool's `rate_limit` as the request path reads it.
+pub struct RateLimit {
+    /// What a request's bucket is chosen by.
+    pub key: RateLimitKey,
+    /// The limit as the file has it: a reload keeps `limiter` while it is unchanged.
+    pub config: RateLimitConfig,
+    /// The buckets, kept across reloads of the pool while the limit is unchanged.
+    pub limiter: Arc<Limiter>,
+    /// Requests answered 429, for `lb_rate_limited_total`; kept across every reload of a pool
+    /// that keeps a limit.
+    pub limited: Arc<AtomicU64>,
+}
+
+impl RateLimit {
+    /// The limit `config` declares, keeping `previous`'s buckets when it declares the same
+    /// one, and its count whatever it declared.
+    pub fn of(config: &RateLimitConfig, previous: Option<&RateLimit>) -> RateLimit {
+        let limiter = previous.filter(|p| p.config == *config).map_or_else(
+            || Arc::new(Limiter::new(config.requests_per_second.0, config.burst)),
+            |p| Arc::clone(&p.limiter),
+        );
+        RateLimit {
+            key: config.key.clone(),
+            config: config.clone(),
+            limiter,
+            limited: previous.map_or_else(Arc::default, |p| Arc::clone(&p.limited)),
+        }
+    }
+
+    /// Requests of the pool answered 429.
+    pub fn limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
+    }
 }
 
 /// A pool's canary as the request path reads it.

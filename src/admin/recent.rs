@@ -496,6 +496,7 @@ mod tests {
             backends: backends.iter().cloned().collect(),
             n_stable: backends.len(),
             canary: None,
+            rate_limit: None,
         }));
         topology
     }

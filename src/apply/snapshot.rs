@@ -13,7 +13,7 @@ use crate::canary::split::Weight;
 use crate::canary::Comparison;
 use crate::config::{self, AdminState, BackendsSpans, Config, PoolConfig};
 use crate::health::{self, Checkers};
-use crate::topology::{Backend, BackendKey, Canary, CheckSettings, Pool, Topology};
+use crate::topology::{Backend, BackendKey, Canary, CheckSettings, Pool, RateLimit, Topology};
 
 /// The settings read once at start, as the file has them (before any flag overrides them).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,10 @@ impl StartOnly {
                 a.server.max_connections_per_ip != b.server.max_connections_per_ip,
             ),
             ("server.workers", a.server.workers != b.server.workers),
+            (
+                "server.trusted_proxies",
+                a.server.trusted_proxies != b.server.trusted_proxies,
+            ),
             ("control.token_file", a.token_file != b.token_file),
             (
                 "control.tls_cert",
@@ -253,6 +257,11 @@ impl Applier {
                 |c| Arc::clone(&c.comparison),
             ),
         });
+        // The same buckets while the limit is unchanged: a reload gives no client a fresh burst.
+        let rate_limit = pool_config
+            .rate_limit
+            .as_ref()
+            .map(|limit| RateLimit::of(limit, previous.and_then(|p| p.rate_limit.as_ref())));
         Arc::new(Pool {
             pattern,
             pool_type: pool_config.pool_type,
@@ -263,6 +272,7 @@ impl Applier {
             backends,
             n_stable: pool_config.backends.len(),
             canary,
+            rate_limit,
         })
     }
 

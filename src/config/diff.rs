@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     format_duration, AccessLog, BackendConfig, BackendTls, CanaryConfig, Config, HealthCheck,
-    PoolConfig, RolloutConfig, RolloutProgress,
+    PoolConfig, RateLimitConfig, RolloutConfig, RolloutProgress,
 };
 
 /// One key whose value differs; `before` / `after` are `None` where the key (or the pool, the
@@ -263,6 +263,16 @@ fn globals(out: &mut Changes, a: &Config, b: &Config) {
         sb.max_connections,
     );
     out.optional("server.workers", true, sa.workers, sb.workers);
+    let networks = |list: &[super::Cidr]| {
+        let items: Vec<String> = list.iter().map(|n| quote(&n.to_string())).collect();
+        format!("[{}]", items.join(", "))
+    };
+    out.push(
+        "server.trusted_proxies",
+        true,
+        sa.trusted_proxies.as_deref().map(networks),
+        sb.trusted_proxies.as_deref().map(networks),
+    );
     let (ca, cb) = (&a.control, &b.control);
     out.optional(
         "control.token_file",
@@ -525,6 +535,48 @@ fn pool_diff_into(out: &mut Changes, a: &PoolConfig, b: &PoolConfig) {
         ),
     }
     rollout_into(out, &k("rollout"), a.rollout.as_ref(), b.rollout.as_ref());
+    rate_limit_into(
+        out,
+        &k("rate_limit"),
+        a.rate_limit.as_ref(),
+        b.rate_limit.as_ref(),
+    );
+}
+
+/// A pool's `rate_limit`, key by key when both sides have one.
+fn rate_limit_into(
+    out: &mut Changes,
+    key: &str,
+    a: Option<&RateLimitConfig>,
+    b: Option<&RateLimitConfig>,
+) {
+    let (Some(x), Some(y)) = (a, b) else {
+        out.push(key, false, a.map(rate_limit_value), b.map(rate_limit_value));
+        return;
+    };
+    let rk = |name: &str| format!("{key}.{name}");
+    out.push(
+        &rk("requests_per_second"),
+        false,
+        Some(x.requests_per_second.0.to_string()),
+        Some(y.requests_per_second.0.to_string()),
+    );
+    out.value(&rk("burst"), false, x.burst, y.burst);
+    out.push(
+        &rk("key"),
+        false,
+        Some(quote(&x.key.to_string())),
+        Some(quote(&y.key.to_string())),
+    );
+}
+
+fn rate_limit_value(limit: &RateLimitConfig) -> String {
+    format!(
+        "{{ requests_per_second = {}, burst = {}, key = {} }}",
+        limit.requests_per_second.0,
+        limit.burst,
+        quote(&limit.key.to_string())
+    )
 }
 
 /// Each key of a pool's `[pools."P".rollout]` that differs, its progress keys included: a
@@ -685,6 +737,36 @@ mod tests {
                 "+ pools.\"/\".canary.sticky = \"cookie:s\"",
                 "+ pools.\"/\".canary.backends.\"127.0.0.1:3\" = { state = \"enabled\" }",
                 "- pools.\"/\".canary.backends.\"127.0.0.1:2\" = { state = \"enabled\" }",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_and_trusted_proxies_are_changes_key_by_key() {
+        let pool = "[pools.\"/\"]\nbackends = [\"127.0.0.1:1\"]\n";
+        let a = parse(pool);
+        let b = parse(&format!(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n{pool}rate_limit = {{ requests_per_second = 10, burst = 5 }}\n"
+        ));
+        let c = parse(&format!(
+            "{pool}rate_limit = {{ requests_per_second = 2.5, burst = 5, key = \"header:X-Api-Key\" }}\n"
+        ));
+        let lines = |x: &Config, y: &Config| -> Vec<String> {
+            diff(x, y).iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(
+            lines(&a, &b),
+            [
+                "+ server.trusted_proxies = [\"10.0.0.0/8\"] (restart needed)",
+                "+ pools.\"/\".rate_limit = { requests_per_second = 10, burst = 5, key = \"ip\" }",
+            ]
+        );
+        assert_eq!(
+            lines(&b, &c),
+            [
+                "- server.trusted_proxies = [\"10.0.0.0/8\"] (restart needed)",
+                "~ pools.\"/\".rate_limit.requests_per_second: 10 -> 2.5",
+                "~ pools.\"/\".rate_limit.key: \"ip\" -> \"header:x-api-key\"",
             ]
         );
     }

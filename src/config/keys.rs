@@ -72,6 +72,11 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
         visitor.visit_u64(0)
     }
 
+    // A number field must not end the trace: the fields of the tables after it would be lost.
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_f64(0.0)
+    }
+
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         visitor.visit_some(self)
     }
@@ -111,7 +116,7 @@ impl<'de> Deserializer<'de> for Tracer<'_> {
     }
 
     serde::forward_to_deserialize_any! {
-        i8 i16 i32 i128 u8 u16 u32 u128 f32 f64 char str string bytes byte_buf unit
+        i8 i16 i32 i128 u8 u16 u32 u128 f32 char str string bytes byte_buf unit
         unit_struct newtype_struct tuple tuple_struct enum identifier ignored_any
     }
 }

@@ -162,6 +162,12 @@ pub struct Server {
     pub max_connections_per_ip: Option<u32>,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
+    /// `trusted_proxies`: the peers whose `X-Forwarded-For` lb believes (a pool's
+    /// `rate_limit` keyed by `"ip"` reads the client from it) and passes on. `None` (unset): no
+    /// peer is believed, and a client's `X-Forwarded-For` is passed on with the peer appended,
+    /// as lb always did; `Some` (an empty list too): the field of a peer outside the list is
+    /// replaced by the peer's address.
+    pub trusted_proxies: Option<Vec<Cidr>>,
 }
 
 impl Default for Server {
@@ -176,6 +182,7 @@ impl Default for Server {
             max_connections: 10_000,
             max_connections_per_ip: None,
             workers: None,
+            trusted_proxies: None,
         }
     }
 }
@@ -457,6 +464,138 @@ pub struct PoolConfig {
     pub canary: Option<CanaryConfig>,
     /// `[pools."P".rollout]`: the steps the canary's weight goes through and where it is.
     pub rollout: Option<RolloutConfig>,
+    /// `rate_limit`: a token bucket per client key; requests beyond it get 429.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A pool's `rate_limit = { requests_per_second = N, burst = M, key = "ip" }`: nginx's
+/// `limit_req ... burst=M nodelay`, one bucket per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// The rate a key's bucket refills at; above zero.
+    pub requests_per_second: Share,
+    /// Requests a key may make at once beyond the one the rate allows (nginx's `burst`): a full
+    /// bucket holds `burst + 1`.
+    pub burst: u32,
+    /// What a request's bucket is chosen by.
+    pub key: RateLimitKey,
+}
+
+/// `key` of a pool's `rate_limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKey {
+    /// The client's IP address: the peer's, or from `X-Forwarded-For` when the peer is one of
+    /// `[server] trusted_proxies`.
+    Ip,
+    /// A request header's value (the name lowercase); a request without it is keyed by its
+    /// client's IP address, as with `Ip`.
+    Header(String),
+}
+
+impl fmt::Display for RateLimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateLimitKey::Ip => f.write_str("ip"),
+            RateLimitKey::Header(name) => write!(f, "header:{name}"),
+        }
+    }
+}
+
+/// An IP network, `ADDR/PREFIX` (`10.0.0.0/8`, `fd00::/8`), or one address (`/32`, `/128`).
+/// Its host bits are zero (the parser refuses `10.1.2.3/8`, which is most likely a typo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    /// The network's first address.
+    pub network: IpAddr,
+    /// How many leading bits are the network's: 0-32 for IPv4, 0-128 for IPv6.
+    pub prefix: u8,
+}
+
+/// Why text is not a [`Cidr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// Not `ADDR/PREFIX` or an address.
+    #[error("{0:?} is not an IP network (ADDR/PREFIX, e.g. \"10.0.0.0/8\", \"fd00::/8\", or one address)")]
+    Shape(String),
+    /// The prefix is longer than the address.
+    #[error("{0:?}: the prefix length is above {1} for this address family")]
+    Prefix(String, u8),
+    /// Bits set past the prefix.
+    #[error("{text:?} has bits set past its prefix: the network is {network}")]
+    HostBits {
+        /// As written.
+        text: String,
+        /// The network it would mean.
+        network: Cidr,
+    },
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the network. An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, as
+    /// a dual-stack socket reports an IPv4 peer) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `bits` with every bit past the first `prefix` cleared.
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    bits & !(u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0))
+}
+
+/// `bits` with every bit past the first `prefix` cleared.
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    bits & !(u128::MAX.checked_shr(u32::from(prefix)).unwrap_or(0))
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(text: &str) -> Result<Cidr, CidrError> {
+        let shape = || CidrError::Shape(text.to_owned());
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| shape())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 3 => {
+                p.parse::<u8>().map_err(|_| shape())?
+            }
+            Some(_) => return Err(shape()),
+        };
+        if prefix > max {
+            return Err(CidrError::Prefix(text.to_owned(), max));
+        }
+        let network = match addr {
+            IpAddr::V4(a) => IpAddr::V4(mask_v4(u32::from(a), prefix).into()),
+            IpAddr::V6(a) => IpAddr::V6(mask_v6(u128::from(a), prefix).into()),
+        };
+        let cidr = Cidr { network, prefix };
+        if network != addr {
+            return Err(CidrError::HostBits {
+                text: text.to_owned(),
+                network: cidr,
+            });
+        }
+        Ok(cidr)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
 }
 
 /// A pool's `[pools."P".canary]` table: its backends (checked, drained and disabled like the

@@ -151,6 +151,7 @@ struct RawServer {
     max_connections: Option<Spanned<i64>>,
     max_connections_per_ip: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +203,15 @@ struct RawPool {
     backend_tls: Option<Spanned<RawBackendTls>>,
     canary: Option<Spanned<RawCanary>>,
     rollout: Option<Spanned<RawRollout>>,
+    rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    requests_per_second: Option<Spanned<f64>>,
+    burst: Option<Spanned<i64>>,
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -502,6 +512,10 @@ impl Validator<'_> {
                     }
                 }
             }),
+            trusted_proxies: raw
+                .server
+                .trusted_proxies
+                .map(|list| self.trusted_proxies(list)),
         };
         let control = Control {
             token_file: raw
@@ -662,6 +676,7 @@ impl Validator<'_> {
         let rollout = raw
             .rollout
             .map(|r| self.rollout(r, canary.as_ref(), raw_canary_span));
+        let rate_limit = raw.rate_limit.and_then(|r| self.rate_limit(&pattern, r));
         Some(PoolConfig {
             pattern,
             pool_type,
@@ -676,6 +691,95 @@ impl Validator<'_> {
             backend_tls,
             canary,
             rollout,
+            rate_limit,
+        })
+    }
+
+    /// `[server] trusted_proxies`: a list of networks (`ADDR/PREFIX` or one address), each
+    /// with no host bits set and listed once.
+    fn trusted_proxies(&mut self, raw: Spanned<Vec<Spanned<String>>>) -> Vec<Cidr> {
+        let mut networks: Vec<Cidr> = Vec::new();
+        for entry in raw.into_inner() {
+            match entry.get_ref().trim().parse::<Cidr>() {
+                Ok(network) if networks.contains(&network) => self.error(
+                    entry.span(),
+                    format!("server.trusted_proxies lists {network} twice"),
+                ),
+                Ok(network) => networks.push(network),
+                Err(e) => self.error(entry.span(), format!("server.trusted_proxies: {e}")),
+            }
+        }
+        networks
+    }
+
+    /// A pool's `rate_limit = { requests_per_second = N, burst = M, key = "ip" }`: a rate above
+    /// zero (at most one request a nanosecond), a burst of 0 or more, and a known key.
+    fn rate_limit(&mut self, pattern: &str, raw: Spanned<RawRateLimit>) -> Option<RateLimitConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let requests_per_second = match raw.requests_per_second {
+            None => {
+                self.error(
+                    span,
+                    format!("pool {pattern:?}: rate_limit needs requests_per_second (e.g. rate_limit = {{ requests_per_second = 100, burst = 50 }})"),
+                );
+                None
+            }
+            Some(rate) => {
+                let value = *rate.get_ref();
+                if value.is_finite() && value > 0.0 && value <= 1e9 {
+                    Some(Share(value))
+                } else {
+                    self.error(
+                        rate.span(),
+                        "rate_limit.requests_per_second must be a number above 0 (0.5 is one request every 2 s) and at most 1000000000",
+                    );
+                    None
+                }
+            }
+        };
+        let burst = match raw.burst {
+            None => Some(0),
+            Some(burst) => match u32::try_from(*burst.get_ref()) {
+                Ok(n) if n <= 1_000_000 => Some(n),
+                _ => {
+                    self.error(
+                        burst.span(),
+                        "rate_limit.burst must be a whole number from 0 to 1000000 (the requests a client may make at once beyond the rate)",
+                    );
+                    None
+                }
+            },
+        };
+        let key = match raw.key {
+            None => Some(RateLimitKey::Ip),
+            Some(key) => {
+                let text = key.get_ref().trim();
+                let parsed = match text.split_once(':') {
+                    None if text == "ip" => Some(RateLimitKey::Ip),
+                    Some((kind, name))
+                        if kind.trim() == "header" && is_header_name(name.trim()) =>
+                    {
+                        Some(RateLimitKey::Header(name.trim().to_ascii_lowercase()))
+                    }
+                    _ => None,
+                };
+                if parsed.is_none() {
+                    self.error(
+                        key.span(),
+                        format!(
+                            "rate_limit.key {:?} is not \"ip\" or \"header:NAME\" with a valid header name",
+                            key.get_ref()
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+        Some(RateLimitConfig {
+            requests_per_second: requests_per_second?,
+            burst: burst?,
+            key: key?,
         })
     }
 

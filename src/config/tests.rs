@@ -559,3 +559,124 @@ fn sync_errors_point_at_the_key() {
     );
     assert!(errors("[sync]\nremote = \"x\"\nbranch = \"main\"\nbogus = 1\n")[0].contains("bogus"));
 }
+
+#[test]
+fn a_rate_limit_parses_inline_or_as_a_table_with_its_defaults() {
+    let inline = parse_ok(
+        "[pools.\"/\"]\nbackends = [\"127.0.0.1:1\"]\nrate_limit = { requests_per_second = 100, burst = 50, key = \"ip\" }\n",
+    );
+    assert_eq!(
+        inline.pools[0].rate_limit,
+        Some(RateLimitConfig {
+            requests_per_second: Share(100.0),
+            burst: 50,
+            key: RateLimitKey::Ip,
+        })
+    );
+    let table = parse_ok(
+        "[pools.\"/\"]\nbackends = [\"127.0.0.1:1\"]\n[pools.\"/\".rate_limit]\nrequests_per_second = 0.5\nkey = \"header:X-Api-Key\"\n",
+    );
+    assert_eq!(
+        table.pools[0].rate_limit,
+        Some(RateLimitConfig {
+            requests_per_second: Share(0.5),
+            burst: 0,
+            key: RateLimitKey::Header("x-api-key".to_owned()),
+        })
+    );
+    assert_eq!(parse_ok("[pools.\"/\"]\n").pools[0].rate_limit, None);
+}
+
+#[test]
+fn a_bad_rate_limit_is_refused_at_its_value() {
+    let pool = "[pools.\"/\"]\nbackends = [\"127.0.0.1:1\"]\n";
+    assert_eq!(
+        errors(&format!("{pool}rate_limit = {{ burst = 5 }}\n")),
+        ["3:14: pool \"/\": rate_limit needs requests_per_second (e.g. rate_limit = { requests_per_second = 100, burst = 50 })"]
+    );
+    for rate in ["0", "-1", "nan", "inf", "2e9"] {
+        let errors = errors(&format!(
+            "{pool}rate_limit = {{ requests_per_second = {rate} }}\n"
+        ));
+        assert_eq!(errors.len(), 1, "{rate}: {errors:?}");
+        assert!(
+            errors[0].starts_with("3:38: rate_limit.requests_per_second must be a number above 0"),
+            "{rate}: {errors:?}"
+        );
+    }
+    assert_eq!(
+        errors(&format!(
+            "{pool}rate_limit = {{ requests_per_second = 1, burst = -1 }}\n"
+        )),
+        ["3:49: rate_limit.burst must be a whole number from 0 to 1000000 (the requests a client may make at once beyond the rate)"]
+    );
+    for key in [
+        "\"ipv6\"",
+        "\"header:\"",
+        "\"header:x y\"",
+        "\"cookie:s\"",
+        "\"header::path\"",
+    ] {
+        let errors = errors(&format!(
+            "{pool}rate_limit = {{ requests_per_second = 1, key = {key} }}\n"
+        ));
+        assert_eq!(
+            errors,
+            [format!(
+                "3:47: rate_limit.key {} is not \"ip\" or \"header:NAME\" with a valid header name",
+                key
+            )],
+        );
+    }
+    let unknown = errors(&format!(
+        "{pool}rate_limit = {{ requests_per_second = 1, zone = \"x\" }}\n"
+    ));
+    assert!(unknown[0].starts_with("3:"), "{unknown:?}");
+    assert!(unknown[0].contains("zone"), "{unknown:?}");
+}
+
+#[test]
+fn trusted_proxies_are_networks_without_host_bits_each_listed_once() {
+    let config = parse_ok(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\", \"::1/128\"]\n",
+    );
+    let networks = config.server.trusted_proxies.expect("set");
+    let text: Vec<String> = networks.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "::1/128"]
+    );
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    assert!(networks[0].contains(ip("10.255.0.1")));
+    assert!(!networks[0].contains(ip("11.0.0.1")));
+    assert!(
+        networks[0].contains(ip("::ffff:10.1.2.3")),
+        "an IPv4-mapped peer is its IPv4 address"
+    );
+    assert!(networks[1].contains(ip("192.168.1.7")));
+    assert!(!networks[1].contains(ip("192.168.1.8")));
+    assert!(networks[2].contains(ip("fd12::1")));
+    assert!(!networks[2].contains(ip("10.0.0.1")));
+    assert!(networks[3].contains(ip("::1")));
+    let everything = parse_ok("[server]\ntrusted_proxies = [\"0.0.0.0/0\", \"::/0\"]\n");
+    let everything = everything.server.trusted_proxies.expect("set");
+    assert!(everything[0].contains(ip("203.0.113.9")));
+    assert!(everything[1].contains(ip("2001:db8::1")));
+    assert_eq!(
+        parse_ok("[server]\ntrusted_proxies = []\n")
+            .server
+            .trusted_proxies,
+        Some(vec![])
+    );
+    assert_eq!(parse_ok("").server.trusted_proxies, None);
+
+    assert_eq!(
+        errors("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.1.2.3/8\", \"10.0.0.0/33\", \"proxy.local\", \"10.0.0.0/8\"]\n"),
+        [
+            "2:34: server.trusted_proxies: \"10.1.2.3/8\" has bits set past its prefix: the network is 10.0.0.0/8",
+            "2:48: server.trusted_proxies: \"10.0.0.0/33\": the prefix length is above 32 for this address family",
+            "2:63: server.trusted_proxies: \"proxy.local\" is not an IP network (ADDR/PREFIX, e.g. \"10.0.0.0/8\", \"fd00::/8\", or one address)",
+            "2:78: server.trusted_proxies lists 10.0.0.0/8 twice",
+        ]
+    );
+}

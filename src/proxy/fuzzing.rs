@@ -30,7 +30,7 @@ pub struct RequestView {
 pub fn parse_request_head(buf: &[u8], client_ip: &[u8]) -> Result<Option<RequestView>, ()> {
     let mut backend_fields = Vec::new();
     let Some(head) =
-        wire::parse_request(buf, client_ip, false, &mut backend_fields).map_err(|_| ())?
+        wire::parse_request(buf, client_ip, true, false, &mut backend_fields).map_err(|_| ())?
     else {
         return Ok(None);
     };

@@ -427,17 +427,36 @@ impl Request<'_> {
 /// parse that writes the backend's head keeps no field it does not use.
 impl Fields for Request<'_> {
     fn find<'a, T>(&'a self, name: &str, f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
-        let mut fields = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut fields);
-        match parsed.parse(self.head) {
-            Ok(httparse::Status::Complete(_)) => parsed
-                .headers
-                .iter()
-                .filter(|field| field.name.eq_ignore_ascii_case(name))
-                .map(|field| field.value)
-                .find_map(f),
-            _ => None,
-        }
+        find_in_head(self.head, name, f)
+    }
+}
+
+/// A request head's bytes (through its blank line) read as [`Fields`], for the policy that
+/// reads fields before the request's other parts are wanted (a pool's `rate_limit`).
+struct HeadFields<'h>(&'h [u8]);
+
+impl Fields for HeadFields<'_> {
+    fn find<'a, T>(&'a self, name: &str, f: impl FnMut(&'a [u8]) -> Option<T>) -> Option<T> {
+        find_in_head(self.0, name, f)
+    }
+}
+
+/// [`Fields::find`] over a head's bytes, parsed again.
+fn find_in_head<'a, T>(
+    head: &'a [u8],
+    name: &str,
+    f: impl FnMut(&'a [u8]) -> Option<T>,
+) -> Option<T> {
+    let mut fields = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => parsed
+            .headers
+            .iter()
+            .filter(|field| field.name.eq_ignore_ascii_case(name))
+            .map(|field| field.value)
+            .find_map(f),
+        _ => None,
     }
 }
 
@@ -495,7 +514,9 @@ impl<'p> Connection<'p> {
             if due.may_be_whole {
                 let headers = &mut self.scratch.headers;
                 let client_ip = self.client.ip.as_bytes();
-                match wire::parse_request(&self.input, client_ip, S::HTTPS, headers) {
+                let trust = self.proxy.peer_trust(self.client.addr.ip());
+                let keep = trust.keeps_forwarded_for();
+                match wire::parse_request(&self.input, client_ip, keep, S::HTTPS, headers) {
                     Ok(Some(head)) if head.len <= MAX_HEADER_BYTES => return Some(head),
                     Ok(Some(_)) => {
                         self.refuse(stream, wire::HEAD_TOO_LARGE).await;
@@ -599,8 +620,23 @@ impl<'p> Connection<'p> {
         let topology = self.proxy.topology.load_full();
         let pool = match self.route::<S>(head, &topology) {
             Routed::Pool(pool) => pool,
-            Routed::Local(answer) => return self.answer(stream, head, &answer, started).await,
+            Routed::Local(answer) => {
+                return self
+                    .answer(stream, head, &answer, started, Placed::nowhere())
+                    .await
+            }
         };
+        if pool.rate_limit.is_some() {
+            // Only the head's bytes: a key read from the fields parses them, `ip` does not.
+            let fields = HeadFields(&self.input[..head.len]);
+            let limited = self
+                .proxy
+                .over_rate_limit(pool, self.client, &fields, started);
+            if let Some(answer) = limited {
+                let placed = Placed::refused(pool);
+                return self.answer(stream, head, &answer, started, placed).await;
+            }
+        }
 
         // The body: read whole when small, else streamed from the client during the exchange.
         let body = match self.take_body(stream, head, head_started).await {
@@ -706,14 +742,15 @@ impl<'p> Connection<'p> {
         }
     }
 
-    /// Sends lb's own `answer` to the request whose head is `head`. A body not read yet is not
-    /// read at all: the connection closes after the answer.
+    /// Sends lb's own `answer` to the request whose head is `head`, accounted as `placed` says.
+    /// A body not read yet is not read at all: the connection closes after the answer.
     async fn answer<S: ClientStream>(
         &mut self,
         stream: &mut S,
         head: &RequestHead,
         answer: &LocalAnswer,
         started: Instant,
+        placed: Placed<'_>,
     ) -> Next {
         let body_in_input = match head.body {
             BodyFraming::None => Some(0),
@@ -732,7 +769,7 @@ impl<'p> Connection<'p> {
         };
         let status = answer.status;
         exchange.push_local(out, status, extra, answer.text, body_in_input.is_none());
-        exchange.account(status.as_u16(), Placed::nowhere());
+        exchange.account(status.as_u16(), placed);
         match (stream.write_all(out).await, body_in_input) {
             (Ok(()), Some(n)) => Next::Keep {
                 consumed: head.len + n,

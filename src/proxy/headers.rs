@@ -1,5 +1,10 @@
 //! Header rewriting between client and backend, one set of rules for both protocols: hop-by-hop
-//! removal (and what `Connection` names), `Host` and `X-Forwarded-*`.
+//! removal (and what `Connection` names), `Host` and `X-Forwarded-*`, and the client's address
+//! a trusted proxy's `X-Forwarded-For` gives ([`ForwardedClient`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Cidr;
 
 use http::header::HeaderMap;
 #[cfg(test)]
@@ -71,6 +76,10 @@ pub struct Forwarding<'a> {
     pub host: Option<&'a [u8]>,
     /// The client came over TLS: `X-Forwarded-Proto: https`, else `http`.
     pub https: bool,
+    /// The client's own `X-Forwarded-For` goes on, `client` appended (no `trusted_proxies`, or
+    /// a trusted peer); otherwise `client` alone, so an entry a client wrote never reaches a
+    /// backend that believes lb (`Peer::keeps_forwarded_for`).
+    pub keep_forwarded_for: bool,
 }
 
 /// The upstream header rules, for both protocols: writes to `out` the header lines (each ending
@@ -78,7 +87,8 @@ pub struct Forwarding<'a> {
 /// hop-by-hop ones, those a `Connection` field names, `X-Forwarded-*` (set here) and the framing
 /// and expectation fields (`Content-Length`, `Expect`: the caller frames the body it sends);
 /// `Host` is the request's host, in the client's `Host` place or else first; then
-/// `X-Forwarded-Host`, the client appended to `X-Forwarded-For`, and `X-Forwarded-Proto`.
+/// `X-Forwarded-Host`, the client appended to `X-Forwarded-For` (or alone in it, without
+/// `keep_forwarded_for`), and `X-Forwarded-Proto`.
 ///
 /// `fields` gives the client's fields, as bytes, each time it is called (the rules read them
 /// more than once; no list is built, so nothing is allocated).
@@ -123,7 +133,7 @@ pub fn push_upstream_fields<'f, I>(
         push_field(out, b"x-forwarded-host", host);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if forwarded_for_prior {
+    if forwarded_for_prior && forwarding.keep_forwarded_for {
         // Every earlier field's list, in order, then the client.
         for (name, value) in fields() {
             if name.eq_ignore_ascii_case(b"x-forwarded-for") {
@@ -141,6 +151,82 @@ pub fn push_upstream_fields<'f, I>(
     } else {
         b"\r\nx-forwarded-proto: http\r\n"
     });
+}
+
+/// The client's address as a trusted proxy's `X-Forwarded-For` gives it: the right-most entry
+/// that is not itself a trusted proxy (each proxy appends the peer it took the request from, so
+/// the entries right of the client's are the trusted hops'), read from every `X-Forwarded-For`
+/// field in order as one list (RFC 9110 §5.3). A malformed entry met before that one (walking
+/// from the right) gives the peer's address: nothing left of it can be vouched for. A list of
+/// trusted entries only gives its left-most; none gives the peer. Entries may carry a port
+/// (`203.0.113.7:4711`, `[2001:db8::7]:4711`), as some proxies write them.
+///
+/// Fed left to right, value by value ([`ForwardedClient::feed`]): the right-most untrusted entry
+/// is the last one seen, so no list is kept.
+pub(super) struct ForwardedClient<'t> {
+    trusted: &'t [Cidr],
+    /// The first entry, for a list of trusted proxies only.
+    first: Option<IpAddr>,
+    /// The right-most entry so far that is not trusted, or `Malformed` when a malformed entry
+    /// came after it.
+    last: Last,
+}
+
+enum Last {
+    None,
+    Client(IpAddr),
+    Malformed,
+}
+
+impl<'t> ForwardedClient<'t> {
+    pub fn new(trusted: &'t [Cidr]) -> ForwardedClient<'t> {
+        ForwardedClient {
+            trusted,
+            first: None,
+            last: Last::None,
+        }
+    }
+
+    /// One `X-Forwarded-For` field's value, after those before it.
+    pub fn feed(&mut self, value: &[u8]) {
+        // Empty list elements are ignored (RFC 9110 §5.6.1).
+        for entry in list_tokens(value) {
+            match forwarded_ip(entry) {
+                None => self.last = Last::Malformed,
+                Some(ip) => {
+                    self.first.get_or_insert(ip);
+                    if !self.trusted.iter().any(|net| net.contains(ip)) {
+                        self.last = Last::Client(ip);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The client's address, `peer` when the fields give none.
+    pub fn client(&self, peer: IpAddr) -> IpAddr {
+        match self.last {
+            Last::Client(ip) => ip,
+            Last::Malformed => peer,
+            Last::None => self.first.unwrap_or(peer),
+        }
+    }
+}
+
+/// One `X-Forwarded-For` entry's address: an IP, or an IP and a port (IPv6 bracketed);
+/// IPv4-mapped IPv6 as its IPv4 address. `None` for anything else (`unknown`, a name, an
+/// obfuscated identifier).
+fn forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?;
+    let ip = text
+        .parse::<IpAddr>()
+        .or_else(|_| text.parse::<SocketAddr>().map(|a| a.ip()))
+        .or_else(|_| {
+            let inner = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+            inner.unwrap_or_default().parse::<IpAddr>()
+        })
+        .ok()?;
+    Some(ip.to_canonical())
 }
 
 /// The tokens of every `Connection` field among `fields`, trimmed, empty ones skipped.
@@ -251,8 +337,92 @@ mod tests {
             client: client.as_bytes(),
             host: host.map(str::as_bytes),
             https: false,
+            keep_forwarded_for: true,
         };
         upstream_headers(h, &forwarding).unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_peer_s_forwarded_for_is_replaced_by_the_peer() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        let forwarding = Forwarding {
+            client: b"198.51.100.4",
+            host: None,
+            keep_forwarded_for: false,
+            https: false,
+        };
+        let out = upstream_headers(&h, &forwarding).unwrap();
+        let values: Vec<_> = out.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(values, ["198.51.100.4"]);
+    }
+
+    fn client_by(trusted: &[&str], fields: &[&str], peer: &str) -> String {
+        let trusted: Vec<Cidr> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        let mut client = ForwardedClient::new(&trusted);
+        for value in fields {
+            client.feed(value.as_bytes());
+        }
+        client.client(peer.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_forwarded_for_entry_that_is_not_a_trusted_proxy() {
+        let trusted = ["10.0.0.0/8", "2001:db8:1::/48"];
+        let peer = "10.0.0.1";
+        // The standard case: the client, then trusted hops.
+        assert_eq!(
+            client_by(&trusted, &["203.0.113.7, 10.1.1.1"], peer),
+            "203.0.113.7"
+        );
+        // Entries a client wrote left of its own address are not believed.
+        assert_eq!(
+            client_by(&trusted, &["1.1.1.1, 203.0.113.7", "10.2.2.2"], peer),
+            "203.0.113.7"
+        );
+        // Ports, brackets, IPv4-mapped IPv6 and whitespace.
+        assert_eq!(
+            client_by(&trusted, &[" 203.0.113.7:4711 ,10.1.1.1"], peer),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client_by(&trusted, &["[2001:db8::7]:4711"], peer),
+            "2001:db8::7"
+        );
+        assert_eq!(client_by(&trusted, &["[2001:db8::7]"], peer), "2001:db8::7");
+        assert_eq!(
+            client_by(&trusted, &["::ffff:203.0.113.7"], peer),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client_by(&trusted, &["2001:db8:2::9, 2001:db8:1::5"], peer),
+            "2001:db8:2::9"
+        );
+        // No field, or an empty one: the peer itself.
+        assert_eq!(client_by(&trusted, &[], peer), peer);
+        // Only trusted proxies: the left-most of them.
+        assert_eq!(
+            client_by(&trusted, &["10.9.9.9, 10.1.1.1"], peer),
+            "10.9.9.9"
+        );
+        // A malformed entry right of every untrusted one: nothing can be vouched for.
+        assert_eq!(
+            client_by(&trusted, &["203.0.113.7, unknown, 10.1.1.1"], peer),
+            peer
+        );
+        assert_eq!(client_by(&trusted, &[""], peer), peer);
+        // Empty list elements are no entries (RFC 9110 §5.6.1).
+        assert_eq!(
+            client_by(&trusted, &["203.0.113.7, ,", "10.1.1.1"], peer),
+            "203.0.113.7"
+        );
+        assert_eq!(client_by(&trusted, &["not an ip"], peer), peer);
+        // A malformed entry left of the client's does not matter.
+        assert_eq!(
+            client_by(&trusted, &["garbage, 203.0.113.7, 10.1.1.1"], peer),
+            "203.0.113.7"
+        );
     }
 
     #[test]
@@ -321,6 +491,7 @@ mod tests {
             client: b"192.0.2.7",
             host: Some(b"other.example"),
             https: false,
+            keep_forwarded_for: true,
         };
         push_upstream_fields(&mut out, || fields.iter().copied(), &forwarding);
         assert_eq!(
@@ -335,6 +506,7 @@ mod tests {
             client: b"192.0.2.7",
             host: None,
             https: true,
+            keep_forwarded_for: true,
         };
         push_upstream_fields(&mut out, || fields.iter().copied(), &forwarding);
         assert_eq!(

@@ -2,24 +2,28 @@
 //! ([`Proxy`]), routing a request to a pool or to lb's own answer ([`route`],
 //! [`Proxy::https_redirect`]), the two-level selection of a backend (the canary split, then
 //! P2C within the side: [`Attempts::pick`]), the retry and passive-ejection rules ([`Attempts`],
-//! [`attempt_failed`]), lb's own answers when no backend answered ([`Failure`]) and the account
-//! of a request (its stats and access line: [`Proxy::account`]). It decides nothing of a
+//! [`attempt_failed`]), a pool's rate limit ([`Proxy::over_rate_limit`], after routing and
+//! before a backend is picked), lb's own answers when no backend answered ([`Failure`]) and the
+//! account of a request (its stats and access line: [`Proxy::account`]). It decides nothing of a
 //! protocol's wire: `proxy::h1` and `proxy::h2` turn their bytes and frames into the calls here.
 
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 
+use super::headers::ForwardedClient;
 use super::stall::{AfterHead, Timeout};
 use super::upstream::ExchangeError;
-use super::Peer;
+use super::{Peer, PeerTrust};
 use crate::access_log::{self, AccessLog};
 use crate::balance;
 use crate::canary::split::{self, force_from_header, Available};
 use crate::canary::stats::Outcome;
 use crate::canary::Side;
-use crate::config::Sticky;
+use crate::config::{Cidr, RateLimitKey, Sticky};
 use crate::metrics::Global;
 use crate::routing::Route;
 use crate::topology::{Backend, Pool, SharedTopology, Topology};
@@ -37,7 +41,13 @@ pub struct Proxy {
     pub(super) after_head: AfterHead,
     /// `redirect_https`: the port cleartext requests are sent to over HTTPS.
     redirect_https: Option<u16>,
+    /// `[server] trusted_proxies`; `None` when unset.
+    trusted_proxies: Option<Box<[Cidr]>>,
 }
+
+/// The kinds of a rate limit's keys, so an address and a header value never share a bucket.
+const KEY_IP: u8 = 0;
+const KEY_HEADER: u8 = 1;
 
 impl Proxy {
     /// A proxy over the shared topology, reporting to `metrics` and `access_log`.
@@ -53,7 +63,78 @@ impl Proxy {
             access_log,
             after_head,
             redirect_https: None,
+            trusted_proxies: None,
         }
+    }
+
+    /// `[server] trusted_proxies`: peers in these networks are believed about their clients'
+    /// addresses (`X-Forwarded-For`); the field of any other peer is replaced.
+    pub fn trust_proxies(&mut self, networks: Vec<Cidr>) {
+        self.trusted_proxies = Some(networks.into_boxed_slice());
+    }
+
+    /// What a request from the peer `ip` makes of its `X-Forwarded-For`.
+    pub(super) fn peer_trust(&self, ip: IpAddr) -> PeerTrust {
+        match &self.trusted_proxies {
+            None => PeerTrust::Unset,
+            Some(networks) if networks.iter().any(|n| n.contains(ip)) => PeerTrust::Trusted,
+            Some(_) => PeerTrust::Untrusted,
+        }
+    }
+
+    /// The client's IP address: the peer's, or, from a trusted proxy, the one its
+    /// `X-Forwarded-For` gives ([`ForwardedClient`]).
+    pub(super) fn client_ip(&self, client: Peer<'_>, fields: &impl Fields) -> IpAddr {
+        let peer = client.addr.ip().to_canonical();
+        match (&self.trusted_proxies, self.peer_trust(peer)) {
+            (Some(trusted), PeerTrust::Trusted) => {
+                let mut forwarded = ForwardedClient::new(trusted);
+                fields.find("x-forwarded-for", |value| {
+                    forwarded.feed(value);
+                    None::<()>
+                });
+                forwarded.client(peer)
+            }
+            _ => peer,
+        }
+    }
+
+    /// A pool's `rate_limit`, checked once routing chose `pool` and before any backend is
+    /// picked: `Some` answer, 429 with `Retry-After` (whole seconds, at least 1), when the
+    /// request's key has spent its bucket; counted in `lb_rate_limited_total`. The key is the
+    /// client's IP address ([`Proxy::client_ip`]) or a header's value (the client's address for
+    /// a request without it). `started`: when the request began, the limiter's clock.
+    pub(super) fn over_rate_limit(
+        &self,
+        pool: &Pool,
+        client: Peer<'_>,
+        fields: &impl Fields,
+        started: Instant,
+    ) -> Option<LocalAnswer> {
+        let limit = pool.rate_limit.as_ref()?;
+        let limiter = &limit.limiter;
+        let by_header = match &limit.key {
+            RateLimitKey::Ip => None,
+            RateLimitKey::Header(name) => fields.find(name, |value| {
+                (!value.is_empty()).then(|| limiter.key(KEY_HEADER, value))
+            }),
+        };
+        let key = by_header.unwrap_or_else(|| match self.client_ip(client, fields) {
+            IpAddr::V4(ip) => limiter.key(KEY_IP, &ip.octets()),
+            IpAddr::V6(ip) => limiter.key(KEY_IP, &ip.octets()),
+        });
+        let limited = limiter.check(key, started).err()?;
+        limit.limited.fetch_add(1, Ordering::Relaxed);
+        Some(LocalAnswer {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            text: "too many requests\n",
+            header: Some((
+                "retry-after",
+                itoa::Buffer::new()
+                    .format(limited.retry_after_secs())
+                    .to_owned(),
+            )),
+        })
     }
 
     /// `redirect_https`: cleartext requests get 308 to the same URL over HTTPS on `port`.

@@ -141,6 +141,7 @@ mod tests {
             backends: Box::new([]),
             n_stable: 0,
             canary: None,
+            rate_limit: None,
         }
     }
 

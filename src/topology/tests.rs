@@ -16,6 +16,7 @@ fn pool(backends: &[Arc<Backend>]) -> Pool {
         backends: backends.to_vec().into_boxed_slice(),
         n_stable: backends.len(),
         canary: None,
+        rate_limit: None,
     }
 }
 

@@ -49,14 +49,20 @@ impl Proxy {
         let started = Instant::now();
         // One snapshot for the whole request: a reload mid-request does not change its pool.
         let topology = self.topology.load_full();
-        let (response, pool, backend, error, side, by_lb) =
-            match self.dispatch(&topology, head, https) {
-                Routed::Local(answer) => (local_answer(answer), None, None, None, None, true),
-                Routed::Pool(pool) => {
-                    let f = forward(pool, head, body, client, https, timer).await;
-                    (f.response, Some(pool), f.backend, f.error, f.side, f.by_lb)
+        let routed = self.dispatch(&topology, head, https);
+        let (response, pool, backend, error, side, by_lb) = match routed {
+            Routed::Local(answer) => (local_answer(answer), None, None, None, None, true),
+            Routed::Pool(pool) => {
+                match self.over_rate_limit(pool, client, &head.headers, started) {
+                    Some(limited) => (local_answer(limited), Some(pool), None, None, None, true),
+                    None => {
+                        let keep = self.peer_trust(client.addr.ip()).keeps_forwarded_for();
+                        let f = forward(pool, head, body, client, (https, keep), timer).await;
+                        (f.response, Some(pool), f.backend, f.error, f.side, f.by_lb)
+                    }
                 }
-            };
+            }
+        };
         let placed = Placed {
             pool,
             side,
@@ -130,13 +136,14 @@ impl From<Failure> for Forwarded {
 /// Forwards to a backend of `pool` by the retry rules of [`Attempts`]: a failed connect goes
 /// again, and a failed exchange too when the request is idempotent and its body can be sent
 /// again. The body is read first (whole when small: see [`body::read`]), so a malformed one
-/// reaches no backend.
+/// reaches no backend. `(https, keep_forwarded_for)`: what the `X-Forwarded-*` fields say
+/// ([`headers::Forwarding`]).
 async fn forward(
     pool: &Pool,
     parts: &request::Parts,
     body: Option<(RecvStream, Option<u64>)>,
     client: Peer<'_>,
-    https: bool,
+    (https, keep_forwarded_for): (bool, bool),
     mut timer: Pin<&mut Sleep>,
 ) -> Forwarded {
     let mut body = match body {
@@ -169,6 +176,7 @@ async fn forward(
         client: client.ip.as_bytes(),
         host,
         https,
+        keep_forwarded_for,
     };
     let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let head_request = parts.method == Method::HEAD;

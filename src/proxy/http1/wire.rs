@@ -249,10 +249,12 @@ fn push_backend_fields(
 /// HTTP/1.0 request without a host gets its backend's `Host` from the caller.
 ///
 /// `Ok(None)`: the head is not complete yet. `client` is the client's address as text, `https`
-/// whether it came over TLS (both for `X-Forwarded-*`).
+/// whether it came over TLS, `keep_forwarded_for` whether the client's own `X-Forwarded-For`
+/// goes on (all for `X-Forwarded-*`: [`Forwarding`]).
 pub fn parse_request(
     buf: &[u8],
     client: &[u8],
+    keep_forwarded_for: bool,
     https: bool,
     headers: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, HeadError> {
@@ -293,6 +295,7 @@ pub fn parse_request(
         client,
         host,
         https,
+        keep_forwarded_for,
     };
     push_backend_fields(headers, request.headers, &forwarding, body, upgrade);
 
@@ -917,7 +920,7 @@ mod tests {
 
     fn request(text: &str) -> (Result<Option<RequestHead>, HeadError>, String) {
         let mut headers = Vec::new();
-        let parsed = parse_request(text.as_bytes(), b"192.0.2.7", false, &mut headers);
+        let parsed = parse_request(text.as_bytes(), b"192.0.2.7", true, false, &mut headers);
         (parsed, String::from_utf8(headers).unwrap())
     }
 
