@@ -501,13 +501,8 @@ fn rollout_doc(view: &crate::rollout::View) -> RolloutDoc {
         driver: progress.driver.clone(),
         weight_percent: view.weight,
         peers_summed: view.peers.summed.clone(),
-        peers_down: view.peers.down.iter().map(|u| u.peer.clone()).collect(),
-        peers_unreachable: view
-            .peers
-            .unreachable
-            .iter()
-            .map(|u| u.peer.clone())
-            .collect(),
+        peers_down: view.peers.down_addrs(),
+        peers_unreachable: view.peers.unreachable_addrs(),
     }
 }
 

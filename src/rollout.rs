@@ -53,6 +53,18 @@ pub struct Peers {
     pub unreachable: Vec<Unheard>,
 }
 
+impl Peers {
+    /// The `HOST:PORT` of each peer found down, as status shows them.
+    pub fn down_addrs(&self) -> Vec<String> {
+        self.down.iter().map(|u| u.peer.clone()).collect()
+    }
+
+    /// The `HOST:PORT` of each peer that did not answer, as status shows them.
+    pub fn unreachable_addrs(&self) -> Vec<String> {
+        self.unreachable.iter().map(|u| u.peer.clone()).collect()
+    }
+}
+
 /// The evidence a step is judged on: each side's window over the step, this instance's own
 /// plus every peer's that answered, and what the peers gave.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use lb::control::proto;
+use support::remote::git;
 use support::{Lb, SampleWeb};
 
 /// The upgrade command's script. It refuses a port with a `fail-PORT` file; otherwise it stops
@@ -84,24 +84,6 @@ impl Drop for Upgrades {
 
 fn git_installed() -> bool {
     Command::new("git").arg("--version").output().is_ok()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `n` sample-web v1 processes and lb in front of them, its lb.toml in git with

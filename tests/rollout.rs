@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use lb::control::proto;
+use support::remote::git;
 use support::{eventually, get, Backend, Lb};
 use tonic::Code;
 
@@ -344,23 +345,7 @@ async fn git_history_commits_only_lb_toml_with_the_actor() {
     }
     let b = Backend::start("b").await;
     let dir = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(dir.path())
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let git = |args: &[&str]| support::remote::git(dir.path(), args);
     git(&["init", "-q"]);
     let config = dir.path().join("lb.toml");
     std::fs::write(
@@ -419,32 +404,15 @@ async fn concurrent_changes_commit_one_each_before_they_answer() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let run_git = |dir: &std::path::Path, args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(dir)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    run_git(dir.path(), &["init", "-q"]);
+    git(dir.path(), &["init", "-q"]);
     let config = dir.path().join("lb.toml");
     std::fs::write(
         &config,
         "[control]\ngit_commit = true\n\n[pools.\"/\"]\nbackends = [\n]\n",
     )
     .unwrap();
-    run_git(dir.path(), &["add", "lb.toml"]);
-    run_git(dir.path(), &["commit", "-qm", "initial"]);
+    git(dir.path(), &["add", "lb.toml"]);
+    git(dir.path(), &["commit", "-qm", "initial"]);
     let lb = Lb::start_at(dir, config, &[]);
     const N: usize = 8;
     let mut tasks = Vec::new();
@@ -461,12 +429,12 @@ async fn concurrent_changes_commit_one_each_before_they_answer() {
         task.await.unwrap().expect("AddPool");
     }
     // No waiting: every change answered, so every commit is made.
-    let log = run_git(lb.dir(), &["log", "--format=%H"]);
+    let log = git(lb.dir(), &["log", "--format=%H"]);
     let commits: Vec<&str> = log.lines().collect();
     assert_eq!(commits.len(), N + 1, "one commit per change:\n{log}");
     for commit in &commits[..N] {
-        let message = run_git(lb.dir(), &["log", "-1", "--format=%s", commit]);
-        let diff = run_git(lb.dir(), &["show", "--format=", "-U0", commit]);
+        let message = git(lb.dir(), &["log", "-1", "--format=%s", commit]);
+        let diff = git(lb.dir(), &["show", "--format=", "-U0", commit]);
         let added: Vec<&str> = diff.lines().filter(|l| l.starts_with("+[pools.")).collect();
         assert_eq!(added.len(), 1, "{commit} adds one pool:\n{diff}");
         let pattern = added[0]

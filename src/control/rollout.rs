@@ -66,13 +66,8 @@ pub fn status(
         driver: progress.driver.clone().unwrap_or_default(),
         instance: instance.to_owned(),
         peers_summed: view.peers.summed.clone(),
-        peers_down: view.peers.down.iter().map(|u| u.peer.clone()).collect(),
-        peers_unreachable: view
-            .peers
-            .unreachable
-            .iter()
-            .map(|u| u.peer.clone())
-            .collect(),
+        peers_down: view.peers.down_addrs(),
+        peers_unreachable: view.peers.unreachable_addrs(),
         ..Default::default()
     };
     if let Some((live, canary)) = topology
